@@ -1,0 +1,24 @@
+//! libdflockd: a client for the dflockd distributed lock server.
+//!
+//! See ARCHITECTURE.md for the module map. Data flows one way:
+//! `ffi` → `client` → `lease` + `renewal` → `connection` → `transport` →
+//! `protocol`. The test server (`testserver`) shares only `protocol`.
+
+pub mod protocol;
+
+mod error;
+pub use error::{Error, ErrorKind, Result};
+
+// --- client core (issue 3) ---------------------------------------------
+pub mod transport;
+pub mod connection;
+pub mod client;
+pub mod lease;
+mod renewal;
+
+// --- test server (issue 2) ---------------------------------------------
+#[cfg(feature = "test-server")]
+pub mod testserver;
+
+// --- C ABI (issue 4) ---------------------------------------------------
+pub mod ffi;

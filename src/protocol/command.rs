@@ -1,0 +1,128 @@
+//! The command table: every wire command name in one place.
+//!
+//! Locks and semaphores differ only by the `s` prefix (and the limit their
+//! acquire/enqueue carry), so a lease command is `(Kind, Op)`, not eleven
+//! hand-written variants.
+
+/// What a lease is held on: a lock (`l`, `r`, ...) or a counting semaphore
+/// (`sl`, `sr`, ...). On 2.x servers the two live in separate key spaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Lock,
+    Semaphore,
+}
+
+impl Kind {
+    /// The command prefix: `""` for locks, `"s"` for semaphores.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Kind::Lock => "",
+            Kind::Semaphore => "s",
+        }
+    }
+}
+
+/// The five lease operations shared by locks and semaphores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `l`: single-phase acquire with a timeout.
+    Acquire,
+    /// `r`: release by token.
+    Release,
+    /// `n`: renew by token.
+    Renew,
+    /// `e`: join the queue (two-phase, phase 1).
+    Enqueue,
+    /// `w`: wait for the queued grant (two-phase, phase 2).
+    Wait,
+}
+
+/// One wire command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Command {
+    Auth,
+    Ping,
+    Stats,
+    Lease(Kind, Op),
+}
+
+/// `(wire name, command)` for every command; the single source for both
+/// directions of the mapping.
+const TABLE: [(&str, Command); 13] = [
+    ("auth", Command::Auth),
+    ("ping", Command::Ping),
+    ("stats", Command::Stats),
+    ("l", Command::Lease(Kind::Lock, Op::Acquire)),
+    ("r", Command::Lease(Kind::Lock, Op::Release)),
+    ("n", Command::Lease(Kind::Lock, Op::Renew)),
+    ("e", Command::Lease(Kind::Lock, Op::Enqueue)),
+    ("w", Command::Lease(Kind::Lock, Op::Wait)),
+    ("sl", Command::Lease(Kind::Semaphore, Op::Acquire)),
+    ("sr", Command::Lease(Kind::Semaphore, Op::Release)),
+    ("sn", Command::Lease(Kind::Semaphore, Op::Renew)),
+    ("se", Command::Lease(Kind::Semaphore, Op::Enqueue)),
+    ("sw", Command::Lease(Kind::Semaphore, Op::Wait)),
+];
+
+impl Command {
+    /// Every command, in table order.
+    pub fn all() -> impl Iterator<Item = Command> {
+        TABLE.iter().map(|(_, c)| *c)
+    }
+
+    /// The exact command line sent on the wire (`"sl"`, `"ping"`...).
+    pub fn wire_name(self) -> &'static str {
+        TABLE
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map(|(n, _)| *n)
+            .expect("every command is in TABLE")
+    }
+
+    /// The command for a wire name; case-sensitive, as the server is.
+    pub fn from_wire(name: &str) -> Option<Command> {
+        TABLE.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
+
+    /// Whether a cluster follower must refuse this command with
+    /// `error_not_leader` (everything but `ping`, `stats` and `auth`).
+    pub fn is_mutating(self) -> bool {
+        matches!(self, Command::Lease(..))
+    }
+
+    /// Whether the server may hold the reply back (a blocking acquire/wait).
+    pub fn may_block(self) -> bool {
+        matches!(self, Command::Lease(_, Op::Acquire | Op::Wait))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in Command::all() {
+            assert!(seen.insert(c.wire_name()));
+            assert_eq!(Command::from_wire(c.wire_name()), Some(c));
+        }
+        assert_eq!(seen.len(), 13);
+    }
+
+    #[test]
+    fn semaphore_names_are_lock_names_with_prefix() {
+        for op in [Op::Acquire, Op::Release, Op::Renew, Op::Enqueue, Op::Wait] {
+            let l = Command::Lease(Kind::Lock, op).wire_name();
+            let s = Command::Lease(Kind::Semaphore, op).wire_name();
+            assert_eq!(s, format!("s{l}"));
+        }
+    }
+
+    #[test]
+    fn server_is_case_sensitive() {
+        assert_eq!(Command::from_wire("L"), None);
+        assert_eq!(Command::from_wire(" l"), None);
+        assert_eq!(Command::from_wire("bogus"), None);
+    }
+}

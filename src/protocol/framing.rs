@@ -1,0 +1,127 @@
+//! Splitting a byte stream into lines, with a bound.
+//!
+//! Both ends read lines from a socket; neither may buffer without limit
+//! (a hostile peer can send a gigabyte with no newline). The caller feeds
+//! whatever it read and asks for the next line with the bound that applies
+//! to it (256 bytes for a request line, 64 KiB for the `auth` argument,
+//! 1 MiB for a reply).
+
+/// Why no line could be taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineError {
+    /// More than the allowed bytes arrived without a newline. The stream
+    /// is out of sync: the reader must close it.
+    TooLong,
+    /// A complete line that is not UTF-8. The line was consumed.
+    NotUtf8,
+}
+
+/// Buffered bytes not yet returned as lines.
+#[derive(Default, Debug)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    /// Bytes before `start` were already returned.
+    start: usize,
+    /// Bytes in `start..scanned` are known to hold no `\n`.
+    scanned: usize,
+}
+
+impl LineBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append bytes read from the stream.
+    pub fn extend(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            self.scanned = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered but not yet returned as a line.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Take the next complete line (without `\n` and one trailing `\r`) if
+    /// it is at most `max` bytes. `Ok(None)` means "read more".
+    pub fn next_line(&mut self, max: usize) -> Result<Option<String>, LineError> {
+        let from = self.scanned.max(self.start);
+        let Some(pos) = self.buf[from..].iter().position(|&b| b == b'\n') else {
+            self.scanned = self.buf.len();
+            // A line of exactly `max` bytes may still be followed by "\r\n".
+            if self.pending() > max + 1 {
+                return Err(LineError::TooLong);
+            }
+            return Ok(None);
+        };
+        let end = from + pos;
+        let mut line = &self.buf[self.start..end];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        let result = if line.len() > max {
+            Err(LineError::TooLong)
+        } else {
+            std::str::from_utf8(line)
+                .map(str::to_owned)
+                .map_err(|_| LineError::NotUtf8)
+        };
+        self.start = end + 1;
+        self.scanned = self.start;
+        if self.start > 4096 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        result.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pipelined_lines_and_strips_cr() {
+        let mut b = LineBuffer::new();
+        b.extend(b"l\r\nkey\n5\nping\n_");
+        assert_eq!(b.next_line(256), Ok(Some("l".into())));
+        assert_eq!(b.next_line(256), Ok(Some("key".into())));
+        assert_eq!(b.next_line(256), Ok(Some("5".into())));
+        assert_eq!(b.next_line(256), Ok(Some("ping".into())));
+        assert_eq!(b.next_line(256), Ok(None));
+        b.extend(b"\n\n");
+        assert_eq!(b.next_line(256), Ok(Some("_".into())));
+        assert_eq!(b.next_line(256), Ok(Some("".into())));
+        assert_eq!(b.pending(), 0);
+    }
+
+    #[test]
+    fn bounds_lines_with_and_without_newline() {
+        let mut b = LineBuffer::new();
+        b.extend(&[b'x'; 256]);
+        assert_eq!(b.next_line(256), Ok(None));
+        b.extend(b"\n");
+        assert_eq!(b.next_line(256).unwrap().unwrap().len(), 256);
+
+        b.extend(&[b'x'; 257]);
+        b.extend(b"\n");
+        assert_eq!(b.next_line(256), Err(LineError::TooLong));
+
+        let mut b = LineBuffer::new();
+        b.extend(&[b'x'; 300]);
+        assert_eq!(b.next_line(256), Err(LineError::TooLong));
+    }
+
+    #[test]
+    fn non_utf8_line_is_consumed() {
+        let mut b = LineBuffer::new();
+        b.extend(b"\xff\xfe\nok\n");
+        assert_eq!(b.next_line(256), Err(LineError::NotUtf8));
+        assert_eq!(b.next_line(256), Ok(Some("ok".into())));
+    }
+}
