@@ -39,7 +39,10 @@ fn contention_timeout_and_handoff() {
     assert_eq!(b.req(&fmt("l", &k, "0")), "timeout");
     let started = Instant::now();
     assert_eq!(b.req(&fmt("l", &k, "1")), "timeout");
-    assert!(started.elapsed() >= Duration::from_millis(900), "timeout 1 returned early");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "timeout 1 returned early"
+    );
     b.send(&fmt("l", &k, "5"));
     b.assert_silent(Duration::from_millis(200));
     assert_eq!(a.req(&fmt("r", &k, &tok)), "ok");
@@ -82,7 +85,11 @@ fn two_phase_enqueue_wait() {
     assert_eq!(a.req(&fmt("w", &k, "5")), format!("ok {ta} 33"));
     assert_eq!(b.req(&fmt("e", &k, "10")), "queued");
     assert_eq!(b.req(&fmt("w", &k, "1")), "timeout");
-    assert_eq!(b.req(&fmt("w", &k, "1")), "error_not_enqueued", "the timed-out waiter was removed");
+    assert_eq!(
+        b.req(&fmt("w", &k, "1")),
+        "error_not_enqueued",
+        "the timed-out waiter was removed"
+    );
     assert_eq!(b.req(&fmt("e", &k, "")), "queued");
     b.send(&fmt("w", &k, "5"));
     b.assert_silent(Duration::from_millis(100));
@@ -185,7 +192,10 @@ fn values_at_their_limits() {
     let mut a = t.connect();
     granted(&a.req(&fmt("l", &key("free"), "0")), 33);
     assert_eq!(a.req(&fmt("l", &key("big"), "9223372037")), "error");
-    granted(&a.req(&fmt("l", &key("big"), "9223372036 9223372036")), 9223372036);
+    granted(
+        &a.req(&fmt("l", &key("big"), "9223372036 9223372036")),
+        9223372036,
+    );
     granted(&a.req(&fmt("sl", &key("biglim"), "0 1048577")), 33);
     granted(&a.req(&fmt("l", &key("é-clé"), "0")), 33);
     granted(&a.req(&fmt("l", &key("spaces"), " 5 ")), 33);
@@ -213,9 +223,18 @@ fn tokens_are_hex_with_a_fence_rising_across_keys_and_connections() {
             assert_eq!(w[1], w[0] + 1, "fences rise by one per grant: {fences:x?}");
         }
     }
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    assert!(fences[0] <= now_ns, "the fence is seeded from the wall clock (ns)");
-    assert!(fences[0] > now_ns - 3_600_000_000_000 * 24 * 365, "fence seed is wall-clock ns");
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    assert!(
+        fences[0] <= now_ns,
+        "the fence is seeded from the wall clock (ns)"
+    );
+    assert!(
+        fences[0] > now_ns - 3_600_000_000_000 * 24 * 365,
+        "fence seed is wall-clock ns"
+    );
 }
 
 #[test]
@@ -244,7 +263,12 @@ fn malformed_requests_get_error_and_keep_the_connection() {
         b"e\nk\n0\n",
     ];
     for case in cases {
-        assert_eq!(a.req(case), "error", "request {:?}", String::from_utf8_lossy(case));
+        assert_eq!(
+            a.req(case),
+            "error",
+            "request {:?}",
+            String::from_utf8_lossy(case)
+        );
     }
     assert_eq!(a.req(b"ping\n_\n\n"), "ok", "still open after errors");
 }
@@ -296,7 +320,10 @@ fn line_of_256_bytes_is_fine_257_gets_error_and_close() {
     let k257 = format!("{k256}x");
     assert_eq!(a.req(&fmt("l", &k257, "5")), "error");
     a.send(b"ping\n_\n\n");
-    assert!(a.closed_within(Duration::from_secs(5)), "the server closes after an over-long line");
+    assert!(
+        a.closed_within(Duration::from_secs(5)),
+        "the server closes after an over-long line"
+    );
 }
 
 #[test]
@@ -323,18 +350,41 @@ fn ping_and_stats() {
     assert_eq!(a.req(&fmt("r", &ki, &ti)), "ok");
     b.send(&fmt("l", &kl, "5"));
     b.assert_silent(Duration::from_millis(100));
-    for req in [&b"stats\n_\n\n"[..], b"stats\n\n\n", b"stats\nignored key\nignored arg\n"] {
+    for req in [
+        &b"stats\n_\n\n"[..],
+        b"stats\n\n\n",
+        b"stats\nignored key\nignored arg\n",
+    ] {
         let reply = a.req(req);
         let json = reply.strip_prefix("ok ").expect("ok <json>");
         let stats = dflockd::protocol::Stats::from_json(json).expect("stats JSON parses");
         assert!(stats.connections >= 2);
-        let l = stats.locks.iter().find(|e| e.key == kl).expect("held lock listed");
+        let l = stats
+            .locks
+            .iter()
+            .find(|e| e.key == kl)
+            .expect("held lock listed");
         assert_eq!(l.waiters, 1);
-        assert!(l.lease_expires_in_s > 15.0 && l.lease_expires_in_s <= 20.0, "{l:?}");
-        let s = stats.semaphores.iter().find(|e| e.key == ks).expect("semaphore listed");
+        assert!(
+            l.lease_expires_in_s > 15.0 && l.lease_expires_in_s <= 20.0,
+            "{l:?}"
+        );
+        let s = stats
+            .semaphores
+            .iter()
+            .find(|e| e.key == ks)
+            .expect("semaphore listed");
         assert_eq!((s.limit, s.holders, s.waiters), (3, 1, 0));
-        assert!(stats.idle_locks.iter().any(|e| e.key == ki), "released key is idle");
-        let json_keys = ["\"locks\":", "\"semaphores\":", "\"idle_locks\":", "\"idle_semaphores\":"];
+        assert!(
+            stats.idle_locks.iter().any(|e| e.key == ki),
+            "released key is idle"
+        );
+        let json_keys = [
+            "\"locks\":",
+            "\"semaphores\":",
+            "\"idle_locks\":",
+            "\"idle_semaphores\":",
+        ];
         assert!(json_keys.iter().all(|k| json.contains(k)));
     }
 }
@@ -365,7 +415,10 @@ fn disconnect_releases_everything_and_drops_waiters() {
         waiters = stats.locks.iter().find(|e| e.key == k).map_or(0, |e| e.waiters);
         waiters == 0
     });
-    assert!(gone, "the waiter of a closed connection is dropped ({waiters} left)");
+    assert!(
+        gone,
+        "the waiter of a closed connection is dropped ({waiters} left)"
+    );
 }
 
 #[test]
@@ -376,7 +429,10 @@ fn expired_lease_passes_to_the_next_waiter() {
     let ta = granted(&a.req(&fmt("l", &k, "5 1")), 1);
     let started = Instant::now();
     let tb = granted(&b.req(&fmt("l", &k, "5")), 33);
-    assert!(started.elapsed() < Duration::from_secs(3), "expired within the sweep interval");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "expired within the sweep interval"
+    );
     assert_eq!(a.req(&fmt("r", &k, &ta)), "error", "release of an expired token");
     assert_eq!(a.req(&fmt("n", &k, &ta)), "error", "renew never revives");
     assert_eq!(b.req(&fmt("r", &k, &tb)), "ok");
@@ -384,7 +440,11 @@ fn expired_lease_passes_to_the_next_waiter() {
     let k4 = key("x4");
     token(&a.req(&fmt("e", &k4, "1")));
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(a.req(&fmt("w", &k4, "5")), "error_not_enqueued", "wait after the lease was swept");
+    assert_eq!(
+        a.req(&fmt("w", &k4, "5")),
+        "error_not_enqueued",
+        "wait after the lease was swept"
+    );
 }
 
 #[test]

@@ -49,7 +49,12 @@ impl Target {
     pub fn connect(&self) -> Raw {
         let mut c = Raw::connect(&self.addr());
         if let Some(token) = self.auth() {
-            assert_eq!(c.req(format!("auth\n_\n{token}\n").as_bytes()), "ok", "auth to {}", self.addr());
+            assert_eq!(
+                c.req(format!("auth\n_\n{token}\n").as_bytes()),
+                "ok",
+                "auth to {}",
+                self.addr()
+            );
         }
         c
     }
@@ -57,8 +62,12 @@ impl Target {
 
 /// `host:port` and auth token of the external server, if one is configured.
 pub fn external() -> Option<(String, Option<String>)> {
-    let addr = std::env::var("DFLOCKD_TEST_SERVER").ok().filter(|s| !s.is_empty())?;
-    let auth = std::env::var("DFLOCKD_TEST_AUTH_TOKEN").ok().filter(|s| !s.is_empty());
+    let addr = std::env::var("DFLOCKD_TEST_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let auth = std::env::var("DFLOCKD_TEST_AUTH_TOKEN")
+        .ok()
+        .filter(|s| !s.is_empty());
     Some((addr, auth))
 }
 
@@ -90,7 +99,12 @@ pub fn key(name: &str) -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as u64;
-        let _ = RUN.compare_exchange(0, t ^ (std::process::id() as u64) << 40, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = RUN.compare_exchange(
+            0,
+            t ^ (std::process::id() as u64) << 40,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
     format!("t{:x}-{name}", RUN.load(Ordering::Relaxed))
 }
@@ -109,7 +123,11 @@ pub fn token(reply: &str) -> String {
 /// 32 lowercase hex characters.
 pub fn assert_grant_token(t: &str) {
     assert_eq!(t.len(), 32, "token length: {t:?}");
-    assert!(t.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "token not lower hex: {t:?}");
+    assert!(
+        t.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "token not lower hex: {t:?}"
+    );
 }
 
 pub fn fence(token: &str) -> u64 {
@@ -119,7 +137,10 @@ pub fn fence(token: &str) -> u64 {
 /// Assert a grant reply with this lease; returns the token.
 pub fn granted(reply: &str, lease_s: u64) -> String {
     let t = token(reply);
-    assert!(reply.ends_with(&format!(" {lease_s}")), "expected lease {lease_s}: {reply:?}");
+    assert!(
+        reply.ends_with(&format!(" {lease_s}")),
+        "expected lease {lease_s}: {reply:?}"
+    );
     t
 }
 
@@ -133,7 +154,10 @@ impl Raw {
     pub fn connect(addr: &str) -> Raw {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).unwrap();
-        Raw { stream, buf: Vec::new() }
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -174,7 +198,8 @@ impl Raw {
 
     /// The next reply line; panics after [`REPLY_DEADLINE`].
     pub fn line(&mut self) -> String {
-        self.line_within(REPLY_DEADLINE).expect("no reply within the deadline")
+        self.line_within(REPLY_DEADLINE)
+            .expect("no reply within the deadline")
     }
 
     /// Send one request and read its reply line.
