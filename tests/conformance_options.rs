@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 use common::{Raw, embedded, granted, token};
 use dflockd::testserver::{ServerOptions, TlsIdentity};
 
-fn fmt(cmd: &str, key: &str, arg: &str) -> Vec<u8> {
-    format!("{cmd}\n{key}\n{arg}\n").into_bytes()
-}
-
 fn opts() -> ServerOptions {
     ServerOptions::default()
 }

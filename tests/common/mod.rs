@@ -13,6 +13,11 @@ use dflockd::testserver::{ServerOptions, TestServer};
 /// Replies that take longer than this are a failure (a hung server).
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
 
+/// One request frame: `cmd\nkey\narg\n`.
+pub fn frame(cmd: &str, key: &str, arg: &str) -> Vec<u8> {
+    format!("{cmd}\n{key}\n{arg}\n").into_bytes()
+}
+
 /// The server a test talks to.
 pub enum Target {
     Embedded(TestServer),
