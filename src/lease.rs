@@ -129,7 +129,6 @@ impl Lease {
     }
 
     #[cfg(test)]
-    #[allow(dead_code)]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

@@ -281,6 +281,8 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "test-server")]
+    use crate::client::Client;
 
     #[test]
     fn interval_is_capped_by_keepalive_and_floored() {
@@ -291,5 +293,28 @@ mod tests {
         assert_eq!(interval(&c, 60), Duration::from_secs(10));
         c.renew_ratio = 0.01;
         assert_eq!(interval(&c, 1), MIN_INTERVAL);
+    }
+
+    #[cfg(feature = "test-server")]
+    #[test]
+    fn a_panicking_renewal_marks_the_lease_lost() {
+        use crate::testserver::{ServerOptions, TestServer};
+        let server = TestServer::start(ServerOptions::default()).expect("server");
+        let mut cfg = Config::new(vec![("127.0.0.1".into(), server.port())]);
+        cfg.keepalive = Duration::from_millis(200);
+        let client = Client::new(cfg).expect("client");
+        let lease = client.lock("panic-key").expect("lease");
+        lease.acquire(1).expect("acquire");
+        lease
+            .shared()
+            .panic_next_renewal
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(lease.wait_lost(Some(Duration::from_secs(5))));
+        assert!(!lease.is_held());
+        let err = lease.lost_error().expect("lost error");
+        assert!(err.message().contains("panicked"), "{err}");
+        // Its connection was closed, so the server freed the lock.
+        let other = client.lock("panic-key").expect("lease");
+        other.acquire(5).expect("free again");
     }
 }
