@@ -6,7 +6,7 @@
 //! Policy, per lease: renew every `min(lease × renew_ratio, keepalive)` on
 //! the lease's home connection (which keeps that connection from the
 //! server's idle timeout whatever the lease). Each attempt has a deadline
-//! of `min(5 s, time left on the lease)`. A deadline or transient failure
+//! of `min(5 s, io_slack, time left on the lease)`. A deadline or transient failure
 //! is retried after a short backoff until the lease would have expired; a
 //! closed home connection is replaced by a fresh one and the token tried
 //! there (a server without auto-release still has the lease). A refusal
@@ -238,7 +238,7 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         );
         return;
     };
-    let budget = Some(RENEW_DEADLINE.min(left));
+    let budget = Some(RENEW_DEADLINE.min(lease.client.config.io_slack).min(left));
     let ttl = lease.renew_ttl();
     let renew = |c: &Connection| c.renew_within(lease.kind, &lease.key, token.as_str(), ttl, budget);
     // A closed home: try the token on a fresh connection.
