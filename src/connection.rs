@@ -154,6 +154,22 @@ fn label(cmd: Command) -> String {
     }
 }
 
+/// Names a request in error messages ("acquire \"k\""), formatted only
+/// when an error is actually built.
+struct What<'a> {
+    cmd: Command,
+    key: Option<&'a str>,
+}
+
+impl std::fmt::Display for What<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.key {
+            Some(key) => write!(f, "{} {key:?}", label(self.cmd)),
+            None => f.write_str(&label(self.cmd)),
+        }
+    }
+}
+
 /// The protocol timeout a request carries (what the server may wait).
 fn protocol_wait(req: &Request) -> Duration {
     match req {
@@ -212,10 +228,7 @@ impl Connection {
     /// The single path every command takes.
     pub(crate) fn call(&self, req: &Request, budget: Option<Duration>) -> Result<Outcome> {
         let cmd = req.command();
-        let what = match req.key() {
-            Some(key) => format!("{} {key:?}", label(cmd)),
-            None => label(cmd),
-        };
+        let what = What { cmd, key: req.key() };
         let mut io = self
             .io
             .lock()
@@ -260,13 +273,13 @@ impl Connection {
                 if closes {
                     self.broken.store(true, Ordering::Release);
                 }
-                Err(Error::from_refusal(&what, refusal))
+                Err(Error::from_refusal(&what.to_string(), refusal))
             }
         }
     }
 
     /// Write the encoded frame, drop owed late replies, read the answer.
-    fn exchange(io: &mut Io, deadline: Option<Instant>, what: &str) -> Result<String> {
+    fn exchange(io: &mut Io, deadline: Option<Instant>, what: &What) -> Result<String> {
         io.transport.send(&io.frame, deadline, what)?;
         while io.owed > 0 {
             io.transport.read_line(deadline, what)?;

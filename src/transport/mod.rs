@@ -8,6 +8,7 @@
 
 mod tls;
 
+use std::fmt::Display;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
@@ -39,13 +40,29 @@ impl Stream {
 pub(crate) struct Transport {
     stream: Stream,
     lines: LineBuffer,
+    /// The socket's current SO_RCVTIMEO / SO_SNDTIMEO, so the common case
+    /// (same budget as the previous request) costs no `setsockopt`.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+/// Whether a socket timeout of `current` may stand in for `wanted` (the
+/// time left to the deadline): it must not overshoot it by more than 5 %
+/// (+1 ms). One that is shorter is fine: a read that times out early is
+/// retried with the exact remainder.
+fn timeout_fits(current: Option<Duration>, wanted: Option<Duration>) -> bool {
+    match (current, wanted) {
+        (Some(cur), Some(left)) => cur <= left + left / 20 + Duration::from_millis(1),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// Read chunk size: replies are short; `stats` simply takes more reads.
 const READ_CHUNK: usize = 4096;
 
 /// Time left until `deadline`, or a [`ErrorKind::Deadline`] error.
-fn remaining(deadline: Option<Instant>, what: &str) -> Result<Option<Duration>> {
+fn remaining(deadline: Option<Instant>, what: &dyn Display) -> Result<Option<Duration>> {
     match deadline {
         None => Ok(None),
         Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -93,6 +110,8 @@ impl Transport {
         Ok(Transport {
             stream,
             lines: LineBuffer::new(),
+            read_timeout: Some(connect_timeout),
+            write_timeout: Some(connect_timeout),
         })
     }
 
@@ -106,10 +125,15 @@ impl Transport {
     }
 
     /// Write a whole frame before `deadline`.
-    pub(crate) fn send(&mut self, frame: &[u8], deadline: Option<Instant>, what: &str) -> Result<()> {
+    pub(crate) fn send(&mut self, frame: &[u8], deadline: Option<Instant>, what: &dyn Display) -> Result<()> {
         let left = remaining(deadline, what)?;
-        let tcp = self.stream.tcp();
-        tcp.set_write_timeout(left).map_err(|e| Error::io(what, &e))?;
+        if !timeout_fits(self.write_timeout, left) {
+            self.stream
+                .tcp()
+                .set_write_timeout(left)
+                .map_err(|e| Error::io(&format!("{what}"), &e))?;
+            self.write_timeout = left;
+        }
         let r = match &mut self.stream {
             Stream::Tcp(s) => s.write_all(frame).and_then(|_| s.flush()),
             Stream::Tls(s) => s.write_all(frame).and_then(|_| s.flush()),
@@ -120,7 +144,7 @@ impl Transport {
     /// The next reply line (at most [`MAX_REPLY_LINE_BYTES`]), read before
     /// `deadline`. EOF, an over-long or non-UTF-8 line are errors; after
     /// any error the stream is out of sync and must be dropped.
-    pub(crate) fn read_line(&mut self, deadline: Option<Instant>, what: &str) -> Result<String> {
+    pub(crate) fn read_line(&mut self, deadline: Option<Instant>, what: &dyn Display) -> Result<String> {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
             match self.lines.next_line(MAX_REPLY_LINE_BYTES) {
@@ -140,10 +164,9 @@ impl Transport {
                 }
             }
             let left = remaining(deadline, what)?;
-            self.stream
-                .tcp()
-                .set_read_timeout(left)
-                .map_err(|e| Error::io(what, &e))?;
+            if !timeout_fits(self.read_timeout, left) {
+                self.set_read_timeout(left, what)?;
+            }
             let n = match &mut self.stream {
                 Stream::Tcp(s) => s.read(&mut chunk),
                 Stream::Tls(s) => s.read(&mut chunk),
@@ -158,14 +181,23 @@ impl Transport {
                 Ok(n) => self.lines.extend(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Err(Error::new(
-                        ErrorKind::Deadline,
-                        format!("{what}: no reply before the deadline"),
-                    ));
+                    // Early (a shorter timeout left from an earlier
+                    // request)? Wait out exactly what is left.
+                    let left = remaining(deadline, what)?;
+                    self.set_read_timeout(left, what)?;
                 }
                 Err(e) => return Err(Error::io(&format!("{what}: read"), &e)),
             }
         }
+    }
+
+    fn set_read_timeout(&mut self, t: Option<Duration>, what: &dyn Display) -> Result<()> {
+        self.stream
+            .tcp()
+            .set_read_timeout(t)
+            .map_err(|e| Error::io(&format!("{what}"), &e))?;
+        self.read_timeout = t;
+        Ok(())
     }
 
     /// Whether an idle stream still looks usable: no buffered bytes, and a
