@@ -1,10 +1,13 @@
-//! Helpers shared by the `client_*` integration tests: which server to
-//! talk to (embedded, or external via `DFLOCKD_TEST_SERVER`), unique keys,
-//! and bounded waits for conditions.
+//! Helpers for the `client_*` integration tests, on top of the shared
+//! `tests/common` (external server, keys, bounded waits): a server handle
+//! that builds `Client`s, and stats probes.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dflockd::client::{Client, Config};
 use dflockd::testserver::{ServerOptions, TestServer};
@@ -42,27 +45,28 @@ impl Srv {
     }
 }
 
-/// `DFLOCKD_TEST_SERVER=host:port`, if set.
+/// `DFLOCKD_TEST_SERVER=host:port`, if set (parsed from the shared
+/// helpers' `external()`).
 pub fn external() -> Option<(String, u16)> {
-    let v = std::env::var("DFLOCKD_TEST_SERVER").ok()?;
-    let (h, p) = v.rsplit_once(':')?;
+    let (addr, _auth) = common::external()?;
+    let (h, p) = addr.rsplit_once(':')?;
     Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?))
 }
 
 /// The external server if configured, else an embedded default one.
 pub fn any_server() -> Srv {
-    match external() {
-        Some((host, port)) => Srv {
+    match (common::external(), external()) {
+        (Some((_, auth)), Some((host, port))) => Srv {
             embedded: None,
             host,
             port,
-            auth: std::env::var("DFLOCKD_TEST_AUTH_TOKEN").ok(),
+            auth,
         },
-        None => embedded(ServerOptions::default()),
+        _ => embedded(ServerOptions::default()),
     }
 }
 
-/// An embedded server with `opts`.
+/// An embedded server with `opts` (callers run [`skip_external`] first).
 pub fn embedded(opts: ServerOptions) -> Srv {
     let auth = opts.auth_token.clone();
     let ts = TestServer::start(opts).expect("start test server");
@@ -77,38 +81,23 @@ pub fn embedded(opts: ServerOptions) -> Srv {
 /// True (and says so) when the test needs the embedded server's controls
 /// or options but runs against an external one.
 pub fn skip_external(test: &str) -> bool {
-    if external().is_some() {
-        eprintln!("{test}: skipped: needs the embedded server's fault controls or options");
+    if common::external().is_some() {
+        eprintln!("skipping {test}: needs the embedded server (special options or fault controls)");
         return true;
     }
     false
 }
 
-/// A key no other test (or earlier run on an external server) uses.
+/// A key no other test (or earlier run on an external server) uses: the
+/// shared helpers' per-run key plus a per-call counter.
 pub fn key(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{prefix}-{}-{t}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    common::key(&format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed)))
 }
 
-/// Poll `cond` every 10 ms until it holds (`true`) or `within` passes.
-pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Await `cond` with a bounded deadline (the shared helper).
+pub fn wait_until(within: Duration, cond: impl FnMut() -> bool) -> bool {
+    common::eventually(within, cond)
 }
 
 /// Waiters the server reports for lock `key`.
