@@ -1,5 +1,5 @@
 //! One authenticated connection to one server, with one method per
-//! command. Every method goes through [`Connection::call`]: encode (the
+//! command. Every method goes through `Connection::call`: encode (the
 //! protocol module validates), write, read one line against a deadline,
 //! parse strictly, map refusals to [`Error`]s. Requests are serialized by
 //! an internal mutex, so a connection can be shared between threads (a
@@ -96,6 +96,7 @@ impl Connector {
         let transport = Transport::connect(host, port, self.connect_timeout, self.tls.as_ref())?;
         let conn = Connection {
             fd: transport.raw_fd(),
+            tls: transport.is_tls(),
             io: Mutex::new(Io {
                 transport,
                 frame: Vec::with_capacity(64),
@@ -128,6 +129,7 @@ pub struct Connection {
     /// Copy of the socket fd, for [`Connection::abort`] without the mutex.
     /// Valid as long as `self` lives (the stream is owned by `io`).
     fd: RawFd,
+    tls: bool,
     broken: AtomicBool,
     aborted: AtomicBool,
     io_slack: Duration,
@@ -220,7 +222,7 @@ impl Connection {
 
     /// Whether this connection uses TLS.
     pub fn is_tls(&self) -> bool {
-        self.io.lock().map(|io| io.transport.is_tls()).unwrap_or(false)
+        self.tls
     }
 
     /// Send one request and read its reply, with the read deadline
@@ -247,12 +249,15 @@ impl Connection {
         let result = Self::exchange(io, deadline, &what);
         let line = match result {
             Ok(line) => line,
-            Err(e) => {
+            Err((e, sent)) => {
                 if self.was_aborted() {
                     return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
                 }
+                // Only a fully sent request whose reply is merely late
+                // keeps the stream in sync (the reply is owed); a partial
+                // write does not.
                 let harmless_late = matches!(cmd, Command::Ping | Command::Lease(_, Op::Renew));
-                if e.kind() == ErrorKind::Deadline && harmless_late {
+                if e.kind() == ErrorKind::Deadline && harmless_late && sent {
                     io.owed += 1;
                 } else {
                     self.broken.store(true, Ordering::Release);
@@ -279,13 +284,17 @@ impl Connection {
     }
 
     /// Write the encoded frame, drop owed late replies, read the answer.
-    fn exchange(io: &mut Io, deadline: Option<Instant>, what: &What) -> Result<String> {
-        io.transport.send(&io.frame, deadline, what)?;
+    /// `Err((e, true))` when the whole frame was written, so the server
+    /// will still answer it.
+    fn exchange(io: &mut Io, deadline: Option<Instant>, what: &What) -> Result<String, (Error, bool)> {
+        io.transport
+            .send(&io.frame, deadline, what)
+            .map_err(|e| (e, false))?;
         while io.owed > 0 {
-            io.transport.read_line(deadline, what)?;
+            io.transport.read_line(deadline, what).map_err(|e| (e, true))?;
             io.owed -= 1;
         }
-        io.transport.read_line(deadline, what)
+        io.transport.read_line(deadline, what).map_err(|e| (e, true))
     }
 
     fn grant(outcome: Outcome, what: &str) -> Result<Grant> {

@@ -489,6 +489,10 @@ impl Shared {
     /// Record a grant and schedule its renewal, unless the operation was
     /// cancelled meanwhile: then give the grant back and report Cancelled.
     fn install(self: &Arc<Self>, grant: Grant, home: Home, granted: Instant, what: &str) -> Result<()> {
+        if let Err(e) = renewal::ensure_running() {
+            self.release_grant(grant.token, home);
+            return Err(e);
+        }
         let mut st = lock(&self.state);
         if st.cancel {
             drop(st);

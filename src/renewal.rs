@@ -78,12 +78,16 @@ struct Scheduler {
     jobs_cv: Condvar,
     notes: Mutex<VecDeque<(LostCallback, Error)>>,
     notes_cv: Condvar,
-    notifier_started: OnceLock<()>,
+    /// Whether the notifier thread started (lazily, on the first loss).
+    notifier: OnceLock<bool>,
 }
 
-fn scheduler() -> &'static Scheduler {
-    static SCHED: OnceLock<&'static Scheduler> = OnceLock::new();
-    SCHED.get_or_init(|| {
+/// The process-wide scheduler, its timer and worker threads started on
+/// first use. `None` if the threads could not be created (then no lease
+/// can be held safely, and acquiring says so).
+fn scheduler() -> Option<&'static Scheduler> {
+    static SCHED: OnceLock<Option<&'static Scheduler>> = OnceLock::new();
+    *SCHED.get_or_init(|| {
         let s: &'static Scheduler = Box::leak(Box::new(Scheduler {
             timers: Mutex::new(Timers {
                 heap: BinaryHeap::new(),
@@ -94,21 +98,28 @@ fn scheduler() -> &'static Scheduler {
             jobs_cv: Condvar::new(),
             notes: Mutex::new(VecDeque::new()),
             notes_cv: Condvar::new(),
-            notifier_started: OnceLock::new(),
+            notifier: OnceLock::new(),
         }));
-        spawn("dflockd-timer", move || s.run_timer());
+        let mut ok = spawn("dflockd-timer", move || s.run_timer());
         for i in 0..WORKERS {
-            spawn(&format!("dflockd-renew-{i}"), move || s.run_worker());
+            ok &= spawn(&format!("dflockd-renew-{i}"), move || s.run_worker());
         }
-        s
+        ok.then_some(s)
     })
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
-    // Without the thread, renewals would silently stop: fail loudly.
-    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
-        panic!("dflockd: cannot start thread {name}: {e}");
-    }
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    std::thread::Builder::new().name(name.into()).spawn(f).is_ok()
+}
+
+/// Start the scheduler if needed; an error if its threads cannot run.
+pub(crate) fn ensure_running() -> crate::Result<()> {
+    scheduler().map(drop).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Io,
+            "cannot start the renewal threads; refusing to hold a lease that would not be renewed",
+        )
+    })
 }
 
 /// Make sure `lease` is woken at `due` (or earlier). Called with its state
@@ -117,8 +128,9 @@ pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant
     if armed.is_some_and(|a| a <= due) {
         return;
     }
+    // Callers ran ensure_running() before holding a lease.
+    let Some(s) = scheduler() else { return };
     *armed = Some(due);
-    let s = scheduler();
     let mut t = lock(&s.timers);
     t.seq += 1;
     let entry = Entry {
@@ -147,13 +159,22 @@ fn reschedule(lease: &Arc<Shared>, generation: u64, at: Instant) {
     }
 }
 
-/// Run a lost-lease callback on the notifier thread.
+/// Run a lost-lease callback on the notifier thread (inline, on the
+/// calling library thread, if that thread cannot be started).
 pub(crate) fn notify(callback: LostCallback, err: Error) {
-    let s = scheduler();
-    s.notifier_started
-        .get_or_init(|| spawn("dflockd-notify", move || s.run_notifier()));
-    lock(&s.notes).push_back((callback, err));
-    s.notes_cv.notify_one();
+    let started = scheduler().filter(|&s| {
+        *s.notifier
+            .get_or_init(|| spawn("dflockd-notify", move || s.run_notifier()))
+    });
+    match started {
+        Some(s) => {
+            lock(&s.notes).push_back((callback, err));
+            s.notes_cv.notify_one();
+        }
+        None => {
+            let _ = catch_unwind(AssertUnwindSafe(|| callback(&err)));
+        }
+    }
 }
 
 impl Scheduler {

@@ -283,3 +283,35 @@ fn follower_refuses_lease_commands_but_answers_ping_and_stats() {
     c.ping().expect("ping on follower");
     c.stats().expect("stats on follower");
 }
+
+#[test]
+fn a_late_renew_reply_is_skipped_and_the_connection_stays_in_sync() {
+    if skip_external("late renew") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    let c = open_with(&srv, |o| o.io_slack = Duration::from_millis(200));
+    let g = c.acquire(Kind::Lock, "late", 0, None, Some(30)).expect("acquire");
+    srv.ts().set_reply_delay(Duration::from_millis(600));
+    let e = c
+        .renew(Kind::Lock, "late", g.token.as_str(), Some(20))
+        .expect_err("late");
+    assert_eq!(e.kind(), ErrorKind::Deadline);
+    assert!(
+        !c.is_broken(),
+        "closing the home connection would release the lease"
+    );
+    srv.ts().set_reply_delay(Duration::ZERO);
+    // Retry as the renewal scheduler does: each attempt first reads and
+    // drops the replies still owed, then gets its own (`ok 25`, never a
+    // stale `ok 20`).
+    let mut renewed = None;
+    assert!(wait_until(Duration::from_secs(3), || {
+        renewed = c.renew(Kind::Lock, "late", g.token.as_str(), Some(25)).ok();
+        renewed.is_some()
+    }));
+    assert_eq!(renewed, Some(25));
+    assert!(!c.is_broken());
+    c.ping().expect("ping in sync");
+    c.release(Kind::Lock, "late", g.token.as_str()).expect("release");
+}

@@ -2,8 +2,8 @@
 //! TCP, a connect timeout, and reply lines read against an absolute
 //! deadline with the 1 MiB bound of the protocol.
 //!
-//! Everything above this module sees only [`Transport::send`],
-//! [`Transport::read_line`] and the raw fd (for `shutdown` from another
+//! Everything above this module sees only `Transport::send`,
+//! `Transport::read_line` and the raw fd (for `shutdown` from another
 //! thread and the liveness peek of the pool).
 
 mod tls;
