@@ -546,8 +546,27 @@ impl Shared {
         drop(st);
         let Held { token, home, .. } = held;
         let r = home.conn.release(self.kind, &self.key, token.as_str());
+        let server = home.server;
+        let home_failed = home.conn.is_broken();
         self.give_back(home);
-        r
+        match r {
+            // The home connection is gone (server dropped it, or it broke
+            // just now): say it on a fresh one, so a server without
+            // auto-release does not keep the lease until it expires.
+            Err(e)
+                if home_failed
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::Io | ErrorKind::Deadline | ErrorKind::Protocol
+                    ) =>
+            {
+                let fresh = self.client.open(server)?;
+                let r = fresh.release(self.kind, &self.key, token.as_str());
+                self.client.checkin(server, Arc::new(fresh));
+                r
+            }
+            r => r,
+        }
     }
 
     /// Mark the lease of `generation` lost: drop it, close its connection

@@ -188,3 +188,21 @@ fn thread_names() -> Vec<String> {
         .map(|s| s.trim().to_owned())
         .collect()
 }
+
+#[test]
+fn release_after_the_home_connection_died_uses_a_fresh_connection() {
+    if skip_external("auto-release off") {
+        return;
+    }
+    let srv = embedded(ServerOptions {
+        auto_release_on_disconnect: false,
+        ..ServerOptions::default()
+    });
+    // Renewals far apart, so release (not a renewal) meets the dead home.
+    let client = srv.client_with(|c| c.keepalive = Duration::from_secs(10));
+    let (lease, _rx) = held(&client, 30);
+    srv.ts().drop_connections();
+    lease.release().expect("released on a fresh connection");
+    let other = client.lock(lease.key()).expect("lease");
+    assert!(other.try_acquire().expect("free at once, not after 30 s"));
+}
