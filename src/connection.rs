@@ -22,7 +22,9 @@ use crate::{Error, ErrorKind, Result};
 /// and its length in seconds as the server granted it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
+    /// Release/renew credential; on 2.x its first 16 hex digits are the fence.
     pub token: Token,
+    /// Seconds until the lease expires unless renewed.
     pub lease_s: u64,
 }
 

@@ -137,10 +137,12 @@ impl Lease {
         &self.shared
     }
 
+    /// The key this handle locks.
     pub fn key(&self) -> &str {
         &self.shared.key
     }
 
+    /// Lock or semaphore.
     pub fn kind(&self) -> Kind {
         self.shared.kind
     }
