@@ -1,1 +1,381 @@
-//! (stub: being written; see ARCHITECTURE.md)
+//! The one renewal scheduler of the process: a timer thread with a
+//! min-heap of due times, two I/O workers that send the renewals, and a
+//! notifier thread for lost-lease callbacks (started on first loss). So
+//! 10,000 held leases cost 3–4 threads, not 10,000.
+//!
+//! Policy, per lease: renew every `min(lease × renew_ratio, keepalive)` on
+//! the lease's home connection (which keeps that connection from the
+//! server's idle timeout whatever the lease). Each attempt has a deadline
+//! of `min(5 s, io_slack, time left on the lease)`. A deadline or transient failure
+//! is retried after a short backoff until the lease would have expired; a
+//! closed home connection is replaced by a fresh one and the token tried
+//! there (a server without auto-release still has the lease). A refusal
+//! from the server (`error`: it no longer has the lease) or running out of
+//! time marks the lease lost.
+
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::{BinaryHeap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use crate::client::Config;
+use crate::connection::Connection;
+use crate::lease::{LostCallback, Shared, lock};
+use crate::{Error, ErrorKind};
+
+/// Deadline of one renew attempt (capped by the time left on the lease).
+const RENEW_DEADLINE: Duration = Duration::from_secs(5);
+/// Pause before retrying a failed renew.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+/// Shortest renew interval, whatever the lease and ratio.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// I/O worker threads.
+const WORKERS: usize = 2;
+
+/// Time between renewals of a lease of `lease_s` seconds.
+pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
+    let by_ratio = Duration::from_secs(lease_s).mul_f64(config.renew_ratio);
+    by_ratio.min(config.keepalive).max(MIN_INTERVAL)
+}
+
+/// A wake-up for one lease. The renewal time itself lives in the lease
+/// (`Held::renew_at`); an entry whose `due` is not the lease's `armed`
+/// time any more is stale and ignored. So a lease has at most one live
+/// entry however often it is acquired and released.
+struct Entry {
+    due: Instant,
+    seq: u64,
+    lease: Weak<Shared>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+struct Timers {
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+}
+
+struct Scheduler {
+    timers: Mutex<Timers>,
+    timer_cv: Condvar,
+    jobs: Mutex<VecDeque<(Weak<Shared>, Instant)>>,
+    jobs_cv: Condvar,
+    notes: Mutex<VecDeque<(LostCallback, Error)>>,
+    notes_cv: Condvar,
+    /// Whether the notifier thread started (lazily, on the first loss).
+    notifier: OnceLock<bool>,
+}
+
+/// The process-wide scheduler, its timer and worker threads started on
+/// first use. `None` if the threads could not be created (then no lease
+/// can be held safely, and acquiring says so).
+fn scheduler() -> Option<&'static Scheduler> {
+    static SCHED: OnceLock<Option<&'static Scheduler>> = OnceLock::new();
+    *SCHED.get_or_init(|| {
+        let s: &'static Scheduler = Box::leak(Box::new(Scheduler {
+            timers: Mutex::new(Timers {
+                heap: BinaryHeap::new(),
+                seq: 0,
+            }),
+            timer_cv: Condvar::new(),
+            jobs: Mutex::new(VecDeque::new()),
+            jobs_cv: Condvar::new(),
+            notes: Mutex::new(VecDeque::new()),
+            notes_cv: Condvar::new(),
+            notifier: OnceLock::new(),
+        }));
+        let mut ok = spawn("dflockd-timer", move || s.run_timer());
+        for i in 0..WORKERS {
+            ok &= spawn(&format!("dflockd-renew-{i}"), move || s.run_worker());
+        }
+        ok.then_some(s)
+    })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    std::thread::Builder::new().name(name.into()).spawn(f).is_ok()
+}
+
+/// Start the scheduler if needed; an error if its threads cannot run.
+pub(crate) fn ensure_running() -> crate::Result<()> {
+    scheduler().map(drop).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Io,
+            "cannot start the renewal threads; refusing to hold a lease that would not be renewed",
+        )
+    })
+}
+
+/// Make sure `lease` is woken at `due` (or earlier). Called with its state
+/// locked; `armed` is that state's pending wake-up.
+pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant) {
+    if armed.is_some_and(|a| a <= due) {
+        return;
+    }
+    // Callers ran ensure_running() before holding a lease.
+    let Some(s) = scheduler() else { return };
+    *armed = Some(due);
+    let mut t = lock(&s.timers);
+    t.seq += 1;
+    let entry = Entry {
+        due,
+        seq: t.seq,
+        lease: Arc::downgrade(lease),
+    };
+    let earliest = t.heap.peek().is_none_or(|Reverse(e)| due < e.due);
+    t.heap.push(Reverse(entry));
+    drop(t);
+    if earliest {
+        s.timer_cv.notify_one();
+    }
+}
+
+/// Set the next renewal of `generation` (if still current) to `at`.
+fn reschedule(lease: &Arc<Shared>, generation: u64, at: Instant) {
+    let mut st = lock(&lease.state);
+    let st = &mut *st;
+    if st.generation != generation {
+        return;
+    }
+    if let Some(held) = st.held.as_mut() {
+        held.renew_at = at;
+        arm(lease, &mut st.armed, at);
+    }
+}
+
+/// Run a lost-lease callback on the notifier thread (inline, on the
+/// calling library thread, if that thread cannot be started).
+pub(crate) fn notify(callback: LostCallback, err: Error) {
+    let started = scheduler().filter(|&s| {
+        *s.notifier
+            .get_or_init(|| spawn("dflockd-notify", move || s.run_notifier()))
+    });
+    match started {
+        Some(s) => {
+            lock(&s.notes).push_back((callback, err));
+            s.notes_cv.notify_one();
+        }
+        None => {
+            let _ = catch_unwind(AssertUnwindSafe(|| callback(&err)));
+        }
+    }
+}
+
+impl Scheduler {
+    fn run_timer(&self) {
+        let mut t = lock(&self.timers);
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while t.heap.peek().is_some_and(|Reverse(e)| e.due <= now) {
+                if let Some(Reverse(e)) = t.heap.pop() {
+                    due.push((e.lease, e.due));
+                }
+            }
+            if !due.is_empty() {
+                lock(&self.jobs).extend(due);
+                self.jobs_cv.notify_all();
+            }
+            let wait = t
+                .heap
+                .peek()
+                .map(|Reverse(e)| e.due.saturating_duration_since(now));
+            t = match wait {
+                None => self.timer_cv.wait(t).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    self.timer_cv
+                        .wait_timeout(t, d)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn run_worker(&self) {
+        loop {
+            let job = {
+                let mut q = lock(&self.jobs);
+                loop {
+                    match q.pop_front() {
+                        Some(job) => break job,
+                        None => q = self.jobs_cv.wait(q).unwrap_or_else(|p| p.into_inner()),
+                    }
+                }
+            };
+            let (weak, due) = job;
+            let Some(lease) = weak.upgrade() else { continue };
+            let Some(generation) = due_generation(&lease, due) else {
+                continue;
+            };
+            let r = catch_unwind(AssertUnwindSafe(|| renew_once(&lease, generation)));
+            if r.is_err() {
+                lease.lose(generation, Error::new(ErrorKind::LeaseLost, "renewal panicked"));
+            }
+        }
+    }
+
+    fn run_notifier(&self) {
+        loop {
+            let (cb, err) = {
+                let mut q = lock(&self.notes);
+                loop {
+                    match q.pop_front() {
+                        Some(n) => break n,
+                        None => q = self.notes_cv.wait(q).unwrap_or_else(|p| p.into_inner()),
+                    }
+                }
+            };
+            let _ = catch_unwind(AssertUnwindSafe(|| cb(&err)));
+        }
+    }
+}
+
+/// For a wake-up at `due`: the generation to renew now, or `None` (stale
+/// wake-up, nothing held, or not due yet: then re-armed for `renew_at`).
+fn due_generation(lease: &Arc<Shared>, due: Instant) -> Option<u64> {
+    let mut st = lock(&lease.state);
+    let st = &mut *st;
+    if st.armed != Some(due) {
+        return None;
+    }
+    st.armed = None;
+    let renew_at = st.held.as_ref()?.renew_at;
+    if Instant::now() < renew_at {
+        arm(lease, &mut st.armed, renew_at);
+        return None;
+    }
+    Some(st.generation)
+}
+
+/// Whether a renew failure may go away by itself (retry) rather than mean
+/// the server no longer has the lease (lost).
+fn transient(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Io | ErrorKind::Deadline | ErrorKind::Protocol | ErrorKind::Tls | ErrorKind::Cancelled
+    )
+}
+
+/// One renewal of `lease`'s `generation` (a worker runs it).
+fn renew_once(lease: &Arc<Shared>, generation: u64) {
+    let (token, conn, server, expires_at) = {
+        let st = lock(&lease.state);
+        match &st.held {
+            Some(h) if st.generation == generation => {
+                (h.token, Arc::clone(&h.home.conn), h.home.server, h.expires_at)
+            }
+            _ => return,
+        }
+    };
+    #[cfg(test)]
+    if lease
+        .panic_next_renewal
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        panic!("injected renewal panic");
+    }
+    let sent = Instant::now();
+    let Some(left) = expires_at.checked_duration_since(sent).filter(|d| !d.is_zero()) else {
+        lease.lose(
+            generation,
+            Error::new(ErrorKind::Deadline, "not renewed before it expired"),
+        );
+        return;
+    };
+    let budget = Some(RENEW_DEADLINE.min(lease.client.config.io_slack).min(left));
+    let ttl = lease.renew_ttl();
+    let renew = |c: &Connection| c.renew_within(lease.kind, &lease.key, token.as_str(), ttl, budget);
+    // A closed home: try the token on a fresh connection.
+    let (result, new_home) = if conn.is_broken() {
+        match lease.client.open(server) {
+            Ok(fresh) => (renew(&fresh), Some(Arc::new(fresh))),
+            Err(e) => (Err(e), None),
+        }
+    } else {
+        (renew(&conn), None)
+    };
+    match result {
+        Ok(lease_s) => {
+            let mut st = lock(&lease.state);
+            if st.generation != generation {
+                return;
+            }
+            let Some(held) = st.held.as_mut() else { return };
+            held.lease_s = lease_s;
+            held.expires_at = sent + Duration::from_secs(lease_s);
+            if let Some(fresh) = new_home {
+                held.home.conn = fresh;
+            }
+            drop(st);
+            let next = sent + interval(&lease.client.config, lease_s);
+            reschedule(lease, generation, next);
+        }
+        Err(e) if transient(&e) => {
+            let retry = Instant::now() + RETRY_BACKOFF;
+            if retry < expires_at {
+                reschedule(lease, generation, retry);
+            } else {
+                lease.lose(generation, e);
+            }
+        }
+        Err(e) => lease.lose(generation, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(feature = "test-server")]
+    use crate::client::Client;
+
+    #[test]
+    fn interval_is_capped_by_keepalive_and_floored() {
+        let mut c = Config::new(vec![("h".into(), 1)]);
+        c.keepalive = Duration::from_secs(10);
+        c.renew_ratio = 0.5;
+        assert_eq!(interval(&c, 4), Duration::from_secs(2));
+        assert_eq!(interval(&c, 60), Duration::from_secs(10));
+        c.renew_ratio = 0.01;
+        assert_eq!(interval(&c, 1), MIN_INTERVAL);
+    }
+
+    #[cfg(feature = "test-server")]
+    #[test]
+    fn a_panicking_renewal_marks_the_lease_lost() {
+        use crate::testserver::{ServerOptions, TestServer};
+        let server = TestServer::start(ServerOptions::default()).expect("server");
+        let mut cfg = Config::new(vec![("127.0.0.1".into(), server.port())]);
+        cfg.keepalive = Duration::from_millis(200);
+        let client = Client::new(cfg).expect("client");
+        let lease = client.lock("panic-key").expect("lease");
+        lease.acquire(1).expect("acquire");
+        lease
+            .shared()
+            .panic_next_renewal
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(lease.wait_lost(Some(Duration::from_secs(5))));
+        assert!(!lease.is_held());
+        let err = lease.lost_error().expect("lost error");
+        assert!(err.message().contains("panicked"), "{err}");
+        // Its connection was closed, so the server freed the lock.
+        let other = client.lock("panic-key").expect("lease");
+        other.acquire(5).expect("free again");
+    }
+}

@@ -1,0 +1,118 @@
+//! Helpers for the `client_*` integration tests, on top of the shared
+//! `tests/common` (external server, keys, bounded waits): a server handle
+//! that builds `Client`s, and stats probes.
+#![allow(dead_code)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dflockd::client::{Client, Config};
+use dflockd::testserver::{ServerOptions, TestServer};
+
+/// A server under test: embedded (with fault controls) or external.
+pub struct Srv {
+    pub embedded: Option<TestServer>,
+    pub host: String,
+    pub port: u16,
+    pub auth: Option<String>,
+}
+
+impl Srv {
+    /// The embedded server; panics for an external one (callers check
+    /// [`external`] first and skip).
+    pub fn ts(&self) -> &TestServer {
+        self.embedded.as_ref().expect("embedded server")
+    }
+
+    pub fn config(&self) -> Config {
+        let mut c = Config::new(vec![(self.host.clone(), self.port)]);
+        c.auth_token = self.auth.clone();
+        c.io_slack = Duration::from_secs(5);
+        c
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.config()).expect("client")
+    }
+
+    pub fn client_with(&self, tweak: impl FnOnce(&mut Config)) -> Client {
+        let mut c = self.config();
+        tweak(&mut c);
+        Client::new(c).expect("client")
+    }
+}
+
+/// `DFLOCKD_TEST_SERVER=host:port`, if set (parsed from the shared
+/// helpers' `external()`).
+pub fn external() -> Option<(String, u16)> {
+    let (addr, _auth) = common::external()?;
+    let (h, p) = addr.rsplit_once(':')?;
+    Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?))
+}
+
+/// The external server if configured, else an embedded default one.
+pub fn any_server() -> Srv {
+    match (common::external(), external()) {
+        (Some((_, auth)), Some((host, port))) => Srv {
+            embedded: None,
+            host,
+            port,
+            auth,
+        },
+        _ => embedded(ServerOptions::default()),
+    }
+}
+
+/// An embedded server with `opts` (callers run [`skip_external`] first).
+pub fn embedded(opts: ServerOptions) -> Srv {
+    let auth = opts.auth_token.clone();
+    let ts = TestServer::start(opts).expect("start test server");
+    Srv {
+        host: "127.0.0.1".into(),
+        port: ts.port(),
+        embedded: Some(ts),
+        auth,
+    }
+}
+
+/// True (and says so) when the test needs the embedded server's controls
+/// or options but runs against an external one.
+pub fn skip_external(test: &str) -> bool {
+    if common::external().is_some() {
+        eprintln!("skipping {test}: needs the embedded server (special options or fault controls)");
+        return true;
+    }
+    false
+}
+
+/// A key no other test (or earlier run on an external server) uses: the
+/// shared helpers' per-run key plus a per-call counter.
+pub fn key(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    common::key(&format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Await `cond` with a bounded deadline (the shared helper).
+pub fn wait_until(within: Duration, cond: impl FnMut() -> bool) -> bool {
+    common::eventually(within, cond)
+}
+
+/// Waiters the server reports for lock `key`.
+pub fn lock_waiters(client: &Client, key: &str) -> u64 {
+    client
+        .stats(0)
+        .ok()
+        .and_then(|s| s.locks.iter().find(|l| l.key == key).map(|l| l.waiters))
+        .unwrap_or(0)
+}
+
+/// Whether the server reports lock `key` as held.
+pub fn lock_held_on_server(client: &Client, server: usize, key: &str) -> bool {
+    client
+        .stats(server)
+        .map(|s| s.locks.iter().any(|l| l.key == key))
+        .unwrap_or(false)
+}
