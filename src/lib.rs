@@ -10,11 +10,11 @@ mod error;
 pub use error::{Error, ErrorKind, Result};
 
 // --- client core (issue 3) ---------------------------------------------
-pub mod transport;
-pub mod connection;
 pub mod client;
+pub mod connection;
 pub mod lease;
 mod renewal;
+pub mod transport;
 
 // --- test server (issue 2) ---------------------------------------------
 #[cfg(feature = "test-server")]
