@@ -1,0 +1,625 @@
+//! The lock and semaphore table: every key's holders, FIFO queue and lease,
+//! the fence counter, and the per-connection two-phase (`e`/`w`) state.
+//!
+//! Pure: no sockets, no threads, no clock reads. Callers pass `now` and
+//! collect [`Table::take_woken`] to wake the connections whose blocked
+//! request was granted. That keeps every rule of shared/protocol.md testable
+//! here without a socket, and the connection loop free of lock logic.
+//!
+//! Mirrors the Go server's lock manager: locks are semaphores of limit 1 in
+//! their own key space; expired leases are evicted lazily on acquire,
+//! enqueue and renew as well as by the periodic sweep; a grant is
+//! "committed" (its lease restarted) when the waiting request observes it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{IdleEntry, Kind, LockEntry, SemaphoreEntry, Stats, Status, Token};
+
+/// A server-assigned connection number (`owner_conn_id` in `stats`).
+pub type ConnId = u64;
+/// A queued request, single-phase (`l`) or two-phase (`e` then `w`).
+pub type WaiterId = u64;
+
+/// A grant as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub token: Token,
+    pub lease_s: u64,
+}
+
+/// Result of starting an acquire or a wait.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Granted at once.
+    Granted(Grant),
+    /// Queued: poll [`Table::take_grant`] until granted, or give up with
+    /// [`Table::cancel_wait`].
+    Blocked(WaiterId),
+    /// Refused with this status (`error_max_locks`, `error_not_enqueued`...).
+    Refused(Status),
+}
+
+/// Result of `e` / `se`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueue {
+    Acquired(Grant),
+    Queued,
+    Refused(Status),
+}
+
+/// Limits from the server options (`--max-locks`, `--max-waiters`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Distinct keys, locks and semaphores together, idle ones included.
+    pub max_locks: usize,
+    /// Queue length per key; 0 = unlimited (the Go server's default).
+    pub max_waiters: usize,
+}
+
+struct Holder {
+    conn: ConnId,
+    lease: Duration,
+    renewed_at: Instant,
+}
+
+impl Holder {
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.renewed_at) >= self.lease
+    }
+}
+
+struct Resource {
+    /// 1 for locks; fixed by the first acquirer for semaphores.
+    limit: u64,
+    /// token → holder; a BTreeMap so `stats` and eviction are deterministic.
+    holders: BTreeMap<String, Holder>,
+    queue: VecDeque<WaiterId>,
+    last_activity: Instant,
+}
+
+struct Waiter {
+    kind: Kind,
+    key: String,
+    conn: ConnId,
+    lease: Duration,
+    /// Queued by `e` (its `w` finds it through `enqueued`).
+    two_phase: bool,
+    /// Set when the head of the queue was granted, until observed.
+    granted: Option<String>,
+}
+
+/// A connection's pending two-phase state for one key.
+enum Enqueued {
+    /// `e` answered `acquired`: the next `w` returns this token at once.
+    Acquired { token: String, lease: Duration },
+    /// `e` answered `queued`.
+    Queued(WaiterId),
+}
+
+type SpaceKey = (Kind, String);
+
+pub struct Table {
+    limits: Limits,
+    resources: HashMap<SpaceKey, Resource>,
+    waiters: HashMap<WaiterId, Waiter>,
+    enqueued: HashMap<(ConnId, Kind, String), Enqueued>,
+    next_waiter: WaiterId,
+    next_fence: u64,
+    random: fn() -> u64,
+    woken: Vec<ConnId>,
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+impl Table {
+    /// `first_fence` is the fence of the first grant; `random` fills the
+    /// token's last 16 hex characters.
+    pub fn new(limits: Limits, first_fence: u64, random: fn() -> u64) -> Table {
+        Table {
+            limits,
+            resources: HashMap::new(),
+            waiters: HashMap::new(),
+            enqueued: HashMap::new(),
+            next_waiter: 1,
+            next_fence: first_fence,
+            random,
+            woken: Vec::new(),
+        }
+    }
+
+    /// The fence the next grant will carry (a restarted server continues
+    /// from here so fences keep rising).
+    pub fn next_fence(&self) -> u64 {
+        self.next_fence
+    }
+
+    /// Connections whose blocked request was granted since the last call.
+    pub fn take_woken(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.woken)
+    }
+
+    fn mint(&mut self) -> Token {
+        let t = Token::from_parts(self.next_fence, (self.random)());
+        self.next_fence = self.next_fence.wrapping_add(1);
+        t
+    }
+
+    /// Find or create a key's state: `error_max_locks` when creating would
+    /// exceed the cap, `error_limit_mismatch` on a different limit.
+    fn resource(&mut self, kind: Kind, key: &str, limit: u64, now: Instant) -> Result<(), Status> {
+        let sk = (kind, key.to_owned());
+        if let Some(r) = self.resources.get_mut(&sk) {
+            if r.limit != limit {
+                return Err(Status::ErrorLimitMismatch);
+            }
+            r.last_activity = now;
+            return Ok(());
+        }
+        if self.resources.len() >= self.limits.max_locks {
+            return Err(Status::ErrorMaxLocks);
+        }
+        self.resources.insert(
+            sk,
+            Resource {
+                limit,
+                holders: BTreeMap::new(),
+                queue: VecDeque::new(),
+                last_activity: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// Remove expired holders of one key and hand their slots on.
+    fn evict_expired(&mut self, kind: Kind, key: &str, now: Instant) {
+        let sk = (kind, key.to_owned());
+        let Some(r) = self.resources.get_mut(&sk) else {
+            return;
+        };
+        let expired: Vec<(String, ConnId)> = r
+            .holders
+            .iter()
+            .filter(|(_, h)| h.expired(now))
+            .map(|(t, h)| (t.clone(), h.conn))
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for (token, _) in &expired {
+            r.holders.remove(token);
+        }
+        r.last_activity = now;
+        for (token, conn) in &expired {
+            self.forget_acquired(*conn, kind, key, token);
+        }
+        self.grant_next(kind, key, now);
+    }
+
+    /// Drop a connection's `e`→`acquired` state that refers to `token`.
+    fn forget_acquired(&mut self, conn: ConnId, kind: Kind, key: &str, token: &str) {
+        let ek = (conn, kind, key.to_owned());
+        if matches!(self.enqueued.get(&ek), Some(Enqueued::Acquired { token: t, .. }) if t == token) {
+            self.enqueued.remove(&ek);
+        }
+    }
+
+    /// Grant free slots to the head of the queue, in FIFO order.
+    fn grant_next(&mut self, kind: Kind, key: &str, now: Instant) {
+        let sk = (kind, key.to_owned());
+        loop {
+            let Some(r) = self.resources.get(&sk) else { return };
+            if r.holders.len() as u64 >= r.limit {
+                return;
+            }
+            let Some(&id) = r.queue.front() else { return };
+            let token = self.mint().as_str().to_owned();
+            let Some(r) = self.resources.get_mut(&sk) else {
+                return;
+            };
+            r.queue.pop_front();
+            r.last_activity = now;
+            let Some(w) = self.waiters.get_mut(&id) else {
+                continue;
+            };
+            r.holders.insert(
+                token.clone(),
+                Holder {
+                    conn: w.conn,
+                    lease: w.lease,
+                    renewed_at: now,
+                },
+            );
+            w.granted = Some(token);
+            self.woken.push(w.conn);
+        }
+    }
+
+    fn queue_waiter(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        conn: ConnId,
+        lease: Duration,
+        two_phase: bool,
+    ) -> Result<WaiterId, Status> {
+        let sk = (kind, key.to_owned());
+        let max = self.limits.max_waiters;
+        let r = self.resources.get_mut(&sk).ok_or(Status::Error)?;
+        if max > 0 && r.queue.len() >= max {
+            return Err(Status::ErrorMaxWaiters);
+        }
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        r.queue.push_back(id);
+        self.waiters.insert(
+            id,
+            Waiter {
+                kind,
+                key: key.to_owned(),
+                conn,
+                lease,
+                two_phase,
+                granted: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Take a free slot for `conn` if nobody is queued.
+    fn try_fast(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        conn: ConnId,
+        lease: Duration,
+        now: Instant,
+    ) -> Option<Token> {
+        let sk = (kind, key.to_owned());
+        let r = self.resources.get(&sk)?;
+        if r.holders.len() as u64 >= r.limit || !r.queue.is_empty() {
+            return None;
+        }
+        let token = self.mint();
+        let r = self.resources.get_mut(&sk)?;
+        r.holders.insert(
+            token.as_str().to_owned(),
+            Holder {
+                conn,
+                lease,
+                renewed_at: now,
+            },
+        );
+        Some(token)
+    }
+
+    /// `l` / `sl`. `limit` is 1 for locks.
+    pub fn acquire(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        limit: u64,
+        conn: ConnId,
+        lease: Duration,
+        now: Instant,
+    ) -> Start {
+        if let Err(s) = self.resource(kind, key, limit, now) {
+            return Start::Refused(s);
+        }
+        self.evict_expired(kind, key, now);
+        if let Some(token) = self.try_fast(kind, key, conn, lease, now) {
+            return Start::Granted(Grant {
+                token,
+                lease_s: secs(lease),
+            });
+        }
+        match self.queue_waiter(kind, key, conn, lease, false) {
+            Ok(id) => Start::Blocked(id),
+            Err(s) => Start::Refused(s),
+        }
+    }
+
+    /// `e` / `se`.
+    pub fn enqueue(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        limit: u64,
+        conn: ConnId,
+        lease: Duration,
+        now: Instant,
+    ) -> Enqueue {
+        let ek = (conn, kind, key.to_owned());
+        if self.enqueued.contains_key(&ek) {
+            return Enqueue::Refused(Status::ErrorAlreadyEnqueued);
+        }
+        if let Err(s) = self.resource(kind, key, limit, now) {
+            return Enqueue::Refused(s);
+        }
+        self.evict_expired(kind, key, now);
+        if let Some(token) = self.try_fast(kind, key, conn, lease, now) {
+            let token_s = token.as_str().to_owned();
+            self.enqueued.insert(
+                ek,
+                Enqueued::Acquired {
+                    token: token_s,
+                    lease,
+                },
+            );
+            return Enqueue::Acquired(Grant {
+                token,
+                lease_s: secs(lease),
+            });
+        }
+        match self.queue_waiter(kind, key, conn, lease, true) {
+            Ok(id) => {
+                self.enqueued.insert(ek, Enqueued::Queued(id));
+                Enqueue::Queued
+            }
+            Err(s) => Enqueue::Refused(s),
+        }
+    }
+
+    /// `w` / `sw`: must follow `e` on the same connection.
+    pub fn wait(&mut self, kind: Kind, key: &str, conn: ConnId, now: Instant) -> Start {
+        let ek = (conn, kind, key.to_owned());
+        match self.enqueued.get(&ek) {
+            None => Start::Refused(Status::ErrorNotEnqueued),
+            Some(Enqueued::Queued(id)) => Start::Blocked(*id),
+            Some(Enqueued::Acquired { .. }) => {
+                let Some(Enqueued::Acquired { token, lease }) = self.enqueued.remove(&ek) else {
+                    return Start::Refused(Status::ErrorNotEnqueued);
+                };
+                match self.commit(kind, key, &token, lease, now) {
+                    Ok(g) => Start::Granted(g),
+                    Err(s) => Start::Refused(s),
+                }
+            }
+        }
+    }
+
+    /// A granted token is observed by its requester: restart its lease
+    /// (a grant via `w` runs a full TTL from now). `error_lease_expired` if
+    /// it expired in between.
+    fn commit(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        token: &str,
+        lease: Duration,
+        now: Instant,
+    ) -> Result<Grant, Status> {
+        let sk = (kind, key.to_owned());
+        let Some(r) = self.resources.get_mut(&sk) else {
+            return Err(Status::ErrorLeaseExpired);
+        };
+        let Some(h) = r.holders.get_mut(token) else {
+            return Err(Status::ErrorLeaseExpired);
+        };
+        if h.expired(now) {
+            r.holders.remove(token);
+            r.last_activity = now;
+            self.grant_next(kind, key, now);
+            return Err(Status::ErrorLeaseExpired);
+        }
+        h.renewed_at = now;
+        h.lease = lease;
+        r.last_activity = now;
+        let token = Token::parse(token).map_err(|_| Status::Error)?;
+        Ok(Grant {
+            token,
+            lease_s: secs(lease),
+        })
+    }
+
+    /// Remove a waiter and its two-phase state. Returns it.
+    fn remove_waiter(&mut self, id: WaiterId, now: Instant) -> Option<Waiter> {
+        let w = self.waiters.remove(&id)?;
+        let sk = (w.kind, w.key.clone());
+        if let Some(r) = self.resources.get_mut(&sk) {
+            r.queue.retain(|&q| q != id);
+            r.last_activity = now;
+        }
+        if w.two_phase {
+            let ek = (w.conn, w.kind, w.key.clone());
+            if matches!(self.enqueued.get(&ek), Some(Enqueued::Queued(q)) if *q == id) {
+                self.enqueued.remove(&ek);
+            }
+        }
+        Some(w)
+    }
+
+    /// The outcome of a blocked request if it was granted: `Some(Ok)` with
+    /// its lease restarted, `Some(Err(error_lease_expired))` if the grant
+    /// expired before it was observed, `None` while still queued.
+    pub fn take_grant(&mut self, id: WaiterId, now: Instant) -> Option<Result<Grant, Status>> {
+        self.waiters.get(&id)?.granted.as_ref()?;
+        let w = self.remove_waiter(id, now)?;
+        let token = w.granted?;
+        Some(self.commit(w.kind, &w.key, &token, w.lease, now))
+    }
+
+    /// The blocked request's timeout ran out: a grant that raced it wins,
+    /// otherwise the waiter leaves the queue (a later `w` gets
+    /// `error_not_enqueued`).
+    pub fn cancel_wait(&mut self, id: WaiterId, now: Instant) -> Result<Grant, Status> {
+        if let Some(result) = self.take_grant(id, now) {
+            return result;
+        }
+        let w = self.remove_waiter(id, now);
+        if let Some(w) = w {
+            self.grant_next(w.kind, &w.key, now);
+        }
+        Err(Status::Timeout)
+    }
+
+    /// The blocked request is cut off (shutdown): leave the queue and give
+    /// back a grant that raced it.
+    pub fn abandon_wait(&mut self, id: WaiterId, now: Instant) {
+        if let Some(w) = self.remove_waiter(id, now) {
+            if let Some(token) = &w.granted {
+                if let Some(r) = self.resources.get_mut(&(w.kind, w.key.clone())) {
+                    r.holders.remove(token);
+                }
+            }
+            self.grant_next(w.kind, &w.key, now);
+        }
+    }
+
+    /// `r` / `sr`. Like the Go server, a held token is released even if its
+    /// lease ran out but was not swept yet.
+    pub fn release(&mut self, kind: Kind, key: &str, token: &str, now: Instant) -> bool {
+        let sk = (kind, key.to_owned());
+        let Some(r) = self.resources.get_mut(&sk) else {
+            return false;
+        };
+        let Some(h) = r.holders.remove(token) else {
+            return false;
+        };
+        r.last_activity = now;
+        self.forget_acquired(h.conn, kind, key, token);
+        self.grant_next(kind, key, now);
+        true
+    }
+
+    /// `n` / `sn`: the new lease in seconds, or `None` (`error`) when the
+    /// token is not held or already expired: an expired lease is never
+    /// revived.
+    pub fn renew(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        token: &str,
+        lease: Duration,
+        now: Instant,
+    ) -> Option<u64> {
+        let sk = (kind, key.to_owned());
+        let r = self.resources.get_mut(&sk)?;
+        let h = r.holders.get_mut(token)?;
+        if h.expired(now) {
+            let conn = h.conn;
+            r.holders.remove(token);
+            r.last_activity = now;
+            self.forget_acquired(conn, kind, key, token);
+            self.grant_next(kind, key, now);
+            return None;
+        }
+        h.renewed_at = now;
+        h.lease = lease;
+        r.last_activity = now;
+        Some(secs(lease))
+    }
+
+    /// The periodic lease sweep: evict every expired lease and pass its
+    /// slot to the next waiter.
+    pub fn sweep(&mut self, now: Instant) {
+        let keys: Vec<SpaceKey> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.holders.values().any(|h| h.expired(now)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (kind, key) in keys {
+            self.evict_expired(kind, &key, now);
+        }
+    }
+
+    /// Garbage-collect keys idle (no holder, no waiter) for `max_idle`;
+    /// until then they count towards `max_locks`.
+    pub fn collect_idle(&mut self, now: Instant, max_idle: Duration) {
+        self.resources.retain(|_, r| {
+            !(r.holders.is_empty()
+                && r.queue.is_empty()
+                && now.saturating_duration_since(r.last_activity) >= max_idle)
+        });
+    }
+
+    /// A connection closed: drop its waiters and two-phase state and, when
+    /// `release_held`, release everything it holds.
+    pub fn drop_connection(&mut self, conn: ConnId, release_held: bool, now: Instant) {
+        let ids: Vec<WaiterId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.conn == conn)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut touched: Vec<SpaceKey> = Vec::new();
+        for id in ids {
+            if let Some(w) = self.remove_waiter(id, now) {
+                if let Some(token) = &w.granted {
+                    if let Some(r) = self.resources.get_mut(&(w.kind, w.key.clone())) {
+                        r.holders.remove(token);
+                    }
+                }
+                touched.push((w.kind, w.key));
+            }
+        }
+        self.enqueued.retain(|(c, _, _), _| *c != conn);
+        if release_held {
+            for (sk, r) in self.resources.iter_mut() {
+                let before = r.holders.len();
+                r.holders.retain(|_, h| h.conn != conn);
+                if r.holders.len() != before {
+                    r.last_activity = now;
+                    touched.push(sk.clone());
+                }
+            }
+        }
+        for (kind, key) in touched {
+            self.grant_next(kind, &key, now);
+        }
+    }
+
+    /// Whether a queued request is still queued (not granted, not removed).
+    #[cfg(test)]
+    pub fn is_waiting(&self, id: WaiterId) -> bool {
+        self.waiters.get(&id).is_some_and(|w| w.granted.is_none())
+    }
+
+    /// The `stats` view, keys sorted.
+    pub fn stats(&self, connections: u64, now: Instant) -> Stats {
+        let mut keys: Vec<&SpaceKey> = self.resources.keys().collect();
+        keys.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut s = Stats {
+            connections,
+            ..Stats::default()
+        };
+        for sk in keys {
+            let r = &self.resources[sk];
+            let (kind, key) = (sk.0, sk.1.clone());
+            if r.holders.is_empty() {
+                let idle = IdleEntry {
+                    key,
+                    idle_s: now.saturating_duration_since(r.last_activity).as_secs_f64(),
+                };
+                match kind {
+                    Kind::Lock => s.idle_locks.push(idle),
+                    Kind::Semaphore => s.idle_semaphores.push(idle),
+                }
+                continue;
+            }
+            match kind {
+                Kind::Lock => {
+                    let h = r.holders.values().next().expect("non-empty");
+                    let left =
+                        h.lease.as_secs_f64() - now.saturating_duration_since(h.renewed_at).as_secs_f64();
+                    s.locks.push(LockEntry {
+                        key,
+                        owner_conn_id: h.conn,
+                        lease_expires_in_s: left,
+                        waiters: r.queue.len() as u64,
+                    });
+                }
+                Kind::Semaphore => s.semaphores.push(SemaphoreEntry {
+                    key,
+                    limit: r.limit,
+                    holders: r.holders.len() as u64,
+                    waiters: r.queue.len() as u64,
+                }),
+            }
+        }
+        s
+    }
+}

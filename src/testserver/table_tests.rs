@@ -1,0 +1,221 @@
+//! Unit tests of the pure lock table: the protocol's rules without sockets.
+
+use std::time::{Duration, Instant};
+
+use super::table::{Enqueue, Grant, Limits, Start, Table};
+use crate::protocol::{Kind, Status};
+
+const L: Kind = Kind::Lock;
+const S: Kind = Kind::Semaphore;
+const TTL: Duration = Duration::from_secs(33);
+
+fn table(max_locks: usize, max_waiters: usize) -> Table {
+    Table::new(
+        Limits {
+            max_locks,
+            max_waiters,
+        },
+        0x18eb_813d_ca7f_84f6,
+        || 0xdead_beef,
+    )
+}
+
+fn granted(s: Start) -> Grant {
+    match s {
+        Start::Granted(g) => g,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+fn blocked(s: Start) -> u64 {
+    match s {
+        Start::Blocked(id) => id,
+        other => panic!("expected to queue, got {other:?}"),
+    }
+}
+
+#[test]
+fn fences_rise_by_one_per_grant_across_keys() {
+    let mut t = table(10, 0);
+    let now = Instant::now();
+    let a = granted(t.acquire(L, "a", 1, 1, TTL, now));
+    let b = granted(t.acquire(S, "b", 3, 1, TTL, now));
+    assert!(t.release(L, "a", a.token.as_str(), now));
+    let c = granted(t.acquire(L, "a", 1, 2, TTL, now));
+    assert_eq!(a.token.fence(), 0x18eb_813d_ca7f_84f6);
+    assert_eq!(b.token.fence(), a.token.fence() + 1);
+    assert_eq!(c.token.fence(), a.token.fence() + 2);
+    assert_eq!(&a.token.as_str()[16..], "00000000deadbeef");
+}
+
+#[test]
+fn queue_is_fifo_and_release_hands_over() {
+    let mut t = table(10, 0);
+    let now = Instant::now();
+    let held = granted(t.acquire(L, "k", 1, 1, TTL, now));
+    let w2 = blocked(t.acquire(L, "k", 1, 2, TTL, now));
+    let w3 = blocked(t.acquire(L, "k", 1, 3, TTL, now));
+    assert!(t.take_grant(w2, now).is_none());
+    assert!(t.release(L, "k", held.token.as_str(), now));
+    assert_eq!(t.take_woken(), vec![2]);
+    assert!(t.take_grant(w3, now).is_none());
+    let g2 = t.take_grant(w2, now).unwrap().unwrap();
+    assert!(t.release(L, "k", g2.token.as_str(), now));
+    assert!(t.take_grant(w3, now).unwrap().is_ok());
+    assert!(!t.release(L, "k", g2.token.as_str(), now), "double release");
+}
+
+#[test]
+fn timeout_removes_waiter_and_second_wait_is_not_enqueued() {
+    let mut t = table(10, 0);
+    let now = Instant::now();
+    granted(t.acquire(L, "k", 1, 1, TTL, now));
+    assert_eq!(t.enqueue(L, "k", 1, 2, TTL, now), Enqueue::Queued);
+    let id = blocked(t.wait(L, "k", 2, now));
+    assert_eq!(t.cancel_wait(id, now), Err(Status::Timeout));
+    assert_eq!(t.wait(L, "k", 2, now), Start::Refused(Status::ErrorNotEnqueued));
+}
+
+#[test]
+fn enqueue_acquired_then_wait_returns_same_token() {
+    let mut t = table(10, 0);
+    let now = Instant::now();
+    let Enqueue::Acquired(g) = t.enqueue(L, "k", 1, 1, TTL, now) else {
+        panic!()
+    };
+    assert_eq!(
+        t.enqueue(L, "k", 1, 1, TTL, now),
+        Enqueue::Refused(Status::ErrorAlreadyEnqueued)
+    );
+    assert_eq!(granted(t.wait(L, "k", 1, now)), g);
+    assert_eq!(t.wait(L, "k", 1, now), Start::Refused(Status::ErrorNotEnqueued));
+}
+
+#[test]
+fn expired_leases() {
+    let mut t = table(10, 0);
+    let t0 = Instant::now();
+    let later = t0 + Duration::from_secs(2);
+    // Unswept: wait after an expired `acquired` is error_lease_expired.
+    let Enqueue::Acquired(_) = t.enqueue(L, "x1", 1, 1, Duration::from_secs(1), t0) else {
+        panic!()
+    };
+    assert_eq!(
+        t.wait(L, "x1", 1, later),
+        Start::Refused(Status::ErrorLeaseExpired)
+    );
+    // Renew never revives an expired lease.
+    let g = granted(t.acquire(L, "x2", 1, 1, Duration::from_secs(1), t0));
+    assert_eq!(t.renew(L, "x2", g.token.as_str(), TTL, later), None);
+    // Swept: the `acquired` state is forgotten, wait is error_not_enqueued,
+    // and the waiter behind gets the key.
+    let Enqueue::Acquired(_) = t.enqueue(L, "x4", 1, 1, Duration::from_secs(1), t0) else {
+        panic!()
+    };
+    let w = blocked(t.acquire(L, "x4", 1, 2, TTL, t0));
+    t.sweep(later);
+    assert_eq!(t.take_woken(), vec![2]);
+    assert_eq!(
+        t.wait(L, "x4", 1, later),
+        Start::Refused(Status::ErrorNotEnqueued)
+    );
+    assert!(t.take_grant(w, later).unwrap().is_ok());
+}
+
+#[test]
+fn renew_sets_new_lease() {
+    let mut t = table(10, 0);
+    let now = Instant::now();
+    let g = granted(t.acquire(S, "s", 2, 1, TTL, now));
+    assert_eq!(
+        t.renew(S, "s", g.token.as_str(), Duration::from_secs(7), now),
+        Some(7)
+    );
+    assert_eq!(
+        t.renew(L, "s", g.token.as_str(), TTL, now),
+        None,
+        "lock renew of a semaphore token"
+    );
+}
+
+#[test]
+fn limits_and_namespaces() {
+    let mut t = table(2, 1);
+    let now = Instant::now();
+    granted(t.acquire(L, "m1", 1, 1, TTL, now));
+    granted(t.acquire(L, "m2", 1, 1, TTL, now));
+    assert_eq!(
+        t.acquire(L, "m3", 1, 1, TTL, now),
+        Start::Refused(Status::ErrorMaxLocks)
+    );
+    assert_eq!(
+        t.acquire(S, "m1", 2, 1, TTL, now),
+        Start::Refused(Status::ErrorMaxLocks)
+    );
+    blocked(t.acquire(L, "m1", 1, 2, TTL, now));
+    assert_eq!(
+        t.acquire(L, "m1", 1, 3, TTL, now),
+        Start::Refused(Status::ErrorMaxWaiters)
+    );
+
+    let mut t = table(10, 0);
+    granted(t.acquire(L, "shared", 1, 1, TTL, now));
+    granted(t.acquire(S, "shared", 2, 2, TTL, now));
+    assert_eq!(
+        t.acquire(S, "shared", 3, 2, TTL, now),
+        Start::Refused(Status::ErrorLimitMismatch)
+    );
+}
+
+#[test]
+fn idle_keys_count_until_collected() {
+    let mut t = table(1, 0);
+    let now = Instant::now();
+    let g = granted(t.acquire(L, "a", 1, 1, TTL, now));
+    assert!(t.release(L, "a", g.token.as_str(), now));
+    assert_eq!(
+        t.acquire(L, "b", 1, 1, TTL, now),
+        Start::Refused(Status::ErrorMaxLocks)
+    );
+    t.collect_idle(now + Duration::from_secs(61), Duration::from_secs(60));
+    granted(t.acquire(L, "b", 1, 1, TTL, now));
+}
+
+#[test]
+fn disconnect_releases_and_drops_waiters() {
+    let mut t = table(10, 0);
+    let now = Instant::now();
+    granted(t.acquire(L, "k", 1, 1, TTL, now));
+    let w2 = blocked(t.acquire(L, "k", 1, 2, TTL, now));
+    assert_eq!(t.enqueue(L, "k", 1, 3, TTL, now), Enqueue::Queued);
+    t.drop_connection(2, true, now);
+    assert!(!t.is_waiting(w2));
+    t.drop_connection(1, true, now);
+    assert_eq!(
+        t.take_woken(),
+        vec![3],
+        "conn 3 is next once 1 left and 2 was dropped"
+    );
+    let s = t.stats(1, now);
+    assert_eq!(s.locks.len(), 1);
+    assert_eq!(s.locks[0].owner_conn_id, 3);
+}
+
+#[test]
+fn grant_via_wait_restarts_the_lease() {
+    let mut t = table(10, 0);
+    let t0 = Instant::now();
+    let g = granted(t.acquire(L, "k", 1, 1, TTL, t0));
+    assert_eq!(
+        t.enqueue(L, "k", 1, 2, Duration::from_secs(10), t0),
+        Enqueue::Queued
+    );
+    assert!(t.release(L, "k", g.token.as_str(), t0));
+    // Granted at t0, observed by `w` 9 s later: 10 s from then.
+    let t9 = t0 + Duration::from_secs(9);
+    let id = blocked(t.wait(L, "k", 2, t9));
+    let g2 = t.take_grant(id, t9).unwrap().unwrap();
+    assert_eq!(g2.lease_s, 10);
+    let s = t.stats(1, t9);
+    assert!((s.locks[0].lease_expires_in_s - 10.0).abs() < 0.001);
+}

@@ -1,0 +1,241 @@
+//! Shared test helpers: the server under test (embedded, or the external
+//! one named by `DFLOCKD_TEST_SERVER=host:port` + `DFLOCKD_TEST_AUTH_TOKEN`)
+//! and a raw line client that sends exact bytes and reads exact reply lines.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dflockd::testserver::{ServerOptions, TestServer};
+
+/// Replies that take longer than this are a failure (a hung server).
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The server a test talks to.
+pub enum Target {
+    Embedded(TestServer),
+    External { addr: String, auth: Option<String> },
+}
+
+impl Target {
+    pub fn addr(&self) -> String {
+        match self {
+            Target::Embedded(s) => s.addr().to_string(),
+            Target::External { addr, .. } => addr.clone(),
+        }
+    }
+
+    pub fn auth(&self) -> Option<&str> {
+        match self {
+            Target::Embedded(_) => None,
+            Target::External { auth, .. } => auth.as_deref(),
+        }
+    }
+
+    pub fn embedded(&self) -> Option<&TestServer> {
+        match self {
+            Target::Embedded(s) => Some(s),
+            Target::External { .. } => None,
+        }
+    }
+
+    pub fn is_external(&self) -> bool {
+        matches!(self, Target::External { .. })
+    }
+
+    /// A connection, authenticated when the server needs it.
+    pub fn connect(&self) -> Raw {
+        let mut c = Raw::connect(&self.addr());
+        if let Some(token) = self.auth() {
+            assert_eq!(
+                c.req(format!("auth\n_\n{token}\n").as_bytes()),
+                "ok",
+                "auth to {}",
+                self.addr()
+            );
+        }
+        c
+    }
+}
+
+/// `host:port` and auth token of the external server, if one is configured.
+pub fn external() -> Option<(String, Option<String>)> {
+    let addr = std::env::var("DFLOCKD_TEST_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let auth = std::env::var("DFLOCKD_TEST_AUTH_TOKEN")
+        .ok()
+        .filter(|s| !s.is_empty());
+    Some((addr, auth))
+}
+
+/// The server under test with default options: the external one if
+/// configured, else a fresh embedded server.
+pub fn target() -> Target {
+    match external() {
+        Some((addr, auth)) => Target::External { addr, auth },
+        None => Target::Embedded(TestServer::start(ServerOptions::default()).expect("start test server")),
+    }
+}
+
+/// An embedded server with special options or fault controls; `None`
+/// (and a printed reason) when the tests run against an external server.
+pub fn embedded(opts: ServerOptions, test: &str) -> Option<TestServer> {
+    if external().is_some() {
+        eprintln!("skipping {test}: needs the embedded server (special options or fault controls)");
+        return None;
+    }
+    Some(TestServer::start(opts).expect("start test server"))
+}
+
+/// A key unique to this test process, so runs against a shared external
+/// server never collide.
+pub fn key(name: &str) -> String {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    if RUN.load(Ordering::Relaxed) == 0 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let _ = RUN.compare_exchange(
+            0,
+            t ^ (std::process::id() as u64) << 40,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+    format!("t{:x}-{name}", RUN.load(Ordering::Relaxed))
+}
+
+/// The token in `ok <token> <lease>` / `acquired <token> <lease>`.
+pub fn token(reply: &str) -> String {
+    let parts: Vec<&str> = reply.split(' ').collect();
+    assert!(
+        parts.len() == 3 && (parts[0] == "ok" || parts[0] == "acquired"),
+        "not a grant: {reply:?}"
+    );
+    assert_grant_token(parts[1]);
+    parts[1].to_owned()
+}
+
+/// 32 lowercase hex characters.
+pub fn assert_grant_token(t: &str) {
+    assert_eq!(t.len(), 32, "token length: {t:?}");
+    assert!(
+        t.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "token not lower hex: {t:?}"
+    );
+}
+
+pub fn fence(token: &str) -> u64 {
+    u64::from_str_radix(&token[..16], 16).unwrap()
+}
+
+/// Assert a grant reply with this lease; returns the token.
+pub fn granted(reply: &str, lease_s: u64) -> String {
+    let t = token(reply);
+    assert!(
+        reply.ends_with(&format!(" {lease_s}")),
+        "expected lease {lease_s}: {reply:?}"
+    );
+    t
+}
+
+/// A raw protocol connection.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(addr: &str) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send request");
+    }
+
+    /// The next reply line (without `\n`) within `within`; `None` on
+    /// timeout; panics on EOF.
+    pub fn line_within(&mut self, within: Duration) -> Option<String> {
+        match self.read_line(within) {
+            Ok(l) => l,
+            Err(e) => panic!("connection closed while waiting for a reply: {e}"),
+        }
+    }
+
+    fn read_line(&mut self, within: Duration) -> Result<Option<String>, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return Ok(Some(String::from_utf8_lossy(&line[..pos]).into_owned()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("EOF".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// The next reply line; panics after [`REPLY_DEADLINE`].
+    pub fn line(&mut self) -> String {
+        self.line_within(REPLY_DEADLINE)
+            .expect("no reply within the deadline")
+    }
+
+    /// Send one request and read its reply line.
+    pub fn req(&mut self, bytes: &[u8]) -> String {
+        self.send(bytes);
+        self.line()
+    }
+
+    /// Whether the server closes (EOF or reset) within `within`, with no
+    /// further reply line.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        match self.read_line(within) {
+            Err(_) => true,
+            Ok(None) => false,
+            Ok(Some(l)) => panic!("expected a close, got the reply {l:?}"),
+        }
+    }
+
+    /// Assert that nothing arrives for `d` (the server is blocked/paused).
+    pub fn assert_silent(&mut self, d: Duration) {
+        if let Some(l) = self.line_within(d) {
+            panic!("expected no reply yet, got {l:?}");
+        }
+    }
+}
+
+/// Poll `cond` until true or `within` passes.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
