@@ -48,6 +48,14 @@ fn server<'a>(s: *const dflockd_testserver) -> Result<&'a TestServer, FfiError> 
     unsafe { handle(s, "server") }.map(|h| &h.server)
 }
 
+/// Run a fault control that cannot fail (beyond a NULL handle).
+fn control(s: *const dflockd_testserver, f: impl FnOnce(&TestServer)) -> dflockd_status {
+    guard(std::ptr::null_mut(), || {
+        f(server(s)?);
+        Ok(())
+    })
+}
+
 fn millis(ms: u64, what: &str) -> Result<Duration, FfiError> {
     if ms == 0 {
         return Err(FfiError::invalid(format!("{what} must be at least 1 ms")));
@@ -367,22 +375,20 @@ pub extern "C" fn dflockd_testserver_addr(
 /// Fault: stop answering (requests are read, no replies) until resumed.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_pause(server: *const dflockd_testserver) -> dflockd_status {
-    guard(std::ptr::null_mut(), || Ok(self::server(server)?.pause()))
+    control(server, TestServer::pause)
 }
 
 /// Answer again after `dflockd_testserver_pause()`.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_resume(server: *const dflockd_testserver) -> dflockd_status {
-    guard(std::ptr::null_mut(), || Ok(self::server(server)?.resume()))
+    control(server, TestServer::resume)
 }
 
 /// Fault: close every client connection now (their leases are released as
 /// on disconnect).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_drop_connections(server: *const dflockd_testserver) -> dflockd_status {
-    guard(std::ptr::null_mut(), || {
-        Ok(self::server(server)?.drop_connections())
-    })
+    control(server, TestServer::drop_connections)
 }
 
 /// Fault: while `refuse` is true, new connections are closed at once.
@@ -391,9 +397,7 @@ pub extern "C" fn dflockd_testserver_refuse_connections(
     server: *const dflockd_testserver,
     refuse: bool,
 ) -> dflockd_status {
-    guard(std::ptr::null_mut(), || {
-        Ok(self::server(server)?.refuse_connections(refuse))
-    })
+    control(server, |s| s.refuse_connections(refuse))
 }
 
 /// Fault: delay every reply by `delay_ms` milliseconds (0 = no delay).
@@ -402,9 +406,7 @@ pub extern "C" fn dflockd_testserver_set_reply_delay_ms(
     server: *const dflockd_testserver,
     delay_ms: u64,
 ) -> dflockd_status {
-    guard(std::ptr::null_mut(), || {
-        Ok(self::server(server)?.set_reply_delay(Duration::from_millis(delay_ms)))
-    })
+    control(server, |s| s.set_reply_delay(Duration::from_millis(delay_ms)))
 }
 
 /// Fault: replace every reply by these raw bytes (copied), e.g.
@@ -467,5 +469,5 @@ pub extern "C" fn dflockd_testserver_restart(
 /// the next request gets `error_draining`, new connections are refused).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_drain(server: *const dflockd_testserver) -> dflockd_status {
-    guard(std::ptr::null_mut(), || Ok(self::server(server)?.drain()))
+    control(server, TestServer::drain)
 }

@@ -18,6 +18,9 @@ pub const DFLOCKD_VERSION_PATCH: u32 = 0;
 pub const DFLOCKD_VERSION_NUMBER: u32 =
     (DFLOCKD_VERSION_MAJOR << 16) | (DFLOCKD_VERSION_MINOR << 8) | DFLOCKD_VERSION_PATCH;
 
+// The number packs minor and patch into 8 bits each.
+const _: () = assert!(DFLOCKD_VERSION_MINOR < 256 && DFLOCKD_VERSION_PATCH < 256);
+
 /// The version of the loaded library as a static NUL-terminated string,
 /// e.g. `"0.1.0"`. Never NULL; lives forever; thread-safe.
 #[unsafe(no_mangle)]
@@ -43,7 +46,6 @@ mod tests {
         assert_eq!(DFLOCKD_VERSION_MAJOR, n(env!("CARGO_PKG_VERSION_MAJOR")));
         assert_eq!(DFLOCKD_VERSION_MINOR, n(env!("CARGO_PKG_VERSION_MINOR")));
         assert_eq!(DFLOCKD_VERSION_PATCH, n(env!("CARGO_PKG_VERSION_PATCH")));
-        assert!(DFLOCKD_VERSION_MINOR < 256 && DFLOCKD_VERSION_PATCH < 256);
         let v = unsafe { std::ffi::CStr::from_ptr(dflockd_version()) };
         assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
         assert_eq!(
