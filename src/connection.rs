@@ -1,1 +1,404 @@
-//! (stub: being written; see ARCHITECTURE.md)
+//! One authenticated connection to one server, with one method per
+//! command. Every method goes through [`Connection::call`]: encode (the
+//! protocol module validates), write, read one line against a deadline,
+//! parse strictly, map refusals to [`Error`]s. Requests are serialized by
+//! an internal mutex, so a connection can be shared between threads (a
+//! blocking acquire holds it until the server answers).
+//!
+//! A connection that saw an I/O or protocol error is marked broken and
+//! refuses further use: the byte stream may be out of sync, and a reply
+//! read late could be mistaken for the answer to a later request.
+
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{Command, Kind, Op, Outcome, Refusal, Request, Stats, Token, parse_reply};
+use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
+use crate::{Error, ErrorKind, Result};
+
+/// A granted lease: the token (release/renew credential, and fence on 2.x)
+/// and its length in seconds as the server granted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub token: Token,
+    pub lease_s: u64,
+}
+
+/// The answer to enqueue (`e`/`se`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The key was free: the lease is held now.
+    Acquired(Grant),
+    /// In the queue; call [`Connection::wait`] on this same connection.
+    Queued,
+}
+
+/// How to open a connection.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Bound on TCP connect plus TLS handshake (default 10 s).
+    pub connect_timeout: Duration,
+    /// Added to an operation's protocol timeout to get its read deadline,
+    /// so a hung server fails the call with [`ErrorKind::Deadline`]
+    /// instead of hanging the caller (default 10 s).
+    pub io_slack: Duration,
+    /// Sent with `auth` right after connecting when set.
+    pub auth_token: Option<String>,
+    /// TLS (verification always on) when set; plaintext TCP otherwise.
+    pub tls: Option<TlsOptions>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(10),
+            io_slack: Duration::from_secs(10),
+            auth_token: None,
+            tls: None,
+        }
+    }
+}
+
+/// [`ConnectOptions`] with the TLS configuration already built, shared by
+/// every connection a client opens.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) io_slack: Duration,
+    auth_token: Option<String>,
+    tls: Option<TlsSetup>,
+}
+
+impl Connector {
+    pub(crate) fn new(opts: &ConnectOptions) -> Result<Connector> {
+        if opts.connect_timeout.is_zero() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "connect_timeout must be > 0",
+            ));
+        }
+        if let Some(secret) = &opts.auth_token {
+            // Reject a bad secret before any I/O.
+            Request::Auth { secret }.encode(&mut Vec::new())?;
+        }
+        Ok(Connector {
+            connect_timeout: opts.connect_timeout,
+            io_slack: opts.io_slack,
+            auth_token: opts.auth_token.clone(),
+            tls: opts.tls.as_ref().map(TlsSetup::new).transpose()?,
+        })
+    }
+
+    /// Connect, handshake and authenticate.
+    pub(crate) fn open(&self, host: &str, port: u16) -> Result<Connection> {
+        let transport = Transport::connect(host, port, self.connect_timeout, self.tls.as_ref())?;
+        let conn = Connection {
+            fd: transport.raw_fd(),
+            io: Mutex::new(Io {
+                transport,
+                frame: Vec::with_capacity(64),
+                owed: 0,
+            }),
+            broken: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
+            io_slack: self.io_slack,
+        };
+        if let Some(secret) = &self.auth_token {
+            conn.auth(secret)?;
+        }
+        Ok(conn)
+    }
+}
+
+struct Io {
+    transport: Transport,
+    /// Reused encode buffer.
+    frame: Vec<u8>,
+    /// Replies still due to earlier requests whose deadline passed (only
+    /// renew and ping, whose late answer is harmless); read and dropped
+    /// before the next reply.
+    owed: usize,
+}
+
+/// One connection to a dflockd server. `Send + Sync`.
+pub struct Connection {
+    io: Mutex<Io>,
+    /// Copy of the socket fd, for [`Connection::abort`] without the mutex.
+    /// Valid as long as `self` lives (the stream is owned by `io`).
+    fd: RawFd,
+    broken: AtomicBool,
+    aborted: AtomicBool,
+    io_slack: Duration,
+}
+
+/// Human label of a command for error messages ("semaphore acquire").
+fn label(cmd: Command) -> String {
+    const OPS: [(Op, &str); 5] = [
+        (Op::Acquire, "acquire"),
+        (Op::Release, "release"),
+        (Op::Renew, "renew"),
+        (Op::Enqueue, "enqueue"),
+        (Op::Wait, "wait"),
+    ];
+    match cmd {
+        Command::Lease(kind, op) => {
+            let name = OPS.iter().find(|(o, _)| *o == op).map_or("?", |(_, n)| *n);
+            match kind {
+                Kind::Lock => name.to_owned(),
+                Kind::Semaphore => format!("semaphore {name}"),
+            }
+        }
+        other => other.wire_name().to_owned(),
+    }
+}
+
+/// The protocol timeout a request carries (what the server may wait).
+fn protocol_wait(req: &Request) -> Duration {
+    match req {
+        Request::Acquire { timeout_s, .. } | Request::Wait { timeout_s, .. } => {
+            Duration::from_secs(*timeout_s)
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+impl Connection {
+    /// Connect to `host:port` (TCP or TLS), then authenticate when
+    /// `opts.auth_token` is set.
+    pub fn open(host: &str, port: u16, opts: &ConnectOptions) -> Result<Connection> {
+        Connector::new(opts)?.open(host, port)
+    }
+
+    /// Whether the connection saw an I/O or protocol error (or was
+    /// aborted) and will refuse every further call.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// From any thread: shut the socket down so a call blocked on it
+    /// returns [`ErrorKind::Cancelled`]; the connection is broken after
+    /// this, and the server releases what it held (auto-release).
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
+        self.broken.store(true, Ordering::Release);
+        shutdown_fd(self.fd);
+    }
+
+    pub(crate) fn was_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// Whether an idle connection can be handed out again (see
+    /// `Transport::looks_alive`). Never blocks.
+    pub(crate) fn looks_alive(&self) -> bool {
+        if self.is_broken() {
+            return false;
+        }
+        match self.io.try_lock() {
+            Ok(io) => io.owed == 0 && io.transport.looks_alive(),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether this connection uses TLS.
+    pub fn is_tls(&self) -> bool {
+        self.io.lock().map(|io| io.transport.is_tls()).unwrap_or(false)
+    }
+
+    /// Send one request and read its reply, with the read deadline
+    /// `budget` (default: the request's protocol timeout + io_slack).
+    /// The single path every command takes.
+    pub(crate) fn call(&self, req: &Request, budget: Option<Duration>) -> Result<Outcome> {
+        let cmd = req.command();
+        let what = match req.key() {
+            Some(key) => format!("{} {key:?}", label(cmd)),
+            None => label(cmd),
+        };
+        let mut io = self
+            .io
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Io, format!("{what}: connection poisoned")))?;
+        if self.was_aborted() {
+            return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
+        }
+        if self.is_broken() {
+            return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
+        }
+        let io = &mut *io;
+        io.frame.clear();
+        req.encode(&mut io.frame)?;
+        let budget = budget.unwrap_or_else(|| protocol_wait(req).saturating_add(self.io_slack));
+        let deadline = Instant::now().checked_add(budget);
+        let result = Self::exchange(io, deadline, &what);
+        let line = match result {
+            Ok(line) => line,
+            Err(e) => {
+                if self.was_aborted() {
+                    return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
+                }
+                let harmless_late = matches!(cmd, Command::Ping | Command::Lease(_, Op::Renew));
+                if e.kind() == ErrorKind::Deadline && harmless_late {
+                    io.owed += 1;
+                } else {
+                    self.broken.store(true, Ordering::Release);
+                }
+                return Err(e);
+            }
+        };
+        match parse_reply(cmd, &line) {
+            Ok(outcome) => Ok(outcome),
+            Err(refusal) => {
+                let closes = matches!(refusal, Refusal::Malformed(_))
+                    || matches!(
+                        refusal,
+                        Refusal::Status(
+                            crate::protocol::Status::ErrorAuth | crate::protocol::Status::ErrorDraining
+                        )
+                    );
+                if closes {
+                    self.broken.store(true, Ordering::Release);
+                }
+                Err(Error::from_refusal(&what, refusal))
+            }
+        }
+    }
+
+    /// Write the encoded frame, drop owed late replies, read the answer.
+    fn exchange(io: &mut Io, deadline: Option<Instant>, what: &str) -> Result<String> {
+        io.transport.send(&io.frame, deadline, what)?;
+        while io.owed > 0 {
+            io.transport.read_line(deadline, what)?;
+            io.owed -= 1;
+        }
+        io.transport.read_line(deadline, what)
+    }
+
+    fn grant(outcome: Outcome, what: &str) -> Result<Grant> {
+        match outcome {
+            Outcome::Granted { token, lease_s, .. } => Ok(Grant { token, lease_s }),
+            other => Err(unexpected(what, &other)),
+        }
+    }
+
+    /// `auth`: authenticate with `secret` ([`ErrorKind::Auth`] when wrong;
+    /// the server then closes the connection).
+    pub fn auth(&self, secret: &str) -> Result<()> {
+        self.call(&Request::Auth { secret }, None).map(drop)
+    }
+
+    /// `l`/`sl`: wait up to `timeout_s` (0 = try once) for the lease.
+    /// [`ErrorKind::Timeout`] when not granted. `limit` is required for
+    /// semaphores and forbidden for locks.
+    pub fn acquire(
+        &self,
+        kind: Kind,
+        key: &str,
+        timeout_s: u64,
+        limit: Option<u64>,
+        lease_s: Option<u64>,
+    ) -> Result<Grant> {
+        let req = Request::Acquire {
+            kind,
+            key,
+            timeout_s,
+            limit,
+            lease_s,
+        };
+        Self::grant(self.call(&req, None)?, "acquire")
+    }
+
+    /// `r`/`sr`: release by token ([`ErrorKind::Server`] for a wrong,
+    /// expired or released token).
+    pub fn release(&self, kind: Kind, key: &str, token: &str) -> Result<()> {
+        self.call(&Request::Release { kind, key, token }, None).map(drop)
+    }
+
+    /// `n`/`sn`: renew; returns the new lease length in seconds.
+    pub fn renew(&self, kind: Kind, key: &str, token: &str, lease_s: Option<u64>) -> Result<u64> {
+        self.renew_within(kind, key, token, lease_s, None)
+    }
+
+    pub(crate) fn renew_within(
+        &self,
+        kind: Kind,
+        key: &str,
+        token: &str,
+        lease_s: Option<u64>,
+        budget: Option<Duration>,
+    ) -> Result<u64> {
+        let req = Request::Renew {
+            kind,
+            key,
+            token,
+            lease_s,
+        };
+        match self.call(&req, budget)? {
+            Outcome::Renewed { lease_s } => Ok(lease_s),
+            other => Err(unexpected("renew", &other)),
+        }
+    }
+
+    /// `e`/`se`: join the key's queue (two-phase, phase 1).
+    pub fn enqueue(
+        &self,
+        kind: Kind,
+        key: &str,
+        limit: Option<u64>,
+        lease_s: Option<u64>,
+    ) -> Result<Enqueued> {
+        let req = Request::Enqueue {
+            kind,
+            key,
+            limit,
+            lease_s,
+        };
+        match self.call(&req, None)? {
+            Outcome::Queued => Ok(Enqueued::Queued),
+            other => Self::grant(other, "enqueue").map(Enqueued::Acquired),
+        }
+    }
+
+    /// `w`/`sw`: wait up to `timeout_s` for the grant of an earlier enqueue
+    /// on this connection (answers at once if enqueue said acquired).
+    pub fn wait(&self, kind: Kind, key: &str, timeout_s: u64) -> Result<Grant> {
+        let req = Request::Wait { kind, key, timeout_s };
+        Self::grant(self.call(&req, None)?, "wait")
+    }
+
+    /// `ping` (2.x; a 1.10 server answers `error`, [`ErrorKind::Server`]).
+    pub fn ping(&self) -> Result<()> {
+        self.call(&Request::Ping, None).map(drop)
+    }
+
+    /// `stats`: the server's state, JSON parsed.
+    pub fn stats(&self) -> Result<Stats> {
+        match self.call(&Request::Stats, None)? {
+            Outcome::Stats(s) => Ok(s),
+            other => Err(unexpected("stats", &other)),
+        }
+    }
+}
+
+/// parse_reply only returns outcomes valid for the command, so this is
+/// unreachable in practice; still an error, never a panic.
+fn unexpected(what: &str, outcome: &Outcome) -> Error {
+    let shape = match outcome {
+        Outcome::Done => "ok",
+        Outcome::Granted { .. } => "a grant",
+        Outcome::Queued => "queued",
+        Outcome::Renewed { .. } => "a renewal",
+        Outcome::Stats(_) => "stats",
+    };
+    Error::new(ErrorKind::Protocol, format!("{what}: unexpected reply ({shape})"))
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd)
+            .field("broken", &self.is_broken())
+            .finish()
+    }
+}

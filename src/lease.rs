@@ -1,1 +1,569 @@
-//! (stub: being written; see ARCHITECTURE.md)
+//! Lock and semaphore handles. One type for both: they differ only by
+//! [`Kind`] and the semaphore's limit.
+//!
+//! A held lease pins the connection it was granted on (its *home*): the
+//! server releases a lease when that connection closes, so the home stays
+//! open while the lease is held and carries the renewals (which also keep
+//! it from the server's idle timeout). After release the home goes back to
+//! the client's pool. Two-phase waits run on the connection that enqueued.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::client::ClientInner;
+use crate::connection::{Connection, Enqueued, Grant};
+use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
+use crate::renewal;
+use crate::{Error, ErrorKind, Result};
+
+/// Called once when a held lease is lost, on a library thread.
+pub type LostCallback = Arc<dyn Fn(&Error) + Send + Sync>;
+
+/// What [`Lease::on_lost`] takes.
+pub type LostFn = Box<dyn Fn(&Error) + Send + Sync>;
+
+/// What [`Lease::acquire_async`] calls when done.
+pub type DoneFn = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// A lock or semaphore on one key. All methods take `&self`, so another
+/// thread can [`cancel`](Lease::cancel) a blocked acquire or wait, or watch
+/// for loss. Dropping the handle cancels what is in flight and releases
+/// what is held (best effort).
+pub struct Lease {
+    shared: Arc<Shared>,
+}
+
+/// The connection a lease lives on, and which server it is.
+pub(crate) struct Home {
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) server: usize,
+}
+
+pub(crate) struct Held {
+    pub(crate) token: Token,
+    pub(crate) lease_s: u64,
+    pub(crate) home: Home,
+    /// When the server will drop the lease unless renewed (measured from
+    /// before the request that set it, so on the safe side).
+    pub(crate) expires_at: Instant,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// Requested lease for the next acquire/renew (`None`: client default).
+    lease_ttl: Option<u64>,
+    /// An acquire/enqueue/wait is running.
+    busy: bool,
+    /// cancel() was called for the running operation.
+    cancel: bool,
+    /// The connection the running operation is blocked on.
+    in_flight: Option<Arc<Connection>>,
+    /// After enqueue answered `queued`: where to send wait.
+    queued: Option<Home>,
+    pub(crate) held: Option<Held>,
+    lost: Option<Error>,
+    /// Bumped on every grant, release and loss; a renewal scheduled for an
+    /// older generation does nothing.
+    pub(crate) generation: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) client: Arc<ClientInner>,
+    pub(crate) key: String,
+    pub(crate) kind: Kind,
+    limit: Option<u64>,
+    server: usize,
+    pub(crate) state: Mutex<State>,
+    lost_cv: Condvar,
+    on_lost: Mutex<Option<LostCallback>>,
+    #[cfg(test)]
+    pub(crate) panic_next_renewal: std::sync::atomic::AtomicBool,
+}
+
+/// Lock a mutex, recovering from poisoning (a panicking renewal must not
+/// make the handle unusable; the state it guards stays consistent because
+/// every critical section is short and panic-free).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidArgument, msg)
+}
+
+fn cancelled(what: &str) -> Error {
+    Error::new(ErrorKind::Cancelled, format!("{what}: cancelled"))
+}
+
+/// Marks the handle busy for one operation; clears it on drop.
+struct OpGuard(Arc<Shared>);
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.busy = false;
+        st.cancel = false;
+        st.in_flight = None;
+    }
+}
+
+impl Lease {
+    pub(crate) fn new(client: Arc<ClientInner>, key: &str, kind: Kind, limit: Option<u64>) -> Result<Lease> {
+        validate_key(key)?;
+        let server = client.server_for(key)?;
+        Ok(Lease {
+            shared: Arc::new(Shared {
+                client,
+                key: key.to_owned(),
+                kind,
+                limit,
+                server,
+                state: Mutex::new(State::default()),
+                lost_cv: Condvar::new(),
+                on_lost: Mutex::new(None),
+                #[cfg(test)]
+                panic_next_renewal: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn key(&self) -> &str {
+        &self.shared.key
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.shared.kind
+    }
+
+    /// The semaphore limit (`None` for a lock).
+    pub fn limit(&self) -> Option<u64> {
+        self.shared.limit
+    }
+
+    /// The lease to request from the next acquire and on every renewal
+    /// (`None`: the client's `default_lease_ttl_s`, else the server's).
+    pub fn set_lease_ttl(&self, lease_s: Option<u64>) -> Result<()> {
+        if let Some(l) = lease_s {
+            if !(1..=MAX_SECONDS).contains(&l) {
+                return Err(invalid(format!(
+                    "lease must be 1..={MAX_SECONDS} seconds, got {l}"
+                )));
+            }
+        }
+        lock(&self.shared.state).lease_ttl = lease_s;
+        Ok(())
+    }
+
+    /// Acquire, waiting up to `timeout_s` seconds (0 = try once).
+    /// [`ErrorKind::Timeout`] when not granted in time,
+    /// [`ErrorKind::Cancelled`] after [`cancel`](Lease::cancel).
+    pub fn acquire(&self, timeout_s: u64) -> Result<()> {
+        let op = self.shared.begin("acquire")?;
+        self.shared.acquire(&op, timeout_s)
+    }
+
+    /// Try once: `Ok(true)` if acquired, `Ok(false)` if taken.
+    pub fn try_acquire(&self) -> Result<bool> {
+        match self.acquire(0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Timeout => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Two-phase, phase 1: join the queue. `Ok(true)`: acquired at once;
+    /// `Ok(false)`: queued, call [`wait`](Lease::wait).
+    pub fn enqueue(&self) -> Result<bool> {
+        let op = self.shared.begin("enqueue")?;
+        self.shared.enqueue(&op)
+    }
+
+    /// Two-phase, phase 2: wait up to `timeout_s` for the grant. Returns at
+    /// once if enqueue already acquired. [`ErrorKind::NotEnqueued`] without
+    /// an enqueue; after [`ErrorKind::Timeout`] the place in the queue is
+    /// gone.
+    pub fn wait(&self, timeout_s: u64) -> Result<()> {
+        let op = self.shared.begin_wait()?;
+        match op {
+            None => Ok(()),
+            Some((op, home)) => self.shared.wait(&op, home, timeout_s),
+        }
+    }
+
+    /// Release the lease (or leave the queue after a `queued` enqueue).
+    /// [`ErrorKind::NotHeld`] if nothing is held, [`ErrorKind::LeaseLost`]
+    /// if it was lost.
+    pub fn release(&self) -> Result<()> {
+        self.shared.release()
+    }
+
+    /// From any thread: make a blocked acquire, enqueue or wait return
+    /// [`ErrorKind::Cancelled`] promptly, leaving nothing held. Does
+    /// nothing when no operation is running.
+    pub fn cancel(&self) {
+        let mut st = lock(&self.shared.state);
+        if st.busy {
+            st.cancel = true;
+            if let Some(conn) = &st.in_flight {
+                conn.abort();
+            }
+        }
+    }
+
+    /// The current token while held.
+    pub fn token(&self) -> Option<Token> {
+        lock(&self.shared.state).held.as_ref().map(|h| h.token)
+    }
+
+    /// The fence (first 16 hex digits of the token) while held; it rises
+    /// with every grant on 2.x servers.
+    pub fn fence(&self) -> Option<u64> {
+        self.token().map(|t| t.fence())
+    }
+
+    /// The lease length the server granted (or last renewed to), while held.
+    pub fn lease_ttl_s(&self) -> Option<u64> {
+        lock(&self.shared.state).held.as_ref().map(|h| h.lease_s)
+    }
+
+    /// Whether the lease is held and, as far as the client knows, not
+    /// expired.
+    pub fn is_held(&self) -> bool {
+        lock(&self.shared.state)
+            .held
+            .as_ref()
+            .is_some_and(|h| Instant::now() < h.expires_at)
+    }
+
+    /// Whether the last held lease was lost (cleared by the next grant).
+    pub fn is_lost(&self) -> bool {
+        lock(&self.shared.state).lost.is_some()
+    }
+
+    /// The error the lease was lost with.
+    pub fn lost_error(&self) -> Option<Error> {
+        lock(&self.shared.state).lost.clone()
+    }
+
+    /// Block until the lease is lost (`true`) or `timeout` passes
+    /// (`false`); `None` waits without bound.
+    pub fn wait_lost(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut st = lock(&self.shared.state);
+        while st.lost.is_none() {
+            st = match deadline {
+                None => self.shared.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let Some(left) = d.checked_duration_since(Instant::now()) else {
+                        return false;
+                    };
+                    self.shared
+                        .lost_cv
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+
+    /// Set (or clear) the callback run once when a held lease is lost. It
+    /// runs on a library thread, outside every lock; keep it short. Set on
+    /// an already lost lease, it runs at once (on that thread).
+    pub fn on_lost(&self, callback: Option<LostFn>) {
+        let callback: Option<LostCallback> = callback.map(Arc::from);
+        *lock(&self.shared.on_lost) = callback.clone();
+        let lost = lock(&self.shared.state).lost.clone();
+        if let (Some(cb), Some(err)) = (callback, lost) {
+            renewal::notify(cb, err);
+        }
+    }
+
+    /// Acquire on a library thread and call `done` there with the result.
+    /// [`cancel`](Lease::cancel) works on it as on a blocking acquire.
+    pub fn acquire_async(&self, timeout_s: u64, done: DoneFn) {
+        let op = match self.shared.begin("acquire") {
+            Ok(op) => op,
+            Err(e) => {
+                spawn_or_run(move || done(Err(e)));
+                return;
+            }
+        };
+        let shared = Arc::clone(&self.shared);
+        spawn_or_run(move || {
+            let r = shared.acquire(&op, timeout_s);
+            drop(op);
+            let _ = catch_unwind(AssertUnwindSafe(|| done(r)));
+        });
+    }
+}
+
+/// Run `f` on a new library thread; if no thread can be created, inline.
+fn spawn_or_run(f: impl FnOnce() + Send + 'static) {
+    let slot = Arc::new(Mutex::new(Some(f)));
+    let theirs = Arc::clone(&slot);
+    let spawned = std::thread::Builder::new()
+        .name("dflockd-acquire".into())
+        .spawn(move || {
+            if let Some(f) = lock(&theirs).take() {
+                f();
+            }
+        });
+    if spawned.is_err() {
+        if let Some(f) = lock(&slot).take() {
+            f();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.cancel();
+        let _ = self.shared.release();
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("key", &self.shared.key)
+            .field("kind", &self.shared.kind)
+            .field("limit", &self.shared.limit)
+            .field("held", &self.is_held())
+            .finish()
+    }
+}
+
+impl Shared {
+    fn requested_ttl(&self) -> Option<u64> {
+        lock(&self.state)
+            .lease_ttl
+            .or(self.client.config.default_lease_ttl_s)
+    }
+
+    pub(crate) fn renew_ttl(&self) -> Option<u64> {
+        self.requested_ttl()
+    }
+
+    /// Start an acquire/enqueue: refuses if one is running or the lease is
+    /// held or queued.
+    fn begin(self: &Arc<Self>, what: &str) -> Result<OpGuard> {
+        let mut st = lock(&self.state);
+        if st.busy {
+            return Err(invalid(format!(
+                "{what}: another operation is running on this handle"
+            )));
+        }
+        if st.held.is_some() {
+            return Err(invalid(format!("{what}: already held; release first")));
+        }
+        if st.queued.is_some() {
+            return Err(invalid(format!(
+                "{what}: already enqueued; wait or release first"
+            )));
+        }
+        st.busy = true;
+        st.cancel = false;
+        Ok(OpGuard(Arc::clone(self)))
+    }
+
+    /// Start a wait: `None` if already held (enqueue acquired at once).
+    fn begin_wait(self: &Arc<Self>) -> Result<Option<(OpGuard, Home)>> {
+        let mut st = lock(&self.state);
+        if st.busy {
+            return Err(invalid("wait: another operation is running on this handle"));
+        }
+        if st.held.is_some() {
+            return Ok(None);
+        }
+        let Some(home) = st.queued.take() else {
+            return Err(Error::new(
+                ErrorKind::NotEnqueued,
+                "wait: not enqueued (call enqueue first)",
+            ));
+        };
+        st.busy = true;
+        st.cancel = false;
+        Ok(Some((OpGuard(Arc::clone(self)), home)))
+    }
+
+    /// Run `f` (a blocking call on `conn`) so that cancel() can abort it.
+    fn cancellable<T>(&self, conn: &Arc<Connection>, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        {
+            let mut st = lock(&self.state);
+            if st.cancel {
+                return Err(cancelled(what));
+            }
+            st.in_flight = Some(Arc::clone(conn));
+        }
+        let r = f();
+        lock(&self.state).in_flight = None;
+        r
+    }
+
+    /// Give a connection back after a failed attempt.
+    fn give_back(&self, home: Home) {
+        self.client.checkin(home.server, home.conn);
+    }
+
+    fn acquire(self: &Arc<Self>, _op: &OpGuard, timeout_s: u64) -> Result<()> {
+        let lease_s = self.requested_ttl();
+        let (grant, home, sent) = self.client.route(self.server, |server| {
+            let conn = self.client.checkout(server)?;
+            let sent = Instant::now();
+            let r = self.cancellable(&conn, "acquire", || {
+                conn.acquire(self.kind, &self.key, timeout_s, self.limit, lease_s)
+            });
+            let home = Home { conn, server };
+            match r {
+                Ok(g) => Ok((g, home, sent)),
+                Err(e) => {
+                    self.give_back(home);
+                    Err(e)
+                }
+            }
+        })?;
+        // The grant may have come at the very end of a blocking acquire;
+        // count its lease from when the reply arrived.
+        let granted = if timeout_s == 0 { sent } else { Instant::now() };
+        self.install(grant, home, granted, "acquire")
+    }
+
+    fn enqueue(self: &Arc<Self>, _op: &OpGuard) -> Result<bool> {
+        let lease_s = self.requested_ttl();
+        let (enq, home, sent) = self.client.route(self.server, |server| {
+            let conn = self.client.checkout(server)?;
+            let sent = Instant::now();
+            let r = self.cancellable(&conn, "enqueue", || {
+                conn.enqueue(self.kind, &self.key, self.limit, lease_s)
+            });
+            let home = Home { conn, server };
+            match r {
+                Ok(enq) => Ok((enq, home, sent)),
+                Err(e) => {
+                    self.give_back(home);
+                    Err(e)
+                }
+            }
+        })?;
+        match enq {
+            Enqueued::Acquired(grant) => self.install(grant, home, sent, "enqueue").map(|_| true),
+            Enqueued::Queued => {
+                let mut st = lock(&self.state);
+                if st.cancel {
+                    // Closing the connection drops our place in the queue.
+                    home.conn.abort();
+                    return Err(cancelled("enqueue"));
+                }
+                st.queued = Some(home);
+                Ok(false)
+            }
+        }
+    }
+
+    fn wait(self: &Arc<Self>, _op: &OpGuard, home: Home, timeout_s: u64) -> Result<()> {
+        let conn = Arc::clone(&home.conn);
+        let r = self.cancellable(&conn, "wait", || conn.wait(self.kind, &self.key, timeout_s));
+        match r {
+            Ok(grant) => self.install(grant, home, Instant::now(), "wait"),
+            Err(e) => {
+                // On timeout the server removed us from the queue; the
+                // connection itself is still good unless broken.
+                self.give_back(home);
+                Err(e)
+            }
+        }
+    }
+
+    /// Record a grant and schedule its renewal, unless the operation was
+    /// cancelled meanwhile: then give the grant back and report Cancelled.
+    fn install(self: &Arc<Self>, grant: Grant, home: Home, granted: Instant, what: &str) -> Result<()> {
+        let mut st = lock(&self.state);
+        if st.cancel {
+            drop(st);
+            self.release_grant(grant.token, home);
+            return Err(cancelled(what));
+        }
+        let expires_at = granted + Duration::from_secs(grant.lease_s);
+        st.generation += 1;
+        st.lost = None;
+        st.held = Some(Held {
+            token: grant.token,
+            lease_s: grant.lease_s,
+            home,
+            expires_at,
+        });
+        let generation = st.generation;
+        let interval = renewal::interval(&self.client.config, grant.lease_s);
+        drop(st);
+        renewal::schedule(self, generation, Instant::now() + interval);
+        Ok(())
+    }
+
+    /// Best-effort release of a grant nobody will hold (a cancel raced it):
+    /// on its own connection if usable, else on a fresh one (a server
+    /// without auto-release would otherwise keep it until it expires).
+    fn release_grant(&self, token: Token, home: Home) {
+        let done = !home.conn.is_broken() && home.conn.release(self.kind, &self.key, token.as_str()).is_ok();
+        if done {
+            self.give_back(home);
+            return;
+        }
+        drop(home.conn);
+        if let Ok(fresh) = self.client.open(home.server) {
+            let _ = fresh.release(self.kind, &self.key, token.as_str());
+        }
+    }
+
+    fn release(&self) -> Result<()> {
+        let mut st = lock(&self.state);
+        if let Some(home) = st.queued.take() {
+            // Leaving the queue: closing the connection drops the waiter.
+            home.conn.abort();
+            return Ok(());
+        }
+        let Some(held) = st.held.take() else {
+            return Err(match &st.lost {
+                Some(e) => Error::new(ErrorKind::LeaseLost, format!("release: lease was lost: {e}")),
+                None => Error::new(ErrorKind::NotHeld, "release: not held"),
+            });
+        };
+        st.generation += 1;
+        drop(st);
+        let Held { token, home, .. } = held;
+        let r = home.conn.release(self.kind, &self.key, token.as_str());
+        self.give_back(home);
+        r
+    }
+
+    /// Mark the lease of `generation` lost: drop it, close its connection
+    /// (so the server frees it if it still had it) and notify.
+    pub(crate) fn lose(&self, generation: u64, err: Error) {
+        let mut st = lock(&self.state);
+        if st.generation != generation || st.held.is_none() {
+            return;
+        }
+        let held = st.held.take();
+        st.generation += 1;
+        let err = Error::new(
+            ErrorKind::LeaseLost,
+            format!("lease on {:?} lost: {err}", self.key),
+        );
+        st.lost = Some(err.clone());
+        drop(st);
+        if let Some(h) = held {
+            h.home.conn.abort();
+        }
+        self.lost_cv.notify_all();
+        if let Some(cb) = lock(&self.on_lost).clone() {
+            renewal::notify(cb, err);
+        }
+    }
+}

@@ -1,1 +1,320 @@
-//! (stub: being written; see ARCHITECTURE.md)
+//! The one renewal scheduler of the process: a timer thread with a
+//! min-heap of due times, two I/O workers that send the renewals, and a
+//! notifier thread for lost-lease callbacks (started on first loss). So
+//! 10,000 held leases cost 3–4 threads, not 10,000.
+//!
+//! Policy, per lease: renew every `min(lease × renew_ratio, keepalive)` on
+//! the lease's home connection (which keeps that connection from the
+//! server's idle timeout whatever the lease). Each attempt has a deadline
+//! of `min(5 s, time left on the lease)`. A deadline or transient failure
+//! is retried after a short backoff until the lease would have expired; a
+//! closed home connection is replaced by a fresh one and the token tried
+//! there (a server without auto-release still has the lease). A refusal
+//! from the server (`error`: it no longer has the lease) or running out of
+//! time marks the lease lost.
+
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::{BinaryHeap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use crate::client::Config;
+use crate::connection::Connection;
+use crate::lease::{LostCallback, Shared, lock};
+use crate::{Error, ErrorKind};
+
+/// Deadline of one renew attempt (capped by the time left on the lease).
+const RENEW_DEADLINE: Duration = Duration::from_secs(5);
+/// Pause before retrying a failed renew.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+/// Shortest renew interval, whatever the lease and ratio.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// I/O worker threads.
+const WORKERS: usize = 2;
+
+/// Time between renewals of a lease of `lease_s` seconds.
+pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
+    let by_ratio = Duration::from_secs(lease_s).mul_f64(config.renew_ratio);
+    by_ratio.min(config.keepalive).max(MIN_INTERVAL)
+}
+
+struct Entry {
+    due: Instant,
+    seq: u64,
+    lease: Weak<Shared>,
+    generation: u64,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+struct Timers {
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+}
+
+struct Scheduler {
+    timers: Mutex<Timers>,
+    timer_cv: Condvar,
+    jobs: Mutex<VecDeque<(Weak<Shared>, u64)>>,
+    jobs_cv: Condvar,
+    notes: Mutex<VecDeque<(LostCallback, Error)>>,
+    notes_cv: Condvar,
+    notifier_started: OnceLock<()>,
+}
+
+fn scheduler() -> &'static Scheduler {
+    static SCHED: OnceLock<&'static Scheduler> = OnceLock::new();
+    SCHED.get_or_init(|| {
+        let s: &'static Scheduler = Box::leak(Box::new(Scheduler {
+            timers: Mutex::new(Timers {
+                heap: BinaryHeap::new(),
+                seq: 0,
+            }),
+            timer_cv: Condvar::new(),
+            jobs: Mutex::new(VecDeque::new()),
+            jobs_cv: Condvar::new(),
+            notes: Mutex::new(VecDeque::new()),
+            notes_cv: Condvar::new(),
+            notifier_started: OnceLock::new(),
+        }));
+        spawn("dflockd-timer", move || s.run_timer());
+        for i in 0..WORKERS {
+            spawn(&format!("dflockd-renew-{i}"), move || s.run_worker());
+        }
+        s
+    })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    // Without the thread, renewals would silently stop: fail loudly.
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
+        panic!("dflockd: cannot start thread {name}: {e}");
+    }
+}
+
+/// Renew the lease's `generation` at `due`.
+pub(crate) fn schedule(lease: &Arc<Shared>, generation: u64, due: Instant) {
+    let s = scheduler();
+    let mut t = lock(&s.timers);
+    t.seq += 1;
+    let entry = Entry {
+        due,
+        seq: t.seq,
+        lease: Arc::downgrade(lease),
+        generation,
+    };
+    let earliest = t.heap.peek().is_none_or(|Reverse(e)| due < e.due);
+    t.heap.push(Reverse(entry));
+    drop(t);
+    if earliest {
+        s.timer_cv.notify_one();
+    }
+}
+
+/// Run a lost-lease callback on the notifier thread.
+pub(crate) fn notify(callback: LostCallback, err: Error) {
+    let s = scheduler();
+    s.notifier_started
+        .get_or_init(|| spawn("dflockd-notify", move || s.run_notifier()));
+    lock(&s.notes).push_back((callback, err));
+    s.notes_cv.notify_one();
+}
+
+impl Scheduler {
+    fn run_timer(&self) {
+        let mut t = lock(&self.timers);
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while t.heap.peek().is_some_and(|Reverse(e)| e.due <= now) {
+                if let Some(Reverse(e)) = t.heap.pop() {
+                    due.push((e.lease, e.generation));
+                }
+            }
+            if !due.is_empty() {
+                lock(&self.jobs).extend(due);
+                self.jobs_cv.notify_all();
+            }
+            let wait = t
+                .heap
+                .peek()
+                .map(|Reverse(e)| e.due.saturating_duration_since(now));
+            t = match wait {
+                None => self.timer_cv.wait(t).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    self.timer_cv
+                        .wait_timeout(t, d)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn run_worker(&self) {
+        loop {
+            let job = {
+                let mut q = lock(&self.jobs);
+                loop {
+                    match q.pop_front() {
+                        Some(job) => break job,
+                        None => q = self.jobs_cv.wait(q).unwrap_or_else(|p| p.into_inner()),
+                    }
+                }
+            };
+            let (weak, generation) = job;
+            let Some(lease) = weak.upgrade() else { continue };
+            let r = catch_unwind(AssertUnwindSafe(|| renew_once(&lease, generation)));
+            if r.is_err() {
+                lease.lose(generation, Error::new(ErrorKind::LeaseLost, "renewal panicked"));
+            }
+        }
+    }
+
+    fn run_notifier(&self) {
+        loop {
+            let (cb, err) = {
+                let mut q = lock(&self.notes);
+                loop {
+                    match q.pop_front() {
+                        Some(n) => break n,
+                        None => q = self.notes_cv.wait(q).unwrap_or_else(|p| p.into_inner()),
+                    }
+                }
+            };
+            let _ = catch_unwind(AssertUnwindSafe(|| cb(&err)));
+        }
+    }
+}
+
+/// Whether a renew failure may go away by itself (retry) rather than mean
+/// the server no longer has the lease (lost).
+fn transient(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Io | ErrorKind::Deadline | ErrorKind::Protocol | ErrorKind::Tls | ErrorKind::Cancelled
+    )
+}
+
+/// One renewal of `lease`'s `generation` (a worker runs it).
+fn renew_once(lease: &Arc<Shared>, generation: u64) {
+    let (token, conn, server, expires_at) = {
+        let st = lock(&lease.state);
+        match &st.held {
+            Some(h) if st.generation == generation => {
+                (h.token, Arc::clone(&h.home.conn), h.home.server, h.expires_at)
+            }
+            _ => return,
+        }
+    };
+    #[cfg(test)]
+    if lease
+        .panic_next_renewal
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        panic!("injected renewal panic");
+    }
+    let sent = Instant::now();
+    let Some(left) = expires_at.checked_duration_since(sent).filter(|d| !d.is_zero()) else {
+        lease.lose(
+            generation,
+            Error::new(ErrorKind::Deadline, "not renewed before it expired"),
+        );
+        return;
+    };
+    let budget = Some(RENEW_DEADLINE.min(left));
+    let ttl = lease.renew_ttl();
+    let renew = |c: &Connection| c.renew_within(lease.kind, &lease.key, token.as_str(), ttl, budget);
+    // A closed home: try the token on a fresh connection.
+    let (result, new_home) = if conn.is_broken() {
+        match lease.client.open(server) {
+            Ok(fresh) => (renew(&fresh), Some(Arc::new(fresh))),
+            Err(e) => (Err(e), None),
+        }
+    } else {
+        (renew(&conn), None)
+    };
+    match result {
+        Ok(lease_s) => {
+            let mut st = lock(&lease.state);
+            if st.generation != generation {
+                return;
+            }
+            let Some(held) = st.held.as_mut() else { return };
+            held.lease_s = lease_s;
+            held.expires_at = sent + Duration::from_secs(lease_s);
+            if let Some(fresh) = new_home {
+                held.home.conn = fresh;
+            }
+            let next = sent + interval(&lease.client.config, lease_s);
+            drop(st);
+            schedule(lease, generation, next.max(Instant::now()));
+        }
+        Err(e) if transient(&e) => {
+            let retry = Instant::now() + RETRY_BACKOFF;
+            if retry < expires_at {
+                schedule(lease, generation, retry);
+            } else {
+                lease.lose(generation, e);
+            }
+        }
+        Err(e) => lease.lose(generation, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(feature = "test-server")]
+    use crate::client::Client;
+
+    #[test]
+    fn interval_is_capped_by_keepalive_and_floored() {
+        let mut c = Config::new(vec![("h".into(), 1)]);
+        c.keepalive = Duration::from_secs(10);
+        c.renew_ratio = 0.5;
+        assert_eq!(interval(&c, 4), Duration::from_secs(2));
+        assert_eq!(interval(&c, 60), Duration::from_secs(10));
+        c.renew_ratio = 0.01;
+        assert_eq!(interval(&c, 1), MIN_INTERVAL);
+    }
+
+    #[cfg(feature = "test-server")]
+    #[test]
+    fn a_panicking_renewal_marks_the_lease_lost() {
+        use crate::testserver::{ServerOptions, TestServer};
+        let server = TestServer::start(ServerOptions::default()).expect("server");
+        let mut cfg = Config::new(vec![("127.0.0.1".into(), server.port())]);
+        cfg.keepalive = Duration::from_millis(200);
+        let client = Client::new(cfg).expect("client");
+        let lease = client.lock("panic-key").expect("lease");
+        lease.acquire(1).expect("acquire");
+        lease
+            .shared()
+            .panic_next_renewal
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(lease.wait_lost(Some(Duration::from_secs(5))));
+        assert!(!lease.is_held());
+        let err = lease.lost_error().expect("lost error");
+        assert!(err.message().contains("panicked"), "{err}");
+        // Its connection was closed, so the server freed the lock.
+        let other = client.lock("panic-key").expect("lease");
+        other.acquire(5).expect("free again");
+    }
+}

@@ -1,1 +1,205 @@
-//! (stub: being written; see ARCHITECTURE.md)
+//! The shareable client: configuration, key → server routing (sharding and
+//! leader following) and a pool of idle connections per server.
+
+mod config;
+mod pool;
+
+use std::net::{IpAddr, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+pub use config::{Config, ShardFn};
+use pool::Pool;
+
+use crate::connection::{ConnectOptions, Connection, Connector};
+use crate::lease::Lease;
+use crate::protocol::{Kind, Stats, crc32_shard, validate_key};
+use crate::{Error, ErrorKind, Result};
+
+/// A dflockd client: cheap to clone, `Send + Sync`; clones share the
+/// connection pools.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) config: Config,
+    connector: Connector,
+    pools: Vec<Pool>,
+}
+
+impl Client {
+    /// Validate `config` and build the TLS configuration (reads CA files;
+    /// no network I/O: connections are opened on first use).
+    pub fn new(config: Config) -> Result<Client> {
+        config.validate()?;
+        let connector = Connector::new(&ConnectOptions {
+            connect_timeout: config.connect_timeout,
+            io_slack: config.io_slack,
+            auth_token: config.auth_token.clone(),
+            tls: config.tls.clone(),
+        })?;
+        let pools = config
+            .servers
+            .iter()
+            .map(|_| Pool::new(config.max_idle_per_server, config.keepalive))
+            .collect();
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                config,
+                connector,
+                pools,
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// A lock handle for `key` (key validated; nothing acquired yet).
+    pub fn lock(&self, key: &str) -> Result<Lease> {
+        Lease::new(Arc::clone(&self.inner), key, Kind::Lock, None)
+    }
+
+    /// A semaphore handle for `key` allowing `limit` holders (1 or more;
+    /// every user of the key must pass the same limit).
+    pub fn semaphore(&self, key: &str, limit: u64) -> Result<Lease> {
+        if limit == 0 || limit > i64::MAX as u64 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("semaphore limit must be between 1 and {}, got {limit}", i64::MAX),
+            ));
+        }
+        Lease::new(Arc::clone(&self.inner), key, Kind::Semaphore, Some(limit))
+    }
+
+    /// The index of the server that owns `key`.
+    pub fn server_for(&self, key: &str) -> Result<usize> {
+        self.inner.server_for(key)
+    }
+
+    /// A new authenticated connection to server `server` (not pooled; the
+    /// low-level API).
+    pub fn connect(&self, server: usize) -> Result<Connection> {
+        self.inner.open(server)
+    }
+
+    /// `stats` of server `server`, over a pooled connection.
+    pub fn stats(&self, server: usize) -> Result<Stats> {
+        let conn = self.inner.checkout(server)?;
+        let r = conn.stats();
+        self.inner.checkin(server, conn);
+        r
+    }
+
+    /// Idle pooled connections to `server` (diagnostics and tests).
+    pub fn idle_connections(&self, server: usize) -> usize {
+        self.inner.pools.get(server).map_or(0, Pool::idle_count)
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl ClientInner {
+    pub(crate) fn server_for(&self, key: &str) -> Result<usize> {
+        validate_key(key)?;
+        let n = self.config.servers.len();
+        let Some(shard) = &self.config.shard else {
+            return Ok(crc32_shard(key, n));
+        };
+        let idx = catch_unwind(AssertUnwindSafe(|| shard(key, n)))
+            .map_err(|_| Error::new(ErrorKind::InvalidArgument, "shard function panicked"))?;
+        if idx >= n {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("shard function returned {idx} for {n} servers"),
+            ));
+        }
+        Ok(idx)
+    }
+
+    fn server(&self, idx: usize) -> Result<&(String, u16)> {
+        self.config.servers.get(idx).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "server index {idx} out of range ({} servers)",
+                    self.config.servers.len()
+                ),
+            )
+        })
+    }
+
+    /// A fresh authenticated connection to server `idx`.
+    pub(crate) fn open(&self, idx: usize) -> Result<Connection> {
+        let (host, port) = self.server(idx)?;
+        self.connector.open(host, *port)
+    }
+
+    /// A live pooled connection to server `idx`, or a new one.
+    pub(crate) fn checkout(&self, idx: usize) -> Result<Arc<Connection>> {
+        self.server(idx)?;
+        match self.pools[idx].take() {
+            Some(conn) => Ok(conn),
+            None => self.open(idx).map(Arc::new),
+        }
+    }
+
+    /// Give a connection back to server `idx`'s pool (broken ones are
+    /// dropped).
+    pub(crate) fn checkin(&self, idx: usize, conn: Arc<Connection>) {
+        if let Some(pool) = self.pools.get(idx) {
+            pool.put(conn);
+        }
+    }
+
+    /// The configured server named by a leader hint (`host:port`).
+    fn find_server(&self, addr: &str) -> Option<usize> {
+        let sock: Option<SocketAddr> = addr.parse().ok();
+        self.config.servers.iter().position(|(host, port)| {
+            if format!("{host}:{port}") == addr || format!("[{host}]:{port}") == addr {
+                return true;
+            }
+            match (sock, host.parse::<IpAddr>()) {
+                (Some(s), Ok(ip)) => s.ip() == ip && s.port() == *port,
+                _ => false,
+            }
+        })
+    }
+
+    /// Run `attempt` against server `start`, following `error_not_leader`:
+    /// to the hinted server when it is configured, else to the next one;
+    /// at most `max_redirects` times.
+    pub(crate) fn route<T>(&self, start: usize, mut attempt: impl FnMut(usize) -> Result<T>) -> Result<T> {
+        let n = self.config.servers.len();
+        let mut idx = start;
+        let mut redirects = 0;
+        loop {
+            match attempt(idx) {
+                Err(e) if e.kind() == ErrorKind::NotLeader => {
+                    if redirects >= self.config.max_redirects {
+                        return Err(Error::new(
+                            ErrorKind::NotLeader,
+                            format!("{e}; gave up after {redirects} redirect(s)"),
+                        ));
+                    }
+                    redirects += 1;
+                    idx = e
+                        .leader()
+                        .and_then(|a| self.find_server(a))
+                        .unwrap_or((idx + 1) % n);
+                }
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The client's configuration and its validation (no I/O).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::protocol::{MAX_SECONDS, Request};
+use crate::transport::TlsOptions;
+use crate::{Error, ErrorKind, Result};
+
+/// A caller-supplied shard function: `(key, number_of_servers) -> index`.
+/// Its result is checked to be `< number_of_servers`.
+pub type ShardFn = Arc<dyn Fn(&str, usize) -> usize + Send + Sync>;
+
+/// Everything a [`Client`](super::Client) needs. Build with
+/// [`Config::new`] and adjust the public fields.
+#[derive(Clone)]
+pub struct Config {
+    /// `(host, port)` of every server. Keys are sharded across them
+    /// (CRC-32 unless `shard` is set); in a cluster, the nodes to follow
+    /// leader hints to.
+    pub servers: Vec<(String, u16)>,
+    /// Sent with `auth` on every new connection.
+    pub auth_token: Option<String>,
+    /// TLS for every connection when set.
+    pub tls: Option<TlsOptions>,
+    /// TCP connect + TLS handshake bound (default 10 s).
+    pub connect_timeout: Duration,
+    /// Added to every operation's protocol timeout for its read deadline
+    /// (default 10 s).
+    pub io_slack: Duration,
+    /// Lease requested for handles that do not set their own; `None`:
+    /// the server's default.
+    pub default_lease_ttl_s: Option<u64>,
+    /// Renew after this fraction of the lease (default 0.5, in (0, 1)).
+    pub renew_ratio: f64,
+    /// Longest silence on a held lease's connection, and the longest a
+    /// pooled connection stays idle before being discarded (default 10 s;
+    /// keep it well under the server's read timeout, 23 s by default).
+    pub keepalive: Duration,
+    /// Custom key → server routing; `None` = `crc32(key) % servers`.
+    pub shard: Option<ShardFn>,
+    /// How many `error_not_leader` redirects one operation follows
+    /// (default 3).
+    pub max_redirects: u32,
+    /// Idle connections kept per server (default 16).
+    pub max_idle_per_server: usize,
+}
+
+impl Config {
+    /// A configuration with the defaults documented on each field.
+    pub fn new(servers: Vec<(String, u16)>) -> Config {
+        Config {
+            servers,
+            auth_token: None,
+            tls: None,
+            connect_timeout: Duration::from_secs(10),
+            io_slack: Duration::from_secs(10),
+            default_lease_ttl_s: None,
+            renew_ratio: 0.5,
+            keepalive: Duration::from_secs(10),
+            shard: None,
+            max_redirects: 3,
+            max_idle_per_server: 16,
+        }
+    }
+
+    /// Check every field; the first problem is reported as
+    /// [`ErrorKind::InvalidArgument`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::new(ErrorKind::InvalidArgument, msg));
+        if self.servers.is_empty() {
+            return bad("at least one server is required".into());
+        }
+        for (host, port) in &self.servers {
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                return bad(format!("server host {host:?} is empty or has whitespace"));
+            }
+            if *port == 0 {
+                return bad(format!("server {host}: port 0"));
+            }
+        }
+        if let Some(secret) = &self.auth_token {
+            Request::Auth { secret }.encode(&mut Vec::new())?;
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout must be > 0".into());
+        }
+        if let Some(l) = self.default_lease_ttl_s {
+            if !(1..=MAX_SECONDS).contains(&l) {
+                return bad(format!("default_lease_ttl_s must be 1..={MAX_SECONDS}, got {l}"));
+            }
+        }
+        if !(self.renew_ratio > 0.0 && self.renew_ratio < 1.0) {
+            return bad(format!("renew_ratio must be in (0, 1), got {}", self.renew_ratio));
+        }
+        if self.keepalive < Duration::from_millis(100) {
+            return bad("keepalive must be at least 100 ms".into());
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Config {
+    /// Never prints the auth token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("servers", &self.servers)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
+            .field("tls", &self.tls.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_slack", &self.io_slack)
+            .field("default_lease_ttl_s", &self.default_lease_ttl_s)
+            .field("renew_ratio", &self.renew_ratio)
+            .field("keepalive", &self.keepalive)
+            .field("shard", &self.shard.is_some())
+            .field("max_redirects", &self.max_redirects)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_each_bad_field() {
+        let ok = Config::new(vec![("127.0.0.1".into(), 6388)]);
+        assert!(ok.validate().is_ok());
+        let cases: [fn(&mut Config); 9] = [
+            |c| c.servers.clear(),
+            |c| c.servers[0].0 = String::new(),
+            |c| c.servers[0].1 = 0,
+            |c| c.auth_token = Some("a\nb".into()),
+            |c| c.connect_timeout = Duration::ZERO,
+            |c| c.default_lease_ttl_s = Some(0),
+            |c| c.renew_ratio = 1.0,
+            |c| c.renew_ratio = f64::NAN,
+            |c| c.keepalive = Duration::ZERO,
+        ];
+        for (i, mutate) in cases.iter().enumerate() {
+            let mut c = ok.clone();
+            mutate(&mut c);
+            let err = c.validate().expect_err(&format!("case {i}"));
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "case {i}");
+        }
+    }
+}
