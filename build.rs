@@ -8,8 +8,6 @@ fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=dflockd.map");
-    // Parts of src/ffi compiled once the core is merged.
-    println!("cargo::rustc-check-cfg=cfg(dflockd_core)");
     if target_os == "linux" {
         println!("cargo::rustc-cdylib-link-arg=-Wl,-soname,libdflockd.so.{major}");
         println!("cargo::rustc-cdylib-link-arg=-Wl,--version-script={dir}/dflockd.map");

@@ -236,11 +236,6 @@ typedef enum {
    * The client or handle was closed.
    */
   DFLOCKD_STATUS_CLOSED = 25,
-  /**
-   * The operation is not allowed in the handle's current state (e.g. an
-   * acquire while an asynchronous acquire of the same handle is running).
-   */
-  DFLOCKD_STATUS_BUSY = 26,
 } dflockd_status;
 
 /**
@@ -887,7 +882,8 @@ void dflockd_lease_free(dflockd_lease *lease);
  * Acquire, blocking up to `timeout_s` seconds (0 = try once, never block;
  * at most 9223372036). `DFLOCKD_STATUS_TIMEOUT` if not granted in time;
  * `DFLOCKD_STATUS_CANCELLED` if `dflockd_lease_cancel()` interrupted it;
- * `INVALID_ARGUMENT` if the handle already holds its lease.
+ * `INVALID_ARGUMENT` if the handle already holds or is queued for its
+ * lease, or another operation is running on it.
  */
 dflockd_status dflockd_lease_acquire(const dflockd_lease *lease,
                                      uint64_t timeout_s,
@@ -922,9 +918,10 @@ dflockd_status dflockd_lease_wait(const dflockd_lease *lease,
                                   dflockd_error **err);
 
 /**
- * Release the lease. `DFLOCKD_STATUS_NOT_HELD` if nothing is held (never
- * acquired, already released, or lost), so a double release is reported,
- * never silently accepted.
+ * Release the lease (or leave the queue after a queued enqueue).
+ * `DFLOCKD_STATUS_NOT_HELD` if nothing is held (never acquired or already
+ * released), `DFLOCKD_STATUS_LEASE_LOST` if it was lost: a double release
+ * is reported, never silently accepted.
  */
 dflockd_status dflockd_lease_release(const dflockd_lease *lease, dflockd_error **err);
 

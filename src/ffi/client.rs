@@ -61,10 +61,7 @@ fn core_config(d: &Draft) -> Result<Config, FfiError> {
     }
     c.default_lease_ttl_s = d.default_lease_s;
     if let Some(s) = d.shard {
-        c.shard = Some(Arc::new(move |key: &str, n: usize| {
-            // SAFETY: dflockd_shard_fn's contract; key is valid for the call.
-            unsafe { (s.cb)(s.userdata, key.as_ptr().cast(), key.len(), n) }
-        }));
+        c.shard = Some(Arc::new(move |key: &str, n: usize| s.call(key, n)));
     }
     Ok(c)
 }

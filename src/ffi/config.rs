@@ -39,6 +39,13 @@ pub(crate) struct ShardCallback {
 unsafe impl Send for ShardCallback {}
 unsafe impl Sync for ShardCallback {}
 
+impl ShardCallback {
+    pub fn call(&self, key: &str, n_servers: usize) -> usize {
+        // SAFETY: dflockd_shard_fn's contract; key is valid for the call.
+        unsafe { (self.cb)(self.userdata, key.as_ptr().cast(), key.len(), n_servers) }
+    }
+}
+
 /// Client settings before validation. Unset fields take the core defaults.
 #[derive(Clone, Default)]
 pub(crate) struct Draft {

@@ -99,7 +99,8 @@ pub extern "C" fn dflockd_lease_free(lease: *mut dflockd_lease) {
 /// Acquire, blocking up to `timeout_s` seconds (0 = try once, never block;
 /// at most 9223372036). `DFLOCKD_STATUS_TIMEOUT` if not granted in time;
 /// `DFLOCKD_STATUS_CANCELLED` if `dflockd_lease_cancel()` interrupted it;
-/// `INVALID_ARGUMENT` if the handle already holds its lease.
+/// `INVALID_ARGUMENT` if the handle already holds or is queued for its
+/// lease, or another operation is running on it.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_acquire(
     lease: *const dflockd_lease,
@@ -158,9 +159,10 @@ pub extern "C" fn dflockd_lease_wait(
     guard(err, || Ok(self::lease(lease)?.wait(timeout_s)?))
 }
 
-/// Release the lease. `DFLOCKD_STATUS_NOT_HELD` if nothing is held (never
-/// acquired, already released, or lost), so a double release is reported,
-/// never silently accepted.
+/// Release the lease (or leave the queue after a queued enqueue).
+/// `DFLOCKD_STATUS_NOT_HELD` if nothing is held (never acquired or already
+/// released), `DFLOCKD_STATUS_LEASE_LOST` if it was lost: a double release
+/// is reported, never silently accepted.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_release(
     lease: *const dflockd_lease,

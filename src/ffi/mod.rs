@@ -7,8 +7,6 @@
 //! The core never sees a raw pointer. The header is generated from these
 //! files by cbindgen (`tests/header.rs`); doc comments here are the C docs.
 
-// Until the core is merged some helpers have no caller yet.
-#![cfg_attr(not(dflockd_core), allow(dead_code))]
 // The exports are entry points for C: their pointer contracts are written in
 // the header and checked at run time (NULL); they are not meant to be called
 // from Rust, so they are not `unsafe fn`.
@@ -26,11 +24,8 @@ pub mod version;
 pub mod config;
 pub mod tokens;
 
-#[cfg(dflockd_core)]
 pub mod client;
-#[cfg(dflockd_core)]
 pub mod conn;
-#[cfg(dflockd_core)]
 pub mod lease;
 #[cfg(feature = "test-server")]
 pub mod testserver;

@@ -75,14 +75,11 @@ pub enum dflockd_status {
     NotHeld = 24,
     /// The client or handle was closed.
     Closed = 25,
-    /// The operation is not allowed in the handle's current state (e.g. an
-    /// acquire while an asynchronous acquire of the same handle is running).
-    Busy = 26,
 }
 
 /// Every status with its name, in value order: the single source for
 /// `dflockd_status_str` and the tests.
-pub(crate) const STATUS_NAMES: [(dflockd_status, &std::ffi::CStr); 27] = {
+pub(crate) const STATUS_NAMES: [(dflockd_status, &std::ffi::CStr); 26] = {
     use dflockd_status::*;
     [
         (Ok, c"DFLOCKD_STATUS_OK"),
@@ -111,7 +108,6 @@ pub(crate) const STATUS_NAMES: [(dflockd_status, &std::ffi::CStr); 27] = {
         (LeaseLost, c"DFLOCKD_STATUS_LEASE_LOST"),
         (NotHeld, c"DFLOCKD_STATUS_NOT_HELD"),
         (Closed, c"DFLOCKD_STATUS_CLOSED"),
-        (Busy, c"DFLOCKD_STATUS_BUSY"),
     ]
 };
 
