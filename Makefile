@@ -184,8 +184,10 @@ install:
 # --- benchmark (not part of `make test`) --------------------------------------------------------
 bench: | $(B)/bench
 	$(CARGO) build --release --lib --bin dflockd-testserver
+	@ln -sf $(ROOT)/target/release/libdflockd.so $(B)/bench/libdflockd.so.$(MAJOR)
+	@ln -sf libdflockd.so.$(MAJOR) $(B)/bench/libdflockd.so
 	$(CC) -std=c11 $(WARN) -O2 -Iinclude benches/c/abi_bench.c -o $(B)/bench/abi_bench \
-	  -Ltarget/release -ldflockd -Wl,-rpath,$(ROOT)/target/release -lpthread
+	  -L$(B)/bench -ldflockd -Wl,-rpath,$(ROOT)/$(B)/bench -lpthread
 	@echo "=== Rust core (cargo bench --bench throughput) ==="
 	@if [ -e benches/throughput.rs ]; then $(CARGO) bench --bench throughput; \
 	  else echo "!!! benches/throughput.rs (core, issue 3) is not merged yet: no Rust figures"; fi
