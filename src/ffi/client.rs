@@ -1,0 +1,251 @@
+//! `dflockd_client`: the thread-safe entry point (servers, pool, sharding)
+//! from which locks, semaphores and connections are made.
+
+use super::config::{Draft, dflockd_config};
+use super::conn::dflockd_conn;
+use super::error::{FfiError, dflockd_error};
+use super::lease::dflockd_lease;
+use super::log::{LogLevel, log};
+use super::panic::{guard, guard_value};
+use super::ptr::{Out, free, give, handle};
+use super::status::dflockd_status;
+use super::strings::{StrOut, str_in};
+use crate::client::{Client, Config};
+use crate::transport::TlsOptions;
+use std::ffi::c_char;
+use std::sync::Arc;
+
+/// A dflockd client: the configured servers, a pool of authenticated
+/// connections per server, and the key → server routing.
+///
+/// Made by `dflockd_client_new()`, freed by `dflockd_client_free()`.
+/// Thread-safe: every function taking `const dflockd_client *` may be called
+/// from any number of threads at once. Lease and connection handles made
+/// from a client keep what they need alive, so they may be freed before or
+/// after the client.
+#[allow(non_camel_case_types)]
+pub struct dflockd_client {
+    client: Client,
+    servers: usize,
+}
+
+/// Build and validate the core configuration from the C builder.
+fn core_config(d: &Draft) -> Result<Config, FfiError> {
+    if d.servers.is_empty() {
+        return Err(FfiError::invalid(
+            "no servers configured: call dflockd_config_set_servers or dflockd_config_add_server",
+        ));
+    }
+    let mut c = Config::new(d.servers.clone());
+    c.auth_token = d.auth_token.clone();
+    if d.tls {
+        c.tls = Some(TlsOptions {
+            ca_pem: d.tls_ca_pem.clone(),
+            ca_file: d.tls_ca_file.clone(),
+            system_roots: d.tls_system_roots,
+            server_name: d.tls_server_name.clone(),
+        });
+    } else if d.tls_server_name.is_some() {
+        return Err(FfiError::invalid(
+            "a TLS server name is set but TLS is off: also set a CA (file, PEM or system roots)",
+        ));
+    }
+    if let Some(t) = d.connect_timeout {
+        c.connect_timeout = t;
+    }
+    if let Some(k) = d.keepalive {
+        c.keepalive = k;
+    }
+    if let Some(r) = d.renew_ratio {
+        c.renew_ratio = r;
+    }
+    c.default_lease_ttl_s = d.default_lease_s;
+    if let Some(s) = d.shard {
+        c.shard = Some(Arc::new(move |key: &str, n: usize| s.call(key, n)));
+    }
+    Ok(c)
+}
+
+/// Create a client from `cfg` (copied: `cfg` may be freed afterwards).
+/// Validates the configuration without any network I/O (servers are
+/// contacted on first use). `*client_out` receives the handle; free it with
+/// `dflockd_client_free()`. Errors: `INVALID_ARGUMENT` (no servers, TLS
+/// settings inconsistent, ...), `TLS` (unreadable CA).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_new(
+    cfg: *const dflockd_config,
+    client_out: *mut *mut dflockd_client,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(client_out, "client_out")?;
+        // SAFETY: NULL or a live config (contract).
+        let cfg = unsafe { handle(cfg, "cfg") }?;
+        let servers = cfg.draft.servers.len();
+        let client = Client::new(core_config(&cfg.draft)?)?;
+        log(LogLevel::Info, &format!("client created for {servers} server(s)"));
+        // SAFETY: checked out-pointer.
+        unsafe { give(out, dflockd_client { client, servers }) };
+        Ok(())
+    })
+}
+
+/// Free a client. NULL is a no-op. Idle pooled connections are closed;
+/// leases and connections made from it stay usable. Must not be freed twice
+/// or used after free, and no other thread may be using it.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_free(client: *mut dflockd_client) {
+    guard_value((), || {
+        // SAFETY: NULL or a client from dflockd_client_new, freed once.
+        unsafe { free(client) }
+    })
+}
+
+/// The number of configured servers (valid indexes for
+/// `dflockd_client_connect()` and `dflockd_client_stats()` are below it).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_server_count(
+    client: *const dflockd_client,
+    count_out: *mut usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(count_out, "count_out")?;
+        // SAFETY: NULL or a live client (contract).
+        let c = unsafe { handle(client, "client") }?;
+        // SAFETY: checked out-pointer.
+        unsafe { out.write(c.servers) };
+        Ok(())
+    })
+}
+
+/// The index of the server that owns `key` (CRC-32 shard, or the shard
+/// callback of the config, its result checked).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_server_for(
+    client: *const dflockd_client,
+    key: *const c_char,
+    key_len: usize,
+    index_out: *mut usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(index_out, "index_out")?;
+        // SAFETY: NULL or a live client; key valid for key_len (contract).
+        let c = unsafe { handle(client, "client") }?;
+        let key = unsafe { str_in(key, key_len, "key") }?;
+        let index = c.client.server_for(key)?;
+        // SAFETY: checked out-pointer.
+        unsafe { out.write(index) };
+        Ok(())
+    })
+}
+
+/// Create a lock handle for `key` (validated: non-empty, at most 256 bytes,
+/// no space, tab, CR or LF). Nothing is acquired yet. `*lease_out` receives
+/// the handle; free it with `dflockd_lease_free()` (which releases the lock
+/// if held).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_lock(
+    client: *const dflockd_client,
+    key: *const c_char,
+    key_len: usize,
+    lease_out: *mut *mut dflockd_lease,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(lease_out, "lease_out")?;
+        // SAFETY: NULL or a live client; key valid for key_len (contract).
+        let c = unsafe { handle(client, "client") }?;
+        let key = unsafe { str_in(key, key_len, "key") }?;
+        let lease = c.client.lock(key)?;
+        // SAFETY: checked out-pointer.
+        unsafe { give(out, dflockd_lease::new(lease)) };
+        Ok(())
+    })
+}
+
+/// Create a counting-semaphore handle for `key` allowing `limit` (≥ 1)
+/// concurrent holders. The first acquirer of a key fixes its limit; a
+/// different limit later gets `DFLOCKD_STATUS_LIMIT_MISMATCH`. Nothing is
+/// acquired yet. Free with `dflockd_lease_free()`.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_semaphore(
+    client: *const dflockd_client,
+    key: *const c_char,
+    key_len: usize,
+    limit: u64,
+    lease_out: *mut *mut dflockd_lease,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(lease_out, "lease_out")?;
+        // SAFETY: NULL or a live client; key valid for key_len (contract).
+        let c = unsafe { handle(client, "client") }?;
+        let key = unsafe { str_in(key, key_len, "key") }?;
+        if limit == 0 {
+            return Err(FfiError::invalid("semaphore limit must be at least 1"));
+        }
+        let lease = c.client.semaphore(key, limit)?;
+        // SAFETY: checked out-pointer.
+        unsafe { give(out, dflockd_lease::new(lease)) };
+        Ok(())
+    })
+}
+
+/// Open a new authenticated low-level connection to server `server` (an
+/// index below `dflockd_client_server_count()`), for the one-function-per-
+/// command API (`dflockd_conn_*`). Free it with `dflockd_conn_free()`.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_connect(
+    client: *const dflockd_client,
+    server: usize,
+    conn_out: *mut *mut dflockd_conn,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(conn_out, "conn_out")?;
+        // SAFETY: NULL or a live client (contract).
+        let c = unsafe { handle(client, "client") }?;
+        check_index(c, server)?;
+        let conn = c.client.connect(server)?;
+        // SAFETY: checked out-pointer.
+        unsafe { give(out, dflockd_conn::new(conn)) };
+        Ok(())
+    })
+}
+
+/// Fetch server `server`'s statistics as a JSON object (the `stats` reply:
+/// connections, locks, semaphores, idle keys) into `buf` (see the output
+/// string conventions at the top of this header; a too-small buffer gives
+/// `BUFFER_TOO_SMALL` with the size needed, but the next call fetches fresh
+/// figures, whose size may differ).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_stats(
+    client: *const dflockd_client,
+    server: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = StrOut::new(buf, cap, out_len)?;
+        // SAFETY: NULL or a live client (contract).
+        let c = unsafe { handle(client, "client") }?;
+        check_index(c, server)?;
+        let json = c.client.stats(server)?.to_json();
+        // SAFETY: checked caller buffer.
+        unsafe { out.write(&json) }
+    })
+}
+
+fn check_index(c: &dflockd_client, server: usize) -> Result<(), FfiError> {
+    if server >= c.servers {
+        return Err(FfiError::invalid(format!(
+            "server index {server} is out of range: {} server(s) configured",
+            c.servers
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! `dflockd_config`: a mutable builder the caller fills, then hands (by
+//! const pointer, copied) to `dflockd_client_new`.
+
+use super::error::{FfiError, dflockd_error};
+use super::panic::guard;
+use super::ptr::{Out, free, give};
+use super::status::dflockd_status;
+use super::strings::{bytes_in, opt_str_in, str_in};
+use crate::protocol::MAX_SECONDS;
+use std::ffi::{c_char, c_void};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Chooses the server for a key: returns an index in `[0, n_servers)`.
+/// `key` points to `key_len` bytes of UTF-8 and is NOT NUL-terminated; it
+/// is valid only during the call. Called on the thread that creates a lock
+/// or semaphore handle (or asks `dflockd_client_server_for`), possibly on
+/// several threads at once: it must be thread-safe, fast, must not block
+/// and must not call into libdflockd. An index out of range makes the call
+/// fail with `DFLOCKD_STATUS_INVALID_ARGUMENT`.
+#[allow(non_camel_case_types)]
+pub type dflockd_shard_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        key: *const c_char,
+        key_len: usize,
+        n_servers: usize,
+    ) -> usize,
+>;
+
+#[derive(Clone, Copy)]
+pub(crate) struct ShardCallback {
+    pub cb: unsafe extern "C" fn(*mut c_void, *const c_char, usize, usize) -> usize,
+    pub userdata: *mut c_void,
+}
+
+// SAFETY: dflockd_config_set_shard's contract makes the callback and its
+// userdata usable from any thread.
+unsafe impl Send for ShardCallback {}
+unsafe impl Sync for ShardCallback {}
+
+impl ShardCallback {
+    pub fn call(&self, key: &str, n_servers: usize) -> usize {
+        // SAFETY: dflockd_shard_fn's contract; key is valid for the call.
+        unsafe { (self.cb)(self.userdata, key.as_ptr().cast(), key.len(), n_servers) }
+    }
+}
+
+/// Client settings before validation. Unset fields take the core defaults.
+#[derive(Clone, Default)]
+pub(crate) struct Draft {
+    pub servers: Vec<(String, u16)>,
+    pub auth_token: Option<String>,
+    pub tls: bool,
+    pub tls_ca_pem: Vec<u8>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_system_roots: bool,
+    pub tls_server_name: Option<String>,
+    pub connect_timeout: Option<Duration>,
+    pub keepalive: Option<Duration>,
+    pub default_lease_s: Option<u64>,
+    pub renew_ratio: Option<f64>,
+    pub shard: Option<ShardCallback>,
+}
+
+/// Client configuration: servers, auth, TLS, timings, sharding.
+///
+/// Created with `dflockd_config_new()`, filled with the `dflockd_config_set_*`
+/// functions, read (copied) by `dflockd_client_new()`, freed with
+/// `dflockd_config_free()`; it may be freed right after the client is made.
+/// Not thread-safe: do not modify one config from two threads at once.
+#[allow(non_camel_case_types)]
+pub struct dflockd_config {
+    pub(crate) draft: Draft,
+}
+
+/// Parse `host:port` (IPv6 as `[::1]:6388`).
+pub(crate) fn parse_server(s: &str) -> Result<(String, u16), FfiError> {
+    let s = s.trim();
+    let bad = || FfiError::invalid(format!("server `{s}` is not host:port"));
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(FfiError::invalid(format!("server `{s}`: port 0 is not allowed")));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Parse `host:port,host:port,...` (blanks around items ignored).
+pub(crate) fn parse_servers(list: &str) -> Result<Vec<(String, u16)>, FfiError> {
+    let servers = list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(parse_server)
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(FfiError::invalid("server list is empty"));
+    }
+    Ok(servers)
+}
+
+fn seconds(value: u64, what: &str) -> Result<Option<u64>, FfiError> {
+    match value {
+        0 => Ok(None),
+        1..=MAX_SECONDS => Ok(Some(value)),
+        _ => Err(FfiError::invalid(format!(
+            "{what} {value} s is above the maximum {MAX_SECONDS} s"
+        ))),
+    }
+}
+
+fn millis(value: u64, what: &str) -> Result<Duration, FfiError> {
+    if value == 0 {
+        return Err(FfiError::invalid(format!("{what} must be at least 1 ms")));
+    }
+    Ok(Duration::from_millis(value))
+}
+
+/// Run `f` on the config behind `cfg` (NULL → NULL_PARAMETER).
+fn with_config(
+    cfg: *mut dflockd_config,
+    err: *mut *mut dflockd_error,
+    f: impl FnOnce(&mut Draft) -> Result<(), FfiError>,
+) -> dflockd_status {
+    guard(err, || {
+        // SAFETY: NULL or a live config, not used concurrently (contract).
+        let cfg = unsafe { cfg.as_mut() }.ok_or_else(|| FfiError::null("cfg"))?;
+        f(&mut cfg.draft)
+    })
+}
+
+/// Create an empty configuration (no servers; defaults for the rest:
+/// connect timeout 10 s, server-default lease, renew ratio 0.5, keepalive
+/// 10 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
+/// handle; free it with `dflockd_config_free()`.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_new(cfg_out: *mut *mut dflockd_config) -> dflockd_status {
+    guard(std::ptr::null_mut(), || {
+        let out = Out::new(cfg_out, "cfg_out")?;
+        // SAFETY: checked out-pointer.
+        unsafe {
+            give(
+                out,
+                dflockd_config {
+                    draft: Draft::default(),
+                },
+            )
+        };
+        Ok(())
+    })
+}
+
+/// Free a configuration. NULL is a no-op. Must not be freed twice or used
+/// after free. Clients made from it are unaffected.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_free(cfg: *mut dflockd_config) {
+    super::panic::guard_value((), || {
+        // SAFETY: NULL or a config from dflockd_config_new, freed once.
+        unsafe { free(cfg) }
+    })
+}
+
+/// Replace the server list with `servers`: `host:port` items separated by
+/// commas (`"10.0.0.1:6388,10.0.0.2:6388"`, IPv6 as `[::1]:6388`), the
+/// format of the `DFLOCKD_SERVERS` environment variable. The order matters:
+/// keys are sharded by index.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_servers(
+    cfg: *mut dflockd_config,
+    servers: *const c_char,
+    servers_len: usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        // SAFETY: caller contract: servers valid for servers_len bytes.
+        let list = unsafe { str_in(servers, servers_len, "servers") }?;
+        d.servers = parse_servers(list)?;
+        Ok(())
+    })
+}
+
+/// Append one server (`host` without port, e.g. `"127.0.0.1"`, `"::1"`).
+/// `port` must not be 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_add_server(
+    cfg: *mut dflockd_config,
+    host: *const c_char,
+    host_len: usize,
+    port: u16,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        // SAFETY: caller contract: host valid for host_len bytes.
+        let host = unsafe { str_in(host, host_len, "host") }?;
+        if host.is_empty() || host.contains(char::is_whitespace) || port == 0 {
+            return Err(FfiError::invalid(format!(
+                "server `{host}` port {port} is not a valid address"
+            )));
+        }
+        d.servers.push((host.to_owned(), port));
+        Ok(())
+    })
+}
+
+/// Set the shared secret sent with `auth` on every new connection; NULL
+/// removes it. The library never logs it.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_auth_token(
+    cfg: *mut dflockd_config,
+    token: *const c_char,
+    token_len: usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        // SAFETY: caller contract: token NULL or valid for token_len bytes.
+        let token = unsafe { opt_str_in(token, token_len, "token") }?;
+        if token.is_some_and(|t| t.is_empty() || t.contains(['\r', '\n'])) {
+            return Err(FfiError::invalid(
+                "auth token must be non-empty and hold no line break",
+            ));
+        }
+        d.auth_token = token.map(str::to_owned);
+        Ok(())
+    })
+}
+
+/// Use TLS and trust the PEM CA certificates in the file at `path` (read
+/// when the client is created). Certificate verification is always on.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_tls_ca_file(
+    cfg: *mut dflockd_config,
+    path: *const c_char,
+    path_len: usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        // SAFETY: caller contract: path valid for path_len bytes.
+        let path = unsafe { str_in(path, path_len, "path") }?;
+        if path.is_empty() {
+            return Err(FfiError::invalid("CA file path is empty"));
+        }
+        d.tls = true;
+        d.tls_ca_file = Some(PathBuf::from(path));
+        Ok(())
+    })
+}
+
+/// Use TLS and trust the PEM CA certificates in `pem` (copied; may be freed
+/// after the call). Adds to any earlier PEM bytes.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_tls_ca_pem(
+    cfg: *mut dflockd_config,
+    pem: *const u8,
+    pem_len: usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        // SAFETY: caller contract: pem valid for pem_len bytes.
+        let pem = unsafe { bytes_in(pem, pem_len, "pem") }?;
+        if pem.is_empty() {
+            return Err(FfiError::invalid("CA PEM is empty"));
+        }
+        d.tls = true;
+        d.tls_ca_pem.extend_from_slice(pem);
+        d.tls_ca_pem.push(b'\n');
+        Ok(())
+    })
+}
+
+/// Use TLS and (when `enabled`) also trust the operating system's root
+/// certificates. With `enabled` false the system roots are not trusted
+/// (the default), but TLS stays on if a CA was set.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_tls_system_roots(
+    cfg: *mut dflockd_config,
+    enabled: bool,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        d.tls_system_roots = enabled;
+        d.tls |= enabled;
+        Ok(())
+    })
+}
+
+/// Set the name checked against the server certificate (default: the host
+/// of each server address); NULL restores the default. Does not by itself
+/// turn TLS on.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_tls_server_name(
+    cfg: *mut dflockd_config,
+    name: *const c_char,
+    name_len: usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        // SAFETY: caller contract: name NULL or valid for name_len bytes.
+        let name = unsafe { opt_str_in(name, name_len, "name") }?;
+        if name.is_some_and(str::is_empty) {
+            return Err(FfiError::invalid("TLS server name is empty"));
+        }
+        d.tls_server_name = name.map(str::to_owned);
+        Ok(())
+    })
+}
+
+/// Set the TCP (+ TLS handshake) connect timeout in milliseconds (≥ 1;
+/// default 10000).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_connect_timeout_ms(
+    cfg: *mut dflockd_config,
+    timeout_ms: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        d.connect_timeout = Some(millis(timeout_ms, "connect timeout")?);
+        Ok(())
+    })
+}
+
+/// Set the lease TTL in seconds requested for every acquire (1 ..=
+/// 9223372036); 0 means the server's default (33 s unless configured).
+/// Each handle can override it with `dflockd_lease_set_ttl()`.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_default_lease(
+    cfg: *mut dflockd_config,
+    lease_s: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        d.default_lease_s = seconds(lease_s, "lease")?;
+        Ok(())
+    })
+}
+
+/// Set when a held lease is renewed, as a fraction of its TTL, strictly
+/// between 0 and 1 (default 0.5: a 30 s lease is renewed every 15 s).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_renew_ratio(
+    cfg: *mut dflockd_config,
+    ratio: f64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        if !(ratio > 0.0 && ratio < 1.0) {
+            return Err(FfiError::invalid(format!("renew ratio {ratio} is not in (0, 1)")));
+        }
+        d.renew_ratio = Some(ratio);
+        Ok(())
+    })
+}
+
+/// Set the longest silence on a connection holding a lease, in milliseconds
+/// (≥ 1; default 10000). Servers close connections idle for 23 s, so
+/// renewals happen at least this often whatever the lease.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_keepalive_ms(
+    cfg: *mut dflockd_config,
+    keepalive_ms: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        d.keepalive = Some(millis(keepalive_ms, "keepalive")?);
+        Ok(())
+    })
+}
+
+/// Route keys with `callback` instead of the standard CRC-32 shard (see
+/// `dflockd_shard_fn` for when and where it runs); NULL restores CRC-32.
+/// `userdata` is passed back first on every call and must stay valid until
+/// every client made from this config is freed.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_shard(
+    cfg: *mut dflockd_config,
+    callback: dflockd_shard_fn,
+    userdata: *mut c_void,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        d.shard = callback.map(|cb| ShardCallback { cb, userdata });
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_lists() {
+        assert_eq!(
+            parse_servers(" a:1, [::1]:6388 ,").unwrap(),
+            vec![("a".into(), 1), ("::1".into(), 6388)]
+        );
+        for bad in ["", ",", "a", "a:", ":1", "a:0", "a:70000", "a b:1", "a:x"] {
+            let e = parse_servers(bad).unwrap_err();
+            assert_eq!(e.status, dflockd_status::InvalidArgument, "{bad}");
+        }
+    }
+
+    #[test]
+    fn setters_validate() {
+        let mut cfg = std::ptr::null_mut();
+        assert_eq!(dflockd_config_new(&mut cfg), dflockd_status::Ok);
+        let null = std::ptr::null_mut();
+        assert_eq!(
+            dflockd_config_set_renew_ratio(cfg, 1.0, null),
+            dflockd_status::InvalidArgument
+        );
+        assert_eq!(
+            dflockd_config_set_renew_ratio(cfg, f64::NAN, null),
+            dflockd_status::InvalidArgument
+        );
+        assert_eq!(dflockd_config_set_renew_ratio(cfg, 0.3, null), dflockd_status::Ok);
+        assert_eq!(
+            dflockd_config_set_default_lease(cfg, MAX_SECONDS + 1, null),
+            dflockd_status::InvalidArgument
+        );
+        assert_eq!(
+            dflockd_config_set_keepalive_ms(cfg, 0, null),
+            dflockd_status::InvalidArgument
+        );
+        assert_eq!(
+            dflockd_config_set_renew_ratio(std::ptr::null_mut(), 0.5, null),
+            dflockd_status::NullParameter
+        );
+        assert_eq!(
+            dflockd_config_set_tls_system_roots(cfg, true, null),
+            dflockd_status::Ok
+        );
+        assert!(unsafe { &*cfg }.draft.tls);
+        dflockd_config_free(cfg);
+        dflockd_config_free(std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,358 @@
+//! `dflockd_lease`: one lock or semaphore handle. Locks and semaphores share
+//! every function; they differ only in how the handle was made.
+
+use super::error::{FfiError, dflockd_error};
+use super::log::{LogLevel, log};
+use super::panic::{guard, guard_value};
+use super::ptr::{Out, free, handle};
+use super::status::dflockd_status;
+use super::strings::StrOut;
+use crate::lease::Lease;
+use std::ffi::{c_char, c_void};
+use std::time::Duration;
+
+/// A lock or semaphore handle on one key, made by `dflockd_client_lock()`
+/// or `dflockd_client_semaphore()`.
+///
+/// A handle holds at most one lease at a time. While held, the library
+/// renews it in the background (on its shared renewal threads); if renewal
+/// fails until the lease would have expired, the lease is *lost*:
+/// `dflockd_lease_is_held()` turns false, `dflockd_lease_wait_lost()`
+/// returns, and the lost callback (if any) runs.
+///
+/// Thread-safe: every function taking `const dflockd_lease *` may be called
+/// from several threads at once; in particular `dflockd_lease_cancel()` from
+/// another thread interrupts a blocked acquire or wait.
+#[allow(non_camel_case_types)]
+pub struct dflockd_lease {
+    lease: Lease,
+}
+
+impl dflockd_lease {
+    pub(crate) fn new(lease: Lease) -> dflockd_lease {
+        dflockd_lease { lease }
+    }
+}
+
+/// Called once when an asynchronous acquire completes (or is cancelled).
+/// `status` is `DFLOCKD_STATUS_OK` when the lease is now held; otherwise
+/// `error` (NULL on success) holds the detail and is valid only during the
+/// call (do not free it). Runs on a library thread: it must not block for
+/// long and must not free the lease handle it reports on.
+#[allow(non_camel_case_types)]
+pub type dflockd_acquire_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, status: dflockd_status, error: *const dflockd_error)>;
+
+/// Called once when a held lease is lost (renewal failed until the lease
+/// would have expired, or the server refused the renewal). `error` holds
+/// the reason and is valid only during the call (do not free it). Runs on a
+/// library renewal thread: it must be quick (hand the event to your own
+/// thread), must not block and must not call into this lease handle.
+#[allow(non_camel_case_types)]
+pub type dflockd_lost_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, status: dflockd_status, error: *const dflockd_error)>;
+
+/// A C callback and its userdata, movable to a library thread.
+struct Callback {
+    cb: unsafe extern "C" fn(*mut c_void, dflockd_status, *const dflockd_error),
+    userdata: *mut c_void,
+}
+
+// SAFETY: the callbacks' documented contract: they run on library threads.
+unsafe impl Send for Callback {}
+unsafe impl Sync for Callback {}
+
+impl Callback {
+    /// Call with the outcome; `None` = success.
+    fn call(&self, outcome: Option<crate::Error>) {
+        let obj = outcome.map(|e| dflockd_error::from(FfiError::from(e)));
+        let (status, ptr) = match &obj {
+            None => (dflockd_status::Ok, std::ptr::null()),
+            Some(e) => (super::error::dflockd_error_status(e), e as *const dflockd_error),
+        };
+        // A panic must not unwind into the library thread's caller.
+        guard_value((), || {
+            // SAFETY: the C callback contract; ptr is valid for the call.
+            unsafe { (self.cb)(self.userdata, status, ptr) }
+        });
+    }
+}
+
+/// Borrow the lease behind a handle pointer.
+fn lease<'a>(l: *const dflockd_lease) -> Result<&'a Lease, FfiError> {
+    // SAFETY: NULL or a live lease handle (contract).
+    unsafe { handle(l, "lease") }.map(|h| &h.lease)
+}
+
+/// Free a lease handle, releasing the lease first if held (best effort,
+/// bounded by the I/O deadline) and cancelling any asynchronous acquire.
+/// NULL is a no-op. Must not be freed twice, used after free, or freed while
+/// another thread uses it or from inside its own callbacks.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_free(lease: *mut dflockd_lease) {
+    guard_value((), || {
+        // SAFETY: NULL or a handle from dflockd_client_lock/semaphore, freed once.
+        unsafe { free(lease) }
+    })
+}
+
+/// Acquire, blocking up to `timeout_s` seconds (0 = try once, never block;
+/// at most 9223372036). `DFLOCKD_STATUS_TIMEOUT` if not granted in time;
+/// `DFLOCKD_STATUS_CANCELLED` if `dflockd_lease_cancel()` interrupted it;
+/// `INVALID_ARGUMENT` if the handle already holds or is queued for its
+/// lease, or another operation is running on it.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_acquire(
+    lease: *const dflockd_lease,
+    timeout_s: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || Ok(self::lease(lease)?.acquire(timeout_s)?))
+}
+
+/// Try once without blocking: `*acquired_out` = true if now held, false if
+/// someone else holds it (that is not an error).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_try_acquire(
+    lease: *const dflockd_lease,
+    acquired_out: *mut bool,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(acquired_out, "acquired_out")?;
+        let got = self::lease(lease)?.try_acquire()?;
+        // SAFETY: checked out-pointer.
+        unsafe { out.write(got) };
+        Ok(())
+    })
+}
+
+/// Two-phase acquire, phase 1: join the key's queue without blocking.
+/// `*acquired_out` = true if the key was free and is now held (then no wait
+/// is needed), false if queued: call `dflockd_lease_wait()` next. Useful for
+/// event loops: do other work between the phases.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_enqueue(
+    lease: *const dflockd_lease,
+    acquired_out: *mut bool,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(acquired_out, "acquired_out")?;
+        let got = self::lease(lease)?.enqueue()?;
+        // SAFETY: checked out-pointer.
+        unsafe { out.write(got) };
+        Ok(())
+    })
+}
+
+/// Two-phase acquire, phase 2: wait up to `timeout_s` seconds for the grant
+/// after `dflockd_lease_enqueue()` (returns at once if already acquired).
+/// `DFLOCKD_STATUS_TIMEOUT` removes the handle from the queue;
+/// `DFLOCKD_STATUS_NOT_ENQUEUED` without a prior enqueue.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_wait(
+    lease: *const dflockd_lease,
+    timeout_s: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || Ok(self::lease(lease)?.wait(timeout_s)?))
+}
+
+/// Release the lease (or leave the queue after a queued enqueue).
+/// `DFLOCKD_STATUS_NOT_HELD` if nothing is held (never acquired or already
+/// released), `DFLOCKD_STATUS_LEASE_LOST` if it was lost: a double release
+/// is reported, never silently accepted.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_release(
+    lease: *const dflockd_lease,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || Ok(self::lease(lease)?.release()?))
+}
+
+/// Cancel a blocked `dflockd_lease_acquire()` / `dflockd_lease_wait()` on
+/// another thread or a pending asynchronous acquire: it returns (or calls
+/// back) with `DFLOCKD_STATUS_CANCELLED` and nothing is left held. Does
+/// nothing when no acquire is in progress. Callable from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_cancel(lease: *const dflockd_lease) -> dflockd_status {
+    guard(std::ptr::null_mut(), || {
+        self::lease(lease)?.cancel();
+        Ok(())
+    })
+}
+
+/// Copy the current token (32 lowercase hex characters) into `buf` (33
+/// bytes suffice: `DFLOCKD_TOKEN_SIZE`). `DFLOCKD_STATUS_NOT_HELD` if
+/// nothing is held. The token is a credential: do not log it.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_token(
+    lease: *const dflockd_lease,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = StrOut::new(buf, cap, out_len)?;
+        let token = self::lease(lease)?.token().ok_or_else(not_held)?;
+        // SAFETY: checked caller buffer.
+        unsafe { out.write(token.as_str()) }
+    })
+}
+
+/// The fence of the current token (`dflockd_fence_from_token()` of it):
+/// pass it with every write to the guarded resource, which rejects fences
+/// lower than the highest it saw. `DFLOCKD_STATUS_NOT_HELD` if not held.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_fence(
+    lease: *const dflockd_lease,
+    fence_out: *mut u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(fence_out, "fence_out")?;
+        let fence = self::lease(lease)?.fence().ok_or_else(not_held)?;
+        // SAFETY: checked out-pointer.
+        unsafe { out.write(fence) };
+        Ok(())
+    })
+}
+
+/// The TTL in seconds the server granted for the current lease.
+/// `DFLOCKD_STATUS_NOT_HELD` if not held.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_ttl(
+    lease: *const dflockd_lease,
+    ttl_s_out: *mut u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(ttl_s_out, "ttl_s_out")?;
+        let ttl = self::lease(lease)?.lease_ttl_s().ok_or_else(not_held)?;
+        // SAFETY: checked out-pointer.
+        unsafe { out.write(ttl) };
+        Ok(())
+    })
+}
+
+/// Set the lease TTL in seconds requested by this handle's next acquires
+/// (1 ..= 9223372036), overriding the client default; 0 = the client
+/// default.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_set_ttl(
+    lease: *const dflockd_lease,
+    ttl_s: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        Ok(self::lease(lease)?.set_lease_ttl((ttl_s != 0).then_some(ttl_s))?)
+    })
+}
+
+/// Copy the handle's key into `buf`.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_key(
+    lease: *const dflockd_lease,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = StrOut::new(buf, cap, out_len)?;
+        let key = self::lease(lease)?.key();
+        // SAFETY: checked caller buffer.
+        unsafe { out.write(key) }
+    })
+}
+
+/// Whether the handle holds its lease right now (false once released or
+/// lost, and for NULL). A poll-friendly alternative to the lost callback.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_is_held(lease: *const dflockd_lease) -> bool {
+    guard_value(false, || self::lease(lease).is_ok_and(Lease::is_held))
+}
+
+/// Whether the lease held by this handle was lost (renewal failed). Reset
+/// by the next successful acquire. False for NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_is_lost(lease: *const dflockd_lease) -> bool {
+    guard_value(false, || self::lease(lease).is_ok_and(Lease::is_lost))
+}
+
+/// Block the calling thread until the lease is lost or `timeout_ms` passes
+/// (negative = no limit; 0 = just check). `*lost_out` = true if lost.
+/// Returns at once with true if already lost. Releasing the lease does not
+/// count as losing it.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_wait_lost(
+    lease: *const dflockd_lease,
+    timeout_ms: i64,
+    lost_out: *mut bool,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(lost_out, "lost_out")?;
+        let l = self::lease(lease)?;
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        let lost = l.wait_lost(timeout);
+        // SAFETY: checked out-pointer.
+        unsafe { out.write(lost) };
+        Ok(())
+    })
+}
+
+/// Install (or with `callback` NULL, remove) the lost callback: see
+/// `dflockd_lost_fn` for which thread runs it. `userdata` is passed back
+/// first and must stay valid until the callback is removed or the handle
+/// freed. It runs at most once per lost lease.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_on_lost(
+    lease: *const dflockd_lease,
+    callback: dflockd_lost_fn,
+    userdata: *mut c_void,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let l = self::lease(lease)?;
+        let key = l.key().to_owned();
+        l.on_lost(callback.map(|cb| {
+            let cb = Callback { cb, userdata };
+            Box::new(move |e: &crate::Error| {
+                log(LogLevel::Warn, &format!("lease on `{key}` lost: {e}"));
+                cb.call(Some(e.clone()));
+            }) as Box<dyn Fn(&crate::Error) + Send + Sync>
+        }));
+        Ok(())
+    })
+}
+
+/// Start an acquire that completes on a library thread, for event loops:
+/// returns at once; `callback` (required) then runs exactly once with the
+/// outcome (`OK`, `TIMEOUT` after `timeout_s` seconds, `CANCELLED` after
+/// `dflockd_lease_cancel()` or `dflockd_lease_free()`, or another error).
+/// `userdata` must stay valid until the callback has run. See
+/// `dflockd_acquire_fn` for the callback's rules. If this function returns
+/// an error, the callback is never called.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_acquire_async(
+    lease: *const dflockd_lease,
+    timeout_s: u64,
+    callback: dflockd_acquire_fn,
+    userdata: *mut c_void,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let cb = callback.ok_or_else(|| FfiError::null("callback"))?;
+        let l = self::lease(lease)?;
+        let cb = Callback { cb, userdata };
+        l.acquire_async(timeout_s, Box::new(move |r: crate::Result<()>| cb.call(r.err())));
+        Ok(())
+    })
+}
+
+fn not_held() -> FfiError {
+    FfiError::new(dflockd_status::NotHeld, "the handle holds no lease")
+}

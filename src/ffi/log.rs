@@ -1,0 +1,135 @@
+//! The log callback: off by default, process-wide, never a global Rust
+//! logger (a host program written in Rust keeps its own `log` setup).
+
+use std::ffi::{CString, c_char, c_void};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Severity of a log message, most severe first. A callback installed with
+/// `max_level` receives messages of that level and every more severe one.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum dflockd_log_level {
+    /// No messages at all (the default).
+    Off = 0,
+    /// Something failed that the caller may not see otherwise (a panic
+    /// caught at the boundary, a lease lost in the background).
+    Error = 1,
+    /// Something unusual that the library worked around.
+    Warn = 2,
+    /// Lifecycle events (client created, test server started).
+    Info = 3,
+    /// Per-operation detail. Never contains tokens or secrets.
+    Debug = 4,
+}
+
+pub(crate) use dflockd_log_level as LogLevel;
+
+/// Receives one log message. `message` is a NUL-terminated UTF-8 string
+/// valid only during the call. Runs on whichever thread logged, including
+/// library threads (renewal, async acquire); it must be thread-safe, must
+/// not block for long and must not call into libdflockd.
+#[allow(non_camel_case_types)]
+pub type dflockd_log_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, level: dflockd_log_level, message: *const c_char)>;
+
+struct Sink {
+    cb: unsafe extern "C" fn(*mut c_void, dflockd_log_level, *const c_char),
+    userdata: *mut c_void,
+}
+
+// SAFETY: the C contract of dflockd_set_log makes callback and userdata
+// usable from any thread.
+unsafe impl Send for Sink {}
+unsafe impl Sync for Sink {}
+
+static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+/// Fast path: messages above this level are dropped without formatting.
+static MAX_LEVEL: AtomicI32 = AtomicI32::new(0);
+
+/// Whether a message at `level` would reach a callback.
+pub(crate) fn enabled(level: LogLevel) -> bool {
+    level as i32 <= MAX_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Send a message to the installed callback, if any wants it.
+pub(crate) fn log(level: LogLevel, message: &str) {
+    if level == LogLevel::Off || !enabled(level) {
+        return;
+    }
+    let Ok(guard) = SINK.read() else { return };
+    if let Some(sink) = guard.as_ref() {
+        let text = CString::new(message.replace('\0', "")).unwrap_or_default();
+        // SAFETY: the callback contract (see dflockd_log_fn); the read lock
+        // keeps userdata installed for the duration of the call.
+        unsafe { (sink.cb)(sink.userdata, level, text.as_ptr()) };
+    }
+}
+
+/// Install (or with `callback` NULL, remove) the process-wide log callback.
+/// Logging is off by default. `max_level` is a `dflockd_log_level` value
+/// (0..=4); others are `DFLOCKD_STATUS_INVALID_ARGUMENT`.
+///
+/// `userdata` is passed back to every call and must stay valid until the
+/// callback is replaced or removed: once this function returns, no call
+/// with the previous callback or userdata is running or will start.
+/// Thread-safe, but must not be called from inside the log callback.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_set_log(
+    callback: dflockd_log_fn,
+    userdata: *mut c_void,
+    max_level: i32,
+) -> super::status::dflockd_status {
+    super::panic::guard(std::ptr::null_mut(), || {
+        if !(0..=LogLevel::Debug as i32).contains(&max_level) {
+            return Err(super::error::FfiError::invalid(format!(
+                "log level {max_level} is out of range 0..=4"
+            )));
+        }
+        let mut guard = SINK.write().unwrap_or_else(|p| p.into_inner());
+        *guard = callback.map(|cb| Sink { cb, userdata });
+        let level = if guard.is_some() { max_level } else { 0 };
+        MAX_LEVEL.store(level, Ordering::Relaxed);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static SEEN: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
+
+    unsafe extern "C" fn record(ud: *mut c_void, level: dflockd_log_level, msg: *const c_char) {
+        assert_eq!(ud as usize, 7);
+        let m = unsafe { std::ffi::CStr::from_ptr(msg) }
+            .to_string_lossy()
+            .into_owned();
+        SEEN.lock().unwrap().push((level as i32, m));
+    }
+
+    #[test]
+    fn callback_gets_messages_up_to_its_level() {
+        log(LogLevel::Error, "before install: dropped");
+        let st = dflockd_set_log(Some(record), 7 as *mut c_void, LogLevel::Warn as i32);
+        assert_eq!(st, super::super::status::dflockd_status::Ok);
+        log(LogLevel::Warn, "log-test warn");
+        log(LogLevel::Debug, "log-test debug: dropped");
+        assert_ne!(
+            dflockd_set_log(Some(record), std::ptr::null_mut(), 9),
+            super::super::status::dflockd_status::Ok
+        );
+        dflockd_set_log(None, std::ptr::null_mut(), 4);
+        log(LogLevel::Error, "log-test after removal: dropped");
+        let seen: Vec<_> = SEEN
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.starts_with("log-test"))
+            .cloned()
+            .collect();
+        assert_eq!(seen, vec![(2, "log-test warn".to_string())]);
+    }
+}
