@@ -22,3 +22,8 @@ pub mod testserver;
 
 // --- C ABI (issue 4) ---------------------------------------------------
 pub mod ffi;
+
+/// Compiles the README's Rust example, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
