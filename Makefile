@@ -190,14 +190,19 @@ install:
 
 # --- benchmark (not part of `make test`) --------------------------------------------------------
 bench: | $(B)/bench
-	$(CARGO) build --release --lib
+	$(CARGO) build --release --lib --bin dflockd-testserver
+	@ln -sf $(ROOT)/target/release/libdflockd.so $(B)/bench/libdflockd.so.$(MAJOR)
+	@ln -sf libdflockd.so.$(MAJOR) $(B)/bench/libdflockd.so
 	$(CC) -std=c11 $(WARN) -O2 -Iinclude benches/c/abi_bench.c -o $(B)/bench/abi_bench \
-	  -Ltarget/release -ldflockd -Wl,-rpath,$(ROOT)/target/release -lpthread
+	  -L$(B)/bench -ldflockd -Wl,-rpath,$(ROOT)/$(B)/bench -lpthread
 	@echo "=== Rust core (cargo bench --bench throughput) ==="
 	@if [ -e benches/throughput.rs ]; then $(CARGO) bench --bench throughput; \
 	  else echo "!!! benches/throughput.rs (core, issue 3) is not merged yet: no Rust figures"; fi
-	@echo "=== C ABI (benches/c/abi_bench.c) ==="
-	./$(B)/bench/abi_bench
+	@echo "=== C ABI (benches/c/abi_bench.c), same workload, server in its own process ==="
+	@./target/release/dflockd-testserver --port 0 --max-locks 100000 >$(B)/bench/server.addr & pid=$$!; \
+	for i in $$(seq 100); do [ -s $(B)/bench/server.addr ] && break; sleep 0.05; done; \
+	DFLOCKD_SERVERS=$$(head -1 $(B)/bench/server.addr) ./$(B)/bench/abi_bench; rc=$$?; \
+	kill $$pid; wait $$pid 2>/dev/null; exit $$rc
 
 clean:
 	rm -rf $(B)

@@ -47,6 +47,8 @@ pub(crate) struct Held {
     /// When the server will drop the lease unless renewed (measured from
     /// before the request that set it, so on the safe side).
     pub(crate) expires_at: Instant,
+    /// When the next renewal is due.
+    pub(crate) renew_at: Instant,
 }
 
 #[derive(Default)]
@@ -66,6 +68,8 @@ pub(crate) struct State {
     /// Bumped on every grant, release and loss; a renewal scheduled for an
     /// older generation does nothing.
     pub(crate) generation: u64,
+    /// The pending scheduler wake-up for this lease, if any.
+    pub(crate) armed: Option<Instant>,
 }
 
 pub(crate) struct Shared {
@@ -491,19 +495,18 @@ impl Shared {
             self.release_grant(grant.token, home);
             return Err(cancelled(what));
         }
-        let expires_at = granted + Duration::from_secs(grant.lease_s);
+        let st = &mut *st;
+        let renew_at = Instant::now() + renewal::interval(&self.client.config, grant.lease_s);
         st.generation += 1;
         st.lost = None;
         st.held = Some(Held {
             token: grant.token,
             lease_s: grant.lease_s,
             home,
-            expires_at,
+            expires_at: granted + Duration::from_secs(grant.lease_s),
+            renew_at,
         });
-        let generation = st.generation;
-        let interval = renewal::interval(&self.client.config, grant.lease_s);
-        drop(st);
-        renewal::schedule(self, generation, Instant::now() + interval);
+        renewal::arm(self, &mut st.armed, renew_at);
         Ok(())
     }
 

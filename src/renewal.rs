@@ -6,7 +6,7 @@
 //! Policy, per lease: renew every `min(lease × renew_ratio, keepalive)` on
 //! the lease's home connection (which keeps that connection from the
 //! server's idle timeout whatever the lease). Each attempt has a deadline
-//! of `min(5 s, time left on the lease)`. A deadline or transient failure
+//! of `min(5 s, io_slack, time left on the lease)`. A deadline or transient failure
 //! is retried after a short backoff until the lease would have expired; a
 //! closed home connection is replaced by a fresh one and the token tried
 //! there (a server without auto-release still has the lease). A refusal
@@ -39,11 +39,14 @@ pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
     by_ratio.min(config.keepalive).max(MIN_INTERVAL)
 }
 
+/// A wake-up for one lease. The renewal time itself lives in the lease
+/// (`Held::renew_at`); an entry whose `due` is not the lease's `armed`
+/// time any more is stale and ignored. So a lease has at most one live
+/// entry however often it is acquired and released.
 struct Entry {
     due: Instant,
     seq: u64,
     lease: Weak<Shared>,
-    generation: u64,
 }
 
 impl PartialEq for Entry {
@@ -71,7 +74,7 @@ struct Timers {
 struct Scheduler {
     timers: Mutex<Timers>,
     timer_cv: Condvar,
-    jobs: Mutex<VecDeque<(Weak<Shared>, u64)>>,
+    jobs: Mutex<VecDeque<(Weak<Shared>, Instant)>>,
     jobs_cv: Condvar,
     notes: Mutex<VecDeque<(LostCallback, Error)>>,
     notes_cv: Condvar,
@@ -108,8 +111,13 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Renew the lease's `generation` at `due`.
-pub(crate) fn schedule(lease: &Arc<Shared>, generation: u64, due: Instant) {
+/// Make sure `lease` is woken at `due` (or earlier). Called with its state
+/// locked; `armed` is that state's pending wake-up.
+pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant) {
+    if armed.is_some_and(|a| a <= due) {
+        return;
+    }
+    *armed = Some(due);
     let s = scheduler();
     let mut t = lock(&s.timers);
     t.seq += 1;
@@ -117,13 +125,25 @@ pub(crate) fn schedule(lease: &Arc<Shared>, generation: u64, due: Instant) {
         due,
         seq: t.seq,
         lease: Arc::downgrade(lease),
-        generation,
     };
     let earliest = t.heap.peek().is_none_or(|Reverse(e)| due < e.due);
     t.heap.push(Reverse(entry));
     drop(t);
     if earliest {
         s.timer_cv.notify_one();
+    }
+}
+
+/// Set the next renewal of `generation` (if still current) to `at`.
+fn reschedule(lease: &Arc<Shared>, generation: u64, at: Instant) {
+    let mut st = lock(&lease.state);
+    let st = &mut *st;
+    if st.generation != generation {
+        return;
+    }
+    if let Some(held) = st.held.as_mut() {
+        held.renew_at = at;
+        arm(lease, &mut st.armed, at);
     }
 }
 
@@ -144,7 +164,7 @@ impl Scheduler {
             let mut due = Vec::new();
             while t.heap.peek().is_some_and(|Reverse(e)| e.due <= now) {
                 if let Some(Reverse(e)) = t.heap.pop() {
-                    due.push((e.lease, e.generation));
+                    due.push((e.lease, e.due));
                 }
             }
             if !due.is_empty() {
@@ -178,8 +198,11 @@ impl Scheduler {
                     }
                 }
             };
-            let (weak, generation) = job;
+            let (weak, due) = job;
             let Some(lease) = weak.upgrade() else { continue };
+            let Some(generation) = due_generation(&lease, due) else {
+                continue;
+            };
             let r = catch_unwind(AssertUnwindSafe(|| renew_once(&lease, generation)));
             if r.is_err() {
                 lease.lose(generation, Error::new(ErrorKind::LeaseLost, "renewal panicked"));
@@ -201,6 +224,23 @@ impl Scheduler {
             let _ = catch_unwind(AssertUnwindSafe(|| cb(&err)));
         }
     }
+}
+
+/// For a wake-up at `due`: the generation to renew now, or `None` (stale
+/// wake-up, nothing held, or not due yet: then re-armed for `renew_at`).
+fn due_generation(lease: &Arc<Shared>, due: Instant) -> Option<u64> {
+    let mut st = lock(&lease.state);
+    let st = &mut *st;
+    if st.armed != Some(due) {
+        return None;
+    }
+    st.armed = None;
+    let renew_at = st.held.as_ref()?.renew_at;
+    if Instant::now() < renew_at {
+        arm(lease, &mut st.armed, renew_at);
+        return None;
+    }
+    Some(st.generation)
 }
 
 /// Whether a renew failure may go away by itself (retry) rather than mean
@@ -238,7 +278,7 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         );
         return;
     };
-    let budget = Some(RENEW_DEADLINE.min(left));
+    let budget = Some(RENEW_DEADLINE.min(lease.client.config.io_slack).min(left));
     let ttl = lease.renew_ttl();
     let renew = |c: &Connection| c.renew_within(lease.kind, &lease.key, token.as_str(), ttl, budget);
     // A closed home: try the token on a fresh connection.
@@ -262,14 +302,14 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
             if let Some(fresh) = new_home {
                 held.home.conn = fresh;
             }
-            let next = sent + interval(&lease.client.config, lease_s);
             drop(st);
-            schedule(lease, generation, next.max(Instant::now()));
+            let next = sent + interval(&lease.client.config, lease_s);
+            reschedule(lease, generation, next);
         }
         Err(e) if transient(&e) => {
             let retry = Instant::now() + RETRY_BACKOFF;
             if retry < expires_at {
-                schedule(lease, generation, retry);
+                reschedule(lease, generation, retry);
             } else {
                 lease.lose(generation, e);
             }

@@ -77,6 +77,26 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             }
             _ => {}
         }
+        const VALUE_FLAGS: [&str; 15] = [
+            "host",
+            "port",
+            "default-lease-ttl",
+            "read-timeout",
+            "lease-sweep-interval",
+            "gc-interval",
+            "gc-max-idle",
+            "auth-token",
+            "auth-token-file",
+            "tls-cert",
+            "tls-key",
+            "max-locks",
+            "max-waiters",
+            "max-connections",
+            "shutdown-timeout",
+        ];
+        if !VALUE_FLAGS.contains(&flag.as_str()) {
+            return Err(format!("unknown flag --{flag}"));
+        }
         let value = match inline {
             Some(v) => v,
             None => it.next().ok_or_else(|| format!("--{flag} needs a value"))?,

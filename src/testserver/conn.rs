@@ -25,7 +25,8 @@ use crate::protocol::{
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(100);
 /// A stuck client cannot hold a reply (and so `stop()`) for longer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bytes a blocked request buffers from a client that keeps sending.
+/// Bytes a blocked request buffers from a client that keeps sending
+/// before the connection is closed.
 const MAX_BUFFERED_WHILE_BLOCKED: usize = MAX_AUTH_LINE_BYTES + 4 * MAX_LINE_BYTES;
 
 /// The server's handle on one connection.
@@ -373,9 +374,15 @@ impl Conn {
             if deadline.is_some_and(|d| now >= d) {
                 return Some(self.shared.with_table(|t| t.cancel_wait(waiter, now)));
             }
-            let room = self.framer.buf.pending() < MAX_BUFFERED_WHILE_BLOCKED;
+            if self.framer.buf.pending() >= MAX_BUFFERED_WHILE_BLOCKED {
+                // A flood of pipelined bytes behind a blocked request: we
+                // must not buffer it without bound, and must keep reading
+                // to see the client leave (its FIN queues behind the
+                // data), so give up on this client.
+                return None;
+            }
             let fd = self.io.tcp().as_raw_fd();
-            let ready = wake::wait(fd, room, &self.ctl.waker, deadline.map(|d| d - now));
+            let ready = wake::wait(fd, true, &self.ctl.waker, deadline.map(|d| d - now));
             if ready.hangup {
                 return None;
             }

@@ -3,13 +3,19 @@
 //! (shared/protocol.md, the 2.x line), not a production server.
 //!
 //! Where things are:
-//! - [`options`]: [`ServerOptions`] and [`TlsIdentity`], the real server's settings.
+//! - `options`: [`ServerOptions`] and [`TlsIdentity`], the real server's settings.
 //! - `table`: the lock/semaphore table (FIFO queues, leases, fences, limits), pure.
 //! - `conn`: the per-connection loop (framing, auth, blocking requests).
 //! - `faults`: fault injection (pause, delay, hostile replies, refusal, follower).
 //! - `tls`: rustls configuration and the plain/TLS transport.
 //! - this file: [`TestServer`], the accept loop, the lease sweeper, and
 //!   the controls that act on every connection (drop, drain, restart, stop).
+//!
+//! Known differences from the Go server, all on input no real client sends:
+//! a request line that is not UTF-8 gets `error` (Go would take the bytes
+//! as a key); a client that pipelines more than 64 KiB behind its own
+//! blocked `l`/`w` is disconnected; `restart` keeps the listening socket
+//! (no window of refused connections; it closes everything instead).
 //!
 //! ```no_run
 //! use dflockd::testserver::{ServerOptions, TestServer};
@@ -470,6 +476,12 @@ impl TestServer {
         s.reap_threads(true);
     }
 }
+
+// Tests share one server across threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<TestServer>();
+};
 
 impl Drop for TestServer {
     fn drop(&mut self) {

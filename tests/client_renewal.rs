@@ -1,0 +1,190 @@
+//! Renewal and lost-lease notification against a misbehaving server:
+//! paused, dropping connections, restarting; and retries that save a
+//! lease through a short pause.
+
+mod client_common;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use client_common::*;
+use dflockd::ErrorKind;
+use dflockd::client::Client;
+use dflockd::lease::Lease;
+use dflockd::testserver::ServerOptions;
+
+/// A held lock of `lease_s` seconds whose on_lost callback reports on the
+/// returned channel.
+fn held(client: &Client, lease_s: u64) -> (Lease, mpsc::Receiver<(ErrorKind, Instant)>) {
+    let lease = client.lock(&key("renew")).expect("lease");
+    lease.set_lease_ttl(Some(lease_s)).expect("ttl");
+    lease.acquire(1).expect("acquire");
+    let (tx, rx) = mpsc::channel();
+    lease.on_lost(Some(Box::new(move |e| {
+        let _ = tx.send((e.kind(), Instant::now()));
+    })));
+    (lease, rx)
+}
+
+fn fast_client(srv: &Srv) -> Client {
+    srv.client_with(|c| c.keepalive = Duration::from_millis(500))
+}
+
+/// Lost within one lease (plus scheduling slack) after `fault`, with every
+/// notification: callback, wait_lost, is_held.
+fn assert_lost_within_one_lease(srv: &Srv, lease_s: u64, fault: impl FnOnce()) {
+    let client = fast_client(srv);
+    let (lease, rx) = held(&client, lease_s);
+    let started = Instant::now();
+    fault();
+    let bound = Duration::from_secs(lease_s) + Duration::from_millis(700);
+    assert!(lease.wait_lost(Some(bound)), "not lost within one lease");
+    let (kind, at) = rx.recv_timeout(Duration::from_secs(2)).expect("on_lost called");
+    assert_eq!(kind, ErrorKind::LeaseLost);
+    assert!(at.duration_since(started) <= bound + Duration::from_millis(500));
+    assert!(!lease.is_held() && lease.is_lost() && lease.token().is_none());
+    assert_eq!(lease.release().expect_err("lost").kind(), ErrorKind::LeaseLost);
+}
+
+#[test]
+fn lost_within_one_lease_when_the_server_pauses() {
+    if skip_external("pause") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    assert_lost_within_one_lease(&srv, 2, || srv.ts().pause());
+    srv.ts().resume();
+}
+
+#[test]
+fn lost_within_one_lease_when_the_server_drops_connections() {
+    if skip_external("drop_connections") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    assert_lost_within_one_lease(&srv, 3, || srv.ts().drop_connections());
+}
+
+#[test]
+fn lost_within_one_lease_when_the_server_restarts() {
+    if skip_external("restart") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    assert_lost_within_one_lease(&srv, 3, || srv.ts().restart().expect("restart"));
+}
+
+#[test]
+fn retries_save_a_lease_through_a_short_pause() {
+    if skip_external("short pause") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    // Short attempt deadlines, so renewals time out during the pause and
+    // are retried; their late replies must be skipped, not misread.
+    let client = srv.client_with(|c| {
+        c.keepalive = Duration::from_millis(500);
+        c.io_slack = Duration::from_millis(400);
+    });
+    let (lease, rx) = held(&client, 4);
+    let token = lease.token();
+    srv.ts().pause();
+    // Long enough for renewals to miss replies, well short of the lease.
+    std::thread::sleep(Duration::from_millis(1500));
+    srv.ts().resume();
+    // Hold on for more than a whole lease after the pause.
+    assert!(
+        !lease.wait_lost(Some(Duration::from_secs(5))),
+        "{:?}",
+        lease.lost_error()
+    );
+    assert!(rx.try_recv().is_err());
+    assert!(lease.is_held());
+    assert_eq!(lease.token(), token);
+    lease.release().expect("release with the same token");
+}
+
+#[test]
+fn fresh_connection_saves_the_lease_on_a_server_without_auto_release() {
+    if skip_external("auto-release off") {
+        return;
+    }
+    let srv = embedded(ServerOptions {
+        auto_release_on_disconnect: false,
+        ..ServerOptions::default()
+    });
+    let client = fast_client(&srv);
+    let (lease, _rx) = held(&client, 3);
+    let token = lease.token();
+    srv.ts().drop_connections();
+    assert!(
+        !lease.wait_lost(Some(Duration::from_secs(4))),
+        "{:?}",
+        lease.lost_error()
+    );
+    assert_eq!(lease.token(), token);
+    lease.release().expect("release");
+}
+
+#[test]
+fn release_racing_renewal_is_safe_and_nothing_renews_after_release() {
+    let srv = any_server();
+    let client = srv.client_with(|c| c.keepalive = Duration::from_millis(100));
+    for _ in 0..20 {
+        let lease = client.lock(&key("race")).expect("lease");
+        lease.set_lease_ttl(Some(1)).expect("ttl");
+        lease.acquire(1).expect("acquire");
+        std::thread::sleep(Duration::from_millis(37));
+        lease.release().expect("release");
+        assert!(!lease.is_lost());
+        // Re-acquirable at once by someone else: nothing renewed it back.
+        let other = client.lock(lease.key()).expect("lease");
+        assert!(other.try_acquire().expect("try"));
+    }
+}
+
+#[test]
+fn wait_lost_times_out_while_held() {
+    let srv = any_server();
+    let client = srv.client();
+    let (lease, _rx) = held(&client, 5);
+    let started = Instant::now();
+    assert!(!lease.wait_lost(Some(Duration::from_millis(300))));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(lease.is_held());
+}
+
+#[test]
+fn many_held_leases_use_a_few_shared_threads() {
+    let srv = any_server();
+    let client = fast_client(&srv);
+    let leases: Vec<Lease> = (0..50)
+        .map(|_| {
+            let l = client.lock(&key("threads")).expect("lease");
+            l.set_lease_ttl(Some(1)).expect("ttl");
+            l.acquire(1).expect("acquire");
+            l
+        })
+        .collect();
+    // Across two whole leases every one of them stays held.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(leases.iter().all(Lease::is_held));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names = thread_names();
+    let renewal = names
+        .iter()
+        .filter(|n| n.starts_with("dflockd-renew") || *n == "dflockd-timer");
+    assert_eq!(renewal.count(), 3, "{names:?}");
+}
+
+fn thread_names() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|s| s.trim().to_owned())
+        .collect()
+}
