@@ -1,0 +1,352 @@
+package dflockd
+
+/*
+#include <stdlib.h>
+#include <stdint.h>
+#include <dflockd.h>
+
+// Implemented in Go (shard_export.go). Runs on the thread of the Go call
+// that creates a lease, never on a library thread.
+extern size_t goDflockdShard(void *userdata, char *key, size_t key_len, size_t n_servers);
+
+static dflockd_status set_go_shard(dflockd_config *cfg, void *userdata, dflockd_error **err) {
+	return dflockd_config_set_shard(cfg, (dflockd_shard_fn)goDflockdShard, userdata, err);
+}
+*/
+import "C"
+
+import (
+	"runtime"
+	"runtime/cgo"
+	"strings"
+	"time"
+	"unsafe"
+)
+
+// Option configures NewClient.
+type Option func(*options) error
+
+type options struct {
+	servers      []string
+	authToken    *string
+	caFile       string
+	caPEM        []byte
+	systemRoots  bool
+	serverName   string
+	connectTO    time.Duration
+	defaultLease time.Duration
+	renewRatio   float64
+	keepalive    time.Duration
+	shard        func(key string, nServers int) int
+}
+
+// WithServers sets the servers, each "host:port" (IPv6 as "[::1]:6388") or a
+// comma-separated list in the DFLOCKD_SERVERS format. Order matters: keys are
+// sharded by index. Required.
+func WithServers(servers ...string) Option {
+	return func(o *options) error { o.servers = append(o.servers, servers...); return nil }
+}
+
+// WithAuthToken sets the shared secret sent with `auth` on every connection.
+func WithAuthToken(token string) Option {
+	return func(o *options) error { o.authToken = &token; return nil }
+}
+
+// WithTLSCAFile turns TLS on, trusting the PEM CA certificates in this file.
+func WithTLSCAFile(path string) Option {
+	return func(o *options) error { o.caFile = path; return nil }
+}
+
+// WithTLSCAPEM turns TLS on, trusting these PEM CA certificates.
+func WithTLSCAPEM(pem []byte) Option {
+	return func(o *options) error { o.caPEM = append(o.caPEM, pem...); return nil }
+}
+
+// WithTLSSystemRoots turns TLS on and also trusts the system's root CAs.
+func WithTLSSystemRoots() Option {
+	return func(o *options) error { o.systemRoots = true; return nil }
+}
+
+// WithTLSServerName sets the name checked against the server certificate.
+func WithTLSServerName(name string) Option {
+	return func(o *options) error { o.serverName = name; return nil }
+}
+
+// WithConnectTimeout bounds TCP connect + TLS handshake (default 10 s).
+func WithConnectTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d < time.Millisecond {
+			return errorf(StatusInvalidArgument, "connect timeout must be at least 1ms, got %v", d)
+		}
+		o.connectTO = d
+		return nil
+	}
+}
+
+// WithDefaultLease sets the lease requested by every acquire, rounded up to
+// whole seconds as the protocol counts (default: the server's, 33 s).
+func WithDefaultLease(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return errorf(StatusInvalidArgument, "default lease must be positive, got %v", d)
+		}
+		o.defaultLease = d
+		return nil
+	}
+}
+
+// WithRenewRatio renews a held lease after this fraction of its TTL, in
+// (0, 1) (default 0.5).
+func WithRenewRatio(r float64) Option {
+	return func(o *options) error { o.renewRatio = r; return nil }
+}
+
+// WithKeepalive sets the longest silence on a connection holding a lease
+// (default 10 s; servers drop connections idle for 23 s).
+func WithKeepalive(d time.Duration) Option {
+	return func(o *options) error {
+		if d < time.Millisecond {
+			return errorf(StatusInvalidArgument, "keepalive must be at least 1ms, got %v", d)
+		}
+		o.keepalive = d
+		return nil
+	}
+}
+
+// WithShard routes keys with f instead of the standard CRC-32 (Shard). f
+// runs on the goroutine that creates a lease; it must be fast and return an
+// index in [0, nServers) (anything else fails that call with
+// ErrInvalidArgument; a panic in f counts as out of range).
+func WithShard(f func(key string, nServers int) int) Option {
+	return func(o *options) error { o.shard = f; return nil }
+}
+
+// Client is a thread-safe dflockd client: configured servers, a pool of
+// authenticated connections, and key routing. Share one per process.
+type Client struct {
+	h *handle[C.dflockd_client]
+	// shardSlot holds the cgo.Handle of the shard function in C memory (a
+	// C pointer may carry it through userdata; a Go pointer may not).
+	shardSlot *C.uintptr_t
+}
+
+// NewClient validates the options and creates a client. No network I/O
+// happens until the first lease operation.
+func NewClient(opts ...Option) (*Client, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	var cfg *C.dflockd_config
+	if err := check(C.dflockd_config_new(&cfg), nil); err != nil {
+		return nil, err
+	}
+	defer C.dflockd_config_free(cfg)
+	c := &Client{}
+	if err := c.configure(cfg, &o); err != nil {
+		c.freeShard()
+		return nil, err
+	}
+	var cc *C.dflockd_client
+	var cerr *C.dflockd_error
+	if err := check(C.dflockd_client_new(cfg, &cc, &cerr), cerr); err != nil {
+		c.freeShard()
+		return nil, err
+	}
+	c.h = newHandle(cc)
+	runtime.SetFinalizer(c, (*Client).Close)
+	return c, nil
+}
+
+// configure copies the options into the C config, one setter per option.
+func (c *Client) configure(cfg *C.dflockd_config, o *options) error {
+	var steps []func(**C.dflockd_error) C.dflockd_status
+	add := func(f func(**C.dflockd_error) C.dflockd_status) { steps = append(steps, f) }
+
+	servers := strings.Join(o.servers, ",")
+	add(func(e **C.dflockd_error) C.dflockd_status {
+		p, n := cstr(servers)
+		return C.dflockd_config_set_servers(cfg, p, n, e)
+	})
+	if o.authToken != nil {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			p, n := cstr(*o.authToken)
+			return C.dflockd_config_set_auth_token(cfg, p, n, e)
+		})
+	}
+	if o.caFile != "" {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			p, n := cstr(o.caFile)
+			return C.dflockd_config_set_tls_ca_file(cfg, p, n, e)
+		})
+	}
+	if o.caPEM != nil {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			p, n := cbytes(o.caPEM)
+			return C.dflockd_config_set_tls_ca_pem(cfg, p, n, e)
+		})
+	}
+	if o.systemRoots {
+		add(func(e **C.dflockd_error) C.dflockd_status { return C.dflockd_config_set_tls_system_roots(cfg, true, e) })
+	}
+	if o.serverName != "" {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			p, n := cstr(o.serverName)
+			return C.dflockd_config_set_tls_server_name(cfg, p, n, e)
+		})
+	}
+	if o.connectTO > 0 {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_config_set_connect_timeout_ms(cfg, C.uint64_t(o.connectTO.Milliseconds()), e)
+		})
+	}
+	if o.defaultLease > 0 {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_config_set_default_lease(cfg, C.uint64_t(ceilSeconds(o.defaultLease)), e)
+		})
+	}
+	if o.renewRatio != 0 {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_config_set_renew_ratio(cfg, C.double(o.renewRatio), e)
+		})
+	}
+	if o.keepalive > 0 {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_config_set_keepalive_ms(cfg, C.uint64_t(o.keepalive.Milliseconds()), e)
+		})
+	}
+	if o.shard != nil {
+		c.shardSlot = (*C.uintptr_t)(C.malloc(C.size_t(unsafe.Sizeof(C.uintptr_t(0)))))
+		*c.shardSlot = C.uintptr_t(cgo.NewHandle(o.shard))
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.set_go_shard(cfg, unsafe.Pointer(c.shardSlot), e)
+		})
+	}
+	for _, step := range steps {
+		var cerr *C.dflockd_error
+		if err := check(step(&cerr), cerr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Client) freeShard() {
+	if c.shardSlot != nil {
+		cgo.Handle(*c.shardSlot).Delete()
+		C.free(unsafe.Pointer(c.shardSlot))
+		c.shardSlot = nil
+	}
+}
+
+// Close frees the client (idle pooled connections are closed). Leases made
+// from it stay usable. Safe to call twice; waits for running calls.
+func (c *Client) Close() error {
+	runtime.SetFinalizer(c, nil)
+	c.h.close(func(p *C.dflockd_client) { C.dflockd_client_free(p) }, nil)
+	c.freeShard()
+	return nil
+}
+
+// Lock creates a lock handle for key (validated now; nothing acquired).
+func (c *Client) Lock(key string) (*Lease, error) {
+	return c.newLease("lock", key, 0)
+}
+
+// Semaphore creates a handle on the counting semaphore key with limit
+// concurrent holders (limit ≥ 1; the first acquirer of a key fixes it).
+func (c *Client) Semaphore(key string, limit uint64) (*Lease, error) {
+	if limit == 0 {
+		// Reported by the C API too; checked here so 0 never means "lock".
+		return nil, errorf(StatusInvalidArgument, "semaphore %q: limit must be at least 1", key)
+	}
+	return c.newLease("semaphore", key, limit)
+}
+
+func (c *Client) newLease(what, key string, limit uint64) (*Lease, error) {
+	var lp *C.dflockd_lease
+	err := c.h.use(what, func(p *C.dflockd_client) error {
+		k, n := cstr(key)
+		var cerr *C.dflockd_error
+		var st C.dflockd_status
+		if limit == 0 {
+			st = C.dflockd_client_lock(p, k, n, &lp, &cerr)
+		} else {
+			st = C.dflockd_client_semaphore(p, k, n, C.uint64_t(limit), &lp, &cerr)
+		}
+		return check(st, cerr)
+	})
+	runtime.KeepAlive(c)
+	if err != nil {
+		return nil, err
+	}
+	return newLease(lp, key, limit), nil
+}
+
+// ServerFor returns the index of the server that owns key.
+func (c *Client) ServerFor(key string) (int, error) {
+	var idx C.size_t
+	err := c.h.use("server_for", func(p *C.dflockd_client) error {
+		k, n := cstr(key)
+		var cerr *C.dflockd_error
+		return check(C.dflockd_client_server_for(p, k, n, &idx, &cerr), cerr)
+	})
+	runtime.KeepAlive(c)
+	return int(idx), err
+}
+
+// Stats fetches server number `server`'s statistics as a JSON object.
+func (c *Client) Stats(server int) (string, error) {
+	if server < 0 {
+		return "", errorf(StatusInvalidArgument, "server index %d is negative", server)
+	}
+	var out string
+	err := c.h.use("stats", func(p *C.dflockd_client) error {
+		var err error
+		out, err = outString(func(buf *C.char, cap C.size_t, n *C.size_t, e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_client_stats(p, C.size_t(server), buf, cap, n, e)
+		})
+		return err
+	})
+	runtime.KeepAlive(c)
+	return out, err
+}
+
+// FenceFromToken decodes the fence of a token (its first 16 hex digits).
+func FenceFromToken(token string) (uint64, error) {
+	var f C.uint64_t
+	p, n := cstr(token)
+	var cerr *C.dflockd_error
+	err := check(C.dflockd_fence_from_token(p, n, &f, &cerr), cerr)
+	return uint64(f), err
+}
+
+// Shard is the standard key routing: crc32_ieee(key) % nServers, as every
+// dflockd client computes it.
+func Shard(key string, nServers int) (int, error) {
+	if nServers < 1 {
+		return 0, errorf(StatusInvalidArgument, "shard: need at least 1 server, got %d", nServers)
+	}
+	var idx C.size_t
+	p, n := cstr(key)
+	var cerr *C.dflockd_error
+	err := check(C.dflockd_shard(p, n, C.size_t(nServers), &idx, &cerr), cerr)
+	return int(idx), err
+}
+
+// Version is the loaded library's version, e.g. "0.1.0".
+func Version() string { return C.GoString(C.dflockd_version()) }
+
+// maxSeconds is the protocol's largest timeout or lease (MAX_SECONDS).
+const maxSeconds = uint64(C.MAX_SECONDS)
+
+// ceilSeconds converts d to whole protocol seconds, rounding up, capped.
+func ceilSeconds(d time.Duration) uint64 {
+	s := uint64((d + time.Second - 1) / time.Second)
+	if s > maxSeconds {
+		return maxSeconds
+	}
+	return s
+}

@@ -1,0 +1,32 @@
+// Lock: acquire a lock with a context deadline, print its fence, release.
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"dflockd"
+	"dflockd/internal/exampleenv"
+)
+
+func main() {
+	client, _, cleanup, err := exampleenv.Setup(false)
+	exampleenv.Must("setup", err)
+	defer cleanup()
+
+	lock, err := client.Lock("go-example-lock")
+	exampleenv.Must("lock handle", err)
+	defer lock.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	exampleenv.Must("acquire", lock.Acquire(ctx))
+	fence, err := lock.Fence()
+	exampleenv.Must("fence", err)
+	// Pass the fence with every write to the guarded resource.
+	fmt.Printf("acquired go-example-lock, fence %d\n", fence)
+	exampleenv.Must("release", lock.Release())
+	fmt.Println("released")
+	fmt.Println("library", dflockd.Version())
+}

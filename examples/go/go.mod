@@ -1,0 +1,3 @@
+module dflockd
+
+go 1.19

@@ -1,0 +1,120 @@
+# frozen_string_literal: true
+
+module DFlockd
+  # A thread-safe dflockd client: servers, a pool of authenticated
+  # connections, key routing. Share one per process.
+  class Client
+    # servers: "host:port" or "h1:p1,h2:p2" or an Array of them (order
+    # matters: keys are sharded by index). Times are in seconds.
+    def initialize(servers:, auth_token: nil, tls_ca_file: nil, tls_ca_pem: nil, tls_server_name: nil,
+                   tls_system_roots: false, connect_timeout: nil, default_lease: nil, renew_ratio: nil,
+                   keepalive: nil)
+      cfgp = FFI::MemoryPointer.new(:pointer)
+      Native.check(Native.dflockd_config_new(cfgp))
+      cfg = FFI::AutoPointer.new(cfgp.read_pointer, Native.method(:dflockd_config_free))
+      servers = Array(servers).join(",")
+      set = ->(fn, *args) { Native.call(fn, cfg, *args) }
+      set.call(:dflockd_config_set_servers, *Native.str(servers))
+      set.call(:dflockd_config_set_auth_token, *Native.str(auth_token)) if auth_token
+      set.call(:dflockd_config_set_tls_ca_file, *Native.str(tls_ca_file)) if tls_ca_file
+      set.call(:dflockd_config_set_tls_ca_pem, *Native.str(tls_ca_pem)) if tls_ca_pem
+      set.call(:dflockd_config_set_tls_system_roots, true) if tls_system_roots
+      set.call(:dflockd_config_set_tls_server_name, *Native.str(tls_server_name)) if tls_server_name
+      set.call(:dflockd_config_set_connect_timeout_ms, millis(connect_timeout)) if connect_timeout
+      set.call(:dflockd_config_set_default_lease, Native.seconds(default_lease, "default_lease")) if default_lease
+      set.call(:dflockd_config_set_renew_ratio, renew_ratio.to_f) if renew_ratio
+      set.call(:dflockd_config_set_keepalive_ms, millis(keepalive)) if keepalive
+      out = FFI::MemoryPointer.new(:pointer)
+      Native.call(:dflockd_client_new, cfg, out)
+      @handle = Handle.new(out.read_pointer, :dflockd_client_free, "client")
+    ensure
+      cfg&.free
+    end
+
+    # A lock handle on key. With a block: acquire (timeout: seconds, nil =
+    # no limit), yield the held lease, release on block exit (even on an
+    # exception), close the handle; returns the block's value. Without a
+    # block: the handle, nothing acquired (close it when done).
+    def lock(key, timeout: nil, &block)
+      lease = make_lease(key, nil)
+      return lease unless block
+
+      guarded(lease, timeout, &block)
+    end
+
+    # A counting-semaphore handle on key with `limit` (>= 1) holders; block
+    # form as #lock.
+    def semaphore(key, limit, timeout: nil, &block)
+      lease = make_lease(key, limit)
+      return lease unless block
+
+      guarded(lease, timeout, &block)
+    end
+
+    # The index of the server that owns key.
+    def server_for(key)
+      out = FFI::MemoryPointer.new(:size_t)
+      @handle.use { |p| Native.call(:dflockd_client_server_for, p, *Native.str(key), out) }
+      out.read(:size_t)
+    end
+
+    # Server `index`'s statistics as a JSON string.
+    def stats(index = 0)
+      @handle.use { |p| Native.out_string(:dflockd_client_stats, p, index) }
+    end
+
+    # Free the client (leases made from it stay usable).
+    def close
+      @handle.close
+    end
+
+    # The fence of a token (its first 16 hex digits as an integer).
+    def self.fence_from_token(token)
+      out = FFI::MemoryPointer.new(:uint64)
+      Native.call(:dflockd_fence_from_token, *Native.str(token), out)
+      out.read(:uint64)
+    end
+
+    # The standard routing every dflockd client uses: crc32(key) % n_servers.
+    def self.shard(key, n_servers)
+      out = FFI::MemoryPointer.new(:size_t)
+      Native.call(:dflockd_shard, *Native.str(key), n_servers, out)
+      out.read(:size_t)
+    end
+
+    private
+
+    def make_lease(key, limit)
+      if limit && !(limit.is_a?(Integer) && limit >= 1)
+        raise InvalidArgumentError.new("semaphore #{key.inspect}: limit must be an Integer >= 1, got #{limit.inspect}",
+                                       STATUS[:invalid_argument])
+      end
+      out = FFI::MemoryPointer.new(:pointer)
+      @handle.use do |p|
+        if limit
+          Native.call(:dflockd_client_semaphore, p, *Native.str(key), limit, out)
+        else
+          Native.call(:dflockd_client_lock, p, *Native.str(key), out)
+        end
+      end
+      Lease.new(out.read_pointer, key, limit)
+    end
+
+    def guarded(lease, timeout)
+      lease.synchronize(timeout: timeout) { yield lease }
+    ensure
+      lease.close
+    end
+
+    def millis(seconds)
+      raise InvalidArgumentError.new("duration must be positive, got #{seconds}", STATUS[:invalid_argument]) unless seconds.positive?
+
+      (seconds * 1000).ceil
+    end
+  end
+
+  # Shortcuts for the two free functions.
+  def self.fence_from_token(token) = Client.fence_from_token(token)
+  def self.shard(key, n_servers) = Client.shard(key, n_servers)
+  def self.version = Native.dflockd_version
+end

@@ -1,0 +1,144 @@
+# frozen_string_literal: true
+
+require "ffi"
+
+module DFlockd
+  # The C functions of include/dflockd.h. Calls that do network I/O or wait
+  # are attached with `blocking: true`, so Ruby releases the GVL during them.
+  module Native
+    extend FFI::Library
+
+    # DFLOCKD_LIB, else the library staged by `make lib` in this repository,
+    # else the system's libdflockd (installed with `make install`).
+    LIBRARY = ENV["DFLOCKD_LIB"] || begin
+      staged = File.expand_path("../../../../build/lib/libdflockd.so", __dir__)
+      File.exist?(staged) ? staged : "dflockd"
+    end
+    ffi_lib LIBRARY
+
+    MAX_SECONDS = 9_223_372_036
+    TOKEN_SIZE = 33
+
+    # [name, args, return, blocking?]: one row per C function used.
+    FUNCTIONS = [
+      [:dflockd_error_status, [:pointer], :int, false],
+      [:dflockd_error_message, [:pointer], :string, false],
+      [:dflockd_error_leader, [:pointer], :string, false],
+      [:dflockd_error_free, [:pointer], :void, false],
+      [:dflockd_status_str, [:int32], :string, false],
+      [:dflockd_version, [], :string, false],
+      [:dflockd_config_new, [:pointer], :int, false],
+      [:dflockd_config_free, [:pointer], :void, false],
+      [:dflockd_config_set_servers, %i[pointer pointer size_t pointer], :int, false],
+      [:dflockd_config_set_auth_token, %i[pointer pointer size_t pointer], :int, false],
+      [:dflockd_config_set_tls_ca_file, %i[pointer pointer size_t pointer], :int, false],
+      [:dflockd_config_set_tls_ca_pem, %i[pointer pointer size_t pointer], :int, false],
+      [:dflockd_config_set_tls_system_roots, %i[pointer bool pointer], :int, false],
+      [:dflockd_config_set_tls_server_name, %i[pointer pointer size_t pointer], :int, false],
+      [:dflockd_config_set_connect_timeout_ms, %i[pointer uint64 pointer], :int, false],
+      [:dflockd_config_set_default_lease, %i[pointer uint64 pointer], :int, false],
+      [:dflockd_config_set_renew_ratio, %i[pointer double pointer], :int, false],
+      [:dflockd_config_set_keepalive_ms, %i[pointer uint64 pointer], :int, false],
+      [:dflockd_fence_from_token, %i[pointer size_t pointer pointer], :int, false],
+      [:dflockd_shard, %i[pointer size_t size_t pointer pointer], :int, false],
+      [:dflockd_client_new, %i[pointer pointer pointer], :int, false],
+      [:dflockd_client_free, [:pointer], :void, false],
+      [:dflockd_client_server_for, %i[pointer pointer size_t pointer pointer], :int, false],
+      [:dflockd_client_lock, %i[pointer pointer size_t pointer pointer], :int, false],
+      [:dflockd_client_semaphore, %i[pointer pointer size_t uint64 pointer pointer], :int, false],
+      [:dflockd_client_stats, %i[pointer size_t pointer size_t pointer pointer], :int, true],
+      [:dflockd_lease_free, [:pointer], :void, true],
+      [:dflockd_lease_acquire, %i[pointer uint64 pointer], :int, true],
+      [:dflockd_lease_try_acquire, %i[pointer pointer pointer], :int, true],
+      [:dflockd_lease_enqueue, %i[pointer pointer pointer], :int, true],
+      [:dflockd_lease_wait, %i[pointer uint64 pointer], :int, true],
+      [:dflockd_lease_release, %i[pointer pointer], :int, true],
+      [:dflockd_lease_cancel, [:pointer], :int, false],
+      [:dflockd_lease_token, %i[pointer pointer size_t pointer pointer], :int, false],
+      [:dflockd_lease_fence, %i[pointer pointer pointer], :int, false],
+      [:dflockd_lease_ttl, %i[pointer pointer pointer], :int, false],
+      [:dflockd_lease_set_ttl, %i[pointer uint64 pointer], :int, false],
+      [:dflockd_lease_is_held, [:pointer], :bool, false],
+      [:dflockd_lease_is_lost, [:pointer], :bool, false],
+      [:dflockd_lease_wait_lost, %i[pointer int64 pointer pointer], :int, true],
+      [:dflockd_testserver_options_new, [:pointer], :int, false],
+      [:dflockd_testserver_options_free, [:pointer], :void, false],
+      [:dflockd_testserver_options_set_auth_token, %i[pointer pointer size_t pointer], :int, false],
+      [:dflockd_testserver_options_set_tls_files, %i[pointer pointer size_t pointer size_t pointer], :int, false],
+      [:dflockd_testserver_options_set_default_lease, %i[pointer uint64 pointer], :int, false],
+      [:dflockd_testserver_start, %i[pointer pointer pointer], :int, true],
+      [:dflockd_testserver_stop, [:pointer], :void, true],
+      [:dflockd_testserver_addr, %i[pointer pointer size_t pointer pointer], :int, false],
+      [:dflockd_testserver_pause, [:pointer], :int, false],
+      [:dflockd_testserver_resume, [:pointer], :int, false],
+      [:dflockd_testserver_drop_connections, [:pointer], :int, true],
+      [:dflockd_testserver_set_follower, %i[pointer bool pointer size_t pointer], :int, false]
+    ].freeze
+
+    FUNCTIONS.each do |name, args, ret, blocking|
+      attach_function name, args, ret, blocking: blocking
+    end
+
+    module_function
+
+    # A Ruby string as C pointer + byte length (copied; no NUL needed). The
+    # bytes go as they are: invalid UTF-8 is rejected by the library with
+    # DFlockd::InvalidUTF8Error. An empty string gets a valid pointer.
+    def str(s)
+      s = s.to_s
+      buf = FFI::MemoryPointer.new(:char, s.bytesize + 1)
+      buf.put_bytes(0, s.b)
+      [buf, s.bytesize]
+    end
+
+    # Call a C function whose last argument is `dflockd_error **err` and
+    # raise the matching DFlockd::Error with the error object's message (no
+    # thread-local "last error" is involved).
+    def call(name, *args)
+      errp = FFI::MemoryPointer.new(:pointer)
+      status = public_send(name, *args, errp)
+      DFlockd.raise_for(status, errp.read_pointer) unless status.zero?
+      free_error(errp.read_pointer)
+      nil
+    end
+
+    # Raise for a status of a call without an error out-parameter.
+    def check(status)
+      DFlockd.raise_for(status, FFI::Pointer::NULL) unless status.zero?
+      nil
+    end
+
+    # Read an output string (buf, cap, out_len convention), growing the
+    # buffer on DFLOCKD_STATUS_BUFFER_TOO_SMALL.
+    def out_string(name, *args)
+      size = 64
+      4.times do
+        buf = FFI::MemoryPointer.new(:char, size)
+        len = FFI::MemoryPointer.new(:size_t)
+        errp = FFI::MemoryPointer.new(:pointer)
+        status = public_send(name, *args, buf, size, len, errp)
+        needed = len.read(:size_t)
+        if status == DFlockd::STATUS[:buffer_too_small] && needed > size
+          free_error(errp.read_pointer)
+          size = needed + 256
+          next
+        end
+        DFlockd.raise_for(status, errp.read_pointer) unless status.zero?
+        return buf.read_bytes(needed).force_encoding(Encoding::UTF_8)
+      end
+      raise DFlockd::Error.new("#{name}: the output kept growing", DFlockd::STATUS[:buffer_too_small])
+    end
+
+    def free_error(ptr)
+      dflockd_error_free(ptr) unless ptr.null?
+    end
+
+    # Seconds as the protocol counts them (whole, rounded up); nil = no limit.
+    def seconds(value, what)
+      return MAX_SECONDS if value.nil?
+      raise DFlockd::InvalidArgumentError.new("#{what} must not be negative, got #{value}", DFlockd::STATUS[:invalid_argument]) if value.negative?
+
+      [value.ceil, MAX_SECONDS].min
+    end
+  end
+end

@@ -1,0 +1,62 @@
+# frozen_string_literal: true
+
+module DFlockd
+  # The library's embedded dflockd server on loopback, for tests and demos,
+  # with fault controls. Thread-safe.
+  class TestServer
+    attr_reader :addr
+
+    def self.start(**opts)
+      new(**opts)
+    end
+
+    def initialize(auth_token: nil, tls_cert_file: nil, tls_key_file: nil, default_lease: nil)
+      optp = FFI::MemoryPointer.new(:pointer)
+      Native.check(Native.dflockd_testserver_options_new(optp))
+      opts = FFI::AutoPointer.new(optp.read_pointer, Native.method(:dflockd_testserver_options_free))
+      Native.call(:dflockd_testserver_options_set_auth_token, opts, *Native.str(auth_token)) if auth_token
+      if tls_cert_file || tls_key_file
+        Native.call(:dflockd_testserver_options_set_tls_files, opts, *Native.str(tls_cert_file),
+                    *Native.str(tls_key_file))
+      end
+      if default_lease
+        Native.call(:dflockd_testserver_options_set_default_lease, opts,
+                    Native.seconds(default_lease, "default_lease"))
+      end
+      out = FFI::MemoryPointer.new(:pointer)
+      Native.call(:dflockd_testserver_start, opts, out)
+      @handle = Handle.new(out.read_pointer, :dflockd_testserver_stop, "test server")
+      @addr = @handle.use { |p| Native.out_string(:dflockd_testserver_addr, p) }
+    ensure
+      opts&.free
+    end
+
+    # Stop answering (requests are read, not answered) / answer again.
+    def pause = fault(:dflockd_testserver_pause)
+    def resume = fault(:dflockd_testserver_resume)
+
+    # Close every client connection (their leases are released).
+    def drop_connections = fault(:dflockd_testserver_drop_connections)
+
+    # Follower mode: mutating commands get error_not_leader naming `leader`.
+    def follower!(leader = nil)
+      @handle.use do |p|
+        if leader
+          Native.call(:dflockd_testserver_set_follower, p, true, *Native.str(leader))
+        else
+          Native.call(:dflockd_testserver_set_follower, p, true, nil, 0)
+        end
+      end
+    end
+
+    def stop
+      @handle.close
+    end
+
+    private
+
+    def fault(fn)
+      @handle.use { |p| Native.check(Native.public_send(fn, p)) }
+    end
+  end
+end

@@ -1,0 +1,91 @@
+# frozen_string_literal: true
+
+require "test_helper"
+
+class FaultsTest < Minitest::Test
+  include DFlockdTestHelper
+
+  def test_lost_lease_after_dropped_connections
+    need_embedded
+    srv = start_server
+    c = new_client(servers: srv.addr, keepalive: 0.1)
+    l = handle(c.lock(unique_key))
+    l.acquire(timeout: 5)
+    refute l.wait_lost(0), "lost while healthy"
+    notified = Queue.new
+    watcher = l.on_lost { |lease| notified << lease.held? }
+    srv.drop_connections
+    assert l.wait_lost(10), "not reported lost within 10 s"
+    assert l.lost?
+    refute l.held?
+    assert_equal false, Timeout.timeout(5) { notified.pop }
+    join(watcher)
+    assert_raises(DFlockd::LeaseLostError) { l.release }
+  end
+
+  def test_block_form_raises_when_the_lease_was_lost_inside
+    need_embedded
+    srv = start_server
+    c = new_client(servers: srv.addr, keepalive: 0.1)
+    assert_raises(DFlockd::LeaseLostError) do
+      c.lock(unique_key, timeout: 5) do |l|
+        srv.drop_connections
+        assert l.wait_lost(10)
+      end
+    end
+  end
+
+  def test_lost_lease_while_server_paused
+    need_embedded
+    srv = start_server
+    c = new_client(servers: srv.addr, default_lease: 2, keepalive: 0.2)
+    l = handle(c.lock(unique_key))
+    l.acquire(timeout: 5)
+    srv.pause
+    defer { srv.resume }
+    assert l.wait_lost(15), "not lost within 15 s of a paused server"
+    refute l.held?
+  end
+
+  def test_on_lost_does_not_fire_on_release
+    c = env_client
+    l = handle(c.lock(unique_key))
+    l.acquire(timeout: 5)
+    fired = false
+    watcher = l.on_lost { fired = true }
+    l.release
+    join(watcher, 5) # ends once it sees the release
+    refute fired
+  end
+
+  def test_tls_and_auth
+    need_embedded
+    srv = start_server(auth_token: "s3cret", tls_cert_file: File.join(TLS_DIR, "server.pem"),
+                       tls_key_file: File.join(TLS_DIR, "server.key"))
+    ca = File.join(TLS_DIR, "ca.pem")
+    good = new_client(servers: srv.addr, auth_token: "s3cret", tls_ca_file: ca)
+    assert_equal :ok, good.lock(unique_key, timeout: 5) { :ok }
+    {
+      "wrong token" => [DFlockd::AuthError, { auth_token: "wrong", tls_ca_file: ca }],
+      "no token" => [DFlockd::AuthError, { tls_ca_file: ca }],
+      "untrusted CA" => [DFlockd::TLSError, { auth_token: "s3cret", tls_ca_file: File.join(TLS_DIR, "other-ca.pem") }],
+      "wrong name" => [DFlockd::TLSError, { auth_token: "s3cret", tls_ca_file: ca, tls_server_name: "other.example" }]
+    }.each do |what, (klass, opts)|
+      c = new_client(servers: srv.addr, connect_timeout: 3, **opts)
+      assert_raises(klass, what) { handle(c.lock(unique_key)).try_acquire }
+    end
+    pem = File.read(ca)
+    by_pem = new_client(servers: srv.addr, auth_token: "s3cret", tls_ca_pem: pem)
+    assert handle(by_pem.lock(unique_key)).try_acquire
+  end
+
+  def test_not_leader
+    need_embedded
+    srv = start_server
+    srv.follower!("10.9.9.9:6388")
+    c = new_client(servers: srv.addr)
+    e = assert_raises(DFlockd::NotLeaderError) { handle(c.lock(unique_key)).try_acquire }
+    # The core drops the leader when it gives up redirecting (see the Go test); the message names it.
+    assert(e.leader == "10.9.9.9:6388" || e.message.include?("10.9.9.9:6388"), e.message)
+  end
+end
