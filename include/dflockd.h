@@ -992,6 +992,17 @@ bool dflockd_lease_is_held(const dflockd_lease *lease);
 bool dflockd_lease_is_lost(const dflockd_lease *lease);
 
 /**
+ * Why the lease was lost, without a callback: returns
+ * `DFLOCKD_STATUS_OK` while the handle's last lease is not lost, else the
+ * error that ended it, with its detail in `*err` (the same status and
+ * message the lost callback receives: e.g. `SERVER_ERROR` when the server
+ * no longer had the lease, `LEASE_LOST` when renewal ran out of time).
+ * Lets bindings whose runtimes cannot take callbacks from library threads
+ * (Ruby) report the cause after `dflockd_lease_wait_lost()`.
+ */
+dflockd_status dflockd_lease_lost_error(const dflockd_lease *lease, dflockd_error **err);
+
+/**
  * Block the calling thread until the lease is lost or `timeout_ms` passes
  * (negative = no limit; 0 = just check). `*lost_out` = true if lost.
  * Returns at once with true if already lost. Releasing the lease does not

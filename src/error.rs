@@ -78,6 +78,13 @@ impl Error {
         self.leader.as_deref()
     }
 
+    /// The same error (kind and leader kept) with `more` appended to its
+    /// message.
+    pub(crate) fn context(mut self, more: &str) -> Error {
+        self.message = format!("{}; {more}", self.message);
+        self
+    }
+
     pub(crate) fn io(context: &str, e: &std::io::Error) -> Error {
         let kind = match e.kind() {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ErrorKind::Deadline,

@@ -131,4 +131,21 @@ fn unknown_or_missing_hint_tries_the_next_server_and_gives_up_bounded() {
         .expect_err("no leader");
     assert_eq!(err.kind(), ErrorKind::NotLeader);
     assert!(err.message().contains("4 redirect"), "{err}");
+    assert_eq!(err.leader(), None, "no leader known");
+
+    // A hint to a server we do not know is kept in the final error.
+    let f = embedded(ServerOptions {
+        follower: Some(Some("10.9.9.9:6388".into())),
+        ..ServerOptions::default()
+    });
+    let mut c = config_for(&[&f]);
+    c.max_redirects = 2;
+    let err = Client::new(c)
+        .expect("client")
+        .lock("k")
+        .expect("lease")
+        .acquire(0)
+        .expect_err("no reachable leader");
+    assert_eq!(err.kind(), ErrorKind::NotLeader);
+    assert_eq!(err.leader(), Some("10.9.9.9:6388"), "{err}");
 }

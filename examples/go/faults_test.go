@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -138,10 +137,7 @@ func TestNotLeaderCarriesLeader(t *testing.T) {
 	if !errors.Is(err, ErrNotLeader) || !errors.As(err, &e) {
 		t.Fatalf("follower: %v, want ErrNotLeader", err)
 	}
-	// The leader should be in e.Leader (dflockd_error_leader), but the core's
-	// redirect loop (src/client/mod.rs route) rebuilds the error after giving
-	// up and drops it; until that is fixed only the message names it.
-	if e.Leader != "10.9.9.9:6388" && !strings.Contains(e.Message, "10.9.9.9:6388") {
+	if e.Leader != "10.9.9.9:6388" {
 		t.Fatalf("the error does not name the leader: %v (Leader %q)", err, e.Leader)
 	}
 }

@@ -187,10 +187,8 @@ impl ClientInner {
             match attempt(idx) {
                 Err(e) if e.kind() == ErrorKind::NotLeader => {
                     if redirects >= self.config.max_redirects {
-                        return Err(Error::new(
-                            ErrorKind::NotLeader,
-                            format!("{e}; gave up after {redirects} redirect(s)"),
-                        ));
+                        // Keep the leader hint: callers (and dflockd_error_leader) report it.
+                        return Err(e.context(&format!("gave up after {redirects} redirect(s)")));
                     }
                     redirects += 1;
                     idx = e

@@ -282,6 +282,24 @@ pub extern "C" fn dflockd_lease_is_lost(lease: *const dflockd_lease) -> bool {
     guard_value(false, || self::lease(lease).is_ok_and(Lease::is_lost))
 }
 
+/// Why the lease was lost, without a callback: returns
+/// `DFLOCKD_STATUS_OK` while the handle's last lease is not lost, else the
+/// error that ended it, with its detail in `*err` (the same status and
+/// message the lost callback receives: e.g. `SERVER_ERROR` when the server
+/// no longer had the lease, `LEASE_LOST` when renewal ran out of time).
+/// Lets bindings whose runtimes cannot take callbacks from library threads
+/// (Ruby) report the cause after `dflockd_lease_wait_lost()`.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_lost_error(
+    lease: *const dflockd_lease,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || match self::lease(lease)?.lost_error() {
+        None => Ok(()),
+        Some(e) => Err(e.into()),
+    })
+}
+
 /// Block the calling thread until the lease is lost or `timeout_ms` passes
 /// (negative = no limit; 0 = just check). `*lost_out` = true if lost.
 /// Returns at once with true if already lost. Releasing the lease does not

@@ -123,6 +123,7 @@ static void test_null_everywhere(dflockd_client *c) {
     EXPECT(DFLOCKD_STATUS_NULL_PARAMETER, dflockd_lease_fence(NULL, &u, E));
     EXPECT(DFLOCKD_STATUS_NULL_PARAMETER, dflockd_lease_token(NULL, buf, sizeof buf, &n, E));
     EXPECT(DFLOCKD_STATUS_NULL_PARAMETER, dflockd_lease_wait_lost(NULL, 0, &b, E));
+    EXPECT(DFLOCKD_STATUS_NULL_PARAMETER, dflockd_lease_lost_error(NULL, E));
     EXPECT(DFLOCKD_STATUS_NULL_PARAMETER, dflockd_lease_acquire_async(NULL, 0, NULL, NULL, E));
     CHECK(!dflockd_lease_is_held(NULL));
     CHECK(!dflockd_lease_is_lost(NULL));
@@ -345,9 +346,18 @@ static void test_lost_lease(void) {
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_acquire(l, 1, E));
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_wait_lost(l, 0, &lost, E));
     CHECK(!lost);
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_lost_error(l, E));
     EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_restart(s, E));
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_wait_lost(l, 10000, &lost, E));
     CHECK(lost);
+    {
+        /* The cause, without a callback: what the lost callback also gets. */
+        dflockd_error *why = NULL;
+        dflockd_status st = dflockd_lease_lost_error(l, &why);
+        CHECK(st == DFLOCKD_STATUS_LEASE_LOST || st == DFLOCKD_STATUS_SERVER_ERROR);
+        CHECK(why != NULL && dflockd_error_status(why) == st && dflockd_error_message(why)[0] != '\0');
+        dflockd_error_free(why);
+    }
     CHECK(dflockd_lease_is_lost(l) && !dflockd_lease_is_held(l));
     EXPECT(DFLOCKD_STATUS_NOT_HELD, dflockd_lease_fence(l, &fence, E));
     EXPECT(DFLOCKD_STATUS_LEASE_LOST, dflockd_lease_release(l, E));
