@@ -7,8 +7,11 @@
 //!
 //! Prints:
 //! - acquire+release pairs per second and p50/p99 latency through the
-//!   high-level `Lease` API at 1 and 10 threads, the same two round trips
-//!   on a raw `TcpStream` (the floor), and their ratio;
+//!   high-level `Lease` API (`try_acquire` + `release`, as the C ABI bench
+//!   `benches/c/abi_bench.c` does) at 1 and 10 threads, the same two round
+//!   trips on a raw `TcpStream` (the floor), and their ratio, also as
+//!   `RATIO bench=rust threads=N value=R se=E` lines for `make bench` (E:
+//!   standard error from the spread of the per-round ratios);
 //! - threads and resident memory of this process while 10,000 leases are
 //!   held and renewed.
 
@@ -79,11 +82,31 @@ fn raise_nofile(want: u64) -> u64 {
 struct Tally {
     samples: Vec<u64>,
     secs: f64,
+    /// Pairs per second of each slice, to see how much the ratio wanders.
+    slice_rates: Vec<f64>,
 }
 
 impl Tally {
     fn rate(&self) -> f64 {
         self.samples.len() as f64 / self.secs
+    }
+
+    /// Standard error of the mean of the per-round ratios `self / other`
+    /// (round i = slice i of each): the noise left after alternation.
+    fn ratio_se(&self, other: &Tally) -> f64 {
+        let r: Vec<f64> = self
+            .slice_rates
+            .iter()
+            .zip(&other.slice_rates)
+            .map(|(a, b)| a / b)
+            .collect();
+        let n = r.len() as f64;
+        if n < 2.0 {
+            return f64::NAN;
+        }
+        let mean = r.iter().sum::<f64>() / n;
+        let var = r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        (var / n).sqrt()
     }
 
     fn pct(&mut self, p: f64) -> f64 {
@@ -117,12 +140,16 @@ fn slice<W: FnMut() + Send + 'static>(workers: Vec<W>, slice: Duration, tally: &
     barrier.wait();
     let started = Instant::now();
     let mut back = Vec::new();
+    let mut pairs = 0;
     for h in handles {
         let (pair, samples) = h.join().expect("worker");
+        pairs += samples.len();
         tally.samples.extend(samples);
         back.push(pair);
     }
-    tally.secs += started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
+    tally.secs += secs;
+    tally.slice_rates.push(pairs as f64 / secs);
     back
 }
 
@@ -176,7 +203,7 @@ fn raw_pair(port: u16, key: String) -> impl FnMut() + Send + 'static {
 fn lease_pair(client: &Client, key: String) -> impl FnMut() + Send + 'static {
     let lease = client.lock(&key).expect("lease");
     move || {
-        lease.acquire(0).expect("acquire");
+        assert!(lease.try_acquire().expect("acquire"), "uncontended key was taken");
         lease.release().expect("release");
     }
 }
@@ -286,6 +313,7 @@ fn main() {
         "threads", "lease/s", "p50 us", "p99 us", "raw/s", "p50 us", "p99 us", "raw/lease"
     );
     let mut ratio_one = 0.0;
+    let mut ratios = Vec::new();
     for threads in [1usize, 10] {
         let raw = (0..threads)
             .map(|i| raw_pair(server.port, format!("raw-{threads}-{i}")))
@@ -298,6 +326,7 @@ fn main() {
         if threads == 1 {
             ratio_one = ratio;
         }
+        ratios.push((threads, ratio, raw.ratio_se(&high)));
         println!(
             "{:<8} {:>12.0} {:>10.1} {:>10.1}   {:>12.0} {:>10.1} {:>10.1}   {:>8.3}",
             threads,
@@ -315,4 +344,8 @@ fn main() {
         ratio_one,
         if ratio_one <= 1.15 { "MET" } else { "MISSED" }
     );
+    // Machine-readable, for `make bench` to set beside the C ABI's ratio.
+    for (threads, ratio, se) in ratios {
+        println!("RATIO bench=rust threads={threads} value={ratio:.4} se={se:.4}");
+    }
 }
