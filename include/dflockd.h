@@ -1058,6 +1058,16 @@ dflockd_status dflockd_testserver_options_set_host(dflockd_testserver_options *o
                                                    dflockd_error **err);
 
 /**
+ * Protocol line to emulate where 1.10 and 2.x differ: `"2.x"` (default)
+ * or `"1.10"` (`ping` answers `error`, random tokens, one key namespace
+ * for locks and semaphores, ...; see protocol.md).
+ */
+dflockd_status dflockd_testserver_options_set_server_line(dflockd_testserver_options *opts,
+                                                          const char *line,
+                                                          size_t line_len,
+                                                          dflockd_error **err);
+
+/**
  * Listen port (default 0: an ephemeral port, see `dflockd_testserver_port()`).
  */
 dflockd_status dflockd_testserver_options_set_port(dflockd_testserver_options *opts,

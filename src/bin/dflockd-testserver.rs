@@ -16,7 +16,7 @@ const USAGE: &str = "usage: dflockd-testserver [--host H] [--port P] [--default-
   [--auth-token T | --auth-token-file F] [--tls-cert F --tls-key F]
   [--max-locks N] [--max-waiters N] [--max-connections N]
   [--auto-release-on-disconnect=true|false] [--shutdown-timeout S]
-  [--follower [LEADER_HOST:PORT]] [--exit-on-stdin-eof]
+  [--follower [LEADER_HOST:PORT]] [--server-line 2.x|1.10] [--exit-on-stdin-eof]
 Prints the bound address (127.0.0.1:PORT) on one stdout line.";
 
 struct Args {
@@ -77,7 +77,7 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             }
             _ => {}
         }
-        const VALUE_FLAGS: [&str; 15] = [
+        const VALUE_FLAGS: [&str; 16] = [
             "host",
             "port",
             "default-lease-ttl",
@@ -93,6 +93,7 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             "max-waiters",
             "max-connections",
             "shutdown-timeout",
+            "server-line",
         ];
         if !VALUE_FLAGS.contains(&flag.as_str()) {
             return Err(format!("unknown flag --{flag}"));
@@ -118,6 +119,7 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             "max-waiters" => o.max_waiters = number(&flag, &value)?,
             "max-connections" => o.max_connections = number(&flag, &value)?,
             "shutdown-timeout" => a.shutdown_timeout = seconds(&flag, &value)?,
+            "server-line" => o.line = value.parse()?,
             _ => return Err(format!("unknown flag --{flag}")),
         }
     }

@@ -109,6 +109,24 @@ pub extern "C" fn dflockd_testserver_options_set_host(
     })
 }
 
+/// Protocol line to emulate where 1.10 and 2.x differ: `"2.x"` (default)
+/// or `"1.10"` (`ping` answers `error`, random tokens, one key namespace
+/// for locks and semaphores, ...; see protocol.md).
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_testserver_options_set_server_line(
+    opts: *mut dflockd_testserver_options,
+    line: *const c_char,
+    line_len: usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_opts(opts, err, |o| {
+        // SAFETY: C contract.
+        let line = unsafe { str_in(line, line_len, "line") }?;
+        o.line = line.parse().map_err(FfiError::invalid)?;
+        Ok(())
+    })
+}
+
 /// Listen port (default 0: an ephemeral port, see `dflockd_testserver_port()`).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_port(

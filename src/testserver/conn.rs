@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Shared;
+use super::line::Behaviour;
 use super::table::{ConnId, Enqueue, Grant, Start, WaiterId};
 use super::tls::Transport;
 use super::wake::{self, Waker};
@@ -65,10 +66,11 @@ impl ConnCtl {
 
 /// Splits the byte stream into three-line frames. A line that is not UTF-8
 /// is kept as `None` so the frame stays aligned and gets `error`.
-#[derive(Default)]
 struct Framer {
     buf: LineBuffer,
     lines: Vec<Option<String>>,
+    /// Longest `auth` argument line (the server line's).
+    max_auth_line: usize,
 }
 
 type Frame = [Option<String>; 3];
@@ -80,7 +82,7 @@ impl Framer {
         while self.lines.len() < 3 {
             let is_auth_arg = self.lines.len() == 2 && self.lines[0].as_deref() == Some("auth");
             let max = if is_auth_arg {
-                MAX_AUTH_LINE_BYTES
+                self.max_auth_line
             } else {
                 MAX_LINE_BYTES
             };
@@ -120,6 +122,7 @@ struct Conn {
     io: Transport,
     framer: Framer,
     authed: bool,
+    behaviour: Behaviour,
 }
 
 /// Serve one accepted connection until it closes, then release what it
@@ -138,7 +141,12 @@ pub(super) fn serve(shared: Arc<Shared>, ctl: Arc<ConnCtl>, stream: TcpStream) {
             shared: shared.clone(),
             ctl: ctl.clone(),
             io,
-            framer: Framer::default(),
+            framer: Framer {
+                buf: LineBuffer::default(),
+                lines: Vec::new(),
+                max_auth_line: shared.behaviour.max_auth_line,
+            },
+            behaviour: shared.behaviour,
         };
         conn.run();
         let release = shared.opts.auto_release_on_disconnect;
@@ -159,6 +167,9 @@ impl Conn {
         loop {
             let flow = match self.next_frame() {
                 Incoming::Frame(frame) => self.handle(frame),
+                Incoming::TooLong if !self.authed && self.behaviour.too_long_before_auth_is_auth_failure => {
+                    self.auth_failed()
+                }
                 Incoming::TooLong | Incoming::IdleTimeout => {
                     let _ = self.send(&Reply::Status(Status::Error));
                     Flow::Close
@@ -237,7 +248,7 @@ impl Conn {
     }
 
     fn handle(&mut self, frame: Frame) -> Flow {
-        if self.shared.draining() {
+        if self.shared.draining() && self.behaviour.error_draining {
             let _ = self.send(&Reply::Status(Status::ErrorDraining));
             return Flow::Close;
         }
@@ -266,7 +277,8 @@ impl Conn {
         match req {
             // Already authenticated, or the server has no token.
             Request::Auth { .. } => self.status(Status::Error),
-            Request::Ping => self.reply(Reply::Ok),
+            Request::Ping if self.behaviour.ping_ok => self.reply(Reply::Ok),
+            Request::Ping => self.status(Status::Error),
             Request::Stats => {
                 let conns = self.shared.connection_count();
                 let stats: Stats = self.shared.with_table(|t| t.stats(conns, now));
@@ -357,6 +369,18 @@ impl Conn {
     /// the client went away (its waiter is dropped with the connection).
     fn block(&mut self, waiter: WaiterId, timeout_s: u64) -> Option<Result<Grant, Status>> {
         let deadline = Instant::now().checked_add(Duration::from_secs(timeout_s));
+        let outcome = self.block_until(waiter, deadline);
+        if outcome.is_none() {
+            // The client left: a line that keeps its waiter (1.10) does so
+            // until the request's timeout.
+            let release = self.shared.opts.auto_release_on_disconnect;
+            self.shared
+                .with_table(|t| t.orphan_wait(waiter, deadline, release, Instant::now()));
+        }
+        outcome
+    }
+
+    fn block_until(&mut self, waiter: WaiterId, deadline: Option<Instant>) -> Option<Result<Grant, Status>> {
         let mut buf = [0u8; 4096];
         loop {
             let now = Instant::now();

@@ -27,11 +27,13 @@
 
 mod conn;
 mod faults;
+mod line;
 mod options;
 mod table;
 mod tls;
 mod wake;
 
+pub use line::ServerLine;
 pub use options::{ServerOptions, TlsIdentity};
 
 use std::collections::HashMap;
@@ -45,6 +47,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conn::ConnCtl;
 use faults::Faults;
+use line::Behaviour;
 use table::{ConnId, Limits, Table};
 use wake::Waker;
 
@@ -79,10 +82,21 @@ fn wall_clock_ns() -> u64 {
         .map_or(1, |d| d.as_nanos() as u64)
 }
 
+/// An empty table with `opts`' limits and line.
+fn table_for(opts: &ServerOptions, first_fence: u64) -> Table {
+    let limits = Limits {
+        max_locks: opts.max_locks,
+        max_waiters: opts.max_waiters,
+    };
+    Table::new(limits, first_fence, random_u64).for_line(opts.line)
+}
+
 /// State shared by the accept loop, the sweeper, every connection thread
 /// and the controls.
 struct Shared {
     opts: ServerOptions,
+    /// `opts.line`'s behaviour where the lines differ.
+    behaviour: Behaviour,
     tls: Option<Arc<rustls::ServerConfig>>,
     table: Mutex<Table>,
     faults: Faults,
@@ -109,11 +123,7 @@ impl Shared {
     }
 
     fn new_table(&self, first_fence: u64) -> Table {
-        let limits = Limits {
-            max_locks: self.opts.max_locks,
-            max_waiters: self.opts.max_waiters,
-        };
-        Table::new(limits, first_fence, random_u64)
+        table_for(&self.opts, first_fence)
     }
 
     /// Run `f` on the table, then wake the connections it granted to.
@@ -312,12 +322,9 @@ impl TestServer {
         let listener = TcpListener::bind((opts.host.as_str(), opts.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let limits = Limits {
-            max_locks: opts.max_locks,
-            max_waiters: opts.max_waiters,
-        };
         let shared = Arc::new(Shared {
-            table: Mutex::new(Table::new(limits, wall_clock_ns(), random_u64)),
+            table: Mutex::new(table_for(&opts, wall_clock_ns())),
+            behaviour: opts.line.behaviour(),
             faults: Faults::new(opts.follower.clone()),
             opts,
             tls,

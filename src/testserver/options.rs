@@ -4,6 +4,8 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
+use super::line::ServerLine;
+
 /// A server certificate chain and private key, PEM-encoded.
 #[derive(Clone)]
 pub struct TlsIdentity {
@@ -65,6 +67,9 @@ pub struct ServerOptions {
     /// `Some(Some("h:p"))`: a cluster follower that knows its leader;
     /// `Some(None)`: a follower without a known leader; `None`: a leader.
     pub follower: Option<Option<String>>,
+    /// The release line to emulate where 1.10 and 2.x differ
+    /// (`--server-line`; see [`ServerLine`]).
+    pub line: ServerLine,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +89,7 @@ impl Default for ServerOptions {
             max_connections: 0,
             auto_release_on_disconnect: true,
             follower: None,
+            line: ServerLine::V2,
         }
     }
 }

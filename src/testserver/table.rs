@@ -10,10 +10,14 @@
 //! their own key space; expired leases are evicted lazily on acquire,
 //! enqueue and renew as well as by the periodic sweep; a grant is
 //! "committed" (its lease restarted) when the waiting request observes it.
+//!
+//! The 1.10 line's differences (one key namespace, random tokens, waiters
+//! kept after their client left) come from [`Behaviour`] flags.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::line::{Behaviour, ServerLine};
 use crate::protocol::{IdleEntry, Kind, LockEntry, SemaphoreEntry, Stats, Status, Token};
 
 /// A server-assigned connection number (`owner_conn_id` in `stats`).
@@ -87,6 +91,18 @@ struct Waiter {
     two_phase: bool,
     /// Set when the head of the queue was granted, until observed.
     granted: Option<String>,
+    /// Its client left while it was blocked, and the line keeps such
+    /// waiters (1.10): queued until its timeout, a grant to it is wasted.
+    orphan: Option<Orphan>,
+}
+
+#[derive(Clone, Copy)]
+struct Orphan {
+    /// `None`: a timeout too far away to represent; kept until granted.
+    deadline: Option<Instant>,
+    /// Release a grant at once (auto-release on disconnect) rather than
+    /// let its lease run out.
+    release_grant: bool,
 }
 
 /// A connection's pending two-phase state for one key.
@@ -108,6 +124,7 @@ pub struct Table {
     next_fence: u64,
     random: fn() -> u64,
     woken: Vec<ConnId>,
+    behaviour: Behaviour,
 }
 
 fn secs(d: Duration) -> u64 {
@@ -127,6 +144,23 @@ impl Table {
             next_fence: first_fence,
             random,
             woken: Vec::new(),
+            behaviour: ServerLine::V2.behaviour(),
+        }
+    }
+
+    /// Behave as `line` (2.x by default).
+    pub fn for_line(mut self, line: ServerLine) -> Table {
+        self.behaviour = line.behaviour();
+        self
+    }
+
+    /// The namespace `kind`'s keys live in: their own on 2.x, the lock one
+    /// for both kinds on 1.10.
+    fn space(&self, kind: Kind) -> Kind {
+        if self.behaviour.shared_namespace {
+            Kind::Lock
+        } else {
+            kind
         }
     }
 
@@ -142,7 +176,12 @@ impl Table {
     }
 
     fn mint(&mut self) -> Token {
-        let t = Token::from_parts(self.next_fence, (self.random)());
+        let head = if self.behaviour.fenced_tokens {
+            self.next_fence
+        } else {
+            (self.random)()
+        };
+        let t = Token::from_parts(head, (self.random)());
         self.next_fence = self.next_fence.wrapping_add(1);
         t
     }
@@ -224,14 +263,21 @@ impl Table {
             let Some(w) = self.waiters.get_mut(&id) else {
                 continue;
             };
-            r.holders.insert(
-                token.clone(),
-                Holder {
-                    conn: w.conn,
-                    lease: w.lease,
-                    renewed_at: now,
-                },
-            );
+            let holder = Holder {
+                conn: w.conn,
+                lease: w.lease,
+                renewed_at: now,
+            };
+            if let Some(orphan) = w.orphan {
+                // Granted to a connection that is gone (1.10): the grant is
+                // auto-released at once, or held until its lease runs out.
+                self.waiters.remove(&id);
+                if !orphan.release_grant {
+                    r.holders.insert(token, holder);
+                }
+                continue;
+            }
+            r.holders.insert(token.clone(), holder);
             w.granted = Some(token);
             self.woken.push(w.conn);
         }
@@ -263,6 +309,7 @@ impl Table {
                 lease,
                 two_phase,
                 granted: None,
+                orphan: None,
             },
         );
         Ok(id)
@@ -305,6 +352,7 @@ impl Table {
         lease: Duration,
         now: Instant,
     ) -> Start {
+        let kind = self.space(kind);
         if let Err(s) = self.resource(kind, key, limit, now) {
             return Start::Refused(s);
         }
@@ -331,6 +379,7 @@ impl Table {
         lease: Duration,
         now: Instant,
     ) -> Enqueue {
+        let kind = self.space(kind);
         let ek = (conn, kind, key.to_owned());
         if self.enqueued.contains_key(&ek) {
             return Enqueue::Refused(Status::ErrorAlreadyEnqueued);
@@ -364,6 +413,7 @@ impl Table {
 
     /// `w` / `sw`: must follow `e` on the same connection.
     pub fn wait(&mut self, kind: Kind, key: &str, conn: ConnId, now: Instant) -> Start {
+        let kind = self.space(kind);
         let ek = (conn, kind, key.to_owned());
         match self.enqueued.get(&ek) {
             None => Start::Refused(Status::ErrorNotEnqueued),
@@ -468,9 +518,53 @@ impl Table {
         }
     }
 
+    /// The client of a blocked request went away. On a line that keeps
+    /// such waiters (1.10) it stays queued until `deadline` (its request's
+    /// timeout); a grant that already raced it is given back. Otherwise
+    /// nothing: [`drop_connection`](Self::drop_connection) removes it.
+    pub fn orphan_wait(
+        &mut self,
+        id: WaiterId,
+        deadline: Option<Instant>,
+        release_grant: bool,
+        now: Instant,
+    ) {
+        if !self.behaviour.keep_dropped_waiters {
+            return;
+        }
+        let Some(w) = self.waiters.get_mut(&id) else {
+            return;
+        };
+        if w.granted.is_some() {
+            self.abandon_wait(id, now);
+            return;
+        }
+        w.orphan = Some(Orphan {
+            deadline,
+            release_grant,
+        });
+    }
+
+    /// Remove kept waiters (see [`orphan_wait`](Self::orphan_wait)) whose
+    /// timeout passed.
+    fn expire_orphans(&mut self, now: Instant) {
+        let due: Vec<WaiterId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.orphan.is_some_and(|o| o.deadline.is_some_and(|d| now >= d)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(w) = self.remove_waiter(id, now) {
+                self.grant_next(w.kind, &w.key, now);
+            }
+        }
+    }
+
     /// `r` / `sr`. Like the Go server, a held token is released even if its
     /// lease ran out but was not swept yet.
     pub fn release(&mut self, kind: Kind, key: &str, token: &str, now: Instant) -> bool {
+        let kind = self.space(kind);
         let sk = (kind, key.to_owned());
         let Some(r) = self.resources.get_mut(&sk) else {
             return false;
@@ -495,6 +589,7 @@ impl Table {
         lease: Duration,
         now: Instant,
     ) -> Option<u64> {
+        let kind = self.space(kind);
         let sk = (kind, key.to_owned());
         let r = self.resources.get_mut(&sk)?;
         let h = r.holders.get_mut(token)?;
@@ -515,6 +610,7 @@ impl Table {
     /// The periodic lease sweep: evict every expired lease and pass its
     /// slot to the next waiter.
     pub fn sweep(&mut self, now: Instant) {
+        self.expire_orphans(now);
         let keys: Vec<SpaceKey> = self
             .resources
             .iter()
@@ -542,7 +638,7 @@ impl Table {
         let ids: Vec<WaiterId> = self
             .waiters
             .iter()
-            .filter(|(_, w)| w.conn == conn)
+            .filter(|(_, w)| w.conn == conn && w.orphan.is_none())
             .map(|(id, _)| *id)
             .collect();
         let mut touched: Vec<SpaceKey> = Vec::new();
@@ -588,7 +684,13 @@ impl Table {
         };
         for sk in keys {
             let r = &self.resources[sk];
-            let (kind, key) = (sk.0, sk.1.clone());
+            // One namespace (1.10): a key of limit 1 is a lock.
+            let kind = match (self.behaviour.shared_namespace, r.limit) {
+                (false, _) => sk.0,
+                (true, 1) => Kind::Lock,
+                (true, _) => Kind::Semaphore,
+            };
+            let key = sk.1.clone();
             if r.holders.is_empty() {
                 let idle = IdleEntry {
                     key,
