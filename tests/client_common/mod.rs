@@ -78,15 +78,7 @@ pub fn embedded(opts: ServerOptions) -> Srv {
     }
 }
 
-/// True (and says so) when the test needs the embedded server's controls
-/// or options but runs against an external one.
-pub fn skip_external(test: &str) -> bool {
-    if common::external().is_some() {
-        eprintln!("skipping {test}: needs the embedded server (special options or fault controls)");
-        return true;
-    }
-    false
-}
+pub use common::skip_external;
 
 /// A key no other test (or earlier run on an external server) uses: the
 /// shared helpers' per-run key plus a per-call counter.

@@ -88,11 +88,20 @@ pub fn target() -> Target {
 /// An embedded server with special options or fault controls; `None`
 /// (and a printed reason) when the tests run against an external server.
 pub fn embedded(opts: ServerOptions, test: &str) -> Option<TestServer> {
-    if external().is_some() {
-        eprintln!("skipping {test}: needs the embedded server (special options or fault controls)");
+    if skip_external(test) {
         return None;
     }
     Some(TestServer::start(opts).expect("start test server"))
+}
+
+/// True (and says so) when `test` needs the embedded server's options or
+/// fault controls but the tests run against an external server.
+pub fn skip_external(test: &str) -> bool {
+    if external().is_some() {
+        eprintln!("skipping {test}: needs the embedded server (special options or fault controls)");
+        return true;
+    }
+    false
 }
 
 /// A key unique to this test process, so runs against a shared external
