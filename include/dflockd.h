@@ -549,12 +549,26 @@ dflockd_status dflockd_config_set_tls_server_name(dflockd_config *cfg,
                                                   dflockd_error **err);
 
 /**
- * Set the TCP (+ TLS handshake) connect timeout in milliseconds (≥ 1;
- * default 10000).
+ * Set the connect timeout in milliseconds (≥ 1; default 10000): the bound
+ * on opening one connection, name resolution + TCP connect + TLS handshake
+ * + `auth` together.
  */
 dflockd_status dflockd_config_set_connect_timeout_ms(dflockd_config *cfg,
                                                      uint64_t timeout_ms,
                                                      dflockd_error **err);
+
+/**
+ * Set the I/O timeout in milliseconds (≥ 1; default 5000): how long a
+ * server may take to answer a request beyond the time the request itself
+ * lets it wait (an acquire's `timeout_s`). A server that accepts but never
+ * answers, stalls halfway through a reply, or is paused fails the call
+ * with `DFLOCKD_STATUS_DEADLINE` after this instead of blocking it. Every
+ * call's worst case in this header is stated with this and the connect
+ * timeout.
+ */
+dflockd_status dflockd_config_set_io_timeout_ms(dflockd_config *cfg,
+                                                uint64_t timeout_ms,
+                                                dflockd_error **err);
 
 /**
  * Set the lease TTL in seconds requested for every acquire (1 ..=

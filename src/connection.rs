@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Command, Kind, Op, Outcome, Refusal, Request, Stats, Token, parse_reply};
+use crate::protocol::{Command, Kind, MAX_SECONDS, Op, Outcome, Refusal, Request, Stats, Token, parse_reply};
 use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
 use crate::{Error, ErrorKind, Result};
 
@@ -40,12 +40,14 @@ pub enum Enqueued {
 /// How to open a connection.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
-    /// Bound on TCP connect plus TLS handshake (default 10 s).
+    /// Bound on opening a connection: name resolution, TCP connect, TLS
+    /// handshake and `auth` together (default 10 s).
     pub connect_timeout: Duration,
-    /// Added to an operation's protocol timeout to get its read deadline,
-    /// so a hung server fails the call with [`ErrorKind::Deadline`]
-    /// instead of hanging the caller (default 10 s).
-    pub io_slack: Duration,
+    /// How long the server may take to answer a request, on top of the
+    /// time the request itself lets it wait (an acquire's timeout): a hung
+    /// or silent server fails the call with [`ErrorKind::Deadline`] after
+    /// this, never hangs it (default [`DEFAULT_IO_TIMEOUT`]).
+    pub io_timeout: Duration,
     /// Sent with `auth` right after connecting when set.
     pub auth_token: Option<String>,
     /// TLS (verification always on) when set; plaintext TCP otherwise.
@@ -55,8 +57,8 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
-            connect_timeout: Duration::from_secs(10),
-            io_slack: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
             auth_token: None,
             tls: None,
         }
@@ -68,17 +70,17 @@ impl Default for ConnectOptions {
 #[derive(Clone)]
 pub(crate) struct Connector {
     pub(crate) connect_timeout: Duration,
-    pub(crate) io_slack: Duration,
+    pub(crate) io_timeout: Duration,
     auth_token: Option<String>,
     tls: Option<TlsSetup>,
 }
 
 impl Connector {
     pub(crate) fn new(opts: &ConnectOptions) -> Result<Connector> {
-        if opts.connect_timeout.is_zero() {
+        if opts.connect_timeout.is_zero() || opts.io_timeout.is_zero() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                "connect_timeout must be > 0",
+                "connect_timeout and io_timeout must be > 0",
             ));
         }
         if let Some(secret) = &opts.auth_token {
@@ -87,15 +89,17 @@ impl Connector {
         }
         Ok(Connector {
             connect_timeout: opts.connect_timeout,
-            io_slack: opts.io_slack,
+            io_timeout: opts.io_timeout,
             auth_token: opts.auth_token.clone(),
             tls: opts.tls.as_ref().map(TlsSetup::new).transpose()?,
         })
     }
 
-    /// Connect, handshake and authenticate.
-    pub(crate) fn open(&self, host: &str, port: u16) -> Result<Connection> {
-        let transport = Transport::connect(host, port, self.connect_timeout, self.tls.as_ref())?;
+    /// Connect, handshake and authenticate within `connect_timeout`, and
+    /// before `cap` when given (the caller's overall deadline).
+    pub(crate) fn open(&self, host: &str, port: u16, cap: Option<Instant>) -> Result<Connection> {
+        let deadline = earliest(Instant::now() + self.connect_timeout, cap);
+        let transport = Transport::connect(host, port, deadline, self.tls.as_ref())?;
         let conn = Connection {
             fd: transport.raw_fd(),
             tls: transport.is_tls(),
@@ -106,10 +110,10 @@ impl Connector {
             }),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
-            io_slack: self.io_slack,
+            io_timeout: self.io_timeout,
         };
         if let Some(secret) = &self.auth_token {
-            conn.auth(secret)?;
+            conn.call(&Request::Auth { secret }, Some(deadline))?;
         }
         Ok(conn)
     }
@@ -134,7 +138,17 @@ pub struct Connection {
     tls: bool,
     broken: AtomicBool,
     aborted: AtomicBool,
-    io_slack: Duration,
+    io_timeout: Duration,
+}
+
+/// Default [`ConnectOptions::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ConnectOptions::io_timeout`].
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `a`, or `cap` when that comes first.
+pub(crate) fn earliest(a: Instant, cap: Option<Instant>) -> Instant {
+    cap.map_or(a, |c| c.min(a))
 }
 
 /// Human label of a command for error messages ("semaphore acquire").
@@ -188,7 +202,7 @@ impl Connection {
     /// Connect to `host:port` (TCP or TLS), then authenticate when
     /// `opts.auth_token` is set.
     pub fn open(host: &str, port: u16, opts: &ConnectOptions) -> Result<Connection> {
-        Connector::new(opts)?.open(host, port)
+        Connector::new(opts)?.open(host, port, None)
     }
 
     /// Whether the connection saw an I/O or protocol error (or was
@@ -227,10 +241,18 @@ impl Connection {
         self.tls
     }
 
-    /// Send one request and read its reply, with the read deadline
-    /// `budget` (default: the request's protocol timeout + io_slack).
-    /// The single path every command takes.
-    pub(crate) fn call(&self, req: &Request, budget: Option<Duration>) -> Result<Outcome> {
+    /// The time the server may take to answer `req` sent now: what the
+    /// request lets it wait plus the I/O timeout.
+    pub(crate) fn reply_deadline(&self, req: &Request) -> Instant {
+        let now = Instant::now();
+        now.checked_add(protocol_wait(req).saturating_add(self.io_timeout))
+            .unwrap_or(now + Duration::from_secs(MAX_SECONDS))
+    }
+
+    /// Send one request and read its reply before its reply deadline, or
+    /// before `cap` when that comes first. The single path every command
+    /// takes.
+    pub(crate) fn call(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
         let cmd = req.command();
         let what = What { cmd, key: req.key() };
         let mut io = self
@@ -246,8 +268,7 @@ impl Connection {
         let io = &mut *io;
         io.frame.clear();
         req.encode(&mut io.frame)?;
-        let budget = budget.unwrap_or_else(|| protocol_wait(req).saturating_add(self.io_slack));
-        let deadline = Instant::now().checked_add(budget);
+        let deadline = earliest(self.reply_deadline(req), cap);
         let result = Self::exchange(io, deadline, &what);
         let line = match result {
             Ok(line) => line,
@@ -288,7 +309,7 @@ impl Connection {
     /// Write the encoded frame, drop owed late replies, read the answer.
     /// `Err((e, true))` when the whole frame was written, so the server
     /// will still answer it.
-    fn exchange(io: &mut Io, deadline: Option<Instant>, what: &What) -> Result<String, (Error, bool)> {
+    fn exchange(io: &mut Io, deadline: Instant, what: &What) -> Result<String, (Error, bool)> {
         io.transport
             .send(&io.frame, deadline, what)
             .map_err(|e| (e, false))?;
@@ -323,6 +344,18 @@ impl Connection {
         limit: Option<u64>,
         lease_s: Option<u64>,
     ) -> Result<Grant> {
+        self.acquire_until(kind, key, timeout_s, limit, lease_s, None)
+    }
+
+    pub(crate) fn acquire_until(
+        &self,
+        kind: Kind,
+        key: &str,
+        timeout_s: u64,
+        limit: Option<u64>,
+        lease_s: Option<u64>,
+        cap: Option<Instant>,
+    ) -> Result<Grant> {
         let req = Request::Acquire {
             kind,
             key,
@@ -330,27 +363,37 @@ impl Connection {
             limit,
             lease_s,
         };
-        Self::grant(self.call(&req, None)?, "acquire")
+        Self::grant(self.call(&req, cap)?, "acquire")
     }
 
     /// `r`/`sr`: release by token ([`ErrorKind::Server`] for a wrong,
     /// expired or released token).
     pub fn release(&self, kind: Kind, key: &str, token: &str) -> Result<()> {
-        self.call(&Request::Release { kind, key, token }, None).map(drop)
+        self.release_until(kind, key, token, None)
+    }
+
+    pub(crate) fn release_until(
+        &self,
+        kind: Kind,
+        key: &str,
+        token: &str,
+        cap: Option<Instant>,
+    ) -> Result<()> {
+        self.call(&Request::Release { kind, key, token }, cap).map(drop)
     }
 
     /// `n`/`sn`: renew; returns the new lease length in seconds.
     pub fn renew(&self, kind: Kind, key: &str, token: &str, lease_s: Option<u64>) -> Result<u64> {
-        self.renew_within(kind, key, token, lease_s, None)
+        self.renew_until(kind, key, token, lease_s, None)
     }
 
-    pub(crate) fn renew_within(
+    pub(crate) fn renew_until(
         &self,
         kind: Kind,
         key: &str,
         token: &str,
         lease_s: Option<u64>,
-        budget: Option<Duration>,
+        cap: Option<Instant>,
     ) -> Result<u64> {
         let req = Request::Renew {
             kind,
@@ -358,7 +401,7 @@ impl Connection {
             token,
             lease_s,
         };
-        match self.call(&req, budget)? {
+        match self.call(&req, cap)? {
             Outcome::Renewed { lease_s } => Ok(lease_s),
             other => Err(unexpected("renew", &other)),
         }
@@ -372,13 +415,24 @@ impl Connection {
         limit: Option<u64>,
         lease_s: Option<u64>,
     ) -> Result<Enqueued> {
+        self.enqueue_until(kind, key, limit, lease_s, None)
+    }
+
+    pub(crate) fn enqueue_until(
+        &self,
+        kind: Kind,
+        key: &str,
+        limit: Option<u64>,
+        lease_s: Option<u64>,
+        cap: Option<Instant>,
+    ) -> Result<Enqueued> {
         let req = Request::Enqueue {
             kind,
             key,
             limit,
             lease_s,
         };
-        match self.call(&req, None)? {
+        match self.call(&req, cap)? {
             Outcome::Queued => Ok(Enqueued::Queued),
             other => Self::grant(other, "enqueue").map(Enqueued::Acquired),
         }
@@ -387,8 +441,18 @@ impl Connection {
     /// `w`/`sw`: wait up to `timeout_s` for the grant of an earlier enqueue
     /// on this connection (answers at once if enqueue said acquired).
     pub fn wait(&self, kind: Kind, key: &str, timeout_s: u64) -> Result<Grant> {
+        self.wait_until(kind, key, timeout_s, None)
+    }
+
+    pub(crate) fn wait_until(
+        &self,
+        kind: Kind,
+        key: &str,
+        timeout_s: u64,
+        cap: Option<Instant>,
+    ) -> Result<Grant> {
         let req = Request::Wait { kind, key, timeout_s };
-        Self::grant(self.call(&req, None)?, "wait")
+        Self::grant(self.call(&req, cap)?, "wait")
     }
 
     /// `ping` (2.x; a 1.10 server answers `error`, [`ErrorKind::Server`]).
@@ -398,7 +462,11 @@ impl Connection {
 
     /// `stats`: the server's state, JSON parsed.
     pub fn stats(&self) -> Result<Stats> {
-        match self.call(&Request::Stats, None)? {
+        self.stats_until(None)
+    }
+
+    pub(crate) fn stats_until(&self, cap: Option<Instant>) -> Result<Stats> {
+        match self.call(&Request::Stats, cap)? {
             Outcome::Stats(s) => Ok(s),
             other => Err(unexpected("stats", &other)),
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::client::ClientInner;
-use crate::connection::{Connection, Enqueued, Grant};
+use crate::connection::{Connection, Enqueued, Grant, earliest};
 use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
 use crate::renewal;
 use crate::{Error, ErrorKind, Result};
@@ -419,48 +419,48 @@ impl Shared {
         self.client.checkin(home.server, home.conn);
     }
 
-    fn acquire(self: &Arc<Self>, _op: &OpGuard, timeout_s: u64) -> Result<()> {
-        let lease_s = self.requested_ttl();
-        let (grant, home, sent) = self.client.route(self.server, |server| {
-            let conn = self.client.checkout(server)?;
+    /// Send one request on a connection to this key's server (following
+    /// leader redirects), cancellable, all before `cap`. Returns the
+    /// answer, the connection it came on, and when the request was sent:
+    /// a grant in the answer cannot have happened before that moment.
+    fn on_server<T>(
+        &self,
+        what: &str,
+        cap: Instant,
+        request: impl Fn(&Connection) -> Result<T>,
+    ) -> Result<(T, Home, Instant)> {
+        self.client.route(self.server, |server| {
+            let conn = self.client.checkout(server, Some(cap))?;
             let sent = Instant::now();
-            let r = self.cancellable(&conn, "acquire", || {
-                conn.acquire(self.kind, &self.key, timeout_s, self.limit, lease_s)
-            });
+            let r = self.cancellable(&conn, what, || request(&conn));
             let home = Home { conn, server };
             match r {
-                Ok(g) => Ok((g, home, sent)),
+                Ok(v) => Ok((v, home, sent)),
                 Err(e) => {
                     self.give_back(home);
                     Err(e)
                 }
             }
+        })
+    }
+
+    fn acquire(self: &Arc<Self>, _op: &OpGuard, timeout_s: u64) -> Result<()> {
+        let lease_s = self.requested_ttl();
+        let cap = self.client.call_deadline(timeout_s);
+        let (grant, home, sent) = self.on_server("acquire", cap, |conn| {
+            conn.acquire_until(self.kind, &self.key, timeout_s, self.limit, lease_s, Some(cap))
         })?;
-        // The grant may have come at the very end of a blocking acquire;
-        // count its lease from when the reply arrived.
-        let granted = if timeout_s == 0 { sent } else { Instant::now() };
-        self.install(grant, home, granted, "acquire")
+        self.install(grant, home, sent, cap, "acquire")
     }
 
     fn enqueue(self: &Arc<Self>, _op: &OpGuard) -> Result<bool> {
         let lease_s = self.requested_ttl();
-        let (enq, home, sent) = self.client.route(self.server, |server| {
-            let conn = self.client.checkout(server)?;
-            let sent = Instant::now();
-            let r = self.cancellable(&conn, "enqueue", || {
-                conn.enqueue(self.kind, &self.key, self.limit, lease_s)
-            });
-            let home = Home { conn, server };
-            match r {
-                Ok(enq) => Ok((enq, home, sent)),
-                Err(e) => {
-                    self.give_back(home);
-                    Err(e)
-                }
-            }
+        let cap = self.client.call_deadline(0);
+        let (enq, home, sent) = self.on_server("enqueue", cap, |conn| {
+            conn.enqueue_until(self.kind, &self.key, self.limit, lease_s, Some(cap))
         })?;
         match enq {
-            Enqueued::Acquired(grant) => self.install(grant, home, sent, "enqueue").map(|_| true),
+            Enqueued::Acquired(grant) => self.install(grant, home, sent, cap, "enqueue").map(|_| true),
             Enqueued::Queued => {
                 let mut st = lock(&self.state);
                 if st.cancel {
@@ -476,9 +476,13 @@ impl Shared {
 
     fn wait(self: &Arc<Self>, _op: &OpGuard, home: Home, timeout_s: u64) -> Result<()> {
         let conn = Arc::clone(&home.conn);
-        let r = self.cancellable(&conn, "wait", || conn.wait(self.kind, &self.key, timeout_s));
+        let cap = self.client.call_deadline(timeout_s);
+        let sent = Instant::now();
+        let r = self.cancellable(&conn, "wait", || {
+            conn.wait_until(self.kind, &self.key, timeout_s, Some(cap))
+        });
         match r {
-            Ok(grant) => self.install(grant, home, Instant::now(), "wait"),
+            Ok(grant) => self.install(grant, home, sent, cap, "wait"),
             Err(e) => {
                 // On timeout the server removed us from the queue; the
                 // connection itself is still good unless broken.
@@ -490,10 +494,57 @@ impl Shared {
 
     /// Record a grant and schedule its renewal, unless the operation was
     /// cancelled meanwhile: then give the grant back and report Cancelled.
-    fn install(self: &Arc<Self>, grant: Grant, home: Home, granted: Instant, what: &str) -> Result<()> {
+    ///
+    /// The lease is counted from `sent`, when the request left: the
+    /// server's grant (and so its lease clock) cannot precede it. If the
+    /// reply came so late that a renewal would already be due (a long
+    /// queue wait, or this process was frozen meanwhile), the lease is
+    /// renewed before reporting success, and that renewal's send time
+    /// becomes the anchor; if the server no longer has it, the acquire
+    /// fails. So a lease is never reported held on the strength of a grant
+    /// that may have expired.
+    fn install(
+        self: &Arc<Self>,
+        grant: Grant,
+        home: Home,
+        sent: Instant,
+        cap: Instant,
+        what: &str,
+    ) -> Result<()> {
         if let Err(e) = renewal::ensure_running() {
             self.release_grant(grant.token, home);
             return Err(e);
+        }
+        let config = &self.client.config;
+        let (mut anchor, mut lease_s) = (sent, grant.lease_s);
+        if Instant::now() >= anchor + renewal::interval(config, lease_s) {
+            let renew_sent = Instant::now();
+            let reply_by = earliest(renew_sent + config.io_timeout, Some(cap));
+            let ttl = self.renew_ttl();
+            match home
+                .conn
+                .renew_until(self.kind, &self.key, grant.token.as_str(), ttl, Some(reply_by))
+            {
+                Ok(renewed) => (anchor, lease_s) = (renew_sent, renewed),
+                Err(e) => {
+                    let refused = !home.conn.is_broken();
+                    // Closing the connection makes the server drop the
+                    // grant if it still has it.
+                    home.conn.abort();
+                    let why = if refused {
+                        "the server no longer has it"
+                    } else {
+                        "it could not be confirmed"
+                    };
+                    return Err(Error::new(
+                        ErrorKind::LeaseLost,
+                        format!(
+                            "{what} {:?}: granted, but the grant came too late to trust and {why}                              (was this process paused?): {e}",
+                            self.key
+                        ),
+                    ));
+                }
+            }
         }
         let mut st = lock(&self.state);
         if st.cancel {
@@ -502,14 +553,14 @@ impl Shared {
             return Err(cancelled(what));
         }
         let st = &mut *st;
-        let renew_at = Instant::now() + renewal::interval(&self.client.config, grant.lease_s);
+        let renew_at = anchor + renewal::interval(config, lease_s);
         st.generation += 1;
         st.lost = None;
         st.held = Some(Held {
             token: grant.token,
-            lease_s: grant.lease_s,
+            lease_s,
             home,
-            expires_at: granted + Duration::from_secs(grant.lease_s),
+            expires_at: anchor + Duration::from_secs(lease_s),
             renew_at,
         });
         renewal::arm(self, &mut st.armed, renew_at);
@@ -520,14 +571,19 @@ impl Shared {
     /// on its own connection if usable, else on a fresh one (a server
     /// without auto-release would otherwise keep it until it expires).
     fn release_grant(&self, token: Token, home: Home) {
-        let done = !home.conn.is_broken() && home.conn.release(self.kind, &self.key, token.as_str()).is_ok();
+        let cap = self.client.call_deadline(0);
+        let done = !home.conn.is_broken()
+            && home
+                .conn
+                .release_until(self.kind, &self.key, token.as_str(), Some(cap))
+                .is_ok();
         if done {
             self.give_back(home);
             return;
         }
         drop(home.conn);
-        if let Ok(fresh) = self.client.open(home.server) {
-            let _ = fresh.release(self.kind, &self.key, token.as_str());
+        if let Ok(fresh) = self.client.open(home.server, Some(cap)) {
+            let _ = fresh.release_until(self.kind, &self.key, token.as_str(), Some(cap));
         }
     }
 
@@ -547,7 +603,10 @@ impl Shared {
         st.generation += 1;
         drop(st);
         let Held { token, home, .. } = held;
-        let r = home.conn.release(self.kind, &self.key, token.as_str());
+        let cap = self.client.call_deadline(0);
+        let r = home
+            .conn
+            .release_until(self.kind, &self.key, token.as_str(), Some(cap));
         let server = home.server;
         let home_failed = home.conn.is_broken();
         self.give_back(home);
@@ -562,8 +621,8 @@ impl Shared {
                         ErrorKind::Io | ErrorKind::Deadline | ErrorKind::Protocol
                     ) =>
             {
-                let fresh = self.client.open(server)?;
-                let r = fresh.release(self.kind, &self.key, token.as_str());
+                let fresh = self.client.open(server, Some(cap))?;
+                let r = fresh.release_until(self.kind, &self.key, token.as_str(), Some(cap));
                 self.client.checkin(server, Arc::new(fresh));
                 r
             }

@@ -6,7 +6,7 @@
 //! Policy, per lease: renew every `min(lease × renew_ratio, keepalive)` on
 //! the lease's home connection (which keeps that connection from the
 //! server's idle timeout whatever the lease). Each attempt has a deadline
-//! of `min(5 s, io_slack, time left on the lease)`. A deadline or transient failure
+//! of `min(5 s, io_timeout, time left on the lease)`. A deadline or transient failure
 //! is retried after a short backoff until the lease would have expired; a
 //! closed home connection is replaced by a fresh one and the token tried
 //! there (a server without auto-release still has the lease). A refusal
@@ -299,12 +299,12 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         );
         return;
     };
-    let budget = Some(RENEW_DEADLINE.min(lease.client.config.io_slack).min(left));
+    let cap = Some(sent + RENEW_DEADLINE.min(lease.client.config.io_timeout).min(left));
     let ttl = lease.renew_ttl();
-    let renew = |c: &Connection| c.renew_within(lease.kind, &lease.key, token.as_str(), ttl, budget);
+    let renew = |c: &Connection| c.renew_until(lease.kind, &lease.key, token.as_str(), ttl, cap);
     // A closed home: try the token on a fresh connection.
     let (result, new_home) = if conn.is_broken() {
-        match lease.client.open(server) {
+        match lease.client.open(server, cap) {
             Ok(fresh) => (renew(&fresh), Some(Arc::new(fresh))),
             Err(e) => (Err(e), None),
         }

@@ -12,7 +12,7 @@ use dflockd::testserver::ServerOptions;
 
 fn config_for(servers: &[&Srv]) -> Config {
     let mut c = Config::new(servers.iter().map(|s| (s.host.clone(), s.port)).collect());
-    c.io_slack = std::time::Duration::from_secs(5);
+    c.io_timeout = std::time::Duration::from_secs(5);
     c
 }
 

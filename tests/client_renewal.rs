@@ -84,7 +84,7 @@ fn retries_save_a_lease_through_a_short_pause() {
     // are retried; their late replies must be skipped, not misread.
     let client = srv.client_with(|c| {
         c.keepalive = Duration::from_millis(500);
-        c.io_slack = Duration::from_millis(400);
+        c.io_timeout = Duration::from_millis(400);
     });
     let (lease, rx) = held(&client, 4);
     let token = lease.token();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connection::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT};
 use crate::protocol::{MAX_SECONDS, Request};
 use crate::transport::TlsOptions;
 use crate::{Error, ErrorKind, Result};
@@ -23,11 +24,14 @@ pub struct Config {
     pub auth_token: Option<String>,
     /// TLS for every connection when set.
     pub tls: Option<TlsOptions>,
-    /// TCP connect + TLS handshake bound (default 10 s).
+    /// Bound on opening a connection: name resolution, TCP connect, TLS
+    /// handshake and `auth` (default 10 s).
     pub connect_timeout: Duration,
-    /// Added to every operation's protocol timeout for its read deadline
-    /// (default 10 s).
-    pub io_slack: Duration,
+    /// How long a server may take to answer any request beyond what the
+    /// request lets it wait: a silent or hung server fails the call with
+    /// `Deadline` after this (default 5 s). Every call's worst case is
+    /// documented in terms of these two settings.
+    pub io_timeout: Duration,
     /// Lease requested for handles that do not set their own; `None`:
     /// the server's default.
     pub default_lease_ttl_s: Option<u64>,
@@ -53,8 +57,8 @@ impl Config {
             servers,
             auth_token: None,
             tls: None,
-            connect_timeout: Duration::from_secs(10),
-            io_slack: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
             default_lease_ttl_s: None,
             renew_ratio: 0.5,
             keepalive: Duration::from_secs(10),
@@ -85,6 +89,9 @@ impl Config {
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout must be > 0".into());
         }
+        if self.io_timeout.is_zero() {
+            return bad("io_timeout must be > 0".into());
+        }
         if let Some(l) = self.default_lease_ttl_s {
             if !(1..=MAX_SECONDS).contains(&l) {
                 return bad(format!("default_lease_ttl_s must be 1..={MAX_SECONDS}, got {l}"));
@@ -108,7 +115,7 @@ impl std::fmt::Debug for Config {
             .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
             .field("tls", &self.tls.is_some())
             .field("connect_timeout", &self.connect_timeout)
-            .field("io_slack", &self.io_slack)
+            .field("io_timeout", &self.io_timeout)
             .field("default_lease_ttl_s", &self.default_lease_ttl_s)
             .field("renew_ratio", &self.renew_ratio)
             .field("keepalive", &self.keepalive)
@@ -126,12 +133,13 @@ mod tests {
     fn rejects_each_bad_field() {
         let ok = Config::new(vec![("127.0.0.1".into(), 6388)]);
         assert!(ok.validate().is_ok());
-        let cases: [fn(&mut Config); 9] = [
+        let cases: [fn(&mut Config); 10] = [
             |c| c.servers.clear(),
             |c| c.servers[0].0 = String::new(),
             |c| c.servers[0].1 = 0,
             |c| c.auth_token = Some("a\nb".into()),
             |c| c.connect_timeout = Duration::ZERO,
+            |c| c.io_timeout = Duration::ZERO,
             |c| c.default_lease_ttl_s = Some(0),
             |c| c.renew_ratio = 1.0,
             |c| c.renew_ratio = f64::NAN,

@@ -7,13 +7,14 @@ mod pool;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use config::{Config, ShardFn};
 use pool::Pool;
 
 use crate::connection::{ConnectOptions, Connection, Connector};
 use crate::lease::Lease;
-use crate::protocol::{Kind, Stats, crc32_shard, validate_key};
+use crate::protocol::{Kind, MAX_SECONDS, Stats, crc32_shard, validate_key};
 use crate::{Error, ErrorKind, Result};
 
 /// A dflockd client: cheap to clone, `Send + Sync`; clones share the
@@ -36,7 +37,7 @@ impl Client {
         config.validate()?;
         let connector = Connector::new(&ConnectOptions {
             connect_timeout: config.connect_timeout,
-            io_slack: config.io_slack,
+            io_timeout: config.io_timeout,
             auth_token: config.auth_token.clone(),
             tls: config.tls.clone(),
         })?;
@@ -82,15 +83,17 @@ impl Client {
     }
 
     /// A new authenticated connection to server `server` (not pooled; the
-    /// low-level API).
+    /// low-level API). Within `connect_timeout`.
     pub fn connect(&self, server: usize) -> Result<Connection> {
-        self.inner.open(server)
+        self.inner.open(server, None)
     }
 
-    /// `stats` of server `server`, over a pooled connection.
+    /// `stats` of server `server`, over a pooled connection. Within
+    /// `connect_timeout + io_timeout`.
     pub fn stats(&self, server: usize) -> Result<Stats> {
-        let conn = self.inner.checkout(server)?;
-        let r = conn.stats();
+        let cap = self.inner.call_deadline(0);
+        let conn = self.inner.checkout(server, Some(cap))?;
+        let r = conn.stats_until(Some(cap));
         self.inner.checkin(server, conn);
         r
     }
@@ -139,18 +142,34 @@ impl ClientInner {
         })
     }
 
-    /// A fresh authenticated connection to server `idx`.
-    pub(crate) fn open(&self, idx: usize) -> Result<Connection> {
-        let (host, port) = self.server(idx)?;
-        self.connector.open(host, *port)
+    /// The deadline of a whole call that lets the server wait `wait_s`
+    /// seconds: one connection setup and one reply, however many redirects
+    /// or fresh connections the call takes on the way.
+    pub(crate) fn call_deadline(&self, wait_s: u64) -> Instant {
+        let c = &self.config;
+        let budget = c
+            .connect_timeout
+            .saturating_add(c.io_timeout)
+            .saturating_add(Duration::from_secs(wait_s.min(MAX_SECONDS)));
+        let now = Instant::now();
+        now.checked_add(budget)
+            .unwrap_or(now + Duration::from_secs(MAX_SECONDS))
     }
 
-    /// A live pooled connection to server `idx`, or a new one.
-    pub(crate) fn checkout(&self, idx: usize) -> Result<Arc<Connection>> {
+    /// A fresh authenticated connection to server `idx`, opened within
+    /// `connect_timeout` and before `cap`.
+    pub(crate) fn open(&self, idx: usize, cap: Option<Instant>) -> Result<Connection> {
+        let (host, port) = self.server(idx)?;
+        self.connector.open(host, *port, cap)
+    }
+
+    /// A live pooled connection to server `idx`, or a new one (opened
+    /// before `cap`). Taking from the pool never blocks.
+    pub(crate) fn checkout(&self, idx: usize, cap: Option<Instant>) -> Result<Arc<Connection>> {
         self.server(idx)?;
         match self.pools[idx].take() {
             Some(conn) => Ok(conn),
-            None => self.open(idx).map(Arc::new),
+            None => self.open(idx, cap).map(Arc::new),
         }
     }
 

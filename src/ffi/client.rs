@@ -50,6 +50,9 @@ fn core_config(d: &Draft) -> Result<Config, FfiError> {
             "a TLS server name is set but TLS is off: also set a CA (file, PEM or system roots)",
         ));
     }
+    if let Some(t) = d.io_timeout {
+        c.io_timeout = t;
+    }
     if let Some(t) = d.connect_timeout {
         c.connect_timeout = t;
     }

@@ -57,6 +57,7 @@ pub(crate) struct Draft {
     pub tls_system_roots: bool,
     pub tls_server_name: Option<String>,
     pub connect_timeout: Option<Duration>,
+    pub io_timeout: Option<Duration>,
     pub keepalive: Option<Duration>,
     pub default_lease_s: Option<u64>,
     pub renew_ratio: Option<f64>,
@@ -311,8 +312,9 @@ pub extern "C" fn dflockd_config_set_tls_server_name(
     })
 }
 
-/// Set the TCP (+ TLS handshake) connect timeout in milliseconds (≥ 1;
-/// default 10000).
+/// Set the connect timeout in milliseconds (≥ 1; default 10000): the bound
+/// on opening one connection, name resolution + TCP connect + TLS handshake
+/// + `auth` together.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_connect_timeout_ms(
     cfg: *mut dflockd_config,
@@ -321,6 +323,25 @@ pub extern "C" fn dflockd_config_set_connect_timeout_ms(
 ) -> dflockd_status {
     with_config(cfg, err, |d| {
         d.connect_timeout = Some(millis(timeout_ms, "connect timeout")?);
+        Ok(())
+    })
+}
+
+/// Set the I/O timeout in milliseconds (≥ 1; default 5000): how long a
+/// server may take to answer a request beyond the time the request itself
+/// lets it wait (an acquire's `timeout_s`). A server that accepts but never
+/// answers, stalls halfway through a reply, or is paused fails the call
+/// with `DFLOCKD_STATUS_DEADLINE` after this instead of blocking it. Every
+/// call's worst case in this header is stated with this and the connect
+/// timeout.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_io_timeout_ms(
+    cfg: *mut dflockd_config,
+    timeout_ms: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        d.io_timeout = Some(millis(timeout_ms, "I/O timeout")?);
         Ok(())
     })
 }

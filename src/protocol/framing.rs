@@ -17,9 +17,15 @@ pub enum LineError {
 }
 
 /// Buffered bytes not yet returned as lines.
+///
+/// `buf[..end]` holds data; `buf[end..]` is initialized spare room that
+/// [`LineBuffer::fill`] lets a reader write into directly, so a read costs
+/// neither a copy from a scratch buffer nor zeroing one.
 #[derive(Default, Debug)]
 pub struct LineBuffer {
     buf: Vec<u8>,
+    /// End of the data in `buf`.
+    end: usize,
     /// Bytes before `start` were already returned.
     start: usize,
     /// Bytes in `start..scanned` are known to hold no `\n`.
@@ -31,27 +37,59 @@ impl LineBuffer {
         Self::default()
     }
 
-    /// Append bytes read from the stream.
-    pub fn extend(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+    /// Forget consumed bytes when all were consumed (cheap, common case).
+    fn reset_if_drained(&mut self) {
+        if self.start > 0 && self.start == self.end {
             self.start = 0;
+            self.end = 0;
             self.scanned = 0;
         }
-        self.buf.extend_from_slice(data);
+    }
+
+    /// Make room for at least `n` more bytes after `end`.
+    fn reserve_room(&mut self, n: usize) {
+        self.reset_if_drained();
+        if self.buf.len() - self.end < n {
+            self.buf.resize(self.end + n, 0);
+        }
+    }
+
+    /// Append bytes read from the stream.
+    pub fn extend(&mut self, data: &[u8]) {
+        self.reserve_room(data.len());
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+    }
+
+    /// Let `read` write into at least `min_room` free bytes at the end of
+    /// the buffer; the bytes it reports (`Ok(n)`) become data.
+    pub fn fill<E>(
+        &mut self,
+        min_room: usize,
+        read: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        self.reserve_room(min_room);
+        let n = read(&mut self.buf[self.end..])?;
+        self.end += n.min(self.buf.len() - self.end);
+        Ok(n)
     }
 
     /// Bytes buffered but not yet returned as a line.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
+    }
+
+    /// The buffered bytes not yet returned as a line.
+    pub fn pending_bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
     }
 
     /// Take the next complete line (without `\n` and one trailing `\r`) if
     /// it is at most `max` bytes. `Ok(None)` means "read more".
     pub fn next_line(&mut self, max: usize) -> Result<Option<String>, LineError> {
         let from = self.scanned.max(self.start);
-        let Some(pos) = self.buf[from..].iter().position(|&b| b == b'\n') else {
-            self.scanned = self.buf.len();
+        let Some(pos) = self.buf[from..self.end].iter().position(|&b| b == b'\n') else {
+            self.scanned = self.end;
             // A line of exactly `max` bytes may still be followed by "\r\n".
             if self.pending() > max + 1 {
                 return Err(LineError::TooLong);
@@ -72,8 +110,9 @@ impl LineBuffer {
         };
         self.start = end + 1;
         self.scanned = self.start;
-        if self.start > 4096 && self.start * 2 > self.buf.len() {
-            self.buf.drain(..self.start);
+        if self.start > 4096 && self.start * 2 > self.end {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.scanned -= self.start;
             self.start = 0;
         }
@@ -115,6 +154,30 @@ mod tests {
         let mut b = LineBuffer::new();
         b.extend(&[b'x'; 300]);
         assert_eq!(b.next_line(256), Err(LineError::TooLong));
+    }
+
+    #[test]
+    fn fill_reads_into_the_tail_and_keeps_order() {
+        let mut b = LineBuffer::new();
+        b.extend(b"ok 1\nok");
+        let n = b
+            .fill(16, |room: &mut [u8]| {
+                assert!(room.len() >= 16);
+                room[..3].copy_from_slice(b" 2\n");
+                Ok::<_, ()>(3)
+            })
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(b.next_line(256), Ok(Some("ok 1".into())));
+        assert_eq!(b.next_line(256), Ok(Some("ok 2".into())));
+        assert_eq!(b.pending(), 0);
+        // Drained: the next fill starts at the front again.
+        b.fill(4, |room: &mut [u8]| {
+            room[..2].copy_from_slice(b"x\n");
+            Ok::<_, ()>(2)
+        })
+        .unwrap();
+        assert_eq!(b.next_line(256), Ok(Some("x".into())));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use super::{InvalidRequest, TOKEN_HEX_LEN};
 pub struct Token([u8; TOKEN_HEX_LEN]);
 
 impl Token {
-    /// Parse a token exactly as a server sends it: 32 hex characters
-    /// (upper case accepted, as `fence_from_token` in other clients does).
+    /// Parse a token exactly as a server sends it: 32 lower-case hex
+    /// characters (the protocol's grammar; anything else in a reply is a
+    /// protocol error, not a credential to send back).
     pub fn parse(s: &str) -> Result<Token, InvalidRequest> {
         let b = s.as_bytes();
         if b.len() != TOKEN_HEX_LEN {
@@ -21,8 +22,8 @@ impl Token {
                 b.len()
             )));
         }
-        if !b.iter().all(u8::is_ascii_hexdigit) {
-            return Err(InvalidRequest("token is not hexadecimal".into()));
+        if !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(InvalidRequest("token is not lower-case hexadecimal".into()));
         }
         let mut raw = [0u8; TOKEN_HEX_LEN];
         raw.copy_from_slice(b);
@@ -66,8 +67,10 @@ impl std::fmt::Debug for Token {
 /// token. On 2.x servers the fence strictly rises with every grant, so a
 /// resource that remembers the highest fence it saw per key can reject
 /// writes from a holder whose lease was lost. Compare fences per key only.
+/// Upper-case hex is accepted here, as `fence_from_token` in the other
+/// clients does (a token may have passed through other hands).
 pub fn fence_from_token(token: &str) -> Result<u64, InvalidRequest> {
-    Token::parse(token).map(|t| t.fence())
+    Token::parse(&token.to_ascii_lowercase()).map(|t| t.fence())
 }
 
 #[cfg(test)]
@@ -93,6 +96,13 @@ mod tests {
         assert!(fence_from_token("18eb813dca7f8502533e7c4ee43322eg").is_err());
         assert!(fence_from_token("+8eb813dca7f8502533e7c4ee43322ea").is_err());
         assert!(fence_from_token("é8eb813dca7f8502533e7c4ee43322e").is_err());
+    }
+
+    #[test]
+    fn a_reply_token_must_be_lower_case() {
+        assert!(Token::parse("18eb813dca7f8502533e7c4ee43322ea").is_ok());
+        assert!(Token::parse("18EB813DCA7F8502533E7C4EE43322EA").is_err());
+        assert!(Token::parse("18eb813dca7f8502533e7c4ee43322eA").is_err());
     }
 
     #[test]

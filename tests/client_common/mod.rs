@@ -30,7 +30,6 @@ impl Srv {
     pub fn config(&self) -> Config {
         let mut c = Config::new(vec![(self.host.clone(), self.port)]);
         c.auth_token = self.auth.clone();
-        c.io_slack = Duration::from_secs(5);
         c
     }
 
