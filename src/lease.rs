@@ -539,7 +539,7 @@ impl Shared {
                     return Err(Error::new(
                         ErrorKind::LeaseLost,
                         format!(
-                            "{what} {:?}: granted, but the grant came too late to trust and {why}                              (was this process paused?): {e}",
+                            "{what} {:?}: granted, but the grant came too late to trust and {why} (was this process paused?): {e}",
                             self.key
                         ),
                     ));
@@ -613,14 +613,10 @@ impl Shared {
         match r {
             // The home connection is gone (server dropped it, or it broke
             // just now): say it on a fresh one, so a server without
-            // auto-release does not keep the lease until it expires.
-            Err(e)
-                if home_failed
-                    && matches!(
-                        e.kind(),
-                        ErrorKind::Io | ErrorKind::Deadline | ErrorKind::Protocol
-                    ) =>
-            {
+            // auto-release does not keep the lease until it expires. Not
+            // after a deadline: the server is hung, a second connection
+            // would only wait again; closing the home already tells it.
+            Err(e) if home_failed && matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol) => {
                 let fresh = self.client.open(server, Some(cap))?;
                 let r = fresh.release_until(self.kind, &self.key, token.as_str(), Some(cap));
                 self.client.checkin(server, Arc::new(fresh));

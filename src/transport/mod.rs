@@ -65,12 +65,23 @@ impl Read for Recording<'_> {
     }
 }
 
+/// Linux runs socket timeouts (`SO_RCVTIMEO`/`SO_SNDTIMEO`) on the coarse
+/// timer wheel, which may fire up to 1/8 of the timeout late (a 5 s
+/// timeout by up to 256 ms at HZ=250). So a socket timeout is set to 7/8 of
+/// the time left: it fires early rather than late, and the read loop
+/// waits out the remainder with a new, shorter timeout. The deadline is
+/// then kept to within about one jiffy (4–10 ms).
+fn socket_timeout(left: Duration) -> Duration {
+    (left - left / 8).max(Duration::from_millis(1))
+}
+
 /// Whether a socket timeout of `current` may stand in for `left` (the
-/// time left to the deadline): it must not overshoot it by more than 5 %
-/// (+1 ms). One that is shorter is fine: a read that times out early is
-/// retried with the exact remainder.
+/// time left to the deadline): even firing 1/8 late it must not overshoot
+/// (`current × 9/8 ≤ left`). One that is shorter is fine: a read that times
+/// out early is retried with the exact remainder. So requests with the
+/// same budget cost no `setsockopt` each.
 fn timeout_fits(current: Option<Duration>, left: Duration) -> bool {
-    current.is_some_and(|cur| cur <= left + left / 20 + Duration::from_millis(1))
+    current.is_some_and(|cur| cur + cur / 8 <= left)
 }
 
 /// Free room offered to each read: replies are short (a grant is ~50
@@ -180,10 +191,11 @@ impl Transport {
     fn set_read_deadline(&mut self, deadline: Instant, what: &dyn Display) -> Result<()> {
         let left = remaining(deadline, what)?;
         if !timeout_fits(self.read_timeout, left) {
+            let t = socket_timeout(left);
             self.sock
-                .set_read_timeout(Some(left))
+                .set_read_timeout(Some(t))
                 .map_err(|e| Error::io(&format!("{what}"), &e))?;
-            self.read_timeout = Some(left);
+            self.read_timeout = Some(t);
         }
         Ok(())
     }
@@ -191,10 +203,11 @@ impl Transport {
     fn set_write_deadline(&mut self, deadline: Instant, what: &dyn Display) -> Result<()> {
         let left = remaining(deadline, what)?;
         if !timeout_fits(self.write_timeout, left) {
+            let t = socket_timeout(left);
             self.sock
-                .set_write_timeout(Some(left))
+                .set_write_timeout(Some(t))
                 .map_err(|e| Error::io(&format!("{what}"), &e))?;
-            self.write_timeout = Some(left);
+            self.write_timeout = Some(t);
         }
         Ok(())
     }
