@@ -32,7 +32,7 @@ LDSHARED   := -L$(LIB) -ldflockd -Wl,-rpath,$(ROOT)/$(LIB) -lpthread
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 C_EXAMPLES := quickstart semaphore_threads two_phase tls_auth
-C_TESTS    := test_abi test_faults
+C_TESTS    := test_abi test_faults test_observe
 # The standalone test server, for the C tests that freeze or kill a server process.
 TESTSERVER_BIN := $(ROOT)/target/debug/dflockd-testserver
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -366,6 +366,65 @@ typedef void (*dflockd_log_fn)(void *userdata, dflockd_log_level level, const ch
 typedef size_t (*dflockd_shard_fn)(void *userdata, const char *key, size_t key_len, size_t n_servers);
 
 /**
+ * A client's counters, read with `dflockd_client_metrics()`. Counters
+ * only grow (from the client's creation); `open_connections` and
+ * `idle_connections` are current values. Fields are only ever appended.
+ */
+typedef struct {
+  /**
+   * Grants reported to the caller (acquire, an enqueue that acquired, wait).
+   */
+  uint64_t acquires;
+  /**
+   * Acquires and waits the server answered `timeout` (a try-acquire that
+   * found the key taken counts too).
+   */
+  uint64_t acquire_timeouts;
+  /**
+   * Successful releases.
+   */
+  uint64_t releases;
+  /**
+   * Successful renewals (background, and before reporting a late grant).
+   */
+  uint64_t renewals;
+  /**
+   * Renewal attempts that failed transiently (slow, paused or
+   * unreachable server) and were retried.
+   */
+  uint64_t renewal_retries;
+  /**
+   * Held leases lost.
+   */
+  uint64_t leases_lost;
+  /**
+   * Connections opened to replace one that broke (renewal or release
+   * on a fresh connection).
+   */
+  uint64_t reconnects;
+  /**
+   * `error_not_leader` redirects followed.
+   */
+  uint64_t redirects;
+  /**
+   * Requests and connection attempts that hit their deadline.
+   */
+  uint64_t deadline_hits;
+  /**
+   * Connections opened, reconnects included.
+   */
+  uint64_t connections_opened;
+  /**
+   * Connections open now: in use, holding leases, or idle in the pool.
+   */
+  uint64_t open_connections;
+  /**
+   * Of those, idle in the pool now.
+   */
+  uint64_t idle_connections;
+} dflockd_metrics;
+
+/**
  * A grant from the server: the token (NUL-terminated, 32 lowercase hex
  * characters), its lease in seconds, and the fence decoded from the token.
  */
@@ -438,10 +497,17 @@ void dflockd_error_free(dflockd_error *err);
  * Logging is off by default. `max_level` is a `dflockd_log_level` value
  * (0..=4); others are `DFLOCKD_STATUS_INVALID_ARGUMENT`.
  *
+ * Levels: DEBUG one message per request and reply; INFO each connection
+ * opened and closed; WARN every renewal retry, leader redirect,
+ * reconnect and deadline hit; ERROR every lost lease (whether or not a
+ * lost callback is set) and every panic caught at the boundary. Messages
+ * never contain a token or the auth secret.
+ *
  * `userdata` is passed back to every call and must stay valid until the
  * callback is replaced or removed: once this function returns, no call
  * with the previous callback or userdata is running or will start.
  * Thread-safe, but must not be called from inside the log callback.
+ * No network I/O; returns at once (after any running callback call).
  */
 dflockd_status dflockd_set_log(dflockd_log_fn callback, void *userdata, int32_t max_level);
 
@@ -721,6 +787,17 @@ dflockd_status dflockd_client_stats(const dflockd_client *client,
                                     size_t cap,
                                     size_t *out_len,
                                     dflockd_error **err);
+
+/**
+ * Copy the client's counters into `*out`. Pass `out_size =
+ * sizeof(dflockd_metrics)`: a program built against an older header (a
+ * smaller struct) gets the fields it knows; fields a newer header adds
+ * are left untouched by an older library. No network I/O; never blocks.
+ */
+dflockd_status dflockd_client_metrics(const dflockd_client *client,
+                                      dflockd_metrics *out,
+                                      size_t out_size,
+                                      dflockd_error **err);
 
 /**
  * Close and free a connection; the server releases what it granted on it.

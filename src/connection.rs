@@ -10,10 +10,12 @@
 //! read late could be mistaken for the answer to a later request.
 
 use std::os::fd::RawFd;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::log::{Level, log};
+use crate::metrics::{Metrics, bump};
 use crate::protocol::{Command, Kind, MAX_SECONDS, Op, Outcome, Refusal, Request, Stats, Token, parse_reply};
 use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
 use crate::{Error, ErrorKind, Result};
@@ -73,6 +75,8 @@ pub(crate) struct Connector {
     pub(crate) io_timeout: Duration,
     auth_token: Option<String>,
     tls: Option<TlsSetup>,
+    /// The owning client's counters (none for a bare low-level connection).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Connector {
@@ -92,15 +96,43 @@ impl Connector {
             io_timeout: opts.io_timeout,
             auth_token: opts.auth_token.clone(),
             tls: opts.tls.as_ref().map(TlsSetup::new).transpose()?,
+            metrics: None,
         })
+    }
+
+    /// Count this connector's connections and deadlines in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Connector {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Connect, handshake and authenticate within `connect_timeout`, and
     /// before `cap` when given (the caller's overall deadline).
     pub(crate) fn open(&self, host: &str, port: u16, cap: Option<Instant>) -> Result<Connection> {
         let deadline = earliest(Instant::now() + self.connect_timeout, cap);
-        let transport = Transport::connect(host, port, deadline, self.tls.as_ref())?;
+        let transport = match Transport::connect(host, port, deadline, self.tls.as_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                if e.kind() == ErrorKind::Deadline {
+                    if let Some(m) = &self.metrics {
+                        bump(&m.deadline_hits);
+                    }
+                    log!(Level::Warn, "{e}");
+                } else {
+                    log!(Level::Info, "{e}");
+                }
+                return Err(e);
+            }
+        };
+        if let Some(m) = &self.metrics {
+            bump(&m.connections_opened);
+            bump(&m.open_connections);
+        }
+        let tls = if transport.is_tls() { " (TLS)" } else { "" };
+        log!(Level::Info, "connected to {host}:{port}{tls}");
         let conn = Connection {
+            peer: format!("{host}:{port}"),
+            metrics: self.metrics.clone(),
             fd: transport.raw_fd(),
             tls: transport.is_tls(),
             io: Mutex::new(Io {
@@ -131,6 +163,9 @@ struct Io {
 
 /// One connection to a dflockd server. `Send + Sync`.
 pub struct Connection {
+    /// `host:port`, for log messages.
+    peer: String,
+    metrics: Option<Arc<Metrics>>,
     io: Mutex<Io>,
     /// Copy of the socket fd, for [`Connection::abort`] without the mutex.
     /// Valid as long as `self` lives (the stream is owned by `io`).
@@ -251,8 +286,28 @@ impl Connection {
 
     /// Send one request and read its reply before its reply deadline, or
     /// before `cap` when that comes first. The single path every command
-    /// takes.
+    /// takes; each is logged (DEBUG, WARN for a deadline) and deadlines
+    /// are counted.
     pub(crate) fn call(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
+        let r = self.exchange_checked(req, cap);
+        let what = What {
+            cmd: req.command(),
+            key: req.key(),
+        };
+        match &r {
+            Ok(outcome) => log!(Level::Debug, "{what} on {}: {}", self.peer, describe(outcome)),
+            Err(e) if e.kind() == ErrorKind::Deadline => {
+                if let Some(m) = &self.metrics {
+                    bump(&m.deadline_hits);
+                }
+                log!(Level::Warn, "{e} (server {})", self.peer);
+            }
+            Err(e) => log!(Level::Debug, "{e} (server {})", self.peer),
+        }
+        r
+    }
+
+    fn exchange_checked(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
         let cmd = req.command();
         let what = What { cmd, key: req.key() };
         let mut io = self
@@ -473,17 +528,33 @@ impl Connection {
     }
 }
 
+/// A reply's shape in words, without its token.
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Done => "ok".into(),
+        Outcome::Granted { lease_s, .. } => format!("granted, lease {lease_s} s"),
+        Outcome::Queued => "queued".into(),
+        Outcome::Renewed { lease_s } => format!("renewed, lease {lease_s} s"),
+        Outcome::Stats(_) => "stats".into(),
+    }
+}
+
 /// parse_reply only returns outcomes valid for the command, so this is
 /// unreachable in practice; still an error, never a panic.
 fn unexpected(what: &str, outcome: &Outcome) -> Error {
-    let shape = match outcome {
-        Outcome::Done => "ok",
-        Outcome::Granted { .. } => "a grant",
-        Outcome::Queued => "queued",
-        Outcome::Renewed { .. } => "a renewal",
-        Outcome::Stats(_) => "stats",
-    };
-    Error::new(ErrorKind::Protocol, format!("{what}: unexpected reply ({shape})"))
+    Error::new(
+        ErrorKind::Protocol,
+        format!("{what}: unexpected reply ({})", describe(outcome)),
+    )
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.connection_closed();
+        }
+        log!(Level::Info, "closed connection to {}", self.peer);
+    }
 }
 
 impl std::fmt::Debug for Connection {

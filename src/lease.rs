@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::client::ClientInner;
 use crate::connection::{Connection, Enqueued, Grant, earliest};
+use crate::log::{Level, log};
+use crate::metrics::bump;
 use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
 use crate::renewal;
 use crate::{Error, ErrorKind, Result};
@@ -171,7 +173,9 @@ impl Lease {
     /// [`ErrorKind::Cancelled`] after [`cancel`](Lease::cancel).
     pub fn acquire(&self, timeout_s: u64) -> Result<()> {
         let op = self.shared.begin("acquire")?;
-        self.shared.acquire(&op, timeout_s)
+        let r = self.shared.acquire(&op, timeout_s);
+        self.shared.count_timeout(&r);
+        r
     }
 
     /// Try once: `Ok(true)` if acquired, `Ok(false)` if taken.
@@ -198,7 +202,11 @@ impl Lease {
         let op = self.shared.begin_wait()?;
         match op {
             None => Ok(()),
-            Some((op, home)) => self.shared.wait(&op, home, timeout_s),
+            Some((op, home)) => {
+                let r = self.shared.wait(&op, home, timeout_s);
+                self.shared.count_timeout(&r);
+                r
+            }
         }
     }
 
@@ -525,7 +533,10 @@ impl Shared {
                 .conn
                 .renew_until(self.kind, &self.key, grant.token.as_str(), ttl, Some(reply_by))
             {
-                Ok(renewed) => (anchor, lease_s) = (renew_sent, renewed),
+                Ok(renewed) => {
+                    bump(&self.client.metrics.renewals);
+                    (anchor, lease_s) = (renew_sent, renewed);
+                }
                 Err(e) => {
                     let refused = !home.conn.is_broken();
                     // Closing the connection makes the server drop the
@@ -553,6 +564,7 @@ impl Shared {
             return Err(cancelled(what));
         }
         let st = &mut *st;
+        bump(&self.client.metrics.acquires);
         let renew_at = anchor + renewal::interval(config, lease_s);
         st.generation += 1;
         st.lost = None;
@@ -587,7 +599,22 @@ impl Shared {
         }
     }
 
+    /// Count a server `timeout` answer to an acquire or wait.
+    fn count_timeout(&self, r: &Result<()>) {
+        if r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Timeout) {
+            bump(&self.client.metrics.acquire_timeouts);
+        }
+    }
+
     fn release(&self) -> Result<()> {
+        let r = self.release_once();
+        if r.is_ok() {
+            bump(&self.client.metrics.releases);
+        }
+        r
+    }
+
+    fn release_once(&self) -> Result<()> {
         let mut st = lock(&self.state);
         if let Some(home) = st.queued.take() {
             // Leaving the queue: closing the connection drops the waiter.
@@ -617,7 +644,9 @@ impl Shared {
             // after a deadline: the server is hung, a second connection
             // would only wait again; closing the home already tells it.
             Err(e) if home_failed && matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol) => {
+                log!(Level::Warn, "{e}; releasing on a fresh connection");
                 let fresh = self.client.open(server, Some(cap))?;
+                bump(&self.client.metrics.reconnects);
                 let r = fresh.release_until(self.kind, &self.key, token.as_str(), Some(cap));
                 self.client.checkin(server, Arc::new(fresh));
                 r
@@ -641,6 +670,8 @@ impl Shared {
         );
         st.lost = Some(err.clone());
         drop(st);
+        bump(&self.client.metrics.leases_lost);
+        log!(Level::Error, "{err}");
         if let Some(h) = held {
             h.home.conn.abort();
         }

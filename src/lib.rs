@@ -8,6 +8,8 @@ pub mod protocol;
 
 mod error;
 pub use error::{Error, ErrorKind, Result};
+pub mod log;
+pub mod metrics;
 
 // --- client core (issue 3) ---------------------------------------------
 pub mod client;

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use crate::client::Config;
 use crate::connection::Connection;
 use crate::lease::{LostCallback, Shared, lock};
+use crate::log::{Level, log};
+use crate::metrics::bump;
 use crate::{Error, ErrorKind};
 
 /// Deadline of one renew attempt (capped by the time left on the lease).
@@ -304,8 +306,16 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
     let renew = |c: &Connection| c.renew_until(lease.kind, &lease.key, token.as_str(), ttl, cap);
     // A closed home: try the token on a fresh connection.
     let (result, new_home) = if conn.is_broken() {
+        log!(
+            Level::Warn,
+            "renew {:?}: its connection broke; renewing on a fresh connection",
+            lease.key
+        );
         match lease.client.open(server, cap) {
-            Ok(fresh) => (renew(&fresh), Some(Arc::new(fresh))),
+            Ok(fresh) => {
+                bump(&lease.client.metrics.reconnects);
+                (renew(&fresh), Some(Arc::new(fresh)))
+            }
             Err(e) => (Err(e), None),
         }
     } else {
@@ -313,6 +323,7 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
     };
     match result {
         Ok(lease_s) => {
+            bump(&lease.client.metrics.renewals);
             let mut st = lock(&lease.state);
             if st.generation != generation {
                 return;
@@ -330,6 +341,13 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         Err(e) if transient(&e) => {
             let retry = Instant::now() + RETRY_BACKOFF;
             if retry < expires_at {
+                bump(&lease.client.metrics.renewal_retries);
+                log!(
+                    Level::Warn,
+                    "{e}; retrying the renewal in {} ms ({} ms left on the lease)",
+                    RETRY_BACKOFF.as_millis(),
+                    expires_at.saturating_duration_since(Instant::now()).as_millis()
+                );
                 reschedule(lease, generation, retry);
             } else {
                 lease.lose(generation, e);

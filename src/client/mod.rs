@@ -14,6 +14,8 @@ use pool::Pool;
 
 use crate::connection::{ConnectOptions, Connection, Connector};
 use crate::lease::Lease;
+use crate::log::{Level, log};
+use crate::metrics::{Metrics, MetricsSnapshot, bump};
 use crate::protocol::{Kind, MAX_SECONDS, Stats, crc32_shard, validate_key};
 use crate::{Error, ErrorKind, Result};
 
@@ -28,6 +30,7 @@ pub(crate) struct ClientInner {
     pub(crate) config: Config,
     connector: Connector,
     pools: Vec<Pool>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Client {
@@ -41,6 +44,8 @@ impl Client {
             auth_token: config.auth_token.clone(),
             tls: config.tls.clone(),
         })?;
+        let metrics = Arc::new(Metrics::default());
+        let connector = connector.with_metrics(Arc::clone(&metrics));
         let pools = config
             .servers
             .iter()
@@ -51,6 +56,7 @@ impl Client {
                 config,
                 connector,
                 pools,
+                metrics,
             }),
         })
     }
@@ -96,6 +102,12 @@ impl Client {
         let r = conn.stats_until(Some(cap));
         self.inner.checkin(server, conn);
         r
+    }
+
+    /// The client's counters now (shared by its clones).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let idle = self.inner.pools.iter().map(Pool::idle_count).sum::<usize>();
+        self.inner.metrics.snapshot(idle as u64)
     }
 
     /// Idle pooled connections to `server` (diagnostics and tests).
@@ -210,10 +222,18 @@ impl ClientInner {
                         return Err(e.context(&format!("gave up after {redirects} redirect(s)")));
                     }
                     redirects += 1;
+                    bump(&self.metrics.redirects);
                     idx = e
                         .leader()
                         .and_then(|a| self.find_server(a))
                         .unwrap_or((idx + 1) % n);
+                    log!(
+                        Level::Warn,
+                        "{e}; following to server {} ({}:{})",
+                        idx,
+                        self.config.servers[idx].0,
+                        self.config.servers[idx].1
+                    );
                 }
                 other => return other,
             }

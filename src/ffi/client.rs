@@ -252,3 +252,88 @@ fn check_index(c: &dflockd_client, server: usize) -> Result<(), FfiError> {
     }
     Ok(())
 }
+
+/// A client's counters, read with `dflockd_client_metrics()`. Counters
+/// only grow (from the client's creation); `open_connections` and
+/// `idle_connections` are current values. Fields are only ever appended.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct dflockd_metrics {
+    /// Grants reported to the caller (acquire, an enqueue that acquired, wait).
+    pub acquires: u64,
+    /// Acquires and waits the server answered `timeout` (a try-acquire that
+    /// found the key taken counts too).
+    pub acquire_timeouts: u64,
+    /// Successful releases.
+    pub releases: u64,
+    /// Successful renewals (background, and before reporting a late grant).
+    pub renewals: u64,
+    /// Renewal attempts that failed transiently (slow, paused or
+    /// unreachable server) and were retried.
+    pub renewal_retries: u64,
+    /// Held leases lost.
+    pub leases_lost: u64,
+    /// Connections opened to replace one that broke (renewal or release
+    /// on a fresh connection).
+    pub reconnects: u64,
+    /// `error_not_leader` redirects followed.
+    pub redirects: u64,
+    /// Requests and connection attempts that hit their deadline.
+    pub deadline_hits: u64,
+    /// Connections opened, reconnects included.
+    pub connections_opened: u64,
+    /// Connections open now: in use, holding leases, or idle in the pool.
+    pub open_connections: u64,
+    /// Of those, idle in the pool now.
+    pub idle_connections: u64,
+}
+
+/// Copy the client's counters into `*out`. Pass `out_size =
+/// sizeof(dflockd_metrics)`: a program built against an older header (a
+/// smaller struct) gets the fields it knows; fields a newer header adds
+/// are left untouched by an older library. No network I/O; never blocks.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_metrics(
+    client: *const dflockd_client,
+    out: *mut dflockd_metrics,
+    out_size: usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        // SAFETY: NULL or a live client (contract).
+        let c = unsafe { handle(client, "client") }?;
+        if out.is_null() {
+            return Err(FfiError::null("out"));
+        }
+        if out_size == 0 {
+            return Err(FfiError::invalid("out_size is 0; pass sizeof(dflockd_metrics)"));
+        }
+        let m = c.client.metrics();
+        let full = dflockd_metrics {
+            acquires: m.acquires,
+            acquire_timeouts: m.acquire_timeouts,
+            releases: m.releases,
+            renewals: m.renewals,
+            renewal_retries: m.renewal_retries,
+            leases_lost: m.leases_lost,
+            reconnects: m.reconnects,
+            redirects: m.redirects,
+            deadline_hits: m.deadline_hits,
+            connections_opened: m.connections_opened,
+            open_connections: m.open_connections,
+            idle_connections: m.idle_connections,
+        };
+        let n = out_size.min(std::mem::size_of::<dflockd_metrics>());
+        // SAFETY: `out` is non-NULL and, by contract, valid for `out_size`
+        // writable bytes; we copy at most that many from a local value.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&full as *const dflockd_metrics).cast::<u8>(),
+                out.cast::<u8>(),
+                n,
+            )
+        };
+        Ok(())
+    })
+}

@@ -2,7 +2,6 @@
 //! every function; they differ only in how the handle was made.
 
 use super::error::{FfiError, dflockd_error};
-use super::log::{LogLevel, log};
 use super::panic::{guard, guard_value};
 use super::ptr::{Out, free, handle};
 use super::status::dflockd_status;
@@ -335,13 +334,11 @@ pub extern "C" fn dflockd_lease_on_lost(
 ) -> dflockd_status {
     guard(err, || {
         let l = self::lease(lease)?;
-        let key = l.key().to_owned();
+        // The loss itself is logged (ERROR) by the core, callback or not.
         l.on_lost(callback.map(|cb| {
             let cb = Callback { cb, userdata };
-            Box::new(move |e: &crate::Error| {
-                log(LogLevel::Warn, &format!("lease on `{key}` lost: {e}"));
-                cb.call(Some(e.clone()));
-            }) as Box<dyn Fn(&crate::Error) + Send + Sync>
+            Box::new(move |e: &crate::Error| cb.call(Some(e.clone())))
+                as Box<dyn Fn(&crate::Error) + Send + Sync>
         }));
         Ok(())
     })

@@ -2,8 +2,9 @@
 //! logger (a host program written in Rust keeps its own `log` setup).
 
 use std::ffi::{CString, c_char, c_void};
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use crate::log::Level;
 
 /// Severity of a log message, most severe first. A callback installed with
 /// `max_level` receives messages of that level and every more severe one.
@@ -44,37 +45,48 @@ struct Sink {
 unsafe impl Send for Sink {}
 unsafe impl Sync for Sink {}
 
-static SINK: RwLock<Option<Sink>> = RwLock::new(None);
-/// Fast path: messages above this level are dropped without formatting.
-static MAX_LEVEL: AtomicI32 = AtomicI32::new(0);
-
-/// Whether a message at `level` would reach a callback.
-pub(crate) fn enabled(level: LogLevel) -> bool {
-    level as i32 <= MAX_LEVEL.load(Ordering::Relaxed)
+impl Sink {
+    fn call(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Error => LogLevel::Error,
+            Level::Warn => LogLevel::Warn,
+            Level::Info => LogLevel::Info,
+            Level::Debug => LogLevel::Debug,
+        };
+        let text = CString::new(message.replace('\0', "")).unwrap_or_default();
+        // SAFETY: the callback contract (see dflockd_log_fn); the core
+        // logger's read lock keeps userdata installed during the call.
+        unsafe { (self.cb)(self.userdata, level, text.as_ptr()) };
+    }
 }
 
-/// Send a message to the installed callback, if any wants it.
+/// Log from the C layer (panics caught at the boundary, lifecycle).
 pub(crate) fn log(level: LogLevel, message: &str) {
-    if level == LogLevel::Off || !enabled(level) {
-        return;
-    }
-    let Ok(guard) = SINK.read() else { return };
-    if let Some(sink) = guard.as_ref() {
-        let text = CString::new(message.replace('\0', "")).unwrap_or_default();
-        // SAFETY: the callback contract (see dflockd_log_fn); the read lock
-        // keeps userdata installed for the duration of the call.
-        unsafe { (sink.cb)(sink.userdata, level, text.as_ptr()) };
-    }
+    let level = match level {
+        LogLevel::Off => return,
+        LogLevel::Error => Level::Error,
+        LogLevel::Warn => Level::Warn,
+        LogLevel::Info => Level::Info,
+        LogLevel::Debug => Level::Debug,
+    };
+    crate::log::emit(level, message);
 }
 
 /// Install (or with `callback` NULL, remove) the process-wide log callback.
 /// Logging is off by default. `max_level` is a `dflockd_log_level` value
 /// (0..=4); others are `DFLOCKD_STATUS_INVALID_ARGUMENT`.
 ///
+/// Levels: DEBUG one message per request and reply; INFO each connection
+/// opened and closed; WARN every renewal retry, leader redirect,
+/// reconnect and deadline hit; ERROR every lost lease (whether or not a
+/// lost callback is set) and every panic caught at the boundary. Messages
+/// never contain a token or the auth secret.
+///
 /// `userdata` is passed back to every call and must stay valid until the
 /// callback is replaced or removed: once this function returns, no call
 /// with the previous callback or userdata is running or will start.
 /// Thread-safe, but must not be called from inside the log callback.
+/// No network I/O; returns at once (after any running callback call).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_set_log(
     callback: dflockd_log_fn,
@@ -82,15 +94,25 @@ pub extern "C" fn dflockd_set_log(
     max_level: i32,
 ) -> super::status::dflockd_status {
     super::panic::guard(std::ptr::null_mut(), || {
-        if !(0..=LogLevel::Debug as i32).contains(&max_level) {
-            return Err(super::error::FfiError::invalid(format!(
-                "log level {max_level} is out of range 0..=4"
-            )));
+        let level = match max_level {
+            0 => None,
+            1 => Some(Level::Error),
+            2 => Some(Level::Warn),
+            3 => Some(Level::Info),
+            4 => Some(Level::Debug),
+            _ => {
+                return Err(super::error::FfiError::invalid(format!(
+                    "log level {max_level} is out of range 0..=4"
+                )));
+            }
+        };
+        match (callback, level) {
+            (Some(cb), Some(level)) => {
+                let sink = Sink { cb, userdata };
+                crate::log::set_logger(Some(Arc::new(move |l, m: &str| sink.call(l, m))), level);
+            }
+            _ => crate::log::set_logger(None, Level::Error),
         }
-        let mut guard = SINK.write().unwrap_or_else(|p| p.into_inner());
-        *guard = callback.map(|cb| Sink { cb, userdata });
-        let level = if guard.is_some() { max_level } else { 0 };
-        MAX_LEVEL.store(level, Ordering::Relaxed);
         Ok(())
     })
 }

@@ -1,0 +1,66 @@
+//! The library's log: off by default, one process-wide sink (a closure the
+//! application installs; the C API's `dflockd_set_log` installs one that
+//! calls the C callback). Never a global Rust logger: a host program keeps
+//! its own `log`/`tracing` setup. Messages never contain a token or secret.
+//!
+//! What is logged, and at which level (the header promises the same):
+//! DEBUG one line per operation; INFO connections opened and closed;
+//! WARN retries, redirects, reconnects and deadlines; ERROR every lost
+//! lease (whether or not a lost callback is set) and caught panics.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Severity, most severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+}
+
+/// Receives each message at or above the installed level. Called on the
+/// thread that logged (library threads included), outside the library's
+/// locks; it must not block for long or call back into the library.
+pub type Logger = Arc<dyn Fn(Level, &str) + Send + Sync>;
+
+static SINK: RwLock<Option<Logger>> = RwLock::new(None);
+/// Fast path: messages above this level are dropped without formatting.
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(0);
+
+/// Install (or with `None`, remove) the process-wide logger, receiving
+/// messages up to `max_level`. Once this returns, no call of the previous
+/// logger is running or will start.
+pub fn set_logger(logger: Option<Logger>, max_level: Level) {
+    let mut guard = SINK.write().unwrap_or_else(|p| p.into_inner());
+    let level = if logger.is_some() { max_level as u8 } else { 0 };
+    *guard = logger;
+    MAX_LEVEL.store(level, Ordering::Relaxed);
+}
+
+/// Whether a message at `level` would reach the logger.
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Send `message` to the logger if it wants `level`.
+pub fn emit(level: Level, message: &str) {
+    if !enabled(level) {
+        return;
+    }
+    let guard = SINK.read().unwrap_or_else(|p| p.into_inner());
+    if let Some(sink) = guard.as_ref() {
+        sink(level, message);
+    }
+}
+
+/// `log!(Level::Warn, "fmt", args...)`: formats only when enabled.
+macro_rules! log {
+    ($level:expr, $($arg:tt)+) => {
+        if $crate::log::enabled($level) {
+            $crate::log::emit($level, &format!($($arg)+));
+        }
+    };
+}
+pub(crate) use log;
