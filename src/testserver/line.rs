@@ -4,8 +4,11 @@
 //! [`Behaviour`] instead of testing the line itself, so this table is the
 //! one place that lists the differences.
 //!
-//! Not a difference: `stats` lists every limit-1 key as a lock on both
-//! lines (both transcripts, line 52).
+//! Not differences: `stats` lists every limit-1 key as a lock on both
+//! lines (both transcripts, line 52). An over-long line with no `\n` is
+//! answered `error` at the read timeout (or at once when its `\n` comes)
+//! as seen on 2.x; the 1.10 transcripts do not show that case, so 1.10
+//! mode behaves the same.
 
 use std::fmt;
 use std::str::FromStr;
