@@ -51,7 +51,7 @@ skipped = [ -e $(B)/.skip-$(1) ]
 
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
         run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby \
-        install bench bench-build bench-instructions clean
+        install bench bench-build bench-instructions clean test-external
 
 all: lib
 
@@ -77,7 +77,7 @@ demo: | $(B)/ex
 
 # --- everything -------------------------------------------------------------------------------
 test: rust-checks c-examples c-tests cpp-tests run-c asan valgrind symbols-check static-libs-check \
-      static-example test-go test-ruby
+      static-example test-go test-ruby test-external
 	@echo "=== make test: all steps passed ==="
 
 rust-checks: fmt-check clippy cargo-test
@@ -90,6 +90,25 @@ clippy:
 
 cargo-test:
 	$(CARGO) test
+
+# The Rust suites against the standalone dflockd-testserver as an EXTERNAL server
+# (DFLOCKD_TEST_SERVER), started as a 2.x server and then as a 1.10 one
+# (DFLOCKD_TEST_SERVER_LINE): tests of the other line, or needing the embedded
+# server's options or fault controls, skip with a printed reason.
+EXTERNAL_TESTS := conformance conformance_110 conformance_options conformance_faults client_110 \
+                  client_commands client_leases client_renewal client_cluster client_tls_auth
+test-external:
+	$(CARGO) build --bin dflockd-testserver
+	$(CARGO) test --no-run $(EXTERNAL_TESTS:%=--test %)
+	@mkdir -p $(B)
+	@for line in 2.x 1.10; do \
+	  echo "=== cargo test against an external $$line dflockd-testserver"; \
+	  rm -f $(B)/external.addr; \
+	  ./target/debug/dflockd-testserver --port 0 --server-line $$line >$(B)/external.addr & pid=$$!; \
+	  for i in $$(seq 100); do [ -s $(B)/external.addr ] && break; sleep 0.05; done; \
+	  env -u DFLOCKD_TEST_AUTH_TOKEN DFLOCKD_TEST_SERVER=$$(head -1 $(B)/external.addr) \
+	    DFLOCKD_TEST_SERVER_LINE=$$line $(CARGO) test $(EXTERNAL_TESTS:%=--test %); rc=$$?; \
+	  kill $$pid; wait $$pid 2>/dev/null; [ $$rc -eq 0 ] || exit $$rc; done
 
 c-examples: lib | $(B)/ex
 	$(call need,$(CC),c)

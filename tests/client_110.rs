@@ -1,7 +1,11 @@
 //! The client against the test server's 1.10 mode (`ServerLine::V1_10`):
 //! issue 3 requires libdflockd to work against release 1.10.0, which has
 //! no `ping`, no fencing tokens, one key namespace for locks and
-//! semaphores, and keeps the waiters of closed connections.
+//! semaphores, and keeps the waiters of closed connections. They run
+//! against an embedded server in 1.10 mode, or against an external 1.10
+//! server (`DFLOCKD_TEST_SERVER` + `DFLOCKD_TEST_SERVER_LINE=1.10`);
+//! against an external 2.x server they skip. Tests needing server options
+//! or controls are embedded only.
 
 mod client_common;
 
@@ -20,8 +24,21 @@ fn v110() -> ServerOptions {
     }
 }
 
-/// A 1.10 embedded server, or `None` (skipped) against an external one.
-fn server(test: &str, tweak: impl FnOnce(&mut ServerOptions)) -> Option<Srv> {
+/// The 1.10 server under test: the external one if it is 1.10, else an
+/// embedded one in 1.10 mode; `None` (skipped) against an external 2.x.
+fn server(test: &str) -> Option<Srv> {
+    if skip_unless_1_10(test) {
+        return None;
+    }
+    Some(match external() {
+        Some(_) => any_server(),
+        None => embedded(v110()),
+    })
+}
+
+/// A 1.10 embedded server with options or controls, or `None` (skipped)
+/// against an external one.
+fn embedded_1_10(test: &str, tweak: impl FnOnce(&mut ServerOptions)) -> Option<Srv> {
     if skip_external(test) {
         return None;
     }
@@ -32,11 +49,12 @@ fn server(test: &str, tweak: impl FnOnce(&mut ServerOptions)) -> Option<Srv> {
 
 #[test]
 fn locks_and_semaphores_acquire_and_release() {
-    let Some(srv) = server("1.10 acquire", |_| {}) else {
+    let Some(srv) = server("1.10 acquire") else {
         return;
     };
     let client = srv.client();
-    let (a, b) = (client.lock("k").expect("lease"), client.lock("k").expect("lease"));
+    let k = key("k");
+    let (a, b) = (client.lock(&k).expect("lease"), client.lock(&k).expect("lease"));
     a.acquire(5).expect("acquire");
     assert!(a.is_held());
     assert!(!b.try_acquire().expect("try"));
@@ -45,7 +63,8 @@ fn locks_and_semaphores_acquire_and_release() {
     assert!(b.try_acquire().expect("free again"));
     b.release().expect("release");
 
-    let sems: Vec<_> = (0..3).map(|_| client.semaphore("s", 2).expect("lease")).collect();
+    let s = key("s");
+    let sems: Vec<_> = (0..3).map(|_| client.semaphore(&s, 2).expect("lease")).collect();
     assert!(sems[0].try_acquire().expect("try"));
     assert!(sems[1].try_acquire().expect("try"));
     assert!(!sems[2].try_acquire().expect("full"));
@@ -58,13 +77,14 @@ fn locks_and_semaphores_acquire_and_release() {
 
 #[test]
 fn a_semaphore_on_a_held_lock_key_is_a_limit_mismatch() {
-    let Some(srv) = server("1.10 namespace", |_| {}) else {
+    let Some(srv) = server("1.10 namespace") else {
         return;
     };
     let client = srv.client();
-    let lock = client.lock("shared").expect("lease");
+    let shared = key("shared");
+    let lock = client.lock(&shared).expect("lease");
     lock.acquire(1).expect("acquire");
-    let sem = client.semaphore("shared", 2).expect("lease");
+    let sem = client.semaphore(&shared, 2).expect("lease");
     let err = sem.try_acquire().expect_err("one namespace on 1.10");
     assert_eq!(err.kind(), ErrorKind::LimitMismatch);
     assert!(!sem.is_held());
@@ -73,14 +93,15 @@ fn a_semaphore_on_a_held_lock_key_is_a_limit_mismatch() {
 
 #[test]
 fn two_phase_enqueue_then_wait() {
-    let Some(srv) = server("1.10 two-phase", |_| {}) else {
+    let Some(srv) = server("1.10 two-phase") else {
         return;
     };
     let client = srv.client();
-    let a = client.lock("2p").expect("lease");
+    let k = key("2p");
+    let a = client.lock(&k).expect("lease");
     assert!(a.enqueue().expect("free: acquired at once"));
     a.wait(0).expect("wait after acquired");
-    let b = client.lock("2p").expect("lease");
+    let b = client.lock(&k).expect("lease");
     assert!(!b.enqueue().expect("queued"));
     assert_eq!(b.wait(1).expect_err("still held").kind(), ErrorKind::Timeout);
     assert!(!b.enqueue().expect("queued again"));
@@ -89,7 +110,7 @@ fn two_phase_enqueue_then_wait() {
     assert!(b.is_held());
     b.release().expect("release");
 
-    let s = client.semaphore("2ps", 1).expect("lease");
+    let s = client.semaphore(&key("2ps"), 1).expect("lease");
     assert!(s.enqueue().expect("acquired at once"));
     s.wait(0).expect("wait");
     s.release().expect("release");
@@ -100,7 +121,7 @@ fn two_phase_enqueue_then_wait() {
 /// idle timeout proves the client never needs `ping` for that.
 #[test]
 fn lease_is_kept_through_the_idle_timeout_without_ping() {
-    let Some(srv) = server("1.10 keepalive", |o| o.read_timeout = Duration::from_secs(2)) else {
+    let Some(srv) = embedded_1_10("1.10 keepalive", |o| o.read_timeout = Duration::from_secs(2)) else {
         return;
     };
     let client = srv.client_with(|c| c.keepalive = Duration::from_secs(1));
@@ -122,7 +143,7 @@ fn lease_is_kept_through_the_idle_timeout_without_ping() {
 
 #[test]
 fn lost_lease_is_notified_when_the_server_drops_connections() {
-    let Some(srv) = server("1.10 drop_connections", |_| {}) else {
+    let Some(srv) = embedded_1_10("1.10 drop_connections", |_| {}) else {
         return;
     };
     let client = srv.client_with(|c| c.keepalive = Duration::from_millis(500));
@@ -146,13 +167,14 @@ fn lost_lease_is_notified_when_the_server_drops_connections() {
 /// "fence", but nothing may assume those rise.
 #[test]
 fn fences_of_1_10_tokens_parse_without_ordering() {
-    let Some(srv) = server("1.10 fences", |_| {}) else {
+    let Some(srv) = server("1.10 fences") else {
         return;
     };
     let client = srv.client();
     let mut fences = Vec::new();
+    let keys: Vec<String> = (0..3).map(|i| key(&format!("f{i}"))).collect();
     for i in 0..6 {
-        let lease = client.lock(&format!("f{}", i % 3)).expect("lease");
+        let lease = client.lock(&keys[i % 3]).expect("lease");
         lease.acquire(1).expect("acquire");
         let token = lease.token().expect("token");
         let fence = fence_from_token(token.as_str()).expect("1.10 token parses");
@@ -170,7 +192,7 @@ fn fences_of_1_10_tokens_parse_without_ordering() {
 /// `ping` is refused by 1.10 and leaves the connection usable.
 #[test]
 fn pool_reuse_after_idle_and_explicit_ping() {
-    let Some(srv) = server("1.10 pool", |o| o.read_timeout = Duration::from_secs(1)) else {
+    let Some(srv) = embedded_1_10("1.10 pool", |o| o.read_timeout = Duration::from_secs(1)) else {
         return;
     };
     let client = srv.client();
@@ -197,13 +219,14 @@ fn pool_reuse_after_idle_and_explicit_ping() {
 /// timeout; the grant it gets is released at once, so the key is not wedged.
 #[test]
 fn a_cancelled_acquire_does_not_wedge_the_key() {
-    let Some(srv) = server("1.10 cancel", |_| {}) else {
+    let Some(srv) = server("1.10 cancel") else {
         return;
     };
     let client = srv.client();
-    let a = client.lock("c").expect("lease");
+    let k = key("c");
+    let a = client.lock(&k).expect("lease");
     a.acquire(1).expect("acquire");
-    let b = client.lock("c").expect("lease");
+    let b = client.lock(&k).expect("lease");
     let (tx, rx) = mpsc::channel();
     b.acquire_async(
         30,
@@ -212,25 +235,43 @@ fn a_cancelled_acquire_does_not_wedge_the_key() {
         }),
     );
     assert!(
-        wait_until(Duration::from_secs(3), || lock_waiters(&client, "c") == 1),
+        wait_until(Duration::from_secs(3), || lock_waiters(&client, &k) == 1),
         "b queued"
     );
-    let open = srv.ts().connection_count();
+    let open = srv.embedded.as_ref().map(|s| s.connection_count());
     b.cancel();
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(3)),
         Ok(Err(ErrorKind::Cancelled))
     );
-    assert!(
-        wait_until(Duration::from_secs(3), || srv.ts().connection_count() == open - 1),
-        "the server should have seen b's connection close"
-    );
-    assert_eq!(lock_waiters(&client, "c"), 1, "1.10 keeps the closed waiter");
+    match open {
+        // The embedded server tells when it handled the close.
+        Some(open) => {
+            assert!(
+                wait_until(Duration::from_secs(3), || srv.ts().connection_count() == open - 1),
+                "the server should have seen b's connection close"
+            );
+            assert_eq!(lock_waiters(&client, &k), 1, "1.10 keeps the closed waiter");
+        }
+        // An external one cannot: the waiter must stay for 300 ms (2.x
+        // drops it within milliseconds).
+        None => assert!(
+            !wait_until(Duration::from_millis(300), || lock_waiters(&client, &k) != 1),
+            "1.10 keeps the closed waiter"
+        ),
+    }
     a.release().expect("release");
-    let c = client.lock("c").expect("lease");
+    let c = client.lock(&k).expect("lease");
+    // The grant to the dead waiter is released at once on the embedded
+    // server; a real one may take a moment.
+    let within = if open.is_some() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(3)
+    };
     assert!(
-        c.try_acquire()
-            .expect("the grant to the dead waiter was released")
+        wait_until(within, || c.try_acquire().expect("try")),
+        "the grant to the dead waiter was released"
     );
     c.release().expect("release");
 }

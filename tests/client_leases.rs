@@ -13,6 +13,9 @@ use dflockd::testserver::ServerOptions;
 
 #[test]
 fn acquire_release_token_fence_and_try_lock() {
+    if skip_unless_2x("acquire_release_token_fence_and_try_lock") {
+        return;
+    }
     let srv = any_server();
     let client = srv.client();
     let k = key("basic");
@@ -111,6 +114,9 @@ fn two_phase_enqueue_then_wait() {
 
 #[test]
 fn cancel_a_blocked_acquire_wait_and_async_acquire() {
+    if skip_unless_2x("cancel_a_blocked_acquire_wait_and_async_acquire") {
+        return;
+    }
     let srv = any_server();
     let client = srv.client();
     let k = key("cancel");

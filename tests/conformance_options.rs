@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Raw, embedded, granted, token};
-use dflockd::testserver::{ServerOptions, TlsIdentity};
+use dflockd::testserver::{ServerLine, ServerOptions, TlsIdentity};
 
 fn opts() -> ServerOptions {
     ServerOptions::default()
@@ -207,6 +207,41 @@ fn idle_connection_gets_error_and_close_and_releases() {
     assert!(started.elapsed() >= Duration::from_millis(1900));
     assert_eq!(e.req(b"ping\n_\n\n"), "ok");
     keeper.join().unwrap();
+}
+
+/// An over-long line whose `\n` comes late (not seen on a real server; the
+/// natural reading of the 2.x timing): its bytes are read and dropped
+/// while the server waits, and the `\n` gets `error` at once, then the
+/// close. Same on both lines (the 1.10 transcripts do not show it).
+#[test]
+fn over_long_line_whose_newline_comes_late_gets_error_at_the_newline() {
+    for line in [ServerLine::V2, ServerLine::V1_10] {
+        let Some(s) = embedded(
+            ServerOptions {
+                read_timeout: Duration::from_secs(60),
+                line,
+                ..opts()
+            },
+            "over-long line, late newline",
+        ) else {
+            return;
+        };
+        let mut a = Raw::connect(&s.addr().to_string());
+        token(&a.req(b"l\nbefore\n5\n"));
+        a.send(b"l\n");
+        // 1 MiB: far more than the server may buffer, all read and dropped.
+        for _ in 0..256 {
+            a.send(&[b'l'; 4096]);
+        }
+        a.assert_silent(Duration::from_millis(300));
+        let started = Instant::now();
+        a.send(b"l\n5\n");
+        assert_eq!(a.line(), "error", "{line}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{line}: at once");
+        assert!(a.closed_within(Duration::from_secs(5)), "{line}");
+        // Its lock went with the connection.
+        granted(&Raw::connect(&s.addr().to_string()).req(b"l\nbefore\n0\n"), 33);
+    }
 }
 
 #[test]

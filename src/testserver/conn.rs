@@ -66,11 +66,20 @@ impl ConnCtl {
 
 /// Splits the byte stream into three-line frames. A line that is not UTF-8
 /// is kept as `None` so the frame stays aligned and gets `error`.
+///
+/// An over-long line is answered as the 2.x server does (transcripts and
+/// shared/protocol.md "Framing"): at once when its `\n` has arrived; with
+/// no `\n` yet, only when the `\n` comes (at once) or the read timeout
+/// passes. Meanwhile its bytes are discarded, so nothing is buffered
+/// without bound. The 1.10 transcripts do not show the no-`\n` case, so
+/// both lines behave the same here.
 struct Framer {
     buf: LineBuffer,
     lines: Vec<Option<String>>,
     /// Longest `auth` argument line (the server line's).
     max_auth_line: usize,
+    /// An over-long line with no `\n` yet: bytes are dropped until one.
+    discarding: bool,
 }
 
 type Frame = [Option<String>; 3];
@@ -86,11 +95,19 @@ impl Framer {
             } else {
                 MAX_LINE_BYTES
             };
+            let pending = self.buf.pending();
             match self.buf.next_line(max) {
                 Ok(Some(line)) => self.lines.push(Some(line)),
                 Ok(None) => return Ok(None),
                 Err(LineError::NotUtf8) => self.lines.push(None),
-                Err(LineError::TooLong) => return Err(()),
+                // The buffer consumed a complete over-long line: answer now.
+                Err(LineError::TooLong) if self.buf.pending() < pending => return Err(()),
+                Err(LineError::TooLong) => {
+                    // No `\n` yet: every buffered byte belongs to this line.
+                    self.buf = LineBuffer::default();
+                    self.discarding = true;
+                    return Ok(None);
+                }
             }
         }
         let mut it = self.lines.drain(..);
@@ -99,6 +116,16 @@ impl Framer {
             it.next().flatten(),
             it.next().flatten(),
         ]))
+    }
+
+    /// Take bytes read from the client. `Err` when they end an over-long
+    /// line that was being discarded (answer it at once).
+    fn feed(&mut self, data: &[u8]) -> Result<(), ()> {
+        if !self.discarding {
+            self.buf.extend(data);
+            return Ok(());
+        }
+        if data.contains(&b'\n') { Err(()) } else { Ok(()) }
     }
 }
 
@@ -145,6 +172,7 @@ pub(super) fn serve(shared: Arc<Shared>, ctl: Arc<ConnCtl>, stream: TcpStream) {
                 buf: LineBuffer::default(),
                 lines: Vec::new(),
                 max_auth_line: shared.behaviour.max_auth_line,
+                discarding: false,
             },
             behaviour: shared.behaviour,
         };
@@ -183,7 +211,9 @@ impl Conn {
     }
 
     /// Read until a whole frame is buffered, the idle timeout passes (not
-    /// counted while the server is paused) or the peer goes away.
+    /// counted while the server is paused) or the peer goes away. An
+    /// over-long line without `\n` is answered when its `\n` arrives or
+    /// at that same timeout, whichever comes first.
     fn next_frame(&mut self) -> Incoming {
         let mut deadline = Instant::now() + self.shared.opts.read_timeout;
         let mut buf = [0u8; 4096];
@@ -199,7 +229,11 @@ impl Conn {
             let now = Instant::now();
             if now >= deadline {
                 if !self.shared.faults.is_paused() {
-                    return Incoming::IdleTimeout;
+                    return if self.framer.discarding {
+                        Incoming::TooLong
+                    } else {
+                        Incoming::IdleTimeout
+                    };
                 }
                 let (shared, ctl) = (&self.shared, &self.ctl);
                 shared
@@ -211,7 +245,11 @@ impl Conn {
             let _ = self.io.tcp().set_read_timeout(Some(deadline - now));
             match self.io.read(&mut buf) {
                 Ok(0) => return Incoming::Gone,
-                Ok(n) => self.framer.buf.extend(&buf[..n]),
+                Ok(n) => {
+                    if self.framer.feed(&buf[..n]).is_err() {
+                        return Incoming::TooLong;
+                    }
+                }
                 Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Incoming::Gone,
             }

@@ -684,12 +684,12 @@ impl Table {
         };
         for sk in keys {
             let r = &self.resources[sk];
-            // One namespace (1.10): a key of limit 1 is a lock.
-            let kind = match (self.behaviour.shared_namespace, r.limit) {
-                (false, _) => sk.0,
-                (true, 1) => Kind::Lock,
-                (true, _) => Kind::Semaphore,
-            };
+            // Both lines list a key of limit 1 as a lock, held (`locks`,
+            // with `owner_conn_id`, `lease_expires_in_s`, `waiters`) or
+            // idle (`idle_locks`): on 2.x that includes a semaphore of
+            // limit 1 (transcript server-2.x.log line 52, key `s2`; the
+            // 1.10 transcript shows the same). Limit >= 2 is a semaphore.
+            let kind = if r.limit == 1 { Kind::Lock } else { Kind::Semaphore };
             let key = sk.1.clone();
             if r.holders.is_empty() {
                 let idle = IdleEntry {

@@ -219,3 +219,39 @@ fn grant_via_wait_restarts_the_lease() {
     let s = t.stats(1, t9);
     assert!((s.locks[0].lease_expires_in_s - 10.0).abs() < 0.001);
 }
+
+#[test]
+fn stats_lists_a_limit_1_semaphore_as_a_lock() {
+    // 2.x (transcript server-2.x.log line 52): held under `locks`, idle
+    // under `idle_locks`; limit >= 2 stays a semaphore.
+    let mut t = table(10, 0);
+    let now = Instant::now();
+    granted(t.acquire(S, "s2", 1, 7, TTL, now));
+    granted(t.acquire(S, "s1", 2, 7, TTL, now));
+    blocked(t.acquire(S, "s2", 1, 8, TTL, now));
+    let s = t.stats(2, now);
+    let locks: Vec<(&str, u64, u64)> = s
+        .locks
+        .iter()
+        .map(|l| (l.key.as_str(), l.owner_conn_id, l.waiters))
+        .collect();
+    assert_eq!(locks, [("s2", 7, 1)]);
+    assert!((s.locks[0].lease_expires_in_s - 33.0).abs() < 0.001);
+    let sems: Vec<(&str, u64, u64)> = s
+        .semaphores
+        .iter()
+        .map(|e| (e.key.as_str(), e.limit, e.holders))
+        .collect();
+    assert_eq!(sems, [("s1", 2, 1)]);
+
+    let mut t = table(10, 0);
+    let g1 = granted(t.acquire(S, "s2", 1, 7, TTL, now));
+    let g2 = granted(t.acquire(S, "s1", 2, 7, TTL, now));
+    assert!(t.release(S, "s2", g1.token.as_str(), now));
+    assert!(t.release(S, "s1", g2.token.as_str(), now));
+    let s = t.stats(1, now);
+    let keys = |v: &[crate::protocol::IdleEntry]| v.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&s.idle_locks), ["s2"]);
+    assert_eq!(keys(&s.idle_semaphores), ["s1"]);
+    assert!(s.locks.is_empty() && s.semaphores.is_empty());
+}

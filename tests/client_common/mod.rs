@@ -77,7 +77,8 @@ pub fn embedded(opts: ServerOptions) -> Srv {
     }
 }
 
-pub use common::skip_external;
+#[allow(unused_imports)]
+pub use common::{skip_external, skip_unless_1_10, skip_unless_2x};
 
 /// A key no other test (or earlier run on an external server) uses: the
 /// shared helpers' per-run key plus a per-call counter.

@@ -1,6 +1,14 @@
 //! Shared test helpers: the server under test (embedded, or the external
 //! one named by `DFLOCKD_TEST_SERVER=host:port` + `DFLOCKD_TEST_AUTH_TOKEN`)
 //! and a raw line client that sends exact bytes and reads exact reply lines.
+//!
+//! `DFLOCKD_TEST_SERVER_LINE=1.10` (with `DFLOCKD_TEST_SERVER`) says the
+//! external server is a 1.10 one: 2.x-only tests skip ([`skip_unless_2x`])
+//! and the 1.10 suites (`conformance_110.rs`, `client_110.rs`) run against
+//! it. Unset (or `2`, `2.x`), the external server is 2.x and the 1.10
+//! suites skip ([`skip_unless_1_10`]). Every skip prints its reason. Tests
+//! needing the embedded server's options or fault controls skip against
+//! any external server ([`skip_external`]).
 #![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
@@ -8,7 +16,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dflockd::testserver::{ServerOptions, TestServer};
+use dflockd::testserver::{ServerLine, ServerOptions, TestServer};
 
 /// Replies that take longer than this are a failure (a hung server).
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
@@ -83,6 +91,65 @@ pub fn target() -> Target {
         Some((addr, auth)) => Target::External { addr, auth },
         None => Target::Embedded(TestServer::start(ServerOptions::default()).expect("start test server")),
     }
+}
+
+/// The release line of the server under test: the external server's from
+/// `DFLOCKD_TEST_SERVER_LINE` (2.x when unset; panics on an unknown
+/// value), else the embedded default (2.x). The 1.10 suites start their
+/// embedded servers in 1.10 mode themselves.
+pub fn server_line() -> ServerLine {
+    if external().is_none() {
+        return ServerLine::default();
+    }
+    match std::env::var("DFLOCKD_TEST_SERVER_LINE") {
+        Ok(v) if !v.trim().is_empty() => v
+            .parse()
+            .unwrap_or_else(|e| panic!("DFLOCKD_TEST_SERVER_LINE: {e}")),
+        _ => ServerLine::V2,
+    }
+}
+
+/// True (and says so) when `test` checks 2.x behaviour but the external
+/// server under test is a 1.10 one.
+pub fn skip_unless_2x(test: &str) -> bool {
+    if server_line() != ServerLine::V2 {
+        eprintln!(
+            "skipping {test}: 2.x-only behaviour, the external server is 1.10 (DFLOCKD_TEST_SERVER_LINE)"
+        );
+        return true;
+    }
+    false
+}
+
+/// True (and says so) when `test` checks 1.10 behaviour but the external
+/// server under test is a 2.x one (`DFLOCKD_TEST_SERVER_LINE` unset or 2).
+pub fn skip_unless_1_10(test: &str) -> bool {
+    if external().is_some() && server_line() != ServerLine::V1_10 {
+        eprintln!(
+            "skipping {test}: 1.10-only behaviour, the external server is 2.x (set DFLOCKD_TEST_SERVER_LINE=1.10 for a 1.10 one)"
+        );
+        return true;
+    }
+    false
+}
+
+/// The 1.10 server under test: the external one when it is 1.10, else a
+/// fresh embedded server in 1.10 mode; `None` (and a printed reason)
+/// against an external 2.x server.
+pub fn target_1_10(test: &str) -> Option<Target> {
+    if skip_unless_1_10(test) {
+        return None;
+    }
+    Some(match external() {
+        Some((addr, auth)) => Target::External { addr, auth },
+        None => Target::Embedded(
+            TestServer::start(ServerOptions {
+                line: ServerLine::V1_10,
+                ..ServerOptions::default()
+            })
+            .expect("start 1.10 test server"),
+        ),
+    })
 }
 
 /// An embedded server with special options or fault controls; `None`
