@@ -35,6 +35,23 @@
  * non-const pointer (config and option builders, every `*_free`) needs
  * exclusive use of that handle.
  *
+ * Bounds: no call blocks without limit. Each function says whether it does
+ * network I/O and its worst case, in terms of two client settings: the
+ * connect timeout (dflockd_config_set_connect_timeout_ms, default 10 s:
+ * resolve + TCP connect + TLS handshake + auth of one connection) and the
+ * I/O timeout (dflockd_config_set_io_timeout_ms, default 5 s: how long a
+ * server may take to answer beyond what the request lets it wait). A
+ * server that accepts but never answers, stalls mid-reply, is paused, or
+ * whose accept backlog is full fails the call with DFLOCKD_STATUS_DEADLINE
+ * within that bound (to within a few milliseconds), never hangs it.
+ *
+ * Lease truth: dflockd_lease_is_held() is never optimistic. A grant is
+ * counted from when its request was sent (the server's grant cannot come
+ * earlier); a grant read so late that a renewal would already be due (a
+ * long queue wait, or this process was frozen) is renewed before the
+ * acquire reports OK, and the acquire fails with DFLOCKD_STATUS_LEASE_LOST
+ * if the server no longer has it.
+ *
  * Callbacks take `void *userdata` first. Each callback's documentation says
  * which thread runs it; callbacks must not block for long and must not
  * call back into the handle that invoked them. Every callback-based state
@@ -468,6 +485,8 @@ extern "C" {
 /**
  * The status of an error object; `DFLOCKD_STATUS_NULL_PARAMETER` for NULL.
  * Thread-safe.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_error_status(const dflockd_error *err);
 
@@ -475,6 +494,8 @@ dflockd_status dflockd_error_status(const dflockd_error *err);
  * The error's message: a NUL-terminated UTF-8 string owned by the error
  * object, valid until `dflockd_error_free()`. Never NULL (an empty string
  * for a NULL error). Thread-safe.
+ *
+ * No network I/O; returns at once.
  */
 const char *dflockd_error_message(const dflockd_error *err);
 
@@ -483,12 +504,16 @@ const char *dflockd_error_message(const dflockd_error *err);
  * named it, owned by the error object and valid until
  * `dflockd_error_free()`. NULL when no leader was named (or `err` is NULL).
  * Thread-safe.
+ *
+ * No network I/O; returns at once.
  */
 const char *dflockd_error_leader(const dflockd_error *err);
 
 /**
  * Free an error object. NULL is a no-op. The object must not be used after
  * this call nor freed twice.
+ *
+ * No network I/O; returns at once.
  */
 void dflockd_error_free(dflockd_error *err);
 
@@ -518,18 +543,24 @@ dflockd_status dflockd_set_log(dflockd_log_fn callback, void *userdata, int32_t 
  *
  * Takes an `int` rather than the enum so that any value a caller holds
  * (e.g. from a newer library) is safe to pass. Thread-safe.
+ *
+ * No network I/O; returns at once.
  */
 const char *dflockd_status_str(int32_t status);
 
 /**
  * The version of the loaded library as a static NUL-terminated string,
  * e.g. `"0.1.0"`. Never NULL; lives forever; thread-safe.
+ *
+ * No network I/O; returns at once.
  */
 const char *dflockd_version(void);
 
 /**
  * The version of the loaded library as `DFLOCKD_VERSION_NUMBER` encodes
  * it. Thread-safe.
+ *
+ * No network I/O; returns at once.
  */
 uint32_t dflockd_version_number(void);
 
@@ -538,12 +569,16 @@ uint32_t dflockd_version_number(void);
  * connect timeout 10 s, server-default lease, renew ratio 0.5, keepalive
  * 10 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
  * handle; free it with `dflockd_config_free()`.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_new(dflockd_config **cfg_out);
 
 /**
  * Free a configuration. NULL is a no-op. Must not be freed twice or used
  * after free. Clients made from it are unaffected.
+ *
+ * No network I/O; returns at once.
  */
 void dflockd_config_free(dflockd_config *cfg);
 
@@ -552,6 +587,8 @@ void dflockd_config_free(dflockd_config *cfg);
  * commas (`"10.0.0.1:6388,10.0.0.2:6388"`, IPv6 as `[::1]:6388`), the
  * format of the `DFLOCKD_SERVERS` environment variable. The order matters:
  * keys are sharded by index.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_servers(dflockd_config *cfg,
                                           const char *servers,
@@ -561,6 +598,8 @@ dflockd_status dflockd_config_set_servers(dflockd_config *cfg,
 /**
  * Append one server (`host` without port, e.g. `"127.0.0.1"`, `"::1"`).
  * `port` must not be 0.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_add_server(dflockd_config *cfg,
                                          const char *host,
@@ -571,6 +610,8 @@ dflockd_status dflockd_config_add_server(dflockd_config *cfg,
 /**
  * Set the shared secret sent with `auth` on every new connection; NULL
  * removes it. The library never logs it.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_auth_token(dflockd_config *cfg,
                                              const char *token,
@@ -580,6 +621,8 @@ dflockd_status dflockd_config_set_auth_token(dflockd_config *cfg,
 /**
  * Use TLS and trust the PEM CA certificates in the file at `path` (read
  * when the client is created). Certificate verification is always on.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_tls_ca_file(dflockd_config *cfg,
                                               const char *path,
@@ -589,6 +632,8 @@ dflockd_status dflockd_config_set_tls_ca_file(dflockd_config *cfg,
 /**
  * Use TLS and trust the PEM CA certificates in `pem` (copied; may be freed
  * after the call). Adds to any earlier PEM bytes.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_tls_ca_pem(dflockd_config *cfg,
                                              const uint8_t *pem,
@@ -599,6 +644,8 @@ dflockd_status dflockd_config_set_tls_ca_pem(dflockd_config *cfg,
  * Use TLS and (when `enabled`) also trust the operating system's root
  * certificates. With `enabled` false the system roots are not trusted
  * (the default), but TLS stays on if a CA was set.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_tls_system_roots(dflockd_config *cfg,
                                                    bool enabled,
@@ -608,6 +655,8 @@ dflockd_status dflockd_config_set_tls_system_roots(dflockd_config *cfg,
  * Set the name checked against the server certificate (default: the host
  * of each server address); NULL restores the default. Does not by itself
  * turn TLS on.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_tls_server_name(dflockd_config *cfg,
                                                   const char *name,
@@ -618,6 +667,8 @@ dflockd_status dflockd_config_set_tls_server_name(dflockd_config *cfg,
  * Set the connect timeout in milliseconds (≥ 1; default 10000): the bound
  * on opening one connection, name resolution + TCP connect + TLS handshake
  * + `auth` together.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_connect_timeout_ms(dflockd_config *cfg,
                                                      uint64_t timeout_ms,
@@ -631,6 +682,8 @@ dflockd_status dflockd_config_set_connect_timeout_ms(dflockd_config *cfg,
  * with `DFLOCKD_STATUS_DEADLINE` after this instead of blocking it. Every
  * call's worst case in this header is stated with this and the connect
  * timeout.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_io_timeout_ms(dflockd_config *cfg,
                                                 uint64_t timeout_ms,
@@ -640,6 +693,8 @@ dflockd_status dflockd_config_set_io_timeout_ms(dflockd_config *cfg,
  * Set the lease TTL in seconds requested for every acquire (1 ..=
  * 9223372036); 0 means the server's default (33 s unless configured).
  * Each handle can override it with `dflockd_lease_set_ttl()`.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_default_lease(dflockd_config *cfg,
                                                 uint64_t lease_s,
@@ -648,6 +703,8 @@ dflockd_status dflockd_config_set_default_lease(dflockd_config *cfg,
 /**
  * Set when a held lease is renewed, as a fraction of its TTL, strictly
  * between 0 and 1 (default 0.5: a 30 s lease is renewed every 15 s).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_renew_ratio(dflockd_config *cfg,
                                               double ratio,
@@ -657,6 +714,8 @@ dflockd_status dflockd_config_set_renew_ratio(dflockd_config *cfg,
  * Set the longest silence on a connection holding a lease, in milliseconds
  * (≥ 1; default 10000). Servers close connections idle for 23 s, so
  * renewals happen at least this often whatever the lease.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_keepalive_ms(dflockd_config *cfg,
                                                uint64_t keepalive_ms,
@@ -667,6 +726,8 @@ dflockd_status dflockd_config_set_keepalive_ms(dflockd_config *cfg,
  * `dflockd_shard_fn` for when and where it runs); NULL restores CRC-32.
  * `userdata` is passed back first on every call and must stay valid until
  * every client made from this config is freed.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_shard(dflockd_config *cfg,
                                         dflockd_shard_fn callback,
@@ -682,6 +743,8 @@ dflockd_status dflockd_config_set_shard(dflockd_config *cfg,
  * `token`/`token_len`: the 32 hex characters (no NUL needed). `*fence_out`
  * is written on success. Errors: `NULL_PARAMETER`, `INVALID_UTF8`,
  * `INVALID_ARGUMENT` (not 32 hex characters). Thread-safe.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_fence_from_token(const char *token,
                                         size_t token_len,
@@ -696,6 +759,8 @@ dflockd_status dflockd_fence_from_token(const char *token,
  * The key is hashed as given (any bytes of valid UTF-8; it is not checked
  * against the protocol's key rules). `n_servers` must be at least 1.
  * `*index_out` is written on success. Thread-safe.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_shard(const char *key,
                              size_t key_len,
@@ -724,6 +789,8 @@ void dflockd_client_free(dflockd_client *client);
 /**
  * The number of configured servers (valid indexes for
  * `dflockd_client_connect()` and `dflockd_client_stats()` are below it).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_client_server_count(const dflockd_client *client,
                                            size_t *count_out,
@@ -732,6 +799,8 @@ dflockd_status dflockd_client_server_count(const dflockd_client *client,
 /**
  * The index of the server that owns `key` (CRC-32 shard, or the shard
  * callback of the config, its result checked).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_client_server_for(const dflockd_client *client,
                                          const char *key,
@@ -744,6 +813,8 @@ dflockd_status dflockd_client_server_for(const dflockd_client *client,
  * no space, tab, CR or LF). Nothing is acquired yet. `*lease_out` receives
  * the handle; free it with `dflockd_lease_free()` (which releases the lock
  * if held).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_client_lock(const dflockd_client *client,
                                    const char *key,
@@ -756,6 +827,8 @@ dflockd_status dflockd_client_lock(const dflockd_client *client,
  * concurrent holders. The first acquirer of a key fixes its limit; a
  * different limit later gets `DFLOCKD_STATUS_LIMIT_MISMATCH`. Nothing is
  * acquired yet. Free with `dflockd_lease_free()`.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_client_semaphore(const dflockd_client *client,
                                         const char *key,
@@ -768,6 +841,9 @@ dflockd_status dflockd_client_semaphore(const dflockd_client *client,
  * Open a new authenticated low-level connection to server `server` (an
  * index below `dflockd_client_server_count()`), for the one-function-per-
  * command API (`dflockd_conn_*`). Free it with `dflockd_conn_free()`.
+ *
+ * Network I/O: opens a connection (resolve, connect, TLS, auth); returns
+ * within the connect timeout.
  */
 dflockd_status dflockd_client_connect(const dflockd_client *client,
                                       size_t server,
@@ -780,6 +856,9 @@ dflockd_status dflockd_client_connect(const dflockd_client *client,
  * string conventions at the top of this header; a too-small buffer gives
  * `BUFFER_TOO_SMALL` with the size needed, but the next call fetches fresh
  * figures, whose size may differ).
+ *
+ * Network I/O: one request, on a pooled connection or a new one; returns
+ * within connect timeout + I/O timeout.
  */
 dflockd_status dflockd_client_stats(const dflockd_client *client,
                                     size_t server,
@@ -803,12 +882,16 @@ dflockd_status dflockd_client_metrics(const dflockd_client *client,
  * Close and free a connection; the server releases what it granted on it.
  * NULL is a no-op. Must not be freed twice, used after free, or freed
  * while another thread uses it (use `dflockd_conn_abort()` first).
+ *
+ * No network I/O (closes the socket); returns at once.
  */
 void dflockd_conn_free(dflockd_conn *conn);
 
 /**
  * Shut the connection's socket from any thread: a call blocked on it
  * returns `DFLOCKD_STATUS_CANCELLED`; later calls fail. Still free it.
+ *
+ * No network I/O (shuts the socket down); returns at once.
  */
 dflockd_status dflockd_conn_abort(const dflockd_conn *conn);
 
@@ -817,6 +900,8 @@ dflockd_status dflockd_conn_abort(const dflockd_conn *conn);
  * auth token are already authenticated; a second auth gets
  * `DFLOCKD_STATUS_SERVER_ERROR`). `DFLOCKD_STATUS_AUTH` on a wrong secret
  * (the server then closes the connection).
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_auth(const dflockd_conn *conn,
                                  const char *secret,
@@ -826,12 +911,16 @@ dflockd_status dflockd_conn_auth(const dflockd_conn *conn,
 /**
  * `ping`: check the connection is alive (2.x servers; 1.10 answers
  * `error`, reported as `DFLOCKD_STATUS_SERVER_ERROR`).
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_ping(const dflockd_conn *conn, dflockd_error **err);
 
 /**
  * `stats`: the server's statistics as JSON into `buf` (as
  * `dflockd_client_stats()`).
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_stats(const dflockd_conn *conn,
                                   char *buf,
@@ -843,6 +932,8 @@ dflockd_status dflockd_conn_stats(const dflockd_conn *conn,
  * `l`: acquire the lock `key`, blocking up to `timeout_s` seconds (0 = try
  * once). `lease_s` 0 = server default. `*grant_out` on success;
  * `DFLOCKD_STATUS_TIMEOUT` when not granted in time.
+ *
+ * Network I/O: one request; returns within `timeout_s` + the I/O timeout.
  */
 dflockd_status dflockd_conn_lock_acquire(const dflockd_conn *conn,
                                          const char *key,
@@ -855,6 +946,8 @@ dflockd_status dflockd_conn_lock_acquire(const dflockd_conn *conn,
 /**
  * `r`: release the lock `key` held with `token`.
  * `DFLOCKD_STATUS_SERVER_ERROR` for a wrong, expired or released token.
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_lock_release(const dflockd_conn *conn,
                                          const char *key,
@@ -867,6 +960,8 @@ dflockd_status dflockd_conn_lock_release(const dflockd_conn *conn,
  * `n`: renew the lock `key` held with `token` for `lease_s` seconds (0 =
  * server default). `*lease_out` = the new remaining lease in seconds.
  * `DFLOCKD_STATUS_SERVER_ERROR` if not held or already expired.
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_lock_renew(const dflockd_conn *conn,
                                        const char *key,
@@ -881,6 +976,8 @@ dflockd_status dflockd_conn_lock_renew(const dflockd_conn *conn,
  * `e`: join the lock's queue without blocking. `*acquired_out` = true and
  * `*grant_out` filled if the key was free; false if queued (then call
  * `dflockd_conn_lock_wait()` on this same connection).
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_lock_enqueue(const dflockd_conn *conn,
                                          const char *key,
@@ -894,6 +991,8 @@ dflockd_status dflockd_conn_lock_enqueue(const dflockd_conn *conn,
  * `w`: wait up to `timeout_s` seconds for the grant after an enqueue on
  * this connection. `DFLOCKD_STATUS_TIMEOUT` removes the waiter;
  * `DFLOCKD_STATUS_NOT_ENQUEUED` without an enqueue.
+ *
+ * Network I/O: one request; returns within `timeout_s` + the I/O timeout.
  */
 dflockd_status dflockd_conn_lock_wait(const dflockd_conn *conn,
                                       const char *key,
@@ -906,6 +1005,8 @@ dflockd_status dflockd_conn_lock_wait(const dflockd_conn *conn,
  * `sl`: acquire one slot of the semaphore `key` with `limit` (≥ 1) slots;
  * otherwise as `dflockd_conn_lock_acquire()`, plus
  * `DFLOCKD_STATUS_LIMIT_MISMATCH`.
+ *
+ * Network I/O: one request; returns within `timeout_s` + the I/O timeout.
  */
 dflockd_status dflockd_conn_sem_acquire(const dflockd_conn *conn,
                                         const char *key,
@@ -918,6 +1019,8 @@ dflockd_status dflockd_conn_sem_acquire(const dflockd_conn *conn,
 
 /**
  * `sr`: release a semaphore slot; as `dflockd_conn_lock_release()`.
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_sem_release(const dflockd_conn *conn,
                                         const char *key,
@@ -928,6 +1031,8 @@ dflockd_status dflockd_conn_sem_release(const dflockd_conn *conn,
 
 /**
  * `sn`: renew a semaphore slot; as `dflockd_conn_lock_renew()`.
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_sem_renew(const dflockd_conn *conn,
                                       const char *key,
@@ -941,6 +1046,8 @@ dflockd_status dflockd_conn_sem_renew(const dflockd_conn *conn,
 /**
  * `se`: join a semaphore's queue; as `dflockd_conn_lock_enqueue()` with
  * `limit` (≥ 1).
+ *
+ * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_sem_enqueue(const dflockd_conn *conn,
                                         const char *key,
@@ -953,6 +1060,8 @@ dflockd_status dflockd_conn_sem_enqueue(const dflockd_conn *conn,
 
 /**
  * `sw`: wait for a semaphore slot after `se`; as `dflockd_conn_lock_wait()`.
+ *
+ * Network I/O: one request; returns within `timeout_s` + the I/O timeout.
  */
 dflockd_status dflockd_conn_sem_wait(const dflockd_conn *conn,
                                      const char *key,
@@ -966,6 +1075,9 @@ dflockd_status dflockd_conn_sem_wait(const dflockd_conn *conn,
  * bounded by the I/O deadline) and cancelling any asynchronous acquire.
  * NULL is a no-op. Must not be freed twice, used after free, or freed while
  * another thread uses it or from inside its own callbacks.
+ *
+ * Network I/O when held: releases first, within connect timeout + I/O timeout;
+ * otherwise none.
  */
 void dflockd_lease_free(dflockd_lease *lease);
 
@@ -975,24 +1087,33 @@ void dflockd_lease_free(dflockd_lease *lease);
  * `DFLOCKD_STATUS_CANCELLED` if `dflockd_lease_cancel()` interrupted it;
  * `INVALID_ARGUMENT` if the handle already holds or is queued for its
  * lease, or another operation is running on it.
+ *
+ * Network I/O: returns within connect timeout + `timeout_s` + I/O timeout,
+ * redirects and a confirming renewal included.
  */
 dflockd_status dflockd_lease_acquire(const dflockd_lease *lease,
                                      uint64_t timeout_s,
                                      dflockd_error **err);
 
 /**
- * Try once without blocking: `*acquired_out` = true if now held, false if
+ * Try once, without waiting for the key: `*acquired_out` = true if now held, false if
  * someone else holds it (that is not an error).
+ *
+ * Network I/O: returns within connect timeout + I/O timeout (it never waits
+ * for the key).
  */
 dflockd_status dflockd_lease_try_acquire(const dflockd_lease *lease,
                                          bool *acquired_out,
                                          dflockd_error **err);
 
 /**
- * Two-phase acquire, phase 1: join the key's queue without blocking.
+ * Two-phase acquire, phase 1: join the key's queue without waiting for the key.
  * `*acquired_out` = true if the key was free and is now held (then no wait
  * is needed), false if queued: call `dflockd_lease_wait()` next. Useful for
  * event loops: do other work between the phases.
+ *
+ * Network I/O: returns within connect timeout + I/O timeout (it never waits
+ * for the key).
  */
 dflockd_status dflockd_lease_enqueue(const dflockd_lease *lease,
                                      bool *acquired_out,
@@ -1003,6 +1124,9 @@ dflockd_status dflockd_lease_enqueue(const dflockd_lease *lease,
  * after `dflockd_lease_enqueue()` (returns at once if already acquired).
  * `DFLOCKD_STATUS_TIMEOUT` removes the handle from the queue;
  * `DFLOCKD_STATUS_NOT_ENQUEUED` without a prior enqueue.
+ *
+ * Network I/O: returns within `timeout_s` + I/O timeout (at once if enqueue
+ * already acquired).
  */
 dflockd_status dflockd_lease_wait(const dflockd_lease *lease,
                                   uint64_t timeout_s,
@@ -1013,6 +1137,10 @@ dflockd_status dflockd_lease_wait(const dflockd_lease *lease,
  * `DFLOCKD_STATUS_NOT_HELD` if nothing is held (never acquired or already
  * released), `DFLOCKD_STATUS_LEASE_LOST` if it was lost: a double release
  * is reported, never silently accepted.
+ *
+ * Network I/O: returns within connect timeout + I/O timeout. On DEADLINE the
+ * handle no longer holds the lease and its connection is closed, so the server
+ * releases it (on disconnect, or at expiry).
  */
 dflockd_status dflockd_lease_release(const dflockd_lease *lease, dflockd_error **err);
 
@@ -1021,6 +1149,8 @@ dflockd_status dflockd_lease_release(const dflockd_lease *lease, dflockd_error *
  * another thread or a pending asynchronous acquire: it returns (or calls
  * back) with `DFLOCKD_STATUS_CANCELLED` and nothing is left held. Does
  * nothing when no acquire is in progress. Callable from any thread.
+ *
+ * No network I/O (shuts the in-flight connection down); returns at once.
  */
 dflockd_status dflockd_lease_cancel(const dflockd_lease *lease);
 
@@ -1028,6 +1158,8 @@ dflockd_status dflockd_lease_cancel(const dflockd_lease *lease);
  * Copy the current token (32 lowercase hex characters) into `buf` (33
  * bytes suffice: `DFLOCKD_TOKEN_SIZE`). `DFLOCKD_STATUS_NOT_HELD` if
  * nothing is held. The token is a credential: do not log it.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_lease_token(const dflockd_lease *lease,
                                    char *buf,
@@ -1039,6 +1171,8 @@ dflockd_status dflockd_lease_token(const dflockd_lease *lease,
  * The fence of the current token (`dflockd_fence_from_token()` of it):
  * pass it with every write to the guarded resource, which rejects fences
  * lower than the highest it saw. `DFLOCKD_STATUS_NOT_HELD` if not held.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_lease_fence(const dflockd_lease *lease,
                                    uint64_t *fence_out,
@@ -1047,6 +1181,8 @@ dflockd_status dflockd_lease_fence(const dflockd_lease *lease,
 /**
  * The TTL in seconds the server granted for the current lease.
  * `DFLOCKD_STATUS_NOT_HELD` if not held.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_lease_ttl(const dflockd_lease *lease,
                                  uint64_t *ttl_s_out,
@@ -1056,6 +1192,8 @@ dflockd_status dflockd_lease_ttl(const dflockd_lease *lease,
  * Set the lease TTL in seconds requested by this handle's next acquires
  * (1 ..= 9223372036), overriding the client default; 0 = the client
  * default.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_lease_set_ttl(const dflockd_lease *lease,
                                      uint64_t ttl_s,
@@ -1063,6 +1201,8 @@ dflockd_status dflockd_lease_set_ttl(const dflockd_lease *lease,
 
 /**
  * Copy the handle's key into `buf`.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_lease_key(const dflockd_lease *lease,
                                  char *buf,
@@ -1073,12 +1213,16 @@ dflockd_status dflockd_lease_key(const dflockd_lease *lease,
 /**
  * Whether the handle holds its lease right now (false once released or
  * lost, and for NULL). A poll-friendly alternative to the lost callback.
+ *
+ * No network I/O; returns at once.
  */
 bool dflockd_lease_is_held(const dflockd_lease *lease);
 
 /**
  * Whether the lease held by this handle was lost (renewal failed). Reset
  * by the next successful acquire. False for NULL.
+ *
+ * No network I/O; returns at once.
  */
 bool dflockd_lease_is_lost(const dflockd_lease *lease);
 
@@ -1090,6 +1234,8 @@ bool dflockd_lease_is_lost(const dflockd_lease *lease);
  * no longer had the lease, `LEASE_LOST` when renewal ran out of time).
  * Lets bindings whose runtimes cannot take callbacks from library threads
  * (Ruby) report the cause after `dflockd_lease_wait_lost()`.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_lease_lost_error(const dflockd_lease *lease, dflockd_error **err);
 
@@ -1098,6 +1244,9 @@ dflockd_status dflockd_lease_lost_error(const dflockd_lease *lease, dflockd_erro
  * (negative = no limit; 0 = just check). `*lost_out` = true if lost.
  * Returns at once with true if already lost. Releasing the lease does not
  * count as losing it.
+ *
+ * No network I/O; returns within `timeout_ms` (never, if negative, until the
+ * lease is lost).
  */
 dflockd_status dflockd_lease_wait_lost(const dflockd_lease *lease,
                                        int64_t timeout_ms,
@@ -1109,6 +1258,8 @@ dflockd_status dflockd_lease_wait_lost(const dflockd_lease *lease,
  * `dflockd_lost_fn` for which thread runs it. `userdata` is passed back
  * first and must stay valid until the callback is removed or the handle
  * freed. It runs at most once per lost lease.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_lease_on_lost(const dflockd_lease *lease,
                                      dflockd_lost_fn callback,
@@ -1123,6 +1274,9 @@ dflockd_status dflockd_lease_on_lost(const dflockd_lease *lease,
  * `userdata` must stay valid until the callback has run. See
  * `dflockd_acquire_fn` for the callback's rules. If this function returns
  * an error, the callback is never called.
+ *
+ * No network I/O on the calling thread; returns at once. The completion comes
+ * within connect timeout + `timeout_s` + I/O timeout.
  */
 dflockd_status dflockd_lease_acquire_async(const dflockd_lease *lease,
                                            uint64_t timeout_s,
@@ -1132,16 +1286,22 @@ dflockd_status dflockd_lease_acquire_async(const dflockd_lease *lease,
 
 /**
  * Create test-server options with the defaults. `*opts_out` receives them.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_new(dflockd_testserver_options **opts_out);
 
 /**
  * Free test-server options. NULL is a no-op.
+ *
+ * No network I/O; returns at once.
  */
 void dflockd_testserver_options_free(dflockd_testserver_options *opts);
 
 /**
  * Listen address (default `"127.0.0.1"`).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_host(dflockd_testserver_options *opts,
                                                    const char *host,
@@ -1152,6 +1312,8 @@ dflockd_status dflockd_testserver_options_set_host(dflockd_testserver_options *o
  * Protocol line to emulate where 1.10 and 2.x differ: `"2.x"` (default)
  * or `"1.10"` (`ping` answers `error`, random tokens, one key namespace
  * for locks and semaphores, ...; see protocol.md).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_server_line(dflockd_testserver_options *opts,
                                                           const char *line,
@@ -1160,6 +1322,8 @@ dflockd_status dflockd_testserver_options_set_server_line(dflockd_testserver_opt
 
 /**
  * Listen port (default 0: an ephemeral port, see `dflockd_testserver_port()`).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_port(dflockd_testserver_options *opts,
                                                    uint16_t port,
@@ -1167,6 +1331,8 @@ dflockd_status dflockd_testserver_options_set_port(dflockd_testserver_options *o
 
 /**
  * Lease TTL in seconds granted when a request names none (default 33).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_default_lease(dflockd_testserver_options *opts,
                                                             uint64_t lease_s,
@@ -1174,6 +1340,8 @@ dflockd_status dflockd_testserver_options_set_default_lease(dflockd_testserver_o
 
 /**
  * Idle connection timeout in milliseconds (default 23000).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_read_timeout_ms(dflockd_testserver_options *opts,
                                                               uint64_t timeout_ms,
@@ -1181,6 +1349,8 @@ dflockd_status dflockd_testserver_options_set_read_timeout_ms(dflockd_testserver
 
 /**
  * How often expired leases are swept, in milliseconds (default 1000).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_lease_sweep_ms(dflockd_testserver_options *opts,
                                                              uint64_t interval_ms,
@@ -1188,6 +1358,8 @@ dflockd_status dflockd_testserver_options_set_lease_sweep_ms(dflockd_testserver_
 
 /**
  * Require `auth` with this secret; NULL = no auth (the default).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_auth_token(dflockd_testserver_options *opts,
                                                          const char *token,
@@ -1196,6 +1368,8 @@ dflockd_status dflockd_testserver_options_set_auth_token(dflockd_testserver_opti
 
 /**
  * Serve TLS with this PEM certificate chain and private key (copied).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_tls_pem(dflockd_testserver_options *opts,
                                                       const uint8_t *cert_pem,
@@ -1207,6 +1381,8 @@ dflockd_status dflockd_testserver_options_set_tls_pem(dflockd_testserver_options
 /**
  * Serve TLS with the PEM certificate chain and key in these files (read
  * now). `DFLOCKD_STATUS_IO` if a file cannot be read.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_tls_files(dflockd_testserver_options *opts,
                                                         const char *cert_path,
@@ -1217,6 +1393,8 @@ dflockd_status dflockd_testserver_options_set_tls_files(dflockd_testserver_optio
 
 /**
  * Cap on distinct keys, locks and semaphores together (default 1024).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_max_locks(dflockd_testserver_options *opts,
                                                         size_t max_locks,
@@ -1224,6 +1402,8 @@ dflockd_status dflockd_testserver_options_set_max_locks(dflockd_testserver_optio
 
 /**
  * Cap on each key's wait queue.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_max_waiters(dflockd_testserver_options *opts,
                                                           size_t max_waiters,
@@ -1231,6 +1411,8 @@ dflockd_status dflockd_testserver_options_set_max_waiters(dflockd_testserver_opt
 
 /**
  * Cap on concurrent connections; extra ones are reset (0 = unlimited).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_max_connections(dflockd_testserver_options *opts,
                                                               size_t max_connections,
@@ -1238,6 +1420,8 @@ dflockd_status dflockd_testserver_options_set_max_connections(dflockd_testserver
 
 /**
  * Whether a closed connection's leases are released at once (default true).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_auto_release(dflockd_testserver_options *opts,
                                                            bool enabled,
@@ -1245,6 +1429,8 @@ dflockd_status dflockd_testserver_options_set_auto_release(dflockd_testserver_op
 
 /**
  * Start in follower mode (see `dflockd_testserver_set_follower()`).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_options_set_follower(dflockd_testserver_options *opts,
                                                        bool follower,
@@ -1255,6 +1441,9 @@ dflockd_status dflockd_testserver_options_set_follower(dflockd_testserver_option
 /**
  * Start a server (`opts` NULL = defaults; options are copied). It serves
  * on its own threads until `dflockd_testserver_stop()`.
+ *
+ * Binds and listens on the configured address; no other network I/O; returns
+ * at once.
  */
 dflockd_status dflockd_testserver_start(const dflockd_testserver_options *opts,
                                         dflockd_testserver **server_out,
@@ -1263,16 +1452,23 @@ dflockd_status dflockd_testserver_start(const dflockd_testserver_options *opts,
 /**
  * Stop the server (connections closed, port and threads freed) and free
  * the handle. NULL is a no-op. Not concurrently with other calls on it.
+ *
+ * No I/O to other hosts; closes every connection and returns once the server's
+ * threads, woken, have ended (promptly).
  */
 void dflockd_testserver_stop(dflockd_testserver *server);
 
 /**
  * The port the server listens on (0 for NULL).
+ *
+ * No network I/O; returns at once.
  */
 uint16_t dflockd_testserver_port(const dflockd_testserver *server);
 
 /**
  * The server's address as `host:port` (the `DFLOCKD_SERVERS` format).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_addr(const dflockd_testserver *server,
                                        char *buf,
@@ -1282,27 +1478,37 @@ dflockd_status dflockd_testserver_addr(const dflockd_testserver *server,
 
 /**
  * Fault: stop answering (requests are read, no replies) until resumed.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_pause(const dflockd_testserver *server);
 
 /**
  * Answer again after `dflockd_testserver_pause()`.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_resume(const dflockd_testserver *server);
 
 /**
  * Fault: close every client connection now (their leases are released as
  * on disconnect).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_drop_connections(const dflockd_testserver *server);
 
 /**
  * Fault: while `refuse` is true, new connections are closed at once.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_refuse_connections(const dflockd_testserver *server, bool refuse);
 
 /**
  * Fault: delay every reply by `delay_ms` milliseconds (0 = no delay).
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_set_reply_delay_ms(const dflockd_testserver *server,
                                                      uint64_t delay_ms);
@@ -1311,6 +1517,8 @@ dflockd_status dflockd_testserver_set_reply_delay_ms(const dflockd_testserver *s
  * Fault: replace every reply by these raw bytes (copied), e.g.
  * `"ok ZZZ 5\n"`, to test how clients handle a hostile server; `raw` NULL
  * restores normal replies.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_set_hostile_reply(const dflockd_testserver *server,
                                                     const uint8_t *raw,
@@ -1321,6 +1529,8 @@ dflockd_status dflockd_testserver_set_hostile_reply(const dflockd_testserver *se
  * Fault: switch follower mode. `follower` true refuses mutating commands
  * with `error_not_leader <leader>` (bare when `leader` is NULL); false
  * makes it a leader again.
+ *
+ * No network I/O; returns at once.
  */
 dflockd_status dflockd_testserver_set_follower(const dflockd_testserver *server,
                                                bool follower,
@@ -1331,12 +1541,18 @@ dflockd_status dflockd_testserver_set_follower(const dflockd_testserver *server,
 /**
  * Fault: restart on the same port, dropping every connection and all
  * state (fences keep rising).
+ *
+ * No I/O to other hosts; returns once the old connections' threads have ended
+ * (promptly).
  */
 dflockd_status dflockd_testserver_restart(const dflockd_testserver *server, dflockd_error **err);
 
 /**
  * Fault: begin a graceful shutdown as on SIGTERM (waiters get `error`,
  * the next request gets `error_draining`, new connections are refused).
+ *
+ * No I/O to other hosts; returns once the acceptor thread has ended
+ * (promptly).
  */
 dflockd_status dflockd_testserver_drain(const dflockd_testserver *server);
 

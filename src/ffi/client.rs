@@ -106,6 +106,8 @@ pub extern "C" fn dflockd_client_free(client: *mut dflockd_client) {
 
 /// The number of configured servers (valid indexes for
 /// `dflockd_client_connect()` and `dflockd_client_stats()` are below it).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_server_count(
     client: *const dflockd_client,
@@ -124,6 +126,8 @@ pub extern "C" fn dflockd_client_server_count(
 
 /// The index of the server that owns `key` (CRC-32 shard, or the shard
 /// callback of the config, its result checked).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_server_for(
     client: *const dflockd_client,
@@ -148,6 +152,8 @@ pub extern "C" fn dflockd_client_server_for(
 /// no space, tab, CR or LF). Nothing is acquired yet. `*lease_out` receives
 /// the handle; free it with `dflockd_lease_free()` (which releases the lock
 /// if held).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_lock(
     client: *const dflockd_client,
@@ -172,6 +178,8 @@ pub extern "C" fn dflockd_client_lock(
 /// concurrent holders. The first acquirer of a key fixes its limit; a
 /// different limit later gets `DFLOCKD_STATUS_LIMIT_MISMATCH`. Nothing is
 /// acquired yet. Free with `dflockd_lease_free()`.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_semaphore(
     client: *const dflockd_client,
@@ -199,6 +207,9 @@ pub extern "C" fn dflockd_client_semaphore(
 /// Open a new authenticated low-level connection to server `server` (an
 /// index below `dflockd_client_server_count()`), for the one-function-per-
 /// command API (`dflockd_conn_*`). Free it with `dflockd_conn_free()`.
+///
+/// Network I/O: opens a connection (resolve, connect, TLS, auth); returns
+/// within the connect timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_connect(
     client: *const dflockd_client,
@@ -223,6 +234,9 @@ pub extern "C" fn dflockd_client_connect(
 /// string conventions at the top of this header; a too-small buffer gives
 /// `BUFFER_TOO_SMALL` with the size needed, but the next call fetches fresh
 /// figures, whose size may differ).
+///
+/// Network I/O: one request, on a pooled connection or a new one; returns
+/// within connect timeout + I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_stats(
     client: *const dflockd_client,

@@ -141,6 +141,8 @@ fn with_config(
 /// connect timeout 10 s, server-default lease, renew ratio 0.5, keepalive
 /// 10 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
 /// handle; free it with `dflockd_config_free()`.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_new(cfg_out: *mut *mut dflockd_config) -> dflockd_status {
     guard(std::ptr::null_mut(), || {
@@ -160,6 +162,8 @@ pub extern "C" fn dflockd_config_new(cfg_out: *mut *mut dflockd_config) -> dfloc
 
 /// Free a configuration. NULL is a no-op. Must not be freed twice or used
 /// after free. Clients made from it are unaffected.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_free(cfg: *mut dflockd_config) {
     super::panic::guard_value((), || {
@@ -172,6 +176,8 @@ pub extern "C" fn dflockd_config_free(cfg: *mut dflockd_config) {
 /// commas (`"10.0.0.1:6388,10.0.0.2:6388"`, IPv6 as `[::1]:6388`), the
 /// format of the `DFLOCKD_SERVERS` environment variable. The order matters:
 /// keys are sharded by index.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_servers(
     cfg: *mut dflockd_config,
@@ -189,6 +195,8 @@ pub extern "C" fn dflockd_config_set_servers(
 
 /// Append one server (`host` without port, e.g. `"127.0.0.1"`, `"::1"`).
 /// `port` must not be 0.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_add_server(
     cfg: *mut dflockd_config,
@@ -212,6 +220,8 @@ pub extern "C" fn dflockd_config_add_server(
 
 /// Set the shared secret sent with `auth` on every new connection; NULL
 /// removes it. The library never logs it.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_auth_token(
     cfg: *mut dflockd_config,
@@ -234,6 +244,8 @@ pub extern "C" fn dflockd_config_set_auth_token(
 
 /// Use TLS and trust the PEM CA certificates in the file at `path` (read
 /// when the client is created). Certificate verification is always on.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_tls_ca_file(
     cfg: *mut dflockd_config,
@@ -255,6 +267,8 @@ pub extern "C" fn dflockd_config_set_tls_ca_file(
 
 /// Use TLS and trust the PEM CA certificates in `pem` (copied; may be freed
 /// after the call). Adds to any earlier PEM bytes.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_tls_ca_pem(
     cfg: *mut dflockd_config,
@@ -278,6 +292,8 @@ pub extern "C" fn dflockd_config_set_tls_ca_pem(
 /// Use TLS and (when `enabled`) also trust the operating system's root
 /// certificates. With `enabled` false the system roots are not trusted
 /// (the default), but TLS stays on if a CA was set.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_tls_system_roots(
     cfg: *mut dflockd_config,
@@ -294,6 +310,8 @@ pub extern "C" fn dflockd_config_set_tls_system_roots(
 /// Set the name checked against the server certificate (default: the host
 /// of each server address); NULL restores the default. Does not by itself
 /// turn TLS on.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_tls_server_name(
     cfg: *mut dflockd_config,
@@ -315,6 +333,8 @@ pub extern "C" fn dflockd_config_set_tls_server_name(
 /// Set the connect timeout in milliseconds (≥ 1; default 10000): the bound
 /// on opening one connection, name resolution + TCP connect + TLS handshake
 /// + `auth` together.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_connect_timeout_ms(
     cfg: *mut dflockd_config,
@@ -334,6 +354,8 @@ pub extern "C" fn dflockd_config_set_connect_timeout_ms(
 /// with `DFLOCKD_STATUS_DEADLINE` after this instead of blocking it. Every
 /// call's worst case in this header is stated with this and the connect
 /// timeout.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_io_timeout_ms(
     cfg: *mut dflockd_config,
@@ -349,6 +371,8 @@ pub extern "C" fn dflockd_config_set_io_timeout_ms(
 /// Set the lease TTL in seconds requested for every acquire (1 ..=
 /// 9223372036); 0 means the server's default (33 s unless configured).
 /// Each handle can override it with `dflockd_lease_set_ttl()`.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_default_lease(
     cfg: *mut dflockd_config,
@@ -363,6 +387,8 @@ pub extern "C" fn dflockd_config_set_default_lease(
 
 /// Set when a held lease is renewed, as a fraction of its TTL, strictly
 /// between 0 and 1 (default 0.5: a 30 s lease is renewed every 15 s).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_renew_ratio(
     cfg: *mut dflockd_config,
@@ -381,6 +407,8 @@ pub extern "C" fn dflockd_config_set_renew_ratio(
 /// Set the longest silence on a connection holding a lease, in milliseconds
 /// (≥ 1; default 10000). Servers close connections idle for 23 s, so
 /// renewals happen at least this often whatever the lease.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_keepalive_ms(
     cfg: *mut dflockd_config,
@@ -397,6 +425,8 @@ pub extern "C" fn dflockd_config_set_keepalive_ms(
 /// `dflockd_shard_fn` for when and where it runs); NULL restores CRC-32.
 /// `userdata` is passed back first on every call and must stay valid until
 /// every client made from this config is freed.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_config_set_shard(
     cfg: *mut dflockd_config,

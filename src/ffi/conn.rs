@@ -184,6 +184,8 @@ fn wait(
 /// Close and free a connection; the server releases what it granted on it.
 /// NULL is a no-op. Must not be freed twice, used after free, or freed
 /// while another thread uses it (use `dflockd_conn_abort()` first).
+///
+/// No network I/O (closes the socket); returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_free(conn: *mut dflockd_conn) {
     guard_value((), || {
@@ -194,6 +196,8 @@ pub extern "C" fn dflockd_conn_free(conn: *mut dflockd_conn) {
 
 /// Shut the connection's socket from any thread: a call blocked on it
 /// returns `DFLOCKD_STATUS_CANCELLED`; later calls fail. Still free it.
+///
+/// No network I/O (shuts the socket down); returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_abort(conn: *const dflockd_conn) -> dflockd_status {
     guard(std::ptr::null_mut(), || {
@@ -206,6 +210,8 @@ pub extern "C" fn dflockd_conn_abort(conn: *const dflockd_conn) -> dflockd_statu
 /// auth token are already authenticated; a second auth gets
 /// `DFLOCKD_STATUS_SERVER_ERROR`). `DFLOCKD_STATUS_AUTH` on a wrong secret
 /// (the server then closes the connection).
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_auth(
     conn: *const dflockd_conn,
@@ -223,6 +229,8 @@ pub extern "C" fn dflockd_conn_auth(
 
 /// `ping`: check the connection is alive (2.x servers; 1.10 answers
 /// `error`, reported as `DFLOCKD_STATUS_SERVER_ERROR`).
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_ping(
     conn: *const dflockd_conn,
@@ -233,6 +241,8 @@ pub extern "C" fn dflockd_conn_ping(
 
 /// `stats`: the server's statistics as JSON into `buf` (as
 /// `dflockd_client_stats()`).
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_stats(
     conn: *const dflockd_conn,
@@ -252,6 +262,8 @@ pub extern "C" fn dflockd_conn_stats(
 /// `l`: acquire the lock `key`, blocking up to `timeout_s` seconds (0 = try
 /// once). `lease_s` 0 = server default. `*grant_out` on success;
 /// `DFLOCKD_STATUS_TIMEOUT` when not granted in time.
+///
+/// Network I/O: one request; returns within `timeout_s` + the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_lock_acquire(
     conn: *const dflockd_conn,
@@ -269,6 +281,8 @@ pub extern "C" fn dflockd_conn_lock_acquire(
 
 /// `r`: release the lock `key` held with `token`.
 /// `DFLOCKD_STATUS_SERVER_ERROR` for a wrong, expired or released token.
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_lock_release(
     conn: *const dflockd_conn,
@@ -286,6 +300,8 @@ pub extern "C" fn dflockd_conn_lock_release(
 /// `n`: renew the lock `key` held with `token` for `lease_s` seconds (0 =
 /// server default). `*lease_out` = the new remaining lease in seconds.
 /// `DFLOCKD_STATUS_SERVER_ERROR` if not held or already expired.
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_lock_renew(
     conn: *const dflockd_conn,
@@ -312,6 +328,8 @@ pub extern "C" fn dflockd_conn_lock_renew(
 /// `e`: join the lock's queue without blocking. `*acquired_out` = true and
 /// `*grant_out` filled if the key was free; false if queued (then call
 /// `dflockd_conn_lock_wait()` on this same connection).
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_lock_enqueue(
     conn: *const dflockd_conn,
@@ -338,6 +356,8 @@ pub extern "C" fn dflockd_conn_lock_enqueue(
 /// `w`: wait up to `timeout_s` seconds for the grant after an enqueue on
 /// this connection. `DFLOCKD_STATUS_TIMEOUT` removes the waiter;
 /// `DFLOCKD_STATUS_NOT_ENQUEUED` without an enqueue.
+///
+/// Network I/O: one request; returns within `timeout_s` + the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_lock_wait(
     conn: *const dflockd_conn,
@@ -355,6 +375,8 @@ pub extern "C" fn dflockd_conn_lock_wait(
 /// `sl`: acquire one slot of the semaphore `key` with `limit` (≥ 1) slots;
 /// otherwise as `dflockd_conn_lock_acquire()`, plus
 /// `DFLOCKD_STATUS_LIMIT_MISMATCH`.
+///
+/// Network I/O: one request; returns within `timeout_s` + the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_sem_acquire(
     conn: *const dflockd_conn,
@@ -380,6 +402,8 @@ pub extern "C" fn dflockd_conn_sem_acquire(
 }
 
 /// `sr`: release a semaphore slot; as `dflockd_conn_lock_release()`.
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_sem_release(
     conn: *const dflockd_conn,
@@ -395,6 +419,8 @@ pub extern "C" fn dflockd_conn_sem_release(
 }
 
 /// `sn`: renew a semaphore slot; as `dflockd_conn_lock_renew()`.
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_sem_renew(
     conn: *const dflockd_conn,
@@ -420,6 +446,8 @@ pub extern "C" fn dflockd_conn_sem_renew(
 
 /// `se`: join a semaphore's queue; as `dflockd_conn_lock_enqueue()` with
 /// `limit` (≥ 1).
+///
+/// Network I/O: one request; returns within the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_sem_enqueue(
     conn: *const dflockd_conn,
@@ -445,6 +473,8 @@ pub extern "C" fn dflockd_conn_sem_enqueue(
 }
 
 /// `sw`: wait for a semaphore slot after `se`; as `dflockd_conn_lock_wait()`.
+///
+/// Network I/O: one request; returns within `timeout_s` + the I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_sem_wait(
     conn: *const dflockd_conn,

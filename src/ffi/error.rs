@@ -101,6 +101,8 @@ impl From<FfiError> for dflockd_error {
 
 /// The status of an error object; `DFLOCKD_STATUS_NULL_PARAMETER` for NULL.
 /// Thread-safe.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_error_status(err: *const dflockd_error) -> dflockd_status {
     super::panic::guard_value(dflockd_status::Panic, || {
@@ -112,6 +114,8 @@ pub extern "C" fn dflockd_error_status(err: *const dflockd_error) -> dflockd_sta
 /// The error's message: a NUL-terminated UTF-8 string owned by the error
 /// object, valid until `dflockd_error_free()`. Never NULL (an empty string
 /// for a NULL error). Thread-safe.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_error_message(err: *const dflockd_error) -> *const c_char {
     super::panic::guard_value(c"".as_ptr(), || {
@@ -124,6 +128,8 @@ pub extern "C" fn dflockd_error_message(err: *const dflockd_error) -> *const c_c
 /// named it, owned by the error object and valid until
 /// `dflockd_error_free()`. NULL when no leader was named (or `err` is NULL).
 /// Thread-safe.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_error_leader(err: *const dflockd_error) -> *const c_char {
     super::panic::guard_value(std::ptr::null(), || {
@@ -136,6 +142,8 @@ pub extern "C" fn dflockd_error_leader(err: *const dflockd_error) -> *const c_ch
 
 /// Free an error object. NULL is a no-op. The object must not be used after
 /// this call nor freed twice.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_error_free(err: *mut dflockd_error) {
     super::panic::guard_value((), || {

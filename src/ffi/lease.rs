@@ -87,6 +87,9 @@ fn lease<'a>(l: *const dflockd_lease) -> Result<&'a Lease, FfiError> {
 /// bounded by the I/O deadline) and cancelling any asynchronous acquire.
 /// NULL is a no-op. Must not be freed twice, used after free, or freed while
 /// another thread uses it or from inside its own callbacks.
+///
+/// Network I/O when held: releases first, within connect timeout + I/O timeout;
+/// otherwise none.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_free(lease: *mut dflockd_lease) {
     guard_value((), || {
@@ -100,6 +103,9 @@ pub extern "C" fn dflockd_lease_free(lease: *mut dflockd_lease) {
 /// `DFLOCKD_STATUS_CANCELLED` if `dflockd_lease_cancel()` interrupted it;
 /// `INVALID_ARGUMENT` if the handle already holds or is queued for its
 /// lease, or another operation is running on it.
+///
+/// Network I/O: returns within connect timeout + `timeout_s` + I/O timeout,
+/// redirects and a confirming renewal included.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_acquire(
     lease: *const dflockd_lease,
@@ -109,8 +115,11 @@ pub extern "C" fn dflockd_lease_acquire(
     guard(err, || Ok(self::lease(lease)?.acquire(timeout_s)?))
 }
 
-/// Try once without blocking: `*acquired_out` = true if now held, false if
+/// Try once, without waiting for the key: `*acquired_out` = true if now held, false if
 /// someone else holds it (that is not an error).
+///
+/// Network I/O: returns within connect timeout + I/O timeout (it never waits
+/// for the key).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_try_acquire(
     lease: *const dflockd_lease,
@@ -126,10 +135,13 @@ pub extern "C" fn dflockd_lease_try_acquire(
     })
 }
 
-/// Two-phase acquire, phase 1: join the key's queue without blocking.
+/// Two-phase acquire, phase 1: join the key's queue without waiting for the key.
 /// `*acquired_out` = true if the key was free and is now held (then no wait
 /// is needed), false if queued: call `dflockd_lease_wait()` next. Useful for
 /// event loops: do other work between the phases.
+///
+/// Network I/O: returns within connect timeout + I/O timeout (it never waits
+/// for the key).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_enqueue(
     lease: *const dflockd_lease,
@@ -149,6 +161,9 @@ pub extern "C" fn dflockd_lease_enqueue(
 /// after `dflockd_lease_enqueue()` (returns at once if already acquired).
 /// `DFLOCKD_STATUS_TIMEOUT` removes the handle from the queue;
 /// `DFLOCKD_STATUS_NOT_ENQUEUED` without a prior enqueue.
+///
+/// Network I/O: returns within `timeout_s` + I/O timeout (at once if enqueue
+/// already acquired).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_wait(
     lease: *const dflockd_lease,
@@ -162,6 +177,10 @@ pub extern "C" fn dflockd_lease_wait(
 /// `DFLOCKD_STATUS_NOT_HELD` if nothing is held (never acquired or already
 /// released), `DFLOCKD_STATUS_LEASE_LOST` if it was lost: a double release
 /// is reported, never silently accepted.
+///
+/// Network I/O: returns within connect timeout + I/O timeout. On DEADLINE the
+/// handle no longer holds the lease and its connection is closed, so the server
+/// releases it (on disconnect, or at expiry).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_release(
     lease: *const dflockd_lease,
@@ -174,6 +193,8 @@ pub extern "C" fn dflockd_lease_release(
 /// another thread or a pending asynchronous acquire: it returns (or calls
 /// back) with `DFLOCKD_STATUS_CANCELLED` and nothing is left held. Does
 /// nothing when no acquire is in progress. Callable from any thread.
+///
+/// No network I/O (shuts the in-flight connection down); returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_cancel(lease: *const dflockd_lease) -> dflockd_status {
     guard(std::ptr::null_mut(), || {
@@ -185,6 +206,8 @@ pub extern "C" fn dflockd_lease_cancel(lease: *const dflockd_lease) -> dflockd_s
 /// Copy the current token (32 lowercase hex characters) into `buf` (33
 /// bytes suffice: `DFLOCKD_TOKEN_SIZE`). `DFLOCKD_STATUS_NOT_HELD` if
 /// nothing is held. The token is a credential: do not log it.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_token(
     lease: *const dflockd_lease,
@@ -204,6 +227,8 @@ pub extern "C" fn dflockd_lease_token(
 /// The fence of the current token (`dflockd_fence_from_token()` of it):
 /// pass it with every write to the guarded resource, which rejects fences
 /// lower than the highest it saw. `DFLOCKD_STATUS_NOT_HELD` if not held.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_fence(
     lease: *const dflockd_lease,
@@ -221,6 +246,8 @@ pub extern "C" fn dflockd_lease_fence(
 
 /// The TTL in seconds the server granted for the current lease.
 /// `DFLOCKD_STATUS_NOT_HELD` if not held.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_ttl(
     lease: *const dflockd_lease,
@@ -239,6 +266,8 @@ pub extern "C" fn dflockd_lease_ttl(
 /// Set the lease TTL in seconds requested by this handle's next acquires
 /// (1 ..= 9223372036), overriding the client default; 0 = the client
 /// default.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_set_ttl(
     lease: *const dflockd_lease,
@@ -251,6 +280,8 @@ pub extern "C" fn dflockd_lease_set_ttl(
 }
 
 /// Copy the handle's key into `buf`.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_key(
     lease: *const dflockd_lease,
@@ -269,6 +300,8 @@ pub extern "C" fn dflockd_lease_key(
 
 /// Whether the handle holds its lease right now (false once released or
 /// lost, and for NULL). A poll-friendly alternative to the lost callback.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_is_held(lease: *const dflockd_lease) -> bool {
     guard_value(false, || self::lease(lease).is_ok_and(Lease::is_held))
@@ -276,6 +309,8 @@ pub extern "C" fn dflockd_lease_is_held(lease: *const dflockd_lease) -> bool {
 
 /// Whether the lease held by this handle was lost (renewal failed). Reset
 /// by the next successful acquire. False for NULL.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_is_lost(lease: *const dflockd_lease) -> bool {
     guard_value(false, || self::lease(lease).is_ok_and(Lease::is_lost))
@@ -288,6 +323,8 @@ pub extern "C" fn dflockd_lease_is_lost(lease: *const dflockd_lease) -> bool {
 /// no longer had the lease, `LEASE_LOST` when renewal ran out of time).
 /// Lets bindings whose runtimes cannot take callbacks from library threads
 /// (Ruby) report the cause after `dflockd_lease_wait_lost()`.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_lost_error(
     lease: *const dflockd_lease,
@@ -303,6 +340,9 @@ pub extern "C" fn dflockd_lease_lost_error(
 /// (negative = no limit; 0 = just check). `*lost_out` = true if lost.
 /// Returns at once with true if already lost. Releasing the lease does not
 /// count as losing it.
+///
+/// No network I/O; returns within `timeout_ms` (never, if negative, until the
+/// lease is lost).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_wait_lost(
     lease: *const dflockd_lease,
@@ -325,6 +365,8 @@ pub extern "C" fn dflockd_lease_wait_lost(
 /// `dflockd_lost_fn` for which thread runs it. `userdata` is passed back
 /// first and must stay valid until the callback is removed or the handle
 /// freed. It runs at most once per lost lease.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_on_lost(
     lease: *const dflockd_lease,
@@ -351,6 +393,9 @@ pub extern "C" fn dflockd_lease_on_lost(
 /// `userdata` must stay valid until the callback has run. See
 /// `dflockd_acquire_fn` for the callback's rules. If this function returns
 /// an error, the callback is never called.
+///
+/// No network I/O on the calling thread; returns at once. The completion comes
+/// within connect timeout + `timeout_s` + I/O timeout.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_acquire_async(
     lease: *const dflockd_lease,

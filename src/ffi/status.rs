@@ -146,6 +146,8 @@ impl dflockd_status {
 ///
 /// Takes an `int` rather than the enum so that any value a caller holds
 /// (e.g. from a newer library) is safe to pass. Thread-safe.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_status_str(status: i32) -> *const c_char {
     STATUS_NAMES

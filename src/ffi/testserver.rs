@@ -68,6 +68,8 @@ fn io_err(what: &str, e: std::io::Error) -> FfiError {
 }
 
 /// Create test-server options with the defaults. `*opts_out` receives them.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_new(
     opts_out: *mut *mut dflockd_testserver_options,
@@ -88,6 +90,8 @@ pub extern "C" fn dflockd_testserver_options_new(
 }
 
 /// Free test-server options. NULL is a no-op.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_free(opts: *mut dflockd_testserver_options) {
     // SAFETY: NULL or options from dflockd_testserver_options_new, freed once.
@@ -95,6 +99,8 @@ pub extern "C" fn dflockd_testserver_options_free(opts: *mut dflockd_testserver_
 }
 
 /// Listen address (default `"127.0.0.1"`).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_host(
     opts: *mut dflockd_testserver_options,
@@ -112,6 +118,8 @@ pub extern "C" fn dflockd_testserver_options_set_host(
 /// Protocol line to emulate where 1.10 and 2.x differ: `"2.x"` (default)
 /// or `"1.10"` (`ping` answers `error`, random tokens, one key namespace
 /// for locks and semaphores, ...; see protocol.md).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_server_line(
     opts: *mut dflockd_testserver_options,
@@ -128,6 +136,8 @@ pub extern "C" fn dflockd_testserver_options_set_server_line(
 }
 
 /// Listen port (default 0: an ephemeral port, see `dflockd_testserver_port()`).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_port(
     opts: *mut dflockd_testserver_options,
@@ -141,6 +151,8 @@ pub extern "C" fn dflockd_testserver_options_set_port(
 }
 
 /// Lease TTL in seconds granted when a request names none (default 33).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_default_lease(
     opts: *mut dflockd_testserver_options,
@@ -159,6 +171,8 @@ pub extern "C" fn dflockd_testserver_options_set_default_lease(
 }
 
 /// Idle connection timeout in milliseconds (default 23000).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_read_timeout_ms(
     opts: *mut dflockd_testserver_options,
@@ -172,6 +186,8 @@ pub extern "C" fn dflockd_testserver_options_set_read_timeout_ms(
 }
 
 /// How often expired leases are swept, in milliseconds (default 1000).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_lease_sweep_ms(
     opts: *mut dflockd_testserver_options,
@@ -185,6 +201,8 @@ pub extern "C" fn dflockd_testserver_options_set_lease_sweep_ms(
 }
 
 /// Require `auth` with this secret; NULL = no auth (the default).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_auth_token(
     opts: *mut dflockd_testserver_options,
@@ -204,6 +222,8 @@ pub extern "C" fn dflockd_testserver_options_set_auth_token(
 }
 
 /// Serve TLS with this PEM certificate chain and private key (copied).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_tls_pem(
     opts: *mut dflockd_testserver_options,
@@ -227,6 +247,8 @@ pub extern "C" fn dflockd_testserver_options_set_tls_pem(
 
 /// Serve TLS with the PEM certificate chain and key in these files (read
 /// now). `DFLOCKD_STATUS_IO` if a file cannot be read.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_tls_files(
     opts: *mut dflockd_testserver_options,
@@ -248,6 +270,8 @@ pub extern "C" fn dflockd_testserver_options_set_tls_files(
 }
 
 /// Cap on distinct keys, locks and semaphores together (default 1024).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_max_locks(
     opts: *mut dflockd_testserver_options,
@@ -261,6 +285,8 @@ pub extern "C" fn dflockd_testserver_options_set_max_locks(
 }
 
 /// Cap on each key's wait queue.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_max_waiters(
     opts: *mut dflockd_testserver_options,
@@ -274,6 +300,8 @@ pub extern "C" fn dflockd_testserver_options_set_max_waiters(
 }
 
 /// Cap on concurrent connections; extra ones are reset (0 = unlimited).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_max_connections(
     opts: *mut dflockd_testserver_options,
@@ -287,6 +315,8 @@ pub extern "C" fn dflockd_testserver_options_set_max_connections(
 }
 
 /// Whether a closed connection's leases are released at once (default true).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_auto_release(
     opts: *mut dflockd_testserver_options,
@@ -316,6 +346,8 @@ unsafe fn follower_arg(
 }
 
 /// Start in follower mode (see `dflockd_testserver_set_follower()`).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_options_set_follower(
     opts: *mut dflockd_testserver_options,
@@ -333,6 +365,9 @@ pub extern "C" fn dflockd_testserver_options_set_follower(
 
 /// Start a server (`opts` NULL = defaults; options are copied). It serves
 /// on its own threads until `dflockd_testserver_stop()`.
+///
+/// Binds and listens on the configured address; no other network I/O; returns
+/// at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_start(
     opts: *const dflockd_testserver_options,
@@ -356,6 +391,9 @@ pub extern "C" fn dflockd_testserver_start(
 
 /// Stop the server (connections closed, port and threads freed) and free
 /// the handle. NULL is a no-op. Not concurrently with other calls on it.
+///
+/// No I/O to other hosts; closes every connection and returns once the server's
+/// threads, woken, have ended (promptly).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_stop(server: *mut dflockd_testserver) {
     guard_value((), || {
@@ -368,12 +406,16 @@ pub extern "C" fn dflockd_testserver_stop(server: *mut dflockd_testserver) {
 }
 
 /// The port the server listens on (0 for NULL).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_port(server: *const dflockd_testserver) -> u16 {
     guard_value(0, || self::server(server).map_or(0, TestServer::port))
 }
 
 /// The server's address as `host:port` (the `DFLOCKD_SERVERS` format).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_addr(
     server: *const dflockd_testserver,
@@ -391,12 +433,16 @@ pub extern "C" fn dflockd_testserver_addr(
 }
 
 /// Fault: stop answering (requests are read, no replies) until resumed.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_pause(server: *const dflockd_testserver) -> dflockd_status {
     control(server, TestServer::pause)
 }
 
 /// Answer again after `dflockd_testserver_pause()`.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_resume(server: *const dflockd_testserver) -> dflockd_status {
     control(server, TestServer::resume)
@@ -404,12 +450,16 @@ pub extern "C" fn dflockd_testserver_resume(server: *const dflockd_testserver) -
 
 /// Fault: close every client connection now (their leases are released as
 /// on disconnect).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_drop_connections(server: *const dflockd_testserver) -> dflockd_status {
     control(server, TestServer::drop_connections)
 }
 
 /// Fault: while `refuse` is true, new connections are closed at once.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_refuse_connections(
     server: *const dflockd_testserver,
@@ -419,6 +469,8 @@ pub extern "C" fn dflockd_testserver_refuse_connections(
 }
 
 /// Fault: delay every reply by `delay_ms` milliseconds (0 = no delay).
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_set_reply_delay_ms(
     server: *const dflockd_testserver,
@@ -430,6 +482,8 @@ pub extern "C" fn dflockd_testserver_set_reply_delay_ms(
 /// Fault: replace every reply by these raw bytes (copied), e.g.
 /// `"ok ZZZ 5\n"`, to test how clients handle a hostile server; `raw` NULL
 /// restores normal replies.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_set_hostile_reply(
     server: *const dflockd_testserver,
@@ -453,6 +507,8 @@ pub extern "C" fn dflockd_testserver_set_hostile_reply(
 /// Fault: switch follower mode. `follower` true refuses mutating commands
 /// with `error_not_leader <leader>` (bare when `leader` is NULL); false
 /// makes it a leader again.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_set_follower(
     server: *const dflockd_testserver,
@@ -471,6 +527,9 @@ pub extern "C" fn dflockd_testserver_set_follower(
 
 /// Fault: restart on the same port, dropping every connection and all
 /// state (fences keep rising).
+///
+/// No I/O to other hosts; returns once the old connections' threads have ended
+/// (promptly).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_restart(
     server: *const dflockd_testserver,
@@ -485,6 +544,9 @@ pub extern "C" fn dflockd_testserver_restart(
 
 /// Fault: begin a graceful shutdown as on SIGTERM (waiters get `error`,
 /// the next request gets `error_draining`, new connections are refused).
+///
+/// No I/O to other hosts; returns once the acceptor thread has ended
+/// (promptly).
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_testserver_drain(server: *const dflockd_testserver) -> dflockd_status {
     control(server, TestServer::drain)

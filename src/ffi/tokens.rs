@@ -16,6 +16,8 @@ use std::ffi::c_char;
 /// `token`/`token_len`: the 32 hex characters (no NUL needed). `*fence_out`
 /// is written on success. Errors: `NULL_PARAMETER`, `INVALID_UTF8`,
 /// `INVALID_ARGUMENT` (not 32 hex characters). Thread-safe.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_fence_from_token(
     token: *const c_char,
@@ -41,6 +43,8 @@ pub extern "C" fn dflockd_fence_from_token(
 /// The key is hashed as given (any bytes of valid UTF-8; it is not checked
 /// against the protocol's key rules). `n_servers` must be at least 1.
 /// `*index_out` is written on success. Thread-safe.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_shard(
     key: *const c_char,

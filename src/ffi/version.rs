@@ -23,6 +23,8 @@ const _: () = assert!(DFLOCKD_VERSION_MINOR < 256 && DFLOCKD_VERSION_PATCH < 256
 
 /// The version of the loaded library as a static NUL-terminated string,
 /// e.g. `"0.1.0"`. Never NULL; lives forever; thread-safe.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_version() -> *const c_char {
     const V: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
@@ -31,6 +33,8 @@ pub extern "C" fn dflockd_version() -> *const c_char {
 
 /// The version of the loaded library as `DFLOCKD_VERSION_NUMBER` encodes
 /// it. Thread-safe.
+///
+/// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_version_number() -> u32 {
     DFLOCKD_VERSION_NUMBER
