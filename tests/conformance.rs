@@ -1,4 +1,4 @@
-//! Conformance tests written from shared/protocol.md (one per table row and
+//! Conformance tests written from docs/protocol.md (one per table row and
 //! per "detail that matters"), over real sockets with exact bytes. They run
 //! against the embedded test server, or unchanged against a real dflockd
 //! with `DFLOCKD_TEST_SERVER=host:port` (+ `DFLOCKD_TEST_AUTH_TOKEN`).

@@ -1,5 +1,5 @@
 //! Conformance of the test server's 1.10 mode (`ServerLine::V1_10`): the
-//! lines of `shared/transcripts/server-1.10*.log` that differ from 2.x,
+//! lines of `docs/transcripts/server-1.10*.log` that differ from 2.x,
 //! byte for byte. They run against an embedded server in 1.10 mode, or
 //! against an external 1.10 server (`DFLOCKD_TEST_SERVER` with
 //! `DFLOCKD_TEST_SERVER_LINE=1.10`); against an external 2.x server they

@@ -1,4 +1,4 @@
-//! Numeric limits of the protocol (shared/protocol.md, "Framing" and "Values").
+//! Numeric limits of the protocol (docs/protocol.md, "Framing" and "Values").
 
 /// Longest request line (command, key or arg) in bytes, excluding `\n`.
 pub const MAX_LINE_BYTES: usize = 256;

@@ -5,7 +5,7 @@
 //! ([`Request::parse`], [`Reply::encode`]). Keeping them in one place means a
 //! rule (a key limit, a number range, a status name) is written once and the
 //! client and server can never disagree about it. The contract is
-//! `shared/protocol.md`.
+//! `docs/protocol.md`.
 
 mod command;
 mod framing;

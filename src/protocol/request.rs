@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn parses_like_the_go_server() {
-        // Accepted, per shared/transcripts.
+        // Accepted, per docs/transcripts.
         assert_eq!(
             Request::parse("l", "k", " 5 "),
             Ok(Request::Acquire {
@@ -518,7 +518,7 @@ mod tests {
             })
         );
         assert!(Request::parse("l", "ké", "0").is_ok());
-        // Rejected with `error`, per shared/transcripts.
+        // Rejected with `error`, per docs/transcripts.
         for (c, k, a) in [
             ("bogus", "k", ""),
             ("L", "k", "5"),

@@ -1,6 +1,6 @@
 //! Reply statuses: the first word of every reply line.
 
-/// Every status a dflockd server sends (shared/protocol.md, "Statuses").
+/// Every status a dflockd server sends (docs/protocol.md, "Statuses").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
     Ok,

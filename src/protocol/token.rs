@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn fence_of_transcript_token() {
-        // shared/transcripts/server-2.x.log, fence monotonicity section.
+        // docs/transcripts/server-2.x.log, fence monotonicity section.
         assert_eq!(
             fence_from_token("18eb813dca7f8502533e7c4ee43322ea"),
             Ok(0x18eb813dca7f8502)

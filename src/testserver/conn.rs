@@ -68,7 +68,7 @@ impl ConnCtl {
 /// is kept as `None` so the frame stays aligned and gets `error`.
 ///
 /// An over-long line is answered as the 2.x server does (transcripts and
-/// shared/protocol.md "Framing"): at once when its `\n` has arrived; with
+/// docs/protocol.md "Framing"): at once when its `\n` has arrived; with
 /// no `\n` yet, only when the `\n` comes (at once) or the read timeout
 /// passes. Meanwhile its bytes are discarded, so nothing is buffered
 /// without bound. The 1.10 transcripts do not show the no-`\n` case, so

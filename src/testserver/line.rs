@@ -1,5 +1,5 @@
 //! Which dflockd release line the test server emulates, and every wire
-//! behaviour in which the lines differ (shared/protocol.md, transcripts
+//! behaviour in which the lines differ (docs/protocol.md, transcripts
 //! `server-2.x.log` vs `server-1.10.log`). The rest of the server asks
 //! [`Behaviour`] instead of testing the line itself, so this table is the
 //! one place that lists the differences.

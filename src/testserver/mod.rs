@@ -1,6 +1,6 @@
 //! A faithful in-process dflockd server for tests, examples and the
 //! quickstart: a test double with the real server's wire behaviour
-//! (shared/protocol.md, the 2.x line), not a production server.
+//! (docs/protocol.md, the 2.x line), not a production server.
 //!
 //! Where things are:
 //! - `options`: [`ServerOptions`] and [`TlsIdentity`], the real server's settings.

@@ -3,7 +3,7 @@
 //!
 //! Pure: no sockets, no threads, no clock reads. Callers pass `now` and
 //! collect [`Table::take_woken`] to wake the connections whose blocked
-//! request was granted. That keeps every rule of shared/protocol.md testable
+//! request was granted. That keeps every rule of docs/protocol.md testable
 //! here without a socket, and the connection loop free of lock logic.
 //!
 //! Mirrors the Go server's lock manager: locks are semaphores of limit 1 in
