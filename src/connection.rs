@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{Command, Kind, Op, Outcome, Refusal, Request, Stats, Token, parse_reply};
+use crate::runtime::ForkStamp;
 use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
 use crate::{Error, ErrorKind, Result};
 
@@ -107,6 +108,7 @@ impl Connector {
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             io_slack: self.io_slack,
+            stamp: ForkStamp::now(),
         };
         if let Some(secret) = &self.auth_token {
             conn.auth(secret)?;
@@ -135,6 +137,9 @@ pub struct Connection {
     broken: AtomicBool,
     aborted: AtomicBool,
     io_slack: Duration,
+    /// When (fork epoch) it was opened: inherited through fork(), it is
+    /// refused before its mutex is touched (src/runtime.rs).
+    stamp: ForkStamp,
 }
 
 /// Human label of a command for error messages ("semaphore acquire").
@@ -201,9 +206,24 @@ impl Connection {
     /// returns [`ErrorKind::Cancelled`]; the connection is broken after
     /// this, and the server releases what it held (auto-release).
     pub fn abort(&self) {
+        if self.check_fork().is_err() {
+            return; // the socket is the parent's too: never shut it down
+        }
         self.aborted.store(true, Ordering::Release);
         self.broken.store(true, Ordering::Release);
         shutdown_fd(self.fd);
+    }
+
+    /// `Err(`[`ErrorKind::Forked`]`)` if opened before a `fork()` of this
+    /// process. Takes no lock.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        self.stamp.check("connection")
+    }
+
+    /// This process's descriptor of the socket (for closing an inherited
+    /// connection in a forked child without touching its mutex).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd
     }
 
     pub(crate) fn was_aborted(&self) -> bool {
@@ -233,6 +253,7 @@ impl Connection {
     pub(crate) fn call(&self, req: &Request, budget: Option<Duration>) -> Result<Outcome> {
         let cmd = req.command();
         let what = What { cmd, key: req.key() };
+        self.check_fork()?;
         let mut io = self
             .io
             .lock()
