@@ -32,7 +32,7 @@ LDSHARED   := -L$(LIB) -ldflockd -Wl,-rpath,$(ROOT)/$(LIB) -lpthread
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 C_EXAMPLES := quickstart semaphore_threads two_phase tls_auth
-C_TESTS    := test_abi
+C_TESTS    := test_abi test_fork
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # need TOOL: loud skip locally, failure with CI=true.
@@ -97,7 +97,9 @@ c-examples: lib | $(B)/ex
 
 c-tests: lib | $(B)/t
 	$(call need,$(CC),c)
-	@$(call skipped,c) || $(CC) $(CSTD) tests/c/test_abi.c -o $(B)/t/test_abi $(LDSHARED)
+	@$(call skipped,c) || for t in $(C_TESTS); do \
+	  echo "cc tests/c/$$t.c"; \
+	  $(CC) $(CSTD) tests/c/$$t.c -o $(B)/t/$$t $(LDSHARED) || exit 1; done
 
 # The header (and the C++ wrapper) in two C++ translation units of one program, plus the
 # RAII example.
@@ -109,7 +111,7 @@ cpp-tests: lib | $(B)/t $(B)/ex
 # Every example and test runs against the embedded test server (or DFLOCKD_SERVERS).
 run-c: c-examples c-tests cpp-tests
 	@$(call skipped,c) || for e in $(C_EXAMPLES); do echo "--- run $$e"; ./$(B)/ex/$$e || exit 1; done
-	@$(call skipped,c) || { echo "--- run test_abi"; ./$(B)/t/test_abi; }
+	@$(call skipped,c) || for t in $(C_TESTS); do echo "--- run $$t"; ./$(B)/t/$$t || exit 1; done
 	@$(call skipped,cpp) || { echo "--- run two_tu"; ./$(B)/t/two_tu && echo "--- run raii" && ./$(B)/ex/raii; }
 
 # The C tests and examples under AddressSanitizer + UBSan. The Rust library itself is not
@@ -117,7 +119,7 @@ run-c: c-examples c-tests cpp-tests
 # boundary (double free, buffer overruns of caller buffers) are caught.
 asan: lib | $(B)/asan
 	$(call need,$(CC),asan)
-	@$(call skipped,asan) || for f in tests/c/test_abi.c $(C_EXAMPLES:%=examples/c/%.c); do \
+	@$(call skipped,asan) || for f in $(C_TESTS:%=tests/c/%.c) $(C_EXAMPLES:%=examples/c/%.c); do \
 	  n=$$(basename $$f .c); echo "cc -fsanitize=address,undefined $$f"; \
 	  $(CC) $(CSTD) $(ASAN_FLAGS) $$f -o $(B)/asan/$$n $(LDSHARED) || exit 1; \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -130,7 +132,7 @@ VALGRIND := valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kind
             --show-leak-kinds=definite --suppressions=tests/c/valgrind.supp --quiet
 valgrind: c-examples c-tests
 	$(call need,valgrind,valgrind)
-	@$(call skipped,valgrind) || $(call skipped,c) || for n in t/test_abi ex/quickstart ex/two_phase ex/semaphore_threads; do \
+	@$(call skipped,valgrind) || $(call skipped,c) || for n in $(C_TESTS:%=t/%) ex/quickstart ex/two_phase ex/semaphore_threads; do \
 	  echo "--- valgrind $$n"; $(VALGRIND) ./$(B)/$$n >$(B)/valgrind-$$(basename $$n).log 2>&1 \
 	    || { cat $(B)/valgrind-$$(basename $$n).log; exit 1; }; done
 

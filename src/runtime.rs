@@ -112,11 +112,9 @@ extern "C" fn atfork_parent() {
 
 extern "C" fn atfork_child() {
     // The only thread of the child; it took the registry in prepare.
-    // SAFETY: the flag is held by this thread (prepare), and the parent's
-    // threads that could have used the registry do not exist here.
-    let reg = unsafe { REGISTRY.get_mut() };
-    // The parent's generation: leaked, never locked or joined here.
-    std::mem::forget(reg.current.take());
+    // The registry's `current` now names the parent's generation; the new
+    // epoch makes Users::join start afresh (and bury that one: it is never
+    // locked or joined here). Nothing is allocated or freed in this handler.
     FORK_EPOCH.fetch_add(1, Ordering::AcqRel);
     LIBRARY_THREAD.with(|f| f.set(false));
     REGISTRY.release();
@@ -125,8 +123,10 @@ extern "C" fn atfork_child() {
 // ---- the registry ----------------------------------------------------------
 
 struct Registry {
-    /// The generation new clients join, while any of its users lives.
+    /// The generation new clients join, while any of its users lives and
+    /// while `current_epoch` is this process's fork epoch.
     current: Option<Weak<Users>>,
+    current_epoch: u64,
     /// Objects inherited through fork and freed here: never dropped.
     buried: Vec<Box<dyn Any + Send>>,
 }
@@ -148,6 +148,7 @@ static REGISTRY: SpinLocked = SpinLocked {
     busy: AtomicBool::new(false),
     reg: UnsafeCell::new(Registry {
         current: None,
+        current_epoch: 0,
         buried: Vec::new(),
     }),
 };
@@ -310,6 +311,14 @@ impl Users {
     pub(crate) fn join() -> Arc<Users> {
         let stamp = ForkStamp::now(); // registers the atfork handlers first
         REGISTRY.with(|r| {
+            if r.current_epoch != stamp.epoch {
+                // Forked since: the parent's generation is not ours to join
+                // (kept reachable, never dropped here).
+                if let Some(parent) = r.current.take() {
+                    r.buried.push(Box::new(parent));
+                }
+                r.current_epoch = stamp.epoch;
+            }
             if let Some(users) = r.current.as_ref().and_then(Weak::upgrade) {
                 return users;
             }
