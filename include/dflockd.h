@@ -59,10 +59,22 @@
  * dflockd_lease_wait_lost()), which is preferable from runtimes that
  * dislike foreign-thread callbacks (Ruby).
  *
- * Fork: handles must not be used in a child process created by fork()
- * (they share sockets with the parent, and the library's renewal and
- * callback threads do not exist in the child). A child must create its own
- * client after fork, or exec. Leases held by the parent stay the parent's.
+ * Threads: the library's threads (lease renewal, lost callbacks, async
+ * acquires) start with the first held lease and end with the last client:
+ * they run while any client or lease handle lives, and the last
+ * dflockd_client_free() / dflockd_lease_free() stops and joins them before
+ * it returns (unless called on a library thread, e.g. inside a lost
+ * callback: then they are detached and exit by themselves). The next
+ * client starts them again. Connections (dflockd_conn) use no thread.
+ *
+ * Fork: a child process created by fork() may use the library freely with
+ * a NEW client made after fork(): renewal and loss reporting work there.
+ * Handles inherited from the parent (clients, leases, connections) belong
+ * to the parent: every call on them returns DFLOCKD_STATUS_FORKED (and
+ * dflockd_lease_is_held() false), and freeing them in the child sends
+ * nothing and shuts no socket down, so the parent's leases and connections
+ * are unaffected (their memory is leaked in the child). Leases held by the
+ * parent stay the parent's.
  *
  * Linking: prefer the shared library (`pkg-config --libs dflockd`). For
  * static linking use `libdflockd.a` with the link line documented in the
@@ -253,6 +265,12 @@ typedef enum {
    * The client or handle was closed.
    */
   DFLOCKD_STATUS_CLOSED = 25,
+  /**
+   * The handle was inherited through `fork()`: it belongs to the parent
+   * process (whose renewal threads do not exist here) and refuses every
+   * call. Create a new client in the child.
+   */
+  DFLOCKD_STATUS_FORKED = 26,
 } dflockd_status;
 
 /**
@@ -783,6 +801,21 @@ dflockd_status dflockd_client_new(const dflockd_config *cfg,
  * Free a client. NULL is a no-op. Idle pooled connections are closed;
  * leases and connections made from it stay usable. Must not be freed twice
  * or used after free, and no other thread may be using it.
+ *
+ * Library threads: leases keep their client alive, so the renewal and
+ * callback threads run while any client or lease lives. When this frees
+ * the last of them, the threads are stopped and joined before it returns
+ * (lost callbacks already queued still run first); called on a library
+ * thread (inside a callback) they are detached instead and exit by
+ * themselves. The next `dflockd_client_new()` starts them again.
+ *
+ * In a child process after fork(), freeing a client inherited from the
+ * parent sends nothing, closes no connection of the parent's and never
+ * blocks: it is leaked.
+ *
+ * No network I/O. Returns at once, except when it stops the library
+ * threads: then it waits for a renewal in flight (at most the smaller of
+ * 5 s and the I/O timeout) and for queued lost callbacks to return.
  */
 void dflockd_client_free(dflockd_client *client);
 
@@ -882,6 +915,10 @@ dflockd_status dflockd_client_metrics(const dflockd_client *client,
  * Close and free a connection; the server releases what it granted on it.
  * NULL is a no-op. Must not be freed twice, used after free, or freed
  * while another thread uses it (use `dflockd_conn_abort()` first).
+ *
+ * In a child process after fork(), freeing a connection inherited from
+ * the parent only closes the child's descriptor: the parent's connection
+ * and its leases are unaffected.
  *
  * No network I/O (closes the socket); returns at once.
  */
@@ -1075,6 +1112,14 @@ dflockd_status dflockd_conn_sem_wait(const dflockd_conn *conn,
  * bounded by the I/O deadline) and cancelling any asynchronous acquire.
  * NULL is a no-op. Must not be freed twice, used after free, or freed while
  * another thread uses it or from inside its own callbacks.
+ *
+ * A lease keeps its client alive: if this was the last client or lease
+ * handle, the library threads are stopped and joined before it returns
+ * (see `dflockd_client_free()`).
+ *
+ * In a child process after fork(), freeing a lease inherited from the
+ * parent does not release it (it is the parent's lease) and sends
+ * nothing: the handle is leaked.
  *
  * Network I/O when held: releases first, within connect timeout + I/O timeout;
  * otherwise none.

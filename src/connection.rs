@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::log::{Level, log};
 use crate::metrics::{Metrics, bump};
 use crate::protocol::{Command, Kind, MAX_SECONDS, Op, Outcome, Refusal, Request, Stats, Token, parse_reply};
+use crate::runtime::ForkStamp;
 use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
 use crate::{Error, ErrorKind, Result};
 
@@ -143,6 +144,7 @@ impl Connector {
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             io_timeout: self.io_timeout,
+            stamp: ForkStamp::now(),
         };
         if let Some(secret) = &self.auth_token {
             conn.call(&Request::Auth { secret }, Some(deadline))?;
@@ -174,6 +176,9 @@ pub struct Connection {
     broken: AtomicBool,
     aborted: AtomicBool,
     io_timeout: Duration,
+    /// When (fork epoch) it was opened: inherited through fork(), it is
+    /// refused before its mutex is touched (src/runtime.rs).
+    stamp: ForkStamp,
 }
 
 /// Default [`ConnectOptions::connect_timeout`].
@@ -250,9 +255,24 @@ impl Connection {
     /// returns [`ErrorKind::Cancelled`]; the connection is broken after
     /// this, and the server releases what it held (auto-release).
     pub fn abort(&self) {
+        if self.check_fork().is_err() {
+            return; // the socket is the parent's too: never shut it down
+        }
         self.aborted.store(true, Ordering::Release);
         self.broken.store(true, Ordering::Release);
         shutdown_fd(self.fd);
+    }
+
+    /// `Err(`[`ErrorKind::Forked`]`)` if opened before a `fork()` of this
+    /// process. Takes no lock.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        self.stamp.check("connection")
+    }
+
+    /// This process's descriptor of the socket (for closing an inherited
+    /// connection in a forked child without touching its mutex).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd
     }
 
     pub(crate) fn was_aborted(&self) -> bool {
@@ -310,6 +330,7 @@ impl Connection {
     fn exchange_checked(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
         let cmd = req.command();
         let what = What { cmd, key: req.key() };
+        self.check_fork()?;
         let mut io = self
             .io
             .lock()

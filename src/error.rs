@@ -43,6 +43,10 @@ pub enum ErrorKind {
     NotHeld,
     /// The client or handle was closed.
     Closed,
+    /// The client (or a lease or connection made from it) was created
+    /// before `fork()` in the parent process; create a new client in the
+    /// child.
+    Forked,
 }
 
 /// An error with its kind and a message that never contains a token or

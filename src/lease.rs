@@ -17,6 +17,7 @@ use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
 use crate::renewal;
+use crate::runtime::{self, Runtime, Users};
 use crate::{Error, ErrorKind, Result};
 
 /// Called once when a held lease is lost, on a library thread.
@@ -32,8 +33,16 @@ pub type DoneFn = Box<dyn FnOnce(Result<()>) + Send>;
 /// thread can [`cancel`](Lease::cancel) a blocked acquire or wait, or watch
 /// for loss. Dropping the handle cancels what is in flight and releases
 /// what is held (best effort).
+///
+/// A lease keeps its client's library threads running (see
+/// [`Client`](crate::client::Client)). Inherited through `fork()`, every
+/// fallible method returns [`ErrorKind::Forked`], `is_held`/`is_lost` are
+/// false, `wait_lost` returns `true` at once with `lost_error` saying why,
+/// and dropping it sends nothing (it is leaked).
 pub struct Lease {
     shared: Arc<Shared>,
+    /// Keeps the library threads of this lease's generation running.
+    _users: Arc<Users>,
 }
 
 /// The connection a lease lives on, and which server it is.
@@ -115,10 +124,17 @@ impl Drop for OpGuard {
 }
 
 impl Lease {
-    pub(crate) fn new(client: Arc<ClientInner>, key: &str, kind: Kind, limit: Option<u64>) -> Result<Lease> {
+    pub(crate) fn new(
+        client: Arc<ClientInner>,
+        users: Arc<Users>,
+        key: &str,
+        kind: Kind,
+        limit: Option<u64>,
+    ) -> Result<Lease> {
         validate_key(key)?;
         let server = client.server_for(key)?;
         Ok(Lease {
+            _users: users,
             shared: Arc::new(Shared {
                 client,
                 key: key.to_owned(),
@@ -132,6 +148,12 @@ impl Lease {
                 panic_next_renewal: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// `Err(`[`ErrorKind::Forked`]`)` if this handle was inherited through
+    /// `fork()`. Takes no lock.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        self.shared.client.stamp.check("lease")
     }
 
     #[cfg(test)]
@@ -157,6 +179,7 @@ impl Lease {
     /// The lease to request from the next acquire and on every renewal
     /// (`None`: the client's `default_lease_ttl_s`, else the server's).
     pub fn set_lease_ttl(&self, lease_s: Option<u64>) -> Result<()> {
+        self.check_fork()?;
         if let Some(l) = lease_s {
             if !(1..=MAX_SECONDS).contains(&l) {
                 return Err(invalid(format!(
@@ -172,6 +195,7 @@ impl Lease {
     /// [`ErrorKind::Timeout`] when not granted in time,
     /// [`ErrorKind::Cancelled`] after [`cancel`](Lease::cancel).
     pub fn acquire(&self, timeout_s: u64) -> Result<()> {
+        self.check_fork()?;
         let op = self.shared.begin("acquire")?;
         let r = self.shared.acquire(&op, timeout_s);
         self.shared.count_timeout(&r);
@@ -190,6 +214,7 @@ impl Lease {
     /// Two-phase, phase 1: join the queue. `Ok(true)`: acquired at once;
     /// `Ok(false)`: queued, call [`wait`](Lease::wait).
     pub fn enqueue(&self) -> Result<bool> {
+        self.check_fork()?;
         let op = self.shared.begin("enqueue")?;
         self.shared.enqueue(&op)
     }
@@ -199,6 +224,7 @@ impl Lease {
     /// an enqueue; after [`ErrorKind::Timeout`] the place in the queue is
     /// gone.
     pub fn wait(&self, timeout_s: u64) -> Result<()> {
+        self.check_fork()?;
         let op = self.shared.begin_wait()?;
         match op {
             None => Ok(()),
@@ -214,6 +240,7 @@ impl Lease {
     /// [`ErrorKind::NotHeld`] if nothing is held, [`ErrorKind::LeaseLost`]
     /// if it was lost.
     pub fn release(&self) -> Result<()> {
+        self.check_fork()?;
         self.shared.release()
     }
 
@@ -221,6 +248,9 @@ impl Lease {
     /// [`ErrorKind::Cancelled`] promptly, leaving nothing held. Does
     /// nothing when no operation is running.
     pub fn cancel(&self) {
+        if self.check_fork().is_err() {
+            return; // never shut down a socket the parent still uses
+        }
         let mut st = lock(&self.shared.state);
         if st.busy {
             st.cancel = true;
@@ -232,6 +262,7 @@ impl Lease {
 
     /// The current token while held.
     pub fn token(&self) -> Option<Token> {
+        self.check_fork().ok()?;
         lock(&self.shared.state).held.as_ref().map(|h| h.token)
     }
 
@@ -243,31 +274,39 @@ impl Lease {
 
     /// The lease length the server granted (or last renewed to), while held.
     pub fn lease_ttl_s(&self) -> Option<u64> {
+        self.check_fork().ok()?;
         lock(&self.shared.state).held.as_ref().map(|h| h.lease_s)
     }
 
     /// Whether the lease is held and, as far as the client knows, not
     /// expired.
     pub fn is_held(&self) -> bool {
-        lock(&self.shared.state)
-            .held
-            .as_ref()
-            .is_some_and(|h| Instant::now() < h.expires_at)
+        self.check_fork().is_ok()
+            && lock(&self.shared.state)
+                .held
+                .as_ref()
+                .is_some_and(|h| Instant::now() < h.expires_at)
     }
 
     /// Whether the last held lease was lost (cleared by the next grant).
     pub fn is_lost(&self) -> bool {
-        lock(&self.shared.state).lost.is_some()
+        self.check_fork().is_ok() && lock(&self.shared.state).lost.is_some()
     }
 
     /// The error the lease was lost with.
     pub fn lost_error(&self) -> Option<Error> {
+        if let Err(e) = self.check_fork() {
+            return Some(e);
+        }
         lock(&self.shared.state).lost.clone()
     }
 
     /// Block until the lease is lost (`true`) or `timeout` passes
     /// (`false`); `None` waits without bound.
     pub fn wait_lost(&self, timeout: Option<Duration>) -> bool {
+        if self.check_fork().is_err() {
+            return true; // nothing will ever happen to it here: see lost_error
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = lock(&self.shared.state);
         while st.lost.is_none() {
@@ -292,26 +331,35 @@ impl Lease {
     /// runs on a library thread, outside every lock; keep it short. Set on
     /// an already lost lease, it runs at once (on that thread).
     pub fn on_lost(&self, callback: Option<LostFn>) {
+        if self.check_fork().is_err() {
+            return;
+        }
         let callback: Option<LostCallback> = callback.map(Arc::from);
         *lock(&self.shared.on_lost) = callback.clone();
         let lost = lock(&self.shared.state).lost.clone();
         if let (Some(cb), Some(err)) = (callback, lost) {
-            renewal::notify(cb, err);
+            renewal::notify(&self.shared.client, cb, err);
         }
     }
 
     /// Acquire on a library thread and call `done` there with the result.
     /// [`cancel`](Lease::cancel) works on it as on a blocking acquire.
     pub fn acquire_async(&self, timeout_s: u64, done: DoneFn) {
+        if let Err(e) = self.check_fork() {
+            // Not on the parent's runtime: its threads are gone.
+            spawn_or_run(None, move || done(Err(e)));
+            return;
+        }
+        let rt = Some(&*self.shared.client.runtime);
         let op = match self.shared.begin("acquire") {
             Ok(op) => op,
             Err(e) => {
-                spawn_or_run(move || done(Err(e)));
+                spawn_or_run(rt, move || done(Err(e)));
                 return;
             }
         };
         let shared = Arc::clone(&self.shared);
-        spawn_or_run(move || {
+        spawn_or_run(rt, move || {
             let r = shared.acquire(&op, timeout_s);
             drop(op);
             let _ = catch_unwind(AssertUnwindSafe(|| done(r)));
@@ -319,18 +367,24 @@ impl Lease {
     }
 }
 
-/// Run `f` on a new library thread; if no thread can be created, inline.
-fn spawn_or_run(f: impl FnOnce() + Send + 'static) {
+/// Run `f` on a new library thread of `rt` (joined when the runtime shuts
+/// down; a plain thread without one); if no thread can be created, inline.
+fn spawn_or_run(rt: Option<&Runtime>, f: impl FnOnce() + Send + 'static) {
     let slot = Arc::new(Mutex::new(Some(f)));
     let theirs = Arc::clone(&slot);
-    let spawned = std::thread::Builder::new()
-        .name("dflockd-acquire".into())
-        .spawn(move || {
-            if let Some(f) = lock(&theirs).take() {
-                f();
-            }
-        });
-    if spawned.is_err() {
+    let run = move || {
+        if let Some(f) = lock(&theirs).take() {
+            f();
+        }
+    };
+    let spawned = match rt {
+        Some(rt) => rt.spawn("dflockd-acquire", run),
+        None => std::thread::Builder::new()
+            .name("dflockd-acquire".into())
+            .spawn(run)
+            .is_ok(),
+    };
+    if !spawned {
         if let Some(f) = lock(&slot).take() {
             f();
         }
@@ -339,6 +393,12 @@ fn spawn_or_run(f: impl FnOnce() + Send + 'static) {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.check_fork().is_err() {
+            // Inherited: its state may be locked by the parent's vanished
+            // threads, and releasing would free the parent's lease.
+            runtime::bury(Arc::clone(&self.shared));
+            return;
+        }
         self.cancel();
         let _ = self.shared.release();
     }
@@ -519,7 +579,7 @@ impl Shared {
         cap: Instant,
         what: &str,
     ) -> Result<()> {
-        if let Err(e) = renewal::ensure_running() {
+        if let Err(e) = renewal::ensure_running(&self.client) {
             self.release_grant(grant.token, home);
             return Err(e);
         }
@@ -677,7 +737,7 @@ impl Shared {
         }
         self.lost_cv.notify_all();
         if let Some(cb) = lock(&self.on_lost).clone() {
-            renewal::notify(cb, err);
+            renewal::notify(&self.client, cb, err);
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod client;
 pub mod connection;
 pub mod lease;
 mod renewal;
+mod runtime;
 pub mod transport;
 
 // --- test server (issue 2) ---------------------------------------------

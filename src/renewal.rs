@@ -1,7 +1,9 @@
-//! The one renewal scheduler of the process: a timer thread with a
-//! min-heap of due times, two I/O workers that send the renewals, and a
-//! notifier thread for lost-lease callbacks (started on first loss). So
-//! 10,000 held leases cost 3–4 threads, not 10,000.
+//! The renewal scheduler: a timer thread with a min-heap of due times,
+//! two I/O workers that send the renewals, and a notifier thread for
+//! lost-lease callbacks (started on first loss). One per runtime
+//! generation (`src/runtime.rs`: started on the first held lease, stopped
+//! and joined with the last client), shared by all its leases, so 10,000
+//! held leases cost 3–4 threads, not 10,000.
 //!
 //! Policy, per lease: renew every `min(lease × renew_ratio, keepalive)` on
 //! the lease's home connection (which keeps that connection from the
@@ -16,14 +18,16 @@
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::client::Config;
+use crate::client::{ClientInner, Config};
 use crate::connection::Connection;
 use crate::lease::{LostCallback, Shared, lock};
 use crate::log::{Level, log};
 use crate::metrics::bump;
+use crate::runtime::{Runtime, Service};
 use crate::{Error, ErrorKind};
 
 /// Deadline of one renew attempt (capped by the time left on the lease).
@@ -73,7 +77,7 @@ struct Timers {
     seq: u64,
 }
 
-struct Scheduler {
+pub(crate) struct Scheduler {
     timers: Mutex<Timers>,
     timer_cv: Condvar,
     jobs: Mutex<VecDeque<(Weak<Shared>, Instant)>>,
@@ -82,46 +86,79 @@ struct Scheduler {
     notes_cv: Condvar,
     /// Whether the notifier thread started (lazily, on the first loss).
     notifier: OnceLock<bool>,
+    /// Set by [`Service::stop`]: every thread returns (the notifier after
+    /// running the callbacks already queued).
+    stopped: AtomicBool,
 }
 
-/// The process-wide scheduler, its timer and worker threads started on
-/// first use. `None` if the threads could not be created (then no lease
-/// can be held safely, and acquiring says so).
-fn scheduler() -> Option<&'static Scheduler> {
-    static SCHED: OnceLock<Option<&'static Scheduler>> = OnceLock::new();
-    *SCHED.get_or_init(|| {
-        let s: &'static Scheduler = Box::leak(Box::new(Scheduler {
-            timers: Mutex::new(Timers {
-                heap: BinaryHeap::new(),
-                seq: 0,
-            }),
-            timer_cv: Condvar::new(),
-            jobs: Mutex::new(VecDeque::new()),
-            jobs_cv: Condvar::new(),
-            notes: Mutex::new(VecDeque::new()),
-            notes_cv: Condvar::new(),
-            notifier: OnceLock::new(),
-        }));
-        let mut ok = spawn("dflockd-timer", move || s.run_timer());
-        for i in 0..WORKERS {
-            ok &= spawn(&format!("dflockd-renew-{i}"), move || s.run_worker());
-        }
-        ok.then_some(s)
-    })
+impl Service for Scheduler {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Taking each lock after setting the flag means a thread is either
+        // before its check of the flag or already waiting: no lost wake-up.
+        drop(lock(&self.timers));
+        self.timer_cv.notify_all();
+        drop(lock(&self.jobs));
+        self.jobs_cv.notify_all();
+        drop(lock(&self.notes));
+        self.notes_cv.notify_all();
+    }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
-    std::thread::Builder::new().name(name.into()).spawn(f).is_ok()
+/// The scheduler of `rt`, its timer and worker threads started on first
+/// use. `None` if the threads could not be created or the generation is
+/// shut down (then no lease can be held safely, and acquiring says so).
+fn scheduler(rt: &Runtime) -> Option<&Arc<Scheduler>> {
+    rt.renewal
+        .get_or_init(|| {
+            let s = Arc::new(Scheduler {
+                timers: Mutex::new(Timers {
+                    heap: BinaryHeap::new(),
+                    seq: 0,
+                }),
+                timer_cv: Condvar::new(),
+                jobs: Mutex::new(VecDeque::new()),
+                jobs_cv: Condvar::new(),
+                notes: Mutex::new(VecDeque::new()),
+                notes_cv: Condvar::new(),
+                notifier: OnceLock::new(),
+                stopped: AtomicBool::new(false),
+            });
+            if !rt.register(s.clone()) {
+                return None;
+            }
+            let t = Arc::clone(&s);
+            let mut ok = rt.spawn("dflockd-timer", move || t.run_timer());
+            for i in 0..WORKERS {
+                let w = Arc::clone(&s);
+                ok &= rt.spawn(&format!("dflockd-renew-{i}"), move || w.run_worker());
+            }
+            if !ok {
+                // The threads that did start end now (joined at shutdown).
+                s.stop();
+            }
+            ok.then_some(s)
+        })
+        .as_ref()
+        .filter(|s| !s.stopped.load(Ordering::SeqCst))
 }
 
-/// Start the scheduler if needed; an error if its threads cannot run.
-pub(crate) fn ensure_running() -> crate::Result<()> {
-    scheduler().map(drop).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Io,
-            "cannot start the renewal threads; refusing to hold a lease that would not be renewed",
-        )
-    })
+/// Start the client's scheduler if needed; an error if its threads cannot
+/// run.
+pub(crate) fn ensure_running(client: &ClientInner) -> crate::Result<()> {
+    if scheduler(&client.runtime).is_some() {
+        return Ok(());
+    }
+    if client.runtime.is_stopped() {
+        return Err(Error::new(
+            ErrorKind::Closed,
+            "the client was freed; refusing to hold a lease that would not be renewed",
+        ));
+    }
+    Err(Error::new(
+        ErrorKind::Io,
+        "cannot start the renewal threads; refusing to hold a lease that would not be renewed",
+    ))
 }
 
 /// Make sure `lease` is woken at `due` (or earlier). Called with its state
@@ -131,7 +168,9 @@ pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant
         return;
     }
     // Callers ran ensure_running() before holding a lease.
-    let Some(s) = scheduler() else { return };
+    let Some(s) = lease.client.runtime.renewal.get().and_then(Option::as_ref) else {
+        return;
+    };
     *armed = Some(due);
     let mut t = lock(&s.timers);
     t.seq += 1;
@@ -161,21 +200,34 @@ fn reschedule(lease: &Arc<Shared>, generation: u64, at: Instant) {
     }
 }
 
-/// Run a lost-lease callback on the notifier thread (inline, on the
-/// calling library thread, if that thread cannot be started).
-pub(crate) fn notify(callback: LostCallback, err: Error) {
-    let started = scheduler().filter(|&s| {
-        *s.notifier
-            .get_or_init(|| spawn("dflockd-notify", move || s.run_notifier()))
+/// Run a lost-lease callback on the notifier thread of `client`'s
+/// generation (inline, on the calling thread, if that thread cannot be
+/// started or the generation is shutting down).
+pub(crate) fn notify(client: &ClientInner, callback: LostCallback, err: Error) {
+    let rt = &client.runtime;
+    let started = rt.renewal.get().and_then(Option::as_ref).filter(|s| {
+        *s.notifier.get_or_init(|| {
+            let n = Arc::clone(s);
+            rt.spawn("dflockd-notify", move || n.run_notifier())
+        })
     });
-    match started {
+    let inline = match started {
         Some(s) => {
-            lock(&s.notes).push_back((callback, err));
-            s.notes_cv.notify_one();
+            let mut q = lock(&s.notes);
+            // After stop the notifier may have drained and gone.
+            if s.stopped.load(Ordering::SeqCst) {
+                Some((callback, err))
+            } else {
+                q.push_back((callback, err));
+                drop(q);
+                s.notes_cv.notify_one();
+                None
+            }
         }
-        None => {
-            let _ = catch_unwind(AssertUnwindSafe(|| callback(&err)));
-        }
+        None => Some((callback, err)),
+    };
+    if let Some((callback, err)) = inline {
+        let _ = catch_unwind(AssertUnwindSafe(|| callback(&err)));
     }
 }
 
@@ -183,6 +235,9 @@ impl Scheduler {
     fn run_timer(&self) {
         let mut t = lock(&self.timers);
         loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
             let now = Instant::now();
             let mut due = Vec::new();
             while t.heap.peek().is_some_and(|Reverse(e)| e.due <= now) {
@@ -215,6 +270,10 @@ impl Scheduler {
             let job = {
                 let mut q = lock(&self.jobs);
                 loop {
+                    // Once stopped, queued jobs are for leases nobody holds.
+                    if self.stopped.load(Ordering::SeqCst) {
+                        return;
+                    }
                     match q.pop_front() {
                         Some(job) => break job,
                         None => q = self.jobs_cv.wait(q).unwrap_or_else(|p| p.into_inner()),
@@ -238,8 +297,10 @@ impl Scheduler {
             let (cb, err) = {
                 let mut q = lock(&self.notes);
                 loop {
+                    // Callbacks queued before stop still run.
                     match q.pop_front() {
                         Some(n) => break n,
+                        None if self.stopped.load(Ordering::SeqCst) => return,
                         None => q = self.notes_cv.wait(q).unwrap_or_else(|p| p.into_inner()),
                     }
                 }

@@ -17,13 +17,25 @@ use crate::lease::Lease;
 use crate::log::{Level, log};
 use crate::metrics::{Metrics, MetricsSnapshot, bump};
 use crate::protocol::{Kind, MAX_SECONDS, Stats, crc32_shard, validate_key};
+use crate::runtime::{self, ForkStamp, Runtime, Users};
 use crate::{Error, ErrorKind, Result};
 
 /// A dflockd client: cheap to clone, `Send + Sync`; clones share the
 /// connection pools.
+///
+/// Library threads (renewal, lost callbacks, async acquires) run while any
+/// client or lease lives; dropping the last one stops and joins them
+/// (`src/runtime.rs`).
+///
+/// After `fork()`, a client (and its leases and connections) inherited from
+/// the parent fails every operation with [`ErrorKind::Forked`]; dropping it
+/// in the child sends nothing and shuts no socket down (that would break
+/// the parent's connections): it is leaked. Create a new client in the
+/// child.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
+    users: Arc<Users>,
 }
 
 pub(crate) struct ClientInner {
@@ -31,6 +43,10 @@ pub(crate) struct ClientInner {
     connector: Connector,
     pools: Vec<Pool>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The generation of library threads this client's leases use.
+    pub(crate) runtime: Arc<Runtime>,
+    /// When (fork epoch) the client was made.
+    pub(crate) stamp: ForkStamp,
 }
 
 impl Client {
@@ -51,14 +67,24 @@ impl Client {
             .iter()
             .map(|_| Pool::new(config.max_idle_per_server, config.keepalive))
             .collect();
+        let users = Users::join();
         Ok(Client {
             inner: Arc::new(ClientInner {
                 config,
                 connector,
                 pools,
                 metrics,
+                runtime: Arc::clone(users.runtime()),
+                stamp: ForkStamp::now(),
             }),
+            users,
         })
+    }
+
+    /// `Err(`[`ErrorKind::Forked`]`)` if this client was inherited through
+    /// `fork()`.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        self.inner.check_fork()
     }
 
     /// The configuration in use.
@@ -68,35 +94,52 @@ impl Client {
 
     /// A lock handle for `key` (key validated; nothing acquired yet).
     pub fn lock(&self, key: &str) -> Result<Lease> {
-        Lease::new(Arc::clone(&self.inner), key, Kind::Lock, None)
+        self.check_fork()?;
+        Lease::new(
+            Arc::clone(&self.inner),
+            Arc::clone(&self.users),
+            key,
+            Kind::Lock,
+            None,
+        )
     }
 
     /// A semaphore handle for `key` allowing `limit` holders (1 or more;
     /// every user of the key must pass the same limit).
     pub fn semaphore(&self, key: &str, limit: u64) -> Result<Lease> {
+        self.check_fork()?;
         if limit == 0 || limit > i64::MAX as u64 {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!("semaphore limit must be between 1 and {}, got {limit}", i64::MAX),
             ));
         }
-        Lease::new(Arc::clone(&self.inner), key, Kind::Semaphore, Some(limit))
+        Lease::new(
+            Arc::clone(&self.inner),
+            Arc::clone(&self.users),
+            key,
+            Kind::Semaphore,
+            Some(limit),
+        )
     }
 
     /// The index of the server that owns `key`.
     pub fn server_for(&self, key: &str) -> Result<usize> {
+        self.check_fork()?;
         self.inner.server_for(key)
     }
 
     /// A new authenticated connection to server `server` (not pooled; the
     /// low-level API). Within `connect_timeout`.
     pub fn connect(&self, server: usize) -> Result<Connection> {
+        self.check_fork()?;
         self.inner.open(server, None)
     }
 
     /// `stats` of server `server`, over a pooled connection. Within
     /// `connect_timeout + io_timeout`.
     pub fn stats(&self, server: usize) -> Result<Stats> {
+        self.check_fork()?;
         let cap = self.inner.call_deadline(0);
         let conn = self.inner.checkout(server, Some(cap))?;
         let r = conn.stats_until(Some(cap));
@@ -112,7 +155,20 @@ impl Client {
 
     /// Idle pooled connections to `server` (diagnostics and tests).
     pub fn idle_connections(&self, server: usize) -> usize {
+        if self.check_fork().is_err() {
+            return 0;
+        }
         self.inner.pools.get(server).map_or(0, Pool::idle_count)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.check_fork().is_err() {
+            // Inherited: its pool's locks may be held by the parent's
+            // vanished threads, and closing its sockets is the parent's job.
+            runtime::bury(Arc::clone(&self.inner));
+        }
     }
 }
 
@@ -125,6 +181,12 @@ impl std::fmt::Debug for Client {
 }
 
 impl ClientInner {
+    /// `Err(`[`ErrorKind::Forked`]`)` if the client was inherited through
+    /// `fork()`. Takes no lock, so it is safe on an inherited client.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        self.stamp.check("client")
+    }
+
     pub(crate) fn server_for(&self, key: &str) -> Result<usize> {
         validate_key(key)?;
         let n = self.config.servers.len();

@@ -96,6 +96,21 @@ pub extern "C" fn dflockd_client_new(
 /// Free a client. NULL is a no-op. Idle pooled connections are closed;
 /// leases and connections made from it stay usable. Must not be freed twice
 /// or used after free, and no other thread may be using it.
+///
+/// Library threads: leases keep their client alive, so the renewal and
+/// callback threads run while any client or lease lives. When this frees
+/// the last of them, the threads are stopped and joined before it returns
+/// (lost callbacks already queued still run first); called on a library
+/// thread (inside a callback) they are detached instead and exit by
+/// themselves. The next `dflockd_client_new()` starts them again.
+///
+/// In a child process after fork(), freeing a client inherited from the
+/// parent sends nothing, closes no connection of the parent's and never
+/// blocks: it is leaked.
+///
+/// No network I/O. Returns at once, except when it stops the library
+/// threads: then it waits for a renewal in flight (at most the smaller of
+/// 5 s and the I/O timeout) and for queued lost callbacks to return.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_free(client: *mut dflockd_client) {
     guard_value((), || {
@@ -117,7 +132,7 @@ pub extern "C" fn dflockd_client_server_count(
     guard(err, || {
         let out = Out::new(count_out, "count_out")?;
         // SAFETY: NULL or a live client (contract).
-        let c = unsafe { handle(client, "client") }?;
+        let c = unsafe { self::client(client) }?;
         // SAFETY: checked out-pointer.
         unsafe { out.write(c.servers) };
         Ok(())
@@ -139,7 +154,7 @@ pub extern "C" fn dflockd_client_server_for(
     guard(err, || {
         let out = Out::new(index_out, "index_out")?;
         // SAFETY: NULL or a live client; key valid for key_len (contract).
-        let c = unsafe { handle(client, "client") }?;
+        let c = unsafe { self::client(client) }?;
         let key = unsafe { str_in(key, key_len, "key") }?;
         let index = c.client.server_for(key)?;
         // SAFETY: checked out-pointer.
@@ -165,7 +180,7 @@ pub extern "C" fn dflockd_client_lock(
     guard(err, || {
         let out = Out::new(lease_out, "lease_out")?;
         // SAFETY: NULL or a live client; key valid for key_len (contract).
-        let c = unsafe { handle(client, "client") }?;
+        let c = unsafe { self::client(client) }?;
         let key = unsafe { str_in(key, key_len, "key") }?;
         let lease = c.client.lock(key)?;
         // SAFETY: checked out-pointer.
@@ -192,7 +207,7 @@ pub extern "C" fn dflockd_client_semaphore(
     guard(err, || {
         let out = Out::new(lease_out, "lease_out")?;
         // SAFETY: NULL or a live client; key valid for key_len (contract).
-        let c = unsafe { handle(client, "client") }?;
+        let c = unsafe { self::client(client) }?;
         let key = unsafe { str_in(key, key_len, "key") }?;
         if limit == 0 {
             return Err(FfiError::invalid("semaphore limit must be at least 1"));
@@ -220,7 +235,7 @@ pub extern "C" fn dflockd_client_connect(
     guard(err, || {
         let out = Out::new(conn_out, "conn_out")?;
         // SAFETY: NULL or a live client (contract).
-        let c = unsafe { handle(client, "client") }?;
+        let c = unsafe { self::client(client) }?;
         check_index(c, server)?;
         let conn = c.client.connect(server)?;
         // SAFETY: checked out-pointer.
@@ -249,12 +264,24 @@ pub extern "C" fn dflockd_client_stats(
     guard(err, || {
         let out = StrOut::new(buf, cap, out_len)?;
         // SAFETY: NULL or a live client (contract).
-        let c = unsafe { handle(client, "client") }?;
+        let c = unsafe { self::client(client) }?;
         check_index(c, server)?;
         let json = c.client.stats(server)?.to_json();
         // SAFETY: checked caller buffer.
         unsafe { out.write(&json) }
     })
+}
+
+/// Borrow the client behind a handle pointer, refusing one inherited
+/// through `fork()` (`DFLOCKD_STATUS_FORKED`).
+///
+/// # Safety
+/// `p` is NULL or a live client handle (contract).
+unsafe fn client<'a>(p: *const dflockd_client) -> Result<&'a dflockd_client, FfiError> {
+    // SAFETY: forwarded contract.
+    let c = unsafe { handle(p, "client") }?;
+    c.client.check_fork()?;
+    Ok(c)
 }
 
 fn check_index(c: &dflockd_client, server: usize) -> Result<(), FfiError> {

@@ -4,7 +4,7 @@
 
 use super::error::{FfiError, dflockd_error};
 use super::panic::{guard, guard_value};
-use super::ptr::{Out, free, handle};
+use super::ptr::{Out, handle};
 use super::status::dflockd_status;
 use super::strings::{StrOut, str_in};
 use super::tokens::DFLOCKD_TOKEN_SIZE;
@@ -61,9 +61,13 @@ impl From<&Grant> for dflockd_grant {
     }
 }
 
+/// Borrow the connection behind a handle pointer, refusing one inherited
+/// through `fork()` (`DFLOCKD_STATUS_FORKED`) before touching its mutex.
 fn conn<'a>(c: *const dflockd_conn) -> Result<&'a Connection, FfiError> {
     // SAFETY: NULL or a live connection handle (contract).
-    unsafe { handle(c, "conn") }.map(|h| &h.conn)
+    let conn = unsafe { handle(c, "conn") }.map(|h| &h.conn)?;
+    conn.check_fork()?;
+    Ok(conn)
 }
 
 fn opt_lease(lease_s: u64) -> Option<u64> {
@@ -185,12 +189,30 @@ fn wait(
 /// NULL is a no-op. Must not be freed twice, used after free, or freed
 /// while another thread uses it (use `dflockd_conn_abort()` first).
 ///
+/// In a child process after fork(), freeing a connection inherited from
+/// the parent only closes the child's descriptor: the parent's connection
+/// and its leases are unaffected.
+///
 /// No network I/O (closes the socket); returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_conn_free(conn: *mut dflockd_conn) {
     guard_value((), || {
-        // SAFETY: NULL or a handle from dflockd_client_connect, freed once.
-        unsafe { free(conn) }
+        if conn.is_null() {
+            return;
+        }
+        // SAFETY: a handle from dflockd_client_connect, freed once.
+        let c = unsafe { Box::from_raw(conn) };
+        if c.conn.check_fork().is_ok() {
+            drop(c);
+            return;
+        }
+        // Inherited through fork(): close the child's descriptor only (no
+        // shutdown(2), no request: the socket is the parent's too) and
+        // never drop the rest (its mutex may be held by a parent thread).
+        // SAFETY: the fd is open and owned by `c`, which is never dropped,
+        // so nothing closes it again.
+        unsafe { libc::close(c.conn.raw_fd()) };
+        crate::runtime::bury(c);
     })
 }
 

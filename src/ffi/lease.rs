@@ -77,16 +77,27 @@ impl Callback {
     }
 }
 
-/// Borrow the lease behind a handle pointer.
+/// Borrow the lease behind a handle pointer, refusing one inherited
+/// through `fork()` (`DFLOCKD_STATUS_FORKED`) before touching its state.
 fn lease<'a>(l: *const dflockd_lease) -> Result<&'a Lease, FfiError> {
     // SAFETY: NULL or a live lease handle (contract).
-    unsafe { handle(l, "lease") }.map(|h| &h.lease)
+    let lease = unsafe { handle(l, "lease") }.map(|h| &h.lease)?;
+    lease.check_fork()?;
+    Ok(lease)
 }
 
 /// Free a lease handle, releasing the lease first if held (best effort,
 /// bounded by the I/O deadline) and cancelling any asynchronous acquire.
 /// NULL is a no-op. Must not be freed twice, used after free, or freed while
 /// another thread uses it or from inside its own callbacks.
+///
+/// A lease keeps its client alive: if this was the last client or lease
+/// handle, the library threads are stopped and joined before it returns
+/// (see `dflockd_client_free()`).
+///
+/// In a child process after fork(), freeing a lease inherited from the
+/// parent does not release it (it is the parent's lease) and sends
+/// nothing: the handle is leaked.
 ///
 /// Network I/O when held: releases first, within connect timeout + I/O timeout;
 /// otherwise none.

@@ -75,11 +75,15 @@ pub enum dflockd_status {
     NotHeld = 24,
     /// The client or handle was closed.
     Closed = 25,
+    /// The handle was inherited through `fork()`: it belongs to the parent
+    /// process (whose renewal threads do not exist here) and refuses every
+    /// call. Create a new client in the child.
+    Forked = 26,
 }
 
 /// Every status with its name, in value order: the single source for
 /// `dflockd_status_str` and the tests.
-pub(crate) const STATUS_NAMES: [(dflockd_status, &std::ffi::CStr); 26] = {
+pub(crate) const STATUS_NAMES: [(dflockd_status, &std::ffi::CStr); 27] = {
     use dflockd_status::*;
     [
         (Ok, c"DFLOCKD_STATUS_OK"),
@@ -108,6 +112,7 @@ pub(crate) const STATUS_NAMES: [(dflockd_status, &std::ffi::CStr); 26] = {
         (LeaseLost, c"DFLOCKD_STATUS_LEASE_LOST"),
         (NotHeld, c"DFLOCKD_STATUS_NOT_HELD"),
         (Closed, c"DFLOCKD_STATUS_CLOSED"),
+        (Forked, c"DFLOCKD_STATUS_FORKED"),
     ]
 };
 
@@ -136,6 +141,7 @@ impl dflockd_status {
             ErrorKind::LeaseLost => S::LeaseLost,
             ErrorKind::NotHeld => S::NotHeld,
             ErrorKind::Closed => S::Closed,
+            ErrorKind::Forked => S::Forked,
         }
     }
 }
@@ -196,6 +202,7 @@ mod tests {
             LeaseLost,
             NotHeld,
             Closed,
+            Forked,
         ];
         let set: std::collections::HashSet<_> = kinds.iter().map(|k| dflockd_status::from_kind(*k)).collect();
         assert_eq!(set.len(), kinds.len());
