@@ -325,7 +325,10 @@ static void test_bounds(void) {
         printf("--- bounds with default settings (connect 10 s, I/O 5 s), %d calls in parallel\n", np);
         for (i = 0; i < np; i++) pthread_create(&threads[i], NULL, run_probe, &probes[i]);
         for (i = 0; i < np; i++) pthread_join(threads[i], NULL);
-        for (i = 0; i < np; i++) judge(&probes[i]);
+        for (i = 0; i < np; i++) {
+            judge(&probes[i]);
+            dflockd_lease_free(probes[i].held); /* the released ones (freed ones are NULL) */
+        }
     }
 
     /* The servers come back: the clients work again. */
