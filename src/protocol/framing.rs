@@ -46,11 +46,15 @@ impl LineBuffer {
         }
     }
 
-    /// Make room for at least `n` more bytes after `end`.
+    /// Make room for at least `n` more bytes after `end`. Growth doubles
+    /// the buffer, so a long line (a `stats` reply) is read in ever larger
+    /// chunks while a connection that only sees short replies keeps a
+    /// buffer of `n` bytes.
     fn reserve_room(&mut self, n: usize) {
         self.reset_if_drained();
         if self.buf.len() - self.end < n {
-            self.buf.resize(self.end + n, 0);
+            let len = (self.end + n).max(self.buf.len() * 2);
+            self.buf.resize(len, 0);
         }
     }
 

@@ -84,9 +84,10 @@ fn timeout_fits(current: Option<Duration>, left: Duration) -> bool {
     current.is_some_and(|cur| cur + cur / 8 <= left)
 }
 
-/// Free room offered to each read: replies are short (a grant is ~50
-/// bytes); `stats` simply takes more reads.
-const READ_ROOM: usize = 512;
+/// Least free room offered to a read: replies are short (a grant is ~40
+/// bytes) and every held lease keeps its connection's buffer, so it stays
+/// small; a long `stats` reply grows it (see `LineBuffer::fill`).
+const READ_ROOM: usize = 128;
 
 /// Time left until `deadline`, or a [`ErrorKind::Deadline`] error.
 fn remaining(deadline: Instant, what: &dyn Display) -> Result<Duration> {
