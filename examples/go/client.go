@@ -144,7 +144,7 @@ func WithShard(f func(key string, nServers int) int) Option {
 // Client is a thread-safe dflockd client: configured servers, a pool of
 // authenticated connections, and key routing. Share one per process.
 type Client struct {
-	h *handle[C.dflockd_client]
+	h *handle[*C.dflockd_client]
 	// shardSlot holds the cgo.Handle of the shard function in C memory (a
 	// C pointer may carry it through userdata; a Go pointer may not).
 	shardSlot *C.uintptr_t

@@ -23,7 +23,7 @@ type Lease struct {
 // leaseCore is what goroutines (context watchers, the lost watcher) hold, so
 // the *Lease stays collectable and its finalizer can run.
 type leaseCore struct {
-	h     *handle[C.dflockd_lease]
+	h     *handle[*C.dflockd_lease]
 	key   string
 	limit uint64
 
