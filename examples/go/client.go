@@ -16,6 +16,7 @@ static dflockd_status set_go_shard(dflockd_config *cfg, void *userdata, dflockd_
 import "C"
 
 import (
+	"context"
 	"runtime"
 	"runtime/cgo"
 	"strings"
@@ -34,6 +35,7 @@ type options struct {
 	systemRoots  bool
 	serverName   string
 	connectTO    time.Duration
+	ioTO         time.Duration
 	defaultLease time.Duration
 	renewRatio   float64
 	keepalive    time.Duration
@@ -72,13 +74,31 @@ func WithTLSServerName(name string) Option {
 	return func(o *options) error { o.serverName = name; return nil }
 }
 
-// WithConnectTimeout bounds TCP connect + TLS handshake (default 10 s).
+// WithConnectTimeout bounds opening one connection: name resolution, TCP
+// connect, TLS handshake and auth together (default 10 s).
 func WithConnectTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d < time.Millisecond {
 			return errorf(StatusInvalidArgument, "connect timeout must be at least 1ms, got %v", d)
 		}
 		o.connectTO = d
+		return nil
+	}
+}
+
+// WithIOTimeout sets how long a server may take to answer a request beyond
+// the time the request itself lets it wait (default 5 s). A server that
+// accepts but never answers, stalls halfway through a reply, or is paused
+// then fails the call with ErrDeadline instead of blocking it. With the
+// connect timeout it bounds every call: TryAcquire, Enqueue, Release, Stats
+// and Close take at most connect timeout + I/O timeout; Acquire and Wait
+// that plus the time their context's deadline allows.
+func WithIOTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d < time.Millisecond {
+			return errorf(StatusInvalidArgument, "I/O timeout must be at least 1ms, got %v", d)
+		}
+		o.ioTO = d
 		return nil
 	}
 }
@@ -124,7 +144,7 @@ func WithShard(f func(key string, nServers int) int) Option {
 // Client is a thread-safe dflockd client: configured servers, a pool of
 // authenticated connections, and key routing. Share one per process.
 type Client struct {
-	h *handle[C.dflockd_client]
+	h *handle[*C.dflockd_client]
 	// shardSlot holds the cgo.Handle of the shard function in C memory (a
 	// C pointer may carry it through userdata; a Go pointer may not).
 	shardSlot *C.uintptr_t
@@ -202,6 +222,11 @@ func (c *Client) configure(cfg *C.dflockd_config, o *options) error {
 			return C.dflockd_config_set_connect_timeout_ms(cfg, C.uint64_t(o.connectTO.Milliseconds()), e)
 		})
 	}
+	if o.ioTO > 0 {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_config_set_io_timeout_ms(cfg, C.uint64_t(o.ioTO.Milliseconds()), e)
+		})
+	}
 	if o.defaultLease > 0 {
 		add(func(e **C.dflockd_error) C.dflockd_status {
 			return C.dflockd_config_set_default_lease(cfg, C.uint64_t(ceilSeconds(o.defaultLease)), e)
@@ -241,8 +266,10 @@ func (c *Client) freeShard() {
 	}
 }
 
-// Close frees the client (idle pooled connections are closed). Leases made
-// from it stay usable. Safe to call twice; waits for running calls.
+// Close frees the client (idle pooled connections are closed; no request is
+// sent). Leases made from it stay usable. Safe to call twice; waits for
+// running calls, including a Stats whose context ended first (each bounded by
+// connect timeout + I/O timeout).
 func (c *Client) Close() error {
 	runtime.SetFinalizer(c, nil)
 	c.h.close(func(p *C.dflockd_client) { C.dflockd_client_free(p) }, nil)
@@ -298,20 +325,75 @@ func (c *Client) ServerFor(key string) (int, error) {
 }
 
 // Stats fetches server number `server`'s statistics as a JSON object.
-func (c *Client) Stats(server int) (string, error) {
+//
+// The library bounds the call by connect timeout + I/O timeout (ErrDeadline
+// against a hung server). It cannot be interrupted, so when ctx is done
+// first Stats returns at once (ErrCancelled, also matching ctx.Err()) and the
+// request finishes in the background, its answer dropped; Close waits for it.
+func (c *Client) Stats(ctx context.Context, server int) (string, error) {
 	if server < 0 {
 		return "", errorf(StatusInvalidArgument, "server index %d is negative", server)
 	}
 	var out string
-	err := c.h.use("stats", func(p *C.dflockd_client) error {
-		var err error
-		out, err = outString(func(buf *C.char, cap C.size_t, n *C.size_t, e **C.dflockd_error) C.dflockd_status {
-			return C.dflockd_client_stats(p, C.size_t(server), buf, cap, n, e)
+	err := detach(ctx, "stats", func() error {
+		return c.h.use("stats", func(p *C.dflockd_client) error {
+			var err error
+			out, err = outString(func(buf *C.char, cap C.size_t, n *C.size_t, e **C.dflockd_error) C.dflockd_status {
+				return C.dflockd_client_stats(p, C.size_t(server), buf, cap, n, e)
+			})
+			return err
 		})
-		return err
 	})
 	runtime.KeepAlive(c)
-	return out, err
+	if err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// Metrics is a snapshot of a client's counters (dflockd_metrics). Counters
+// only grow from the client's creation; OpenConnections and IdleConnections
+// are current values.
+type Metrics struct {
+	Acquires          uint64 // grants reported to the caller (Acquire, TryAcquire, Enqueue, Wait)
+	AcquireTimeouts   uint64 // acquires and waits the server answered `timeout` (a TryAcquire that found the key taken too)
+	Releases          uint64 // successful releases
+	Renewals          uint64 // successful renewals
+	RenewalRetries    uint64 // renewal attempts that failed transiently and were retried
+	LeasesLost        uint64 // held leases lost
+	Reconnects        uint64 // connections opened to replace a broken one
+	Redirects         uint64 // error_not_leader redirects followed
+	DeadlineHits      uint64 // requests and connection attempts that hit their deadline
+	ConnectionsOpened uint64 // connections opened, reconnects included
+	OpenConnections   uint64 // connections open now (in use, holding leases, or idle)
+	IdleConnections   uint64 // of those, idle in the pool now
+}
+
+// Metrics reads the client's counters. No network I/O; never blocks.
+func (c *Client) Metrics() (Metrics, error) {
+	var m C.dflockd_metrics
+	err := c.h.use("metrics", func(p *C.dflockd_client) error {
+		var cerr *C.dflockd_error
+		return check(C.dflockd_client_metrics(p, &m, C.size_t(unsafe.Sizeof(m)), &cerr), cerr)
+	})
+	runtime.KeepAlive(c)
+	if err != nil {
+		return Metrics{}, err
+	}
+	return Metrics{
+		Acquires:          uint64(m.acquires),
+		AcquireTimeouts:   uint64(m.acquire_timeouts),
+		Releases:          uint64(m.releases),
+		Renewals:          uint64(m.renewals),
+		RenewalRetries:    uint64(m.renewal_retries),
+		LeasesLost:        uint64(m.leases_lost),
+		Reconnects:        uint64(m.reconnects),
+		Redirects:         uint64(m.redirects),
+		DeadlineHits:      uint64(m.deadline_hits),
+		ConnectionsOpened: uint64(m.connections_opened),
+		OpenConnections:   uint64(m.open_connections),
+		IdleConnections:   uint64(m.idle_connections),
+	}, nil
 }
 
 // FenceFromToken decodes the fence of a token (its first 16 hex digits).

@@ -3,8 +3,10 @@
 //
 // A Client is built from options (NewClient(WithServers("host:port"), ...)).
 // Client.Lock and Client.Semaphore return a *Lease handle (locks and
-// semaphores differ only in their limit) with Acquire(ctx), TryAcquire,
-// Enqueue/Wait(ctx), Release, Token, Fence and Lost. While held, the library
+// semaphores differ only in their limit) with Acquire, TryAcquire,
+// Enqueue/Wait, Release, Close (each taking a context.Context), Token, Fence
+// and Lost. Client.Metrics reads the client's counters; SetLogFunc (and,
+// with Go ≥ 1.21, SetLogger for log/slog) receives the library's log. While held, the library
 // renews the lease on its own threads; Lost() returns a channel closed when
 // renewal failed and the lease is gone.
 //
@@ -13,10 +15,17 @@
 //     errors.Is against the sentinels (ErrTimeout, ErrAuth, ...). Error detail
 //     comes from an error object returned by each call, never from
 //     thread-local state (goroutines move between OS threads).
-//   - Cancelling the context of Acquire or Wait cancels the blocked C call
-//     (dflockd_lease_cancel from a watching goroutine).
-//   - No C library thread ever calls into Go: the lost state is awaited with
-//     dflockd_lease_wait_lost on a goroutine.
+//   - Every call that talks to a server takes a context. The library bounds
+//     each call itself (WithConnectTimeout, default 10 s, + WithIOTimeout,
+//     default 5 s; ErrDeadline against a hung server; Acquire and Wait also
+//     wait as long as ctx's deadline allows). Acquire, TryAcquire, Enqueue
+//     and Wait are cancelled when ctx ends (dflockd_lease_cancel from a
+//     watching goroutine) and leave nothing held or queued; Release, Stats
+//     and Close cannot be interrupted, so they return ErrCancelled (matching
+//     ctx.Err()) when ctx ends while the C call finishes on a goroutine that
+//     keeps the handle alive; the handle's next operation waits for it.
+//   - The lost state is awaited with dflockd_lease_wait_lost on a goroutine;
+//     the log (SetLogFunc) is the only callback library threads make into Go.
 //   - Handles are freed by Close; a finalizer frees forgotten ones. Close never
 //     frees a C handle while another goroutine is inside a call on it.
 //

@@ -31,7 +31,7 @@ func TestLostLeaseAfterDroppedConnections(t *testing.T) {
 	if l.Held() {
 		t.Fatal("Held() after the loss")
 	}
-	if err := l.Release(); !errors.Is(err, ErrLeaseLost) {
+	if err := l.Release(bg); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("Release of a lost lease = %v, want ErrLeaseLost", err)
 	}
 	// The handle can acquire again, with a fresh Lost() channel.
@@ -74,7 +74,7 @@ func TestReleaseDoesNotCloseLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	lost := l.Lost()
-	if err := l.Release(); err != nil {
+	if err := l.Release(bg); err != nil {
 		t.Fatal(err)
 	}
 	// The watcher notices the release within one poll; give it three.
@@ -114,7 +114,7 @@ func TestTLSAndAuth(t *testing.T) {
 	for _, tc := range cases {
 		c := newClient(t, append([]Option{WithServers(srv.Addr()), WithConnectTimeout(3 * time.Second)}, tc.opts...)...)
 		l := newLock(t, c, uniqueKey(t))
-		_, err := l.TryAcquire()
+		_, err := l.TryAcquire(bg)
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
@@ -132,7 +132,7 @@ func TestNotLeaderCarriesLeader(t *testing.T) {
 	}
 	c := newClient(t, WithServers(srv.Addr()))
 	l := newLock(t, c, uniqueKey(t))
-	_, err := l.TryAcquire()
+	_, err := l.TryAcquire(bg)
 	var e *Error
 	if !errors.Is(err, ErrNotLeader) || !errors.As(err, &e) {
 		t.Fatalf("follower: %v, want ErrNotLeader", err)
@@ -157,15 +157,15 @@ func TestCloseCancelsBlockedAcquireAndRefusesUse(t *testing.T) {
 	go func() { res <- l.Acquire(context.Background()) }()
 	awaitWaiters(t, c, key, false, 1)
 	closed := make(chan struct{})
-	go func() { _ = l.Close(); close(closed) }()
+	go func() { _ = l.Close(bg); close(closed) }()
 	awaitClosed(t, closed, 5*time.Second, "Close during a blocked Acquire")
 	if err := awaitErr(t, res, 5*time.Second, "Acquire"); !errors.Is(err, ErrCancelled) {
 		t.Fatalf("Acquire interrupted by Close = %v", err)
 	}
-	if err := l.Close(); err != nil {
+	if err := l.Close(bg); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := l.TryAcquire(); !errors.Is(err, ErrClosed) {
+	if _, err := l.TryAcquire(bg); !errors.Is(err, ErrClosed) {
 		t.Fatalf("TryAcquire after Close = %v, want ErrClosed", err)
 	}
 	_ = c.Close()
@@ -173,7 +173,7 @@ func TestCloseCancelsBlockedAcquireAndRefusesUse(t *testing.T) {
 		t.Fatalf("Lock after client Close = %v, want ErrClosed", err)
 	}
 	// The lease handle outlives its client.
-	if err := holder.Release(); err != nil {
+	if err := holder.Release(bg); err != nil {
 		t.Fatalf("Release after the client was closed: %v", err)
 	}
 }

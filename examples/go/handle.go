@@ -9,19 +9,23 @@ import (
 // exclusively, after every running call has returned, so a C handle is never
 // freed under a call (the C API forbids that). unblock, if set, is called
 // repeatedly while close waits, to make blocked calls return.
-type handle[T any] struct {
+//
+// P is the C pointer type (*C.dflockd_lease): Go ≥ 1.24 refuses an incomplete
+// C struct type itself as a type argument.
+type handle[P any] struct {
 	mu      sync.RWMutex
-	p       *T
+	p       P
+	live    bool          // p is valid (not yet freed)
 	closing chan struct{} // closed when close starts; new calls are refused
 	once    sync.Once
 }
 
-func newHandle[T any](p *T) *handle[T] {
-	return &handle[T]{p: p, closing: make(chan struct{})}
+func newHandle[P any](p P) *handle[P] {
+	return &handle[P]{p: p, live: true, closing: make(chan struct{})}
 }
 
 // use runs f with the live C pointer, or returns a StatusClosed error.
-func (h *handle[T]) use(what string, f func(p *T) error) error {
+func (h *handle[P]) use(what string, f func(p P) error) error {
 	select {
 	case <-h.closing:
 		return errorf(StatusClosed, "%s: handle is closed", what)
@@ -29,7 +33,7 @@ func (h *handle[T]) use(what string, f func(p *T) error) error {
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if h.p == nil {
+	if !h.live {
 		return errorf(StatusClosed, "%s: handle is closed", what)
 	}
 	return f(h.p)
@@ -37,7 +41,7 @@ func (h *handle[T]) use(what string, f func(p *T) error) error {
 
 // close frees the C handle once. unblock (may be nil) is called with the
 // still-valid pointer until every running call has returned.
-func (h *handle[T]) close(free func(p *T), unblock func(p *T)) {
+func (h *handle[P]) close(free func(p P), unblock func(p P)) {
 	h.once.Do(func() {
 		close(h.closing)
 		if unblock != nil {
@@ -57,9 +61,9 @@ func (h *handle[T]) close(free func(p *T), unblock func(p *T)) {
 		} else {
 			h.mu.Lock()
 		}
-		if h.p != nil {
+		if h.live {
 			free(h.p)
-			h.p = nil
+			h.live = false
 		}
 		h.mu.Unlock()
 	})

@@ -81,7 +81,7 @@ func newLock(t *testing.T, c *Client, key string) *Lease {
 	if err != nil {
 		t.Fatalf("Lock(%q): %v", key, err)
 	}
-	t.Cleanup(func() { _ = l.Close() })
+	t.Cleanup(func() { _ = l.Close(bg) })
 	return l
 }
 
@@ -117,7 +117,7 @@ func awaitErr(t *testing.T, ch <-chan error, d time.Duration, what string) error
 // waiters is how many requests queue on key, from the server's stats.
 func waiters(t *testing.T, c *Client, key string, semaphore bool) int {
 	t.Helper()
-	js, err := c.Stats(0)
+	js, err := c.Stats(bg, 0)
 	if err != nil {
 		t.Fatalf("Stats: %v", err)
 	}
@@ -161,3 +161,7 @@ func awaitWaiters(t *testing.T, c *Client, key string, semaphore bool, n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// bg is the context of calls whose bound is the library's own (connect
+// timeout + I/O timeout).
+var bg = context.Background()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,7 +23,7 @@ type Lease struct {
 // leaseCore is what goroutines (context watchers, the lost watcher) hold, so
 // the *Lease stays collectable and its finalizer can run.
 type leaseCore struct {
-	h     *handle[C.dflockd_lease]
+	h     *handle[*C.dflockd_lease]
 	key   string
 	limit uint64
 
@@ -33,11 +34,13 @@ type leaseCore struct {
 	used     bool   // lostCh belonged to a grant (replace it on the next)
 	wanted   bool   // Lost() was called for lostCh
 	watching bool   // a watcher runs for gen
+
+	tail chan struct{} // closed when a C call abandoned by its caller ends
 }
 
 func newLease(p *C.dflockd_lease, key string, limit uint64) *Lease {
 	l := &Lease{core: &leaseCore{h: newHandle(p), key: key, limit: limit, lostCh: make(chan struct{})}}
-	runtime.SetFinalizer(l, (*Lease).Close)
+	runtime.SetFinalizer(l, (*Lease).finalize)
 	return l
 }
 
@@ -47,7 +50,7 @@ func (l *Lease) Key() string { return l.core.key }
 // Limit is the semaphore limit, 0 for a lock.
 func (l *Lease) Limit() uint64 { return l.core.limit }
 
-// call runs one non-blocking C call on the handle with an error out-param.
+// call runs one C call on the handle that does no network I/O.
 func (l *Lease) call(what string, f func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status) error {
 	err := l.core.h.use(what, func(p *C.dflockd_lease) error {
 		var cerr *C.dflockd_error
@@ -57,95 +60,204 @@ func (l *Lease) call(what string, f func(p *C.dflockd_lease, e **C.dflockd_error
 	return err
 }
 
-// blocking runs a blocking C call that ctx can cancel: a goroutine watches
-// ctx.Done() and calls dflockd_lease_cancel until the call has returned.
-// The error then wraps ctx.Err() as well as being ErrCancelled.
-func (l *Lease) blocking(ctx context.Context, what string, f func(p *C.dflockd_lease, timeoutS C.uint64_t, e **C.dflockd_error) C.dflockd_status) error {
+// Operation states shared by the caller and the goroutine running the C call.
+const (
+	opRunning   int32 = iota
+	opReported        // the caller returned the C call's result
+	opAbandoned       // the caller returned ErrCancelled first
+)
+
+// op runs one C call that does network I/O under ctx (see ctx.go).
+//
+// interruptible: ctx's end calls dflockd_lease_cancel until the C call
+// returns; the caller waits up to cancelGrace for it. Otherwise (and after the
+// grace) the caller returns ErrCancelled at once and the C call finishes on
+// its goroutine, still holding the handle (Close waits for it); undo (may be
+// nil) then runs with its result, so that a grant nobody was told of is given
+// back, and the handle's next operation waits for all that (awaitTail).
+func (l *Lease) op(ctx context.Context, what string, interruptible bool,
+	f func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status,
+	undo func(p *C.dflockd_lease, err error)) error {
+	c := l.core
+	defer runtime.KeepAlive(l)
 	if err := ctx.Err(); err != nil {
-		return &Error{Status: StatusCancelled, Message: what + ": " + err.Error(), cause: err}
+		return ctxError(what, err)
 	}
-	timeout := maxSeconds
-	if d, ok := ctx.Deadline(); ok {
-		timeout = ceilSeconds(time.Until(d))
-		if timeout == 0 {
-			timeout = 1 // the watcher cancels at the deadline
-		}
-	}
-	err := l.core.h.use(what, func(p *C.dflockd_lease) error {
-		done := make(chan struct{})
-		watcherDone := make(chan struct{})
-		if ctx.Done() != nil {
-			go func() {
-				defer close(watcherDone)
-				select {
-				case <-done:
-				case <-ctx.Done():
-					repeatUntil(done, func() { C.dflockd_lease_cancel(p) })
-				}
-			}()
-		} else {
-			close(watcherDone)
-		}
-		var cerr *C.dflockd_error
-		st := f(p, C.uint64_t(timeout), &cerr)
-		close(done)
-		<-watcherDone
-		err := check(st, cerr)
-		if e, ok := err.(*Error); ok && ctx.Err() != nil &&
-			(e.Status == StatusCancelled || e.Status == StatusTimeout) {
-			e.cause = ctx.Err()
-		}
+	if err := c.awaitTail(ctx, what); err != nil {
 		return err
-	})
-	runtime.KeepAlive(l)
-	return err
+	}
+	state := opRunning
+	res := make(chan error, 1)
+	finished := make(chan struct{})
+	run := func() {
+		defer close(finished)
+		res <- c.h.use(what, func(p *C.dflockd_lease) error {
+			callDone := make(chan struct{})
+			watcherDone := make(chan struct{})
+			if interruptible && ctx.Done() != nil {
+				go func() {
+					defer close(watcherDone)
+					select {
+					case <-callDone:
+					case <-ctx.Done():
+						// p stays valid: this closure holds the handle until watcherDone.
+						repeatUntil(callDone, func() { C.dflockd_lease_cancel(p) })
+					}
+				}()
+			} else {
+				close(watcherDone)
+			}
+			var cerr *C.dflockd_error
+			st := f(p, &cerr)
+			close(callDone)
+			<-watcherDone
+			err := check(st, cerr)
+			if e, ok := err.(*Error); ok && ctx.Err() != nil &&
+				(e.Status == StatusCancelled || e.Status == StatusTimeout) {
+				e.cause = ctx.Err()
+			}
+			if !atomic.CompareAndSwapInt32(&state, opRunning, opReported) && undo != nil {
+				undo(p, err)
+			}
+			return err
+		})
+	}
+	if ctx.Done() == nil {
+		run()
+		return <-res
+	}
+	go run()
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+	}
+	if interruptible {
+		t := time.NewTimer(cancelGrace)
+		defer t.Stop()
+		select {
+		case err := <-res:
+			return err
+		case <-t.C:
+		}
+	}
+	if atomic.CompareAndSwapInt32(&state, opRunning, opAbandoned) {
+		c.mu.Lock()
+		c.tail = finished
+		c.mu.Unlock()
+		return ctxError(what, ctx.Err())
+	}
+	return <-res // it finished meanwhile
 }
 
-// Acquire blocks until the lease is granted, ctx is done (ErrCancelled,
-// also matching ctx.Err() with errors.Is), or the server's timeout (ctx's
-// deadline, rounded up to whole seconds) passes (ErrTimeout).
+// awaitTail waits until a C call abandoned by an earlier operation on this
+// handle has finished (and its grant, if any, was given back).
+func (c *leaseCore) awaitTail(ctx context.Context, what string) error {
+	c.mu.Lock()
+	t := c.tail
+	c.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	select {
+	case <-t:
+		c.mu.Lock()
+		if c.tail == t {
+			c.tail = nil
+		}
+		c.mu.Unlock()
+		return nil
+	case <-ctx.Done():
+		return ctxError(what, ctx.Err())
+	}
+}
+
+// giveBack releases a grant (or a place in the queue) that the caller was
+// not told of because its context ended first.
+func giveBack(p *C.dflockd_lease, err error) {
+	if err == nil {
+		C.dflockd_lease_release(p, nil)
+	}
+}
+
+// timeoutFrom is the C timeout in whole seconds for ctx: its deadline rounded
+// up (the watcher cancels at the deadline itself), or no limit.
+func timeoutFrom(ctx context.Context) C.uint64_t {
+	if d, ok := ctx.Deadline(); ok {
+		if t := ceilSeconds(time.Until(d)); t > 0 {
+			return C.uint64_t(t)
+		}
+		return 1
+	}
+	return C.uint64_t(maxSeconds)
+}
+
+// Acquire blocks until the lease is granted or ctx is done (ErrCancelled,
+// also matching ctx.Err() with errors.Is; nothing is left held or queued).
+// ctx's deadline, rounded up to whole seconds, is also the server-side wait,
+// so a server answering `timeout` first gives ErrTimeout. Against a hung
+// server the call ends with ctx (or, past the wait, ErrDeadline after the
+// I/O timeout); without a deadline only cancelling ctx ends a blocked wait.
+// ErrLeaseLost: the grant arrived too late to trust (the process was frozen)
+// and the server no longer had it.
 func (l *Lease) Acquire(ctx context.Context) error {
-	err := l.blocking(ctx, "acquire", func(p *C.dflockd_lease, t C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+	t := timeoutFrom(ctx)
+	err := l.op(ctx, "acquire", true, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
 		return C.dflockd_lease_acquire(p, t, e)
-	})
+	}, giveBack)
 	if err == nil {
 		l.core.granted()
 	}
 	return err
 }
 
-// TryAcquire tries once without blocking: true if now held, false if taken.
-func (l *Lease) TryAcquire() (bool, error) {
+// TryAcquire tries once without waiting in the queue: true if now held,
+// false if taken. Bounded by connect timeout + I/O timeout (ErrDeadline
+// against a hung server); ctx's end cancels it.
+func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
 	var ok C.bool
-	err := l.call("try_acquire", func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
+	err := l.op(ctx, "try_acquire", true, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
 		return C.dflockd_lease_try_acquire(p, &ok, e)
+	}, func(p *C.dflockd_lease, err error) {
+		if err == nil && bool(ok) {
+			C.dflockd_lease_release(p, nil)
+		}
 	})
-	if err == nil && bool(ok) {
+	if err != nil {
+		return false, err
+	}
+	if bool(ok) {
 		l.core.granted()
 	}
-	return bool(ok), err
+	return bool(ok), nil
 }
 
 // Enqueue is phase 1 of a two-phase acquire: join the key's queue without
-// blocking. true: acquired at once (no Wait needed); false: queued, call Wait.
-func (l *Lease) Enqueue() (bool, error) {
+// waiting. true: acquired at once (no Wait needed); false: queued, call Wait.
+// Bounded and cancelled as TryAcquire; a cancelled Enqueue leaves nothing
+// held or queued.
+func (l *Lease) Enqueue(ctx context.Context) (bool, error) {
 	var ok C.bool
-	err := l.call("enqueue", func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
+	err := l.op(ctx, "enqueue", true, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
 		return C.dflockd_lease_enqueue(p, &ok, e)
-	})
-	if err == nil && bool(ok) {
+	}, giveBack)
+	if err != nil {
+		return false, err
+	}
+	if bool(ok) {
 		l.core.granted()
 	}
-	return bool(ok), err
+	return bool(ok), nil
 }
 
-// Wait is phase 2: block until the queued lease is granted, ctx is done, or
-// the server's timeout passes (then the place in the queue is gone). Returns
-// at once if Enqueue already acquired; ErrNotEnqueued without an Enqueue.
+// Wait is phase 2: block until the queued lease is granted or ctx is done
+// (then the place in the queue is gone), as Acquire. Returns at once if
+// Enqueue already acquired; ErrNotEnqueued without an Enqueue.
 func (l *Lease) Wait(ctx context.Context) error {
-	err := l.blocking(ctx, "wait", func(p *C.dflockd_lease, t C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+	t := timeoutFrom(ctx)
+	err := l.op(ctx, "wait", true, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
 		return C.dflockd_lease_wait(p, t, e)
-	})
+	}, giveBack)
 	if err == nil {
 		l.core.granted()
 	}
@@ -153,11 +265,16 @@ func (l *Lease) Wait(ctx context.Context) error {
 }
 
 // Release releases the lease (or leaves the queue after a queued Enqueue).
-// ErrNotHeld if nothing is held, ErrLeaseLost if it was lost.
-func (l *Lease) Release() error {
-	return l.call("release", func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
+// ErrNotHeld if nothing is held, ErrLeaseLost if it was lost, ErrDeadline if
+// the server did not answer within the I/O timeout (the lease then expires
+// on the server unless renewed). The library bounds it by connect timeout +
+// I/O timeout and cannot interrupt it: when ctx ends first, Release returns
+// ErrCancelled at once and the release goes on in the background (the
+// handle's next operation, and Close, wait for it; Held() tells the outcome).
+func (l *Lease) Release(ctx context.Context) error {
+	return l.op(ctx, "release", false, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
 		return C.dflockd_lease_release(p, e)
-	})
+	}, nil)
 }
 
 // Cancel makes a blocked Acquire or Wait on another goroutine return
@@ -247,16 +364,24 @@ func (l *Lease) Lost() <-chan struct{} {
 	return c.lostCh
 }
 
-// Close frees the handle, releasing the lease if held (best effort) and
-// cancelling a blocked Acquire or Wait first. Safe to call twice.
-func (l *Lease) Close() error {
+// Close frees the handle, cancelling a blocked Acquire or Wait and releasing
+// the lease if held (best effort, bounded by the I/O timeout; an unreleased
+// lease expires on the server). Safe to call twice. When ctx ends first,
+// Close returns ErrCancelled at once and the handle is freed in the
+// background; the handle is unusable either way.
+func (l *Lease) Close(ctx context.Context) error {
 	runtime.SetFinalizer(l, nil)
-	l.core.h.close(
-		func(p *C.dflockd_lease) { C.dflockd_lease_free(p) },
-		func(p *C.dflockd_lease) { C.dflockd_lease_cancel(p) },
-	)
-	return nil
+	return detach(ctx, "close", func() error {
+		l.core.h.close(
+			func(p *C.dflockd_lease) { C.dflockd_lease_free(p) },
+			func(p *C.dflockd_lease) { C.dflockd_lease_cancel(p) },
+		)
+		return nil
+	})
 }
+
+// finalize frees a handle that was never closed.
+func (l *Lease) finalize() { _ = l.Close(context.Background()) }
 
 // granted starts a new grant generation for the lost channel.
 func (c *leaseCore) granted() {

@@ -37,7 +37,7 @@ func TestLockMutualExclusionAcrossGoroutines(t *testing.T) {
 				atomic.AddInt32(&total, 1)
 				time.Sleep(time.Millisecond) // give an intruder the chance to show up
 				atomic.AddInt32(&inside, -1)
-				if err := l.Release(); err != nil {
+				if err := l.Release(bg); err != nil {
 					errs <- err
 					return
 				}
@@ -73,11 +73,11 @@ func TestFIFOOrder(t *testing.T) {
 				return
 			}
 			order <- i
-			errs <- l.Release()
+			errs <- l.Release(bg)
 		}()
 		awaitWaiters(t, c, key, false, i+1) // queue them in a known order
 	}
-	if err := holder.Release(); err != nil {
+	if err := holder.Release(bg); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
@@ -94,10 +94,10 @@ func TestTryAcquireAndTokenFence(t *testing.T) {
 	c := envClient(t)
 	key := uniqueKey(t)
 	a, b := newLock(t, c, key), newLock(t, c, key)
-	if ok, err := a.TryAcquire(); !ok || err != nil {
+	if ok, err := a.TryAcquire(bg); !ok || err != nil {
 		t.Fatalf("TryAcquire on a free key = %v, %v", ok, err)
 	}
-	if ok, err := b.TryAcquire(); ok || err != nil {
+	if ok, err := b.TryAcquire(bg); ok || err != nil {
 		t.Fatalf("TryAcquire on a held key = %v, %v; want false, nil", ok, err)
 	}
 	tok, err := a.Token()
@@ -117,16 +117,16 @@ func TestTryAcquireAndTokenFence(t *testing.T) {
 	if ttl, err := a.TTL(); err != nil || ttl <= 0 {
 		t.Fatalf("TTL = %v, %v", ttl, err)
 	}
-	if err := a.Release(); err != nil {
+	if err := a.Release(bg); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Release(); !errors.Is(err, ErrNotHeld) {
+	if err := a.Release(bg); !errors.Is(err, ErrNotHeld) {
 		t.Fatalf("double Release = %v, want ErrNotHeld", err)
 	}
 	if _, err := a.Token(); !errors.Is(err, ErrNotHeld) {
 		t.Fatalf("Token after release = %v, want ErrNotHeld", err)
 	}
-	if ok, err := b.TryAcquire(); !ok || err != nil {
+	if ok, err := b.TryAcquire(bg); !ok || err != nil {
 		t.Fatalf("TryAcquire after release = %v, %v", ok, err)
 	}
 	f2, _ := b.Fence()
@@ -159,15 +159,15 @@ func TestContextCancelsBlockedAcquire(t *testing.T) {
 		t.Fatal("a cancelled acquire left the lease held")
 	}
 	// Nothing is left queued: after the holder releases, a third handle gets it at once.
-	if err := holder.Release(); err != nil {
+	if err := holder.Release(bg); err != nil {
 		t.Fatal(err)
 	}
 	third := newLock(t, c, key)
-	if ok, err := third.TryAcquire(); !ok || err != nil {
+	if ok, err := third.TryAcquire(bg); !ok || err != nil {
 		t.Fatalf("TryAcquire after the cancelled waiter = %v, %v", ok, err)
 	}
 	// The handle is reusable after a cancel.
-	if err := third.Release(); err != nil {
+	if err := third.Release(bg); err != nil {
 		t.Fatal(err)
 	}
 	if err := waiter.Acquire(ctxFor(t, 5*time.Second)); err != nil {
@@ -206,19 +206,19 @@ func TestTwoPhase(t *testing.T) {
 	if err := waiter.Wait(ctxFor(t, time.Second)); !errors.Is(err, ErrNotEnqueued) {
 		t.Fatalf("Wait without Enqueue = %v, want ErrNotEnqueued", err)
 	}
-	if ok, err := holder.Enqueue(); !ok || err != nil {
+	if ok, err := holder.Enqueue(bg); !ok || err != nil {
 		t.Fatalf("Enqueue on a free key = %v, %v; want acquired", ok, err)
 	}
 	if err := holder.Wait(ctxFor(t, time.Second)); err != nil {
 		t.Fatalf("Wait after an immediate grant: %v", err)
 	}
 	f1, _ := holder.Fence()
-	if ok, err := waiter.Enqueue(); ok || err != nil {
+	if ok, err := waiter.Enqueue(bg); ok || err != nil {
 		t.Fatalf("Enqueue on a held key = %v, %v; want queued", ok, err)
 	}
 	res := make(chan error, 1)
 	go func() { res <- waiter.Wait(ctxFor(t, 10*time.Second)) }()
-	if err := holder.Release(); err != nil {
+	if err := holder.Release(bg); err != nil {
 		t.Fatal(err)
 	}
 	if err := awaitErr(t, res, 10*time.Second, "Wait"); err != nil {
@@ -234,10 +234,10 @@ func TestWaitCancelledByContext(t *testing.T) {
 	c := envClient(t)
 	key := uniqueKey(t)
 	holder, waiter := newLock(t, c, key), newLock(t, c, key)
-	if ok, _ := holder.TryAcquire(); !ok {
+	if ok, _ := holder.TryAcquire(bg); !ok {
 		t.Fatal("holder did not get the key")
 	}
-	if ok, err := waiter.Enqueue(); ok || err != nil {
+	if ok, err := waiter.Enqueue(bg); ok || err != nil {
 		t.Fatalf("Enqueue = %v, %v", ok, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -260,21 +260,21 @@ func TestSemaphoreWorkers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer s.Close()
-		ok, err := s.TryAcquire()
+		defer s.Close(bg)
+		ok, err := s.TryAcquire(bg)
 		if err != nil || ok != (i < limit) {
 			t.Fatalf("slot %d: TryAcquire = %v, %v", i, ok, err)
 		}
 		slots = append(slots, s)
 	}
 	for _, s := range slots[:limit] {
-		if err := s.Release(); err != nil {
+		if err := s.Release(bg); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if other, err := c.Semaphore(key, limit+1); err == nil {
-		defer other.Close()
-		if _, err := other.TryAcquire(); !errors.Is(err, ErrLimitMismatch) {
+		defer other.Close(bg)
+		if _, err := other.TryAcquire(bg); !errors.Is(err, ErrLimitMismatch) {
 			t.Fatalf("other limit = %v, want ErrLimitMismatch", err)
 		}
 	}
@@ -287,7 +287,7 @@ func TestSemaphoreWorkers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer s.Close()
+		defer s.Close(bg)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -305,7 +305,7 @@ func TestSemaphoreWorkers(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 			atomic.AddInt32(&inside, -1)
 			atomic.AddInt32(&done, 1)
-			errs <- s.Release()
+			errs <- s.Release(bg)
 		}()
 	}
 	wg.Wait()
@@ -357,7 +357,7 @@ func TestBadInput(t *testing.T) {
 	}
 	// A valid multi-byte UTF-8 key is fine.
 	l := newLock(t, c, uniqueKey(t)+"-é-clé")
-	if ok, err := l.TryAcquire(); !ok || err != nil {
+	if ok, err := l.TryAcquire(bg); !ok || err != nil {
 		t.Fatalf("UTF-8 key: %v, %v", ok, err)
 	}
 }
@@ -393,13 +393,13 @@ func TestCustomShardAcrossTwoServers(t *testing.T) {
 		t.Fatalf("ServerFor(to-one) = %d, %v", i, err)
 	}
 	l := newLock(t, c, "to-one")
-	if ok, err := l.TryAcquire(); !ok || err != nil {
+	if ok, err := l.TryAcquire(bg); !ok || err != nil {
 		t.Fatalf("TryAcquire = %v, %v", ok, err)
 	}
 	if waiters(t, c, "to-one", false) != 0 { // stats of server 0 know nothing of it
 		t.Fatal("unexpected waiters")
 	}
-	js, _ := c.Stats(1)
+	js, _ := c.Stats(bg, 1)
 	if !containsKey(js, "to-one") {
 		t.Fatalf("server 1 stats do not list the key: %s", js)
 	}

@@ -24,7 +24,7 @@ type TestServerOptions struct {
 // TestServer is the library's embedded dflockd server on loopback, for
 // tests and demos, with fault controls. Safe for concurrent use.
 type TestServer struct {
-	h    *handle[C.dflockd_testserver]
+	h    *handle[*C.dflockd_testserver]
 	addr string
 }
 

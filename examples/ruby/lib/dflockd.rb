@@ -6,17 +6,20 @@
 #   client = DFlockd::Client.new(servers: "127.0.0.1:6388")
 #   client.lock("deploy") { |l| puts l.fence }   # released on block exit
 #
-# Runtime rules handled here: every blocking C call is attached with
-# `blocking: true` (other Ruby threads run meanwhile); no C library thread
-# ever calls into Ruby (the lost state is awaited with dflockd_lease_wait_lost
-# on a Ruby thread); C handles are freed by #close or, as a safety net, by
-# FFI::AutoPointer when garbage collected, never while a call is running.
+# Runtime rules handled here: every C call on a handle is attached with
+# `blocking: true` (other Ruby threads run meanwhile); lost leases are awaited
+# with dflockd_lease_wait_lost on a Ruby thread, not through a library-thread
+# callback; the one callback that library threads do call, the log
+# (DFlockd.logger=), only queues the message for a Ruby thread (see log.rb);
+# C handles are freed by #close or, as a safety net, by FFI::AutoPointer when
+# garbage collected, never while a call is running.
 module DFlockd
 end
 
 require_relative "dflockd/native"
 require_relative "dflockd/errors"
 require_relative "dflockd/handle"
+require_relative "dflockd/log"
 require_relative "dflockd/lease"
 require_relative "dflockd/client"
 require_relative "dflockd/test_server"

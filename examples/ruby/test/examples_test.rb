@@ -25,23 +25,4 @@ class ExamplesTest < Minitest::Test
       assert_includes out, want, "#{name} output:\n#{out}"
     end
   end
-
-  private
-
-  # Run argv, killing it after `timeout` seconds: [output, status].
-  def run_bounded(argv, timeout)
-    reader, writer = IO.pipe
-    pid = Process.spawn(*argv, out: writer, err: writer)
-    writer.close
-    out = +""
-    collector = Thread.new { out << reader.read }
-    unless collector.join(timeout)
-      Process.kill(:KILL, pid)
-      collector.join
-    end
-    _, status = Process.wait2(pid)
-    [out, status]
-  ensure
-    reader&.close
-  end
 end

@@ -23,7 +23,7 @@ func main() {
 
 	lock, err := client.Lock("go-example-lost")
 	exampleenv.Must("lock handle", err)
-	defer lock.Close()
+	defer lock.Close(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	exampleenv.Must("acquire", lock.Acquire(ctx))
@@ -38,7 +38,7 @@ func main() {
 		select {
 		case <-lock.Lost():
 			fmt.Println("lease lost: stopping work; held =", lock.Held())
-			err := lock.Release()
+			err := lock.Release(ctx)
 			fmt.Printf("release after loss: %v (ErrLeaseLost: %v)\n", err, errors.Is(err, dflockd.ErrLeaseLost))
 			return
 		case <-work.C:

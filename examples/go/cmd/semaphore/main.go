@@ -23,7 +23,7 @@ func main() {
 	for w := 1; w <= workers; w++ {
 		sem, err := client.Semaphore(key, limit) // one handle per holder
 		exampleenv.Must("semaphore handle", err)
-		defer sem.Close()
+		defer sem.Close(context.Background())
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
@@ -36,7 +36,7 @@ func main() {
 			fmt.Printf("worker %d working (%d inside)\n", w, n)
 			time.Sleep(50 * time.Millisecond) // the work
 			atomic.AddInt32(&inside, -1)
-			exampleenv.Must("release", sem.Release())
+			exampleenv.Must("release", sem.Release(ctx))
 		}(w)
 	}
 	wg.Wait()

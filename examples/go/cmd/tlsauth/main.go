@@ -22,13 +22,13 @@ func main() {
 
 	lock, err := client.Lock("go-example-tls")
 	exampleenv.Must("lock handle", err)
-	defer lock.Close()
+	defer lock.Close(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	exampleenv.Must("acquire over TLS", lock.Acquire(ctx))
 	fence, _ := lock.Fence()
 	fmt.Printf("acquired over TLS with auth, fence %d\n", fence)
-	exampleenv.Must("release", lock.Release())
+	exampleenv.Must("release", lock.Release(ctx))
 
 	if srv == nil {
 		return // an external server: its wrong-token behaviour is not ours to show
@@ -39,8 +39,8 @@ func main() {
 	defer bad.Close()
 	l, err := bad.Lock("go-example-tls")
 	exampleenv.Must("lock handle", err)
-	defer l.Close()
-	_, err = l.TryAcquire()
+	defer l.Close(context.Background())
+	_, err = l.TryAcquire(ctx)
 	fmt.Printf("wrong token: %v (errors.Is ErrAuth: %v)\n", err, errors.Is(err, dflockd.ErrAuth))
 	if !errors.Is(err, dflockd.ErrAuth) {
 		os.Exit(1)

@@ -6,9 +6,17 @@ module DFlockd
   class Client
     # servers: "host:port" or "h1:p1,h2:p2" or an Array of them (order
     # matters: keys are sharded by index). Times are in seconds.
+    #
+    # connect_timeout (default 10): the bound on opening one connection
+    # (resolve, TCP connect, TLS handshake, auth). io_timeout (default 5): how
+    # long a server may take to answer beyond what the request lets it wait;
+    # a silent, stalled or paused server fails the call with DeadlineError
+    # after it. Together they bound every call: #stats, Lease#try_acquire,
+    # #enqueue, #release and #close take at most connect_timeout +
+    # io_timeout; Lease#acquire and #wait that plus their timeout:.
     def initialize(servers:, auth_token: nil, tls_ca_file: nil, tls_ca_pem: nil, tls_server_name: nil,
-                   tls_system_roots: false, connect_timeout: nil, default_lease: nil, renew_ratio: nil,
-                   keepalive: nil)
+                   tls_system_roots: false, connect_timeout: nil, io_timeout: nil, default_lease: nil,
+                   renew_ratio: nil, keepalive: nil)
       cfgp = FFI::MemoryPointer.new(:pointer)
       Native.check(Native.dflockd_config_new(cfgp))
       cfg = FFI::AutoPointer.new(cfgp.read_pointer, Native.method(:dflockd_config_free))
@@ -21,6 +29,7 @@ module DFlockd
       set.call(:dflockd_config_set_tls_system_roots, true) if tls_system_roots
       set.call(:dflockd_config_set_tls_server_name, *Native.str(tls_server_name)) if tls_server_name
       set.call(:dflockd_config_set_connect_timeout_ms, millis(connect_timeout)) if connect_timeout
+      set.call(:dflockd_config_set_io_timeout_ms, millis(io_timeout)) if io_timeout
       set.call(:dflockd_config_set_default_lease, Native.seconds(default_lease, "default_lease")) if default_lease
       set.call(:dflockd_config_set_renew_ratio, renew_ratio.to_f) if renew_ratio
       set.call(:dflockd_config_set_keepalive_ms, millis(keepalive)) if keepalive
@@ -58,9 +67,20 @@ module DFlockd
       out.read(:size_t)
     end
 
-    # Server `index`'s statistics as a JSON string.
+    # Server `index`'s statistics as a JSON string. Bounded by
+    # connect_timeout + io_timeout (DeadlineError against a hung server); it
+    # takes no timeout of its own: set io_timeout on the client.
     def stats(index = 0)
       @handle.use { |p| Native.out_string(:dflockd_client_stats, p, index) }
+    end
+
+    # The client's counters as a DFlockd::Metrics (a Struct; #to_h for a
+    # Hash). Counters only grow; open_connections and idle_connections are
+    # current values. No network I/O.
+    def metrics
+      m = Native::Metrics.new
+      @handle.use { |p| Native.call(:dflockd_client_metrics, p, m.pointer, Native::Metrics.size) }
+      Metrics.new(**Metrics.members.to_h { |k| [k, m[k]] })
     end
 
     # Free the client (leases made from it stay usable).
@@ -112,6 +132,9 @@ module DFlockd
       (seconds * 1000).ceil
     end
   end
+
+  # A client's counters (Client#metrics), as dflockd_metrics names them.
+  Metrics = Struct.new(*Native::Metrics.members, keyword_init: true)
 
   # Shortcuts for the two free functions.
   def self.fence_from_token(token) = Client.fence_from_token(token)

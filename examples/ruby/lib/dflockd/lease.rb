@@ -19,26 +19,31 @@ module DFlockd
 
     # Block until granted. timeout: seconds (rounded up; 0 = try once), nil =
     # no limit. Raises TimeoutError, CancelledError (#cancel from another
-    # thread), ... Other Ruby threads run meanwhile.
+    # thread), DeadlineError (a hung server: after timeout + the client's
+    # io_timeout, plus connect_timeout if a connection had to be opened),
+    # LeaseLostError (the grant came too late to trust: the process was
+    # frozen and the server no longer had it), ... Other Ruby threads run
+    # meanwhile.
     def acquire(timeout: nil)
       t = Native.seconds(timeout, "timeout")
       use { |p| Native.call(:dflockd_lease_acquire, p, t) }
       self
     end
 
-    # Try once without blocking: true if now held, false if taken.
+    # Try once without queueing: true if now held, false if taken. Bounded
+    # by connect_timeout + io_timeout (DeadlineError against a hung server).
     def try_acquire
       flag { |p, out| Native.call(:dflockd_lease_try_acquire, p, out) }
     end
 
     # Two-phase, phase 1: join the queue. true = acquired at once, false =
-    # queued (call #wait).
+    # queued (call #wait). Bounded as #try_acquire.
     def enqueue
       flag { |p, out| Native.call(:dflockd_lease_enqueue, p, out) }
     end
 
     # Two-phase, phase 2: wait for the grant (returns at once if #enqueue
-    # acquired). NotEnqueuedError without an enqueue.
+    # acquired). NotEnqueuedError without an enqueue. Bounded as #acquire.
     def wait(timeout: nil)
       t = Native.seconds(timeout, "timeout")
       use { |p| Native.call(:dflockd_lease_wait, p, t) }
@@ -46,7 +51,10 @@ module DFlockd
     end
 
     # Release (or leave the queue). NotHeldError if nothing is held,
-    # LeaseLostError if the lease was lost.
+    # LeaseLostError if the lease was lost. Bounded by connect_timeout +
+    # io_timeout: DeadlineError if the server did not answer (the lease then
+    # expires on the server). It takes no timeout of its own (the library
+    # cannot interrupt a release): set io_timeout on the client.
     def release
       use { |p| Native.call(:dflockd_lease_release, p) }
       nil
@@ -146,6 +154,8 @@ module DFlockd
       end
     end
 
+    # Free the handle: cancel a blocked #acquire / #wait, release the lease
+    # if held (best effort, bounded by the client's io_timeout).
     def close
       @handle.close { |p| Native.dflockd_lease_cancel(p) }
     end

@@ -3,8 +3,13 @@
 require "ffi"
 
 module DFlockd
-  # The C functions of include/dflockd.h. Calls that do network I/O or wait
-  # are attached with `blocking: true`, so Ruby releases the GVL during them.
+  # The C functions of include/dflockd.h. Every function that takes a
+  # client, lease or test-server handle (or can log) is attached with
+  # `blocking: true`, so Ruby releases the GVL during it: other Ruby threads
+  # run during network I/O, and, with a log callback installed (DFlockd.logger),
+  # no Ruby thread holds the GVL while it waits for something a library
+  # thread holds while it waits for the GVL to deliver a log message (see
+  # log.rb). Only functions that touch no shared state keep the GVL.
   module Native
     extend FFI::Library
 
@@ -19,6 +24,17 @@ module DFlockd
     MAX_SECONDS = 9_223_372_036
     TOKEN_SIZE = 33
 
+    # void (*dflockd_log_fn)(void *userdata, dflockd_log_level level, const char *message)
+    callback :log_fn, %i[pointer int string], :void
+
+    # dflockd_metrics: uint64 counters, only ever appended.
+    class Metrics < FFI::Struct
+      layout :acquires, :uint64, :acquire_timeouts, :uint64, :releases, :uint64, :renewals, :uint64,
+             :renewal_retries, :uint64, :leases_lost, :uint64, :reconnects, :uint64, :redirects, :uint64,
+             :deadline_hits, :uint64, :connections_opened, :uint64, :open_connections, :uint64,
+             :idle_connections, :uint64
+    end
+
     # [name, args, return, blocking?]: one row per C function used.
     FUNCTIONS = [
       [:dflockd_error_status, [:pointer], :int, false],
@@ -27,6 +43,7 @@ module DFlockd
       [:dflockd_error_free, [:pointer], :void, false],
       [:dflockd_status_str, [:int32], :string, false],
       [:dflockd_version, [], :string, false],
+      [:dflockd_set_log, %i[log_fn pointer int32], :int, true],
       [:dflockd_config_new, [:pointer], :int, false],
       [:dflockd_config_free, [:pointer], :void, false],
       [:dflockd_config_set_servers, %i[pointer pointer size_t pointer], :int, false],
@@ -36,30 +53,32 @@ module DFlockd
       [:dflockd_config_set_tls_system_roots, %i[pointer bool pointer], :int, false],
       [:dflockd_config_set_tls_server_name, %i[pointer pointer size_t pointer], :int, false],
       [:dflockd_config_set_connect_timeout_ms, %i[pointer uint64 pointer], :int, false],
+      [:dflockd_config_set_io_timeout_ms, %i[pointer uint64 pointer], :int, false],
       [:dflockd_config_set_default_lease, %i[pointer uint64 pointer], :int, false],
       [:dflockd_config_set_renew_ratio, %i[pointer double pointer], :int, false],
       [:dflockd_config_set_keepalive_ms, %i[pointer uint64 pointer], :int, false],
       [:dflockd_fence_from_token, %i[pointer size_t pointer pointer], :int, false],
       [:dflockd_shard, %i[pointer size_t size_t pointer pointer], :int, false],
-      [:dflockd_client_new, %i[pointer pointer pointer], :int, false],
-      [:dflockd_client_free, [:pointer], :void, false],
-      [:dflockd_client_server_for, %i[pointer pointer size_t pointer pointer], :int, false],
-      [:dflockd_client_lock, %i[pointer pointer size_t pointer pointer], :int, false],
-      [:dflockd_client_semaphore, %i[pointer pointer size_t uint64 pointer pointer], :int, false],
+      [:dflockd_client_new, %i[pointer pointer pointer], :int, true],
+      [:dflockd_client_free, [:pointer], :void, true],
+      [:dflockd_client_server_for, %i[pointer pointer size_t pointer pointer], :int, true],
+      [:dflockd_client_lock, %i[pointer pointer size_t pointer pointer], :int, true],
+      [:dflockd_client_semaphore, %i[pointer pointer size_t uint64 pointer pointer], :int, true],
       [:dflockd_client_stats, %i[pointer size_t pointer size_t pointer pointer], :int, true],
+      [:dflockd_client_metrics, %i[pointer pointer size_t pointer], :int, true],
       [:dflockd_lease_free, [:pointer], :void, true],
       [:dflockd_lease_acquire, %i[pointer uint64 pointer], :int, true],
       [:dflockd_lease_try_acquire, %i[pointer pointer pointer], :int, true],
       [:dflockd_lease_enqueue, %i[pointer pointer pointer], :int, true],
       [:dflockd_lease_wait, %i[pointer uint64 pointer], :int, true],
       [:dflockd_lease_release, %i[pointer pointer], :int, true],
-      [:dflockd_lease_cancel, [:pointer], :int, false],
-      [:dflockd_lease_token, %i[pointer pointer size_t pointer pointer], :int, false],
-      [:dflockd_lease_fence, %i[pointer pointer pointer], :int, false],
-      [:dflockd_lease_ttl, %i[pointer pointer pointer], :int, false],
-      [:dflockd_lease_set_ttl, %i[pointer uint64 pointer], :int, false],
-      [:dflockd_lease_is_held, [:pointer], :bool, false],
-      [:dflockd_lease_is_lost, [:pointer], :bool, false],
+      [:dflockd_lease_cancel, [:pointer], :int, true],
+      [:dflockd_lease_token, %i[pointer pointer size_t pointer pointer], :int, true],
+      [:dflockd_lease_fence, %i[pointer pointer pointer], :int, true],
+      [:dflockd_lease_ttl, %i[pointer pointer pointer], :int, true],
+      [:dflockd_lease_set_ttl, %i[pointer uint64 pointer], :int, true],
+      [:dflockd_lease_is_held, [:pointer], :bool, true],
+      [:dflockd_lease_is_lost, [:pointer], :bool, true],
       [:dflockd_lease_wait_lost, %i[pointer int64 pointer pointer], :int, true],
       [:dflockd_testserver_options_new, [:pointer], :int, false],
       [:dflockd_testserver_options_free, [:pointer], :void, false],
@@ -68,11 +87,11 @@ module DFlockd
       [:dflockd_testserver_options_set_default_lease, %i[pointer uint64 pointer], :int, false],
       [:dflockd_testserver_start, %i[pointer pointer pointer], :int, true],
       [:dflockd_testserver_stop, [:pointer], :void, true],
-      [:dflockd_testserver_addr, %i[pointer pointer size_t pointer pointer], :int, false],
-      [:dflockd_testserver_pause, [:pointer], :int, false],
-      [:dflockd_testserver_resume, [:pointer], :int, false],
+      [:dflockd_testserver_addr, %i[pointer pointer size_t pointer pointer], :int, true],
+      [:dflockd_testserver_pause, [:pointer], :int, true],
+      [:dflockd_testserver_resume, [:pointer], :int, true],
       [:dflockd_testserver_drop_connections, [:pointer], :int, true],
-      [:dflockd_testserver_set_follower, %i[pointer bool pointer size_t pointer], :int, false]
+      [:dflockd_testserver_set_follower, %i[pointer bool pointer size_t pointer], :int, true]
     ].freeze
 
     FUNCTIONS.each do |name, args, ret, blocking|

@@ -1,0 +1,265 @@
+package dflockd
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The bounds the C header states, with the library's DEFAULT settings, and
+// the scheduling slack of a loaded 2-core machine.
+const (
+	connectBound = 10 * time.Second // connect timeout
+	ioBound      = 5 * time.Second  // I/O timeout
+	slack        = 1500 * time.Millisecond
+)
+
+// silentServer accepts at the TCP level (the kernel completes the handshake)
+// but never accepts, reads or answers.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln.Addr().String()
+}
+
+// fakeServer accepts every connection and hands it to serve.
+func fakeServer(t *testing.T, serve func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go serve(c.(*net.TCPConn))
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// halfLineServer reads a request, answers half a grant line, then stalls.
+func halfLineServer(t *testing.T) string {
+	return fakeServer(t, func(c *net.TCPConn) {
+		buf := make([]byte, 512)
+		if _, err := c.Read(buf); err == nil {
+			_, _ = c.Write([]byte("ok 18eb813dca7f85"))
+		}
+	})
+}
+
+// resetServer accepts and resets the connection at once (SO_LINGER 0).
+func resetServer(t *testing.T) string {
+	return fakeServer(t, func(c *net.TCPConn) {
+		_ = c.SetLinger(0)
+		_ = c.Close()
+	})
+}
+
+// fullBacklogServer listens with backlog 0 and fills its accept queue with
+// one unaccepted connection: a further SYN is dropped, so connecting hangs
+// until the connect timeout.
+func fullBacklogServer(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
+	for i := 0; i < 16; i++ {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			return addr // this SYN was dropped: the queue is full
+		}
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	t.Fatal("could not fill the accept backlog")
+	return ""
+}
+
+// probe is one timed call against a faulty server.
+type probe struct {
+	name  string
+	call  func() error
+	want  []error // errors.Is must hold for each (none: success)
+	bound time.Duration
+
+	err  error
+	took time.Duration
+}
+
+// Every call returns within the bound the header states, with the error it
+// should, against: a silent server, one stalling halfway through a line, one
+// resetting, the embedded server paused, and a full accept backlog. A context
+// ending first makes even an uninterruptible call return with it. The probes
+// run in parallel: the test takes about one connect timeout.
+func TestBoundsWithDefaultSettings(t *testing.T) {
+	needEmbedded(t)
+	t.Parallel()
+	silent, half, reset, backlog := silentServer(t), halfLineServer(t), resetServer(t), fullBacklogServer(t)
+	paused := startServer(t, nil)
+
+	cSilent := newClient(t, WithServers(silent))
+	cHalf := newClient(t, WithServers(half))
+	cReset := newClient(t, WithServers(reset))
+	cBacklog := newClient(t, WithServers(backlog))
+	cPaused := newClient(t, WithServers(paused.Addr()))
+
+	// Leases held before the server hangs.
+	held := func() *Lease {
+		l := newLock(t, cPaused, uniqueKey(t))
+		if err := l.Acquire(ctxFor(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	pRelease, pClose, pReleaseCtx := held(), held(), held()
+	if err := paused.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			_ = paused.Resume()
+		}
+	})
+
+	lock := func(c *Client) *Lease { return newLock(t, c, uniqueKey(t)) }
+	try := func(c *Client) func() error {
+		l := lock(c)
+		return func() error { _, err := l.TryAcquire(bg); return err }
+	}
+	enqueue := func(c *Client) func() error {
+		l := lock(c)
+		return func() error { _, err := l.Enqueue(bg); return err }
+	}
+	stats := func(c *Client, ctx context.Context) func() error {
+		return func() error { _, err := c.Stats(ctx, 0); return err }
+	}
+	ctx1s := func() context.Context { return ctxFor(t, time.Second) }
+	ctxErrs := []error{ErrCancelled, context.DeadlineExceeded}
+	deadline := []error{ErrDeadline}
+
+	probes := []*probe{
+		{name: "silent/TryAcquire", call: try(cSilent), want: deadline, bound: ioBound},
+		{name: "silent/Enqueue", call: enqueue(cSilent), want: deadline, bound: ioBound},
+		{name: "silent/Stats", call: stats(cSilent, bg), want: deadline, bound: ioBound},
+		{name: "silent/Acquire(ctx 1s)", call: func() error { return lock(cSilent).Acquire(ctx1s()) }, want: ctxErrs, bound: time.Second},
+		{name: "silent/Stats(ctx 1s)", call: stats(cSilent, ctx1s()), want: ctxErrs, bound: time.Second},
+		{name: "half line/TryAcquire", call: try(cHalf), want: deadline, bound: ioBound},
+		{name: "half line/Stats", call: stats(cHalf, bg), want: deadline, bound: ioBound},
+		{name: "reset/TryAcquire", call: try(cReset), want: []error{ErrIO}, bound: 0},
+		{name: "reset/Stats", call: stats(cReset, bg), want: []error{ErrIO}, bound: 0},
+		{name: "paused/TryAcquire", call: try(cPaused), want: deadline, bound: ioBound},
+		{name: "paused/Enqueue", call: enqueue(cPaused), want: deadline, bound: ioBound},
+		{name: "paused/Stats", call: stats(cPaused, bg), want: deadline, bound: ioBound},
+		{name: "paused/Release", call: func() error { return pRelease.Release(bg) }, want: deadline, bound: ioBound},
+		{name: "paused/Close", call: func() error { return pClose.Close(bg) }, bound: ioBound},
+		{name: "paused/Release(ctx 1s)", call: func() error { return pReleaseCtx.Release(ctx1s()) }, want: ctxErrs, bound: time.Second},
+		{name: "paused/Acquire(ctx 1s)", call: func() error { return lock(cPaused).Acquire(ctx1s()) }, want: ctxErrs, bound: time.Second},
+		{name: "full backlog/TryAcquire", call: try(cBacklog), want: deadline, bound: connectBound},
+		{name: "full backlog/Stats", call: stats(cBacklog, bg), want: deadline, bound: connectBound},
+		// Cancelling cannot interrupt a connect in the library: the call
+		// returns after cancelGrace and the connect ends in the background.
+		{name: "full backlog/TryAcquire(ctx 1s)", call: func() error { _, err := lock(cBacklog).TryAcquire(ctx1s()); return err }, want: ctxErrs, bound: time.Second + cancelGrace},
+	}
+	var wg sync.WaitGroup
+	for _, p := range probes {
+		wg.Add(1)
+		go func(p *probe) {
+			defer wg.Done()
+			start := time.Now()
+			p.err = p.call()
+			p.took = time.Since(start)
+		}(p)
+	}
+	wg.Wait()
+	for _, p := range probes {
+		ok := p.took <= p.bound+slack
+		if len(p.want) == 0 {
+			ok = ok && p.err == nil
+		}
+		for _, w := range p.want {
+			ok = ok && errors.Is(p.err, w)
+		}
+		if !ok {
+			t.Errorf("%-32s -> %v in %v; want %v within %v", p.name, p.err, p.took.Round(time.Millisecond), p.want, p.bound+slack)
+		} else {
+			t.Logf("%-32s -> %v in %v (bound %v)", p.name, p.err, p.took.Round(time.Millisecond), p.bound)
+		}
+	}
+
+	// Each deadline was counted.
+	for _, c := range []struct {
+		name    string
+		c       *Client
+		atLeast uint64
+	}{{"silent", cSilent, 3}, {"half line", cHalf, 2}, {"paused", cPaused, 4}, {"full backlog", cBacklog, 2}} {
+		m, err := c.c.Metrics()
+		if err != nil || m.DeadlineHits < c.atLeast {
+			t.Errorf("%s: DeadlineHits = %d (%v), want >= %d", c.name, m.DeadlineHits, err, c.atLeast)
+		}
+	}
+
+	// The server answers again: the client works, and the handle whose
+	// Release returned with its context waits for that release to end
+	// before its next operation.
+	if err := paused.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	l := lock(cPaused)
+	if err := l.Acquire(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatalf("Acquire after resume: %v", err)
+	}
+	if err := l.Release(bg); err != nil {
+		t.Fatalf("Release after resume: %v", err)
+	}
+	start := time.Now()
+	err := pReleaseCtx.Release(ctxFor(t, 10*time.Second))
+	if d := time.Since(start); d > ioBound+slack {
+		t.Errorf("Release after an abandoned release took %v", d)
+	}
+	if pReleaseCtx.Held() {
+		t.Errorf("still held after a second Release (%v)", err)
+	}
+}
