@@ -53,18 +53,30 @@ skipped = [ -e $(B)/.skip-$(1) ]
 
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
         run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby \
-        install bench bench-build bench-instructions clean test-external
+        install release uninstall install-check bench bench-build bench-instructions clean test-external
 
 all: lib
 
 # --- the library, staged as it is installed: libdflockd.so.X.Y.Z + SONAME link + .a ---------
+# The shared library is linked from the static one with our version script,
+# so every dflockd_* symbol carries the version node DFLOCKD_0: for a cdylib,
+# rustc hands the linker a version script of its own first, which would leave
+# them all at "Base". --gc-sections drops what the C API never reaches.
+# Relative relocations are packed (DT_RELR, glibc >= 2.36 here): 90 KiB of
+# .rela.dyn shrink to a few, which keeps the stripped .so under 2 MiB. The
+# glibc-2.17 artifact of `make dist` is linked without it.
+SO_LDFLAGS ?= -Wl,-z,pack-relative-relocs
+# $(call link_so,ARCHIVE,OUTPUT)
+link_so = $(CC) -shared -o $(2) -Wl,--whole-archive $(1) -Wl,--no-whole-archive \
+	-Wl,--version-script=dflockd.map -Wl,-soname,libdflockd.so.$(MAJOR) -Wl,--gc-sections $(SO_LDFLAGS) $(STATIC_LIBS)
+
 lib:
 	$(CARGO) build --lib
 	@mkdir -p $(LIB)
-	@cp target/debug/libdflockd.so $(LIB)/libdflockd.so.$(VERSION)
+	@cp target/debug/libdflockd.a $(LIB)/libdflockd.a
+	@$(call link_so,$(LIB)/libdflockd.a,$(LIB)/libdflockd.so.$(VERSION))
 	@ln -sf libdflockd.so.$(VERSION) $(LIB)/libdflockd.so.$(MAJOR)
 	@ln -sf libdflockd.so.$(MAJOR) $(LIB)/libdflockd.so
-	@cp target/debug/libdflockd.a $(LIB)/libdflockd.a
 
 $(B)/ex $(B)/t $(B)/asan $(B)/bench:
 	@mkdir -p $@
@@ -78,7 +90,7 @@ demo: | $(B)/ex
 	@$(call skipped,demo) || ./$(B)/ex/quickstart
 
 # --- everything -------------------------------------------------------------------------------
-test: rust-checks c-examples c-tests cpp-tests run-c asan valgrind symbols-check static-libs-check \
+test: rust-checks c-examples c-tests cpp-tests run-c asan valgrind symbols-check static-libs-check install-check \
       static-example test-go test-ruby test-external
 	@echo "=== make test: all steps passed ==="
 
@@ -128,6 +140,9 @@ c-tests: lib | $(B)/t
 # RAII example.
 cpp-tests: lib | $(B)/t $(B)/ex
 	$(call need,$(CXX),cpp)
+	@$(call skipped,cpp) || { echo "headers as C99 and as C++11"; \
+	  $(CC) -std=c99 $(WARN) -Iinclude tests/c/header_c99.c -o $(B)/t/header_c99 $(LDSHARED) && ./$(B)/t/header_c99 && \
+	  $(CXX) -std=c++11 $(WARN) -Iinclude tests/c/header_cxx.cpp -o $(B)/t/header_cxx $(LDSHARED) && ./$(B)/t/header_cxx; }
 	@$(call skipped,cpp) || $(CXX) $(CXXSTD) tests/c/two_tu_a.cpp tests/c/two_tu_b.cpp -o $(B)/t/two_tu $(LDSHARED)
 	@$(call skipped,cpp) || $(CXX) $(CXXSTD) examples/cpp/raii.cpp -o $(B)/ex/raii $(LDSHARED)
 
@@ -165,6 +180,9 @@ symbols-check: lib
 	@bad=$$(nm -D --defined-only $(LIB)/libdflockd.so | awk '{print $$3}' | grep -v '^dflockd_' || true); \
 	if [ -n "$$bad" ]; then echo "non-dflockd_ symbols exported:"; echo "$$bad"; exit 1; fi; \
 	n=$$(nm -D --defined-only $(LIB)/libdflockd.so | wc -l); echo "symbols-check: $$n symbols, all dflockd_*"
+	@unversioned=$$(objdump -T $(LIB)/libdflockd.so | awk '$$NF ~ /^dflockd_/ && $$(NF-1) != "DFLOCKD_0" {print $$NF}'); \
+	if [ -n "$$unversioned" ]; then echo "symbols outside the DFLOCKD_0 version node:"; echo "$$unversioned"; exit 1; fi; \
+	echo "symbols-check: every dflockd_* symbol is versioned DFLOCKD_0"
 	@soname=$$(readelf -d $(LIB)/libdflockd.so | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p'); \
 	[ "$$soname" = "libdflockd.so.$(MAJOR)" ] || { echo "SONAME is '$$soname'"; exit 1; }; echo "SONAME $$soname"
 
@@ -204,17 +222,119 @@ test-ruby: lib
 	@$(call skipped,ruby) || { cd examples/ruby && ruby -w -Ilib -Itest test/all.rb; }
 # ---- end of Go / Ruby hook --------------------------------------------------------------------
 
-# --- install ------------------------------------------------------------------------------------
+# --- release build and install (GNU conventions) -------------------------------------------------
+#   make release                          build (never as root: install does not compile)
+#   make install [DESTDIR=] [PREFIX=/usr/local] [LIBDIR=] [INCLUDEDIR=] [BINDIR=]
+#   make uninstall (same variables)       removes exactly the files install put there
+#   TESTSERVER=no                         leave the embedded test server out (library, header, binary)
+# The installed .so is stripped; its debug info stays in build/release/*.debug
+# (linked with .gnu_debuglink) for whoever packages debug symbols.
+EXEC_PREFIX  ?= $(PREFIX)
+LIBDIR       ?= $(EXEC_PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+BINDIR       ?= $(EXEC_PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR     ?= $(LIBDIR)/cmake/dflockd
+TESTSERVER   ?= yes
+REL          := $(B)/release
+SO           := libdflockd.so.$(VERSION)
+MINOR        := $(word 2,$(subst ., ,$(VERSION)))
+# Largest installed (stripped) shared library allowed, TLS included (issue 10).
+MAX_SO_BYTES := 2097152
+ifeq ($(TESTSERVER),no)
+CARGO_FEATURES := --no-default-features
+else
+CARGO_FEATURES :=
+endif
+# Everything install puts under $(DESTDIR); uninstall removes these and nothing else.
+INSTALLED = $(LIBDIR)/$(SO) $(LIBDIR)/libdflockd.so.$(MAJOR) $(LIBDIR)/libdflockd.so $(LIBDIR)/libdflockd.a \
+	$(INCLUDEDIR)/dflockd.h $(INCLUDEDIR)/dflockd.hpp $(PKGCONFIGDIR)/dflockd.pc \
+	$(CMAKEDIR)/dflockdConfig.cmake $(CMAKEDIR)/dflockdConfigVersion.cmake \
+	$(if $(wildcard $(REL)/with-testserver),$(INCLUDEDIR)/dflockd_testserver.h $(BINDIR)/dflockd-testserver)
+# The static library's system libraries, as CMake link items ("-lutil" -> "util").
+space := $(subst ,, )
+CMAKE_STATIC_LIBS := $(subst $(space),;,$(patsubst -l%,%,$(STATIC_LIBS)))
+subst_paths = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	-e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' -e 's|@MINOR@|$(MINOR)|g' \
+	-e 's|@STATIC_PRIVATE@|$(filter-out -lgcc_s,$(STATIC_LIBS))|g' -e 's|@CMAKE_STATIC_LIBS@|$(CMAKE_STATIC_LIBS)|g'
+
+release:
+	$(CARGO) build --release --lib $(CARGO_FEATURES)
+	@rm -rf $(REL) && mkdir -p $(REL)
+	cp target/release/libdflockd.a $(REL)/libdflockd.a
+	$(call link_so,$(REL)/libdflockd.a,$(REL)/$(SO))
+	objcopy --only-keep-debug $(REL)/$(SO) $(REL)/$(SO).debug
+	strip --strip-unneeded $(REL)/$(SO)
+	objcopy --add-gnu-debuglink=$(REL)/$(SO).debug $(REL)/$(SO)
+	strip --strip-debug $(REL)/libdflockd.a
+	@if [ "$(TESTSERVER)" != no ]; then \
+	  $(CARGO) build --release --bin dflockd-testserver && \
+	  cp target/release/dflockd-testserver $(REL)/ && strip $(REL)/dflockd-testserver && touch $(REL)/with-testserver; fi
+	@echo "release: $(REL)/$(SO) $$(stat -c %s $(REL)/$(SO)) bytes stripped (limit $(MAX_SO_BYTES))"
+
 install:
-	$(CARGO) build --release --lib
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
-	install -m 0755 target/release/libdflockd.so $(DESTDIR)$(PREFIX)/lib/libdflockd.so.$(VERSION)
-	ln -sf libdflockd.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libdflockd.so.$(MAJOR)
-	ln -sf libdflockd.so.$(MAJOR) $(DESTDIR)$(PREFIX)/lib/libdflockd.so
-	install -m 0644 target/release/libdflockd.a $(DESTDIR)$(PREFIX)/lib/libdflockd.a
-	install -m 0644 include/dflockd.h include/dflockd.hpp $(DESTDIR)$(PREFIX)/include/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' \
-	  dflockd.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/dflockd.pc
+	@test -f $(REL)/$(SO) || { echo "install: nothing built; run 'make release' first (install never compiles)"; exit 1; }
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
+	install -m 0755 $(REL)/$(SO) $(DESTDIR)$(LIBDIR)/$(SO)
+	ln -sf $(SO) $(DESTDIR)$(LIBDIR)/libdflockd.so.$(MAJOR)
+	ln -sf libdflockd.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libdflockd.so
+	install -m 0644 $(REL)/libdflockd.a $(DESTDIR)$(LIBDIR)/libdflockd.a
+	install -m 0644 include/dflockd.h include/dflockd.hpp $(DESTDIR)$(INCLUDEDIR)/
+	$(subst_paths) packaging/dflockd.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/dflockd.pc
+	$(subst_paths) packaging/dflockdConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/dflockdConfig.cmake
+	$(subst_paths) packaging/dflockdConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/dflockdConfigVersion.cmake
+	@if [ -f $(REL)/with-testserver ]; then set -x; \
+	  install -m 0644 include/dflockd_testserver.h $(DESTDIR)$(INCLUDEDIR)/ && \
+	  install -d $(DESTDIR)$(BINDIR) && install -m 0755 $(REL)/dflockd-testserver $(DESTDIR)$(BINDIR)/; fi
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
+
+print-installed:
+	@printf '%s\n' $(INSTALLED)
+
+.PHONY: print-installed
+
+
+# Install into scratch prefixes and use it as a user would (run from .ci/run): DESTDIR staging
+# holds exactly the expected files, the .so is stripped, small and versioned, uninstall leaves
+# nothing; pkg-config (shared and --static) and CMake (both imported targets) consumers build
+# and run; a TESTSERVER=no build exports no test-server symbol.
+install-check: release
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(MAKE) --no-print-directory install DESTDIR=$$tmp/stage PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu >/dev/null; \
+	got=$$(cd $$tmp/stage && find . ! -type d | sort); \
+	want=$$($(MAKE) -s --no-print-directory print-installed PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu | sed 's|^|.|' | sort); \
+	[ "$$got" = "$$want" ] || { echo "installed files differ:"; diff <(echo "$$want") <(echo "$$got"); exit 1; }; \
+	so=$$tmp/stage/usr/lib/x86_64-linux-gnu/$(SO); size=$$(stat -c %s $$so); \
+	echo "install-check: $$(echo "$$got" | wc -l) files; installed .so $$size bytes (limit $(MAX_SO_BYTES))"; \
+	[ $$size -le $(MAX_SO_BYTES) ] || { echo "installed .so too large"; exit 1; }; \
+	! readelf -S $$so | grep -q '\.debug_info' || { echo "installed .so is not stripped"; exit 1; }; \
+	readelf -d $$so | grep -q 'SONAME.*libdflockd.so.$(MAJOR)'; \
+	[ -z "$$(objdump -T $$so | awk '$$NF ~ /^dflockd_/ && $$(NF-1) != "DFLOCKD_0"')" ] || { echo "unversioned symbols"; exit 1; }; \
+	$(MAKE) --no-print-directory uninstall DESTDIR=$$tmp/stage PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu >/dev/null; \
+	left=$$(cd $$tmp/stage && find . ! -type d); [ -z "$$left" ] || { echo "uninstall left: $$left"; exit 1; }; \
+	echo "install-check: DESTDIR install/uninstall exact, stripped, versioned DFLOCKD_0"; \
+	p=$$tmp/prefix; $(MAKE) --no-print-directory install PREFIX=$$p >/dev/null; \
+	export PKG_CONFIG_PATH=$$p/lib/pkgconfig; \
+	$(CC) -std=c11 $(WARN) -Iexamples/c examples/c/quickstart.c -o $$tmp/q_shared $$(pkg-config --cflags --libs dflockd) -Wl,-rpath,$$p/lib; \
+	ldd $$tmp/q_shared | grep -q 'libdflockd.so.$(MAJOR) => '"$$p"; $$tmp/q_shared >/dev/null; \
+	$(CC) -std=c11 $(WARN) -Iexamples/c examples/c/quickstart.c -o $$tmp/q_static $$(pkg-config --cflags --static --libs dflockd) 2>$$tmp/static.log \
+	  || { cat $$tmp/static.log; exit 1; }; \
+	if ldd $$tmp/q_static 2>/dev/null | grep -q libdflockd; then echo "--static binary needs libdflockd.so"; exit 1; fi; \
+	$$tmp/q_static >/dev/null; \
+	echo "install-check: pkg-config consumers (shared; --static: no libdflockd.so dependency) run"; \
+	cmake -S tests/install -B $$tmp/cmake -DCMAKE_PREFIX_PATH=$$p -DEXAMPLES=$(ROOT)/examples >/dev/null; \
+	cmake --build $$tmp/cmake >/dev/null; \
+	ldd $$tmp/cmake/quickstart_shared | grep -q libdflockd.so.$(MAJOR); $$tmp/cmake/quickstart_shared >/dev/null; \
+	if ldd $$tmp/cmake/quickstart_static | grep -q libdflockd; then echo "dflockd_static needs the .so"; exit 1; fi; \
+	$$tmp/cmake/quickstart_static >/dev/null; \
+	echo "install-check: CMake consumers of dflockd::dflockd and dflockd::dflockd_static run"
+	@$(CARGO) build --lib --no-default-features --target-dir target/no-testserver
+	@n=$$(nm -D --defined-only target/no-testserver/debug/libdflockd.so | grep -c dflockd_testserver || true); \
+	[ "$$n" = 0 ] || { echo "TESTSERVER=no build still exports $$n test-server symbols"; exit 1; }; \
+	echo "install-check: a build without the test-server feature exports no test-server symbol"
 
 # --- benchmark (not part of `make test`) --------------------------------------------------------
 # Issue 4: the C ABI must cost under 2 % more than the Rust core. Two measures:

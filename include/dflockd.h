@@ -76,6 +76,10 @@
  * are unaffected (their memory is leaked in the child). Leases held by the
  * parent stay the parent's.
  *
+ * Language: C99 or later, or C++11 or later (the declarations are inside
+ * `extern "C"`); both are compiled with -Wpedantic -Werror in CI. The test
+ * server's API is in dflockd_testserver.h.
+ *
  * Linking: prefer the shared library (`pkg-config --libs dflockd`). For
  * static linking use `libdflockd.a` with the link line documented in the
  * README (two Rust static libraries in one binary can clash on symbols).
@@ -94,29 +98,29 @@
 /**
  * Longest request line (command, key or arg) in bytes, excluding `\n`.
  */
-#define MAX_LINE_BYTES 256
+#define DFLOCKD_MAX_LINE_BYTES 256
 
 /**
  * Longest `auth` argument line a 2.x server accepts (1.10: [`MAX_LINE_BYTES`]).
  */
-#define MAX_AUTH_LINE_BYTES (64 * 1024)
+#define DFLOCKD_MAX_AUTH_LINE_BYTES (64 * 1024)
 
 /**
  * Longest reply line the client reads before calling it a protocol error
  * (`stats` lists every key, so it can be long, but never unbounded).
  */
-#define MAX_REPLY_LINE_BYTES (1024 * 1024)
+#define DFLOCKD_MAX_REPLY_LINE_BYTES (1024 * 1024)
 
 /**
  * Largest timeout or lease in seconds: `i64::MAX` nanoseconds, as the Go
  * server stores durations.
  */
-#define MAX_SECONDS 9223372036
+#define DFLOCKD_MAX_SECONDS 9223372036
 
 /**
  * Length of a token in hex characters.
  */
-#define TOKEN_HEX_LEN 32
+#define DFLOCKD_TOKEN_HEX_LEN 32
 
 /**
  * Major version of the headers you compiled against.
@@ -364,22 +368,6 @@ typedef struct dflockd_error dflockd_error;
  * another thread interrupts a blocked acquire or wait.
  */
 typedef struct dflockd_lease dflockd_lease;
-
-/**
- * A running embedded dflockd server on loopback, for tests and demos.
- * Thread-safe: every `const dflockd_testserver *` function (fault
- * controls included) may be called from any thread. Stop and free it with
- * `dflockd_testserver_stop()`.
- */
-typedef struct dflockd_testserver dflockd_testserver;
-
-/**
- * Options for `dflockd_testserver_start()`: defaults as the real server
- * (127.0.0.1, an ephemeral port, lease 33 s, read timeout 23 s, sweep 1 s,
- * 1024 keys, no auth, no TLS). Not thread-safe; free with
- * `dflockd_testserver_options_free()`.
- */
-typedef struct dflockd_testserver_options dflockd_testserver_options;
 
 /**
  * Receives one log message. `message` is a NUL-terminated UTF-8 string
@@ -1328,278 +1316,6 @@ dflockd_status dflockd_lease_acquire_async(const dflockd_lease *lease,
                                            dflockd_acquire_fn callback,
                                            void *userdata,
                                            dflockd_error **err);
-
-/**
- * Create test-server options with the defaults. `*opts_out` receives them.
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_new(dflockd_testserver_options **opts_out);
-
-/**
- * Free test-server options. NULL is a no-op.
- *
- * No network I/O; returns at once.
- */
-void dflockd_testserver_options_free(dflockd_testserver_options *opts);
-
-/**
- * Listen address (default `"127.0.0.1"`).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_host(dflockd_testserver_options *opts,
-                                                   const char *host,
-                                                   size_t host_len,
-                                                   dflockd_error **err);
-
-/**
- * Protocol line to emulate where 1.10 and 2.x differ: `"2.x"` (default)
- * or `"1.10"` (`ping` answers `error`, random tokens, one key namespace
- * for locks and semaphores, ...; see protocol.md).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_server_line(dflockd_testserver_options *opts,
-                                                          const char *line,
-                                                          size_t line_len,
-                                                          dflockd_error **err);
-
-/**
- * Listen port (default 0: an ephemeral port, see `dflockd_testserver_port()`).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_port(dflockd_testserver_options *opts,
-                                                   uint16_t port,
-                                                   dflockd_error **err);
-
-/**
- * Lease TTL in seconds granted when a request names none (default 33).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_default_lease(dflockd_testserver_options *opts,
-                                                            uint64_t lease_s,
-                                                            dflockd_error **err);
-
-/**
- * Idle connection timeout in milliseconds (default 23000).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_read_timeout_ms(dflockd_testserver_options *opts,
-                                                              uint64_t timeout_ms,
-                                                              dflockd_error **err);
-
-/**
- * How often expired leases are swept, in milliseconds (default 1000).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_lease_sweep_ms(dflockd_testserver_options *opts,
-                                                             uint64_t interval_ms,
-                                                             dflockd_error **err);
-
-/**
- * Require `auth` with this secret; NULL = no auth (the default).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_auth_token(dflockd_testserver_options *opts,
-                                                         const char *token,
-                                                         size_t token_len,
-                                                         dflockd_error **err);
-
-/**
- * Serve TLS with this PEM certificate chain and private key (copied).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_tls_pem(dflockd_testserver_options *opts,
-                                                      const uint8_t *cert_pem,
-                                                      size_t cert_len,
-                                                      const uint8_t *key_pem,
-                                                      size_t key_len,
-                                                      dflockd_error **err);
-
-/**
- * Serve TLS with the PEM certificate chain and key in these files (read
- * now). `DFLOCKD_STATUS_IO` if a file cannot be read.
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_tls_files(dflockd_testserver_options *opts,
-                                                        const char *cert_path,
-                                                        size_t cert_path_len,
-                                                        const char *key_path,
-                                                        size_t key_path_len,
-                                                        dflockd_error **err);
-
-/**
- * Cap on distinct keys, locks and semaphores together (default 1024).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_max_locks(dflockd_testserver_options *opts,
-                                                        size_t max_locks,
-                                                        dflockd_error **err);
-
-/**
- * Cap on each key's wait queue.
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_max_waiters(dflockd_testserver_options *opts,
-                                                          size_t max_waiters,
-                                                          dflockd_error **err);
-
-/**
- * Cap on concurrent connections; extra ones are reset (0 = unlimited).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_max_connections(dflockd_testserver_options *opts,
-                                                              size_t max_connections,
-                                                              dflockd_error **err);
-
-/**
- * Whether a closed connection's leases are released at once (default true).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_auto_release(dflockd_testserver_options *opts,
-                                                           bool enabled,
-                                                           dflockd_error **err);
-
-/**
- * Start in follower mode (see `dflockd_testserver_set_follower()`).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_options_set_follower(dflockd_testserver_options *opts,
-                                                       bool follower,
-                                                       const char *leader,
-                                                       size_t leader_len,
-                                                       dflockd_error **err);
-
-/**
- * Start a server (`opts` NULL = defaults; options are copied). It serves
- * on its own threads until `dflockd_testserver_stop()`.
- *
- * Binds and listens on the configured address; no other network I/O; returns
- * at once.
- */
-dflockd_status dflockd_testserver_start(const dflockd_testserver_options *opts,
-                                        dflockd_testserver **server_out,
-                                        dflockd_error **err);
-
-/**
- * Stop the server (connections closed, port and threads freed) and free
- * the handle. NULL is a no-op. Not concurrently with other calls on it.
- *
- * No I/O to other hosts; closes every connection and returns once the server's
- * threads, woken, have ended (promptly).
- */
-void dflockd_testserver_stop(dflockd_testserver *server);
-
-/**
- * The port the server listens on (0 for NULL).
- *
- * No network I/O; returns at once.
- */
-uint16_t dflockd_testserver_port(const dflockd_testserver *server);
-
-/**
- * The server's address as `host:port` (the `DFLOCKD_SERVERS` format).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_addr(const dflockd_testserver *server,
-                                       char *buf,
-                                       size_t cap,
-                                       size_t *out_len,
-                                       dflockd_error **err);
-
-/**
- * Fault: stop answering (requests are read, no replies) until resumed.
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_pause(const dflockd_testserver *server);
-
-/**
- * Answer again after `dflockd_testserver_pause()`.
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_resume(const dflockd_testserver *server);
-
-/**
- * Fault: close every client connection now (their leases are released as
- * on disconnect).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_drop_connections(const dflockd_testserver *server);
-
-/**
- * Fault: while `refuse` is true, new connections are closed at once.
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_refuse_connections(const dflockd_testserver *server, bool refuse);
-
-/**
- * Fault: delay every reply by `delay_ms` milliseconds (0 = no delay).
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_set_reply_delay_ms(const dflockd_testserver *server,
-                                                     uint64_t delay_ms);
-
-/**
- * Fault: replace every reply by these raw bytes (copied), e.g.
- * `"ok ZZZ 5\n"`, to test how clients handle a hostile server; `raw` NULL
- * restores normal replies.
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_set_hostile_reply(const dflockd_testserver *server,
-                                                    const uint8_t *raw,
-                                                    size_t raw_len,
-                                                    dflockd_error **err);
-
-/**
- * Fault: switch follower mode. `follower` true refuses mutating commands
- * with `error_not_leader <leader>` (bare when `leader` is NULL); false
- * makes it a leader again.
- *
- * No network I/O; returns at once.
- */
-dflockd_status dflockd_testserver_set_follower(const dflockd_testserver *server,
-                                               bool follower,
-                                               const char *leader,
-                                               size_t leader_len,
-                                               dflockd_error **err);
-
-/**
- * Fault: restart on the same port, dropping every connection and all
- * state (fences keep rising).
- *
- * No I/O to other hosts; returns once the old connections' threads have ended
- * (promptly).
- */
-dflockd_status dflockd_testserver_restart(const dflockd_testserver *server, dflockd_error **err);
-
-/**
- * Fault: begin a graceful shutdown as on SIGTERM (waiters get `error`,
- * the next request gets `error_draining`, new connections are refused).
- *
- * No I/O to other hosts; returns once the acceptor thread has ended
- * (promptly).
- */
-dflockd_status dflockd_testserver_drain(const dflockd_testserver *server);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -20,6 +20,10 @@
 #define DFLOCKD_HPP
 
 #include "dflockd.h"
+#if __has_include("dflockd_testserver.h")
+#include "dflockd_testserver.h"
+#define DFLOCKD_HPP_TESTSERVER 1
+#endif
 
 #include <cstdint>
 #include <memory>
@@ -249,6 +253,7 @@ class Client {
     detail::Handle<dflockd_client, dflockd_client_free> h_;
 };
 
+#ifdef DFLOCKD_HPP_TESTSERVER
 /** The embedded test server (started with default options or given ones). */
 class TestServer {
   public:
@@ -270,6 +275,7 @@ class TestServer {
   private:
     detail::Handle<dflockd_testserver, dflockd_testserver_stop> h_;
 };
+#endif
 
 /** The fence inside a token. */
 inline std::uint64_t fence_from_token(std::string_view token) {

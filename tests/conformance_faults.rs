@@ -290,3 +290,27 @@ fn standalone_binary_serves_and_exits_on_sigterm_or_stdin_eof() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag --bogus"));
 }
+
+#[test]
+fn the_program_answers_help_and_version_on_stdout() {
+    for flag in ["--help", "-h"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dflockd-testserver"))
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("usage: dflockd-testserver"), "{flag}: {text}");
+        assert!(text.contains("--version"), "{flag}: {text}");
+        assert!(out.stderr.is_empty(), "{flag}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dflockd-testserver"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("dflockd-testserver {}", env!("CARGO_PKG_VERSION"))
+    );
+}

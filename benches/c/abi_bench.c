@@ -21,6 +21,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dflockd.h>
+#include <dflockd_testserver.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

@@ -7,6 +7,7 @@
 #define DFLOCKD_EXAMPLE_ENV_H
 
 #include <dflockd.h>
+#include <dflockd_testserver.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

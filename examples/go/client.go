@@ -421,8 +421,8 @@ func Shard(key string, nServers int) (int, error) {
 // Version is the loaded library's version, e.g. "0.1.0".
 func Version() string { return C.GoString(C.dflockd_version()) }
 
-// maxSeconds is the protocol's largest timeout or lease (MAX_SECONDS).
-const maxSeconds = uint64(C.MAX_SECONDS)
+// maxSeconds is the protocol's largest timeout or lease (DFLOCKD_MAX_SECONDS).
+const maxSeconds = uint64(C.DFLOCKD_MAX_SECONDS)
 
 // ceilSeconds converts d to whole protocol seconds, rounding up, capped.
 func ceilSeconds(d time.Duration) uint64 {

@@ -36,6 +36,7 @@ const (
 	StatusLeaseLost       Status = C.DFLOCKD_STATUS_LEASE_LOST
 	StatusNotHeld         Status = C.DFLOCKD_STATUS_NOT_HELD
 	StatusClosed          Status = C.DFLOCKD_STATUS_CLOSED
+	StatusForked          Status = C.DFLOCKD_STATUS_FORKED
 )
 
 // String is the C name of the status, e.g. "DFLOCKD_STATUS_TIMEOUT".
@@ -100,6 +101,8 @@ var (
 	ErrLeaseLost       = sentinel(StatusLeaseLost)
 	ErrNotHeld         = sentinel(StatusNotHeld)
 	ErrClosed          = sentinel(StatusClosed)
+	// ErrForked: the handle was made before fork(); make a new client in the child.
+	ErrForked = sentinel(StatusForked)
 )
 
 // check turns a status and its optional C error object into a Go error and

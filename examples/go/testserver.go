@@ -1,6 +1,7 @@
 package dflockd
 
 // #include <dflockd.h>
+// #include <dflockd_testserver.h>
 import "C"
 
 import (

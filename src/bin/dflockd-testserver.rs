@@ -17,7 +17,15 @@ const USAGE: &str = "usage: dflockd-testserver [--host H] [--port P] [--default-
   [--max-locks N] [--max-waiters N] [--max-connections N]
   [--auto-release-on-disconnect=true|false] [--shutdown-timeout S]
   [--follower [LEADER_HOST:PORT]] [--server-line 2.x|1.10] [--exit-on-stdin-eof]
+  [--help] [--version]
 Prints the bound address (127.0.0.1:PORT) on one stdout line.";
+
+/// What the command line asks for.
+enum Parsed {
+    Run(Box<Args>),
+    Help,
+    Version,
+}
 
 struct Args {
     opts: ServerOptions,
@@ -38,7 +46,7 @@ fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
 }
 
 /// Parse Go-style flags: `--flag value`, `--flag=value`, one or two dashes.
-fn parse(argv: Vec<String>) -> Result<Args, String> {
+fn parse(argv: Vec<String>) -> Result<Parsed, String> {
     let mut a = Args {
         opts: ServerOptions::default(),
         tls_cert: None,
@@ -57,7 +65,8 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             None => (body.to_owned(), None),
         };
         match flag.as_str() {
-            "h" | "help" => return Err(String::new()),
+            "h" | "help" => return Ok(Parsed::Help),
+            "version" => return Ok(Parsed::Version),
             "exit-on-stdin-eof" => {
                 a.exit_on_stdin_eof = true;
                 continue;
@@ -137,7 +146,7 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
         (None, None) => {}
         _ => return Err("both --tls-cert and --tls-key must be provided together".into()),
     }
-    Ok(a)
+    Ok(Parsed::Run(Box::new(a)))
 }
 
 /// Block SIGTERM and SIGINT in every thread (call before any spawn), so
@@ -156,11 +165,17 @@ fn block_signals() -> libc::sigset_t {
 
 fn main() {
     let args = match parse(std::env::args().skip(1).collect()) {
-        Ok(a) => a,
+        Ok(Parsed::Run(a)) => *a,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return;
+        }
+        Ok(Parsed::Version) => {
+            println!("dflockd-testserver {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
         Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("dflockd-testserver: {msg}");
-            }
+            eprintln!("dflockd-testserver: {msg}");
             eprintln!("{USAGE}");
             std::process::exit(2);
         }

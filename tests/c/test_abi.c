@@ -7,6 +7,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dflockd.h>
+#include <dflockd_testserver.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dflockd.h>
+#include <dflockd_testserver.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>

@@ -12,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dflockd.h>
+#include <dflockd_testserver.h>
 #include <dirent.h>
 #include <poll.h>
 #include <stdio.h>

@@ -6,6 +6,7 @@
  * Default client settings throughout. Exit status = failed checks. */
 #define _GNU_SOURCE
 #include <dflockd.h>
+#include <dflockd_testserver.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -7,7 +7,7 @@ module DFlockd
     panic: 5, unsupported: 6, timeout: 7, server_error: 8, auth: 9, max_locks: 10,
     max_waiters: 11, limit_mismatch: 12, not_enqueued: 13, already_enqueued: 14,
     lease_expired: 15, draining: 16, not_leader: 17, protocol: 18, io: 19, deadline: 20,
-    tls: 21, cancelled: 22, lease_lost: 23, not_held: 24, closed: 25
+    tls: 21, cancelled: 22, lease_lost: 23, not_held: 24, closed: 25, forked: 26
   }.freeze
 
   # Every failure of the library. #status is the C status code, #status_name
@@ -57,6 +57,8 @@ module DFlockd
   class NotHeldError < Error; end
   # The handle was closed.
   class ClosedError < Error; end
+  # The handle was made before fork(); make a new client in the child.
+  class ForkedError < Error; end
   # A bug in the library (a caught panic), or a feature it lacks.
   class InternalError < Error; end
 
@@ -68,7 +70,8 @@ module DFlockd
     not_enqueued: NotEnqueuedError, already_enqueued: AlreadyEnqueuedError,
     lease_expired: LeaseExpiredError, draining: DrainingError, not_leader: NotLeaderError,
     protocol: ProtocolError, io: ConnectionError, deadline: DeadlineError, tls: TLSError,
-    cancelled: CancelledError, lease_lost: LeaseLostError, not_held: NotHeldError, closed: ClosedError
+    cancelled: CancelledError, lease_lost: LeaseLostError, not_held: NotHeldError, closed: ClosedError,
+    forked: ForkedError
   }.transform_keys { |k| STATUS.fetch(k) }.freeze
 
   # Raise the exception for a failed status, taking the detail from (and
