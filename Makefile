@@ -259,17 +259,17 @@ subst_paths = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|
 	-e 's|@STATIC_PRIVATE@|$(filter-out -lgcc_s,$(STATIC_LIBS))|g' -e 's|@CMAKE_STATIC_LIBS@|$(CMAKE_STATIC_LIBS)|g'
 
 release:
-	$(CARGO) build --release --lib $(CARGO_FEATURES)
+	$(CARGO) build --profile shipped --lib $(CARGO_FEATURES)
 	@rm -rf $(REL) && mkdir -p $(REL)
-	cp target/release/libdflockd.a $(REL)/libdflockd.a
+	cp target/shipped/libdflockd.a $(REL)/libdflockd.a
 	$(call link_so,$(REL)/libdflockd.a,$(REL)/$(SO))
 	objcopy --only-keep-debug $(REL)/$(SO) $(REL)/$(SO).debug
 	strip --strip-unneeded $(REL)/$(SO)
 	objcopy --add-gnu-debuglink=$(REL)/$(SO).debug $(REL)/$(SO)
 	strip --strip-debug $(REL)/libdflockd.a
 	@if [ "$(TESTSERVER)" != no ]; then \
-	  $(CARGO) build --release --bin dflockd-testserver && \
-	  cp target/release/dflockd-testserver $(REL)/ && strip $(REL)/dflockd-testserver && touch $(REL)/with-testserver; fi
+	  $(CARGO) build --profile shipped --bin dflockd-testserver && \
+	  cp target/shipped/dflockd-testserver $(REL)/ && strip $(REL)/dflockd-testserver && touch $(REL)/with-testserver; fi
 	@echo "release: $(REL)/$(SO) $$(stat -c %s $(REL)/$(SO)) bytes stripped (limit $(MAX_SO_BYTES))"
 
 install:
