@@ -534,6 +534,11 @@ void dflockd_error_free(dflockd_error *err);
  * lost callback is set) and every panic caught at the boundary. Messages
  * never contain a token or the auth secret.
  *
+ * The callback runs synchronously on the thread that logs, including the
+ * library's renewal threads: a callback that blocks (on a lock, a slow
+ * sink, or a language runtime's global lock) delays renewals and can cost
+ * leases. Hand messages to a queue and return.
+ *
  * `userdata` is passed back to every call and must stay valid until the
  * callback is replaced or removed: once this function returns, no call
  * with the previous callback or userdata is running or will start.
@@ -718,8 +723,9 @@ dflockd_status dflockd_config_set_renew_ratio(dflockd_config *cfg,
 
 /**
  * Set the longest silence on a connection holding a lease, in milliseconds
- * (≥ 1; default 10000). Servers close connections idle for 23 s, so
- * renewals happen at least this often whatever the lease.
+ * (≥ 100, checked when the client is made; default 10000). Servers close
+ * connections idle for 23 s, so renewals happen at least this often
+ * whatever the lease.
  *
  * No network I/O; returns at once.
  */
@@ -1181,7 +1187,10 @@ dflockd_status dflockd_lease_release(const dflockd_lease *lease, dflockd_error *
  * Cancel a blocked `dflockd_lease_acquire()` / `dflockd_lease_wait()` on
  * another thread or a pending asynchronous acquire: it returns (or calls
  * back) with `DFLOCKD_STATUS_CANCELLED` and nothing is left held. Does
- * nothing when no acquire is in progress. Callable from any thread.
+ * nothing when no acquire is in progress. Callable from any thread. A
+ * connection still being opened for the call is not interrupted: the call
+ * returns CANCELLED as soon as that connect ends (within the connect
+ * timeout), before sending anything.
  *
  * No network I/O (shuts the in-flight connection down); returns at once.
  */

@@ -405,8 +405,9 @@ pub extern "C" fn dflockd_config_set_renew_ratio(
 }
 
 /// Set the longest silence on a connection holding a lease, in milliseconds
-/// (≥ 1; default 10000). Servers close connections idle for 23 s, so
-/// renewals happen at least this often whatever the lease.
+/// (≥ 100, checked when the client is made; default 10000). Servers close
+/// connections idle for 23 s, so renewals happen at least this often
+/// whatever the lease.
 ///
 /// No network I/O; returns at once.
 #[unsafe(no_mangle)]

@@ -203,7 +203,10 @@ pub extern "C" fn dflockd_lease_release(
 /// Cancel a blocked `dflockd_lease_acquire()` / `dflockd_lease_wait()` on
 /// another thread or a pending asynchronous acquire: it returns (or calls
 /// back) with `DFLOCKD_STATUS_CANCELLED` and nothing is left held. Does
-/// nothing when no acquire is in progress. Callable from any thread.
+/// nothing when no acquire is in progress. Callable from any thread. A
+/// connection still being opened for the call is not interrupted: the call
+/// returns CANCELLED as soon as that connect ends (within the connect
+/// timeout), before sending anything.
 ///
 /// No network I/O (shuts the in-flight connection down); returns at once.
 #[unsafe(no_mangle)]
