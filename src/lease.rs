@@ -74,6 +74,9 @@ pub(crate) struct State {
     in_flight: Option<Arc<Connection>>,
     /// After enqueue answered `queued`: where to send wait.
     queued: Option<Home>,
+    /// cancel() ended a two-phase acquire between enqueue and wait: the
+    /// next wait reports Cancelled (not NotEnqueued).
+    queue_cancelled: bool,
     pub(crate) held: Option<Held>,
     lost: Option<Error>,
     /// Bumped on every grant, release and loss; a renewal scheduled for an
@@ -245,7 +248,9 @@ impl Lease {
     }
 
     /// From any thread: make a blocked acquire, enqueue or wait return
-    /// [`ErrorKind::Cancelled`] promptly, leaving nothing held. Does
+    /// [`ErrorKind::Cancelled`] promptly, leaving nothing held. Between a
+    /// `queued` enqueue and its wait (a two-phase acquire in progress) it
+    /// leaves the queue, and the wait then returns `Cancelled`. Does
     /// nothing when no operation is running.
     pub fn cancel(&self) {
         if self.check_fork().is_err() {
@@ -257,6 +262,12 @@ impl Lease {
             if let Some(conn) = &st.in_flight {
                 conn.abort();
             }
+        } else if let Some(home) = st.queued.take() {
+            // Between enqueue and wait the two-phase acquire is still in
+            // progress: leave the queue (closing the connection drops the
+            // waiter) and let the wait that follows report it.
+            st.queue_cancelled = true;
+            home.conn.abort();
         }
     }
 
@@ -443,6 +454,7 @@ impl Shared {
                 "{what}: already enqueued; wait or release first"
             )));
         }
+        st.queue_cancelled = false;
         st.busy = true;
         st.cancel = false;
         Ok(OpGuard(Arc::clone(self)))
@@ -458,6 +470,9 @@ impl Shared {
             return Ok(None);
         }
         let Some(home) = st.queued.take() else {
+            if std::mem::take(&mut st.queue_cancelled) {
+                return Err(cancelled("wait"));
+            }
             return Err(Error::new(
                 ErrorKind::NotEnqueued,
                 "wait: not enqueued (call enqueue first)",

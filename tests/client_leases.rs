@@ -148,6 +148,17 @@ fn cancel_a_blocked_acquire_wait_and_async_acquire() {
         ErrorKind::Cancelled
     );
 
+    // Cancel between enqueue and wait (nothing running): the queue place
+    // is given up and the wait reports it.
+    assert!(!blocked.enqueue().expect("queued"));
+    assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 1));
+    blocked.cancel();
+    assert_eq!(
+        blocked.wait(60).expect_err("cancelled").kind(),
+        ErrorKind::Cancelled
+    );
+    assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 0));
+
     // acquire_async.
     let (tx, rx) = mpsc::channel();
     blocked.acquire_async(60, Box::new(move |r| drop(tx.send(r))));

@@ -202,8 +202,10 @@ pub extern "C" fn dflockd_lease_release(
 
 /// Cancel a blocked `dflockd_lease_acquire()` / `dflockd_lease_wait()` on
 /// another thread or a pending asynchronous acquire: it returns (or calls
-/// back) with `DFLOCKD_STATUS_CANCELLED` and nothing is left held. Does
-/// nothing when no acquire is in progress. Callable from any thread. A
+/// back) with `DFLOCKD_STATUS_CANCELLED` and nothing is left held. Between
+/// a queued `dflockd_lease_enqueue()` and its `dflockd_lease_wait()` it
+/// leaves the queue, and that wait returns CANCELLED. Does nothing when no
+/// acquire is in progress. Callable from any thread. A
 /// connection still being opened for the call is not interrupted: the call
 /// returns CANCELLED as soon as that connect ends (within the connect
 /// timeout), before sending anything.

@@ -64,8 +64,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// 64 random bits for a token's tail, from the OS.
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
+    // The raw syscall (Linux >= 3.17), not glibc's getrandom() wrapper,
+    // which only exists from glibc 2.25: the shipped library loads on 2.17.
     // SAFETY: getrandom writes at most 8 bytes into a live 8-byte buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    let n = unsafe { libc::syscall(libc::SYS_getrandom, b.as_mut_ptr(), b.len(), 0) };
     if n != 8 {
         // Never seen in practice; tokens stay unique through the fence.
         let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
