@@ -225,11 +225,11 @@ def _candidates() -> list[str]:
     return [SONAME, str(staged)]
 
 
-def _load() -> ctypes.CDLL:
+def _load() -> tuple[ctypes.CDLL, str]:
     errors = []
     for name in _candidates():
         try:
-            return ctypes.CDLL(name)
+            return ctypes.CDLL(name), name
         except OSError as e:
             errors.append(f"{name}: {e}")
     raise ImportError(
@@ -238,7 +238,7 @@ def _load() -> ctypes.CDLL:
     )
 
 
-lib = _load()
+lib, LOADED_FROM = _load()  # LOADED_FROM: the name or path that loaded
 for _name, (_res, _args) in _FUNCTIONS.items():
     _f = getattr(lib, _name)
     _f.restype = _res
