@@ -185,7 +185,7 @@ class _SyncBase:
 
     def release(self) -> bool:
         """Release the lease (or leave the queue): True if released, False if
-        nothing was held or the release failed (logged; the server frees the
+        nothing was held (queued only, never acquired, released) or the release failed (logged; the server frees the
         lease on disconnect or expiry). A lost lease gives False and a warning."""
         with self._op:
             return self._release()
@@ -341,7 +341,7 @@ class _SyncBase:
         try:
             with h.use() as p:
                 n.call(n.lib.dflockd_lease_release, p)
-            return True
+            return state == _HELD  # leaving the queue is not a release (False, as the reference)
         except NotHeldError:
             return False
         except LeaseLostError as e:

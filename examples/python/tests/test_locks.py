@@ -107,9 +107,12 @@ def test_two_phase(server, key):
     assert b.wait(timeout_s=1) is False  # timeout leaves the queue
     with pytest.raises(NotQueuedError):
         b.wait(timeout_s=1)
+    c = SyncDistributedLock(key, servers=server.servers)
+    assert c.enqueue() == "queued"
+    assert c.release() is False  # left the queue; nothing was held (as the reference)
     assert b.enqueue() == "queued"
     a.release()
-    assert b.wait(timeout_s=5) is True and b.is_held()
+    assert b.wait(timeout_s=5) is True and b.is_held()  # c is no longer ahead of it
     b.release()
 
 
