@@ -213,3 +213,22 @@ def test_log_callback_from_library_threads_does_not_deadlock():
     words = out.stdout.split()
     assert words[0] == "messages" and int(words[1]) > 20
     assert int(words[5]) > 0, "no message came from a library thread"
+
+
+def test_io_timeout_setting_bounds_a_hung_server(server, key):
+    """io_timeout_s is passed to the library (here shorter than the 5 s default
+    on purpose: it is the setting under test)."""
+    from dflockd import DeadlineError
+
+    lock = SyncDistributedLock(key, servers=server.servers, acquire_timeout_s=0, io_timeout_s=1)
+    assert lock.acquire()  # connected and pooled
+    lock.release()
+    server.pause()
+    try:
+        start = time.monotonic()
+        with pytest.raises(DeadlineError):
+            lock.acquire()
+        assert time.monotonic() - start < 3
+        assert lock.client.metrics()["deadline_hits"] >= 1
+    finally:
+        server.resume()
