@@ -52,6 +52,19 @@ def test_long_lease_across_the_idle_timeout(key):
         assert ours.release() is True
 
 
+def test_short_idle_timeout_needs_a_shorter_keepalive(key):
+    """A server with a 2 s idle timeout and a 10 s lease: the library's keepalive
+    (10 s by default, for the 23 s default server) must be set below it; then the
+    lease is kept. With the default keepalive the loss is reported, not silent."""
+    with TestServer(read_timeout_s=2) as srv:
+        kept = SyncDistributedLock(key, servers=srv.servers, lease_ttl_s=10, keepalive_s=1)
+        dropped = SyncDistributedLock(key + "-d", servers=srv.servers, lease_ttl_s=10)
+        assert kept.acquire() and dropped.acquire()
+        time.sleep(6)
+        assert kept.is_held() and kept.release()
+        assert not dropped.is_held() and dropped.is_lost() and dropped.release() is False
+
+
 def test_lost_lease_callback_under_a_paused_server(key):
     with TestServer() as srv:
         calls: list[tuple[str, BaseException, bool]] = []
