@@ -8,12 +8,16 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
+
 from conftest import HERE, REPO, missing
 
 PKG = HERE.parent
-BUILD_LIB = REPO / "build" / "lib"
+# the library under test (make test-python sets DFLOCKD_LIB to build/lib/libdflockd.so.0)
+LIB_PATH = Path(os.environ.get("DFLOCKD_LIB") or REPO / "build" / "lib" / "libdflockd.so.0")
+BUILD_LIB = LIB_PATH.parent
 PROBE = (
     "import dflockd, dflockd._native as n\n"
     "from dflockd.testing import TestServer\n"
@@ -70,10 +74,10 @@ def test_installed_wheel_loads_the_library(wheel, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     # 1. DFLOCKD_LIB
-    r = _run(PROBE, tmp_path, PYTHONPATH=site, DFLOCKD_LIB=BUILD_LIB / "libdflockd.so.0")
+    r = _run(PROBE, tmp_path, PYTHONPATH=site, DFLOCKD_LIB=LIB_PATH)
     assert r.returncode == 0, r.stderr
     where, loaded, ok = r.stdout.split()
-    assert where.startswith(str(site)) and loaded == str(BUILD_LIB / "libdflockd.so.0") and ok == "True"
+    assert where.startswith(str(site)) and loaded == str(LIB_PATH) and ok == "True"
     # 2. the system loader (here LD_LIBRARY_PATH stands in for an installed library)
     r = _run(PROBE, tmp_path, PYTHONPATH=site, LD_LIBRARY_PATH=BUILD_LIB)
     assert r.returncode == 0, r.stderr
@@ -87,4 +91,4 @@ def test_in_repository_fallback_to_build_lib():
     r = _run(PROBE, PKG)  # no DFLOCKD_LIB, no loader path: the repository's build/lib
     if r.returncode != 0 or r.stdout.split()[1] == "libdflockd.so.0":
         pytest.skip(f"a system libdflockd.so.0 is installed, or: {r.stderr[-300:]}")
-    assert r.stdout.split()[1] == str(BUILD_LIB / "libdflockd.so.0")
+    assert r.stdout.split()[1] == str(REPO / "build" / "lib" / "libdflockd.so.0")
