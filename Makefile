@@ -3,7 +3,7 @@
 #   make demo      the C quickstart end to end (embedded server unless DFLOCKD_SERVERS is set)
 #   make test      every test: Rust (fmt, clippy, cargo test + header drift), C/C++ examples and
 #                  tests with strict warnings, ASan+UBSan, valgrind, exported symbols, static
-#                  link line, Go and Ruby bindings
+#                  link line, Go, Ruby and Python bindings
 #   make install PREFIX=/usr/local   lib (.so with SONAME, .a), header(s), pkg-config file
 #   make bench     ABI benchmark next to the core's Rust figures, wall clock and callgrind
 #                  instruction counts (not part of `make test`)
@@ -53,7 +53,8 @@ skipped = [ -e $(B)/.skip-$(1) ]
 
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
         run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby \
-        install release uninstall install-check bench bench-build bench-instructions clean test-external
+        install release uninstall install-check bench bench-build bench-instructions clean test-external \
+        test-python python-ref bench-python
 
 all: lib
 
@@ -91,7 +92,7 @@ demo: | $(B)/ex
 
 # --- everything -------------------------------------------------------------------------------
 test: rust-checks c-examples c-tests cpp-tests run-c asan valgrind symbols-check static-libs-check install-check \
-      static-example test-go test-ruby test-external
+      static-example test-go test-ruby test-python test-external
 	@echo "=== make test: all steps passed ==="
 
 rust-checks: fmt-check clippy cargo-test
@@ -221,6 +222,35 @@ test-ruby: lib
 	  if [ "$${CI:-}" = "true" ]; then echo "CI=true: failing"; exit 1; fi; touch $(B)/.skip-ruby; }
 	@$(call skipped,ruby) || { cd examples/ruby && ruby -w -Ilib -Itest test/all.rb; }
 # ---- end of Go / Ruby hook --------------------------------------------------------------------
+
+# ---- Python (issue 11): examples/python, ctypes over build/lib/libdflockd.so.0 -------------------
+# PYTHON: the first python3 that has pytest (Debian python3-pytest lives in /usr/bin/python3).
+PYTHON     ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import pytest' >/dev/null 2>&1 && { echo $$p; exit 0; }; done; echo python3)
+# The reference client, dflockd-client 2.1.1, for the interop tests and bench-python only. It
+# requires Python >= 3.12; Debian bookworm has 3.11, hence --ignore-requires-python (the parts
+# used here run on 3.11). Network: run once (.ci/run does); the tests then need none.
+PY_REF     := $(B)/python-ref
+python-ref:
+	@if [ -d $(PY_REF)/dflockd_client ]; then echo "$(PY_REF): dflockd-client already installed"; else \
+	  mkdir -p $(B) && $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+	    --ignore-requires-python --target $(PY_REF) dflockd-client==2.1.1; fi
+
+test-python: lib
+	$(call need,$(PYTHON),python)
+	@$(call skipped,python) || $(PYTHON) -c 'import pytest' 2>/dev/null || { \
+	  echo "!!! $(PYTHON) lacks pytest (Debian: python3-pytest): SKIPPING python"; \
+	  if [ "$${CI:-}" = "true" ]; then echo "CI=true: failing"; exit 1; fi; touch $(B)/.skip-python; }
+	@$(call skipped,python) || { cd examples/python && DFLOCKD_LIB=$(ROOT)/$(LIB)/libdflockd.so.$(MAJOR) \
+	  DFLOCKD_PY_REF=$(ROOT)/$(PY_REF) $(PYTHON) -m pytest -q -p no:cacheprovider --durations=5 tests; }
+
+# Pairs/s of examples/python beside the reference client, one standalone release test server.
+bench-python: bench-build
+	@echo "=== Python: examples/python (libdflockd) beside dflockd-client 2.1.1, same server ==="
+	@[ -d $(PY_REF)/dflockd_client ] || echo "!!! $(PY_REF) missing (make python-ref): the reference column is left out"
+	@$(call with_server,DFLOCKD_LIB=$(ROOT)/$(BENCH)/libdflockd.so.$(MAJOR) DFLOCKD_PY_REF=$(ROOT)/$(PY_REF) \
+	  $(PYTHON) examples/python/bench/bench.py)
+# ---- end of Python ------------------------------------------------------------------------------
+
 
 # --- release build and install (GNU conventions) -------------------------------------------------
 #   make release                          build (never as root: install does not compile)
@@ -373,6 +403,7 @@ bench: bench-build
 	    printf "  -> ABI %+.1f %% +- %.1f %% (2 s.e.): %s\n", (c / r - 1) * 100, 2 * e, \
 	      (2 * e < 2 ? "resolves a 2 % difference" : "too noisy to resolve 2 %; the instruction count below is the evidence") } }' \
 	  $(BENCH)/rust.txt $(BENCH)/c.txt
+	@$(MAKE) --no-print-directory bench-python
 	@$(MAKE) --no-print-directory bench-instructions
 
 bench-instructions: bench-build
