@@ -414,3 +414,93 @@ bench-instructions: bench-build
 
 clean:
 	rm -rf $(B)
+
+# --- release tarball for glibc >= 2.17 (issue 10, point 7) ----------------------------------------
+#   make dist-tools   ziglang + cargo-zigbuild from PyPI, pinned, in a venv ($(DIST_VENV))
+#   make dist         dist/$(DIST_NAME).tar.gz: stripped .so (SONAME links) + .a, headers,
+#                     pkg-config file (relocatable: prefix=${pcfiledir}/../..), README, licences,
+#                     docs/protocol.md; the .so's split debug info beside it in dist/
+#   make dist-check   .ci/dist-check on the unpacked tarball: no GLIBC_ version above
+#                     $(DIST_GLIBC), no unversioned strong undefined symbol, SONAME, only dflockd_*
+#                     exported; the C quickstart (shared and static) and the C++ example linked
+#                     against it and run
+# Built with `cargo zigbuild` (zig's glibc $(DIST_GLIBC) stubs) in target/$(DIST_TARGET)/release,
+# apart from the native builds. build.rs's SONAME and version-script link args apply there too.
+.PHONY: dist-tools dist dist-check
+DIST_TARGET   := x86_64-unknown-linux-gnu
+DIST_GLIBC    := 2.17
+DIST_NAME     := libdflockd-$(VERSION)-x86_64-linux-gnu-glibc$(DIST_GLIBC)
+DIST_STAGE    := $(B)/dist/$(DIST_NAME)
+DIST_VENV     ?= $(HOME)/.cache/dflockd-zigbuild
+# Debian's python3 (python3-venv) when present: a venv needs no --break-system-packages.
+DIST_PYTHON   ?= $(firstword $(wildcard /usr/bin/python3) python3)
+ZIGLANG_VERSION        := 0.17.1
+CARGO_ZIGBUILD_VERSION := 0.24.1
+# cargo-zigbuild finds zig as `python3 -m ziglang`: the venv's python3 must come first.
+DIST_ENV      := PATH="$(DIST_VENV)/bin:$$PATH"
+
+dist-tools:
+	$(DIST_PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install --disable-pip-version-check -q \
+	  ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(CARGO_ZIGBUILD_VERSION)
+	@$(DIST_ENV) cargo-zigbuild --version && $(DIST_ENV) python3 -m ziglang version
+
+dist:
+	@$(DIST_ENV) command -v cargo-zigbuild >/dev/null || { \
+	  echo "cargo-zigbuild not found (in $(DIST_VENV)/bin or PATH): run 'make dist-tools'"; exit 1; }
+	@start=$$(date +%s); echo "$(CARGO) zigbuild --release --lib --target $(DIST_TARGET).$(DIST_GLIBC)"; \
+	$(DIST_ENV) $(CARGO) zigbuild --release --lib --target $(DIST_TARGET).$(DIST_GLIBC) || exit 1; \
+	echo "dist: cargo zigbuild took $$(( $$(date +%s) - start )) s"
+	@rm -rf $(DIST_STAGE) dist/$(DIST_NAME).tar.gz dist/$(DIST_NAME)-debug
+	@mkdir -p $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/include $(DIST_STAGE)/docs dist/$(DIST_NAME)-debug
+	@set -e; rel=target/$(DIST_TARGET)/release; so=libdflockd.so.$(VERSION); \
+	objcopy --only-keep-debug $$rel/libdflockd.so dist/$(DIST_NAME)-debug/$$so.debug; \
+	strip --strip-unneeded -o $(DIST_STAGE)/lib/$$so $$rel/libdflockd.so; \
+	objcopy --add-gnu-debuglink=dist/$(DIST_NAME)-debug/$$so.debug $(DIST_STAGE)/lib/$$so; \
+	chmod 0755 $(DIST_STAGE)/lib/$$so; \
+	ln -s $$so $(DIST_STAGE)/lib/libdflockd.so.$(MAJOR); \
+	ln -s libdflockd.so.$(MAJOR) $(DIST_STAGE)/lib/libdflockd.so; \
+	strip --strip-debug -o $(DIST_STAGE)/lib/libdflockd.a $$rel/libdflockd.a; \
+	chmod 0644 $(DIST_STAGE)/lib/libdflockd.a
+	@set -e; install -m 0644 $(wildcard include/*.h include/*.hpp) $(DIST_STAGE)/include/; \
+	install -m 0644 README.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE $(DIST_STAGE)/; \
+	install -m 0644 docs/protocol.md $(DIST_STAGE)/docs/
+	@# dflockd.pc.in rendered as `make install` does, with a relocatable prefix; any
+	@# placeholder left unrendered (dflockd.pc.in grew one) fails here.
+	@sed -e 's|@PREFIX@|$${pcfiledir}/../..|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' \
+	  -e 's|@LIBDIR@|$${prefix}/lib|g' -e 's|@INCLUDEDIR@|$${prefix}/include|g' \
+	  dflockd.pc.in > $(DIST_STAGE)/lib/pkgconfig/dflockd.pc
+	@! grep -n '@[A-Za-z_]*@' $(DIST_STAGE)/lib/pkgconfig/dflockd.pc || { \
+	  echo "dist: dflockd.pc.in has a placeholder this target does not render"; exit 1; }
+	@# Reproducible: sorted names, root ownership, mtimes of the last commit, gzip without a timestamp.
+	@set -eo pipefail; epoch=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)}; \
+	tar --sort=name --mtime=@$$epoch --owner=0 --group=0 --numeric-owner -C $(B)/dist -cf - $(DIST_NAME) \
+	  | gzip -n -9 > dist/$(DIST_NAME).tar.gz; \
+	cd dist && sha256sum $(DIST_NAME).tar.gz > $(DIST_NAME).tar.gz.sha256
+	@echo "dist: dist/$(DIST_NAME).tar.gz ($$(stat -c %s dist/$(DIST_NAME).tar.gz) bytes;" \
+	  "libdflockd.so.$(VERSION) $$(stat -c %s $(DIST_STAGE)/lib/libdflockd.so.$(VERSION)) bytes stripped)"
+	@tar -tvzf dist/$(DIST_NAME).tar.gz
+
+dist-check: dist
+	@mkdir -p $(B)
+	$(call need,$(CC),dist-check)
+	@$(call skipped,dist-check) || CC=$(CC) CXX=$(CXX) .ci/dist-check dist/$(DIST_NAME).tar.gz $(MAJOR) $(DIST_GLIBC) $(ROOT)/$(B)/dist-check
+
+# --- API reference (issue 10, point 8) -------------------------------------------------------------
+#   make docs   doxygen (Debian's) over every header in include/ with docs/mainpage.md as the front
+#               page (it links docs/protocol.md) into build/docs/html. Fails on ANY warning: an
+#               undocumented public item (WARN_IF_UNDOCUMENTED), a doc error, or an undocumented
+#               enum value or field (docs/check-undocumented: doxygen does not report enum values).
+#               The C header is generated from src/ffi/*.rs: document items there, then
+#               `DFLOCKD_BLESS=1 cargo test --test header`.
+.PHONY: docs
+DOCS_HEADERS = $(wildcard include/*.h include/*.hpp)
+docs:
+	@mkdir -p $(B)
+	$(call need,doxygen,docs)
+	@$(call skipped,docs) || { set -e; start=$$(date +%s); rm -rf $(B)/docs; mkdir -p $(B)/docs; \
+	  echo "doxygen docs/Doxyfile"; DFLOCKD_VERSION=$(VERSION) doxygen docs/Doxyfile; \
+	  docs/check-undocumented $(DOCS_HEADERS) >> $(B)/docs/warnings.log; \
+	  if [ -s $(B)/docs/warnings.log ]; then cat $(B)/docs/warnings.log; \
+	    echo "make docs: $$(wc -l < $(B)/docs/warnings.log) warning(s) (log: $(B)/docs/warnings.log); document every public item"; exit 1; fi; \
+	  echo "make docs: $(B)/docs/html/index.html, no warnings ($$(( $$(date +%s) - start )) s)"; }

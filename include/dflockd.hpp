@@ -37,6 +37,7 @@ namespace dflockd {
 /** A failed libdflockd call. */
 class Error : public std::runtime_error {
   public:
+    /** An error with `status`, its `message` and, for DFLOCKD_STATUS_NOT_LEADER, the `leader` the server named. */
     Error(dflockd_status status, std::string message, std::optional<std::string> leader)
         : std::runtime_error(std::move(message)), status_(status), leader_(std::move(leader)) {}
     /** The C status (never DFLOCKD_STATUS_OK). */
@@ -51,6 +52,7 @@ class Error : public std::runtime_error {
     std::optional<std::string> leader_;
 };
 
+/** Implementation details of the wrapper; not part of the API. */
 namespace detail {
 /** Call `f(&err)`; throw Error unless it returned OK. */
 template <class F> inline void check(F &&f) {
@@ -75,57 +77,70 @@ template <class T, void (*Free)(T *)> using Handle = std::unique_ptr<T, Deleter<
 /** Client configuration (builder; setters return *this). */
 class Config {
   public:
+    /** A configuration with the library defaults and no server (dflockd_config_new()). */
     Config() {
         dflockd_config *c = nullptr;
         detail::check_status(dflockd_config_new(&c));
         h_.reset(c);
     }
+    /** Replace the server list: `"host:port,host:port"` (dflockd_config_set_servers()). */
     Config &servers(std::string_view list) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_servers(h_.get(), list.data(), list.size(), e); });
         return *this;
     }
+    /** Append one server, `host` without its port (dflockd_config_add_server()). */
     Config &add_server(std::string_view host, std::uint16_t port) {
         detail::check([&](dflockd_error **e) { return dflockd_config_add_server(h_.get(), host.data(), host.size(), port, e); });
         return *this;
     }
+    /** The shared secret sent with `auth` on every new connection (dflockd_config_set_auth_token()). */
     Config &auth_token(std::string_view token) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_auth_token(h_.get(), token.data(), token.size(), e); });
         return *this;
     }
+    /** Use TLS, trusting the PEM CA certificates in the file at `path` (dflockd_config_set_tls_ca_file()). */
     Config &tls_ca_file(std::string_view path) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_tls_ca_file(h_.get(), path.data(), path.size(), e); });
         return *this;
     }
+    /** Use TLS, trusting the PEM CA certificates in `pem` (dflockd_config_set_tls_ca_pem()). */
     Config &tls_ca_pem(std::string_view pem) {
         detail::check([&](dflockd_error **e) {
             return dflockd_config_set_tls_ca_pem(h_.get(), reinterpret_cast<const std::uint8_t *>(pem.data()), pem.size(), e);
         });
         return *this;
     }
+    /** Use TLS and, when `on`, also trust the system's root certificates (dflockd_config_set_tls_system_roots()). */
     Config &tls_system_roots(bool on) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_tls_system_roots(h_.get(), on, e); });
         return *this;
     }
+    /** The name checked against the server certificate (dflockd_config_set_tls_server_name()). */
     Config &tls_server_name(std::string_view name) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_tls_server_name(h_.get(), name.data(), name.size(), e); });
         return *this;
     }
+    /** The bound on opening one connection, in ms (dflockd_config_set_connect_timeout_ms()). */
     Config &connect_timeout_ms(std::uint64_t ms) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_connect_timeout_ms(h_.get(), ms, e); });
         return *this;
     }
+    /** The lease TTL in seconds requested by every acquire; 0: the server's default (dflockd_config_set_default_lease()). */
     Config &default_lease(std::uint64_t seconds) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_default_lease(h_.get(), seconds, e); });
         return *this;
     }
+    /** When a held lease is renewed, as a fraction of its TTL (dflockd_config_set_renew_ratio()). */
     Config &renew_ratio(double ratio) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_renew_ratio(h_.get(), ratio, e); });
         return *this;
     }
+    /** The longest silence on a connection holding a lease, in ms (dflockd_config_set_keepalive_ms()). */
     Config &keepalive_ms(std::uint64_t ms) {
         detail::check([&](dflockd_error **e) { return dflockd_config_set_keepalive_ms(h_.get(), ms, e); });
         return *this;
     }
+    /** The C handle, owned by this object. */
     const dflockd_config *get() const noexcept { return h_.get(); }
 
   private:
@@ -135,6 +150,7 @@ class Config {
 /** A lock or semaphore handle; the destructor releases it if held. */
 class Lease {
   public:
+    /** Take ownership of a C lease handle (freed with dflockd_lease_free() by the destructor). */
     explicit Lease(dflockd_lease *raw) noexcept : h_(raw) {}
     /** Acquire within timeout_s seconds; throws Error (DFLOCKD_STATUS_TIMEOUT, ...). */
     void acquire(std::uint64_t timeout_s) const {
@@ -156,28 +172,34 @@ class Lease {
     void wait(std::uint64_t timeout_s) const {
         detail::check([&](dflockd_error **e) { return dflockd_lease_wait(h_.get(), timeout_s, e); });
     }
+    /** Release the lease; throws Error (DFLOCKD_STATUS_NOT_HELD, DFLOCKD_STATUS_LEASE_LOST, ...). */
     void release() const {
         detail::check([&](dflockd_error **e) { return dflockd_lease_release(h_.get(), e); });
     }
     /** From any thread: interrupt a blocked acquire/wait. */
     void cancel() const noexcept { dflockd_lease_cancel(h_.get()); }
+    /** The current lease's token (a credential: do not log it); throws Error if not held. */
     std::string token() const {
         char buf[DFLOCKD_TOKEN_SIZE];
         std::size_t n = 0;
         detail::check([&](dflockd_error **e) { return dflockd_lease_token(h_.get(), buf, sizeof buf, &n, e); });
         return std::string(buf, n);
     }
+    /** The fencing token of the current lease, to pass with every write; throws Error if not held. */
     std::uint64_t fence() const {
         std::uint64_t f = 0;
         detail::check([&](dflockd_error **e) { return dflockd_lease_fence(h_.get(), &f, e); });
         return f;
     }
+    /** The TTL in seconds the server granted for the current lease; throws Error if not held. */
     std::uint64_t ttl_s() const {
         std::uint64_t t = 0;
         detail::check([&](dflockd_error **e) { return dflockd_lease_ttl(h_.get(), &t, e); });
         return t;
     }
+    /** Whether the lease is held right now (dflockd_lease_is_held(): never optimistic). */
     bool is_held() const noexcept { return dflockd_lease_is_held(h_.get()); }
+    /** Whether the held lease was lost (renewal failed) (dflockd_lease_is_lost()). */
     bool is_lost() const noexcept { return dflockd_lease_is_lost(h_.get()); }
     /** Wait up to timeout_ms (negative: forever) for loss; true if lost. */
     bool wait_lost(std::int64_t timeout_ms) const {
@@ -185,6 +207,7 @@ class Lease {
         detail::check([&](dflockd_error **e) { return dflockd_lease_wait_lost(h_.get(), timeout_ms, &lost, e); });
         return lost;
     }
+    /** The C handle, owned by this object. */
     const dflockd_lease *get() const noexcept { return h_.get(); }
 
   private:
@@ -194,6 +217,7 @@ class Lease {
 /** Scope guard: acquires in the constructor, releases in the destructor. */
 class Held {
   public:
+    /** Acquire `lease` within `timeout_s` seconds; throws Error if not acquired. */
     Held(const Lease &lease, std::uint64_t timeout_s) : lease_(lease) { lease_.acquire(timeout_s); }
     Held(const Held &) = delete;
     Held &operator=(const Held &) = delete;
@@ -214,16 +238,19 @@ class Held {
 /** A thread-safe client. */
 class Client {
   public:
+    /** A client for `config`'s servers (dflockd_client_new(); no network I/O). */
     explicit Client(const Config &config) {
         dflockd_client *c = nullptr;
         detail::check([&](dflockd_error **e) { return dflockd_client_new(config.get(), &c, e); });
         h_.reset(c);
     }
+    /** A lock handle for `key`; nothing is acquired yet (dflockd_client_lock()). */
     Lease lock(std::string_view key) const {
         dflockd_lease *l = nullptr;
         detail::check([&](dflockd_error **e) { return dflockd_client_lock(h_.get(), key.data(), key.size(), &l, e); });
         return Lease(l);
     }
+    /** A semaphore handle for `key` allowing `limit` concurrent holders; nothing is acquired yet (dflockd_client_semaphore()). */
     Lease semaphore(std::string_view key, std::uint64_t limit) const {
         dflockd_lease *l = nullptr;
         detail::check([&](dflockd_error **e) {
@@ -257,19 +284,24 @@ class Client {
 /** The embedded test server (started with default options or given ones). */
 class TestServer {
   public:
+    /** Start a test server with default options (an ephemeral port; see port() and addr()). */
     TestServer() : TestServer(nullptr) {}
+    /** Start a test server with `opts` (NULL: defaults; dflockd_testserver_start()). */
     explicit TestServer(const dflockd_testserver_options *opts) {
         dflockd_testserver *s = nullptr;
         detail::check([&](dflockd_error **e) { return dflockd_testserver_start(opts, &s, e); });
         h_.reset(s);
     }
+    /** The port the server listens on. */
     std::uint16_t port() const noexcept { return dflockd_testserver_port(h_.get()); }
+    /** The server's address as `host:port`, the form Config::servers() takes. */
     std::string addr() const {
         char buf[128];
         std::size_t n = 0;
         detail::check([&](dflockd_error **e) { return dflockd_testserver_addr(h_.get(), buf, sizeof buf, &n, e); });
         return std::string(buf, n);
     }
+    /** The C handle, owned by this object (stopped by the destructor). */
     const dflockd_testserver *get() const noexcept { return h_.get(); }
 
   private:
