@@ -313,6 +313,7 @@ install:
 	$(subst_paths) packaging/dflockd.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/dflockd.pc
 	$(subst_paths) packaging/dflockdConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/dflockdConfig.cmake
 	$(subst_paths) packaging/dflockdConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/dflockdConfigVersion.cmake
+
 	@if [ -f $(REL)/with-testserver ]; then set -x; \
 	  install -m 0644 include/dflockd_testserver.h $(DESTDIR)$(INCLUDEDIR)/ && \
 	  install -d $(DESTDIR)$(BINDIR) && install -m 0755 $(REL)/dflockd-testserver $(DESTDIR)$(BINDIR)/; fi
@@ -448,14 +449,19 @@ dist-tools:
 dist:
 	@$(DIST_ENV) command -v cargo-zigbuild >/dev/null || { \
 	  echo "cargo-zigbuild not found (in $(DIST_VENV)/bin or PATH): run 'make dist-tools'"; exit 1; }
-	@start=$$(date +%s); echo "$(CARGO) zigbuild --release --lib --target $(DIST_TARGET).$(DIST_GLIBC)"; \
-	$(DIST_ENV) $(CARGO) zigbuild --release --lib --target $(DIST_TARGET).$(DIST_GLIBC) || exit 1; \
+	@start=$$(date +%s); echo "$(CARGO) zigbuild --profile shipped --lib --target $(DIST_TARGET).$(DIST_GLIBC)"; \
+	$(DIST_ENV) $(CARGO) zigbuild --profile shipped --lib --target $(DIST_TARGET).$(DIST_GLIBC) || exit 1; \
 	echo "dist: cargo zigbuild took $$(( $$(date +%s) - start )) s"
 	@rm -rf $(DIST_STAGE) dist/$(DIST_NAME).tar.gz dist/$(DIST_NAME)-debug
 	@mkdir -p $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/include $(DIST_STAGE)/docs dist/$(DIST_NAME)-debug
-	@set -e; rel=target/$(DIST_TARGET)/release; so=libdflockd.so.$(VERSION); \
-	objcopy --only-keep-debug $$rel/libdflockd.so dist/$(DIST_NAME)-debug/$$so.debug; \
-	strip --strip-unneeded -o $(DIST_STAGE)/lib/$$so $$rel/libdflockd.so; \
+	@# The .so is linked from the staticlib with zig's linker for glibc $(DIST_GLIBC) and our version
+	@# script, as `make lib`/`make release` do (DFLOCKD_0); no DT_RELR, which needs glibc 2.36.
+	@set -e; rel=target/$(DIST_TARGET)/shipped; so=libdflockd.so.$(VERSION); \
+	$(DIST_ENV) python3 -m ziglang cc -target x86_64-linux-gnu.$(DIST_GLIBC) -shared -o $$rel/$$so \
+	  -Wl,--whole-archive $$rel/libdflockd.a -Wl,--no-whole-archive -Wl,--version-script=dflockd.map \
+	  -Wl,-soname,libdflockd.so.$(MAJOR) -Wl,--gc-sections $(STATIC_LIBS); \
+	objcopy --only-keep-debug $$rel/$$so dist/$(DIST_NAME)-debug/$$so.debug; \
+	strip --strip-unneeded -o $(DIST_STAGE)/lib/$$so $$rel/$$so; \
 	objcopy --add-gnu-debuglink=dist/$(DIST_NAME)-debug/$$so.debug $(DIST_STAGE)/lib/$$so; \
 	chmod 0755 $(DIST_STAGE)/lib/$$so; \
 	ln -s $$so $(DIST_STAGE)/lib/libdflockd.so.$(MAJOR); \
@@ -467,11 +473,16 @@ dist:
 	install -m 0644 docs/protocol.md $(DIST_STAGE)/docs/
 	@# dflockd.pc.in rendered as `make install` does, with a relocatable prefix; any
 	@# placeholder left unrendered (dflockd.pc.in grew one) fails here.
-	@sed -e 's|@PREFIX@|$${pcfiledir}/../..|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' \
-	  -e 's|@LIBDIR@|$${prefix}/lib|g' -e 's|@INCLUDEDIR@|$${prefix}/include|g' \
-	  dflockd.pc.in > $(DIST_STAGE)/lib/pkgconfig/dflockd.pc
-	@! grep -n '@[A-Za-z_]*@' $(DIST_STAGE)/lib/pkgconfig/dflockd.pc || { \
-	  echo "dist: dflockd.pc.in has a placeholder this target does not render"; exit 1; }
+	@# The pkg-config and CMake files as `make install` renders them, with paths relative to
+	@# where the tarball is unpacked.
+	@mkdir -p $(DIST_STAGE)/lib/cmake/dflockd
+	@sed -e 's|@PREFIX@|$${pcfiledir}/../..|g' -e 's|@LIBDIR@|$${prefix}/lib|g' -e 's|@INCLUDEDIR@|$${prefix}/include|g' \
+	  packaging/dflockd.pc.in | $(subst_paths) > $(DIST_STAGE)/lib/pkgconfig/dflockd.pc
+	@sed -e 's|@LIBDIR@|$${CMAKE_CURRENT_LIST_DIR}/../..|g' -e 's|@INCLUDEDIR@|$${CMAKE_CURRENT_LIST_DIR}/../../../include|g' \
+	  packaging/dflockdConfig.cmake.in | $(subst_paths) > $(DIST_STAGE)/lib/cmake/dflockd/dflockdConfig.cmake
+	@$(subst_paths) packaging/dflockdConfigVersion.cmake.in > $(DIST_STAGE)/lib/cmake/dflockd/dflockdConfigVersion.cmake
+	@! grep -rn '@[A-Za-z_]*@' $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/lib/cmake || { \
+	  echo "dist: a packaging/*.in template has a placeholder this target does not render"; exit 1; }
 	@# Reproducible: sorted names, root ownership, mtimes of the last commit, gzip without a timestamp.
 	@set -eo pipefail; epoch=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)}; \
 	tar --sort=name --mtime=@$$epoch --owner=0 --group=0 --numeric-owner -C $(B)/dist -cf - $(DIST_NAME) \
