@@ -52,7 +52,7 @@ endef
 skipped = [ -e $(B)/.skip-$(1) ]
 
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
-        run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby \
+        run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby bindings-prefix \
         install release uninstall install-check bench bench-build bench-instructions clean test-external
 
 all: lib
@@ -204,16 +204,36 @@ static-example: lib | $(B)/ex
 	@$(call skipped,static) || ./$(B)/ex/legacy_daemon
 
 # ---- Go / Ruby bindings (issue 5) -- HOOK: the bindings helper fills these two targets. ----
-# examples/go links build/lib (staged by `lib`, with the SONAME link) through an rpath; its
-# tests include building and running every program in examples/go/cmd. `go vet`, then the
-# whole suite under the race detector.
-test-go: lib
-	$(call need,go,go)
-	@$(call skipped,go) || { cd examples/go && echo "go vet ./..." && go vet ./... && \
-	  echo "go test -race ./..." && go test -race -count=1 ./...; }
+# The bindings are checked twice: in the repository (build/lib) and as a user gets them, against
+# the library installed by `make install` into a scratch prefix (bindings-prefix, below).
+BPREFIX := $(ROOT)/$(B)/bindings-prefix
 
-# examples/ruby loads build/lib/libdflockd.so through the ffi gem (Debian ruby-ffi); the
-# suite includes running every script in examples/ruby/examples.
+# `make release` + `make install PREFIX=$(BPREFIX)`: the installed library the Go default build
+# and the Ruby gem are tested against.
+bindings-prefix: release
+	@rm -rf $(BPREFIX)
+	@$(MAKE) --no-print-directory install PREFIX=$(BPREFIX) >/dev/null
+	@echo "bindings-prefix: libdflockd installed in $(BPREFIX)"
+
+# examples/go, in-repo: -tags dflockd_local links build/lib (staged by `lib`, with the SONAME
+# link) through an rpath; its tests include building and running every program in
+# examples/go/cmd. `go vet`, then the whole suite under the race detector.
+# Then the default build, as `go get` users have it: pkg-config finds the installed library
+# (PKG_CONFIG_PATH), `go vet` passes, and examples/go/testdata/consumer -- a module outside this
+# one importing it by its published path -- builds, loads the installed libdflockd.so.0 (and
+# not build/lib) and takes a lock on the embedded server.
+test-go: lib bindings-prefix
+	$(call need,go,go)
+	@$(call skipped,go) || { cd examples/go && echo "go vet -tags dflockd_local ./..." && go vet -tags dflockd_local ./... && \
+	  echo "go test -tags dflockd_local -race ./..." && go test -tags dflockd_local -race -count=1 ./...; }
+	@$(call skipped,go) || { set -e; export PKG_CONFIG_PATH=$(BPREFIX)/lib/pkgconfig GOPROXY=off GOFLAGS=-mod=mod; \
+	  echo "go vet ./... (default build: pkg-config, installed library)"; (cd examples/go && go vet ./...); \
+	  bin=$(ROOT)/$(B)/go-consumer; (cd examples/go/testdata/consumer && go build -o $$bin .); \
+	  ! readelf -d $$bin | grep -q '$(ROOT)/$(B)/lib' || { echo "the default Go build points into build/lib"; exit 1; }; \
+	  LD_LIBRARY_PATH=$(BPREFIX)/lib ldd $$bin | grep -q 'libdflockd.so.$(MAJOR) => $(BPREFIX)/lib/' \
+	    || { echo "the Go consumer does not load the installed libdflockd.so.$(MAJOR)"; exit 1; }; \
+	  LD_LIBRARY_PATH=$(BPREFIX)/lib $$bin; }
+
 test-ruby: lib
 	$(call need,ruby,ruby)
 	@$(call skipped,ruby) || ruby -e 'require "ffi"; require "minitest"' 2>/dev/null || { \
