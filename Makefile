@@ -234,12 +234,27 @@ test-go: lib bindings-prefix
 	    || { echo "the Go consumer does not load the installed libdflockd.so.$(MAJOR)"; exit 1; }; \
 	  LD_LIBRARY_PATH=$(BPREFIX)/lib $$bin; }
 
-test-ruby: lib
+# examples/ruby (the ffi gem, Debian ruby-ffi), twice: from the repository (ruby -Ilib; the
+# library is build/lib's, the fallback after the system loader), then as a user installs it:
+# `gem build` (examples/ruby/dflockd.gemspec), `gem install --local` into build/gem/home, and
+# the suite run outside the repository without -Ilib, so `require "dflockd"` activates the
+# installed gem, which loads the installed libdflockd.so.0 through the system loader
+# (LD_LIBRARY_PATH=bindings-prefix). test/loading_test.rb checks which gem and library loaded
+# and that DFLOCKD_LIB overrides. The suite includes running every script in examples/.
+RUBY_GEM := $(ROOT)/$(B)/gem
+test-ruby: lib bindings-prefix
 	$(call need,ruby,ruby)
 	@$(call skipped,ruby) || ruby -e 'require "ffi"; require "minitest"' 2>/dev/null || { \
 	  echo "!!! ruby lacks the ffi gem or minitest (Debian: ruby-ffi, ruby-minitest): SKIPPING ruby"; \
 	  if [ "$${CI:-}" = "true" ]; then echo "CI=true: failing"; exit 1; fi; touch $(B)/.skip-ruby; }
-	@$(call skipped,ruby) || { cd examples/ruby && ruby -w -Ilib -Itest test/all.rb; }
+	@$(call skipped,ruby) || { echo "ruby -Ilib test/all.rb (repository)"; cd examples/ruby && ruby -w -Ilib -Itest test/all.rb; }
+	@$(call skipped,ruby) || { set -e; rm -rf $(RUBY_GEM) && mkdir -p $(RUBY_GEM); \
+	  (cd examples/ruby && gem build dflockd.gemspec --output $(RUBY_GEM)/dflockd-$(VERSION).gem); \
+	  GEM_HOME=$(RUBY_GEM)/home gem install --local --no-document $(RUBY_GEM)/dflockd-$(VERSION).gem; \
+	  echo "test/all.rb against the installed gem and $(BPREFIX)/lib/libdflockd.so.$(MAJOR)"; \
+	  cd $(RUBY_GEM) && env -u DFLOCKD_LIB -u RUBYLIB GEM_HOME=$(RUBY_GEM)/home DFLOCKD_TEST_GEM=installed \
+	    LD_LIBRARY_PATH=$(BPREFIX)/lib DFLOCKD_TEST_LIB_DIR=$(BPREFIX)/lib \
+	    ruby -w -I$(ROOT)/examples/ruby/test $(ROOT)/examples/ruby/test/all.rb; }
 # ---- end of Go / Ruby hook --------------------------------------------------------------------
 
 # --- release build and install (GNU conventions) -------------------------------------------------
