@@ -137,14 +137,24 @@ c-tests: lib | $(B)/t
 	  $(CC) $(CSTD) tests/c/$$t.c -o $(B)/t/$$t $(LDSHARED) || exit 1; done
 
 # The header (and the C++ wrapper) in two C++ translation units of one program, plus the
-# RAII example.
-cpp-tests: lib | $(B)/t $(B)/ex
+# RAII example; tests/c/hpp_test.cpp exercises every wrapper of dflockd.hpp against the
+# embedded test server, run here and again under ASan+UBSan (as `asan` runs the C tests).
+HPP_TEST_FLAGS := -DTLS_DIR='"$(ROOT)/tests/fixtures/tls"'
+cpp-tests: lib | $(B)/t $(B)/ex $(B)/asan
 	$(call need,$(CXX),cpp)
 	@$(call skipped,cpp) || { echo "headers as C99 and as C++11"; \
 	  $(CC) -std=c99 $(WARN) -Iinclude tests/c/header_c99.c -o $(B)/t/header_c99 $(LDSHARED) && ./$(B)/t/header_c99 && \
 	  $(CXX) -std=c++11 $(WARN) -Iinclude tests/c/header_cxx.cpp -o $(B)/t/header_cxx $(LDSHARED) && ./$(B)/t/header_cxx; }
 	@$(call skipped,cpp) || $(CXX) $(CXXSTD) tests/c/two_tu_a.cpp tests/c/two_tu_b.cpp -o $(B)/t/two_tu $(LDSHARED)
 	@$(call skipped,cpp) || $(CXX) $(CXXSTD) examples/cpp/raii.cpp -o $(B)/ex/raii $(LDSHARED)
+	@$(call skipped,cpp) || { echo "c++17 tests/c/hpp_test.cpp"; \
+	  $(CXX) $(CXXSTD) $(HPP_TEST_FLAGS) tests/c/hpp_test.cpp -o $(B)/t/hpp_test $(LDSHARED) && ./$(B)/t/hpp_test; }
+	@$(call skipped,cpp) || { echo "c++17 -fsanitize=address,undefined tests/c/hpp_test.cpp"; \
+	  $(CXX) $(CXXSTD) $(ASAN_FLAGS) $(HPP_TEST_FLAGS) tests/c/hpp_test.cpp -o $(B)/asan/hpp_test $(LDSHARED) && \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    LSAN_OPTIONS=suppressions=$(ROOT)/tests/c/lsan.supp \
+	    ./$(B)/asan/hpp_test >$(B)/asan/hpp_test.log 2>&1 || { cat $(B)/asan/hpp_test.log; exit 1; }; \
+	  echo "    ok (log: $(B)/asan/hpp_test.log)"; }
 
 # Every example and test runs against the embedded test server (or DFLOCKD_SERVERS).
 run-c: c-examples c-tests cpp-tests
