@@ -52,7 +52,7 @@ endef
 skipped = [ -e $(B)/.skip-$(1) ]
 
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
-        run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby \
+        run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby bindings-prefix \
         install release uninstall install-check bench bench-build bench-instructions clean test-external \
         test-python python-ref bench-python
 
@@ -138,14 +138,24 @@ c-tests: lib | $(B)/t
 	  $(CC) $(CSTD) tests/c/$$t.c -o $(B)/t/$$t $(LDSHARED) || exit 1; done
 
 # The header (and the C++ wrapper) in two C++ translation units of one program, plus the
-# RAII example.
-cpp-tests: lib | $(B)/t $(B)/ex
+# RAII example; tests/c/hpp_test.cpp exercises every wrapper of dflockd.hpp against the
+# embedded test server, run here and again under ASan+UBSan (as `asan` runs the C tests).
+HPP_TEST_FLAGS := -DTLS_DIR='"$(ROOT)/tests/fixtures/tls"'
+cpp-tests: lib | $(B)/t $(B)/ex $(B)/asan
 	$(call need,$(CXX),cpp)
 	@$(call skipped,cpp) || { echo "headers as C99 and as C++11"; \
 	  $(CC) -std=c99 $(WARN) -Iinclude tests/c/header_c99.c -o $(B)/t/header_c99 $(LDSHARED) && ./$(B)/t/header_c99 && \
 	  $(CXX) -std=c++11 $(WARN) -Iinclude tests/c/header_cxx.cpp -o $(B)/t/header_cxx $(LDSHARED) && ./$(B)/t/header_cxx; }
 	@$(call skipped,cpp) || $(CXX) $(CXXSTD) tests/c/two_tu_a.cpp tests/c/two_tu_b.cpp -o $(B)/t/two_tu $(LDSHARED)
 	@$(call skipped,cpp) || $(CXX) $(CXXSTD) examples/cpp/raii.cpp -o $(B)/ex/raii $(LDSHARED)
+	@$(call skipped,cpp) || { echo "c++17 tests/c/hpp_test.cpp"; \
+	  $(CXX) $(CXXSTD) $(HPP_TEST_FLAGS) tests/c/hpp_test.cpp -o $(B)/t/hpp_test $(LDSHARED) && ./$(B)/t/hpp_test; }
+	@$(call skipped,cpp) || { echo "c++17 -fsanitize=address,undefined tests/c/hpp_test.cpp"; \
+	  $(CXX) $(CXXSTD) $(ASAN_FLAGS) $(HPP_TEST_FLAGS) tests/c/hpp_test.cpp -o $(B)/asan/hpp_test $(LDSHARED) && \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    LSAN_OPTIONS=suppressions=$(ROOT)/tests/c/lsan.supp \
+	    ./$(B)/asan/hpp_test >$(B)/asan/hpp_test.log 2>&1 || { cat $(B)/asan/hpp_test.log; exit 1; }; \
+	  echo "    ok (log: $(B)/asan/hpp_test.log)"; }
 
 # Every example and test runs against the embedded test server (or DFLOCKD_SERVERS).
 run-c: c-examples c-tests cpp-tests
@@ -205,22 +215,57 @@ static-example: lib | $(B)/ex
 	@$(call skipped,static) || ./$(B)/ex/legacy_daemon
 
 # ---- Go / Ruby bindings (issue 5) -- HOOK: the bindings helper fills these two targets. ----
-# examples/go links build/lib (staged by `lib`, with the SONAME link) through an rpath; its
-# tests include building and running every program in examples/go/cmd. `go vet`, then the
-# whole suite under the race detector.
-test-go: lib
-	$(call need,go,go)
-	@$(call skipped,go) || { cd examples/go && echo "go vet ./..." && go vet ./... && \
-	  echo "go test -race ./..." && go test -race -count=1 ./...; }
+# The bindings are checked twice: in the repository (build/lib) and as a user gets them, against
+# the library installed by `make install` into a scratch prefix (bindings-prefix, below).
+BPREFIX := $(ROOT)/$(B)/bindings-prefix
 
-# examples/ruby loads build/lib/libdflockd.so through the ffi gem (Debian ruby-ffi); the
-# suite includes running every script in examples/ruby/examples.
-test-ruby: lib
+# `make release` + `make install PREFIX=$(BPREFIX)`: the installed library the Go default build
+# and the Ruby gem are tested against.
+bindings-prefix: release
+	@rm -rf $(BPREFIX)
+	@$(MAKE) --no-print-directory install PREFIX=$(BPREFIX) >/dev/null
+	@echo "bindings-prefix: libdflockd installed in $(BPREFIX)"
+
+# examples/go, in-repo: -tags dflockd_local links build/lib (staged by `lib`, with the SONAME
+# link) through an rpath; its tests include building and running every program in
+# examples/go/cmd. `go vet`, then the whole suite under the race detector.
+# Then the default build, as `go get` users have it: pkg-config finds the installed library
+# (PKG_CONFIG_PATH), `go vet` passes, and examples/go/testdata/consumer -- a module outside this
+# one importing it by its published path -- builds, loads the installed libdflockd.so.0 (and
+# not build/lib) and takes a lock on the embedded server.
+test-go: lib bindings-prefix
+	$(call need,go,go)
+	@$(call skipped,go) || { cd examples/go && echo "go vet -tags dflockd_local ./..." && go vet -tags dflockd_local ./... && \
+	  echo "go test -tags dflockd_local -race ./..." && go test -tags dflockd_local -race -count=1 ./...; }
+	@$(call skipped,go) || { set -e; export PKG_CONFIG_PATH=$(BPREFIX)/lib/pkgconfig GOPROXY=off GOFLAGS=-mod=mod; \
+	  echo "go vet ./... (default build: pkg-config, installed library)"; (cd examples/go && go vet ./...); \
+	  bin=$(ROOT)/$(B)/go-consumer; (cd examples/go/testdata/consumer && go build -o $$bin .); \
+	  ! readelf -d $$bin | grep -q '$(ROOT)/$(B)/lib' || { echo "the default Go build points into build/lib"; exit 1; }; \
+	  LD_LIBRARY_PATH=$(BPREFIX)/lib ldd $$bin | grep -q 'libdflockd.so.$(MAJOR) => $(BPREFIX)/lib/' \
+	    || { echo "the Go consumer does not load the installed libdflockd.so.$(MAJOR)"; exit 1; }; \
+	  LD_LIBRARY_PATH=$(BPREFIX)/lib $$bin; }
+
+# examples/ruby (the ffi gem, Debian ruby-ffi), twice: from the repository (ruby -Ilib; the
+# library is build/lib's, the fallback after the system loader), then as a user installs it:
+# `gem build` (examples/ruby/dflockd.gemspec), `gem install --local` into build/gem/home, and
+# the suite run outside the repository without -Ilib, so `require "dflockd"` activates the
+# installed gem, which loads the installed libdflockd.so.0 through the system loader
+# (LD_LIBRARY_PATH=bindings-prefix). test/loading_test.rb checks which gem and library loaded
+# and that DFLOCKD_LIB overrides. The suite includes running every script in examples/.
+RUBY_GEM := $(ROOT)/$(B)/gem
+test-ruby: lib bindings-prefix
 	$(call need,ruby,ruby)
 	@$(call skipped,ruby) || ruby -e 'require "ffi"; require "minitest"' 2>/dev/null || { \
 	  echo "!!! ruby lacks the ffi gem or minitest (Debian: ruby-ffi, ruby-minitest): SKIPPING ruby"; \
 	  if [ "$${CI:-}" = "true" ]; then echo "CI=true: failing"; exit 1; fi; touch $(B)/.skip-ruby; }
-	@$(call skipped,ruby) || { cd examples/ruby && ruby -w -Ilib -Itest test/all.rb; }
+	@$(call skipped,ruby) || { echo "ruby -Ilib test/all.rb (repository)"; cd examples/ruby && ruby -w -Ilib -Itest test/all.rb; }
+	@$(call skipped,ruby) || { set -e; rm -rf $(RUBY_GEM) && mkdir -p $(RUBY_GEM); \
+	  (cd examples/ruby && gem build dflockd.gemspec --output $(RUBY_GEM)/dflockd-$(VERSION).gem); \
+	  GEM_HOME=$(RUBY_GEM)/home gem install --local --no-document $(RUBY_GEM)/dflockd-$(VERSION).gem; \
+	  echo "test/all.rb against the installed gem and $(BPREFIX)/lib/libdflockd.so.$(MAJOR)"; \
+	  cd $(RUBY_GEM) && env -u DFLOCKD_LIB -u RUBYLIB GEM_HOME=$(RUBY_GEM)/home DFLOCKD_TEST_GEM=installed \
+	    LD_LIBRARY_PATH=$(BPREFIX)/lib DFLOCKD_TEST_LIB_DIR=$(BPREFIX)/lib \
+	    ruby -w -I$(ROOT)/examples/ruby/test $(ROOT)/examples/ruby/test/all.rb; }
 # ---- end of Go / Ruby hook --------------------------------------------------------------------
 
 # ---- Python (issue 11): examples/python, ctypes over build/lib/libdflockd.so.0 -------------------

@@ -29,5 +29,14 @@
 //   - Handles are freed by Close; a finalizer frees forgotten ones. Close never
 //     frees a C handle while another goroutine is inside a call on it.
 //
-// Build the library first (`make lib` at the repository root); see README.md.
+// Close is the one way to end every handle, with the same rules on each type:
+// it frees the C handle once (a second Close returns nil), waits for calls
+// running on it, and every later call returns an error matching ErrClosed.
+// Client.Close and TestServer.Close send nothing and take no context (both are
+// io.Closer); Lease.Close takes a context because it releases a held lease
+// over the network, and returns ErrCancelled when ctx ends first.
+//
+// The default build links the installed library through pkg-config
+// (`#cgo pkg-config: dflockd`); -tags dflockd_local links the repository's
+// build/lib instead (`make test-go` does). See README.md.
 package dflockd

@@ -48,13 +48,14 @@ func (s Status) String() string {
 // for StatusNotLeader, the leader the server named. Compare with errors.Is
 // against the sentinels below: errors.Is(err, dflockd.ErrTimeout).
 type Error struct {
-	Status   Status
-	Message  string
+	Status   Status // the C status (never StatusOK)
+	Message  string // the library's message ("" for a sentinel)
 	Leader   string // StatusNotLeader only; "" when the server named none
 	cause    error  // e.g. context.Canceled for a cancelled Acquire(ctx)
 	sentinel bool
 }
 
+// Error is "dflockd: " followed by the message (or, without one, the status).
 func (e *Error) Error() string {
 	if e.sentinel || e.Message == "" {
 		return "dflockd: " + e.Status.String()

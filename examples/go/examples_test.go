@@ -26,7 +26,9 @@ func TestExamples(t *testing.T) {
 		goTool = "go"
 	}
 	bin := t.TempDir()
-	build := exec.Command(goTool, "build", "-o", bin+string(os.PathSeparator), "./cmd/...")
+	// The programs are built as this test binary was (dflockd_local or the
+	// installed library through pkg-config).
+	build := exec.Command(goTool, "build", "-tags", buildTags, "-o", bin+string(os.PathSeparator), "./cmd/...")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/...: %v\n%s", err, out)
 	}

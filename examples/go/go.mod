@@ -1,3 +1,3 @@
-module dflockd
+module github.com/dflockd/libdflockd/examples/go
 
 go 1.19

@@ -35,7 +35,7 @@ func startServer(t *testing.T, opts *TestServerOptions) *TestServer {
 	if err != nil {
 		t.Fatalf("start test server: %v", err)
 	}
-	t.Cleanup(func() { _ = srv.Stop() })
+	t.Cleanup(func() { _ = srv.Close() })
 	return srv
 }
 

@@ -37,6 +37,7 @@ const (
 	LogDebug LogLevel = C.DFLOCKD_LOG_LEVEL_DEBUG
 )
 
+// String is the level's name: "OFF", "ERROR", "WARN", "INFO" or "DEBUG".
 func (l LogLevel) String() string {
 	switch l {
 	case LogOff:

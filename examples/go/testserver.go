@@ -98,7 +98,7 @@ func StartTestServer(opts *TestServerOptions) (*TestServer, error) {
 		return nil, err
 	}
 	s := &TestServer{h: newHandle(sp), addr: addr}
-	runtime.SetFinalizer(s, (*TestServer).Stop)
+	runtime.SetFinalizer(s, (*TestServer).Close)
 	return s, nil
 }
 
@@ -163,8 +163,10 @@ func (s *TestServer) SetFollower(follower bool, leader string) error {
 	})
 }
 
-// Stop stops the server and frees it. Safe to call twice.
-func (s *TestServer) Stop() error {
+// Close stops the server and frees it: its connections are closed, so
+// clients' leases on it are gone. As Client.Close: safe to call twice, waits
+// for running calls on it, and later calls return ErrClosed.
+func (s *TestServer) Close() error {
 	runtime.SetFinalizer(s, nil)
 	s.h.close(func(p *C.dflockd_testserver) { C.dflockd_testserver_stop(p) }, nil)
 	return nil

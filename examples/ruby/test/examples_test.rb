@@ -20,7 +20,7 @@ class ExamplesTest < Minitest::Test
     define_method("test_example_#{name}") do
       dir = File.expand_path("..", __dir__)
       script = File.join(dir, "examples", "#{name}.rb")
-      out, status = run_bounded([RbConfig.ruby, "-w", "-I", File.join(dir, "lib"), script], 60)
+      out, status = run_bounded([RbConfig.ruby, "-w", *LOAD_ARGS, script], 60)
       assert status.success?, "#{name} failed (#{status.inspect}):\n#{out}"
       assert_includes out, want, "#{name} output:\n#{out}"
     end

@@ -114,8 +114,7 @@ class LogLoadTest < Minitest::Test
   def test_log_under_load_in_a_child_process
     need_embedded
     script = File.join(__dir__, "support", "log_load.rb")
-    lib = File.expand_path("../lib", __dir__)
-    out, status = run_bounded([RbConfig.ruby, "-w", "-I", lib, script], 60)
+    out, status = run_bounded([RbConfig.ruby, "-w", *LOAD_ARGS, script], 60)
     assert status.success?, "log load script failed (#{status.inspect}):\n#{out}"
     line = out.lines.grep(/\Aok /).last
     refute_nil line, out

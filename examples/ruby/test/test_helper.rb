@@ -9,6 +9,13 @@ require "dflockd"
 # the tests against that server; tests needing fault controls then skip.
 module DFlockdTestHelper
   TLS_DIR = File.expand_path("../../../tests/fixtures/tls", __dir__)
+  REPO_LIB = File.expand_path("../lib", __dir__)
+  # The dflockd.rb this process loaded: the repository's lib/ (ruby -Ilib) or
+  # an installed gem (make test-ruby runs the suite both ways).
+  LOADED_FROM = $LOADED_FEATURES.grep(%r{/dflockd\.rb\z}).first
+  # ruby arguments making a child process load the same copy: -I lib for the
+  # repository's, none for the gem (found again through GEM_HOME/GEM_PATH).
+  LOAD_ARGS = LOADED_FROM&.start_with?("#{REPO_LIB}/") ? ["-I", REPO_LIB] : []
   EXTERNAL = ENV.fetch("DFLOCKD_SERVERS", "")
 
   def setup
@@ -83,10 +90,10 @@ module DFlockdTestHelper
     thread.value
   end
 
-  # Run argv, killing it after `timeout` seconds: [output, status].
-  def run_bounded(argv, timeout)
+  # Run argv (with env added), killing it after `timeout` seconds: [output, status].
+  def run_bounded(argv, timeout, env = {})
     reader, writer = IO.pipe
-    pid = Process.spawn(*argv, out: writer, err: writer)
+    pid = Process.spawn(env, *argv, out: writer, err: writer)
     writer.close
     out = +""
     collector = Thread.new { out << reader.read }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"dflockd"
-	"dflockd/internal/exampleenv"
+	dflockd "github.com/dflockd/libdflockd/examples/go"
+	"github.com/dflockd/libdflockd/examples/go/internal/exampleenv"
 )
 
 func main() {

@@ -11,8 +11,8 @@ import (
 	"os"
 	"time"
 
-	"dflockd"
-	"dflockd/internal/exampleenv"
+	dflockd "github.com/dflockd/libdflockd/examples/go"
+	"github.com/dflockd/libdflockd/examples/go/internal/exampleenv"
 )
 
 func main() {

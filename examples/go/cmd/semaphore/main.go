@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"dflockd/internal/exampleenv"
+	"github.com/dflockd/libdflockd/examples/go/internal/exampleenv"
 )
 
 func main() {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"dflockd/internal/exampleenv"
+	"github.com/dflockd/libdflockd/examples/go/internal/exampleenv"
 )
 
 func main() {

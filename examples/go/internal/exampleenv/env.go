@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 
-	"dflockd"
+	dflockd "github.com/dflockd/libdflockd/examples/go"
 )
 
 // AuthToken is the secret of the embedded server started for TLS + auth.
@@ -67,10 +67,10 @@ func SetupEmbedded(tlsAuth bool, extra ...dflockd.Option) (*dflockd.Client, *dfl
 	fmt.Printf("started the embedded dflockd test server on %s\n", srv.Addr())
 	c, err := dflockd.NewClient(append(append(opts, dflockd.WithServers(srv.Addr())), extra...)...)
 	if err != nil {
-		_ = srv.Stop()
+		_ = srv.Close()
 		return nil, nil, nil, err
 	}
-	return c, srv, func() { _ = c.Close(); _ = srv.Stop() }, nil
+	return c, srv, func() { _ = c.Close(); _ = srv.Close() }, nil
 }
 
 // Must exits with the error when err is not nil.

@@ -13,13 +13,27 @@ module DFlockd
   module Native
     extend FFI::Library
 
-    # DFLOCKD_LIB, else the library staged by `make lib` in this repository,
-    # else the system's libdflockd (installed with `make install`).
-    LIBRARY = ENV["DFLOCKD_LIB"] || begin
-      staged = File.expand_path("../../../../build/lib/libdflockd.so", __dir__)
-      File.exist?(staged) ? staged : "dflockd"
+    # The library's SONAME: the ABI this binding is written against.
+    SONAME = "libdflockd.so.0"
+
+    # Where the library is looked for, in order: DFLOCKD_LIB alone when set
+    # (a path or a name for the system loader; no fallback, so a wrong value
+    # fails loudly); otherwise the SONAME through the system loader (the
+    # installed library: ld.so.conf, LD_LIBRARY_PATH), then, for use inside
+    # the repository, the copy `make lib` stages in build/lib. Never the
+    # unversioned dev link libdflockd.so, which may be another ABI.
+    def self.library_candidates(env = ENV)
+      override = env["DFLOCKD_LIB"].to_s
+      return [override] unless override.empty?
+
+      [SONAME, File.expand_path("../../../../build/lib/#{SONAME}", __dir__)]
     end
-    ffi_lib LIBRARY
+
+    # An array is a list of alternatives for ffi_lib: the first that loads.
+    ffi_lib library_candidates
+
+    # The candidate that loaded (as given: a path, or the SONAME).
+    LIBRARY = ffi_libraries.first.name
 
     MAX_SECONDS = 9_223_372_036
     TOKEN_SIZE = 33
