@@ -54,7 +54,7 @@ skipped = [ -e $(B)/.skip-$(1) ]
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
         run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby bindings-prefix \
         install release uninstall install-check bench bench-build bench-instructions clean test-external \
-        test-python python-ref bench-python
+        test-python python-ref bench-python testserver-bin
 
 all: lib
 
@@ -131,9 +131,12 @@ c-examples: lib | $(B)/ex
 	  echo "cc examples/c/$$e.c"; \
 	  $(CC) $(CSTD) examples/c/$$e.c -o $(B)/ex/$$e $(LDSHARED) || exit 1; done
 
-c-tests: lib | $(B)/t
-	$(call need,$(CC),c)
+# The standalone test server program, for the tests that freeze or kill a server process.
+testserver-bin:
 	$(CARGO) build --bin dflockd-testserver
+
+c-tests: lib testserver-bin | $(B)/t
+	$(call need,$(CC),c)
 	@$(call skipped,c) || for t in $(C_TESTS); do echo "cc tests/c/$$t.c"; \
 	  $(CC) $(CSTD) tests/c/$$t.c -o $(B)/t/$$t $(LDSHARED) || exit 1; done
 
@@ -233,10 +236,11 @@ bindings-prefix: release
 # (PKG_CONFIG_PATH), `go vet` passes, and examples/go/testdata/consumer -- a module outside this
 # one importing it by its published path -- builds, loads the installed libdflockd.so.0 (and
 # not build/lib) and takes a lock on the embedded server.
-test-go: lib bindings-prefix
+test-go: lib bindings-prefix testserver-bin
 	$(call need,go,go)
 	@$(call skipped,go) || { cd examples/go && echo "go vet -tags dflockd_local ./..." && go vet -tags dflockd_local ./... && \
-	  echo "go test -tags dflockd_local -race ./..." && go test -tags dflockd_local -race -count=1 ./...; }
+	  echo "go test -tags dflockd_local -race ./..." && \
+	  DFLOCKD_TESTSERVER_BIN=$(TESTSERVER_BIN) go test -tags dflockd_local -race -count=1 ./...; }
 	@$(call skipped,go) || { set -e; export PKG_CONFIG_PATH=$(BPREFIX)/lib/pkgconfig GOPROXY=off GOFLAGS=-mod=mod; \
 	  echo "go vet ./... (default build: pkg-config, installed library)"; (cd examples/go && go vet ./...); \
 	  bin=$(ROOT)/$(B)/go-consumer; (cd examples/go/testdata/consumer && go build -o $$bin .); \
@@ -253,18 +257,19 @@ test-go: lib bindings-prefix
 # (LD_LIBRARY_PATH=bindings-prefix). test/loading_test.rb checks which gem and library loaded
 # and that DFLOCKD_LIB overrides. The suite includes running every script in examples/.
 RUBY_GEM := $(ROOT)/$(B)/gem
-test-ruby: lib bindings-prefix
+test-ruby: lib bindings-prefix testserver-bin
 	$(call need,ruby,ruby)
 	@$(call skipped,ruby) || ruby -e 'require "ffi"; require "minitest"' 2>/dev/null || { \
 	  echo "!!! ruby lacks the ffi gem or minitest (Debian: ruby-ffi, ruby-minitest): SKIPPING ruby"; \
 	  if [ "$${CI:-}" = "true" ]; then echo "CI=true: failing"; exit 1; fi; touch $(B)/.skip-ruby; }
-	@$(call skipped,ruby) || { echo "ruby -Ilib test/all.rb (repository)"; cd examples/ruby && ruby -w -Ilib -Itest test/all.rb; }
+	@$(call skipped,ruby) || { echo "ruby -Ilib test/all.rb (repository)"; cd examples/ruby && \
+	  DFLOCKD_TESTSERVER_BIN=$(TESTSERVER_BIN) ruby -w -Ilib -Itest test/all.rb; }
 	@$(call skipped,ruby) || { set -e; rm -rf $(RUBY_GEM) && mkdir -p $(RUBY_GEM); \
 	  (cd examples/ruby && gem build dflockd.gemspec --output $(RUBY_GEM)/dflockd-$(VERSION).gem); \
 	  GEM_HOME=$(RUBY_GEM)/home gem install --local --no-document $(RUBY_GEM)/dflockd-$(VERSION).gem; \
 	  echo "test/all.rb against the installed gem and $(BPREFIX)/lib/libdflockd.so.$(MAJOR)"; \
 	  cd $(RUBY_GEM) && env -u DFLOCKD_LIB -u RUBYLIB GEM_HOME=$(RUBY_GEM)/home DFLOCKD_TEST_GEM=installed \
-	    LD_LIBRARY_PATH=$(BPREFIX)/lib DFLOCKD_TEST_LIB_DIR=$(BPREFIX)/lib \
+	    LD_LIBRARY_PATH=$(BPREFIX)/lib DFLOCKD_TEST_LIB_DIR=$(BPREFIX)/lib DFLOCKD_TESTSERVER_BIN=$(TESTSERVER_BIN) \
 	    ruby -w -I$(ROOT)/examples/ruby/test $(ROOT)/examples/ruby/test/all.rb; }
 # ---- end of Go / Ruby hook --------------------------------------------------------------------
 

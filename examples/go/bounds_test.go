@@ -1,10 +1,14 @@
 package dflockd
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,6 +22,40 @@ const (
 	ioBound      = 5 * time.Second  // I/O timeout
 	slack        = 1500 * time.Millisecond
 )
+
+// stoppedServer starts the standalone dflockd-testserver program
+// (DFLOCKD_TESTSERVER_BIN, set by `make test-go`) and returns its address and
+// a function that freezes it with SIGSTOP; it is continued and killed at
+// cleanup.
+func stoppedServer(t *testing.T) (string, func()) {
+	bin := os.Getenv("DFLOCKD_TESTSERVER_BIN")
+	if bin == "" {
+		t.Skip("DFLOCKD_TESTSERVER_BIN is not set (make test-go sets it)")
+	}
+	cmd := exec.Command(bin, "--port", "0")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("dflockd-testserver printed no address: %v", err)
+	}
+	stop := func() {
+		if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return strings.TrimSpace(line), stop
+}
 
 // silentServer accepts at the TCP level (the kernel completes the handshake)
 // but never accepts, reads or answers.
@@ -129,7 +167,8 @@ type probe struct {
 
 // Every call returns within the bound the header states, with the error it
 // should, against: a silent server, one stalling halfway through a line, one
-// resetting, the embedded server paused, and a full accept backlog. A context
+// resetting, the embedded server paused, a SIGSTOPped dflockd-testserver
+// process, and a full accept backlog. A context
 // ending first makes even an uninterruptible call return with it. The probes
 // run in parallel: the test takes about one connect timeout.
 func TestBoundsWithDefaultSettings(t *testing.T) {
@@ -137,25 +176,30 @@ func TestBoundsWithDefaultSettings(t *testing.T) {
 	t.Parallel()
 	silent, half, reset, backlog := silentServer(t), halfLineServer(t), resetServer(t), fullBacklogServer(t)
 	paused := startServer(t, nil)
+	stopped, stop := stoppedServer(t)
 
 	cSilent := newClient(t, WithServers(silent))
+	cStopped := newClient(t, WithServers(stopped))
 	cHalf := newClient(t, WithServers(half))
 	cReset := newClient(t, WithServers(reset))
 	cBacklog := newClient(t, WithServers(backlog))
 	cPaused := newClient(t, WithServers(paused.Addr()))
 
 	// Leases held before the server hangs.
-	held := func() *Lease {
-		l := newLock(t, cPaused, uniqueKey(t))
+	heldOn := func(c *Client) *Lease {
+		l := newLock(t, c, uniqueKey(t))
 		if err := l.Acquire(ctxFor(t, 5*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
+	held := func() *Lease { return heldOn(cPaused) }
 	pRelease, pClose, pReleaseCtx := held(), held(), held()
+	sRelease := heldOn(cStopped)
 	if err := paused.Pause(); err != nil {
 		t.Fatal(err)
 	}
+	stop()
 	resumed := false
 	t.Cleanup(func() {
 		if !resumed {
@@ -196,6 +240,9 @@ func TestBoundsWithDefaultSettings(t *testing.T) {
 		{name: "paused/Close", call: func() error { return pClose.Close(bg) }, bound: ioBound},
 		{name: "paused/Release(ctx 1s)", call: func() error { return pReleaseCtx.Release(ctx1s()) }, want: ctxErrs, bound: time.Second},
 		{name: "paused/Acquire(ctx 1s)", call: func() error { return lock(cPaused).Acquire(ctx1s()) }, want: ctxErrs, bound: time.Second},
+		{name: "SIGSTOPped/TryAcquire", call: try(cStopped), want: deadline, bound: ioBound},
+		{name: "SIGSTOPped/Stats", call: stats(cStopped, bg), want: deadline, bound: ioBound},
+		{name: "SIGSTOPped/Release", call: func() error { return sRelease.Release(bg) }, want: deadline, bound: ioBound},
 		{name: "full backlog/TryAcquire", call: try(cBacklog), want: deadline, bound: connectBound},
 		{name: "full backlog/Stats", call: stats(cBacklog, bg), want: deadline, bound: connectBound},
 		// Cancelling cannot interrupt a connect in the library: the call
@@ -233,7 +280,7 @@ func TestBoundsWithDefaultSettings(t *testing.T) {
 		name    string
 		c       *Client
 		atLeast uint64
-	}{{"silent", cSilent, 3}, {"half line", cHalf, 2}, {"paused", cPaused, 4}, {"full backlog", cBacklog, 2}} {
+	}{{"silent", cSilent, 3}, {"half line", cHalf, 2}, {"paused", cPaused, 4}, {"SIGSTOPped", cStopped, 3}, {"full backlog", cBacklog, 2}} {
 		m, err := c.c.Metrics()
 		if err != nil || m.DeadlineHits < c.atLeast {
 			t.Errorf("%s: DeadlineHits = %d (%v), want >= %d", c.name, m.DeadlineHits, err, c.atLeast)

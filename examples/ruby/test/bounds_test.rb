@@ -6,8 +6,9 @@ require "socket"
 # Every call returns within the bound the header states, with the exception
 # it should, with the library's DEFAULT settings (connect timeout 10 s, I/O
 # timeout 5 s), against: a silent server, one stalling halfway through a
-# line, one resetting, the embedded server paused, and a full accept
-# backlog. The probes run in parallel threads: about one connect timeout.
+# line, one resetting, the embedded server paused, a SIGSTOPped standalone
+# dflockd-testserver process, and a full accept backlog. The probes run in
+# parallel threads: about one connect timeout.
 class BoundsTest < Minitest::Test
   include DFlockdTestHelper
   parallelize_me!
@@ -28,16 +29,19 @@ class BoundsTest < Minitest::Test
     end
     backlog = full_backlog_server
     paused = start_server
+    stopped, stopped_pid = standalone_server
 
-    c_silent, c_half, c_reset, c_backlog, c_paused =
-      [silent, half, reset, backlog, paused.addr].map { |addr| new_client(servers: addr) }
+    c_silent, c_half, c_reset, c_backlog, c_paused, c_stopped =
+      [silent, half, reset, backlog, paused.addr, stopped].map { |addr| new_client(servers: addr) }
 
     # Before the pause: leases held, and a waiter queued behind one of them.
     p_release, p_close, p_queued_on = Array.new(3) { handle(c_paused.lock(unique_key)).acquire(timeout: 5) }
     p_waiter = handle(c_paused.lock(p_queued_on.key))
     refute p_waiter.enqueue
+    s_release = handle(c_stopped.lock(unique_key)).acquire(timeout: 5)
     paused.pause
     defer { paused.resume }
+    Process.kill(:STOP, stopped_pid)
 
     lock = ->(c) { handle(c.lock(unique_key)) }
     try = ->(c) { l = lock.(c); -> { l.try_acquire } }
@@ -61,6 +65,9 @@ class BoundsTest < Minitest::Test
       Probe.new("paused wait(1)", deadline, 1 + IO_TIMEOUT, -> { p_waiter.wait(timeout: 1) }),
       Probe.new("paused release", deadline, IO_TIMEOUT, -> { p_release.release }),
       Probe.new("paused close", nil, IO_TIMEOUT, -> { p_close.close }),
+      Probe.new("SIGSTOPped try_acquire", deadline, IO_TIMEOUT, try.(c_stopped)),
+      Probe.new("SIGSTOPped stats", deadline, IO_TIMEOUT, stats.(c_stopped)),
+      Probe.new("SIGSTOPped release", deadline, IO_TIMEOUT, -> { s_release.release }),
       Probe.new("full backlog try_acquire", deadline, CONNECT, try.(c_backlog)),
       Probe.new("full backlog stats", deadline, CONNECT, stats.(c_backlog))
     ]
@@ -87,7 +94,7 @@ class BoundsTest < Minitest::Test
     assert_empty failures.map(&:name), report.join("\n")
 
     # The deadlines were counted.
-    { c_silent => 4, c_half => 2, c_paused => 6, c_backlog => 2 }.each do |c, n|
+    { c_silent => 4, c_half => 2, c_paused => 6, c_stopped => 3, c_backlog => 2 }.each do |c, n|
       assert_operator c.metrics.deadline_hits, :>=, n
     end
 
@@ -97,6 +104,21 @@ class BoundsTest < Minitest::Test
   end
 
   private
+
+  # The standalone dflockd-testserver program (DFLOCKD_TESTSERVER_BIN, set by
+  # `make test-ruby`): its address and pid; continued and killed at teardown.
+  def standalone_server
+    bin = ENV["DFLOCKD_TESTSERVER_BIN"]
+    skip "DFLOCKD_TESTSERVER_BIN is not set (make test-ruby sets it)" if bin.nil? || bin.empty?
+    out = IO.popen([bin, "--port", "0"], "r")
+    defer do
+      Process.kill(:CONT, out.pid)
+      Process.kill(:KILL, out.pid)
+      out.close
+    end
+    addr = out.gets or flunk("dflockd-testserver printed no address")
+    [addr.strip, out.pid]
+  end
 
   def monotonic = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
