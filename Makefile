@@ -32,8 +32,8 @@ LDSHARED   := -L$(LIB) -ldflockd -Wl,-rpath,$(ROOT)/$(LIB) -lpthread
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 C_EXAMPLES := quickstart semaphore_threads two_phase tls_auth
-C_TESTS    := test_abi test_faults test_observe test_fork
-# test_faults asserts wall-clock bounds, which valgrind's slowdown would break; ASan runs it.
+C_TESTS    := test_abi test_faults test_observe test_fork test_events
+# test_faults and test_events assert wall-clock bounds, which valgrind's slowdown would break; ASan runs them.
 VALGRIND_TESTS := test_abi test_observe test_fork
 # The standalone test server, for the C tests that freeze or kill a server process.
 TESTSERVER_BIN := $(ROOT)/target/debug/dflockd-testserver

@@ -306,6 +306,33 @@ typedef enum {
 } dflockd_log_level;
 
 /**
+ * What an event reports. Values are stable and only appended.
+ */
+typedef enum {
+  /**
+   * An acquire started with an events queue was granted (reserved for
+   * the evented acquire, not produced yet).
+   */
+  DFLOCKD_EVENT_KIND_ACQUIRED = 1,
+  /**
+   * An evented acquire ended without the lease (reserved).
+   */
+  DFLOCKD_EVENT_KIND_ACQUIRE_FAILED = 2,
+  /**
+   * An evented release completed (reserved).
+   */
+  DFLOCKD_EVENT_KIND_RELEASED = 3,
+  /**
+   * An evented release failed (reserved).
+   */
+  DFLOCKD_EVENT_KIND_RELEASE_FAILED = 4,
+  /**
+   * A lease watched with `dflockd_lease_watch_lost()` was lost.
+   */
+  DFLOCKD_EVENT_KIND_LOST = 5,
+} dflockd_event_kind;
+
+/**
  * A dflockd client: the configured servers, a pool of authenticated
  * connections per server, and the key → server routing.
  *
@@ -352,6 +379,20 @@ typedef struct dflockd_conn dflockd_conn;
  * from several threads at once.
  */
 typedef struct dflockd_error dflockd_error;
+
+/**
+ * A completion queue: events (`dflockd_event`) the library queues for the
+ * application to take with `dflockd_events_poll()`, and a file descriptor
+ * (`dflockd_events_fd()`) that is readable exactly while events wait, for
+ * epoll, poll, select, libevent, libuv, asyncio or Go's netpoller. No
+ * library thread ever calls application code on this path.
+ *
+ * Made by `dflockd_events_new()`, freed by `dflockd_events_free()`.
+ * Thread-safe: every function may be called from any thread, also while
+ * another thread polls (but not concurrently with `dflockd_events_free()`).
+ * A queue made before fork() is empty and inert in the child.
+ */
+typedef struct dflockd_events dflockd_events;
 
 /**
  * A lock or semaphore handle on one key, made by `dflockd_client_lock()`
@@ -465,6 +506,30 @@ typedef struct {
    */
   uint64_t fence;
 } dflockd_grant;
+
+/**
+ * One event taken from a queue.
+ */
+typedef struct {
+  /**
+   * The tag given when the event was asked for.
+   */
+  uint64_t tag;
+  /**
+   * What happened.
+   */
+  dflockd_event_kind kind;
+  /**
+   * `DFLOCKD_STATUS_OK` for a success, else the failure's status (for
+   * `DFLOCKD_EVENT_KIND_LOST`: `DFLOCKD_STATUS_LEASE_LOST`).
+   */
+  dflockd_status status;
+  /**
+   * The detail of a failure or loss (NULL on success). The caller owns
+   * it: free it with `dflockd_error_free()`.
+   */
+  dflockd_error *error;
+} dflockd_event;
 
 /**
  * Called once when a held lease is lost (renewal failed until the lease
@@ -1100,6 +1165,55 @@ dflockd_status dflockd_conn_sem_wait(const dflockd_conn *conn,
                                      uint64_t timeout_s,
                                      dflockd_grant *grant_out,
                                      dflockd_error **err);
+
+/**
+ * Make a completion queue.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_events_new(dflockd_events **out, dflockd_error **err);
+
+/**
+ * Free a queue and the events still in it (with their errors). NULL is a
+ * no-op. Remove its fd from your event loop first. Leases watched with it
+ * simply stop reporting to it.
+ *
+ * No network I/O; returns at once.
+ */
+void dflockd_events_free(dflockd_events *q);
+
+/**
+ * The descriptor that is readable while events wait (-1 for NULL). Only
+ * poll it; never read, write or close it: `dflockd_events_poll()` resets
+ * it when it empties the queue. Treat readiness as a hint and poll until
+ * `dflockd_events_poll()` returns fewer than you asked for.
+ *
+ * No network I/O; returns at once.
+ */
+int dflockd_events_fd(const dflockd_events *q);
+
+/**
+ * Take up to `cap` waiting events into `out[0..n]`, oldest first, and
+ * return `n`; never blocks (0 when none wait, or for NULL arguments). The
+ * caller owns each event's `error` (free it with `dflockd_error_free()`).
+ *
+ * No network I/O; returns at once.
+ */
+size_t dflockd_events_poll(dflockd_events *q, dflockd_event *out, size_t cap);
+
+/**
+ * Ask for one `DFLOCKD_EVENT_KIND_LOST` event tagged `tag` on `q` when the
+ * lease held by this handle is lost (at once if it already was), so an
+ * event loop learns of it without a callback or a waiting thread. A
+ * release is not a loss and sends none. One event per call: call again
+ * after the next acquire to keep watching.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_lease_watch_lost(const dflockd_lease *lease,
+                                        dflockd_events *q,
+                                        uint64_t tag,
+                                        dflockd_error **err);
 
 /**
  * Free a lease handle, releasing the lease first if held (best effort,

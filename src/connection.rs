@@ -269,8 +269,15 @@ impl Connection {
         self.stamp.check("connection")
     }
 
+    /// Mark the connection unusable without touching the socket (the event
+    /// engine saw the server hang up; the next call opens a fresh one).
+    pub(crate) fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+    }
+
     /// This process's descriptor of the socket (for closing an inherited
-    /// connection in a forked child without touching its mutex).
+    /// connection in a forked child without touching its mutex, and for the
+    /// event engine's hang-up watch).
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd
     }

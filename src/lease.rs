@@ -8,11 +8,13 @@
 //! the client's pool. Two-phase waits run on the connection that enqueued.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::client::ClientInner;
 use crate::connection::{Connection, Enqueued, Grant, earliest};
+use crate::engine::events::{self, Events, Queue};
+use crate::engine::{self, Watch};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
@@ -60,6 +62,12 @@ pub(crate) struct Held {
     pub(crate) expires_at: Instant,
     /// When the next renewal is due.
     pub(crate) renew_at: Instant,
+    /// The server hung up the home connection: not reported held until a
+    /// renewal on a fresh connection confirms the lease.
+    pub(crate) hung_up: bool,
+    /// The event engine's hang-up watch on the home connection (removed
+    /// when dropped: on release, loss or a new home).
+    pub(crate) watch: Option<Watch>,
 }
 
 #[derive(Default)]
@@ -74,6 +82,8 @@ pub(crate) struct State {
     in_flight: Option<Arc<Connection>>,
     /// After enqueue answered `queued`: where to send wait.
     queued: Option<Home>,
+    /// Completion queues (and tags) to tell when the lease is lost.
+    lost_watchers: Vec<(Weak<Queue>, u64)>,
     /// cancel() ended a two-phase acquire between enqueue and wait: the
     /// next wait reports Cancelled (not NotEnqueued).
     queue_cancelled: bool,
@@ -296,7 +306,7 @@ impl Lease {
             && lock(&self.shared.state)
                 .held
                 .as_ref()
-                .is_some_and(|h| Instant::now() < h.expires_at)
+                .is_some_and(|h| !h.hung_up && Instant::now() < h.expires_at)
     }
 
     /// Whether the last held lease was lost (cleared by the next grant).
@@ -310,6 +320,17 @@ impl Lease {
             return Some(e);
         }
         lock(&self.shared.state).lost.clone()
+    }
+
+    /// Queue one [`EventKind::Lost`](crate::events::EventKind::Lost) event
+    /// tagged `tag` on `events` when the lease held by this handle is lost
+    /// (at once if it already was), for programs that wait on their own
+    /// event loop: poll [`Events::fd`]. One event per call; a release is not
+    /// a loss and sends none.
+    pub fn watch_lost(&self, events: &Events, tag: u64) -> Result<()> {
+        self.check_fork()?;
+        self.shared.watch_lost(&events.queue, tag);
+        Ok(())
     }
 
     /// Block until the lease is lost (`true`) or `timeout` passes
@@ -643,12 +664,15 @@ impl Shared {
         let renew_at = anchor + renewal::interval(config, lease_s);
         st.generation += 1;
         st.lost = None;
+        let watch = self.watch_home(&home.conn, st.generation);
         st.held = Some(Held {
             token: grant.token,
             lease_s,
             home,
             expires_at: anchor + Duration::from_secs(lease_s),
             renew_at,
+            hung_up: false,
+            watch,
         });
         renewal::arm(self, &mut st.armed, renew_at);
         Ok(())
@@ -732,6 +756,48 @@ impl Shared {
 
     /// Mark the lease of `generation` lost: drop it, close its connection
     /// (so the server frees it if it still had it) and notify.
+    /// Ask the event engine to watch a home connection for hang-up.
+    pub(crate) fn watch_home(self: &Arc<Self>, conn: &Connection, generation: u64) -> Option<Watch> {
+        engine::engine(&self.client.runtime)?.watch(self, generation, conn.raw_fd())
+    }
+
+    /// The server hung up the home connection of grant `generation` (the
+    /// engine saw EOF or a reset). With auto-release (the default) the
+    /// server has released the lease; without it, it still has it. Either
+    /// way the lease is no longer reported held, and a renewal on a fresh
+    /// connection runs now to tell which: it confirms the lease or ends it
+    /// as lost.
+    pub(crate) fn hung_up(self: &Arc<Self>, generation: u64) {
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        if st.generation != generation {
+            return;
+        }
+        let Some(held) = st.held.as_mut() else { return };
+        held.hung_up = true;
+        held.home.conn.mark_broken();
+        let now = Instant::now();
+        held.renew_at = now;
+        log!(
+            Level::Warn,
+            "lease on {:?}: the server closed its connection; confirming it on a fresh connection",
+            self.key
+        );
+        renewal::arm(self, &mut st.armed, now);
+    }
+
+    /// Queue a LOST event on `queue` when the lease held by this handle is
+    /// lost (at once if it already was). One event per registration.
+    pub(crate) fn watch_lost(&self, queue: &Arc<Queue>, tag: u64) {
+        let mut st = lock(&self.state);
+        if let Some(err) = st.lost.clone() {
+            drop(st);
+            queue.push(events::lost(tag, &err));
+            return;
+        }
+        st.lost_watchers.push((Arc::downgrade(queue), tag));
+    }
+
     pub(crate) fn lose(&self, generation: u64, err: Error) {
         let mut st = lock(&self.state);
         if st.generation != generation || st.held.is_none() {
@@ -744,7 +810,13 @@ impl Shared {
             format!("lease on {:?} lost: {err}", self.key),
         );
         st.lost = Some(err.clone());
+        let watchers = std::mem::take(&mut st.lost_watchers);
         drop(st);
+        for (queue, tag) in watchers {
+            if let Some(q) = queue.upgrade() {
+                q.push(events::lost(tag, &err));
+            }
+        }
         bump(&self.client.metrics.leases_lost);
         log!(Level::Error, "{err}");
         if let Some(h) = held {

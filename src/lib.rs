@@ -14,7 +14,9 @@ pub mod metrics;
 // --- client core (issue 3) ---------------------------------------------
 pub mod client;
 pub mod connection;
+mod engine;
 pub mod lease;
+pub use engine::events;
 mod renewal;
 mod runtime;
 pub mod transport;

@@ -392,7 +392,9 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
             let Some(held) = st.held.as_mut() else { return };
             held.lease_s = lease_s;
             held.expires_at = sent + Duration::from_secs(lease_s);
+            held.hung_up = false;
             if let Some(fresh) = new_home {
+                held.watch = lease.watch_home(&fresh, generation);
                 held.home.conn = fresh;
             }
             drop(st);

@@ -232,6 +232,8 @@ pub(crate) struct Runtime {
     /// The renewal scheduler, started on the first held lease (`None`: its
     /// threads could not be created; then no lease may be held).
     pub(crate) renewal: OnceLock<Option<Arc<Scheduler>>>,
+    /// The event engine (src/engine/), started on the first held lease.
+    pub(crate) engine: OnceLock<Option<Arc<crate::engine::Engine>>>,
 }
 
 impl Runtime {
@@ -240,6 +242,7 @@ impl Runtime {
             stamp,
             threads: Mutex::new(Threads::default()),
             renewal: OnceLock::new(),
+            engine: OnceLock::new(),
         }
     }
 

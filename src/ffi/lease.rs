@@ -79,7 +79,7 @@ impl Callback {
 
 /// Borrow the lease behind a handle pointer, refusing one inherited
 /// through `fork()` (`DFLOCKD_STATUS_FORKED`) before touching its state.
-fn lease<'a>(l: *const dflockd_lease) -> Result<&'a Lease, FfiError> {
+pub(crate) fn lease<'a>(l: *const dflockd_lease) -> Result<&'a Lease, FfiError> {
     // SAFETY: NULL or a live lease handle (contract).
     let lease = unsafe { handle(l, "lease") }.map(|h| &h.lease)?;
     lease.check_fork()?;

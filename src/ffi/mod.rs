@@ -26,6 +26,7 @@ pub mod tokens;
 
 pub mod client;
 pub mod conn;
+pub mod events;
 pub mod lease;
 #[cfg(feature = "test-server")]
 pub mod testserver;

@@ -68,7 +68,7 @@ static void sleep_ms(long ms) {
  * client_only, only the client library's (not the test server's
  * dflockd-conn-*, dflockd-accept, dflockd-sweeper). */
 static int library_threads(int client_only) {
-    const char *client[] = {"dflockd-timer", "dflockd-renew", "dflockd-notify", "dflockd-acquire"};
+    const char *client[] = {"dflockd-timer", "dflockd-renew", "dflockd-notify", "dflockd-acquire", "dflockd-engine"};
     DIR *d = opendir("/proc/self/task");
     struct dirent *ent;
     int n = 0;
@@ -158,9 +158,9 @@ static void test_threads_end_with_the_last_client(void) {
     s = start_server();
     c = make_client(s);
     l = held_lock(c, "thr-a");
-    CHECK(wait_client_threads(3) == 3); /* timer + 2 renewal workers */
+    CHECK(wait_client_threads(4) == 4); /* timer + 2 renewal workers + engine */
     dflockd_client_free(c);
-    CHECK(library_threads(1) == 3); /* the lease keeps its client alive */
+    CHECK(library_threads(1) == 4); /* the lease keeps its client alive */
     dflockd_lease_free(l);
     CHECK(library_threads(1) == 0); /* joined before the last free returned */
     dflockd_testserver_stop(s);

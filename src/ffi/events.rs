@@ -1,0 +1,179 @@
+//! `dflockd_events`: the completion queue, polled through one file
+//! descriptor on the application's own event loop (see src/engine/events.rs).
+
+use std::ffi::c_int;
+
+use super::error::{FfiError, dflockd_error};
+use super::lease::dflockd_lease;
+use super::panic::{guard, guard_value};
+use super::ptr::{Out, free, give, handle};
+use super::status::dflockd_status;
+use crate::events::{Event, EventKind, Events};
+
+/// A completion queue: events (`dflockd_event`) the library queues for the
+/// application to take with `dflockd_events_poll()`, and a file descriptor
+/// (`dflockd_events_fd()`) that is readable exactly while events wait, for
+/// epoll, poll, select, libevent, libuv, asyncio or Go's netpoller. No
+/// library thread ever calls application code on this path.
+///
+/// Made by `dflockd_events_new()`, freed by `dflockd_events_free()`.
+/// Thread-safe: every function may be called from any thread, also while
+/// another thread polls (but not concurrently with `dflockd_events_free()`).
+/// A queue made before fork() is empty and inert in the child.
+#[allow(non_camel_case_types)]
+pub struct dflockd_events {
+    events: Events,
+}
+
+/// What an event reports. Values are stable and only appended.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum dflockd_event_kind {
+    /// An acquire started with an events queue was granted (reserved for
+    /// the evented acquire, not produced yet).
+    Acquired = 1,
+    /// An evented acquire ended without the lease (reserved).
+    AcquireFailed = 2,
+    /// An evented release completed (reserved).
+    Released = 3,
+    /// An evented release failed (reserved).
+    ReleaseFailed = 4,
+    /// A lease watched with `dflockd_lease_watch_lost()` was lost.
+    Lost = 5,
+}
+
+/// One event taken from a queue.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct dflockd_event {
+    /// The tag given when the event was asked for.
+    pub tag: u64,
+    /// What happened.
+    pub kind: dflockd_event_kind,
+    /// `DFLOCKD_STATUS_OK` for a success, else the failure's status (for
+    /// `DFLOCKD_EVENT_KIND_LOST`: `DFLOCKD_STATUS_LEASE_LOST`).
+    pub status: dflockd_status,
+    /// The detail of a failure or loss (NULL on success). The caller owns
+    /// it: free it with `dflockd_error_free()`.
+    pub error: *mut dflockd_error,
+}
+
+fn kind(k: EventKind) -> dflockd_event_kind {
+    match k {
+        EventKind::Acquired => dflockd_event_kind::Acquired,
+        EventKind::AcquireFailed => dflockd_event_kind::AcquireFailed,
+        EventKind::Released => dflockd_event_kind::Released,
+        EventKind::ReleaseFailed => dflockd_event_kind::ReleaseFailed,
+        _ => dflockd_event_kind::Lost,
+    }
+}
+
+fn to_c(e: Event) -> dflockd_event {
+    let (status, error) = match e.error {
+        None => (dflockd_status::Ok, std::ptr::null_mut()),
+        Some(err) => {
+            let f = FfiError::from(err);
+            (f.status, Box::into_raw(Box::new(dflockd_error::from(f))))
+        }
+    };
+    dflockd_event {
+        tag: e.tag,
+        kind: kind(e.kind),
+        status,
+        error,
+    }
+}
+
+/// Make a completion queue.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_events_new(
+    out: *mut *mut dflockd_events,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = Out::new(out, "out")?;
+        let events = Events::new()?;
+        // SAFETY: checked out-pointer.
+        unsafe { give(out, dflockd_events { events }) };
+        Ok(())
+    })
+}
+
+/// Free a queue and the events still in it (with their errors). NULL is a
+/// no-op. Remove its fd from your event loop first. Leases watched with it
+/// simply stop reporting to it.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_events_free(q: *mut dflockd_events) {
+    guard_value((), || {
+        // SAFETY: NULL or a queue from dflockd_events_new, freed once (contract).
+        unsafe { free(q) }
+    })
+}
+
+/// The descriptor that is readable while events wait (-1 for NULL). Only
+/// poll it; never read, write or close it: `dflockd_events_poll()` resets
+/// it when it empties the queue. Treat readiness as a hint and poll until
+/// `dflockd_events_poll()` returns fewer than you asked for.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_events_fd(q: *const dflockd_events) -> c_int {
+    guard_value(-1, || {
+        // SAFETY: NULL or a live queue (contract).
+        unsafe { handle(q, "events") }.map_or(-1, |q| q.events.fd())
+    })
+}
+
+/// Take up to `cap` waiting events into `out[0..n]`, oldest first, and
+/// return `n`; never blocks (0 when none wait, or for NULL arguments). The
+/// caller owns each event's `error` (free it with `dflockd_error_free()`).
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_events_poll(q: *mut dflockd_events, out: *mut dflockd_event, cap: usize) -> usize {
+    guard_value(0, || {
+        // SAFETY: NULL or a live queue (contract).
+        let Ok(q) = (unsafe { handle(q.cast_const(), "events") }) else {
+            return 0;
+        };
+        if out.is_null() || cap == 0 {
+            return 0;
+        }
+        let taken = q.events.poll(cap);
+        let n = taken.len();
+        for (i, e) in taken.into_iter().enumerate() {
+            // SAFETY: the caller provides room for `cap` events; i < n <= cap.
+            unsafe { out.add(i).write(to_c(e)) };
+        }
+        n
+    })
+}
+
+/// Ask for one `DFLOCKD_EVENT_KIND_LOST` event tagged `tag` on `q` when the
+/// lease held by this handle is lost (at once if it already was), so an
+/// event loop learns of it without a callback or a waiting thread. A
+/// release is not a loss and sends none. One event per call: call again
+/// after the next acquire to keep watching.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_watch_lost(
+    lease: *const dflockd_lease,
+    q: *mut dflockd_events,
+    tag: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let l = super::lease::lease(lease)?;
+        // SAFETY: NULL or a live queue (contract).
+        let q = unsafe { handle(q.cast_const(), "q") }?;
+        l.watch_lost(&q.events, tag)?;
+        Ok(())
+    })
+}
