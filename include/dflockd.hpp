@@ -300,6 +300,47 @@ inline void acquire_trampoline(void *userdata, dflockd_status status, const dflo
 }
 } // namespace detail
 
+/** One event taken from an Events queue. */
+struct Event {
+    std::uint64_t tag;           /**< the tag given when it was asked for */
+    dflockd_event_kind kind;     /**< what happened */
+    dflockd_status status;       /**< DFLOCKD_STATUS_OK, or the failure's status */
+    std::optional<Error> error;  /**< the detail of a failure or loss */
+};
+
+/** A completion queue (dflockd_events): add fd() to your event loop, and when it is readable
+ *  call poll() until it returns fewer events than asked for. Thread-safe. */
+class Events {
+  public:
+    /** A new, empty queue. */
+    Events() {
+        dflockd_events *q = nullptr;
+        detail::check([&](dflockd_error **e) { return dflockd_events_new(&q, e); });
+        h_.reset(q);
+    }
+    /** The descriptor readable while events wait (poll it; never read it). */
+    int fd() const noexcept { return dflockd_events_fd(h_.get()); }
+    /** Take up to `max` waiting events, oldest first; never blocks. */
+    std::vector<Event> poll(std::size_t max = 64) {
+        std::vector<dflockd_event> raw(max == 0 ? 1 : max);
+        std::size_t n = dflockd_events_poll(h_.get(), raw.data(), max);
+        std::vector<Event> out;
+        out.reserve(n);
+        for (std::size_t i = 0; i < n; i++) {
+            std::optional<Error> err;
+            if (raw[i].error != nullptr) err = Error::from(raw[i].status, raw[i].error);
+            dflockd_error_free(raw[i].error);
+            out.push_back(Event{raw[i].tag, raw[i].kind, raw[i].status, std::move(err)});
+        }
+        return out;
+    }
+    /** The C handle (owned by this object). */
+    dflockd_events *get() noexcept { return h_.get(); }
+
+  private:
+    detail::Handle<dflockd_events, dflockd_events_free> h_;
+};
+
 /** A lock or semaphore handle; the destructor cancels a blocked acquire and releases it if held. */
 class Lease {
   public:
@@ -404,6 +445,10 @@ class Lease {
         bool lost = false;
         detail::check([&](dflockd_error **e) { return dflockd_lease_wait_lost(h_.get(), timeout_ms, &lost, e); });
         return lost;
+    }
+    /** Queue one DFLOCKD_EVENT_KIND_LOST event tagged `tag` on `q` when this lease is lost. */
+    void watch_lost(Events &q, std::uint64_t tag) const {
+        detail::check([&](dflockd_error **e) { return dflockd_lease_watch_lost(h_.get(), q.get(), tag, e); });
     }
     /** Call `fn` once per lost lease (on a library thread); an empty `fn` removes it. */
     void on_lost(LostFn fn) {

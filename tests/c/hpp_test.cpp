@@ -200,6 +200,8 @@ static void test_lost_lease() {
     dflockd::Lease l = c.lock("hpp-lost");
     std::promise<dflockd_status> lost;
     std::atomic<int> calls{0};
+    dflockd::Events q;
+    CHECK(q.fd() >= 0 && q.poll().empty());
     l.on_lost([&](const dflockd::Error &why) {
         if (calls++ == 0) lost.set_value(why.status());
     });
@@ -208,9 +210,13 @@ static void test_lost_lease() {
     });
     auto lost_f = lost.get_future();
     l.acquire(5);
+    l.watch_lost(q, 99);
     CHECK(!l.wait_lost(0));
     s.restart(); // forgets the lease: the next renewal is refused
     CHECK(l.wait_lost(10000));
+    std::vector<dflockd::Event> evs = q.poll();
+    CHECK(evs.size() == 1 && evs[0].tag == 99 && evs[0].kind == DFLOCKD_EVENT_KIND_LOST &&
+          evs[0].status == DFLOCKD_STATUS_LEASE_LOST && evs[0].error.has_value());
     CHECK(ready(lost_f, 10));
     dflockd_status st = lost_f.get();
     CHECK(st == DFLOCKD_STATUS_LEASE_LOST || st == DFLOCKD_STATUS_SERVER_ERROR);
