@@ -140,6 +140,7 @@ impl Connector {
                 transport,
                 frame: Vec::with_capacity(64),
                 owed: 0,
+                pending: false,
             }),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
@@ -161,6 +162,19 @@ struct Io {
     /// renew and ping, whose late answer is harmless); read and dropped
     /// before the next reply.
     owed: usize,
+    /// The event engine sent a request on this connection and waits for
+    /// its reply (see `start_request`); a blocking call that comes first
+    /// turns it into an owed reply.
+    pending: bool,
+}
+
+/// What [`Connection::start_request`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Started {
+    /// Sent; collect the reply with [`Connection::poll_reply`].
+    Sent,
+    /// A call is running on the connection now; try again shortly.
+    Busy,
 }
 
 /// One connection to a dflockd server. `Send + Sync`.
@@ -293,7 +307,7 @@ impl Connection {
             return false;
         }
         match self.io.try_lock() {
-            Ok(io) => io.owed == 0 && io.transport.looks_alive(),
+            Ok(io) => io.owed == 0 && !io.pending && io.transport.looks_alive(),
             Err(_) => false,
         }
     }
@@ -349,6 +363,10 @@ impl Connection {
             return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
         }
         let io = &mut *io;
+        if std::mem::take(&mut io.pending) {
+            // The engine's request was sent first: its reply comes first.
+            io.owed += 1;
+        }
         io.frame.clear();
         req.encode(&mut io.frame)?;
         let deadline = earliest(self.reply_deadline(req), cap);
@@ -371,7 +389,14 @@ impl Connection {
                 return Err(e);
             }
         };
-        match parse_reply(cmd, &line) {
+        self.interpret(cmd, &what, &line)
+    }
+
+    /// A reply line as the outcome of `cmd`: anything but a success reply
+    /// for it is an error, and one that leaves the stream unusable (a
+    /// malformed reply, auth refused, draining) breaks the connection.
+    fn interpret(&self, cmd: Command, what: &What, line: &str) -> Result<Outcome> {
+        match parse_reply(cmd, line) {
             Ok(outcome) => Ok(outcome),
             Err(refusal) => {
                 let closes = matches!(refusal, Refusal::Malformed(_))
@@ -387,6 +412,104 @@ impl Connection {
                 Err(Error::from_refusal(&what.to_string(), refusal))
             }
         }
+    }
+
+    /// For the event engine: send `req` without waiting (never blocks, not
+    /// even on this connection's lock). After [`Started::Sent`], the reply
+    /// is collected with [`Connection::poll_reply`] when the socket is
+    /// readable, or given up with [`Connection::abandon_reply`] at its
+    /// deadline. Only for requests whose late reply is harmless (renew).
+    pub(crate) fn start_request(&self, req: &Request) -> Result<Started> {
+        let what = What {
+            cmd: req.command(),
+            key: req.key(),
+        };
+        self.check_fork()?;
+        let Ok(mut io) = self.io.try_lock() else {
+            return Ok(Started::Busy);
+        };
+        if self.is_broken() {
+            return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
+        }
+        let io = &mut *io;
+        if io.pending {
+            return Ok(Started::Busy);
+        }
+        io.frame.clear();
+        req.encode(&mut io.frame)?;
+        match io.transport.try_send(&io.frame, &what) {
+            Ok(true) => {
+                io.pending = true;
+                log!(Level::Debug, "{what} on {}: sent (engine)", self.peer);
+                Ok(Started::Sent)
+            }
+            Ok(false) => {
+                self.broken.store(true, Ordering::Release);
+                Err(Error::new(
+                    ErrorKind::Io,
+                    format!("{what}: the server is not reading (socket buffer full)"),
+                ))
+            }
+            Err(e) => {
+                self.broken.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// For the event engine: the reply to the request `start_request`
+    /// sent, if it has arrived (`Ok(None)`: not yet, or a call holds the
+    /// connection now). `Err(Cancelled)` when a blocking call took over
+    /// the connection first (the reply became an owed one).
+    pub(crate) fn poll_reply(&self, cmd: Command, key: Option<&str>) -> Result<Option<Outcome>> {
+        let what = What { cmd, key };
+        let Ok(mut io) = self.io.try_lock() else {
+            return Ok(None);
+        };
+        let io = &mut *io;
+        if !io.pending {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("{what}: another call took over the connection"),
+            ));
+        }
+        loop {
+            let line = match io.transport.try_read_line(&what) {
+                Ok(Some(line)) => line,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    io.pending = false;
+                    self.broken.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            };
+            if io.owed > 0 {
+                io.owed -= 1;
+                continue;
+            }
+            io.pending = false;
+            let r = self.interpret(cmd, &what, &line);
+            match &r {
+                Ok(outcome) => log!(Level::Debug, "{what} on {}: {}", self.peer, describe(outcome)),
+                Err(e) => log!(Level::Debug, "{e} (server {})", self.peer),
+            }
+            return r.map(Some);
+        }
+    }
+
+    /// For the event engine: stop waiting for the reply of `start_request`
+    /// (its deadline passed); it stays owed, read and dropped before the
+    /// next reply.
+    pub(crate) fn abandon_reply(&self) {
+        if let Some(m) = &self.metrics {
+            bump(&m.deadline_hits);
+        }
+        if let Ok(mut io) = self.io.try_lock() {
+            if std::mem::take(&mut io.pending) {
+                io.owed += 1;
+            }
+        }
+        // Busy: the call holding the connection turns it into an owed reply.
     }
 
     /// Write the encoded frame, drop owed late replies, read the answer.

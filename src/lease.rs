@@ -809,16 +809,18 @@ impl Shared {
             ErrorKind::LeaseLost,
             format!("lease on {:?} lost: {err}", self.key),
         );
+        // Counted before anyone can see the loss (is_lost, an event), so
+        // the counter never lags it; logged before any event is queued.
+        bump(&self.client.metrics.leases_lost);
         st.lost = Some(err.clone());
         let watchers = std::mem::take(&mut st.lost_watchers);
         drop(st);
+        log!(Level::Error, "{err}");
         for (queue, tag) in watchers {
             if let Some(q) = queue.upgrade() {
                 q.push(events::lost(tag, &err));
             }
         }
-        bump(&self.client.metrics.leases_lost);
-        log!(Level::Error, "{err}");
         if let Some(h) = held {
             h.home.conn.abort();
         }

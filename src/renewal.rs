@@ -23,10 +23,12 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::client::{ClientInner, Config};
-use crate::connection::Connection;
+use crate::connection::{Connection, Started};
+use crate::engine::{self, Pending, Watch};
 use crate::lease::{LostCallback, Shared, lock};
 use crate::log::{Level, log};
 use crate::metrics::bump;
+use crate::protocol::Request;
 use crate::runtime::{Runtime, Service};
 use crate::{Error, ErrorKind};
 
@@ -34,6 +36,8 @@ use crate::{Error, ErrorKind};
 const RENEW_DEADLINE: Duration = Duration::from_secs(5);
 /// Pause before retrying a failed renew.
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+/// Pause before trying again a renewal whose connection a call was using.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
 /// Shortest renew interval, whatever the lease and ratio.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// I/O worker threads.
@@ -337,13 +341,23 @@ fn transient(e: &Error) -> bool {
 }
 
 /// One renewal of `lease`'s `generation` (a worker runs it).
+/// One renewal of `lease`'s `generation` (a worker runs it). On a live
+/// home connection watched by the event engine, the renew request is sent
+/// without waiting and the engine collects the reply (or gives up at the
+/// deadline) and calls [`finish`]: a hung or slow server then holds up no
+/// worker, so it delays no other lease's renewal. A broken home (or no
+/// engine) takes the blocking path: a fresh connection, then the reply.
 fn renew_once(lease: &Arc<Shared>, generation: u64) {
-    let (token, conn, server, expires_at) = {
+    let (token, conn, server, expires_at, watch) = {
         let st = lock(&lease.state);
         match &st.held {
-            Some(h) if st.generation == generation => {
-                (h.token, Arc::clone(&h.home.conn), h.home.server, h.expires_at)
-            }
+            Some(h) if st.generation == generation => (
+                h.token,
+                Arc::clone(&h.home.conn),
+                h.home.server,
+                h.expires_at,
+                h.watch.as_ref().map(Watch::key),
+            ),
             _ => return,
         }
     };
@@ -362,8 +376,38 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         );
         return;
     };
-    let cap = Some(sent + RENEW_DEADLINE.min(lease.client.config.io_timeout).min(left));
+    let deadline = sent + RENEW_DEADLINE.min(lease.client.config.io_timeout).min(left);
     let ttl = lease.renew_ttl();
+    let request = Request::Renew {
+        kind: lease.kind,
+        key: &lease.key,
+        token: token.as_str(),
+        lease_s: ttl,
+    };
+    let engine = watch.and_then(|w| Some((engine::engine(&lease.client.runtime)?, w)));
+    if let (false, Some((engine, watch))) = (conn.is_broken(), engine) {
+        match conn.start_request(&request) {
+            Ok(Started::Sent) => {
+                let pending = Pending {
+                    lease: Arc::downgrade(lease),
+                    generation,
+                    sent,
+                    expires_at,
+                    deadline,
+                    conn: Arc::clone(&conn),
+                };
+                if let Err(pending) = engine.await_reply(watch, pending) {
+                    // The watch went away meanwhile (released, lost or
+                    // re-homed): nothing to renew any more, or a new round.
+                    pending.conn.abandon_reply();
+                }
+            }
+            Ok(Started::Busy) => reschedule(lease, generation, Instant::now() + BUSY_RETRY),
+            Err(e) => finish(lease, generation, sent, expires_at, Err(e), None),
+        }
+        return;
+    }
+    let cap = Some(deadline);
     let renew = |c: &Connection| c.renew_until(lease.kind, &lease.key, token.as_str(), ttl, cap);
     // A closed home: try the token on a fresh connection.
     let (result, new_home) = if conn.is_broken() {
@@ -382,6 +426,21 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
     } else {
         (renew(&conn), None)
     };
+    finish(lease, generation, sent, expires_at, result, new_home);
+}
+
+/// What a renewal came to (from a worker, or from the engine thread): on
+/// success the lease is counted from `sent` and the next renewal armed; a
+/// transient failure is retried while the lease lasts; anything else (the
+/// server no longer has it) loses it. Never blocks.
+pub(crate) fn finish(
+    lease: &Arc<Shared>,
+    generation: u64,
+    sent: Instant,
+    expires_at: Instant,
+    result: crate::Result<u64>,
+    new_home: Option<Arc<Connection>>,
+) {
     match result {
         Ok(lease_s) => {
             bump(&lease.client.metrics.renewals);

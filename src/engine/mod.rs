@@ -1,17 +1,25 @@
 //! The event engine: one epoll thread per runtime generation, the place
 //! where the library waits on many connections at once.
 //!
-//! Today it watches the home connection of every held lease for hang-up
-//! (EOF or reset: `EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`), so a lease whose
-//! connection the server dropped stops being reported held at once instead
-//! of at its next renewal (the server releases a lease when its connection
-//! closes). It never reads or writes those sockets: the blocking paths keep
-//! owning the byte stream, and a hang-up only hands the lease to the
-//! renewal scheduler for an immediate renewal on a fresh connection, which
-//! either confirms the lease (a server without auto-release still has it)
-//! or ends it as lost. Issue 9 grows this thread into the full engine
-//! (renewals as timers, evented acquire and release, the completion queue
-//! of `events.rs`), driving the same sans-I/O `transport::Wire`.
+//! It watches the home connection of every held lease:
+//! - for hang-up (EOF or reset: `EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`), so a
+//!   lease whose connection the server dropped stops being reported held at
+//!   once instead of at its next renewal (the server releases a lease when
+//!   its connection closes); the lease then gets an immediate renewal on a
+//!   fresh connection (by a renewal worker), which confirms it (a server
+//!   without auto-release still has it) or ends it as lost;
+//! - for the reply to a renewal: the renewal scheduler sends the renew
+//!   request without waiting (`Connection::start_request`) and hands the
+//!   wait to this thread (`await_reply`), which reads the reply when the
+//!   socket is readable or gives up at the deadline, then settles the lease
+//!   (`renewal::finish`). A hung or slow server so holds up no thread, and
+//!   delays no renewal of any other lease.
+//!
+//! The blocking paths keep owning the byte stream otherwise: the engine only
+//! ever `try_lock`s a connection and reads without waiting (`MSG_DONTWAIT`).
+//! Issue 9 grows this thread into the full engine (evented acquire and
+//! release, the completion queue of `events.rs`), driving the same sans-I/O
+//! `transport::Wire`.
 //!
 //! Registrations are one-shot (`EPOLLONESHOT`) and keyed by (slot,
 //! generation) in the event's `u64`, so an event for a registration that
@@ -20,29 +28,62 @@
 
 pub mod events;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ffi::c_int;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
+use crate::connection::Connection;
 use crate::lease::{Shared, lock};
 use crate::log::{Level, log};
+use crate::protocol::{Command, Kind, Op, Outcome};
+use crate::renewal;
 use crate::runtime::{Runtime, Service};
+use crate::{Error, ErrorKind};
 
 /// The token of the engine's own wake-up eventfd.
 const WAKER: u64 = u64::MAX;
 
 /// What a registration is for: the lease (and which grant of it) whose
-/// home connection is watched.
+/// home connection is watched, and the renewal reply awaited on it.
 struct Watched {
     lease: Weak<Shared>,
     generation: u64,
+    /// The home connection's socket (open while this entry is: its Watch
+    /// removes the entry before the connection can close).
+    fd: RawFd,
+    renewal: Option<(u64, Pending)>,
 }
 
-/// Registrations by slot; a slot's generation changes on every reuse.
+/// A renewal whose request was sent and whose reply the engine awaits.
+pub(crate) struct Pending {
+    pub(crate) lease: Weak<Shared>,
+    pub(crate) generation: u64,
+    pub(crate) sent: Instant,
+    pub(crate) expires_at: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) conn: Arc<Connection>,
+}
+
+/// Where a watch is registered: its slot, the slot's generation, the fd.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WatchKey {
+    slot: u32,
+    gen_: u32,
+    fd: RawFd,
+}
+
+/// Registrations by slot (a slot's generation changes on every reuse), and
+/// the deadlines of awaited replies: (deadline, pending id, slot, slot gen).
 #[derive(Default)]
 struct Slots {
     entries: Vec<(u32, Option<Watched>)>,
     free: Vec<u32>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64, u32, u32)>>,
+    next_id: u64,
 }
 
 pub(crate) struct Engine {
@@ -58,6 +99,16 @@ pub(crate) struct Watch {
     fd: RawFd,
     slot: u32,
     gen_: u32,
+}
+
+impl Watch {
+    pub(crate) fn key(&self) -> WatchKey {
+        WatchKey {
+            slot: self.slot,
+            gen_: self.gen_,
+            fd: self.fd,
+        }
+    }
 }
 
 impl Drop for Watch {
@@ -126,6 +177,8 @@ impl Engine {
             entry.1 = Some(Watched {
                 lease: Arc::downgrade(lease),
                 generation,
+                fd,
+                renewal: None,
             });
             (slot, entry.0)
         };
@@ -172,52 +225,190 @@ impl Engine {
         }
     }
 
+    /// Register interest for `key`: hang-up always, readable while a
+    /// reply is awaited (one-shot: re-armed after every event).
+    fn arm(&self, key: WatchKey, read: bool) {
+        let mut bits = libc::EPOLLRDHUP | libc::EPOLLONESHOT;
+        if read {
+            bits |= libc::EPOLLIN;
+        }
+        let mut e = libc::epoll_event {
+            events: bits as u32,
+            u64: token(key.slot, key.gen_),
+        };
+        // SAFETY: valid epoll fd and event struct; the fd is registered (the
+        // Watch that owns the registration is alive while its slot is).
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, key.fd, &mut e) };
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
+        unsafe {
+            libc::write(self.waker.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    /// Await the reply of a renewal sent on the watched connection `key`;
+    /// `Err(pending)` back if that watch is gone (the lease was released,
+    /// lost or re-homed meanwhile).
+    pub(crate) fn await_reply(&self, key: WatchKey, pending: Pending) -> Result<(), Pending> {
+        {
+            let mut s = lock(&self.slots);
+            let s = &mut *s;
+            let Some((gen_, Some(w))) = s.entries.get_mut(key.slot as usize) else {
+                return Err(pending);
+            };
+            if *gen_ != key.gen_ {
+                return Err(pending);
+            }
+            s.next_id += 1;
+            let id = s.next_id;
+            s.deadlines
+                .push(Reverse((pending.deadline, id, key.slot, key.gen_)));
+            w.renewal = Some((id, pending));
+            self.arm(key, true);
+        }
+        self.wake(); // the earliest deadline may have changed
+        Ok(())
+    }
+
     fn run(&self) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         while !self.stopped.load(Ordering::SeqCst) {
+            let timeout = self.expire_replies();
             // SAFETY: valid epoll fd; `events` has room for 64 entries.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, -1) };
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout) };
             if n < 0 {
                 continue; // EINTR
             }
             for e in &events[..n as usize] {
                 let key = e.u64;
                 if key == WAKER {
+                    let mut counter: u64 = 0;
+                    // SAFETY: reading 8 bytes into a live u64 from our eventfd.
+                    unsafe { libc::read(self.waker.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
                     continue;
                 }
-                let (slot, gen_) = ((key >> 32) as u32, key as u32);
-                let watched = {
-                    let mut s = lock(&self.slots);
-                    match s.entries.get_mut(slot as usize) {
-                        Some(entry) if entry.0 == gen_ => entry.1.take(),
-                        _ => None,
-                    }
-                };
-                // One-shot: this registration is spent. The slot is freed
-                // when its Watch is dropped (the lease is released, lost or
-                // re-homed), so a late drop never frees a reused slot.
-                if let Some(w) = watched {
-                    if let Some(lease) = w.lease.upgrade() {
-                        lease.hung_up(w.generation);
-                    }
+                self.on_event((key >> 32) as u32, key as u32, e.events);
+            }
+        }
+    }
+
+    /// One event on a watched home connection.
+    fn on_event(&self, slot: u32, gen_: u32, bits: u32) {
+        let hang_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        let awaited = {
+            let mut s = lock(&self.slots);
+            match s.entries.get_mut(slot as usize) {
+                Some((g, Some(w))) if *g == gen_ => w.renewal.take(),
+                _ => return, // stale: released, lost or re-homed
+            }
+        };
+        // A reply (possibly the last bytes before a close) first, outside
+        // the lock: settling it may end the lease and so drop its watch.
+        let mut still_awaited = None;
+        if let Some((id, p)) = awaited {
+            match p.conn.poll_reply(Command::Lease(kind_of(&p), Op::Renew), None) {
+                Ok(None) if !hang_up => still_awaited = Some((id, p)),
+                Ok(None) => {} // the hang-up path renews afresh
+                Ok(Some(outcome)) => settle(p, Ok(outcome)),
+                Err(e) => settle(p, Err(e)),
+            }
+        }
+        let mut s = lock(&self.slots);
+        let Some((g, Some(w))) = s.entries.get_mut(slot as usize) else {
+            return;
+        };
+        if *g != gen_ {
+            return;
+        }
+        if hang_up {
+            // The one-shot registration stays spent: the lease moves on (a
+            // fresh connection with a new watch, or lost).
+            let (lease, generation) = (w.lease.upgrade(), w.generation);
+            w.renewal = None;
+            drop(s);
+            if let Some(lease) = lease {
+                lease.hung_up(generation);
+            }
+            return;
+        }
+        let read = still_awaited.is_some();
+        w.renewal = still_awaited;
+        // Under the lock: the Watch removes the entry (and the fd's
+        // registration) under it too, so the fd is still this socket.
+        self.arm(WatchKey { slot, gen_, fd: w.fd }, read);
+    }
+
+    /// Re-arm a slot's registration for hang-up only.
+    fn rearm_slot(&self, slot: u32, gen_: u32) {
+        let s = lock(&self.slots);
+        if let Some((g, Some(w))) = s.entries.get(slot as usize) {
+            if *g == gen_ {
+                self.arm(WatchKey { slot, gen_, fd: w.fd }, w.renewal.is_some());
+            }
+        }
+    }
+
+    /// Give up the replies whose deadline passed; the time until the next
+    /// deadline, in whole milliseconds rounded up (-1: none).
+    fn expire_replies(&self) -> c_int {
+        loop {
+            let now = Instant::now();
+            let mut s = lock(&self.slots);
+            let Some(&Reverse((deadline, id, slot, gen_))) = s.deadlines.peek() else {
+                return -1;
+            };
+            if deadline > now {
+                let ms = (deadline - now).as_micros().div_ceil(1000);
+                return c_int::try_from(ms).unwrap_or(c_int::MAX);
+            }
+            s.deadlines.pop();
+            let expired = match s.entries.get_mut(slot as usize) {
+                Some((g, Some(w))) if *g == gen_ && w.renewal.as_ref().is_some_and(|(i, _)| *i == id) => {
+                    w.renewal.take()
                 }
+                _ => None,
+            };
+            drop(s);
+            if let Some((_, p)) = expired {
+                p.conn.abandon_reply();
+                let what = format!(
+                    "renew {:?}",
+                    p.lease.upgrade().map(|l| l.key.clone()).unwrap_or_default()
+                );
+                let e = Error::new(
+                    ErrorKind::Deadline,
+                    format!("{what}: no reply before the deadline"),
+                );
+                log!(Level::Warn, "{e}");
+                settle(p, Err(e));
+                self.rearm_slot(slot, gen_);
             }
         }
     }
 }
 
+/// The kind (lock or semaphore) of the lease a pending renewal is for.
+fn kind_of(p: &Pending) -> Kind {
+    p.lease.upgrade().map_or(Kind::Lock, |l| l.kind)
+}
+
+/// Hand a renewal's outcome to the scheduler's policy.
+fn settle(p: Pending, r: crate::Result<Outcome>) {
+    let Some(lease) = p.lease.upgrade() else { return };
+    let result = r.and_then(|o| match o {
+        Outcome::Renewed { lease_s } => Ok(lease_s),
+        _ => Err(Error::new(ErrorKind::Protocol, "renew: unexpected reply")),
+    });
+    renewal::finish(&lease, p.generation, p.sent, p.expires_at, result, None);
+}
+
 impl Service for Engine {
     fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
-        unsafe {
-            libc::write(
-                self.waker.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
+        self.wake();
     }
 }
 

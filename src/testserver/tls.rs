@@ -37,14 +37,38 @@ pub(super) fn server_config(id: &TlsIdentity) -> io::Result<Arc<ServerConfig>> {
 /// One connection's byte stream.
 pub(super) enum Transport {
     Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+    Tls(Box<StreamOwned<ServerConnection, NoSigpipe>>),
+}
+
+/// The socket as rustls writes it: one `send` at a time. rustls writes
+/// records with `write_vectored`, which `TcpStream` turns into writev(2):
+/// that raises SIGPIPE on a peer that hung up, killing a host process that
+/// has not ignored it (a C test program embedding this server). `write`
+/// uses send(2) with MSG_NOSIGNAL instead.
+pub(super) struct NoSigpipe(pub(super) TcpStream);
+
+impl Read for NoSigpipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for NoSigpipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Transport {
     /// Complete the TLS handshake (bounded by the socket's read timeout).
     /// A failed handshake (plaintext client, wrong CA) is closed without
     /// sending anything, not even an alert, as the Go server appears to.
-    pub fn accept_tls(config: Arc<ServerConfig>, mut sock: TcpStream) -> io::Result<Transport> {
+    pub fn accept_tls(config: Arc<ServerConfig>, sock: TcpStream) -> io::Result<Transport> {
+        let mut sock = NoSigpipe(sock);
         let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
         while conn.is_handshaking() {
             while conn.wants_write() {
@@ -66,7 +90,7 @@ impl Transport {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(s) => s,
-            Transport::Tls(s) => &s.sock,
+            Transport::Tls(s) => &s.sock.0,
         }
     }
 }

@@ -201,6 +201,37 @@ impl Transport {
         self.flush(deadline, what)
     }
 
+    /// Without waiting (the event engine): queue `frame` and write what
+    /// the socket takes now. `Ok(true)` when all of it went out; `Ok(false)`
+    /// when some is left (the socket buffer is full: the stream can no
+    /// longer be used, since a later write would interleave).
+    pub(crate) fn try_send(&mut self, frame: &[u8], what: &dyn Display) -> Result<bool> {
+        self.wire.queue(frame, what)?;
+        let mut sock = NonBlocking(self.raw_fd());
+        while self.wire.wants_write() {
+            if !self.wire.write_to(&mut sock, what)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Without waiting (the event engine): the next reply line if it has
+    /// arrived, reading what the socket holds now.
+    pub(crate) fn try_read_line(&mut self, what: &dyn Display) -> Result<Option<String>> {
+        let mut sock = NonBlocking(self.raw_fd());
+        loop {
+            if let Some(line) = self.wire.next_line(what)? {
+                return Ok(Some(line));
+            }
+            match self.wire.read_from(&mut sock, what)? {
+                Received::Bytes => {}
+                Received::Nothing => return Ok(None),
+                Received::Closed => return Err(self.wire.closed(what)),
+            }
+        }
+    }
+
     /// Wait for bytes (at most until `deadline`) and process them.
     /// `Ok(false)` at EOF.
     fn receive(&mut self, deadline: Instant, what: &dyn Display) -> Result<bool> {
@@ -273,6 +304,47 @@ impl Transport {
             let err = io::Error::last_os_error();
             err.kind() == io::ErrorKind::WouldBlock
         }
+    }
+}
+
+/// A socket used without blocking whatever its mode: `MSG_DONTWAIT` on
+/// each call, so the event engine can drive a connection that the blocking
+/// path uses with socket timeouts (no `fcntl` back and forth).
+struct NonBlocking(RawFd);
+
+impl io::Read for NonBlocking {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the fd is open (owned by the Transport borrowed for this
+        // call); `buf` is valid for `buf.len()` writable bytes.
+        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+impl io::Write for NonBlocking {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: as above; `buf` is valid for `buf.len()` bytes.
+        let n = unsafe {
+            libc::send(
+                self.0,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -61,6 +61,22 @@ impl<R: Read> Read for Recording<'_, R> {
     }
 }
 
+/// A writer seen by rustls without `write_vectored`: rustls writes records
+/// vectored, which `TcpStream` turns into writev(2), and writev raises
+/// SIGPIPE on a peer that hung up, killing a host program that has not
+/// ignored the signal. `TcpStream::write` uses send(2) with MSG_NOSIGNAL.
+struct OneWrite<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for OneWrite<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 fn is_blocked(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -132,7 +148,7 @@ impl Wire {
             None => w.write(&self.out).inspect(|&n| {
                 self.out.drain(..n);
             }),
-            Some(conn) => conn.write_tls(w),
+            Some(conn) => conn.write_tls(&mut OneWrite(w)),
         };
         match r {
             Ok(0) if self.wants_write() => Err(Error::new(

@@ -202,8 +202,54 @@ static void test_hang_up_without_auto_release_is_confirmed(void) {
     dflockd_testserver_stop(s);
 }
 
+/* TLS connections the server drops, many times over, in a process that
+ * leaves SIGPIPE at its default (this program never ignores it): rustls
+ * writes records vectored, and writev(2) to a peer that hung up raised
+ * SIGPIPE and killed the host process. Renewals, releases and the test
+ * server's own replies now write without it. */
+static void test_tls_hang_ups_never_raise_sigpipe(void) {
+    dflockd_testserver_options *o = NULL;
+    dflockd_testserver *s = NULL;
+    dflockd_config *cfg = NULL;
+    dflockd_client *c = NULL;
+    char addr[64];
+    size_t len = 0;
+    int i;
+    const char *cert = "tests/fixtures/tls/server.pem", *key = "tests/fixtures/tls/server.key";
+    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_testserver_options_new(&o));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_options_set_tls_files(o, S(cert), S(key), E));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_options_set_default_lease(o, 2, E));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_start(o, &s, E));
+    dflockd_testserver_options_free(o);
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_addr(s, addr, sizeof addr, &len, E));
+    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_config_new(&cfg));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_servers(cfg, addr, len, E));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_tls_ca_file(cfg, S("tests/fixtures/tls/ca.pem"), E));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_new(cfg, &c, E));
+    dflockd_config_free(cfg);
+    for (i = 0; i < 20; i++) {
+        dflockd_lease *l = NULL, *m = NULL;
+        dflockd_status st;
+        EXPECT(DFLOCKD_STATUS_OK, dflockd_client_lock(c, S("ev/tls"), &l, E));
+        EXPECT(DFLOCKD_STATUS_OK, dflockd_client_lock(c, S("ev/tls2"), &m, E));
+        EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_acquire(l, 5, E));
+        EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_acquire(m, 5, E));
+        EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_testserver_drop_connections(s));
+        /* Writes on the dropped connections, racing the hang-up watch. */
+        st = dflockd_lease_release(l, NULL);
+        CHECK(st == DFLOCKD_STATUS_OK || st == DFLOCKD_STATUS_SERVER_ERROR || st == DFLOCKD_STATUS_IO ||
+              st == DFLOCKD_STATUS_LEASE_LOST || st == DFLOCKD_STATUS_NOT_HELD);
+        dflockd_lease_free(l);
+        dflockd_lease_free(m);
+    }
+    printf("--- 20 TLS hang-ups with SIGPIPE at its default: still running\n");
+    dflockd_client_free(c);
+    dflockd_testserver_stop(s);
+}
+
 int main(void) {
     test_queue_basics();
+    test_tls_hang_ups_never_raise_sigpipe();
     test_hang_up_is_a_loss();
     test_hang_up_without_auto_release_is_confirmed();
     printf("test_events: %d checks, %d failed\n", checks, failures);
