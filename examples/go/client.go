@@ -145,6 +145,9 @@ func WithShard(f func(key string, nServers int) int) Option {
 // authenticated connections, and key routing. Share one per process.
 type Client struct {
 	h *handle[*C.dflockd_client]
+	// q is the completion queue Lost() waits on, shared with the leases made
+	// from this client (they outlive it); its last user frees it.
+	q *eventQueue
 	// shardSlot holds the cgo.Handle of the shard function in C memory (a
 	// C pointer may carry it through userdata; a Go pointer may not).
 	shardSlot *C.uintptr_t
@@ -175,7 +178,13 @@ func NewClient(opts ...Option) (*Client, error) {
 		c.freeShard()
 		return nil, err
 	}
-	c.h = newHandle(cc)
+	q, err := newEventQueue()
+	if err != nil {
+		C.dflockd_client_free(cc)
+		c.freeShard()
+		return nil, err
+	}
+	c.h, c.q = newHandle(cc), q
 	runtime.SetFinalizer(c, (*Client).Close)
 	return c, nil
 }
@@ -272,7 +281,10 @@ func (c *Client) freeShard() {
 // connect timeout + I/O timeout).
 func (c *Client) Close() error {
 	runtime.SetFinalizer(c, nil)
-	c.h.close(func(p *C.dflockd_client) { C.dflockd_client_free(p) }, nil)
+	c.h.close(func(p *C.dflockd_client) {
+		C.dflockd_client_free(p)
+		c.q.unref() // the last user (client or lease) stops the drainer
+	}, nil)
 	c.freeShard()
 	return nil
 }
@@ -293,23 +305,30 @@ func (c *Client) Semaphore(key string, limit uint64) (*Lease, error) {
 }
 
 func (c *Client) newLease(what, key string, limit uint64) (*Lease, error) {
-	var lp *C.dflockd_lease
+	var l *Lease
 	err := c.h.use(what, func(p *C.dflockd_client) error {
 		k, n := cstr(key)
 		var cerr *C.dflockd_error
 		var st C.dflockd_status
+		var lp *C.dflockd_lease
 		if limit == 0 {
 			st = C.dflockd_client_lock(p, k, n, &lp, &cerr)
 		} else {
 			st = C.dflockd_client_semaphore(p, k, n, C.uint64_t(limit), &lp, &cerr)
 		}
-		return check(st, cerr)
+		if err := check(st, cerr); err != nil {
+			return err
+		}
+		// Inside use: the lease's reference on the queue is taken before
+		// Client.Close can drop the client's.
+		l = newLease(lp, key, limit, c.q)
+		return nil
 	})
 	runtime.KeepAlive(c)
 	if err != nil {
 		return nil, err
 	}
-	return newLease(lp, key, limit), nil
+	return l, nil
 }
 
 // ServerFor returns the index of the server that owns key.

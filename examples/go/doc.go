@@ -24,8 +24,12 @@
 //     and Close cannot be interrupted, so they return ErrCancelled (matching
 //     ctx.Err()) when ctx ends while the C call finishes on a goroutine that
 //     keeps the handle alive; the handle's next operation waits for it.
-//   - The lost state is awaited with dflockd_lease_wait_lost on a goroutine;
-//     the log (SetLogFunc) is the only callback library threads make into Go.
+//   - Lost() costs no thread: each Client has one completion queue
+//     (dflockd_events) drained by one goroutine that waits on the queue's fd
+//     in Go's netpoller; Lost() registers dflockd_lease_watch_lost with it.
+//     Acquire, Wait and Release still block an OS thread in their cgo call
+//     until the library's evented acquire/release exist. The log
+//     (SetLogFunc) is the only callback library threads make into Go.
 //   - Handles are freed by Close; a finalizer frees forgotten ones. Close never
 //     frees a C handle while another goroutine is inside a call on it.
 //

@@ -20,26 +20,39 @@ type Lease struct {
 	core *leaseCore
 }
 
-// leaseCore is what goroutines (context watchers, the lost watcher) hold, so
-// the *Lease stays collectable and its finalizer can run.
+// leaseCore is what goroutines (context watchers) and the client's event
+// queue hold, so the *Lease stays collectable and its finalizer can run.
 type leaseCore struct {
 	h     *handle[*C.dflockd_lease]
 	key   string
 	limit uint64
+	q     *eventQueue // the client's completion queue (shared, reference counted)
+	tag   uint64      // this handle's tag on q
 
-	mu       sync.Mutex // guards the lost-channel state below
-	lostCh   chan struct{}
-	gen      uint64 // incremented by every grant
-	held     bool   // lostCh belongs to the current grant
-	used     bool   // lostCh belonged to a grant (replace it on the next)
-	wanted   bool   // Lost() was called for lostCh
-	watching bool   // a watcher runs for gen
+	mu     sync.Mutex // guards the lost-channel state below
+	lostCh chan struct{}
+	gen    uint64 // incremented by every grant
+	held   bool   // lostCh belongs to the current grant, not known to have ended
+	used   bool   // lostCh belonged to a grant (replace it on the next)
+	wanted bool   // Lost() was called for lostCh
+	closed bool   // Close freed the C handle
+
+	// One dflockd_lease_watch_lost registration at most is outstanding. The
+	// library keeps it across releases and answers it with one LOST event at
+	// the first loss after it was made: that is the loss of grant `cursor`,
+	// the first grant since the registration that did not end by release.
+	armed    bool
+	cursor   uint64        // while armed: the grant the next LOST event is for
+	cursorCh chan struct{} // lostCh of grant `cursor` (nil until it is granted)
 
 	tail chan struct{} // closed when a C call abandoned by its caller ends
 }
 
-func newLease(p *C.dflockd_lease, key string, limit uint64) *Lease {
+// newLease wraps a new C lease handle and registers it with the client's
+// completion queue (taking a reference on it until Close).
+func newLease(p *C.dflockd_lease, key string, limit uint64, q *eventQueue) *Lease {
 	l := &Lease{core: &leaseCore{h: newHandle(p), key: key, limit: limit, lostCh: make(chan struct{})}}
+	q.register(l.core)
 	runtime.SetFinalizer(l, (*Lease).finalize)
 	return l
 }
@@ -272,8 +285,16 @@ func (l *Lease) Wait(ctx context.Context) error {
 // ErrCancelled at once and the release goes on in the background (the
 // handle's next operation, and Close, wait for it; Held() tells the outcome).
 func (l *Lease) Release(ctx context.Context) error {
+	c := l.core
 	return l.op(ctx, "release", false, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
-		return C.dflockd_lease_release(p, e)
+		st := C.dflockd_lease_release(p, e)
+		// How the grant ended, read before any other operation can start on
+		// the handle (also when the caller has given up on this release).
+		var fence C.uint64_t
+		granted := C.dflockd_lease_fence(p, &fence, nil) == C.DFLOCKD_STATUS_OK
+		lost := bool(C.dflockd_lease_is_lost(p))
+		c.releaseEnded(granted, lost)
+		return st
 	}, nil)
 }
 
@@ -345,23 +366,27 @@ func (l *Lease) Held() bool {
 
 // Lost returns a channel closed when the current lease (or, when nothing is
 // held, the next one granted) is lost: renewal failed until it would have
-// expired, or the server refused it. Releasing does not close it. The loss
-// is awaited on a goroutine with dflockd_lease_wait_lost; no library thread
-// calls into Go.
+// expired, the server refused it, or the server closed its connection (and
+// so released it). Releasing does not close it.
+//
+// No goroutine or OS thread waits per lease: Lost() registers the lease
+// with the client's completion queue (dflockd_lease_watch_lost), whose one
+// draining goroutine waits on the queue's fd in Go's netpoller and closes the
+// channel when the LOST event arrives. No library thread calls into Go.
 func (l *Lease) Lost() <-chan struct{} {
 	c := l.core
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if !c.held && c.used {
 		// The last grant ended: this channel is for the next one.
 		c.lostCh, c.used = make(chan struct{}), false
 	}
 	c.wanted = true
-	if c.held && !c.watching {
-		c.watching = true
-		go c.watchLost(c.gen, c.lostCh)
-	}
-	return c.lostCh
+	ch := c.lostCh
+	arm := c.armLocked()
+	c.mu.Unlock()
+	c.arm(arm)
+	runtime.KeepAlive(l)
+	return ch
 }
 
 // Close frees the handle, cancelling a blocked Acquire or Wait and releasing
@@ -372,8 +397,15 @@ func (l *Lease) Lost() <-chan struct{} {
 func (l *Lease) Close(ctx context.Context) error {
 	runtime.SetFinalizer(l, nil)
 	return detach(ctx, "close", func() error {
-		l.core.h.close(
-			func(p *C.dflockd_lease) { C.dflockd_lease_free(p) },
+		c := l.core
+		c.h.close(
+			func(p *C.dflockd_lease) {
+				C.dflockd_lease_free(p)
+				c.mu.Lock()
+				c.closed, c.armed = true, false
+				c.mu.Unlock()
+				c.q.forget(c.tag) // drops this handle's reference on the queue
+			},
 			func(p *C.dflockd_lease) { C.dflockd_lease_cancel(p) },
 		)
 		return nil
@@ -386,59 +418,88 @@ func (l *Lease) finalize() { _ = l.Close(context.Background()) }
 // granted starts a new grant generation for the lost channel.
 func (c *leaseCore) granted() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.used {
 		c.lostCh = make(chan struct{})
 		c.wanted = false
 	}
 	c.gen++
-	c.used, c.held, c.watching = true, true, false
-	if c.wanted {
-		c.watching = true
-		go c.watchLost(c.gen, c.lostCh)
+	c.used, c.held = true, true
+	if c.armed && c.cursor == c.gen {
+		c.cursorCh = c.lostCh
+	}
+	arm := c.armLocked()
+	c.mu.Unlock()
+	c.arm(arm)
+}
+
+// armLocked decides (under c.mu) whether a watch must be registered now: the
+// current grant's channel is wanted and no registration is outstanding.
+func (c *leaseCore) armLocked() bool {
+	if !c.held || !c.wanted || c.armed || c.closed {
+		return false
+	}
+	c.armed, c.cursor, c.cursorCh = true, c.gen, c.lostCh
+	return true
+}
+
+// arm registers the watch decided by armLocked. It runs without c.mu (the C
+// call borrows the handle, and Close holds the handle while it takes c.mu).
+// Whatever happened to the grant meanwhile is answered correctly: a lease
+// already lost yields its LOST event at once.
+func (c *leaseCore) arm(do bool) {
+	if !do {
+		return
+	}
+	err := c.h.use("lost", func(p *C.dflockd_lease) error {
+		return c.q.watchLost(p, c.tag)
+	})
+	if err != nil { // the handle or queue is closed: nothing will be lost
+		c.mu.Lock()
+		c.armed = false
+		c.mu.Unlock()
 	}
 }
 
-// lostPoll bounds each wait_lost call so Close never waits long for the
-// watcher (the C handle is freed only once no call is running on it).
-const lostPoll = 200 * time.Millisecond
-
-// watchLost waits for the loss of grant gen and closes ch when it happens.
-// It stops without closing when the grant ends otherwise (released, handle
-// closed, or a newer grant).
-func (c *leaseCore) watchLost(gen uint64, ch chan struct{}) {
-	for {
-		var lost, held bool
-		err := c.h.use("lost", func(p *C.dflockd_lease) error {
-			var out C.bool
-			var cerr *C.dflockd_error
-			if err := check(C.dflockd_lease_wait_lost(p, C.int64_t(lostPoll/time.Millisecond), &out, &cerr), cerr); err != nil {
-				return err
-			}
-			lost = bool(out) || bool(C.dflockd_lease_is_lost(p))
-			// Not is_held(): that turns false as soon as the lease is past
-			// its expiry locally, before renewal gives up and marks it lost.
-			// The handle still has a grant (its fence) until released or lost.
-			var fence C.uint64_t
-			held = C.dflockd_lease_fence(p, &fence, nil) == C.DFLOCKD_STATUS_OK
-			return nil
-		})
-		c.mu.Lock()
-		if c.gen != gen || err != nil {
-			c.mu.Unlock()
-			return
-		}
-		if lost {
-			close(ch)
-			c.held, c.watching = false, false
-			c.mu.Unlock()
-			return
-		}
-		if !held {
-			c.held, c.watching = false, false
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
+// releaseEnded records how the current grant ended after a release call:
+// still granted (the release failed before anything changed), lost (the
+// LOST event closes the channel), or released, which moves the outstanding
+// registration on to the next grant.
+func (c *leaseCore) releaseEnded(granted, lost bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if granted || !c.held {
+		return
 	}
+	c.held = false
+	if !lost && c.armed && c.cursor == c.gen {
+		c.cursor, c.cursorCh = c.gen+1, nil
+	}
+}
+
+// lostEvent handles the LOST event of this handle's registration (from the
+// queue's draining goroutine): it closes the lost grant's channel and
+// registers again if a newer grant wants watching.
+func (c *leaseCore) lostEvent() {
+	c.mu.Lock()
+	if c.closed || !c.armed {
+		c.mu.Unlock()
+		return
+	}
+	c.armed = false
+	if c.cursor <= c.gen && c.cursorCh != nil {
+		select {
+		case <-c.cursorCh:
+		default:
+			close(c.cursorCh)
+		}
+		if c.cursor == c.gen {
+			c.held = false
+		}
+	}
+	// cursor > gen: the lost grant was never reported to the caller (an
+	// abandoned acquire's grant, given back): nothing to close.
+	c.cursorCh = nil
+	arm := c.armLocked()
+	c.mu.Unlock()
+	c.arm(arm)
 }

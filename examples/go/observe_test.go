@@ -123,7 +123,13 @@ func TestLogAndMetrics(t *testing.T) {
 	if err := srv.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	m, _ = c.Metrics()
+	// The LOST event is queued just before the loss is counted: await it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		m, _ = c.Metrics()
+		if m.LeasesLost >= 1 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if m.LeasesLost != 1 || m.DeadlineHits < 1 || m.Acquires != 2 {
 		t.Errorf("after a lost lease and a deadline: %+v", m)
 	}

@@ -8,13 +8,14 @@ module DFlockd
   class Lease
     attr_reader :key, :limit
 
-    # Each wait_lost call is bounded so #close never waits long for it.
-    LOST_POLL_MS = 200
-
     def initialize(ptr, key, limit)
       @handle = Handle.new(ptr, :dflockd_lease_free, "lease #{key.inspect}")
       @key = key
       @limit = limit
+      @events = Events.current
+      @tag = @events.add(self)
+      @watch_mutex = Mutex.new
+      @watchers = [] # pending on_lost watchers of the current grant
     end
 
     # Block until granted. timeout: seconds (rounded up; 0 = try once), nil =
@@ -58,6 +59,8 @@ module DFlockd
     def release
       use { |p| Native.call(:dflockd_lease_release, p) }
       nil
+    ensure
+      settle_watchers
     end
 
     # From another thread: make a blocked #acquire / #wait raise CancelledError.
@@ -119,45 +122,56 @@ module DFlockd
 
     # Block until the lease is lost (true) or `timeout` seconds pass (false;
     # nil = no limit). Releasing is not losing: after a release this waits
-    # the full timeout. Other Ruby threads run meanwhile.
-    def wait_lost(timeout = nil)
+    # the full timeout. The wait is on the completion queue's fd
+    # (IO#wait_readable), not in a C call: other threads run, and under a
+    # Fiber.scheduler other fibers of this thread run meanwhile. The timeout
+    # may be given positionally too (wait_lost(5)).
+    def wait_lost(timeout_s = nil, timeout: timeout_s)
       deadline = timeout && (monotonic + timeout)
-      loop do
-        step = LOST_POLL_MS
-        if deadline
-          left_ms = ((deadline - monotonic) * 1000).ceil
-          step = [[left_ms, 0].max, step].min
-        end
-        lost = use do |p|
-          out = FFI::MemoryPointer.new(:bool)
-          Native.call(:dflockd_lease_wait_lost, p, step, out)
-          out.read(:bool)
-        end
-        return true if lost
-        return false if deadline && monotonic >= deadline
+      @events.wait_until(deadline) do
+        next true if lost?
+
+        use { |p| @events.arm(@tag, p) }
+        false
       end
     end
 
-    # Run the block on a new Ruby thread once the current lease is lost (not
-    # when it is released or the handle closed). Returns that Thread. The
+    # Run the block once the current lease is lost (not when it is released
+    # or the handle closed): at once if it already was; a no-op if nothing is
+    # held. Returns a LostWatcher (#join, #value, #alive?, like a Thread).
+    # No thread waits per lease: the loss arrives on the completion queue
+    # (drained by whichever waiter leads, or by one `dflockd-lost` Ruby thread
+    # per process), and only then a new Ruby thread runs the block. The
     # library's own threads never call Ruby.
-    def on_lost
-      raise ArgumentError, "on_lost needs a block" unless block_given?
+    def on_lost(&block)
+      raise ArgumentError, "on_lost needs a block" unless block
 
-      Thread.new do
-        loop do
-          break yield(self) if wait_lost(LOST_POLL_MS / 1000.0)
-          break unless granted?
-        rescue ClosedError
-          break
+      watcher = LostWatcher.new(self, block)
+      @watch_mutex.synchronize { @watchers << watcher }
+      begin
+        if lost?
+          fire_watchers
+        elsif granted?
+          use { |p| @events.arm(@tag, p) }
+          @events.ensure_monitor
+        else
+          finish_watchers
         end
+      rescue ClosedError
+        finish_watchers
       end
+      watcher
     end
 
     # Free the handle: cancel a blocked #acquire / #wait, release the lease
-    # if held (best effort, bounded by the client's io_timeout).
+    # if held (best effort, bounded by the client's io_timeout). Pending
+    # on_lost watchers end without running; a wait_lost in another thread
+    # raises ClosedError (within Events::LEADER_SLICE if it waits on the fd).
     def close
       @handle.close { |p| Native.dflockd_lease_cancel(p) }
+    ensure
+      finish_watchers
+      @events.remove(@tag)
     end
 
     def closed?
@@ -168,7 +182,49 @@ module DFlockd
       "#<#{self.class} #{@key.inspect}#{@limit ? " limit=#{@limit}" : ''}>"
     end
 
+    # This handle's tag on the completion queue.
+    attr_reader :tag
+
     private
+
+    # The queue's LOST event for this handle: run the on_lost blocks if the
+    # lease is lost now; otherwise the event was for an earlier grant (the
+    # registration outlived a release), so register again for this one.
+    def lost_event
+      if lost?
+        fire_watchers
+      elsif @watch_mutex.synchronize { !@watchers.empty? }
+        use { |p| @events.arm(@tag, p) }
+      end
+    rescue ClosedError
+      finish_watchers
+    end
+
+    # After a release: the grant has ended (lost or released) unless the
+    # release failed before anything changed.
+    def settle_watchers
+      return if @watch_mutex.synchronize { @watchers.empty? }
+
+      if lost?
+        fire_watchers
+      elsif !granted?
+        finish_watchers
+      end
+    rescue ClosedError
+      finish_watchers
+    end
+
+    def take_watchers
+      @watch_mutex.synchronize { @watchers.slice!(0..) }
+    end
+
+    def fire_watchers
+      take_watchers.each(&:fire)
+    end
+
+    def finish_watchers
+      take_watchers.each(&:finish)
+    end
 
     def use(&block)
       @handle.use(&block)
@@ -194,6 +250,74 @@ module DFlockd
 
     def monotonic
       Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+  end
+
+  # What Lease#on_lost returns: the block runs on a new Ruby thread when the
+  # lease is lost, or never (released, handle closed). Quacks like a Thread
+  # for #join and #value.
+  class LostWatcher
+    def initialize(lease, block)
+      @lease = lease
+      @block = block
+      @mutex = Mutex.new
+      @cond = ConditionVariable.new
+      @state = :waiting # then :fired (with @thread) or :finished
+      @thread = nil
+    end
+
+    # Run the block now, on a new thread (once).
+    def fire
+      @mutex.synchronize do
+        return unless @state == :waiting
+
+        lease = @lease
+        block = @block
+        @thread = Thread.new { block.call(lease) }
+        @state = :fired
+        @cond.broadcast
+      end
+    end
+
+    # End without running the block.
+    def finish
+      @mutex.synchronize do
+        return unless @state == :waiting
+
+        @state = :finished
+        @cond.broadcast
+      end
+    end
+
+    # Wait (up to timeout seconds; nil = no limit) until the watcher has
+    # ended: the lease was released or closed, or the block has returned.
+    # self, or nil on timeout.
+    def join(timeout = nil)
+      deadline = timeout && (Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout)
+      thread = @mutex.synchronize do
+        while @state == :waiting
+          left = deadline && (deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC))
+          return nil if left && left <= 0
+
+          @cond.wait(@mutex, left)
+        end
+        @thread
+      end
+      return self unless thread
+
+      left = deadline && [deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC), 0].max
+      thread.join(left) ? self : nil
+    end
+
+    # The block's value (nil if it never ran); re-raises its exception.
+    def value
+      join
+      @thread&.value
+    end
+
+    # Whether it may still run or is running its block.
+    def alive?
+      @mutex.synchronize { @state == :waiting || @thread&.alive? }
     end
   end
 end

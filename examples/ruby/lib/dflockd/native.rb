@@ -49,6 +49,14 @@ module DFlockd
              :idle_connections, :uint64
     end
 
+    # dflockd_event: one completion taken from a dflockd_events queue.
+    class Event < FFI::Struct
+      layout :tag, :uint64, :kind, :int, :status, :int, :error, :pointer
+    end
+
+    # dflockd_event_kind values used here.
+    EVENT_KIND_LOST = 5
+
     # [name, args, return, blocking?]: one row per C function used.
     FUNCTIONS = [
       [:dflockd_error_status, [:pointer], :int, false],
@@ -94,6 +102,11 @@ module DFlockd
       [:dflockd_lease_is_held, [:pointer], :bool, true],
       [:dflockd_lease_is_lost, [:pointer], :bool, true],
       [:dflockd_lease_wait_lost, %i[pointer int64 pointer pointer], :int, true],
+      [:dflockd_lease_watch_lost, %i[pointer pointer uint64 pointer], :int, true],
+      [:dflockd_events_new, %i[pointer pointer], :int, true],
+      [:dflockd_events_free, [:pointer], :void, true],
+      [:dflockd_events_fd, [:pointer], :int, true],
+      [:dflockd_events_poll, %i[pointer pointer size_t], :size_t, true],
       [:dflockd_testserver_options_new, [:pointer], :int, false],
       [:dflockd_testserver_options_free, [:pointer], :void, false],
       [:dflockd_testserver_options_set_auth_token, %i[pointer pointer size_t pointer], :int, false],
