@@ -206,3 +206,62 @@ fn release_after_the_home_connection_died_uses_a_fresh_connection() {
     let other = client.lock(lease.key()).expect("lease");
     assert!(other.try_acquire().expect("free at once, not after 30 s"));
 }
+
+/// A hung server delays no renewal of leases on a healthy one (issue 9):
+/// 100 leases of 3 s on each of two servers, default client settings; one
+/// server is paused for 8 s (so every renewal sent to it hangs until its
+/// deadline). Before the engine awaited renewal replies, the two blocking
+/// renewal workers sat in those hung renewals and the healthy server's
+/// leases expired; now every one of them stays held throughout.
+#[test]
+fn a_paused_server_delays_no_renewal_on_a_healthy_one() {
+    if skip_external("two embedded servers with fault controls") {
+        return;
+    }
+    let hung = embedded(ServerOptions::default());
+    let healthy = embedded(ServerOptions::default());
+    let mut cfg = dflockd::client::Config::new(vec![
+        ("127.0.0.1".into(), hung.ts().port()),
+        ("127.0.0.1".into(), healthy.ts().port()),
+    ]);
+    cfg.default_lease_ttl_s = Some(3);
+    let client = Client::new(cfg).expect("client");
+    let (mut on_hung, mut on_healthy) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while on_hung.len() < 100 || on_healthy.len() < 100 {
+        let k = format!("{}-{i}", key("iso"));
+        i += 1;
+        let side = client.server_for(&k).expect("shard");
+        let list = if side == 0 { &mut on_hung } else { &mut on_healthy };
+        if list.len() < 100 {
+            let l = client.lock(&k).expect("lease");
+            l.acquire(5).expect("acquire");
+            list.push(l);
+        }
+    }
+    hung.ts().pause();
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let not_held = on_healthy.iter().filter(|l| !l.is_held()).count();
+        assert_eq!(
+            not_held, 0,
+            "{not_held} healthy-server leases not held during the pause"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    hung.ts().resume();
+    assert!(
+        on_healthy.iter().all(|l| !l.is_lost()),
+        "a healthy-server lease was lost"
+    );
+    // The paused server's leases could not be renewed: lost, and said so.
+    assert!(wait_until(Duration::from_secs(10), || on_hung
+        .iter()
+        .all(Lease::is_lost)));
+    let m = client.metrics();
+    println!(
+        "healthy leases held throughout an 8 s pause of the other server; renewals {}, retries {}, lost {}",
+        m.renewals, m.renewal_retries, m.leases_lost
+    );
+    assert_eq!(m.leases_lost, 100);
+}
