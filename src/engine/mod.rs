@@ -309,7 +309,11 @@ impl Engine {
         // the lock: settling it may end the lease and so drop its watch.
         let mut still_awaited = None;
         if let Some((id, p)) = awaited {
-            match p.conn.poll_reply(Command::Lease(kind_of(&p), Op::Renew), None) {
+            let lease = p.lease.upgrade();
+            let (kind, key) = lease
+                .as_ref()
+                .map_or((Kind::Lock, None), |l| (l.kind, Some(l.key.as_str())));
+            match p.conn.poll_reply(Command::Lease(kind, Op::Renew), key) {
                 Ok(None) if !hang_up => still_awaited = Some((id, p)),
                 Ok(None) => {} // the hang-up path renews afresh
                 Ok(Some(outcome)) => settle(p, Ok(outcome)),
@@ -388,11 +392,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// The kind (lock or semaphore) of the lease a pending renewal is for.
-fn kind_of(p: &Pending) -> Kind {
-    p.lease.upgrade().map_or(Kind::Lock, |l| l.kind)
 }
 
 /// Hand a renewal's outcome to the scheduler's policy.

@@ -37,29 +37,6 @@ static int readable(int fd, int ms) {
     return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
 }
 
-static dflockd_testserver *server(int auto_release) {
-    dflockd_testserver_options *o = NULL;
-    dflockd_testserver *s = NULL;
-    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_testserver_options_new(&o));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_options_set_auto_release(o, auto_release != 0, E));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_start(o, &s, E));
-    dflockd_testserver_options_free(o);
-    return s;
-}
-
-static dflockd_client *client_for(dflockd_testserver *s) {
-    char addr[64];
-    size_t len = 0;
-    dflockd_config *cfg = NULL;
-    dflockd_client *c = NULL;
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_addr(s, addr, sizeof addr, &len, E));
-    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_config_new(&cfg));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_servers(cfg, addr, len, E));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_new(cfg, &c, E));
-    dflockd_config_free(cfg);
-    return c;
-}
-
 static dflockd_lease *held(dflockd_client *c, const char *key) {
     dflockd_lease *l = NULL;
     EXPECT(DFLOCKD_STATUS_OK, dflockd_client_lock(c, S(key), &l, E));
@@ -98,8 +75,8 @@ static void test_queue_basics(void) {
  * connection. Not held within 50 ms; one LOST event on the queue, seen by
  * this thread's own poll(2) loop; the key is free for others. */
 static void test_hang_up_is_a_loss(void) {
-    dflockd_testserver *s = server(1);
-    dflockd_client *c = client_for(s), *other = client_for(s);
+    dflockd_testserver *s = test_server(1, NULL);
+    dflockd_client *c = test_client_for(s), *other = test_client_for(s);
     dflockd_lease *l = held(c, "ev/lost"), *rival = NULL;
     dflockd_events *q = NULL;
     dflockd_event ev[4];
@@ -162,8 +139,8 @@ static void test_hang_up_is_a_loss(void) {
  * and one round trip: too short to sample reliably; the reconnect counter
  * shows the renewal ran at once.) */
 static void test_hang_up_without_auto_release_is_confirmed(void) {
-    dflockd_testserver *s = server(0);
-    dflockd_client *c = client_for(s), *other = client_for(s);
+    dflockd_testserver *s = test_server(0, NULL);
+    dflockd_client *c = test_client_for(s), *other = test_client_for(s);
     dflockd_lease *l = held(c, "ev/kept"), *rival = NULL;
     dflockd_events *q = NULL;
     dflockd_event ev[4];

@@ -184,16 +184,6 @@ static void judge(const struct probe *p) {
     }
 }
 
-static dflockd_client *client_for(const char *addr, const char *tls_ca) {
-    dflockd_config *cfg = NULL;
-    dflockd_client *c = NULL;
-    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_config_new(&cfg));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_servers(cfg, addr, strlen(addr), E));
-    if (tls_ca) EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_tls_ca_file(cfg, S(tls_ca), E));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_new(cfg, &c, E));
-    dflockd_config_free(cfg);
-    return c;
-}
 
 static dflockd_lease *held_lease(dflockd_client *c, const char *key) {
     dflockd_lease *l = NULL;
@@ -266,13 +256,13 @@ static void test_bounds(void) {
     EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_addr(ts, paused, sizeof paused, &len, E));
     pid = spawn_server(NULL, stopped, sizeof stopped);
 
-    c_silent = client_for(silent, NULL);
-    c_tls = client_for(tls_silent, "tests/fixtures/tls/ca.pem");
-    c_half = client_for(half, NULL);
-    c_reset = client_for(reset, NULL);
-    c_backlog = client_for(backlog, NULL);
-    c_paused = client_for(paused, NULL);
-    c_stopped = client_for(stopped, NULL);
+    c_silent = test_client(silent, NULL, NULL);
+    c_tls = test_client(tls_silent, NULL, "tests/fixtures/tls/ca.pem");
+    c_half = test_client(half, NULL, NULL);
+    c_reset = test_client(reset, NULL, NULL);
+    c_backlog = test_client(backlog, NULL, NULL);
+    c_paused = test_client(paused, NULL, NULL);
+    c_stopped = test_client(stopped, NULL, NULL);
 
     {
         /* Leases held before the servers hang, and pooled connections. */
@@ -403,7 +393,7 @@ static void test_tls_mismatch(void) {
 
     /* TLS client, plaintext server: fails (at the latest at the connect
      * timeout) and says TLS is the likely cause. */
-    c = client_for(a_plain, "tests/fixtures/tls/ca.pem");
+    c = test_client(a_plain, NULL, "tests/fixtures/tls/ca.pem");
     st = first_call(c, msg, sizeof msg);
     printf("--- TLS client -> plaintext server: %s: %s\n", dflockd_status_str((int)st), msg);
     CHECK(st == DFLOCKD_STATUS_TLS || st == DFLOCKD_STATUS_DEADLINE);
@@ -411,7 +401,7 @@ static void test_tls_mismatch(void) {
     dflockd_client_free(c);
 
     /* Plaintext client, TLS server: the server closes without a reply. */
-    c = client_for(a_tls, NULL);
+    c = test_client(a_tls, NULL, NULL);
     st = first_call(c, msg, sizeof msg);
     printf("--- plaintext client -> TLS server: %s: %s\n", dflockd_status_str((int)st), msg);
     CHECK(st == DFLOCKD_STATUS_IO);
@@ -432,7 +422,7 @@ static void test_tls_mismatch(void) {
  * be true. The child prints "status=<name> held_ms=<n>". */
 
 static int frozen_child(const char *addr, const char *key, uint64_t lease_s) {
-    dflockd_client *c = client_for(addr, NULL);
+    dflockd_client *c = test_client(addr, NULL, NULL);
     dflockd_lease *l = NULL;
     dflockd_error *err = NULL;
     dflockd_status st;
@@ -493,7 +483,7 @@ static void test_frozen_client(const char *self, uint64_t lease_s) {
     EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_start(o, &ts, E));
     dflockd_testserver_options_free(o);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_addr(ts, addr, sizeof addr, &len, E));
-    c = client_for(addr, NULL);
+    c = test_client(addr, NULL, NULL);
     a = held_lease(c, key);
 
     argv[0] = (char *)self;

@@ -22,36 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures = 0, checks = 0;
-
-#define CHECK(cond)                                                       \
-    do {                                                                  \
-        checks++;                                                         \
-        if (!(cond)) {                                                    \
-            failures++;                                                   \
-            fprintf(stderr, "[%d] %s:%d: CHECK failed: %s\n", (int)getpid(), __FILE__, __LINE__, #cond); \
-        }                                                                 \
-    } while (0)
-
-#define EXPECT(want, call)                                                          \
-    do {                                                                            \
-        dflockd_error *e_ = NULL;                                                   \
-        dflockd_status s_ = (call);                                                 \
-        checks++;                                                                   \
-        if (s_ != (want)) {                                                         \
-            failures++;                                                             \
-            fprintf(stderr, "[%d] %s:%d: %s returned %s, want %s: %s\n", (int)getpid(), __FILE__, __LINE__, \
-                    #call, dflockd_status_str((int)s_), dflockd_status_str((int)(want)), \
-                    e_ ? dflockd_error_message(e_) : "(no error object)");          \
-        } else if (s_ != DFLOCKD_STATUS_OK && (e_ == NULL || dflockd_error_status(e_) != s_ || \
-                                              dflockd_error_message(e_)[0] == '\0')) { \
-            failures++;                                                             \
-            fprintf(stderr, "%s:%d: %s: error object missing or empty\n", __FILE__, __LINE__, #call); \
-        }                                                                           \
-        dflockd_error_free(e_);                                                     \
-    } while (0)
-#define E (&e_)
-#define S(str) str, strlen(str)
+#include "check.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -95,29 +66,6 @@ static int library_threads(int client_only) {
     return n;
 }
 
-static dflockd_testserver *start_server(void) {
-    dflockd_testserver_options *o = NULL;
-    dflockd_testserver *s = NULL;
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_options_new(&o));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_start(o, &s, E));
-    dflockd_testserver_options_free(o);
-    return s;
-}
-
-/* A client with default settings. */
-static dflockd_client *make_client(dflockd_testserver *s) {
-    char addr[64];
-    size_t len = 0;
-    dflockd_config *cfg = NULL;
-    dflockd_client *c = NULL;
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_addr(s, addr, sizeof addr, &len, E));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_new(&cfg));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_servers(cfg, addr, len, E));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_new(cfg, &c, E));
-    dflockd_config_free(cfg);
-    return c;
-}
-
 /* A lock on `key` with a 2 s lease, acquired. */
 static dflockd_lease *held_lock(dflockd_client *c, const char *key) {
     dflockd_lease *l = NULL;
@@ -155,8 +103,8 @@ static void test_threads_end_with_the_last_client(void) {
     dflockd_lease *l, *rival = NULL;
     bool got = false;
     CHECK(library_threads(0) == 0);
-    s = start_server();
-    c = make_client(s);
+    s = test_server(1, NULL);
+    c = test_client_for(s);
     l = held_lock(c, "thr-a");
     CHECK(wait_client_threads(4) == 4); /* timer + 2 renewal workers + engine */
     dflockd_client_free(c);
@@ -167,9 +115,9 @@ static void test_threads_end_with_the_last_client(void) {
     CHECK(library_threads(0) == 0);
 
     /* A new client afterwards renews normally. */
-    s = start_server();
-    c = make_client(s);
-    other = make_client(s);
+    s = test_server(1, NULL);
+    c = test_client_for(s);
+    other = test_client_for(s);
     l = held_lock(c, "thr-b");
     EXPECT(DFLOCKD_STATUS_OK, dflockd_client_lock(other, S("thr-b"), &rival, E));
     hold_against(l, rival, 3.5);
@@ -233,7 +181,7 @@ static void child(int fd) {
     dflockd_client_free(g_parent);
 
     /* (1) A new client renews: a 2 s lease held for 5 s. */
-    c = make_client(g_server);
+    c = test_client_for(g_server);
     l = held_lock(c, "fork-child");
     CHECK(write(fd, "A", 1) == 1); /* the parent tries to take it now */
     until = now_s() + 5;
@@ -248,8 +196,8 @@ static void child(int fd) {
     dflockd_client_free(c);
 
     /* (3) Loss reporting: the child's own test server drops connections. */
-    own = start_server();
-    c = make_client(own);
+    own = test_server(1, NULL);
+    c = test_client_for(own);
     l = held_lock(c, "fork-lost");
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_on_lost(l, on_lost, &lost_calls, E));
     CHECK(dflockd_testserver_drop_connections(own) == DFLOCKD_STATUS_OK);
@@ -272,8 +220,8 @@ static void test_fork(void) {
     pid_t pid;
     char byte = 0;
     bool got = true;
-    g_server = start_server();
-    g_parent = make_client(g_server);
+    g_server = test_server(1, NULL);
+    g_parent = test_client_for(g_server);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_client_lock(g_parent, S("fork-parent"), &g_parent_lease, E));
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_acquire(g_parent_lease, 5, E));
     EXPECT(DFLOCKD_STATUS_OK, dflockd_client_connect(g_parent, 0, &g_parent_conn, E));
@@ -303,7 +251,7 @@ static void test_fork(void) {
     /* While the child holds "fork-child" (renewed by its own threads),
      * nobody else gets it. */
     CHECK(read(fds[0], &byte, 1) == 1 && byte == 'A');
-    other = make_client(g_server);
+    other = test_client_for(g_server);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_client_lock(other, S("fork-child"), &rival, E));
     for (;;) {
         struct pollfd p = {fds[0], POLLIN, 0};

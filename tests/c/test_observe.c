@@ -84,32 +84,8 @@ static dflockd_metrics metrics(dflockd_client *c) {
                     (unsigned long long)metrics(c).field, (unsigned long long)(want)); \
     } while (0)
 
-static dflockd_testserver *server(int auto_release, const char *auth) {
-    dflockd_testserver_options *o = NULL;
-    dflockd_testserver *s = NULL;
-    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_testserver_options_new(&o));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_options_set_auto_release(o, auto_release != 0, E));
-    if (auth) EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_options_set_auth_token(o, S(auth), E));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_start(o, &s, E));
-    dflockd_testserver_options_free(o);
-    return s;
-}
 
-static void addr_of(dflockd_testserver *s, char *buf, size_t cap) {
-    size_t len = 0;
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_addr(s, buf, cap, &len, E));
-}
 
-static dflockd_client *client_for(const char *servers, const char *auth) {
-    dflockd_config *cfg = NULL;
-    dflockd_client *c = NULL;
-    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_config_new(&cfg));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_servers(cfg, servers, strlen(servers), E));
-    if (auth) EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_auth_token(cfg, S(auth), E));
-    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_new(cfg, &c, E));
-    dflockd_config_free(cfg);
-    return c;
-}
 
 static dflockd_lease *lock_with_ttl(dflockd_client *c, const char *key, uint64_t ttl) {
     dflockd_lease *l = NULL;
@@ -132,14 +108,14 @@ static void remember_token(dflockd_lease *l) {
 /* Operations on a healthy auth server: acquires, releases, timeouts,
  * renewals, connections; DEBUG and INFO messages; the secret never shows. */
 static void test_operations(void) {
-    dflockd_testserver *s = server(1, SECRET);
+    dflockd_testserver *s = test_server(1, SECRET);
     char addr[64];
     dflockd_client *c;
     dflockd_lease *a, *b;
     bool got = true;
     dflockd_metrics m0, m;
-    addr_of(s, addr, sizeof addr);
-    c = client_for(addr, SECRET);
+    test_server_addr(s, addr, sizeof addr);
+    c = test_client(addr, SECRET, NULL);
     m0 = metrics(c);
     CHECK(m0.acquires == 0 && m0.open_connections == 0 && m0.connections_opened == 0);
 
@@ -174,12 +150,12 @@ static void test_operations(void) {
 
 /* A lease lost with no lost callback: counted, and logged once at ERROR. */
 static void test_lost(void) {
-    dflockd_testserver *s = server(1, NULL);
+    dflockd_testserver *s = test_server(1, NULL);
     char addr[64];
     dflockd_client *c;
     dflockd_lease *l;
-    addr_of(s, addr, sizeof addr);
-    c = client_for(addr, NULL);
+    test_server_addr(s, addr, sizeof addr);
+    c = test_client(addr, NULL, NULL);
     l = lock_with_ttl(c, "obs/lost", 2);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_acquire(l, 5, E));
     remember_token(l);
@@ -201,13 +177,13 @@ static void test_lost(void) {
 
 /* A hung server: a deadline hit, counted and logged at WARN. */
 static void test_deadline(void) {
-    dflockd_testserver *s = server(1, NULL);
+    dflockd_testserver *s = test_server(1, NULL);
     char addr[64];
     dflockd_client *c;
     dflockd_lease *l;
     bool got = false;
-    addr_of(s, addr, sizeof addr);
-    c = client_for(addr, NULL);
+    test_server_addr(s, addr, sizeof addr);
+    c = test_client(addr, NULL, NULL);
     l = lock_with_ttl(c, "obs/deadline", 0);
     EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_testserver_pause(s));
     EXPECT(DFLOCKD_STATUS_DEADLINE, dflockd_lease_try_acquire(l, &got, E));
@@ -223,13 +199,13 @@ static void test_deadline(void) {
  * auto-release) and new connections refused for a while: renewals are
  * retried, then made on a fresh connection. */
 static void test_reconnect(void) {
-    dflockd_testserver *s = server(0, NULL);
+    dflockd_testserver *s = test_server(0, NULL);
     char addr[64];
     dflockd_client *c, *other;
     dflockd_lease *l, *o;
     bool got = true;
-    addr_of(s, addr, sizeof addr);
-    c = client_for(addr, NULL);
+    test_server_addr(s, addr, sizeof addr);
+    c = test_client(addr, NULL, NULL);
     l = lock_with_ttl(c, "obs/reconnect", 4);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_acquire(l, 5, E));
     remember_token(l);
@@ -242,7 +218,7 @@ static void test_reconnect(void) {
     CHECK(metrics(c).leases_lost == 0);
     CHECK(dflockd_lease_is_held(l));
     /* Still ours on the server. */
-    other = client_for(addr, NULL);
+    other = test_client(addr, NULL, NULL);
     o = lock_with_ttl(other, "obs/reconnect", 0);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_try_acquire(o, &got, E));
     CHECK(!got);
@@ -258,18 +234,18 @@ static void test_reconnect(void) {
 
 /* A follower naming its leader: the redirect is counted and logged. */
 static void test_redirect(void) {
-    dflockd_testserver *leader = server(1, NULL), *follower = server(1, NULL);
+    dflockd_testserver *leader = test_server(1, NULL), *follower = test_server(1, NULL);
     char a_leader[64], a_follower[64], both[160];
     dflockd_client *c;
     dflockd_lease *l;
     size_t i;
     const char *key = NULL;
     char keybuf[32];
-    addr_of(leader, a_leader, sizeof a_leader);
-    addr_of(follower, a_follower, sizeof a_follower);
+    test_server_addr(leader, a_leader, sizeof a_leader);
+    test_server_addr(follower, a_follower, sizeof a_follower);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_set_follower(follower, true, S(a_leader), E));
     snprintf(both, sizeof both, "%s,%s", a_leader, a_follower);
-    c = client_for(both, NULL);
+    c = test_client(both, NULL, NULL);
     /* A key that shards to the follower (server index 1). */
     for (i = 0; i < 1000 && !key; i++) {
         size_t idx = 0;
