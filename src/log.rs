@@ -8,6 +8,7 @@
 //! WARN retries, redirects, reconnects and deadlines; ERROR every lost
 //! lease (whether or not a lost callback is set) and caught panics.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -44,9 +45,38 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
-/// Send `message` to the logger if it wants `level`.
+thread_local! {
+    /// On a thread that must never run application code (the event
+    /// engine), messages are collected here and handed elsewhere.
+    static DEFERRED: RefCell<Option<Vec<(Level, String)>>> = const { RefCell::new(None) };
+}
+
+/// From now on, messages logged on this thread are kept for
+/// [`take_deferred`] instead of calling the logger: a logger that blocks
+/// (a language runtime's global lock) must not stall this thread.
+pub(crate) fn defer_on_this_thread() {
+    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+}
+
+/// The messages this thread deferred since the last call.
+pub(crate) fn take_deferred() -> Vec<(Level, String)> {
+    DEFERRED.with(|d| d.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default())
+}
+
+/// Send `message` to the logger if it wants `level` (or keep it, on a
+/// thread that defers).
 pub fn emit(level: Level, message: &str) {
     if !enabled(level) {
+        return;
+    }
+    let deferred = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push((level, message.to_owned()));
+            true
+        }
+        None => false,
+    });
+    if deferred {
         return;
     }
     let guard = SINK.read().unwrap_or_else(|p| p.into_inner());

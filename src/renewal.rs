@@ -86,7 +86,9 @@ pub(crate) struct Scheduler {
     timer_cv: Condvar,
     jobs: Mutex<VecDeque<(Weak<Shared>, Instant)>>,
     jobs_cv: Condvar,
-    notes: Mutex<VecDeque<(LostCallback, Error)>>,
+    /// Application code to run on the notifier thread: lost callbacks, and
+    /// log messages the engine thread deferred.
+    notes: Mutex<VecDeque<Note>>,
     notes_cv: Condvar,
     /// Whether the notifier thread started (lazily, on the first loss).
     notifier: OnceLock<bool>,
@@ -204,11 +206,19 @@ fn reschedule(lease: &Arc<Shared>, generation: u64, at: Instant) {
     }
 }
 
+/// Application code queued for the notifier thread.
+type Note = Box<dyn FnOnce() + Send>;
+
 /// Run a lost-lease callback on the notifier thread of `client`'s
 /// generation (inline, on the calling thread, if that thread cannot be
 /// started or the generation is shutting down).
 pub(crate) fn notify(client: &ClientInner, callback: LostCallback, err: Error) {
-    let rt = &client.runtime;
+    on_notifier(&client.runtime, Box::new(move || callback(&err)));
+}
+
+/// Run `note` on the notifier thread of generation `rt` (inline if that
+/// thread cannot be started or the generation is shutting down).
+pub(crate) fn on_notifier(rt: &Runtime, note: Note) {
     let started = rt.renewal.get().and_then(Option::as_ref).filter(|s| {
         *s.notifier.get_or_init(|| {
             let n = Arc::clone(s);
@@ -220,18 +230,18 @@ pub(crate) fn notify(client: &ClientInner, callback: LostCallback, err: Error) {
             let mut q = lock(&s.notes);
             // After stop the notifier may have drained and gone.
             if s.stopped.load(Ordering::SeqCst) {
-                Some((callback, err))
+                Some(note)
             } else {
-                q.push_back((callback, err));
+                q.push_back(note);
                 drop(q);
                 s.notes_cv.notify_one();
                 None
             }
         }
-        None => Some((callback, err)),
+        None => Some(note),
     };
-    if let Some((callback, err)) = inline {
-        let _ = catch_unwind(AssertUnwindSafe(|| callback(&err)));
+    if let Some(note) = inline {
+        let _ = catch_unwind(AssertUnwindSafe(note));
     }
 }
 
@@ -298,7 +308,7 @@ impl Scheduler {
 
     fn run_notifier(&self) {
         loop {
-            let (cb, err) = {
+            let note = {
                 let mut q = lock(&self.notes);
                 loop {
                     // Callbacks queued before stop still run.
@@ -309,7 +319,7 @@ impl Scheduler {
                     }
                 }
             };
-            let _ = catch_unwind(AssertUnwindSafe(|| cb(&err)));
+            let _ = catch_unwind(AssertUnwindSafe(note));
         }
     }
 }
@@ -398,8 +408,11 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
                 };
                 if let Err(pending) = engine.await_reply(watch, pending) {
                     // The watch went away meanwhile (released, lost or
-                    // re-homed): nothing to renew any more, or a new round.
+                    // re-homed) or is busy: give the reply up and try again
+                    // shortly (a no-op if the grant is gone). Never leave a
+                    // held lease without a renewal on its way.
                     pending.conn.abandon_reply();
+                    reschedule(lease, generation, Instant::now() + BUSY_RETRY);
                 }
             }
             Ok(Started::Busy) => reschedule(lease, generation, Instant::now() + BUSY_RETRY),

@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use crate::connection::Connection;
 use crate::lease::{Shared, lock};
-use crate::log::{Level, log};
+use crate::log::{self, Level, log};
 use crate::protocol::{Command, Kind, Op, Outcome};
 use crate::renewal;
 use crate::runtime::{Runtime, Service};
@@ -87,6 +87,8 @@ struct Slots {
 }
 
 pub(crate) struct Engine {
+    /// Its generation: log messages go to that generation's notifier.
+    rt: Weak<Runtime>,
     epoll: OwnedFd,
     waker: OwnedFd,
     stopped: AtomicBool,
@@ -124,7 +126,7 @@ fn token(slot: u32, gen_: u32) -> u64 {
 }
 
 impl Engine {
-    fn new() -> Option<Engine> {
+    fn new(rt: Weak<Runtime>) -> Option<Engine> {
         // SAFETY: plain syscalls; the returned fds are owned below.
         let (ep, ev) = unsafe {
             (
@@ -153,6 +155,7 @@ impl Engine {
         // SAFETY: valid epoll fd, valid eventfd, valid event struct.
         let rc = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ev, &mut e) };
         (rc == 0).then_some(Engine {
+            rt,
             epoll,
             waker,
             stopped: AtomicBool::new(false),
@@ -251,7 +254,7 @@ impl Engine {
 
     /// Await the reply of a renewal sent on the watched connection `key`;
     /// `Err(pending)` back if that watch is gone (the lease was released,
-    /// lost or re-homed meanwhile).
+    /// lost or re-homed meanwhile) or already awaits one.
     pub(crate) fn await_reply(&self, key: WatchKey, pending: Pending) -> Result<(), Pending> {
         {
             let mut s = lock(&self.slots);
@@ -259,7 +262,7 @@ impl Engine {
             let Some((gen_, Some(w))) = s.entries.get_mut(key.slot as usize) else {
                 return Err(pending);
             };
-            if *gen_ != key.gen_ {
+            if *gen_ != key.gen_ || w.renewal.is_some() {
                 return Err(pending);
             }
             s.next_id += 1;
@@ -274,9 +277,14 @@ impl Engine {
     }
 
     fn run(&self) {
+        // No application code on this thread: log messages are handed to
+        // the notifier thread after each round (a blocking logger must not
+        // delay a renewal or a hang-up).
+        log::defer_on_this_thread();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         while !self.stopped.load(Ordering::SeqCst) {
             let timeout = self.expire_replies();
+            self.flush_log();
             // SAFETY: valid epoll fd; `events` has room for 64 entries.
             let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout) };
             if n < 0 {
@@ -292,6 +300,23 @@ impl Engine {
                 }
                 self.on_event((key >> 32) as u32, key as u32, e.events);
             }
+        }
+    }
+
+    /// Hand the messages this thread logged to the notifier thread.
+    fn flush_log(&self) {
+        let messages = log::take_deferred();
+        if messages.is_empty() {
+            return;
+        }
+        let emit_all = Box::new(move || {
+            for (level, message) in messages {
+                log::emit(level, &message);
+            }
+        });
+        match self.rt.upgrade() {
+            Some(rt) => renewal::on_notifier(&rt, emit_all),
+            None => drop(emit_all),
         }
     }
 
@@ -338,8 +363,12 @@ impl Engine {
             }
             return;
         }
-        let read = still_awaited.is_some();
-        w.renewal = still_awaited;
+        // A worker may have sent the next renewal and registered it while
+        // this one was being settled: keep the newer one.
+        if w.renewal.is_none() {
+            w.renewal = still_awaited;
+        }
+        let read = w.renewal.is_some();
         // Under the lock: the Watch removes the entry (and the fd's
         // registration) under it too, so the fd is still this socket.
         self.arm(WatchKey { slot, gen_, fd: w.fd }, read);
@@ -413,10 +442,10 @@ impl Service for Engine {
 
 /// The engine of `rt`, started on first use; `None` if it cannot run (then
 /// hang-ups are noticed at the next renewal, as before).
-pub(crate) fn engine(rt: &Runtime) -> Option<&Arc<Engine>> {
+pub(crate) fn engine(rt: &Arc<Runtime>) -> Option<&Arc<Engine>> {
     rt.engine
         .get_or_init(|| {
-            let engine = Arc::new(Engine::new()?);
+            let engine = Arc::new(Engine::new(Arc::downgrade(rt))?);
             if !rt.register(Arc::clone(&engine) as Arc<dyn Service>) {
                 return None;
             }

@@ -50,6 +50,19 @@ static int count_msgs(int level, const char *w1, const char *w2) {
     return n;
 }
 
+/* Wait (up to ms) until count_msgs(...) reaches n: messages logged on the
+ * engine thread reach the callback through the notifier thread, a little
+ * after the loss itself is visible. */
+static int await_msgs(int level, const char *w1, const char *w2, int n, int ms) {
+    struct timespec pause = {0, 5000000};
+    int waited = 0;
+    while (count_msgs(level, w1, w2) < n && waited < ms) {
+        nanosleep(&pause, NULL);
+        waited += 5;
+    }
+    return count_msgs(level, w1, w2);
+}
+
 static int logged_anywhere(const char *s) {
     int i, found = 0;
     pthread_mutex_lock(&log_mu);
@@ -167,7 +180,7 @@ static void test_lost(void) {
     }
     EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_testserver_resume(s));
     CHECK(metrics(c).leases_lost == 1);
-    CHECK(count_msgs(DFLOCKD_LOG_LEVEL_ERROR, "\"obs/lost\"", "lost") == 1);
+    CHECK(await_msgs(DFLOCKD_LOG_LEVEL_ERROR, "\"obs/lost\"", "lost", 1, 5000) == 1);
     /* Said once: the message does not repeat itself. */
     CHECK(count_msgs(DFLOCKD_LOG_LEVEL_ERROR, "lost: lease on", NULL) == 0);
     dflockd_lease_free(l);
