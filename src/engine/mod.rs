@@ -55,7 +55,8 @@ struct Watched {
     /// The home connection's socket (open while this entry is: its Watch
     /// removes the entry before the connection can close).
     fd: RawFd,
-    renewal: Option<(u64, Pending)>,
+    /// Boxed: only while a reply is awaited (every held lease has a slot).
+    renewal: Option<(u64, Box<Pending>)>,
 }
 
 /// A renewal whose request was sent and whose reply the engine awaits.
@@ -267,10 +268,23 @@ impl Engine {
             }
             s.next_id += 1;
             let id = s.next_id;
-            s.deadlines
-                .push(Reverse((pending.deadline, id, key.slot, key.gen_)));
-            w.renewal = Some((id, pending));
+            w.renewal = Some((id, Box::new(pending)));
+            let deadline = w.renewal.as_ref().map(|(_, p)| p.deadline);
             self.arm(key, true);
+            if let Some(d) = deadline {
+                s.deadlines.push(Reverse((d, id, key.slot, key.gen_)));
+            }
+            // Replies that came in time leave their deadline behind until
+            // it passes; keep those from piling up (each watch has at most
+            // one live deadline).
+            let watches = s.entries.len() - s.free.len();
+            if s.deadlines.len() > 2 * watches + 1024 {
+                let entries = &s.entries;
+                s.deadlines.retain(|Reverse((_, id, slot, gen_))| {
+                    matches!(entries.get(*slot as usize),
+                        Some((g, Some(w))) if g == gen_ && w.renewal.as_ref().is_some_and(|(i, _)| i == id))
+                });
+            }
         }
         self.wake(); // the earliest deadline may have changed
         Ok(())
@@ -341,8 +355,8 @@ impl Engine {
             match p.conn.poll_reply(Command::Lease(kind, Op::Renew), key) {
                 Ok(None) if !hang_up => still_awaited = Some((id, p)),
                 Ok(None) => {} // the hang-up path renews afresh
-                Ok(Some(outcome)) => settle(p, Ok(outcome)),
-                Err(e) => settle(p, Err(e)),
+                Ok(Some(outcome)) => settle(*p, Ok(outcome)),
+                Err(e) => settle(*p, Err(e)),
             }
         }
         let mut s = lock(&self.slots);
@@ -416,7 +430,7 @@ impl Engine {
                     format!("{what}: no reply before the deadline"),
                 );
                 log!(Level::Warn, "{e}");
-                settle(p, Err(e));
+                settle(*p, Err(e));
                 self.rearm_slot(slot, gen_);
             }
         }

@@ -114,7 +114,14 @@ impl LineBuffer {
         };
         self.start = end + 1;
         self.scanned = self.start;
-        if self.start > 4096 && self.start * 2 > self.end {
+        if self.start == self.end {
+            // Drained: an idle connection (every held lease keeps one)
+            // holds no read buffer; the next read allocates a small one.
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            self.scanned = 0;
+        } else if self.start > 4096 && self.start * 2 > self.end {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.scanned -= self.start;

@@ -146,7 +146,12 @@ impl Wire {
     pub(crate) fn write_to<W: Write>(&mut self, w: &mut W, what: &dyn Display) -> Result<bool> {
         let r = match self.tls.as_mut() {
             None => w.write(&self.out).inspect(|&n| {
-                self.out.drain(..n);
+                if n == self.out.len() {
+                    // Sent: an idle connection holds no write buffer.
+                    self.out = Vec::new();
+                } else {
+                    self.out.drain(..n);
+                }
             }),
             Some(conn) => conn.write_tls(&mut OneWrite(w)),
         };
