@@ -728,7 +728,12 @@ impl Shared {
         };
         st.generation += 1;
         drop(st);
-        let Held { token, home, .. } = held;
+        let Held {
+            token, home, watch, ..
+        } = held;
+        // Unregister before the connection can go back to the pool (where
+        // another lease may take it and register the same socket).
+        drop(watch);
         let cap = self.client.call_deadline(0);
         let r = home
             .conn
@@ -757,8 +762,8 @@ impl Shared {
     /// Mark the lease of `generation` lost: drop it, close its connection
     /// (so the server frees it if it still had it) and notify.
     /// Ask the event engine to watch a home connection for hang-up.
-    pub(crate) fn watch_home(self: &Arc<Self>, conn: &Connection, generation: u64) -> Option<Watch> {
-        engine::engine(&self.client.runtime)?.watch(self, generation, conn.raw_fd())
+    pub(crate) fn watch_home(self: &Arc<Self>, conn: &Arc<Connection>, generation: u64) -> Option<Watch> {
+        engine::engine(&self.client.runtime)?.watch(self, generation, conn)
     }
 
     /// The server hung up the home connection of grant `generation` (the

@@ -102,6 +102,10 @@ pub(crate) struct Watch {
     fd: RawFd,
     slot: u32,
     gen_: u32,
+    /// Keeps the socket open until the registration is removed: were the
+    /// fd closed first, its number could go to a new connection whose
+    /// registration the late EPOLL_CTL_DEL (by fd number) would remove.
+    _conn: Arc<Connection>,
 }
 
 impl Watch {
@@ -166,7 +170,13 @@ impl Engine {
 
     /// Watch `fd` (the home connection of `lease`'s grant `generation`)
     /// for hang-up. `None` if the fd cannot be registered.
-    pub(crate) fn watch(self: &Arc<Self>, lease: &Arc<Shared>, generation: u64, fd: RawFd) -> Option<Watch> {
+    pub(crate) fn watch(
+        self: &Arc<Self>,
+        lease: &Arc<Shared>,
+        generation: u64,
+        conn: &Arc<Connection>,
+    ) -> Option<Watch> {
+        let fd = conn.raw_fd();
         let (slot, gen_) = {
             let mut s = lock(&self.slots);
             let slot = match s.free.pop() {
@@ -198,6 +208,7 @@ impl Engine {
             fd,
             slot,
             gen_,
+            _conn: Arc::clone(conn),
         };
         if rc != 0 {
             drop(watch); // frees the slot (the DEL fails harmlessly)
