@@ -335,7 +335,14 @@ impl Connection {
             cmd: req.command(),
             key: req.key(),
         };
-        match &r {
+        self.observe(&what, &r);
+        r
+    }
+
+    /// Log a request's outcome (DEBUG; WARN for a deadline, which is also
+    /// counted): for the blocking calls and the engine's replies alike.
+    fn observe(&self, what: &What, r: &Result<Outcome>) {
+        match r {
             Ok(outcome) => log!(Level::Debug, "{what} on {}: {}", self.peer, describe(outcome)),
             Err(e) if e.kind() == ErrorKind::Deadline => {
                 if let Some(m) = &self.metrics {
@@ -345,7 +352,6 @@ impl Connection {
             }
             Err(e) => log!(Level::Debug, "{e} (server {})", self.peer),
         }
-        r
     }
 
     fn exchange_checked(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
@@ -489,10 +495,7 @@ impl Connection {
             }
             io.pending = false;
             let r = self.interpret(cmd, &what, &line);
-            match &r {
-                Ok(outcome) => log!(Level::Debug, "{what} on {}: {}", self.peer, describe(outcome)),
-                Err(e) => log!(Level::Debug, "{e} (server {})", self.peer),
-            }
+            self.observe(&what, &r);
             return r.map(Some);
         }
     }
