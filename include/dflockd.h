@@ -310,20 +310,24 @@ typedef enum {
  */
 typedef enum {
   /**
-   * An acquire started with an events queue was granted (reserved for
-   * the evented acquire, not produced yet).
+   * An acquire started with `dflockd_lease_acquire_start()` was granted:
+   * the handle holds the lease.
    */
   DFLOCKD_EVENT_KIND_ACQUIRED = 1,
   /**
-   * An evented acquire ended without the lease (reserved).
+   * An acquire started with `dflockd_lease_acquire_start()` ended without
+   * the lease: `status` says why (`TIMEOUT`, `CANCELLED`, `DEADLINE`,
+   * `IO`, ...), `error` has the message.
    */
   DFLOCKD_EVENT_KIND_ACQUIRE_FAILED = 2,
   /**
-   * An evented release completed (reserved).
+   * A release started with `dflockd_lease_release_start()` completed.
    */
   DFLOCKD_EVENT_KIND_RELEASED = 3,
   /**
-   * An evented release failed (reserved).
+   * A release started with `dflockd_lease_release_start()` failed (the
+   * handle no longer holds the lease either way; the server lets it go
+   * at the latest when it expires).
    */
   DFLOCKD_EVENT_KIND_RELEASE_FAILED = 4,
   /**
@@ -1216,6 +1220,52 @@ dflockd_status dflockd_lease_watch_lost(const dflockd_lease *lease,
                                         dflockd_error **err);
 
 /**
+ * Start acquiring the lease without blocking: the acquire (name
+ * resolution, connect, TLS, auth, the request and the wait for the grant,
+ * up to `timeout_s` seconds; 0 = try once) runs on the library's event
+ * engine, and its outcome arrives on `q` as one event tagged `tag`:
+ * `DFLOCKD_EVENT_KIND_ACQUIRED` (the handle holds the lease) or
+ * `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED` with the status and message. The
+ * event comes within the same bound as a blocking acquire's (connect
+ * timeout + I/O timeout + `timeout_s`). Acquires of one key started one
+ * after another (from one thread) are sent in that order, so the server
+ * grants them in that order. `dflockd_lease_cancel()` ends it with
+ * `ACQUIRE_FAILED` / `DFLOCKD_STATUS_CANCELLED`, leaving nothing held or
+ * queued on the server. The handle is busy until the event is queued.
+ *
+ * Fails at once, with no event, only when the handle cannot start one
+ * (another operation is running, already held or enqueued: `INVALID_ARGUMENT`)
+ * or after fork (`FORKED`).
+ *
+ * No network I/O on the calling thread; returns at once.
+ */
+dflockd_status dflockd_lease_acquire_start(const dflockd_lease *lease,
+                                           uint64_t timeout_s,
+                                           dflockd_events *q,
+                                           uint64_t tag,
+                                           dflockd_error **err);
+
+/**
+ * Start releasing the lease without blocking: the handle stops holding it
+ * at once (it may acquire again right away), and the release runs on the
+ * event engine; its outcome arrives on `q` as one event tagged `tag`:
+ * `DFLOCKD_EVENT_KIND_RELEASED` or `DFLOCKD_EVENT_KIND_RELEASE_FAILED`,
+ * within connect timeout + I/O timeout. After a queued
+ * `dflockd_lease_enqueue()` it leaves the queue, and `RELEASED` is queued
+ * at once.
+ *
+ * Fails at once, with no event, when nothing is held
+ * (`DFLOCKD_STATUS_NOT_HELD`, or `DFLOCKD_STATUS_LEASE_LOST` if it was
+ * lost) or after fork (`FORKED`).
+ *
+ * No network I/O on the calling thread; returns at once.
+ */
+dflockd_status dflockd_lease_release_start(const dflockd_lease *lease,
+                                           dflockd_events *q,
+                                           uint64_t tag,
+                                           dflockd_error **err);
+
+/**
  * Free a lease handle, releasing the lease first if held (best effort,
  * bounded by the I/O deadline) and cancelling any asynchronous acquire.
  * NULL is a no-op. Must not be freed twice, used after free, or freed while
@@ -1425,7 +1475,8 @@ dflockd_status dflockd_lease_on_lost(const dflockd_lease *lease,
                                      dflockd_error **err);
 
 /**
- * Start an acquire that completes on a library thread, for event loops:
+ * Start an acquire that completes on a library thread (the generation's
+ * notifier thread, shared by all; no thread per call), for event loops:
  * returns at once; `callback` (required) then runs exactly once with the
  * outcome (`OK`, `TIMEOUT` after `timeout_s` seconds, `CANCELLED` after
  * `dflockd_lease_cancel()` or `dflockd_lease_free()`, or another error).

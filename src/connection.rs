@@ -125,13 +125,23 @@ impl Connector {
                 return Err(e);
             }
         };
+        let conn = self.wrap(transport, host, port);
+        if let Some(secret) = &self.auth_token {
+            conn.call(&Request::Auth { secret }, Some(deadline))?;
+        }
+        Ok(conn)
+    }
+
+    /// A connection over a connected (and handshaken) transport, counted
+    /// and logged; not yet authenticated (see [`Connector::auth_request`]).
+    pub(crate) fn wrap(&self, transport: Transport, host: &str, port: u16) -> Connection {
         if let Some(m) = &self.metrics {
             bump(&m.connections_opened);
             bump(&m.open_connections);
         }
         let tls = if transport.is_tls() { " (TLS)" } else { "" };
         log!(Level::Info, "connected to {host}:{port}{tls}");
-        let conn = Connection {
+        Connection {
             peer: format!("{host}:{port}"),
             metrics: self.metrics.clone(),
             fd: transport.raw_fd(),
@@ -146,11 +156,17 @@ impl Connector {
             aborted: AtomicBool::new(false),
             io_timeout: self.io_timeout,
             stamp: ForkStamp::now(),
-        };
-        if let Some(secret) = &self.auth_token {
-            conn.call(&Request::Auth { secret }, Some(deadline))?;
         }
-        Ok(conn)
+    }
+
+    /// The `auth` request a new connection must send first, if any.
+    pub(crate) fn auth_request(&self) -> Option<Request<'_>> {
+        self.auth_token.as_deref().map(|secret| Request::Auth { secret })
+    }
+
+    /// The TLS setup new connections use (`None`: plaintext).
+    pub(crate) fn tls(&self) -> Option<&TlsSetup> {
+        self.tls.as_ref()
     }
 }
 
@@ -426,6 +442,18 @@ impl Connection {
     /// readable, or given up with [`Connection::abandon_reply`] at its
     /// deadline. Only for requests whose late reply is harmless (renew).
     pub(crate) fn start_request(&self, req: &Request) -> Result<Started> {
+        self.start(req, false)
+    }
+
+    /// [`Connection::start_request`] for the engine's own operations on a
+    /// connection it owns now (a release on the home of a lease that had
+    /// a renewal awaited): an awaited reply becomes an owed one, read and
+    /// dropped before this request's reply.
+    pub(crate) fn start_request_over(&self, req: &Request) -> Result<Started> {
+        self.start(req, true)
+    }
+
+    fn start(&self, req: &Request, take_over: bool) -> Result<Started> {
         let what = What {
             cmd: req.command(),
             key: req.key(),
@@ -434,12 +462,19 @@ impl Connection {
         let Ok(mut io) = self.io.try_lock() else {
             return Ok(Started::Busy);
         };
+        if self.was_aborted() {
+            return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
+        }
         if self.is_broken() {
             return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
         }
         let io = &mut *io;
         if io.pending {
-            return Ok(Started::Busy);
+            if !take_over {
+                return Ok(Started::Busy);
+            }
+            io.pending = false;
+            io.owed += 1;
         }
         io.frame.clear();
         req.encode(&mut io.frame)?;

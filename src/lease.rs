@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::client::ClientInner;
 use crate::connection::{Connection, Enqueued, Grant, earliest};
-use crate::engine::events::{self, Events, Queue};
+use crate::engine::events::{self, Event, EventKind, Events, Queue};
+use crate::engine::ops::{Done, Inbound, Op};
 use crate::engine::{self, Watch};
 use crate::log::{Level, log};
 use crate::metrics::bump;
@@ -80,6 +81,9 @@ pub(crate) struct State {
     cancel: bool,
     /// The connection the running operation is blocked on.
     in_flight: Option<Arc<Connection>>,
+    /// The running operation is the engine's (`acquire_start`,
+    /// `acquire_async`): its id, for cancel.
+    evented: Option<u64>,
     /// After enqueue answered `queued`: where to send wait.
     queued: Option<Home>,
     /// Completion queues (and tags) to tell when the lease is lost.
@@ -100,8 +104,8 @@ pub(crate) struct Shared {
     pub(crate) client: Arc<ClientInner>,
     pub(crate) key: String,
     pub(crate) kind: Kind,
-    limit: Option<u64>,
-    server: usize,
+    pub(crate) limit: Option<u64>,
+    pub(crate) server: usize,
     pub(crate) state: Mutex<State>,
     lost_cv: Condvar,
     on_lost: Mutex<Option<LostCallback>>,
@@ -120,12 +124,16 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidArgument, msg)
 }
 
+fn no_engine() -> Error {
+    Error::new(ErrorKind::Io, "cannot start the event engine thread")
+}
+
 fn cancelled(what: &str) -> Error {
     Error::new(ErrorKind::Cancelled, format!("{what}: cancelled"))
 }
 
 /// Marks the handle busy for one operation; clears it on drop.
-struct OpGuard(Arc<Shared>);
+pub(crate) struct OpGuard(Arc<Shared>);
 
 impl Drop for OpGuard {
     fn drop(&mut self) {
@@ -133,6 +141,7 @@ impl Drop for OpGuard {
         st.busy = false;
         st.cancel = false;
         st.in_flight = None;
+        st.evented = None;
     }
 }
 
@@ -272,6 +281,10 @@ impl Lease {
             if let Some(conn) = &st.in_flight {
                 conn.abort();
             }
+            if let Some(id) = st.evented {
+                drop(st);
+                engine::poke(&self.shared.client.runtime, id);
+            }
         } else if let Some(home) = st.queued.take() {
             // Between enqueue and wait the two-phase acquire is still in
             // progress: leave the queue (closing the connection drops the
@@ -374,28 +387,62 @@ impl Lease {
         }
     }
 
-    /// Acquire on a library thread and call `done` there with the result.
+    /// Acquire on the event engine and call `done` with the result on the
+    /// notifier thread (a library thread; no thread per call).
     /// [`cancel`](Lease::cancel) works on it as on a blocking acquire.
     pub fn acquire_async(&self, timeout_s: u64, done: DoneFn) {
-        if let Err(e) = self.check_fork() {
-            // Not on the parent's runtime: its threads are gone.
-            spawn_or_run(None, move || done(Err(e)));
-            return;
-        }
-        let rt = Some(&*self.shared.client.runtime);
-        let op = match self.shared.begin("acquire") {
-            Ok(op) => op,
-            Err(e) => {
-                spawn_or_run(rt, move || done(Err(e)));
-                return;
-            }
-        };
-        let shared = Arc::clone(&self.shared);
-        spawn_or_run(rt, move || {
-            let r = shared.acquire(&op, timeout_s);
-            drop(op);
-            let _ = catch_unwind(AssertUnwindSafe(|| done(r)));
+        let done = Arc::new(Mutex::new(Some(done)));
+        let theirs = Arc::clone(&done);
+        let started = self.check_fork().and_then(|()| {
+            // The callback runs on the notifier, which belongs to the
+            // renewal scheduler: start it now, not on the engine thread.
+            renewal::ensure_running(&self.shared.client)?;
+            self.shared.start_acquire(timeout_s, || {
+                Done::Call(Box::new(move |r| {
+                    if let Some(f) = lock(&theirs).take() {
+                        let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
+                    }
+                }))
+            })
         });
+        if let Err(e) = started {
+            // Not on the caller's stack: it may hold a lock the callback takes.
+            let rt = self.check_fork().is_ok().then_some(&*self.shared.client.runtime);
+            if let Some(f) = lock(&done).take() {
+                spawn_or_run(rt, move || f(Err(e)));
+            }
+        }
+    }
+
+    /// Start an acquire on the event engine, waiting up to `timeout_s`
+    /// seconds (0 = try once) without blocking this thread: no name
+    /// resolution, connect or send happens here. Its outcome arrives on
+    /// `events` as one [`EventKind::Acquired`](crate::events::EventKind)
+    /// or `AcquireFailed` event tagged `tag`. Acquires of one key started
+    /// one after another are sent (and so granted) in that order.
+    /// [`cancel`](Lease::cancel) ends it with `AcquireFailed`/`Cancelled`,
+    /// leaving nothing held or queued on the server. Fails at once (no
+    /// event) only when the handle cannot start one: busy, held, queued.
+    pub fn acquire_start(&self, timeout_s: u64, events: &Events, tag: u64) -> Result<()> {
+        self.check_fork()?;
+        let queue = Arc::clone(&events.queue);
+        self.shared
+            .start_acquire(timeout_s, || Done::Event { queue, tag })
+    }
+
+    /// Start a release on the event engine without blocking this thread;
+    /// its outcome arrives on `events` as one `Released` or
+    /// `ReleaseFailed` event tagged `tag`. The handle stops holding the
+    /// lease at once (it may acquire again right away). Leaving the queue
+    /// after a `queued` enqueue needs no I/O: `Released` is queued at once.
+    /// Fails at once (no event) with [`ErrorKind::NotHeld`] or
+    /// [`ErrorKind::LeaseLost`] when there is nothing to release.
+    pub fn release_start(&self, events: &Events, tag: u64) -> Result<()> {
+        self.check_fork()?;
+        self.shared.start_release(Done::Event {
+            queue: Arc::clone(&events.queue),
+            tag,
+        })
     }
 }
 
@@ -621,7 +668,7 @@ impl Shared {
         }
         let config = &self.client.config;
         let (mut anchor, mut lease_s) = (sent, grant.lease_s);
-        if Instant::now() >= anchor + renewal::interval(config, lease_s) {
+        if self.grant_is_late(anchor, lease_s) {
             let renew_sent = Instant::now();
             let reply_by = earliest(renew_sent + config.io_timeout, Some(cap));
             let ttl = self.renew_ttl();
@@ -653,20 +700,50 @@ impl Shared {
                 }
             }
         }
+        self.hold(grant.token, lease_s, home, anchor, what)
+            .map_err(|(e, token, home)| {
+                self.release_grant(token, home);
+                e
+            })
+    }
+
+    /// Whether a grant of `lease_s` seconds anchored at `anchor` (its
+    /// request's send time) is read so late that its renewal is already
+    /// due: then it must be renewed before it is reported held.
+    pub(crate) fn grant_is_late(&self, anchor: Instant, lease_s: u64) -> bool {
+        Instant::now() >= anchor + renewal::interval(&self.client.config, lease_s)
+    }
+
+    /// Whether cancel() was called for the running operation.
+    pub(crate) fn cancel_requested(&self) -> bool {
+        lock(&self.state).cancel
+    }
+
+    /// Record a trusted grant (anchored at `anchor`) as held and schedule
+    /// its renewal; the blocking and the evented acquire end here. If the
+    /// operation was cancelled meanwhile, the grant comes back for the
+    /// caller to give up.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        token: Token,
+        lease_s: u64,
+        home: Home,
+        anchor: Instant,
+        what: &str,
+    ) -> std::result::Result<(), (Error, Token, Home)> {
         let mut st = lock(&self.state);
         if st.cancel {
-            drop(st);
-            self.release_grant(grant.token, home);
-            return Err(cancelled(what));
+            return Err((cancelled(what), token, home));
         }
         let st = &mut *st;
         bump(&self.client.metrics.acquires);
-        let renew_at = anchor + renewal::interval(config, lease_s);
+        let renew_at = anchor + renewal::interval(&self.client.config, lease_s);
         st.generation += 1;
         st.lost = None;
         let watch = self.watch_home(&home.conn, st.generation);
         st.held = Some(Held {
-            token: grant.token,
+            token,
             lease_s,
             home,
             expires_at: anchor + Duration::from_secs(lease_s),
@@ -675,6 +752,54 @@ impl Shared {
             watch,
         });
         renewal::arm(self, &mut st.armed, renew_at);
+        Ok(())
+    }
+
+    /// Hand an acquire to the event engine; `done` says where its outcome
+    /// goes.
+    fn start_acquire(self: &Arc<Self>, timeout_s: u64, done: impl FnOnce() -> Done) -> Result<()> {
+        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let guard = self.begin("acquire")?;
+        let id = engine.next_id();
+        lock(&self.state).evented = Some(id);
+        let op = Op::acquire(Arc::clone(self), guard, timeout_s, done());
+        engine.submit(Inbound::Start(id, Box::new(op)));
+        Ok(())
+    }
+
+    /// Take the lease off the handle and hand its release to the engine.
+    fn start_release(self: &Arc<Self>, done: Done) -> Result<()> {
+        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let mut st = lock(&self.state);
+        if let Some(home) = st.queued.take() {
+            drop(st);
+            // Leaving the queue: closing the connection drops the waiter.
+            home.conn.abort();
+            if let Done::Event { queue, tag } = done {
+                queue.push(Event {
+                    tag,
+                    kind: EventKind::Released,
+                    error: None,
+                });
+            }
+            return Ok(());
+        }
+        let Some(held) = st.held.take() else {
+            return Err(match &st.lost {
+                Some(e) => Error::new(ErrorKind::LeaseLost, format!("release: lease was lost: {e}")),
+                None => Error::new(ErrorKind::NotHeld, "release: not held"),
+            });
+        };
+        st.generation += 1;
+        drop(st);
+        let Held {
+            token, home, watch, ..
+        } = held;
+        // Unregistered before the engine registers the socket for the
+        // release's reply.
+        drop(watch);
+        let op = Op::release(Arc::clone(self), token, home, done);
+        engine.submit(Inbound::Start(engine.next_id(), Box::new(op)));
         Ok(())
     }
 

@@ -204,7 +204,7 @@ impl ClientInner {
         Ok(idx)
     }
 
-    fn server(&self, idx: usize) -> Result<&(String, u16)> {
+    pub(crate) fn server(&self, idx: usize) -> Result<&(String, u16)> {
         self.config.servers.get(idx).ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidArgument,
@@ -249,6 +249,17 @@ impl ClientInner {
 
     /// Give a connection back to server `idx`'s pool (broken ones are
     /// dropped).
+    /// An idle connection of server `idx`'s pool, if one is alive; never
+    /// blocks (the engine hands these to evented operations).
+    pub(crate) fn pool_take(&self, idx: usize) -> Option<Arc<Connection>> {
+        self.pools.get(idx)?.take()
+    }
+
+    /// How this client opens connections.
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     pub(crate) fn checkin(&self, idx: usize, conn: Arc<Connection>) {
         if let Some(pool) = self.pools.get(idx) {
             pool.put(conn);
@@ -273,32 +284,39 @@ impl ClientInner {
     /// to the hinted server when it is configured, else to the next one;
     /// at most `max_redirects` times.
     pub(crate) fn route<T>(&self, start: usize, mut attempt: impl FnMut(usize) -> Result<T>) -> Result<T> {
-        let n = self.config.servers.len();
         let mut idx = start;
         let mut redirects = 0;
         loop {
             match attempt(idx) {
-                Err(e) if e.kind() == ErrorKind::NotLeader => {
-                    if redirects >= self.config.max_redirects {
-                        // Keep the leader hint: callers (and dflockd_error_leader) report it.
-                        return Err(e.context(&format!("gave up after {redirects} redirect(s)")));
-                    }
-                    redirects += 1;
-                    bump(&self.metrics.redirects);
-                    idx = e
-                        .leader()
-                        .and_then(|a| self.find_server(a))
-                        .unwrap_or((idx + 1) % n);
-                    log!(
-                        Level::Warn,
-                        "{e}; following to server {} ({}:{})",
-                        idx,
-                        self.config.servers[idx].0,
-                        self.config.servers[idx].1
-                    );
-                }
+                Err(e) if e.kind() == ErrorKind::NotLeader => idx = self.follow(e, idx, &mut redirects)?,
                 other => return other,
             }
         }
+    }
+
+    /// Where to go after server `idx` answered `error_not_leader` (`e`): the
+    /// hinted server when it is configured, else the next one; the error
+    /// itself once `max_redirects` were followed. Shared by the blocking
+    /// calls (`route`) and the engine's operations.
+    pub(crate) fn follow(&self, e: Error, idx: usize, redirects: &mut u32) -> Result<usize> {
+        if *redirects >= self.config.max_redirects {
+            // Keep the leader hint: callers (and dflockd_error_leader) report it.
+            return Err(e.context(&format!("gave up after {redirects} redirect(s)")));
+        }
+        *redirects += 1;
+        bump(&self.metrics.redirects);
+        let n = self.config.servers.len();
+        let next = e
+            .leader()
+            .and_then(|a| self.find_server(a))
+            .unwrap_or((idx + 1) % n);
+        log!(
+            Level::Warn,
+            "{e}; following to server {} ({}:{})",
+            next,
+            self.config.servers[next].0,
+            self.config.servers[next].1
+        );
+        Ok(next)
     }
 }

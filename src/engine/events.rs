@@ -20,13 +20,13 @@ use crate::{Error, ErrorKind, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// An evented acquire was granted (reserved for `acquire_start`).
+    /// An acquire started with [`Lease::acquire_start`](crate::lease::Lease::acquire_start) was granted.
     Acquired = 1,
-    /// An evented acquire ended without the lease (reserved).
+    /// That acquire ended without the lease (the event's error says why).
     AcquireFailed = 2,
-    /// An evented release completed (reserved for `release_start`).
+    /// A release started with [`Lease::release_start`](crate::lease::Lease::release_start) completed.
     Released = 3,
-    /// An evented release failed (reserved).
+    /// That release failed.
     ReleaseFailed = 4,
     /// A watched lease was lost ([`crate::lease::Lease::watch_lost`]).
     Lost = 5,

@@ -26,13 +26,15 @@
 //! was removed (its lease released, lost or re-homed) or whose fd number
 //! was reused is recognised as stale and ignored.
 
+mod dial;
 pub mod events;
+pub(crate) mod ops;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ffi::c_int;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -43,6 +45,7 @@ use crate::protocol::{Command, Kind, Op, Outcome};
 use crate::renewal;
 use crate::runtime::{Runtime, Service};
 use crate::{Error, ErrorKind};
+use ops::{Driver, Inbound, OP_BIT};
 
 /// The token of the engine's own wake-up eventfd.
 const WAKER: u64 = u64::MAX;
@@ -91,9 +94,33 @@ pub(crate) struct Engine {
     /// Its generation: log messages go to that generation's notifier.
     rt: Weak<Runtime>,
     epoll: OwnedFd,
-    waker: OwnedFd,
+    inbox: Arc<Inbox>,
     stopped: AtomicBool,
     slots: Mutex<Slots>,
+    /// Ids of evented operations and dials (see `ops.rs`).
+    next_id: AtomicU64,
+}
+
+/// What other threads hand the engine thread, and the eventfd that wakes
+/// it (also written alone, when only a deadline changed).
+pub(crate) struct Inbox {
+    items: Mutex<Vec<Inbound>>,
+    waker: OwnedFd,
+}
+
+impl Inbox {
+    pub(crate) fn push(&self, item: Inbound) {
+        lock(&self.items).push(item);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
+        unsafe {
+            libc::write(self.waker.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
 }
 
 /// A registration; dropping it removes the watch.
@@ -162,10 +189,62 @@ impl Engine {
         (rc == 0).then_some(Engine {
             rt,
             epoll,
-            waker,
+            inbox: Arc::new(Inbox {
+                items: Mutex::new(Vec::new()),
+                waker,
+            }),
             stopped: AtomicBool::new(false),
             slots: Mutex::new(Slots::default()),
+            next_id: AtomicU64::new(1),
         })
+    }
+
+    /// A fresh id for an evented operation or dial.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) & (OP_BIT - 1)
+    }
+
+    pub(crate) fn inbox(&self) -> Arc<Inbox> {
+        Arc::clone(&self.inbox)
+    }
+
+    /// Hand an operation (or a cancel) to the engine thread.
+    pub(crate) fn submit(&self, item: Inbound) {
+        self.inbox.push(item);
+    }
+
+    /// The generation this engine belongs to, while it lives.
+    pub(crate) fn runtime(&self) -> Option<Arc<Runtime>> {
+        self.rt.upgrade()
+    }
+
+    /// Add (`modify`: re-arm) `fd` with `token` for `bits`.
+    fn register(&self, fd: RawFd, token: u64, bits: u32, modify: bool) {
+        let mut e = libc::epoll_event {
+            events: bits,
+            u64: token,
+        };
+        let op = if modify {
+            libc::EPOLL_CTL_MOD
+        } else {
+            libc::EPOLL_CTL_ADD
+        };
+        // SAFETY: valid epoll fd and event struct; `fd` is an open socket
+        // owned by the task that registers it.
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut e) };
+    }
+
+    /// Remove `fd` (still open: its owner removes it before closing).
+    fn deregister(&self, fd: RawFd) {
+        // SAFETY: valid epoll fd; ENOENT is harmless.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
     }
 
     /// Watch `fd` (the home connection of `lease`'s grant `generation`)
@@ -257,11 +336,7 @@ impl Engine {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
-        unsafe {
-            libc::write(self.waker.as_raw_fd(), (&one as *const u64).cast(), 8);
-        }
+        self.inbox.wake();
     }
 
     /// Await the reply of a renewal sent on the watched connection `key`;
@@ -307,8 +382,20 @@ impl Engine {
         // delay a renewal or a hang-up).
         log::defer_on_this_thread();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut driver = Driver::default();
         while !self.stopped.load(Ordering::SeqCst) {
-            let timeout = self.expire_replies();
+            let replies = self.expire_replies();
+            let ops = driver.expire(self).map_or(-1, |when| {
+                let ms = when
+                    .saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000);
+                c_int::try_from(ms).unwrap_or(c_int::MAX)
+            });
+            let timeout = match (replies, ops) {
+                (-1, t) | (t, -1) => t,
+                (a, b) => a.min(b),
+            };
             self.flush_log();
             // SAFETY: valid epoll fd; `events` has room for 64 entries.
             let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout) };
@@ -320,7 +407,15 @@ impl Engine {
                 if key == WAKER {
                     let mut counter: u64 = 0;
                     // SAFETY: reading 8 bytes into a live u64 from our eventfd.
-                    unsafe { libc::read(self.waker.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+                    unsafe { libc::read(self.inbox.waker.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+                    let items = std::mem::take(&mut *lock(&self.inbox.items));
+                    for item in items {
+                        driver.handle(self, item);
+                    }
+                    continue;
+                }
+                if key & OP_BIT != 0 {
+                    driver.on_event(self, key & !OP_BIT, e.events);
                     continue;
                 }
                 self.on_event((key >> 32) as u32, key as u32, e.events);
@@ -485,4 +580,12 @@ pub(crate) fn engine(rt: &Arc<Runtime>) -> Option<&Arc<Engine>> {
             Some(engine)
         })
         .as_ref()
+}
+
+/// Tell the engine of `rt` to look at operation `id` again (its handle was
+/// cancelled).
+pub(crate) fn poke(rt: &Runtime, id: u64) {
+    if let Some(Some(engine)) = rt.engine.get() {
+        engine.submit(Inbound::Poke(id));
+    }
 }

@@ -30,14 +30,18 @@ pub struct dflockd_events {
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum dflockd_event_kind {
-    /// An acquire started with an events queue was granted (reserved for
-    /// the evented acquire, not produced yet).
+    /// An acquire started with `dflockd_lease_acquire_start()` was granted:
+    /// the handle holds the lease.
     Acquired = 1,
-    /// An evented acquire ended without the lease (reserved).
+    /// An acquire started with `dflockd_lease_acquire_start()` ended without
+    /// the lease: `status` says why (`TIMEOUT`, `CANCELLED`, `DEADLINE`,
+    /// `IO`, ...), `error` has the message.
     AcquireFailed = 2,
-    /// An evented release completed (reserved).
+    /// A release started with `dflockd_lease_release_start()` completed.
     Released = 3,
-    /// An evented release failed (reserved).
+    /// A release started with `dflockd_lease_release_start()` failed (the
+    /// handle no longer holds the lease either way; the server lets it go
+    /// at the latest when it expires).
     ReleaseFailed = 4,
     /// A lease watched with `dflockd_lease_watch_lost()` was lost.
     Lost = 5,
@@ -174,6 +178,70 @@ pub extern "C" fn dflockd_lease_watch_lost(
         // SAFETY: NULL or a live queue (contract).
         let q = unsafe { handle(q.cast_const(), "q") }?;
         l.watch_lost(&q.events, tag)?;
+        Ok(())
+    })
+}
+
+/// Start acquiring the lease without blocking: the acquire (name
+/// resolution, connect, TLS, auth, the request and the wait for the grant,
+/// up to `timeout_s` seconds; 0 = try once) runs on the library's event
+/// engine, and its outcome arrives on `q` as one event tagged `tag`:
+/// `DFLOCKD_EVENT_KIND_ACQUIRED` (the handle holds the lease) or
+/// `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED` with the status and message. The
+/// event comes within the same bound as a blocking acquire's (connect
+/// timeout + I/O timeout + `timeout_s`). Acquires of one key started one
+/// after another (from one thread) are sent in that order, so the server
+/// grants them in that order. `dflockd_lease_cancel()` ends it with
+/// `ACQUIRE_FAILED` / `DFLOCKD_STATUS_CANCELLED`, leaving nothing held or
+/// queued on the server. The handle is busy until the event is queued.
+///
+/// Fails at once, with no event, only when the handle cannot start one
+/// (another operation is running, already held or enqueued: `INVALID_ARGUMENT`)
+/// or after fork (`FORKED`).
+///
+/// No network I/O on the calling thread; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_acquire_start(
+    lease: *const dflockd_lease,
+    timeout_s: u64,
+    q: *mut dflockd_events,
+    tag: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let l = super::lease::lease(lease)?;
+        // SAFETY: NULL or a live queue (contract).
+        let q = unsafe { handle(q.cast_const(), "q") }?;
+        l.acquire_start(timeout_s, &q.events, tag)?;
+        Ok(())
+    })
+}
+
+/// Start releasing the lease without blocking: the handle stops holding it
+/// at once (it may acquire again right away), and the release runs on the
+/// event engine; its outcome arrives on `q` as one event tagged `tag`:
+/// `DFLOCKD_EVENT_KIND_RELEASED` or `DFLOCKD_EVENT_KIND_RELEASE_FAILED`,
+/// within connect timeout + I/O timeout. After a queued
+/// `dflockd_lease_enqueue()` it leaves the queue, and `RELEASED` is queued
+/// at once.
+///
+/// Fails at once, with no event, when nothing is held
+/// (`DFLOCKD_STATUS_NOT_HELD`, or `DFLOCKD_STATUS_LEASE_LOST` if it was
+/// lost) or after fork (`FORKED`).
+///
+/// No network I/O on the calling thread; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_release_start(
+    lease: *const dflockd_lease,
+    q: *mut dflockd_events,
+    tag: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let l = super::lease::lease(lease)?;
+        // SAFETY: NULL or a live queue (contract).
+        let q = unsafe { handle(q.cast_const(), "q") }?;
+        l.release_start(&q.events, tag)?;
         Ok(())
     })
 }

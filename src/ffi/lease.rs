@@ -402,7 +402,8 @@ pub extern "C" fn dflockd_lease_on_lost(
     })
 }
 
-/// Start an acquire that completes on a library thread, for event loops:
+/// Start an acquire that completes on a library thread (the generation's
+/// notifier thread, shared by all; no thread per call), for event loops:
 /// returns at once; `callback` (required) then runs exactly once with the
 /// outcome (`OK`, `TIMEOUT` after `timeout_s` seconds, `CANCELLED` after
 /// `dflockd_lease_cancel()` or `dflockd_lease_free()`, or another error).

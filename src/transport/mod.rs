@@ -157,6 +157,57 @@ impl Transport {
         self.sock.as_raw_fd()
     }
 
+    /// For the event engine: a transport over a socket whose non-blocking
+    /// connect completed (see [`connect_started`]). The socket is put back in
+    /// blocking mode (the blocking path relies on socket timeouts; the
+    /// engine passes `MSG_DONTWAIT` on every call). A TLS session still has
+    /// to be driven with [`Transport::handshake_step`].
+    pub(crate) fn from_connected(sock: TcpStream, host: &str, tls: Option<&TlsSetup>) -> Result<Transport> {
+        let ctx = format!("connect to {host}");
+        sock.set_nonblocking(false).map_err(|e| Error::io(&ctx, &e))?;
+        sock.set_nodelay(true).map_err(|e| Error::io(&ctx, &e))?;
+        let wire = match tls {
+            None => Wire::plain(),
+            Some(setup) => Wire::tls(host, setup)?,
+        };
+        Ok(Transport {
+            sock,
+            wire,
+            read_timeout: None,
+            write_timeout: None,
+        })
+    }
+
+    /// For the event engine: drive the TLS handshake as far as the socket
+    /// allows without waiting. `Ok(None)` when done (or plaintext), else
+    /// what to wait for: `Some(true)` readable, `Some(false)` writable.
+    pub(crate) fn handshake_step(&mut self, host: &str) -> Result<Option<bool>> {
+        let ctx = format!("TLS handshake with {host}");
+        let mut sock = NonBlocking(self.raw_fd());
+        loop {
+            while self.wire.wants_write() {
+                if !self.wire.write_to(&mut sock, &ctx)? {
+                    return Ok(Some(false));
+                }
+            }
+            if !self.wire.is_handshaking() {
+                return Ok(None);
+            }
+            match self.wire.read_from(&mut sock, &ctx)? {
+                Received::Bytes => {}
+                Received::Nothing => return Ok(Some(true)),
+                Received::Closed => return Err(self.wire.closed(&ctx)),
+            }
+        }
+    }
+
+    /// The error for a TLS handshake cut short by its deadline (says
+    /// whether the peer looks like a plaintext server).
+    pub(crate) fn handshake_deadline(&self, host: &str) -> Error {
+        self.wire
+            .handshake_deadline(&format!("TLS handshake with {host}"))
+    }
+
     /// Whether this is a TLS stream.
     pub(crate) fn is_tls(&self) -> bool {
         self.wire.is_tls()
@@ -305,6 +356,83 @@ impl Transport {
             err.kind() == io::ErrorKind::WouldBlock
         }
     }
+}
+
+/// For the event engine: start a non-blocking TCP connect to `addr`. The
+/// socket becomes writable when the connect completes or fails; then
+/// [`connect_result`] tells which.
+pub(crate) fn connect_started(addr: &SocketAddr) -> io::Result<TcpStream> {
+    let (family, storage, len) = sockaddr(addr);
+    // SAFETY: plain syscall; the fd is owned by the TcpStream below.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let sock = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    let rc = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(sock)
+}
+
+/// Whether the non-blocking connect of `sock` succeeded (`SO_ERROR`).
+pub(crate) fn connect_result(sock: &TcpStream) -> io::Result<()> {
+    match sock.take_error()? {
+        Some(e) => Err(e),
+        None => sock.peer_addr().map(drop),
+    }
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    (family, storage, len as libc::socklen_t)
 }
 
 /// A socket used without blocking whatever its mode: `MSG_DONTWAIT` on

@@ -1,0 +1,953 @@
+//! Evented operations: acquires and releases that the engine thread drives
+//! from start to completion without blocking anyone, then reports on a
+//! completion queue (or, for `acquire_async`, to a callback run on the
+//! notifier thread: never on this one).
+//!
+//! The pieces, all owned by the engine thread (no locks of their own):
+//! - a *lane* per (client, server): the FIFO of operations waiting for a
+//!   connection. Requests leave in the order their operations were started
+//!   (the server's queue is FIFO; the library must not reorder on the way
+//!   there), so the head of the lane gets the next connection, whether it
+//!   comes from the client's idle pool or from a dial;
+//! - *dials* (`dial.rs`): connections being opened without blocking
+//!   (resolve, TCP connect, TLS handshake, `auth`), at most
+//!   [`MAX_DIALS`] per lane at once;
+//! - *operations*: requests on one connection, each reply awaited with a
+//!   deadline, then settled through the same lease code as the blocking
+//!   path (`Shared::hold`, including the rule that a grant read too late is
+//!   renewed before it is reported). An acquire is `e` then, if `queued`,
+//!   `w` on the same connection: the server answers `e` at once, so the
+//!   next acquire of the same key is sent only after the server has queued
+//!   this one. Requests on different connections reach a server in no
+//!   particular order; this is what keeps starts of one key in FIFO order.
+//!   A release is `r`.
+//!
+//! Each task has an id; its socket is registered in the engine's epoll with
+//! `OP_BIT | id` (one-shot, re-armed after each event), and its deadline
+//! sits in a heap of (when, id) entries (stale entries are skipped).
+
+// Operations stay boxed from start to end: they move between the task map
+// and the stage functions many times, a pointer each time.
+#![allow(clippy::boxed_local)]
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Engine;
+use super::dial::{Dial, Step};
+use super::events::{Event, EventKind, Queue};
+use crate::client::ClientInner;
+use crate::connection::{Connection, Grant, Started, earliest};
+use crate::lease::{DoneFn, Home, OpGuard, Shared};
+use crate::log::{Level, log};
+use crate::metrics::bump;
+use crate::protocol::{Command, Kind, Op as Verb, Outcome, Request, Token};
+use crate::renewal;
+use crate::{Error, ErrorKind, Result};
+
+/// Epoll tokens of tasks carry this bit (hang-up watches never do).
+pub(crate) const OP_BIT: u64 = 1 << 62;
+/// Connections a lane opens at once.
+const MAX_DIALS: usize = 16;
+/// Pause before retrying a send on a connection another thread was using.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
+
+/// Where an operation's outcome goes.
+pub(crate) enum Done {
+    /// A completion queue: one event tagged `tag`.
+    Event { queue: Arc<Queue>, tag: u64 },
+    /// `acquire_async`'s callback, run on the notifier thread.
+    Call(DoneFn),
+}
+
+/// What an operation does.
+pub(crate) enum Purpose {
+    /// `l`/`sl`; the guard keeps the handle busy until it ends.
+    Acquire {
+        timeout_s: u64,
+        lease_s: Option<u64>,
+        _guard: OpGuard,
+    },
+    /// `r`/`sr` of a lease already taken off the handle.
+    Release {
+        token: Token,
+        /// The home connection failed: the release went to a fresh one.
+        retried: bool,
+    },
+}
+
+enum Stage {
+    /// In its lane, waiting for a connection.
+    Waiting,
+    /// The request `verb` went out on `conn` at `sent`; its reply is
+    /// awaited.
+    Asked {
+        conn: Arc<Connection>,
+        sent: Instant,
+        verb: Verb,
+    },
+    /// A grant read too late to trust: a renewal went out at `sent` and
+    /// must be confirmed before the grant is reported.
+    Confirming {
+        conn: Arc<Connection>,
+        token: Token,
+        sent: Instant,
+    },
+    /// `conn` was busy (another thread's call): send again at the timer.
+    Retry { conn: Arc<Connection> },
+    /// Being worked on (the engine took it out of its stage).
+    Moving,
+}
+
+/// An evented acquire or release.
+pub(crate) struct Op {
+    lease: Arc<Shared>,
+    purpose: Purpose,
+    done: Option<Done>,
+    server: usize,
+    redirects: u32,
+    /// The whole operation's bound (the call deadline of the blocking API).
+    deadline: Instant,
+    /// The current step's bound (a reply's deadline), at most `deadline`.
+    step_by: Instant,
+    stage: Stage,
+    /// Its `e` was sent and not answered yet: later acquires of the key
+    /// wait in the lane (see `Lane::enqueuing`).
+    enqueuing: bool,
+}
+
+impl Op {
+    /// An acquire of `lease` on its server.
+    pub(crate) fn acquire(lease: Arc<Shared>, guard: OpGuard, timeout_s: u64, done: Done) -> Op {
+        let deadline = lease.client.call_deadline(timeout_s);
+        let lease_s = lease.renew_ttl();
+        let server = lease.server;
+        Op {
+            lease,
+            purpose: Purpose::Acquire {
+                timeout_s,
+                lease_s,
+                _guard: guard,
+            },
+            done: Some(done),
+            server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: Stage::Waiting,
+            enqueuing: false,
+        }
+    }
+
+    /// A release of `token`, said on `home` (or on a fresh connection if
+    /// the home is broken).
+    pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
+        let deadline = lease.client.call_deadline(0);
+        let mut op = Op {
+            lease,
+            purpose: Purpose::Release {
+                token,
+                retried: false,
+            },
+            done: Some(done),
+            server: home.server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: Stage::Waiting,
+            enqueuing: false,
+        };
+        if home.conn.is_broken() {
+            op.lease.client.checkin(home.server, home.conn); // dropped
+            if let Purpose::Release { retried, .. } = &mut op.purpose {
+                *retried = true;
+            }
+        } else {
+            op.stage = Stage::Retry { conn: home.conn };
+        }
+        op
+    }
+
+    fn is_acquire(&self) -> bool {
+        matches!(self.purpose, Purpose::Acquire { .. })
+    }
+
+    /// The key whose acquires must keep their order (none for releases).
+    fn ordered_key(&self) -> Option<String> {
+        self.is_acquire().then(|| self.lease.key.clone())
+    }
+
+    fn conn(&self) -> Option<&Arc<Connection>> {
+        match &self.stage {
+            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
+            Stage::Waiting | Stage::Moving => None,
+        }
+    }
+
+    fn failed_kind(&self) -> EventKind {
+        if self.is_acquire() {
+            EventKind::AcquireFailed
+        } else {
+            EventKind::ReleaseFailed
+        }
+    }
+}
+
+enum Task {
+    Op(Box<Op>),
+    Dial(Box<Dial>),
+}
+
+/// The lane of one (client, server): operations waiting for a connection,
+/// oldest first, and connections opened for them.
+struct Lane {
+    client: Arc<ClientInner>,
+    server: usize,
+    /// Operations that may go as soon as a connection is there (with the
+    /// key whose order they keep).
+    waiting: VecDeque<(u64, Option<String>)>,
+    /// Acquires held back because an earlier one of their key has its `e`
+    /// in flight, oldest first.
+    blocked: HashMap<String, VecDeque<u64>>,
+    /// Keys with an `e` in flight.
+    enqueuing: HashSet<String>,
+    conns: Vec<Arc<Connection>>,
+    dialing: usize,
+}
+
+type LaneKey = (usize, usize);
+
+fn lane_key(client: &Arc<ClientInner>, server: usize) -> LaneKey {
+    (Arc::as_ptr(client) as usize, server)
+}
+
+/// What other threads hand the engine thread.
+pub(crate) enum Inbound {
+    /// A new operation (its id was taken with `Engine::next_id`).
+    Start(u64, Box<Op>),
+    /// Look at operation `id` again: its handle was cancelled.
+    Poke(u64),
+    /// A dial's name resolution finished.
+    Resolved(u64, std::io::Result<Vec<SocketAddr>>),
+}
+
+/// The engine thread's operations, dials, lanes and their deadlines.
+#[derive(Default)]
+pub(crate) struct Driver {
+    tasks: HashMap<u64, Task>,
+    registered: HashMap<u64, RawFd>,
+    lanes: HashMap<LaneKey, Lane>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+impl Driver {
+    pub(crate) fn handle(&mut self, engine: &Engine, inbound: Inbound) {
+        match inbound {
+            Inbound::Start(id, op) => self.start(engine, id, op),
+            Inbound::Poke(id) => self.poke(engine, id),
+            Inbound::Resolved(id, addrs) => {
+                if let Some(Task::Dial(mut dial)) = self.tasks.remove(&id) {
+                    let step = dial.resolved(addrs);
+                    self.dial_step(engine, id, dial, step);
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, engine: &Engine, id: u64, mut op: Box<Op>) {
+        if let Stage::Retry { conn } = std::mem::replace(&mut op.stage, Stage::Moving) {
+            // A release on the lease's home connection.
+            self.send(engine, id, op, conn);
+        } else {
+            op.stage = Stage::Waiting;
+            self.enqueue(engine, id, op);
+        }
+    }
+
+    /// Put `op` at the back of its server's lane.
+    fn enqueue(&mut self, engine: &Engine, id: u64, op: Box<Op>) {
+        let key = lane_key(&op.lease.client, op.server);
+        let lane = self.lanes.entry(key).or_insert_with(|| Lane {
+            client: Arc::clone(&op.lease.client),
+            server: op.server,
+            waiting: VecDeque::new(),
+            blocked: HashMap::new(),
+            enqueuing: HashSet::new(),
+            conns: Vec::new(),
+            dialing: 0,
+        });
+        lane.waiting.push_back((id, op.ordered_key()));
+        self.timers.push(Reverse((op.step_by, id)));
+        self.tasks.insert(id, Task::Op(op));
+        self.pump(engine, key);
+    }
+
+    /// Hand connections to the lane's oldest waiting operations; open more
+    /// when none is idle.
+    fn pump(&mut self, engine: &Engine, key: LaneKey) {
+        loop {
+            let Some(lane) = self.lanes.get_mut(&key) else {
+                return;
+            };
+            let Some((id, ordered)) = lane.waiting.front().cloned() else {
+                if lane.dialing == 0 && lane.blocked.is_empty() {
+                    // Nobody waits: connections opened for ops that ended
+                    // meanwhile go to the pool.
+                    let lane = self.lanes.remove(&key).expect("lane present");
+                    for conn in lane.conns {
+                        lane.client.checkin(lane.server, conn);
+                    }
+                }
+                return;
+            };
+            if !is_waiting(&self.tasks, id) {
+                lane.waiting.pop_front(); // ended meanwhile (deadline, cancel)
+                continue;
+            }
+            if let Some(k) = ordered.as_ref().filter(|k| lane.enqueuing.contains(*k)) {
+                lane.waiting.pop_front();
+                lane.blocked.entry(k.clone()).or_default().push_back(id);
+                continue;
+            }
+            let conn = match lane.conns.pop() {
+                Some(conn) => Some(conn),
+                None => lane.client.pool_take(lane.server),
+            };
+            let Some(conn) = conn else {
+                let wanted = lane.waiting.len().min(MAX_DIALS);
+                let mut starts = Vec::new();
+                while lane.dialing < wanted {
+                    lane.dialing += 1;
+                    starts.push((Arc::clone(&lane.client), lane.server));
+                }
+                for (client, server) in starts {
+                    self.dial(engine, key, client, server);
+                }
+                return;
+            };
+            lane.waiting.pop_front();
+            if let Some(k) = ordered {
+                lane.enqueuing.insert(k);
+            }
+            let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
+                continue;
+            };
+            op.enqueuing = op.is_acquire();
+            self.send(engine, id, op, conn);
+        }
+    }
+
+    /// `op`'s `e` was answered (or will never be): the next acquire of its
+    /// key may go.
+    fn enqueued(&mut self, engine: &Engine, op: &mut Op) {
+        if !std::mem::take(&mut op.enqueuing) {
+            return;
+        }
+        let key = lane_key(&op.lease.client, op.server);
+        let Some(lane) = self.lanes.get_mut(&key) else {
+            return;
+        };
+        let k = &op.lease.key;
+        lane.enqueuing.remove(k);
+        if let Some(q) = lane.blocked.get_mut(k) {
+            while let Some(id) = q.pop_front() {
+                if is_waiting(&self.tasks, id) {
+                    lane.waiting.push_front((id, Some(k.clone())));
+                    break;
+                }
+            }
+            if q.is_empty() {
+                lane.blocked.remove(k);
+            }
+        }
+        self.pump(engine, key);
+    }
+
+    fn dial(&mut self, engine: &Engine, key: LaneKey, client: Arc<ClientInner>, server: usize) {
+        let id = engine.next_id();
+        let (dial, step) = Dial::start(id, key, client, server, engine);
+        self.dial_step(engine, id, Box::new(dial), step);
+    }
+
+    /// Act on what a dial step said.
+    fn dial_step(&mut self, engine: &Engine, id: u64, dial: Box<Dial>, step: Step) {
+        match step {
+            Step::Wait { fd, read } => {
+                self.arm(engine, id, fd, read);
+                self.timers.push(Reverse((dial.deadline(), id)));
+                self.tasks.insert(id, Task::Dial(dial));
+            }
+            Step::Resolving => {
+                self.timers.push(Reverse((dial.deadline(), id)));
+                self.tasks.insert(id, Task::Dial(dial));
+            }
+            Step::Connected(conn) => {
+                self.disarm(engine, id);
+                let key = dial.lane();
+                drop(dial);
+                if let Some(lane) = self.lanes.get_mut(&key) {
+                    lane.dialing -= 1;
+                    lane.conns.push(conn);
+                }
+                self.pump(engine, key);
+            }
+            Step::Failed(e) => {
+                self.disarm(engine, id);
+                let key = dial.lane();
+                drop(dial);
+                // The oldest waiting operation fails with it, as a blocking
+                // call would have; the others get their own attempt.
+                let victim = self.lanes.get_mut(&key).and_then(|lane| {
+                    lane.dialing -= 1;
+                    while let Some((id, _)) = lane.waiting.pop_front() {
+                        if is_waiting(&self.tasks, id) {
+                            return Some(id);
+                        }
+                    }
+                    None
+                });
+                if let Some(victim) = victim {
+                    if let Some(Task::Op(op)) = self.tasks.remove(&victim) {
+                        self.fail(engine, victim, op, e);
+                    }
+                }
+                self.pump(engine, key);
+            }
+        }
+    }
+
+    /// Send `op`'s request on `conn` without waiting.
+    fn send(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
+        let lease = Arc::clone(&op.lease);
+        let (kind, key) = (lease.kind, lease.key.as_str());
+        let (req, verb) = match &op.purpose {
+            Purpose::Acquire { lease_s, .. } => (
+                Request::Enqueue {
+                    kind,
+                    key,
+                    limit: lease.limit,
+                    lease_s: *lease_s,
+                },
+                Verb::Enqueue,
+            ),
+            Purpose::Release { token, .. } => (
+                Request::Release {
+                    kind,
+                    key,
+                    token: token.as_str(),
+                },
+                Verb::Release,
+            ),
+        };
+        if op.is_acquire() && lease.cancel_requested() {
+            op.stage = Stage::Retry { conn };
+            self.fail(
+                engine,
+                id,
+                op,
+                Error::new(ErrorKind::Cancelled, "acquire: cancelled"),
+            );
+            return;
+        }
+        let sent = Instant::now();
+        match conn.start_request_over(&req) {
+            Ok(Started::Sent) => {
+                op.step_by = earliest(conn.reply_deadline(&req), Some(op.deadline));
+                self.arm(engine, id, conn.raw_fd(), true);
+                self.timers.push(Reverse((op.step_by, id)));
+                op.stage = Stage::Asked { conn, sent, verb };
+                self.tasks.insert(id, Task::Op(op));
+            }
+            Ok(Started::Busy) => {
+                op.step_by = earliest(sent + BUSY_RETRY, Some(op.deadline));
+                self.timers.push(Reverse((op.step_by, id)));
+                op.stage = Stage::Retry { conn };
+                self.tasks.insert(id, Task::Op(op));
+            }
+            Err(e) => {
+                op.stage = Stage::Retry { conn };
+                self.reply(engine, id, op, Err(e));
+            }
+        }
+    }
+
+    /// An epoll event for task `id`.
+    pub(crate) fn on_event(&mut self, engine: &Engine, id: u64, bits: u32) {
+        let hang_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        match self.tasks.remove(&id) {
+            Some(Task::Dial(mut dial)) => {
+                let step = dial.ready();
+                self.dial_step(engine, id, dial, step);
+            }
+            Some(Task::Op(op)) => {
+                let Some(conn) = op.conn().cloned() else {
+                    self.tasks.insert(id, Task::Op(op));
+                    return;
+                };
+                let key = op.lease.key.clone();
+                match conn.poll_reply(op_command(&op), Some(&key)) {
+                    Ok(None) if !hang_up => {
+                        self.arm(engine, id, conn.raw_fd(), true);
+                        self.tasks.insert(id, Task::Op(op));
+                    }
+                    Ok(None) => {
+                        conn.mark_broken();
+                        let e =
+                            Error::new(ErrorKind::Io, format!("{key:?}: connection closed by the server"));
+                        self.reply(engine, id, op, Err(e));
+                    }
+                    Ok(Some(outcome)) => self.reply(engine, id, op, Ok(outcome)),
+                    Err(e) => self.reply(engine, id, op, Err(e)),
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The reply (or failure) of `op`'s request.
+    fn reply(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
+        let conn = op.conn().cloned();
+        let r = match (r, &conn) {
+            (Err(_), Some(c)) if c.was_aborted() => Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("{} {:?}: cancelled", name(&op), op.lease.key),
+            )),
+            (r, _) => r,
+        };
+        match std::mem::replace(&mut op.stage, Stage::Moving) {
+            Stage::Confirming { conn, token, sent } => {
+                op.stage = Stage::Confirming {
+                    conn: Arc::clone(&conn),
+                    token,
+                    sent,
+                };
+                match r {
+                    Ok(Outcome::Renewed { lease_s }) => {
+                        bump(&op.lease.client.metrics.renewals);
+                        self.granted(engine, id, op, Grant { token, lease_s }, sent);
+                    }
+                    Ok(_) | Err(_) => {
+                        let why = match r {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "unexpected reply".into(),
+                        };
+                        let e = Error::new(
+                            ErrorKind::LeaseLost,
+                            format!(
+                                "acquire {:?}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?): {why}",
+                                op.lease.key
+                            ),
+                        );
+                        conn.abort();
+                        self.fail(engine, id, op, e);
+                    }
+                }
+            }
+            Stage::Asked { conn, sent, verb } => {
+                op.stage = Stage::Asked {
+                    conn: Arc::clone(&conn),
+                    sent,
+                    verb,
+                };
+                if verb == Verb::Enqueue {
+                    self.enqueued(engine, &mut op);
+                }
+                match r {
+                    Ok(Outcome::Queued) if verb == Verb::Enqueue => self.wait(engine, id, op, conn),
+                    Ok(Outcome::Granted { token, lease_s, .. }) => {
+                        let grant = Grant { token, lease_s };
+                        if op.lease.grant_is_late(sent, lease_s) {
+                            self.confirm(engine, id, op, conn, grant);
+                        } else {
+                            self.granted(engine, id, op, grant, sent);
+                        }
+                    }
+                    Ok(Outcome::Done) if !op.is_acquire() => {
+                        bump(&op.lease.client.metrics.releases);
+                        self.succeed(engine, id, op);
+                    }
+                    Ok(other) => {
+                        conn.mark_broken();
+                        let e = Error::new(
+                            ErrorKind::Protocol,
+                            format!("{}: unexpected reply {other:?}", name(&op)),
+                        );
+                        self.fail(engine, id, op, e);
+                    }
+                    Err(e) => self.failed_reply(engine, id, op, conn, e),
+                }
+            }
+            Stage::Retry { conn } => {
+                op.stage = Stage::Retry {
+                    conn: Arc::clone(&conn),
+                };
+                match r {
+                    Err(e) => self.failed_reply(engine, id, op, conn, e),
+                    Ok(_) => self.fail(
+                        engine,
+                        id,
+                        op,
+                        Error::new(ErrorKind::Protocol, "unexpected reply"),
+                    ),
+                }
+            }
+            Stage::Waiting | Stage::Moving => {
+                if let Err(e) = r {
+                    self.fail(engine, id, op, e);
+                }
+            }
+        }
+    }
+
+    /// A failed request: follow a leader redirect, retry a release on a
+    /// fresh connection when its home failed, else fail.
+    fn failed_reply(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, conn: Arc<Connection>, e: Error) {
+        if e.kind() == ErrorKind::NotLeader {
+            self.disarm(engine, id);
+            op.lease.client.checkin(op.server, conn);
+            op.stage = Stage::Waiting;
+            match op.lease.client.follow(e, op.server, &mut op.redirects) {
+                Ok(server) => {
+                    op.server = server;
+                    op.step_by = op.deadline;
+                    self.enqueue(engine, id, op);
+                }
+                Err(e) => self.fail(engine, id, op, e),
+            }
+            return;
+        }
+        let home_failed = conn.is_broken() && !conn.was_aborted();
+        if let Purpose::Release { retried, .. } = &mut op.purpose {
+            if !*retried && home_failed && matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol) {
+                *retried = true;
+                log!(Level::Warn, "{e}; releasing on a fresh connection");
+                bump(&op.lease.client.metrics.reconnects);
+                self.disarm(engine, id);
+                op.stage = Stage::Waiting;
+                drop(conn);
+                self.enqueue(engine, id, op);
+                return;
+            }
+        }
+        self.fail(engine, id, op, e);
+    }
+
+    /// Queued: wait for the grant on the connection that enqueued.
+    fn wait(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
+        let Purpose::Acquire { timeout_s, .. } = op.purpose else {
+            return;
+        };
+        let lease = Arc::clone(&op.lease);
+        let req = Request::Wait {
+            kind: lease.kind,
+            key: &lease.key,
+            timeout_s,
+        };
+        if lease.cancel_requested() {
+            conn.abort();
+            self.fail(
+                engine,
+                id,
+                op,
+                Error::new(ErrorKind::Cancelled, "acquire: cancelled"),
+            );
+            return;
+        }
+        let sent = Instant::now();
+        match conn.start_request_over(&req) {
+            Ok(Started::Sent) => {
+                op.step_by = earliest(conn.reply_deadline(&req), Some(op.deadline));
+                self.arm(engine, id, conn.raw_fd(), true);
+                self.timers.push(Reverse((op.step_by, id)));
+                op.stage = Stage::Asked {
+                    conn,
+                    sent,
+                    verb: Verb::Wait,
+                };
+                self.tasks.insert(id, Task::Op(op));
+            }
+            Ok(Started::Busy) => {
+                conn.abort();
+                let e = Error::new(ErrorKind::Io, "wait: connection busy");
+                self.fail(engine, id, op, e);
+            }
+            Err(e) => self.fail(engine, id, op, e),
+        }
+    }
+
+    /// A grant read too late to trust: renew it before reporting it.
+    fn confirm(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, conn: Arc<Connection>, grant: Grant) {
+        let lease = Arc::clone(&op.lease);
+        let ttl = lease.renew_ttl();
+        let req = Request::Renew {
+            kind: lease.kind,
+            key: &lease.key,
+            token: grant.token.as_str(),
+            lease_s: ttl,
+        };
+        let sent = Instant::now();
+        match conn.start_request_over(&req) {
+            Ok(Started::Sent) => {
+                op.step_by = earliest(sent + lease.client.config.io_timeout, Some(op.deadline));
+                self.arm(engine, id, conn.raw_fd(), true);
+                self.timers.push(Reverse((op.step_by, id)));
+                op.stage = Stage::Confirming {
+                    conn,
+                    token: grant.token,
+                    sent,
+                };
+                self.tasks.insert(id, Task::Op(op));
+            }
+            Ok(Started::Busy) | Err(_) => {
+                conn.abort();
+                let e = Error::new(
+                    ErrorKind::LeaseLost,
+                    format!(
+                        "acquire {:?}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?)",
+                        lease.key
+                    ),
+                );
+                self.fail(engine, id, op, e);
+            }
+        }
+    }
+
+    /// Hold the grant (unless the acquire was cancelled meanwhile).
+    fn granted(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, grant: Grant, anchor: Instant) {
+        self.disarm(engine, id);
+        let (Stage::Asked { conn, .. } | Stage::Confirming { conn, .. }) =
+            std::mem::replace(&mut op.stage, Stage::Moving)
+        else {
+            return;
+        };
+        let lease = Arc::clone(&op.lease);
+        let home = Home {
+            conn,
+            server: op.server,
+        };
+        if let Err(e) = renewal::ensure_running(&lease.client) {
+            drop_grant(&lease, grant.token, &home.conn);
+            self.fail(engine, id, op, e);
+            return;
+        }
+        match lease.hold(grant.token, grant.lease_s, home, anchor, "acquire") {
+            Ok(()) => self.succeed(engine, id, op),
+            Err((e, token, home)) => {
+                drop_grant(&lease, token, &home.conn);
+                op.stage = Stage::Retry { conn: home.conn };
+                self.fail(engine, id, op, e);
+            }
+        }
+    }
+
+    /// The handle of operation `id` was cancelled.
+    fn poke(&mut self, engine: &Engine, id: u64) {
+        let Some(Task::Op(op)) = self.tasks.get(&id) else {
+            return;
+        };
+        if !op.is_acquire() || !op.lease.cancel_requested() {
+            return;
+        }
+        let Some(Task::Op(op)) = self.tasks.remove(&id) else {
+            return;
+        };
+        if let (Stage::Confirming { conn, token, .. }, Some(_)) = (&op.stage, op.conn()) {
+            drop_grant(&op.lease, *token, conn);
+        } else if let Some(conn) = op.conn() {
+            // Closing the connection takes the waiter out of the server's
+            // queue (and frees a grant that raced the cancel).
+            conn.abort();
+        }
+        let e = Error::new(
+            ErrorKind::Cancelled,
+            format!("acquire {:?}: cancelled", op.lease.key),
+        );
+        self.fail(engine, id, op, e);
+    }
+
+    /// Run the timers that are due; the time to the next one (ms, -1: none).
+    pub(crate) fn expire(&mut self, engine: &Engine) -> Option<Instant> {
+        loop {
+            let &Reverse((when, id)) = self.timers.peek()?;
+            let now = Instant::now();
+            if when > now {
+                return Some(when);
+            }
+            self.timers.pop();
+            match self.tasks.remove(&id) {
+                Some(Task::Dial(mut dial)) => {
+                    if now >= dial.deadline() {
+                        let step = Step::Failed(dial.deadline_error());
+                        self.dial_step(engine, id, dial, step);
+                    } else {
+                        self.tasks.insert(id, Task::Dial(dial));
+                    }
+                }
+                Some(Task::Op(mut op)) => {
+                    if now < op.step_by {
+                        self.tasks.insert(id, Task::Op(op));
+                        continue;
+                    }
+                    if let Stage::Retry { conn } = &op.stage {
+                        if now < op.deadline {
+                            let conn = Arc::clone(conn);
+                            op.stage = Stage::Moving;
+                            self.send(engine, id, op, conn);
+                            continue;
+                        }
+                    }
+                    if let Some(conn) = op.conn() {
+                        // The stream is out of step now (a late grant must
+                        // not be read as another answer): close it, which
+                        // also frees whatever the server did for it.
+                        conn.abort();
+                    }
+                    bump(&op.lease.client.metrics.deadline_hits);
+                    let e = Error::new(
+                        ErrorKind::Deadline,
+                        format!("{} {:?}: no reply before the deadline", name(&op), op.lease.key),
+                    );
+                    log!(Level::Warn, "{e}");
+                    self.fail(engine, id, op, e);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn succeed(&mut self, engine: &Engine, id: u64, mut op: Box<Op>) {
+        self.disarm(engine, id);
+        if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
+            if !op.is_acquire() {
+                op.lease.client.checkin(op.server, conn);
+            }
+        }
+        let kind = if op.is_acquire() {
+            EventKind::Acquired
+        } else {
+            EventKind::Released
+        };
+        complete(engine, *op, kind, None);
+    }
+
+    fn fail(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, e: Error) {
+        self.disarm(engine, id);
+        self.enqueued(engine, &mut op);
+        if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
+            // Usable after a refusal (`timeout`, a wrong token); dropped
+            // by the pool when broken.
+            op.lease.client.checkin(op.server, conn);
+        }
+        if op.is_acquire() && e.kind() == ErrorKind::Timeout {
+            bump(&op.lease.client.metrics.acquire_timeouts);
+        }
+        let kind = op.failed_kind();
+        complete(engine, *op, kind, Some(e));
+    }
+
+    /// Register (or re-arm) `fd` for task `id`: readable or writable, and
+    /// hang-up, one-shot.
+    fn arm(&mut self, engine: &Engine, id: u64, fd: RawFd, read: bool) {
+        let old = self.registered.insert(id, fd);
+        if old.is_some_and(|o| o != fd) {
+            engine.deregister(old.unwrap_or(fd));
+        }
+        let bits = if read { libc::EPOLLIN } else { libc::EPOLLOUT };
+        engine.register(
+            fd,
+            OP_BIT | id,
+            (bits | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+            old == Some(fd),
+        );
+    }
+
+    /// Remove task `id`'s registration (while its socket is still open).
+    fn disarm(&mut self, engine: &Engine, id: u64) {
+        if let Some(fd) = self.registered.remove(&id) {
+            engine.deregister(fd);
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The engine stops: the generation is over (every handle is gone),
+        // nobody is left to tell. Sockets close with their tasks.
+        self.registered.clear();
+    }
+}
+
+impl Stage {
+    fn conn_owned(self) -> Option<Arc<Connection>> {
+        match self {
+            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
+            Stage::Waiting | Stage::Moving => None,
+        }
+    }
+}
+
+/// The command whose reply `op` awaits.
+fn op_command(op: &Op) -> Command {
+    let verb = match op.stage {
+        Stage::Confirming { .. } => Verb::Renew,
+        Stage::Asked { verb, .. } => verb,
+        _ if op.is_acquire() => Verb::Enqueue,
+        _ => Verb::Release,
+    };
+    Command::Lease(op.lease.kind, verb)
+}
+
+fn is_waiting(tasks: &HashMap<u64, Task>, id: u64) -> bool {
+    matches!(tasks.get(&id), Some(Task::Op(op)) if matches!(op.stage, Stage::Waiting))
+}
+
+fn name(op: &Op) -> &'static str {
+    match (op.is_acquire(), op.lease.kind) {
+        (true, Kind::Lock) => "acquire",
+        (true, Kind::Semaphore) => "semaphore acquire",
+        (false, Kind::Lock) => "release",
+        (false, Kind::Semaphore) => "semaphore release",
+    }
+}
+
+/// Give back a grant nobody will hold, without waiting: the release goes
+/// out if the socket takes it, and closing the connection frees the grant
+/// on a server with auto-release either way.
+fn drop_grant(lease: &Shared, token: Token, conn: &Connection) {
+    let req = Request::Release {
+        kind: lease.kind,
+        key: &lease.key,
+        token: token.as_str(),
+    };
+    let _ = conn.start_request_over(&req);
+    conn.abort();
+}
+
+/// Deliver an operation's outcome. The handle is free again before anyone
+/// can see the event (its guard is dropped first), so the application may
+/// start the next operation as soon as it reads it.
+fn complete(engine: &Engine, op: Op, kind: EventKind, error: Option<Error>) {
+    let Op {
+        lease, purpose, done, ..
+    } = op;
+    drop(purpose);
+    match done {
+        Some(Done::Event { queue, tag }) => queue.push(Event { tag, kind, error }),
+        Some(Done::Call(f)) => {
+            let r = match error {
+                None => Ok(()),
+                Some(e) => Err(e),
+            };
+            match engine.runtime() {
+                Some(rt) => renewal::on_notifier(&rt, Box::new(move || f(r))),
+                None => drop(f),
+            }
+        }
+        None => {}
+    }
+    drop(lease);
+}

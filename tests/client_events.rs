@@ -1,0 +1,267 @@
+//! Evented acquire and release (`acquire_start`, `release_start`) on the
+//! completion queue: outcomes, FIFO order, cancel, deadlines against a
+//! silent server, refused connects, TLS and auth through the engine's own
+//! dial, and `acquire_async` on the engine. All over real sockets, with
+//! default settings.
+
+mod client_common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use client_common::*;
+use dflockd::ErrorKind;
+use dflockd::events::{Event, EventKind, Events};
+use dflockd::testserver::{ServerOptions, TlsIdentity};
+use dflockd::transport::TlsOptions;
+
+/// Wait on the queue's fd (as an event loop would) for the next event,
+/// at most `within`.
+fn next_event(q: &Events, within: Duration) -> Option<Event> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(e) = q.poll(1).pop() {
+            return Some(e);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let mut p = libc::pollfd {
+            fd: q.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, ms.max(1)) };
+    }
+}
+
+fn event(q: &Events) -> Event {
+    next_event(q, Duration::from_secs(30)).expect("an event within 30 s")
+}
+
+#[test]
+fn acquire_start_and_release_start_report_on_the_queue() {
+    let srv = any_server();
+    let client = srv.client();
+    let q = Events::new().unwrap();
+    let lease = client.lock(&key("ev")).unwrap();
+    lease.acquire_start(5, &q, 7).unwrap();
+    let e = event(&q);
+    assert_eq!((e.tag, e.kind), (7, EventKind::Acquired), "{:?}", e.error);
+    assert!(lease.is_held());
+    assert!(lock_held_on_server(&client, 0, lease.key()));
+    // A second start on a held handle is refused at once.
+    let again = lease.acquire_start(5, &q, 8).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::InvalidArgument);
+    lease.release_start(&q, 9).unwrap();
+    assert!(!lease.is_held(), "not held once the release started");
+    let e = event(&q);
+    assert_eq!((e.tag, e.kind), (9, EventKind::Released), "{:?}", e.error);
+    assert!(!lock_held_on_server(&client, 0, lease.key()));
+    assert_eq!(
+        lease.release_start(&q, 10).unwrap_err().kind(),
+        ErrorKind::NotHeld
+    );
+    assert!(q.poll(8).is_empty(), "exactly one event per start");
+}
+
+#[test]
+fn a_contended_acquire_start_times_out_like_a_blocking_one() {
+    let srv = any_server();
+    let client = srv.client();
+    let k = key("ev-busy");
+    let holder = client.lock(&k).unwrap();
+    holder.acquire(5).unwrap();
+    let q = Events::new().unwrap();
+    let lease = client.lock(&k).unwrap();
+    let t0 = Instant::now();
+    lease.acquire_start(1, &q, 1).unwrap();
+    assert!(t0.elapsed() < Duration::from_millis(50), "start returned at once");
+    let e = event(&q);
+    assert_eq!(e.kind, EventKind::AcquireFailed);
+    assert_eq!(e.error.unwrap().kind(), ErrorKind::Timeout);
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert!(!lease.is_held());
+    assert_eq!(client.metrics().acquire_timeouts, 1);
+}
+
+#[test]
+fn acquires_started_one_after_another_are_granted_in_that_order() {
+    let srv = any_server();
+    let client = srv.client();
+    let k = key("ev-fifo");
+    let holder = client.lock(&k).unwrap();
+    holder.acquire(5).unwrap();
+    let q = Events::new().unwrap();
+    let n = 40;
+    let leases: Vec<_> = (0..n).map(|_| client.lock(&k).unwrap()).collect();
+    for (i, l) in leases.iter().enumerate() {
+        l.acquire_start(30, &q, i as u64).unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&client, &k) == n as u64));
+    holder.release().unwrap();
+    let mut order = Vec::new();
+    while order.len() < n {
+        let e = event(&q);
+        match e.kind {
+            EventKind::Acquired => {
+                order.push(e.tag);
+                leases[e.tag as usize].release_start(&q, 1000 + e.tag).unwrap();
+            }
+            EventKind::Released => {}
+            other => panic!("unexpected {other:?}: {:?}", e.error),
+        }
+    }
+    assert_eq!(order, (0..n as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn cancel_ends_a_pending_start_and_leaves_nothing_queued() {
+    let srv = any_server();
+    let client = srv.client();
+    let k = key("ev-cancel");
+    let holder = client.lock(&k).unwrap();
+    holder.acquire(5).unwrap();
+    let q = Events::new().unwrap();
+    let lease = client.lock(&k).unwrap();
+    lease.acquire_start(60, &q, 3).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&client, &k) == 1));
+    let t0 = Instant::now();
+    lease.cancel();
+    let e = event(&q);
+    assert!(t0.elapsed() < Duration::from_secs(1), "cancelled promptly");
+    assert_eq!((e.tag, e.kind), (3, EventKind::AcquireFailed));
+    assert_eq!(e.error.unwrap().kind(), ErrorKind::Cancelled);
+    assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 0));
+    // The handle is usable again: the next start gets the lock once free.
+    lease.acquire_start(10, &q, 4).unwrap();
+    holder.release().unwrap();
+    let e = event(&q);
+    assert_eq!((e.tag, e.kind), (4, EventKind::Acquired), "{:?}", e.error);
+}
+
+#[test]
+fn a_silent_server_fails_the_start_at_its_deadline() {
+    if skip_external("pause") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    let client = srv.client();
+    let q = Events::new().unwrap();
+    let lease = client.lock(&key("ev-silent")).unwrap();
+    // Warm a pooled connection, then make the server silent.
+    client.lock(&key("warm")).unwrap().acquire(1).unwrap();
+    srv.ts().pause();
+    let t0 = Instant::now();
+    lease.acquire_start(1, &q, 5).unwrap();
+    // The calling thread stays free: it can poll (and do other work).
+    assert!(next_event(&q, Duration::from_millis(200)).is_none());
+    let e = event(&q);
+    let took = t0.elapsed();
+    srv.ts().resume();
+    assert_eq!(e.kind, EventKind::AcquireFailed);
+    assert_eq!(
+        e.error.as_ref().unwrap().kind(),
+        ErrorKind::Deadline,
+        "{:?}",
+        e.error
+    );
+    // The bound of a blocking acquire: timeout + I/O timeout (+ connect).
+    let cfg = client.config();
+    let bound = Duration::from_secs(1) + cfg.io_timeout + cfg.connect_timeout;
+    assert!(took <= bound + Duration::from_millis(100), "took {took:?}");
+    // Not before the server had its I/O timeout to answer.
+    assert!(
+        took >= cfg.io_timeout - Duration::from_millis(50),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn a_refused_connect_fails_the_start_quickly() {
+    // A port nothing listens on (bound then closed).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let client =
+        dflockd::client::Client::new(dflockd::client::Config::new(vec![("127.0.0.1".into(), port)])).unwrap();
+    let q = Events::new().unwrap();
+    let lease = client.lock("refused").unwrap();
+    lease.acquire_start(1, &q, 1).unwrap();
+    let e = next_event(&q, Duration::from_secs(2)).expect("failed within 2 s");
+    assert_eq!(e.kind, EventKind::AcquireFailed);
+    assert_eq!(e.error.unwrap().kind(), ErrorKind::Io);
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+#[test]
+fn the_engine_dials_tls_with_auth_and_resolves_host_names() {
+    if skip_external("tls") {
+        return;
+    }
+    let identity = TlsIdentity::from_files(&fixture("server.pem"), &fixture("server.key")).unwrap();
+    let srv = embedded(ServerOptions {
+        tls: Some(identity),
+        auth_token: Some("s3cret-evented".into()),
+        ..ServerOptions::default()
+    });
+    for host in ["127.0.0.1", "localhost"] {
+        let client = srv.client_with(|c| {
+            c.servers = vec![(host.into(), srv.port)];
+            c.tls = Some(TlsOptions {
+                ca_file: Some(fixture("ca.pem")),
+                server_name: Some("localhost".into()),
+                ..TlsOptions::default()
+            });
+        });
+        let q = Events::new().unwrap();
+        let lease = client.lock(&key("ev-tls")).unwrap();
+        lease.acquire_start(5, &q, 1).unwrap();
+        let e = event(&q);
+        assert_eq!(e.kind, EventKind::Acquired, "{host}: {:?}", e.error);
+        lease.release_start(&q, 2).unwrap();
+        assert_eq!(event(&q).kind, EventKind::Released);
+    }
+    // A wrong secret fails through the engine's dial too, without it.
+    let client = srv.client_with(|c| {
+        c.auth_token = Some("wrong".into());
+        c.tls = Some(TlsOptions {
+            ca_file: Some(fixture("ca.pem")),
+            server_name: Some("localhost".into()),
+            ..TlsOptions::default()
+        });
+    });
+    let q = Events::new().unwrap();
+    let lease = client.lock(&key("ev-auth")).unwrap();
+    lease.acquire_start(5, &q, 1).unwrap();
+    let e = event(&q);
+    assert_eq!(e.kind, EventKind::AcquireFailed);
+    let err = e.error.unwrap();
+    assert_eq!(err.kind(), ErrorKind::Auth);
+    assert!(!err.to_string().contains("wrong"), "secret in message: {err}");
+}
+
+#[test]
+fn acquire_async_runs_on_the_engine_and_calls_back_on_the_notifier() {
+    let srv = any_server();
+    let client = srv.client();
+    let lease = client.lock(&key("ev-async")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    lease.acquire_async(
+        5,
+        Box::new(move |r| {
+            let name = std::thread::current().name().map(str::to_owned);
+            let _ = tx.send((r.map_err(|e| e.kind()), name));
+        }),
+    );
+    let (r, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(r, Ok(()));
+    assert_eq!(thread.as_deref(), Some("dflockd-notify"));
+    assert!(lease.is_held());
+}
