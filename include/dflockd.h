@@ -1266,6 +1266,28 @@ dflockd_status dflockd_lease_release_start(const dflockd_lease *lease,
                                            dflockd_error **err);
 
 /**
+ * Two-phase acquire, phase 2, without blocking: after a
+ * `dflockd_lease_enqueue()` that returned queued, wait on the event engine
+ * up to `timeout_s` seconds for the grant; the outcome arrives on `q` as
+ * one event tagged `tag`: `DFLOCKD_EVENT_KIND_ACQUIRED` (queued at once if
+ * the enqueue already acquired) or `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED`
+ * (`TIMEOUT`: the place in the queue is gone; `CANCELLED` after
+ * `dflockd_lease_cancel()`, which also leaves the queue). The event comes
+ * within I/O timeout + `timeout_s` (+ connect timeout).
+ *
+ * Fails at once, with no event, without an enqueue
+ * (`DFLOCKD_STATUS_NOT_ENQUEUED`), when another operation is running
+ * (`INVALID_ARGUMENT`) or after fork (`FORKED`).
+ *
+ * No network I/O on the calling thread; returns at once.
+ */
+dflockd_status dflockd_lease_wait_start(const dflockd_lease *lease,
+                                        uint64_t timeout_s,
+                                        dflockd_events *q,
+                                        uint64_t tag,
+                                        dflockd_error **err);
+
+/**
  * Free a lease handle, releasing the lease first if held (best effort,
  * bounded by the I/O deadline) and cancelling any asynchronous acquire.
  * NULL is a no-op. Must not be freed twice, used after free, or freed while

@@ -430,6 +430,22 @@ impl Lease {
             .start_acquire(timeout_s, || Done::Event { queue, tag })
     }
 
+    /// Two-phase, phase 2 without blocking this thread: wait on the event
+    /// engine up to `timeout_s` for the grant of an earlier `queued`
+    /// [`enqueue`](Lease::enqueue); the outcome arrives on `events` as one
+    /// `Acquired` or `AcquireFailed` event tagged `tag` (`Acquired` at once
+    /// if enqueue already acquired). [`cancel`](Lease::cancel) ends it
+    /// with `Cancelled`, leaving the queue. Fails at once (no event) with
+    /// [`ErrorKind::NotEnqueued`] without an enqueue, or when busy.
+    pub fn wait_start(&self, timeout_s: u64, events: &Events, tag: u64) -> Result<()> {
+        self.check_fork()?;
+        let done = Done::Event {
+            queue: Arc::clone(&events.queue),
+            tag,
+        };
+        self.shared.start_wait(timeout_s, done)
+    }
+
     /// Start a release on the event engine without blocking this thread;
     /// its outcome arrives on `events` as one `Released` or
     /// `ReleaseFailed` event tagged `tag`. The handle stops holding the
@@ -763,6 +779,26 @@ impl Shared {
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::acquire(Arc::clone(self), guard, timeout_s, done());
+        engine.submit(Inbound::Start(id, Box::new(op)));
+        Ok(())
+    }
+
+    /// Hand a two-phase wait to the engine.
+    fn start_wait(self: &Arc<Self>, timeout_s: u64, done: Done) -> Result<()> {
+        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let Some((guard, home)) = self.begin_wait()? else {
+            if let Done::Event { queue, tag } = done {
+                queue.push(Event {
+                    tag,
+                    kind: EventKind::Acquired,
+                    error: None,
+                });
+            }
+            return Ok(());
+        };
+        let id = engine.next_id();
+        lock(&self.state).evented = Some(id);
+        let op = Op::wait(Arc::clone(self), guard, home, timeout_s, done);
         engine.submit(Inbound::Start(id, Box::new(op)));
         Ok(())
     }

@@ -265,3 +265,46 @@ fn acquire_async_runs_on_the_engine_and_calls_back_on_the_notifier() {
     assert_eq!(thread.as_deref(), Some("dflockd-notify"));
     assert!(lease.is_held());
 }
+
+#[test]
+fn wait_start_completes_a_two_phase_acquire_without_a_thread() {
+    let srv = any_server();
+    let client = srv.client();
+    let k = key("ev-2phase");
+    let holder = client.lock(&k).unwrap();
+    holder.acquire(5).unwrap();
+    let q = Events::new().unwrap();
+    let lease = client.lock(&k).unwrap();
+    assert_eq!(
+        lease.wait_start(1, &q, 1).unwrap_err().kind(),
+        ErrorKind::NotEnqueued
+    );
+    assert!(!lease.enqueue().unwrap(), "queued behind the holder");
+    lease.wait_start(1, &q, 2).unwrap();
+    let e = event(&q);
+    assert_eq!((e.tag, e.kind), (2, EventKind::AcquireFailed));
+    assert_eq!(e.error.unwrap().kind(), ErrorKind::Timeout);
+    assert!(!lease.enqueue().unwrap());
+    lease.wait_start(30, &q, 3).unwrap();
+    holder.release().unwrap();
+    let e = event(&q);
+    assert_eq!((e.tag, e.kind), (3, EventKind::Acquired), "{:?}", e.error);
+    assert!(lease.is_held());
+    lease.release().unwrap();
+    // Enqueue that acquires at once: wait_start reports it at once.
+    assert!(lease.enqueue().unwrap());
+    lease.wait_start(1, &q, 4).unwrap();
+    assert_eq!(
+        q.poll(4).iter().map(|e| (e.tag, e.kind)).collect::<Vec<_>>(),
+        vec![(4, EventKind::Acquired)]
+    );
+    // Cancel of a pending wait leaves the queue.
+    let other = client.lock(&k).unwrap();
+    assert!(!other.enqueue().unwrap());
+    other.wait_start(60, &q, 5).unwrap();
+    other.cancel();
+    let e = event(&q);
+    assert_eq!((e.tag, e.kind), (5, EventKind::AcquireFailed));
+    assert_eq!(e.error.unwrap().kind(), ErrorKind::Cancelled);
+    assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 0));
+}

@@ -143,6 +143,15 @@ impl Op {
         }
     }
 
+    /// The second phase of a two-phase acquire: `w` on the connection that
+    /// enqueued (`home`).
+    pub(crate) fn wait(lease: Arc<Shared>, guard: OpGuard, home: Home, timeout_s: u64, done: Done) -> Op {
+        let mut op = Op::acquire(lease, guard, timeout_s, done);
+        op.server = home.server;
+        op.stage = Stage::Retry { conn: home.conn };
+        op
+    }
+
     /// A release of `token`, said on `home` (or on a fresh connection if
     /// the home is broken).
     pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
@@ -260,8 +269,13 @@ impl Driver {
 
     fn start(&mut self, engine: &Engine, id: u64, mut op: Box<Op>) {
         if let Stage::Retry { conn } = std::mem::replace(&mut op.stage, Stage::Moving) {
-            // A release on the lease's home connection.
-            self.send(engine, id, op, conn);
+            if op.is_acquire() {
+                // The second phase of a two-phase acquire.
+                self.wait(engine, id, op, conn);
+            } else {
+                // A release on the lease's home connection.
+                self.send(engine, id, op, conn);
+            }
         } else {
             op.stage = Stage::Waiting;
             self.enqueue(engine, id, op);

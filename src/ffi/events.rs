@@ -245,3 +245,34 @@ pub extern "C" fn dflockd_lease_release_start(
         Ok(())
     })
 }
+
+/// Two-phase acquire, phase 2, without blocking: after a
+/// `dflockd_lease_enqueue()` that returned queued, wait on the event engine
+/// up to `timeout_s` seconds for the grant; the outcome arrives on `q` as
+/// one event tagged `tag`: `DFLOCKD_EVENT_KIND_ACQUIRED` (queued at once if
+/// the enqueue already acquired) or `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED`
+/// (`TIMEOUT`: the place in the queue is gone; `CANCELLED` after
+/// `dflockd_lease_cancel()`, which also leaves the queue). The event comes
+/// within I/O timeout + `timeout_s` (+ connect timeout).
+///
+/// Fails at once, with no event, without an enqueue
+/// (`DFLOCKD_STATUS_NOT_ENQUEUED`), when another operation is running
+/// (`INVALID_ARGUMENT`) or after fork (`FORKED`).
+///
+/// No network I/O on the calling thread; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_wait_start(
+    lease: *const dflockd_lease,
+    timeout_s: u64,
+    q: *mut dflockd_events,
+    tag: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let l = super::lease::lease(lease)?;
+        // SAFETY: NULL or a live queue (contract).
+        let q = unsafe { handle(q.cast_const(), "q") }?;
+        l.wait_start(timeout_s, &q.events, tag)?;
+        Ok(())
+    })
+}
