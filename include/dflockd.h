@@ -59,9 +59,14 @@
  * dflockd_lease_wait_lost()), which is preferable from runtimes that
  * dislike foreign-thread callbacks (Ruby).
  *
- * Threads: the library's threads (lease renewal, lost callbacks, async
- * acquires) start with the first held lease and end with the last client:
- * they run while any client or lease handle lives, and the last
+ * Threads: the library's threads start with the first held lease or
+ * evented operation and end with the last client: one event engine thread
+ * (every connection opened, request awaited and renewal timed and sent by
+ * the library outside a blocking call; it never runs application code) and
+ * one notifier thread, started on first need, on which lost callbacks,
+ * async-acquire callbacks and the engine's log messages run. Host names
+ * are resolved on short-lived threads. They run while any client or lease
+ * handle lives, and the last
  * dflockd_client_free() / dflockd_lease_free() stops and joins them before
  * it returns (unless called on a library thread, e.g. inside a lost
  * callback: then they are detached and exit by themselves). The next
@@ -403,7 +408,7 @@ typedef struct dflockd_events dflockd_events;
  * or `dflockd_client_semaphore()`.
  *
  * A handle holds at most one lease at a time. While held, the library
- * renews it in the background (on its shared renewal threads); if renewal
+ * renews it in the background (on the library's event engine); if renewal
  * fails until the lease would have expired, the lease is *lost*:
  * `dflockd_lease_is_held()` turns false, `dflockd_lease_wait_lost()`
  * returns, and the lost callback (if any) runs.
@@ -538,8 +543,8 @@ typedef struct {
 /**
  * Called once when a held lease is lost (renewal failed until the lease
  * would have expired, or the server refused the renewal). `error` holds
- * the reason and is valid only during the call (do not free it). Runs on a
- * library renewal thread: it must be quick (hand the event to your own
+ * the reason and is valid only during the call (do not free it). Runs on
+ * the library's notifier thread: it must be quick (hand the event to your own
  * thread), must not block and must not call into this lease handle.
  */
 typedef void (*dflockd_lost_fn)(void *userdata, dflockd_status status, const dflockd_error *error);
@@ -603,10 +608,11 @@ void dflockd_error_free(dflockd_error *err);
  * lost callback is set) and every panic caught at the boundary. Messages
  * never contain a token or the auth secret.
  *
- * The callback runs synchronously on the thread that logs, including the
- * library's renewal threads: a callback that blocks (on a lock, a slow
- * sink, or a language runtime's global lock) delays renewals and can cost
- * leases. Hand messages to a queue and return.
+ * The callback runs synchronously on the thread that logs: the caller's,
+ * or for messages of the library's event engine (renewals, evented
+ * operations) its notifier thread, never the engine itself, so a slow
+ * callback delays no renewal; it still delays lost callbacks and other
+ * messages. Hand messages to a queue and return.
  *
  * `userdata` is passed back to every call and must stay valid until the
  * callback is replaced or removed: once this function returns, no call

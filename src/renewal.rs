@@ -1,9 +1,10 @@
-//! The renewal scheduler: a timer thread with a min-heap of due times,
-//! two I/O workers that send the renewals, and a notifier thread for
-//! lost-lease callbacks (started on first loss). One per runtime
-//! generation (`src/runtime.rs`: started on the first held lease, stopped
-//! and joined with the last client), shared by all its leases, so 10,000
-//! held leases cost 3–4 threads, not 10,000.
+//! Lease renewal: the policy, and the lost-lease notifier. Renewals are
+//! *timed and sent by the event engine* (src/engine/): [`arm`] puts a
+//! lease's wake-up in the engine's timer heap, the engine thread calls
+//! [`due`] when it comes, and every reply (or deadline) ends in [`finish`].
+//! Nothing here blocks: 10,000 held leases cost the engine thread (plus the
+//! notifier, started on the first loss or async completion), not a thread
+//! each nor a pool of blocking workers.
 //!
 //! Policy, per lease: renew every `min(lease × renew_ratio, keepalive)` on
 //! the lease's home connection (which keeps that connection from the
@@ -15,15 +16,15 @@
 //! from the server (`error`: it no longer has the lease) or running out of
 //! time marks the lease lost.
 
-use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::client::{ClientInner, Config};
 use crate::connection::{Connection, Started};
+use crate::engine::ops::{Inbound, Op};
 use crate::engine::{self, Pending, Watch};
 use crate::lease::{LostCallback, Shared, lock};
 use crate::log::{Level, log};
@@ -40,8 +41,6 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 const BUSY_RETRY: Duration = Duration::from_millis(20);
 /// Shortest renew interval, whatever the lease and ratio.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
-/// I/O worker threads.
-const WORKERS: usize = 2;
 
 /// Time between renewals of a lease of `lease_s` seconds.
 pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
@@ -49,110 +48,49 @@ pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
     by_ratio.min(config.keepalive).max(MIN_INTERVAL)
 }
 
-/// A wake-up for one lease. The renewal time itself lives in the lease
-/// (`Held::renew_at`); an entry whose `due` is not the lease's `armed`
-/// time any more is stale and ignored. So a lease has at most one live
-/// entry however often it is acquired and released.
-struct Entry {
-    due: Instant,
-    seq: u64,
-    lease: Weak<Shared>,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        (self.due, self.seq).cmp(&(other.due, other.seq))
-    }
-}
-
-struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
-    seq: u64,
-}
-
+/// The notifier of one runtime generation: application code (lost-lease
+/// callbacks, `acquire_async` completions, the engine's log messages) runs
+/// on its thread, started on first use, never on the engine's.
 pub(crate) struct Scheduler {
-    timers: Mutex<Timers>,
-    timer_cv: Condvar,
-    jobs: Mutex<VecDeque<(Weak<Shared>, Instant)>>,
-    jobs_cv: Condvar,
-    /// Application code to run on the notifier thread: lost callbacks, and
-    /// log messages the engine thread deferred.
     notes: Mutex<VecDeque<Note>>,
     notes_cv: Condvar,
-    /// Whether the notifier thread started (lazily, on the first loss).
+    /// Whether the notifier thread started (lazily).
     notifier: OnceLock<bool>,
-    /// Set by [`Service::stop`]: every thread returns (the notifier after
-    /// running the callbacks already queued).
+    /// Set by [`Service::stop`]: the notifier returns after running the
+    /// notes already queued.
     stopped: AtomicBool,
 }
 
 impl Service for Scheduler {
     fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        // Taking each lock after setting the flag means a thread is either
+        // Taking the lock after setting the flag means the thread is either
         // before its check of the flag or already waiting: no lost wake-up.
-        drop(lock(&self.timers));
-        self.timer_cv.notify_all();
-        drop(lock(&self.jobs));
-        self.jobs_cv.notify_all();
         drop(lock(&self.notes));
         self.notes_cv.notify_all();
     }
 }
 
-/// The scheduler of `rt`, its timer and worker threads started on first
-/// use. `None` if the threads could not be created or the generation is
-/// shut down (then no lease can be held safely, and acquiring says so).
+/// The notifier of `rt`. `None` if the generation is shut down.
 fn scheduler(rt: &Runtime) -> Option<&Arc<Scheduler>> {
     rt.renewal
         .get_or_init(|| {
             let s = Arc::new(Scheduler {
-                timers: Mutex::new(Timers {
-                    heap: BinaryHeap::new(),
-                    seq: 0,
-                }),
-                timer_cv: Condvar::new(),
-                jobs: Mutex::new(VecDeque::new()),
-                jobs_cv: Condvar::new(),
                 notes: Mutex::new(VecDeque::new()),
                 notes_cv: Condvar::new(),
                 notifier: OnceLock::new(),
                 stopped: AtomicBool::new(false),
             });
-            if !rt.register(s.clone()) {
-                return None;
-            }
-            let t = Arc::clone(&s);
-            let mut ok = rt.spawn("dflockd-timer", move || t.run_timer());
-            for i in 0..WORKERS {
-                let w = Arc::clone(&s);
-                ok &= rt.spawn(&format!("dflockd-renew-{i}"), move || w.run_worker());
-            }
-            if !ok {
-                // The threads that did start end now (joined at shutdown).
-                s.stop();
-            }
-            ok.then_some(s)
+            rt.register(s.clone()).then_some(s)
         })
         .as_ref()
         .filter(|s| !s.stopped.load(Ordering::SeqCst))
 }
 
-/// Start the client's scheduler if needed; an error if its threads cannot
-/// run.
+/// Make sure `client`'s generation can renew leases (its engine runs) and
+/// notify; an error if not.
 pub(crate) fn ensure_running(client: &ClientInner) -> crate::Result<()> {
-    if scheduler(&client.runtime).is_some() {
+    if scheduler(&client.runtime).is_some() && engine::engine(&client.runtime).is_some() {
         return Ok(());
     }
     if client.runtime.is_stopped() {
@@ -174,22 +112,22 @@ pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant
         return;
     }
     // Callers ran ensure_running() before holding a lease.
-    let Some(s) = lease.client.runtime.renewal.get().and_then(Option::as_ref) else {
+    let Some(Some(engine)) = lease.client.runtime.engine.get() else {
         return;
     };
     *armed = Some(due);
-    let mut t = lock(&s.timers);
-    t.seq += 1;
-    let entry = Entry {
-        due,
-        seq: t.seq,
-        lease: Arc::downgrade(lease),
+    engine.wake_at(lease, due);
+}
+
+/// The engine's wake-up at `due` for `lease` came: renew it if that
+/// wake-up is still the current one and the renewal is due.
+pub(crate) fn due(lease: &Arc<Shared>, due: Instant) {
+    let Some(generation) = due_generation(lease, due) else {
+        return;
     };
-    let earliest = t.heap.peek().is_none_or(|Reverse(e)| due < e.due);
-    t.heap.push(Reverse(entry));
-    drop(t);
-    if earliest {
-        s.timer_cv.notify_one();
+    let r = catch_unwind(AssertUnwindSafe(|| renew_once(lease, generation)));
+    if r.is_err() {
+        lease.lose(generation, Error::new(ErrorKind::LeaseLost, "renewal panicked"));
     }
 }
 
@@ -219,7 +157,7 @@ pub(crate) fn notify(client: &ClientInner, callback: LostCallback, err: Error) {
 /// Run `note` on the notifier thread of generation `rt` (inline if that
 /// thread cannot be started or the generation is shutting down).
 pub(crate) fn on_notifier(rt: &Runtime, note: Note) {
-    let started = rt.renewal.get().and_then(Option::as_ref).filter(|s| {
+    let started = scheduler(rt).filter(|s| {
         *s.notifier.get_or_init(|| {
             let n = Arc::clone(s);
             rt.spawn("dflockd-notify", move || n.run_notifier())
@@ -246,66 +184,6 @@ pub(crate) fn on_notifier(rt: &Runtime, note: Note) {
 }
 
 impl Scheduler {
-    fn run_timer(&self) {
-        let mut t = lock(&self.timers);
-        loop {
-            if self.stopped.load(Ordering::SeqCst) {
-                return;
-            }
-            let now = Instant::now();
-            let mut due = Vec::new();
-            while t.heap.peek().is_some_and(|Reverse(e)| e.due <= now) {
-                if let Some(Reverse(e)) = t.heap.pop() {
-                    due.push((e.lease, e.due));
-                }
-            }
-            if !due.is_empty() {
-                lock(&self.jobs).extend(due);
-                self.jobs_cv.notify_all();
-            }
-            let wait = t
-                .heap
-                .peek()
-                .map(|Reverse(e)| e.due.saturating_duration_since(now));
-            t = match wait {
-                None => self.timer_cv.wait(t).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    self.timer_cv
-                        .wait_timeout(t, d)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-        }
-    }
-
-    fn run_worker(&self) {
-        loop {
-            let job = {
-                let mut q = lock(&self.jobs);
-                loop {
-                    // Once stopped, queued jobs are for leases nobody holds.
-                    if self.stopped.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    match q.pop_front() {
-                        Some(job) => break job,
-                        None => q = self.jobs_cv.wait(q).unwrap_or_else(|p| p.into_inner()),
-                    }
-                }
-            };
-            let (weak, due) = job;
-            let Some(lease) = weak.upgrade() else { continue };
-            let Some(generation) = due_generation(&lease, due) else {
-                continue;
-            };
-            let r = catch_unwind(AssertUnwindSafe(|| renew_once(&lease, generation)));
-            if r.is_err() {
-                lease.lose(generation, Error::new(ErrorKind::LeaseLost, "renewal panicked"));
-            }
-        }
-    }
-
     fn run_notifier(&self) {
         loop {
             let note = {
@@ -350,13 +228,13 @@ fn transient(e: &Error) -> bool {
     )
 }
 
-/// One renewal of `lease`'s `generation` (a worker runs it).
-/// One renewal of `lease`'s `generation` (a worker runs it). On a live
-/// home connection watched by the event engine, the renew request is sent
+/// One renewal of `lease`'s `generation`, on the engine thread. On a live
+/// home connection watched by the engine, the renew request is sent
 /// without waiting and the engine collects the reply (or gives up at the
-/// deadline) and calls [`finish`]: a hung or slow server then holds up no
-/// worker, so it delays no other lease's renewal. A broken home (or no
-/// engine) takes the blocking path: a fresh connection, then the reply.
+/// deadline) and calls [`finish`]: a hung or slow server so delays no
+/// other lease's renewal. A broken home (the server hung up, or a reply
+/// was late) gets the renewal on a fresh connection, opened by the engine
+/// without blocking (an evented operation, `Op::renew`).
 fn renew_once(lease: &Arc<Shared>, generation: u64) {
     let (token, conn, server, expires_at, watch) = {
         let st = lock(&lease.state);
@@ -387,6 +265,10 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         return;
     };
     let deadline = sent + RENEW_DEADLINE.min(lease.client.config.io_timeout).min(left);
+    let Some(engine) = engine::engine(&lease.client.runtime) else {
+        lease.lose(generation, Error::new(ErrorKind::Io, "the event engine is gone"));
+        return;
+    };
     let ttl = lease.renew_ttl();
     let request = Request::Renew {
         kind: lease.kind,
@@ -394,8 +276,7 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         token: token.as_str(),
         lease_s: ttl,
     };
-    let engine = watch.and_then(|w| Some((engine::engine(&lease.client.runtime)?, w)));
-    if let (false, Some((engine, watch))) = (conn.is_broken(), engine) {
+    if let (false, Some(watch)) = (conn.is_broken(), watch) {
         match conn.start_request(&request) {
             Ok(Started::Sent) => {
                 let pending = Pending {
@@ -420,29 +301,32 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         }
         return;
     }
-    let cap = Some(deadline);
-    let renew = |c: &Connection| c.renew_until(lease.kind, &lease.key, token.as_str(), ttl, cap);
-    // A closed home: try the token on a fresh connection.
-    let (result, new_home) = if conn.is_broken() {
+    let home = if conn.is_broken() {
         log!(
             Level::Warn,
             "renew {:?}: its connection broke; renewing on a fresh connection",
             lease.key
         );
-        match lease.client.open(server, cap) {
-            Ok(fresh) => {
-                bump(&lease.client.metrics.reconnects);
-                (renew(&fresh), Some(Arc::new(fresh)))
-            }
-            Err(e) => (Err(e), None),
-        }
+        bump(&lease.client.metrics.reconnects);
+        None
     } else {
-        (renew(&conn), None)
+        // Not watched (the engine could not register it): on the home,
+        // awaited as an operation of its own.
+        Some(conn)
     };
-    finish(lease, generation, sent, expires_at, result, new_home);
+    let op = Op::renew(
+        Arc::clone(lease),
+        generation,
+        token,
+        server,
+        home,
+        expires_at,
+        deadline,
+    );
+    engine.submit(Inbound::Start(engine.next_id(), Box::new(op)));
 }
 
-/// What a renewal came to (from a worker, or from the engine thread): on
+/// What a renewal came to (on the engine thread): on
 /// success the lease is counted from `sent` and the next renewal armed; a
 /// transient failure is retried while the lease lasts; anything else (the
 /// server no longer has it) loses it. Never blocks.

@@ -90,6 +90,44 @@ struct Slots {
     next_id: u64,
 }
 
+/// A lease's renewal wake-up. The renewal time itself lives in the lease
+/// (`Held::renew_at`); an entry whose `due` is not the lease's `armed`
+/// time any more is stale and ignored, so a lease has at most one live
+/// entry however often it is acquired and released.
+struct WakeUp {
+    due: Instant,
+    seq: u64,
+    lease: Weak<Shared>,
+}
+
+impl PartialEq for WakeUp {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for WakeUp {}
+impl PartialOrd for WakeUp {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for WakeUp {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+#[derive(Default)]
+struct WakeUps {
+    heap: BinaryHeap<Reverse<WakeUp>>,
+    seq: u64,
+}
+
+thread_local! {
+    /// Set on the engine thread: it needs no wake-up to see a new timer.
+    static ON_ENGINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 pub(crate) struct Engine {
     /// Its generation: log messages go to that generation's notifier.
     rt: Weak<Runtime>,
@@ -97,6 +135,8 @@ pub(crate) struct Engine {
     inbox: Arc<Inbox>,
     stopped: AtomicBool,
     slots: Mutex<Slots>,
+    /// Renewal wake-ups of held leases (see `renewal::arm`).
+    wake_ups: Mutex<WakeUps>,
     /// Ids of evented operations and dials (see `ops.rs`).
     next_id: AtomicU64,
 }
@@ -195,8 +235,51 @@ impl Engine {
             }),
             stopped: AtomicBool::new(false),
             slots: Mutex::new(Slots::default()),
+            wake_ups: Mutex::new(WakeUps::default()),
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Call `renewal::due` for `lease` at `due`.
+    pub(crate) fn wake_at(&self, lease: &Arc<Shared>, due: Instant) {
+        let mut w = lock(&self.wake_ups);
+        w.seq += 1;
+        let earliest = w.heap.peek().is_none_or(|Reverse(e)| due < e.due);
+        let seq = w.seq;
+        w.heap.push(Reverse(WakeUp {
+            due,
+            seq,
+            lease: Arc::downgrade(lease),
+        }));
+        drop(w);
+        if earliest && !ON_ENGINE.with(std::cell::Cell::get) {
+            self.wake();
+        }
+    }
+
+    /// Run the renewal wake-ups that are due; when the next one is.
+    fn run_wake_ups(&self) -> Option<Instant> {
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            let next = {
+                let mut w = lock(&self.wake_ups);
+                while w.heap.peek().is_some_and(|Reverse(e)| e.due <= now) {
+                    if let Some(Reverse(e)) = w.heap.pop() {
+                        due.push(e);
+                    }
+                }
+                w.heap.peek().map(|Reverse(e)| e.due)
+            };
+            if due.is_empty() {
+                return next;
+            }
+            for e in due {
+                if let Some(lease) = e.lease.upgrade() {
+                    renewal::due(&lease, e.due);
+                }
+            }
+        }
     }
 
     /// A fresh id for an evented operation or dial.
@@ -381,21 +464,24 @@ impl Engine {
         // the notifier thread after each round (a blocking logger must not
         // delay a renewal or a hang-up).
         log::defer_on_this_thread();
+        ON_ENGINE.with(|f| f.set(true));
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut driver = Driver::default();
         while !self.stopped.load(Ordering::SeqCst) {
             let replies = self.expire_replies();
-            let ops = driver.expire(self).map_or(-1, |when| {
-                let ms = when
-                    .saturating_duration_since(Instant::now())
-                    .as_micros()
-                    .div_ceil(1000);
-                c_int::try_from(ms).unwrap_or(c_int::MAX)
-            });
-            let timeout = match (replies, ops) {
-                (-1, t) | (t, -1) => t,
-                (a, b) => a.min(b),
-            };
+            let renewals = self.run_wake_ups();
+            let ops = driver.expire(self);
+            let timeout = [renewals, ops]
+                .into_iter()
+                .flatten()
+                .map(|when| {
+                    let ms = when
+                        .saturating_duration_since(Instant::now())
+                        .as_micros()
+                        .div_ceil(1000);
+                    c_int::try_from(ms).unwrap_or(c_int::MAX)
+                })
+                .fold(replies, |t, ms| if t < 0 { ms } else { t.min(ms) });
             self.flush_log();
             // SAFETY: valid epoll fd; `events` has room for 64 entries.
             let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout) };

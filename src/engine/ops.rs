@@ -72,6 +72,14 @@ pub(crate) enum Purpose {
         lease_s: Option<u64>,
         _guard: OpGuard,
     },
+    /// `n`/`sn` of a held lease's grant `generation` whose home broke (on
+    /// a fresh connection), or is not watched (on the home); settled by
+    /// `renewal::finish`.
+    Renew {
+        generation: u64,
+        token: Token,
+        expires_at: Instant,
+    },
     /// `r`/`sr` of a lease already taken off the handle.
     Release {
         token: Token,
@@ -143,6 +151,34 @@ impl Op {
         }
     }
 
+    /// A renewal of `lease`'s grant `generation` on `home`, or on a fresh
+    /// connection when `None`, by `deadline`.
+    pub(crate) fn renew(
+        lease: Arc<Shared>,
+        generation: u64,
+        token: Token,
+        server: usize,
+        home: Option<Arc<Connection>>,
+        expires_at: Instant,
+        deadline: Instant,
+    ) -> Op {
+        Op {
+            lease,
+            purpose: Purpose::Renew {
+                generation,
+                token,
+                expires_at,
+            },
+            done: None,
+            server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: home.map_or(Stage::Waiting, |conn| Stage::Retry { conn }),
+            enqueuing: false,
+        }
+    }
+
     /// The second phase of a two-phase acquire: `w` on the connection that
     /// enqueued (`home`).
     pub(crate) fn wait(lease: Arc<Shared>, guard: OpGuard, home: Home, timeout_s: u64, done: Done) -> Op {
@@ -183,6 +219,10 @@ impl Op {
 
     fn is_acquire(&self) -> bool {
         matches!(self.purpose, Purpose::Acquire { .. })
+    }
+
+    fn is_renewal(&self) -> bool {
+        matches!(self.purpose, Purpose::Renew { .. })
     }
 
     /// The key whose acquires must keep their order (none for releases).
@@ -456,6 +496,15 @@ impl Driver {
                 },
                 Verb::Release,
             ),
+            Purpose::Renew { token, .. } => (
+                Request::Renew {
+                    kind,
+                    key,
+                    token: token.as_str(),
+                    lease_s: lease.renew_ttl(),
+                },
+                Verb::Renew,
+            ),
         };
         if op.is_acquire() && lease.cancel_requested() {
             op.stage = Stage::Retry { conn };
@@ -524,6 +573,10 @@ impl Driver {
 
     /// The reply (or failure) of `op`'s request.
     fn reply(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
+        if op.is_renewal() {
+            self.renewed(engine, id, op, r);
+            return;
+        }
         let conn = op.conn().cloned();
         let r = match (r, &conn) {
             (Err(_), Some(c)) if c.was_aborted() => Err(Error::new(
@@ -648,6 +701,30 @@ impl Driver {
             }
         }
         self.fail(engine, id, op, e);
+    }
+
+    /// A renewal's reply: settle it by the renewal policy; the connection
+    /// it came on becomes (or stays) the lease's home.
+    fn renewed(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
+        self.disarm(engine, id);
+        let Purpose::Renew {
+            generation,
+            expires_at,
+            ..
+        } = op.purpose
+        else {
+            return;
+        };
+        let (conn, sent) = match std::mem::replace(&mut op.stage, Stage::Moving) {
+            Stage::Asked { conn, sent, .. } => (Some(conn), sent),
+            other => (other.conn_owned(), Instant::now()),
+        };
+        let result = r.and_then(|o| match o {
+            Outcome::Renewed { lease_s } => Ok(lease_s),
+            _ => Err(Error::new(ErrorKind::Protocol, "renew: unexpected reply")),
+        });
+        let home = conn.filter(|_| result.is_ok());
+        renewal::finish(&op.lease, generation, sent, expires_at, result, home);
     }
 
     /// Queued: wait for the grant on the connection that enqueued.
@@ -814,13 +891,21 @@ impl Driver {
                             continue;
                         }
                     }
-                    if let Some(conn) = op.conn() {
-                        // The stream is out of step now (a late grant must
-                        // not be read as another answer): close it, which
-                        // also frees whatever the server did for it.
-                        conn.abort();
+                    match op.conn() {
+                        // A late renew reply is harmless: owed, dropped
+                        // when it comes (the home must stay open); counted
+                        // there.
+                        Some(conn) if op.is_renewal() => conn.abandon_reply(),
+                        other => {
+                            // The stream is out of step now (a late grant
+                            // must not be read as another answer): close it,
+                            // which also frees whatever the server did for it.
+                            if let Some(conn) = other {
+                                conn.abort();
+                            }
+                            bump(&op.lease.client.metrics.deadline_hits);
+                        }
                     }
-                    bump(&op.lease.client.metrics.deadline_hits);
                     let e = Error::new(
                         ErrorKind::Deadline,
                         format!("{} {:?}: no reply before the deadline", name(&op), op.lease.key),
@@ -849,6 +934,10 @@ impl Driver {
     }
 
     fn fail(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, e: Error) {
+        if op.is_renewal() {
+            self.renewed(engine, id, op, Err(e));
+            return;
+        }
         self.disarm(engine, id);
         self.enqueued(engine, &mut op);
         if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
@@ -920,6 +1009,9 @@ fn is_waiting(tasks: &HashMap<u64, Task>, id: u64) -> bool {
 }
 
 fn name(op: &Op) -> &'static str {
+    if op.is_renewal() {
+        return "renew";
+    }
     match (op.is_acquire(), op.lease.kind) {
         (true, Kind::Lock) => "acquire",
         (true, Kind::Semaphore) => "semaphore acquire",

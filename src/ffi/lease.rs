@@ -14,7 +14,7 @@ use std::time::Duration;
 /// or `dflockd_client_semaphore()`.
 ///
 /// A handle holds at most one lease at a time. While held, the library
-/// renews it in the background (on its shared renewal threads); if renewal
+/// renews it in the background (on the library's event engine); if renewal
 /// fails until the lease would have expired, the lease is *lost*:
 /// `dflockd_lease_is_held()` turns false, `dflockd_lease_wait_lost()`
 /// returns, and the lost callback (if any) runs.
@@ -44,8 +44,8 @@ pub type dflockd_acquire_fn =
 
 /// Called once when a held lease is lost (renewal failed until the lease
 /// would have expired, or the server refused the renewal). `error` holds
-/// the reason and is valid only during the call (do not free it). Runs on a
-/// library renewal thread: it must be quick (hand the event to your own
+/// the reason and is valid only during the call (do not free it). Runs on
+/// the library's notifier thread: it must be quick (hand the event to your own
 /// thread), must not block and must not call into this lease handle.
 #[allow(non_camel_case_types)]
 pub type dflockd_lost_fn =

@@ -82,10 +82,11 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 /// lost callback is set) and every panic caught at the boundary. Messages
 /// never contain a token or the auth secret.
 ///
-/// The callback runs synchronously on the thread that logs, including the
-/// library's renewal threads: a callback that blocks (on a lock, a slow
-/// sink, or a language runtime's global lock) delays renewals and can cost
-/// leases. Hand messages to a queue and return.
+/// The callback runs synchronously on the thread that logs: the caller's,
+/// or for messages of the library's event engine (renewals, evented
+/// operations) its notifier thread, never the engine itself, so a slow
+/// callback delays no renewal; it still delays lost callbacks and other
+/// messages. Hand messages to a queue and return.
 ///
 /// `userdata` is passed back to every call and must stay valid until the
 /// callback is replaced or removed: once this function returns, no call
