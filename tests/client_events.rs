@@ -308,3 +308,43 @@ fn wait_start_completes_a_two_phase_acquire_without_a_thread() {
     assert_eq!(e.error.unwrap().kind(), ErrorKind::Cancelled);
     assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 0));
 }
+
+#[test]
+fn cancelled_starts_leave_the_others_in_order() {
+    let srv = any_server();
+    let client = srv.client();
+    let k = key("ev-fifo-cancel");
+    let holder = client.lock(&k).unwrap();
+    holder.acquire(5).unwrap();
+    let q = Events::new().unwrap();
+    let n = 30;
+    let leases: Vec<_> = (0..n).map(|_| client.lock(&k).unwrap()).collect();
+    for (i, l) in leases.iter().enumerate() {
+        l.acquire_start(30, &q, i as u64).unwrap();
+        if i % 3 == 1 {
+            l.cancel(); // at once: some before their e was even sent
+        }
+    }
+    let kept: Vec<u64> = (0..n as u64).filter(|i| i % 3 != 1).collect();
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&client, &k)
+        == kept.len() as u64));
+    holder.release().unwrap();
+    let (mut order, mut cancelled) = (Vec::new(), 0);
+    while order.len() < kept.len() || cancelled < n - kept.len() {
+        let e = event(&q);
+        match e.kind {
+            EventKind::Acquired => {
+                order.push(e.tag);
+                leases[e.tag as usize].release_start(&q, 1000 + e.tag).unwrap();
+            }
+            EventKind::AcquireFailed => {
+                assert_eq!(e.tag % 3, 1, "only the cancelled fail: {:?}", e.error);
+                assert_eq!(e.error.unwrap().kind(), ErrorKind::Cancelled);
+                cancelled += 1;
+            }
+            EventKind::Released => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(order, kept);
+}

@@ -291,10 +291,25 @@ pub(crate) struct Driver {
     registered: HashMap<u64, RawFd>,
     lanes: HashMap<LaneKey, Lane>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Lanes to pump again once the current event is handled (a loop, not
+    /// recursion: a chain of cancelled acquires of one key would otherwise
+    /// nest one pump per operation).
+    dirty: Vec<LaneKey>,
 }
 
 impl Driver {
     pub(crate) fn handle(&mut self, engine: &Engine, inbound: Inbound) {
+        self.handle_one(engine, inbound);
+        self.pump_dirty(engine);
+    }
+
+    fn pump_dirty(&mut self, engine: &Engine) {
+        while let Some(key) = self.dirty.pop() {
+            self.pump(engine, key);
+        }
+    }
+
+    fn handle_one(&mut self, engine: &Engine, inbound: Inbound) {
         match inbound {
             Inbound::Start(id, op) => self.start(engine, id, op),
             Inbound::Poke(id) => self.poke(engine, id),
@@ -348,7 +363,7 @@ impl Driver {
                 return;
             };
             let Some((id, ordered)) = lane.waiting.front().cloned() else {
-                if lane.dialing == 0 && lane.blocked.is_empty() {
+                if lane.dialing == 0 && lane.blocked.is_empty() && lane.enqueuing.is_empty() {
                     // Nobody waits: connections opened for ops that ended
                     // meanwhile go to the pool.
                     let lane = self.lanes.remove(&key).expect("lane present");
@@ -360,6 +375,10 @@ impl Driver {
             };
             if !is_waiting(&self.tasks, id) {
                 lane.waiting.pop_front(); // ended meanwhile (deadline, cancel)
+                if let Some(k) = ordered.filter(|k| !lane.enqueuing.contains(k)) {
+                    // It may have been the one let through for its key.
+                    unblock(lane, &self.tasks, &k);
+                }
                 continue;
             }
             if let Some(k) = ordered.as_ref().filter(|k| lane.enqueuing.contains(*k)) {
@@ -397,7 +416,7 @@ impl Driver {
 
     /// `op`'s `e` was answered (or will never be): the next acquire of its
     /// key may go.
-    fn enqueued(&mut self, engine: &Engine, op: &mut Op) {
+    fn enqueued(&mut self, op: &mut Op) {
         if !std::mem::take(&mut op.enqueuing) {
             return;
         }
@@ -405,20 +424,9 @@ impl Driver {
         let Some(lane) = self.lanes.get_mut(&key) else {
             return;
         };
-        let k = &op.lease.key;
-        lane.enqueuing.remove(k);
-        if let Some(q) = lane.blocked.get_mut(k) {
-            while let Some(id) = q.pop_front() {
-                if is_waiting(&self.tasks, id) {
-                    lane.waiting.push_front((id, Some(k.clone())));
-                    break;
-                }
-            }
-            if q.is_empty() {
-                lane.blocked.remove(k);
-            }
-        }
-        self.pump(engine, key);
+        lane.enqueuing.remove(&op.lease.key);
+        unblock(lane, &self.tasks, &op.lease.key);
+        self.dirty.push(key);
     }
 
     fn dial(&mut self, engine: &Engine, key: LaneKey, client: Arc<ClientInner>, server: usize) {
@@ -540,6 +548,11 @@ impl Driver {
 
     /// An epoll event for task `id`.
     pub(crate) fn on_event(&mut self, engine: &Engine, id: u64, bits: u32) {
+        self.on_event_one(engine, id, bits);
+        self.pump_dirty(engine);
+    }
+
+    fn on_event_one(&mut self, engine: &Engine, id: u64, bits: u32) {
         let hang_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
         match self.tasks.remove(&id) {
             Some(Task::Dial(mut dial)) => {
@@ -621,7 +634,7 @@ impl Driver {
                     verb,
                 };
                 if verb == Verb::Enqueue {
-                    self.enqueued(engine, &mut op);
+                    self.enqueued(&mut op);
                 }
                 match r {
                     Ok(Outcome::Queued) if verb == Verb::Enqueue => self.wait(engine, id, op, conn),
@@ -863,6 +876,7 @@ impl Driver {
     /// Run the timers that are due; the time to the next one (ms, -1: none).
     pub(crate) fn expire(&mut self, engine: &Engine) -> Option<Instant> {
         loop {
+            self.pump_dirty(engine);
             let &Reverse((when, id)) = self.timers.peek()?;
             let now = Instant::now();
             if when > now {
@@ -906,9 +920,14 @@ impl Driver {
                             bump(&op.lease.client.metrics.deadline_hits);
                         }
                     }
+                    let what = if matches!(op.stage, Stage::Waiting) {
+                        "no connection to the server before the deadline"
+                    } else {
+                        "no reply before the deadline"
+                    };
                     let e = Error::new(
                         ErrorKind::Deadline,
-                        format!("{} {:?}: no reply before the deadline", name(&op), op.lease.key),
+                        format!("{} {:?}: {what}", name(&op), op.lease.key),
                     );
                     log!(Level::Warn, "{e}");
                     self.fail(engine, id, op, e);
@@ -939,7 +958,7 @@ impl Driver {
             return;
         }
         self.disarm(engine, id);
-        self.enqueued(engine, &mut op);
+        self.enqueued(&mut op);
         if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
             // Usable after a refusal (`timeout`, a wrong token); dropped
             // by the pool when broken.
@@ -1002,6 +1021,22 @@ fn op_command(op: &Op) -> Command {
         _ => Verb::Release,
     };
     Command::Lease(op.lease.kind, verb)
+}
+
+/// Let the oldest live acquire held back for key `k` go next.
+fn unblock(lane: &mut Lane, tasks: &HashMap<u64, Task>, k: &str) {
+    let Some(q) = lane.blocked.get_mut(k) else {
+        return;
+    };
+    while let Some(id) = q.pop_front() {
+        if is_waiting(tasks, id) {
+            lane.waiting.push_front((id, Some(k.to_owned())));
+            break;
+        }
+    }
+    if q.is_empty() {
+        lane.blocked.remove(k);
+    }
 }
 
 fn is_waiting(tasks: &HashMap<u64, Task>, id: u64) -> bool {
