@@ -154,6 +154,7 @@ impl Connector {
             }),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             io_timeout: self.io_timeout,
             stamp: ForkStamp::now(),
         }
@@ -205,6 +206,9 @@ pub struct Connection {
     tls: bool,
     broken: AtomicBool,
     aborted: AtomicBool,
+    /// The event engine has registered the socket in its epoll set (a hint:
+    /// the next watch re-arms it instead of adding it; see `src/engine/`).
+    registered: AtomicBool,
     io_timeout: Duration,
     /// When (fork epoch) it was opened: inherited through fork(), it is
     /// refused before its mutex is touched (src/runtime.rs).
@@ -310,6 +314,12 @@ impl Connection {
     /// event engine's hang-up watch).
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd
+    }
+
+    /// For the event engine: note that the socket is (about to be) in its
+    /// epoll set; returns whether it was already.
+    pub(crate) fn mark_registered(&self) -> bool {
+        self.registered.swap(true, Ordering::AcqRel)
     }
 
     pub(crate) fn was_aborted(&self) -> bool {

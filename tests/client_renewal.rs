@@ -269,3 +269,35 @@ fn a_paused_server_delays_no_renewal_on_a_healthy_one() {
     );
     assert_eq!(m.leases_lost, 100);
 }
+
+/// The engine keeps a socket registered once watched and re-arms it for the
+/// next lease homed on the same pooled connection (one `epoll_ctl` MOD per
+/// acquire instead of an ADD and a DEL): the re-armed watch must still see
+/// the server hang up. Lease 30 s, so no renewal is due: only the engine
+/// can turn is_held() false here.
+#[test]
+fn a_hang_up_is_seen_on_a_reused_home_connection() {
+    if skip_external("drop_connections") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    let client = srv.client();
+    for _ in 0..3 {
+        let (lease, _rx) = held(&client, 30);
+        lease.release().expect("release");
+    }
+    let (lease, rx) = held(&client, 30);
+    assert_eq!(
+        client.metrics().connections_opened,
+        1,
+        "one pooled connection did it all"
+    );
+    srv.ts().drop_connections();
+    assert!(
+        wait_until(Duration::from_secs(5), || !lease.is_held()),
+        "the hang-up of a reused home connection went unseen"
+    );
+    // Auto-release: the server let the lease go with the connection.
+    let (kind, _) = rx.recv_timeout(Duration::from_secs(5)).expect("on_lost called");
+    assert_eq!(kind, ErrorKind::LeaseLost);
+}

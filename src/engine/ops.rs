@@ -439,7 +439,7 @@ impl Driver {
     fn dial_step(&mut self, engine: &Engine, id: u64, dial: Box<Dial>, step: Step) {
         match step {
             Step::Wait { fd, read } => {
-                self.arm(engine, id, fd, read);
+                self.arm(engine, id, fd, read, false);
                 self.timers.push(Reverse((dial.deadline(), id)));
                 self.tasks.insert(id, Task::Dial(dial));
             }
@@ -449,6 +449,7 @@ impl Driver {
             }
             Step::Connected(conn) => {
                 self.disarm(engine, id);
+                conn.mark_registered(); // the dial's registration stays
                 let key = dial.lane();
                 drop(dial);
                 if let Some(lane) = self.lanes.get_mut(&key) {
@@ -528,7 +529,7 @@ impl Driver {
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
                 op.step_by = earliest(conn.reply_deadline(&req), Some(op.deadline));
-                self.arm(engine, id, conn.raw_fd(), true);
+                self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
                 self.timers.push(Reverse((op.step_by, id)));
                 op.stage = Stage::Asked { conn, sent, verb };
                 self.tasks.insert(id, Task::Op(op));
@@ -567,7 +568,7 @@ impl Driver {
                 let key = op.lease.key.clone();
                 match conn.poll_reply(op_command(&op), Some(&key)) {
                     Ok(None) if !hang_up => {
-                        self.arm(engine, id, conn.raw_fd(), true);
+                        self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
                         self.tasks.insert(id, Task::Op(op));
                     }
                     Ok(None) => {
@@ -765,7 +766,7 @@ impl Driver {
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
                 op.step_by = earliest(conn.reply_deadline(&req), Some(op.deadline));
-                self.arm(engine, id, conn.raw_fd(), true);
+                self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
                 self.timers.push(Reverse((op.step_by, id)));
                 op.stage = Stage::Asked {
                     conn,
@@ -797,7 +798,7 @@ impl Driver {
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
                 op.step_by = earliest(sent + lease.client.config.io_timeout, Some(op.deadline));
-                self.arm(engine, id, conn.raw_fd(), true);
+                self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
                 self.timers.push(Reverse((op.step_by, id)));
                 op.stage = Stage::Confirming {
                     conn,
@@ -972,26 +973,22 @@ impl Driver {
     }
 
     /// Register (or re-arm) `fd` for task `id`: readable or writable, and
-    /// hang-up, one-shot.
-    fn arm(&mut self, engine: &Engine, id: u64, fd: RawFd, read: bool) {
+    /// hang-up, one-shot. `known` says the socket was registered before
+    /// (a connection's hint), so a re-arm is tried first.
+    fn arm(&mut self, engine: &Engine, id: u64, fd: RawFd, read: bool, known: bool) {
         let old = self.registered.insert(id, fd);
-        if old.is_some_and(|o| o != fd) {
-            engine.deregister(old.unwrap_or(fd));
-        }
         let bits = if read { libc::EPOLLIN } else { libc::EPOLLOUT };
-        engine.register(
-            fd,
-            OP_BIT | id,
-            (bits | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
-            old == Some(fd),
-        );
+        let bits = (bits | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+        engine.ctl(fd, OP_BIT | id, bits, known || old == Some(fd));
     }
 
-    /// Remove task `id`'s registration (while its socket is still open).
-    fn disarm(&mut self, engine: &Engine, id: u64) {
-        if let Some(fd) = self.registered.remove(&id) {
-            engine.deregister(fd);
-        }
+    /// Forget task `id`'s registration. The kernel registration stays (one
+    /// syscall saved per operation; the next user of the socket re-arms
+    /// it) and can fire once with this task's dead id, which is ignored.
+    /// Never EPOLL_CTL_DEL: it goes by fd number, and a number whose socket
+    /// closed may already belong to another thread's new connection.
+    fn disarm(&mut self, _engine: &Engine, id: u64) {
+        self.registered.remove(&id);
     }
 }
 

@@ -99,10 +99,30 @@ fn validate_limit(kind: Kind, limit: Option<u64>) -> Result<(), InvalidRequest> 
     }
 }
 
-/// `"a b c"` from the present numbers, for the argument line.
-fn join_numbers(nums: &[Option<u64>]) -> String {
-    let parts: Vec<String> = nums.iter().flatten().map(u64::to_string).collect();
-    parts.join(" ")
+/// Append the present numbers to `out`, separated by single spaces (the
+/// argument line), without an intermediate string.
+fn put_numbers(out: &mut Vec<u8>, nums: &[Option<u64>]) {
+    for (i, n) in nums.iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        put_number(out, *n);
+    }
+}
+
+/// `n` in decimal, appended to `out`.
+fn put_number(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 impl<'a> Request<'a> {
@@ -135,10 +155,48 @@ impl<'a> Request<'a> {
     /// frame to `out`. Nothing is appended when the request is invalid, so a
     /// bad request never reaches the wire.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), InvalidRequest> {
+        self.validate()?;
+        let start = out.len();
+        let key = self.key().unwrap_or("_");
+        for line in [self.command().wire_name(), key] {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        let arg = out.len();
+        match *self {
+            Request::Auth { secret } => out.extend_from_slice(secret.as_bytes()),
+            Request::Ping | Request::Stats => out.push(b'_'),
+            Request::Acquire {
+                timeout_s,
+                limit,
+                lease_s,
+                ..
+            } => put_numbers(out, &[Some(timeout_s), limit, lease_s]),
+            Request::Release { token, .. } => out.extend_from_slice(token.as_bytes()),
+            Request::Renew { token, lease_s, .. } => {
+                out.extend_from_slice(token.as_bytes());
+                if let Some(l) = lease_s {
+                    out.push(b' ');
+                    put_number(out, l);
+                }
+            }
+            Request::Enqueue { limit, lease_s, .. } => put_numbers(out, &[limit, lease_s]),
+            Request::Wait { timeout_s, .. } => put_number(out, timeout_s),
+        }
+        if !matches!(self, Request::Auth { .. }) && out.len() - arg > MAX_LINE_BYTES {
+            out.truncate(start);
+            return Err(InvalidRequest("argument line longer than 256 bytes".into()));
+        }
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// Every check [`Request::encode`] makes before writing a byte.
+    fn validate(&self) -> Result<(), InvalidRequest> {
         if let Some(key) = self.key() {
             validate_key(key)?;
         }
-        let arg = match *self {
+        match *self {
             Request::Auth { secret } => {
                 if secret.contains(['\r', '\n']) {
                     return Err(InvalidRequest("auth token must not contain CR or LF".into()));
@@ -148,9 +206,8 @@ impl<'a> Request<'a> {
                         "auth token is longer than {MAX_AUTH_LINE_BYTES} bytes"
                     )));
                 }
-                secret.to_owned()
             }
-            Request::Ping | Request::Stats => "_".to_owned(),
+            Request::Ping | Request::Stats => {}
             Request::Acquire {
                 kind,
                 timeout_s,
@@ -161,40 +218,19 @@ impl<'a> Request<'a> {
                 validate_seconds("timeout", timeout_s, 0)?;
                 validate_limit(kind, limit)?;
                 validate_lease(lease_s)?;
-                join_numbers(&[Some(timeout_s), limit, lease_s])
             }
-            Request::Release { token, .. } => {
-                validate_token(token)?;
-                token.to_owned()
-            }
+            Request::Release { token, .. } => validate_token(token)?,
             Request::Renew { token, lease_s, .. } => {
                 validate_token(token)?;
                 validate_lease(lease_s)?;
-                match lease_s {
-                    Some(l) => format!("{token} {l}"),
-                    None => token.to_owned(),
-                }
             }
             Request::Enqueue {
                 kind, limit, lease_s, ..
             } => {
                 validate_limit(kind, limit)?;
                 validate_lease(lease_s)?;
-                join_numbers(&[limit, lease_s])
             }
-            Request::Wait { timeout_s, .. } => {
-                validate_seconds("timeout", timeout_s, 0)?;
-                timeout_s.to_string()
-            }
-        };
-        if !matches!(self, Request::Auth { .. }) && arg.len() > MAX_LINE_BYTES {
-            return Err(InvalidRequest("argument line longer than 256 bytes".into()));
-        }
-        let key = self.key().unwrap_or("_");
-        out.reserve(self.command().wire_name().len() + key.len() + arg.len() + 3);
-        for line in [self.command().wire_name(), key, arg.as_str()] {
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
+            Request::Wait { timeout_s, .. } => validate_seconds("timeout", timeout_s, 0)?,
         }
         Ok(())
     }

@@ -246,9 +246,13 @@ impl Transport {
         Ok(())
     }
 
-    /// Write a whole frame before `deadline`.
+    /// Write a whole frame before `deadline`. A plaintext frame is written
+    /// from `frame` itself; only a rest the socket did not take is queued.
     pub(crate) fn send(&mut self, frame: &[u8], deadline: Instant, what: &dyn Display) -> Result<()> {
-        self.wire.queue(frame, what)?;
+        self.set_write_deadline(deadline, what)?;
+        if !self.wire.write_direct(frame, &mut self.sock, what)? {
+            self.wire.queue(frame, what)?;
+        }
         self.flush(deadline, what)
     }
 

@@ -133,6 +133,34 @@ impl Wire {
         Ok(())
     }
 
+    /// Plaintext with nothing queued: write `frame` to `w` once, straight
+    /// from the caller's buffer (no copy into the queue, and no allocation:
+    /// an idle connection holds no write buffer), and queue only what the
+    /// write did not take; `Ok(false)`: the frame is not written yet (TLS,
+    /// bytes already queued, or `w` would block), call [`Wire::queue`].
+    pub(crate) fn write_direct<W: Write>(
+        &mut self,
+        frame: &[u8],
+        w: &mut W,
+        what: &dyn Display,
+    ) -> Result<bool> {
+        if self.tls.is_some() || !self.out.is_empty() || frame.is_empty() {
+            return Ok(false);
+        }
+        match w.write(frame) {
+            Ok(0) => Err(Error::new(
+                ErrorKind::Io,
+                format!("{what}: write: connection closed"),
+            )),
+            Ok(n) => {
+                self.out.extend_from_slice(&frame[n..]);
+                Ok(true)
+            }
+            Err(e) if is_blocked(&e) => Ok(false),
+            Err(e) => Err(Error::io(&format!("{what}: write"), &e)),
+        }
+    }
+
     /// Whether bytes are waiting to be written.
     pub(crate) fn wants_write(&self) -> bool {
         match &self.tls {
