@@ -76,8 +76,17 @@ fn child(
         std::thread::sleep(Duration::from_millis(100));
     }
     ensure!(!l.is_lost(), "child lease lost");
+    // Release only once the parent has stopped trying: an attempt of its
+    // in flight while we release would take the lease fairly.
+    sync.write_all(b"D").map_err(|e| e.to_string())?;
+    let mut ack = [0u8];
+    sync.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    sync.read_exact(&mut ack)
+        .map_err(|e| format!("parent's ack: {e}"))?;
+    ensure!(&ack == b"K", "parent's ack {ack:?}");
+    ensure!(l.is_held(), "child lease not held at the end");
     l.release().map_err(|e| format!("child release after 5 s: {e}"))?;
-    sync.write_all(b"R").map_err(|e| e.to_string())?;
 
     // (3) Loss reporting: the child's own test server drops the connection.
     let server = TestServer::start(ServerOptions::default()).map_err(|e| e.to_string())?;
@@ -147,7 +156,9 @@ fn a_child_after_fork_gets_a_working_client_and_inherited_handles_refuse() {
     drop(theirs);
 
     // While the child holds "fork-child" (renewed by its own threads),
-    // nobody else gets it.
+    // nobody else gets it. The child says "D" when its 5 s are over and
+    // releases only after our "K", so every attempt below precedes its
+    // release.
     let mut byte = [0u8];
     ours.read_exact(&mut byte).expect("child acquired");
     assert_eq!(&byte, b"A");
@@ -157,7 +168,7 @@ fn a_child_after_fork_gets_a_working_client_and_inherited_handles_refuse() {
     loop {
         match ours.read(&mut byte) {
             Ok(1) => break,
-            Ok(_) => panic!("child went away before releasing"),
+            Ok(_) => panic!("child went away while holding"),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => panic!("{e}"),
         }
@@ -167,7 +178,9 @@ fn a_child_after_fork_gets_a_working_client_and_inherited_handles_refuse() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(&byte, b"R");
+    assert_eq!(&byte, b"D");
+    ours.set_nonblocking(false).expect("blocking");
+    ours.write_all(b"K").expect("ack");
 
     let mut status = 0;
     // SAFETY: waiting for our own child.
