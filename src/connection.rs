@@ -303,6 +303,21 @@ impl Connection {
         self.stamp.check("connection")
     }
 
+    /// Stop sending on the socket (`shutdown(SHUT_WR)`) and mark it broken:
+    /// the server reads EOF and closes its side, which the event engine's
+    /// hang-up watch then sees, so the caller learns when the server has
+    /// processed the close (and released what it held, with auto-release).
+    pub(crate) fn half_close(&self) {
+        if self.check_fork().is_err() {
+            return; // the socket is the parent's too
+        }
+        self.broken.store(true, Ordering::Release);
+        // SAFETY: shutdown has no memory effects; `self` owns the open fd.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_WR);
+        }
+    }
+
     /// Mark the connection unusable without touching the socket (the event
     /// engine saw the server hang up; the next call opens a fresh one).
     pub(crate) fn mark_broken(&self) {

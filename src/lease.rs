@@ -952,6 +952,28 @@ impl Shared {
         renewal::arm(self, &mut st.armed, now);
     }
 
+    /// The home connection of grant `generation` broke on this side: stop
+    /// reporting the lease held until a renewal confirms it. `false` if that
+    /// grant is no longer held.
+    pub(crate) fn doubt(&self, generation: u64) -> bool {
+        let mut st = lock(&self.state);
+        if st.generation != generation {
+            return false;
+        }
+        let Some(held) = st.held.as_mut() else {
+            return false;
+        };
+        if !held.hung_up {
+            held.hung_up = true;
+            log!(
+                Level::Warn,
+                "lease on {:?}: its connection broke; waiting for the server to close it before confirming the lease on a fresh connection",
+                self.key
+            );
+        }
+        true
+    }
+
     /// Queue a LOST event on `queue` when the lease held by this handle is
     /// lost (at once if it already was). One event per registration.
     pub(crate) fn watch_lost(&self, queue: &Arc<Queue>, tag: u64) {

@@ -236,7 +236,7 @@ fn transient(e: &Error) -> bool {
 /// was late) gets the renewal on a fresh connection, opened by the engine
 /// without blocking (an evented operation, `Op::renew`).
 fn renew_once(lease: &Arc<Shared>, generation: u64) {
-    let (token, conn, server, expires_at, watch) = {
+    let (token, conn, server, expires_at, watch, hung_up) = {
         let st = lock(&lease.state);
         match &st.held {
             Some(h) if st.generation == generation => (
@@ -245,10 +245,36 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
                 h.home.server,
                 h.expires_at,
                 h.watch.as_ref().map(Watch::key),
+                h.hung_up,
             ),
             _ => return,
         }
     };
+    if conn.is_broken() && !hung_up {
+        // Broken on this side only (a malformed reply, a failed write): the
+        // server may still hold the connection open, and with it the lease,
+        // which it releases when that connection closes. Renewing on a
+        // fresh one first would be undone by that close (a rival would get
+        // the key while this lease still looked held). So: not held from
+        // now, half-close the home, and let the server's close (the
+        // engine's hang-up watch, `Shared::hung_up`) trigger the renewal
+        // on a fresh connection, which then tells the truth; without a
+        // watch to see that close, give the lease up at once.
+        if lease.doubt(generation) && watch.is_some() {
+            conn.half_close();
+            reschedule(lease, generation, expires_at);
+        } else {
+            conn.abort();
+            lease.lose(
+                generation,
+                Error::new(
+                    ErrorKind::Io,
+                    "its connection broke and its fate on the server cannot be known",
+                ),
+            );
+        }
+        return;
+    }
     #[cfg(test)]
     if lease
         .panic_next_renewal

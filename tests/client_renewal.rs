@@ -301,3 +301,59 @@ fn a_hang_up_is_seen_on_a_reused_home_connection() {
     let (kind, _) = rx.recv_timeout(Duration::from_secs(5)).expect("on_lost called");
     assert_eq!(kind, ErrorKind::LeaseLost);
 }
+
+/// A home connection broken on the client's side only (here: a malformed
+/// renew reply) may still be open on the server, which releases the lease
+/// when it closes. The lease must stop being reported held at once, and a
+/// renewal on a fresh connection must wait for that close: with
+/// auto-release the lease is then lost, without it confirmed. At no moment
+/// may the holder look held while a rival holds the key.
+#[test]
+fn a_home_broken_on_this_side_never_leaves_two_holders() {
+    if skip_external("hostile replies") {
+        return;
+    }
+    for auto_release in [true, false] {
+        let srv = embedded(ServerOptions {
+            auto_release_on_disconnect: auto_release,
+            ..ServerOptions::default()
+        });
+        let client = srv.client();
+        let k = key("broken-home");
+        let lease = client.lock(&k).expect("lease");
+        lease.set_lease_ttl(Some(4)).expect("ttl");
+        lease.acquire(1).expect("acquire");
+        srv.ts().set_hostile_reply(Some(b"bogus\n".to_vec()));
+        assert!(
+            wait_until(Duration::from_secs(10), || !lease.is_held()),
+            "the break is reflected in is_held"
+        );
+        srv.ts().set_hostile_reply(None);
+        let rival_client = srv.client();
+        let rival = rival_client.lock(&k).expect("rival");
+        let until = Instant::now() + Duration::from_secs(6);
+        let mut rival_got = false;
+        while Instant::now() < until {
+            let held_before = lease.is_held();
+            if rival.try_acquire().expect("try") {
+                rival_got = true;
+                assert!(
+                    !held_before && !lease.is_held(),
+                    "two holders (auto_release={auto_release})"
+                );
+                rival.release().expect("release");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if auto_release {
+            assert!(
+                lease.wait_lost(Some(Duration::from_secs(5))),
+                "lost once the server closed it"
+            );
+        } else {
+            assert!(!rival_got, "the server kept the lease");
+            assert!(lease.is_held(), "confirmed on a fresh connection");
+            lease.release().expect("release");
+        }
+    }
+}

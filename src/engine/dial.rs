@@ -178,13 +178,10 @@ impl Dial {
     pub(crate) fn ready(&mut self) -> Step {
         match std::mem::replace(&mut self.stage, Stage::Over) {
             Stage::Connecting(sock) => match connect_result(&sock) {
-                Ok(()) => {
-                    let ctx = format!("{}:{}", self.host, self.port);
-                    match Transport::from_connected(sock, &ctx, self.client.connector().tls()) {
-                        Ok(t) => self.handshake(t),
-                        Err(e) => Step::Failed(e),
-                    }
-                }
+                Ok(()) => match Transport::from_connected(sock, &self.host, self.client.connector().tls()) {
+                    Ok(t) => self.handshake(t),
+                    Err(e) => Step::Failed(e),
+                },
                 Err(e) => {
                     self.last_error = Some(self.error(ErrorKind::Io, &e.to_string()));
                     drop(sock);
