@@ -1,6 +1,8 @@
 """acquire+release pairs/s of this package next to the reference client
 (dflockd-client 2.1.1), same server, same process, same API calls, at 1 and 10
-threads (each thread its own lock object on its own key).
+threads (each thread its own lock object on its own key); and this package's
+asyncio types at 1 and 10 tasks on one event loop (one thread), each task its own
+lock on its own key.
 
     make bench-python   # a standalone release dflockd-testserver, release library
 
@@ -12,6 +14,7 @@ two clients (BENCH_ROUNDS, default 3) so drift hits both; the median is printed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import sys
@@ -67,6 +70,37 @@ def run(make_lock, threads: int, tag: str) -> float:
     return sum(counts) / elapsed
 
 
+def run_async(make_lock, tasks: int, tag: str) -> float:
+    async def go() -> float:
+        locks = [make_lock(f"pybench-{tag}-{tasks}-{i}-{time.time_ns()}") for i in range(tasks)]
+        for lock in locks:  # warm up (connections, pools, the loop's queue)
+            assert await lock.acquire()
+            await lock.release()
+        counts = [0] * tasks
+        stop = [False]
+
+        async def worker(i):
+            lock, c = locks[i], 0
+            while not stop[0]:
+                if not await lock.acquire():
+                    raise RuntimeError("acquire timed out")
+                await lock.release()
+                c += 1
+            counts[i] = c
+
+        t0 = time.perf_counter()
+        workers = [asyncio.create_task(worker(i)) for i in range(tasks)]
+        await asyncio.sleep(SECONDS)
+        stop[0] = True
+        await asyncio.gather(*workers)
+        elapsed = time.perf_counter() - t0
+        for lock in locks:
+            await lock.aclose()
+        return sum(counts) / elapsed
+
+    return asyncio.run(go())
+
+
 def main() -> int:
     env = os.environ.get("DFLOCKD_SERVERS", "")
     srv = None
@@ -77,6 +111,7 @@ def main() -> int:
         srv = TestServer(max_locks=100000)
         servers = srv.servers
     clients = {"dflockd (libdflockd)": lambda k: dflockd.SyncDistributedLock(k, servers=servers)}
+    async_name = "dflockd asyncio (tasks)"
     ref_note = ""
     if (REF_DIR / "dflockd_client").is_dir():
         sys.path.append(str(REF_DIR))
@@ -95,16 +130,21 @@ def main() -> int:
                 rate = run(clients[name], threads, f"{r}{len(name)}")
                 results.setdefault((name, threads), []).append(rate)
                 print(f"PYBENCH client={name.split()[0]} threads={threads} round={r} pairs_per_s={rate:.0f}", flush=True)
+            rate = run_async(lambda k: dflockd.AsyncDistributedLock(k, servers=servers), threads, f"{r}a")
+            results.setdefault((async_name, threads), []).append(rate)
+            print(f"PYBENCH client=dflockd-asyncio tasks={threads} round={r} pairs_per_s={rate:.0f}", flush=True)
     names = list(clients)
     print()
     header = f"{'threads':>7}  " + "  ".join(f"{n:>22}" for n in names) + ("  ratio (lib / reference)" if len(names) == 2 else "")
-    print("acquire+release pairs/s, median of rounds")
+    header += f"  {async_name:>24}"
+    print("acquire+release pairs/s, median of rounds (asyncio: that many tasks on one loop, one thread)")
     print(header)
     for threads in THREADS:
         med = [statistics.median(results[(n, threads)]) for n in names]
         row = f"{threads:>7}  " + "  ".join(f"{m:>22.0f}" for m in med)
         if len(med) == 2:
-            row += f"  {med[0] / med[1]:>10.1f}x"
+            row += f"  {med[0] / med[1]:>23.1f}x"
+        row += f"  {statistics.median(results[(async_name, threads)]):>24.0f}"
         print(row)
     if ref_note:
         print(ref_note)

@@ -13,8 +13,9 @@ package), `cancel()` of a blocked acquire from another thread, the low-level API
 (`Client.connect`, `dflockd.lowlevel`), counters (`Client.metrics`), logging
 (`set_log`, `log_to_logging`) and the embedded test server (`dflockd.testing`).
 
-The asyncio names exist but raise NotImplementedError until the library's
-completion queue lands.
+The asyncio types (`AsyncDistributedLock`, `AsyncDistributedSemaphore`) wait on
+the library's completion queue through `loop.add_reader`: no thread per waiting
+acquire, and cancelling the awaiting task cancels the acquire on the server.
 """
 
 from __future__ import annotations

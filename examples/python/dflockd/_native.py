@@ -1,7 +1,7 @@
 """The ctypes layer: every C function of include/dflockd.h this package uses.
 
-This is the only module that touches ctypes. The rest of the package (and the
-asyncio half to come, which will add the completion-queue functions here) goes
+This is the only module that touches ctypes. The rest of the package (the
+asyncio half included: the completion-queue functions are bound here) goes
 through :data:`lib`, :func:`call`, :func:`out_string` and :class:`Handle`.
 
 Loading order: ``DFLOCKD_LIB`` (a path), then the system loader
@@ -89,6 +89,20 @@ METRIC_FIELDS = (
     "open_connections",
     "idle_connections",
 )
+
+
+# dflockd_event_kind (stable, only ever appended).
+EVENT_ACQUIRED = 1
+EVENT_ACQUIRE_FAILED = 2
+EVENT_RELEASED = 3
+EVENT_RELEASE_FAILED = 4
+EVENT_LOST = 5
+
+
+class Event(Structure):
+    """dflockd_event: the caller owns `error` (dflockd_error_free)."""
+
+    _fields_ = [("tag", c_uint64), ("kind", c_int32), ("status", c_int32), ("error", c_void_p)]
 
 
 class Metrics(Structure):
@@ -185,6 +199,14 @@ _FUNCTIONS = {
     "dflockd_lease_is_lost": (c_bool, [P]),
     "dflockd_lease_lost_error": (c_int32, [P, ERR]),
     "dflockd_lease_wait_lost": (c_int32, [P, c_int64, POINTER(c_bool), ERR]),
+    "dflockd_events_new": (c_int32, [POINTER(P), ERR]),
+    "dflockd_events_free": (None, [P]),
+    "dflockd_events_fd": (ctypes.c_int, [P]),
+    "dflockd_events_poll": (c_size_t, [P, c_void_p, c_size_t]),
+    "dflockd_lease_watch_lost": (c_int32, [P, P, c_uint64, ERR]),
+    "dflockd_lease_acquire_start": (c_int32, [P, c_uint64, P, c_uint64, ERR]),
+    "dflockd_lease_wait_start": (c_int32, [P, c_uint64, P, c_uint64, ERR]),
+    "dflockd_lease_release_start": (c_int32, [P, P, c_uint64, ERR]),
     "dflockd_testserver_options_new": (c_int32, [POINTER(P)]),
     "dflockd_testserver_options_free": (None, [P]),
     "dflockd_testserver_options_set_host": (c_int32, [P, S, c_size_t, ERR]),
@@ -269,6 +291,12 @@ def take_error(status: int, errp: c_void_p | None) -> BaseException:
         leader = raw.decode() if raw else None
         lib.dflockd_error_free(errp)
     return error_for(status, message or status_name(status), leader)
+
+
+def event_error(status: int, error: int | None) -> BaseException:
+    """The exception for a failed event (`error`: the event's dflockd_error *,
+    freed here)."""
+    return take_error(status, c_void_p(error) if error else None)
 
 
 def call(fn, *args) -> None:

@@ -33,7 +33,9 @@ LOST_POLL_MS = 200  # each wait_lost call of a watcher is bounded, so close() ne
 LostCallback = Callable[[Any, BaseException], None]
 
 
-class _SyncBase:
+class _Base:
+    """What the sync and asyncio types share: settings, the handle, attributes."""
+
     _limit: int | None = None
 
     def __init__(
@@ -87,10 +89,6 @@ class _SyncBase:
         # The reference's strategy errors (TypeError / IndexError), raised here.
         v.shard_index(self.sharding_strategy(self.key, len(self.servers)), len(self.servers))
         self._on_lost = on_lost
-        self._op = threading.RLock()  # one acquire/enqueue/wait/release/close at a time
-        self._flight = threading.Condition()  # guards _running (the blocking call in C)
-        self._running = 0  # sequence number of the blocking call in C, 0 = none
-        self._seq = 0
         self._state = _IDLE
         self._gen = 0  # bumped by every grant, release and close
         self._h: n.Handle | None = None
@@ -109,6 +107,80 @@ class _SyncBase:
         if self._h is None or self._h.closed:
             self._h = self._new_handle()
         return self._h
+
+    @property
+    def token(self) -> str | None:
+        """The current token (32 hex characters; a credential), None if not held."""
+        h = self._h
+        if self._state != _HELD or h is None or h.closed:
+            return None
+        try:
+            with h.use() as p:
+                return n.out_string(n.lib.dflockd_lease_token, p)
+        except (NotHeldError, LeaseLostError):
+            return None
+
+    @property
+    def lease(self) -> int:
+        """The lease TTL in seconds the server granted; 0 if not held."""
+        return self._u64(n.lib.dflockd_lease_ttl) or 0
+
+    @property
+    def fence(self) -> int | None:
+        """The current token's fence (pass it with every write); None if not held."""
+        return self._u64(n.lib.dflockd_lease_fence)
+
+    def _u64(self, fn) -> int | None:
+        h = self._h
+        if self._state != _HELD or h is None or h.closed:
+            return None
+        out = ctypes.c_uint64()
+        try:
+            with h.use() as p:
+                n.call(fn, p, ctypes.byref(out))
+        except (NotHeldError, LeaseLostError):
+            return None
+        return out.value
+
+    def is_held(self) -> bool:
+        """Whether the lease is held right now (never optimistic: false once
+        released, lost, or when renewal could not confirm it in time)."""
+        h = self._h
+        if h is None or h.closed:
+            return False
+        with h.use() as p:
+            return bool(n.lib.dflockd_lease_is_held(p))
+
+    def is_lost(self) -> bool:
+        """Whether the last lease was lost (reset by the next grant)."""
+        h = self._h
+        if h is None or h.closed:
+            return False
+        with h.use() as p:
+            return bool(n.lib.dflockd_lease_is_lost(p))
+
+    def lost_error(self) -> BaseException | None:
+        """Why the last lease was lost (an exception instance), None if not lost."""
+        h = self._h
+        if h is None or h.closed:
+            return None
+        err = ctypes.c_void_p()
+        with h.use() as p:
+            status = n.lib.dflockd_lease_lost_error(p, ctypes.byref(err))
+        return None if status == n.OK else n.take_error(status, err)
+
+    def __repr__(self) -> str:
+        limit = "" if self._limit is None else f", limit={self._limit}"
+        return f"{type(self).__name__}({self.key!r}{limit}, state={self._state})"
+
+
+class _SyncBase(_Base):
+    def __init__(self, key: str, **kwargs: Any) -> None:
+        self._op = threading.RLock()  # one acquire/enqueue/wait/release/close at a time
+        self._flight = threading.Condition()  # guards _running (the blocking call in C)
+        self._running = 0  # sequence number of the blocking call in C, 0 = none
+        self._seq = 0
+        super().__init__(key, **kwargs)
 
     def _blocking(self, fn, *args) -> None:
         """A call that may block on the network; cancel() can interrupt it."""
@@ -227,66 +299,7 @@ class _SyncBase:
                 # again: a cancel before the C call starts is a no-op in C
                 self._flight.wait(0.005)
 
-    @property
-    def token(self) -> str | None:
-        """The current token (32 hex characters; a credential), None if not held."""
-        h = self._h
-        if self._state != _HELD or h is None or h.closed:
-            return None
-        try:
-            with h.use() as p:
-                return n.out_string(n.lib.dflockd_lease_token, p)
-        except (NotHeldError, LeaseLostError):
-            return None
-
-    @property
-    def lease(self) -> int:
-        """The lease TTL in seconds the server granted; 0 if not held."""
-        return self._u64(n.lib.dflockd_lease_ttl) or 0
-
-    @property
-    def fence(self) -> int | None:
-        """The current token's fence (pass it with every write); None if not held."""
-        return self._u64(n.lib.dflockd_lease_fence)
-
-    def _u64(self, fn) -> int | None:
-        h = self._h
-        if self._state != _HELD or h is None or h.closed:
-            return None
-        out = ctypes.c_uint64()
-        try:
-            with h.use() as p:
-                n.call(fn, p, ctypes.byref(out))
-        except (NotHeldError, LeaseLostError):
-            return None
-        return out.value
-
-    def is_held(self) -> bool:
-        """Whether the lease is held right now (never optimistic: false once
-        released, lost, or when renewal could not confirm it in time)."""
-        h = self._h
-        if h is None or h.closed:
-            return False
-        with h.use() as p:
-            return bool(n.lib.dflockd_lease_is_held(p))
-
-    def is_lost(self) -> bool:
-        """Whether the last lease was lost (reset by the next grant)."""
-        h = self._h
-        if h is None or h.closed:
-            return False
-        with h.use() as p:
-            return bool(n.lib.dflockd_lease_is_lost(p))
-
-    def lost_error(self) -> BaseException | None:
-        """Why the last lease was lost (an exception instance), None if not lost."""
-        h = self._h
-        if h is None or h.closed:
-            return None
-        err = ctypes.c_void_p()
-        with h.use() as p:
-            status = n.lib.dflockd_lease_lost_error(p, ctypes.byref(err))
-        return None if status == n.OK else n.take_error(status, err)
+    # --- beyond the reference (blocking) ------------------------------------------------
 
     def wait_lost(self, timeout_s: float | None = None) -> bool:
         """Block until the lease is lost (True) or `timeout_s` passes (False;
@@ -361,10 +374,6 @@ class _SyncBase:
         if h is None:
             return
         threading.Thread(target=_watch_lost, args=(h, gen, me), daemon=True, name=f"dflockd-lost[{self.key}]").start()
-
-    def __repr__(self) -> str:
-        limit = "" if self._limit is None else f", limit={self._limit}"
-        return f"{type(self).__name__}({self.key!r}{limit}, state={self._state})"
 
 
 def _watch_lost(h: n.Handle, gen: int, me: weakref.ref) -> None:
