@@ -39,7 +39,7 @@ func raiseNofile(t *testing.T, need uint64) {
 	}
 	if lim.Max < need {
 		t.Skipf("RLIMIT_NOFILE hard limit is %d, need %d: %d pending acquires hold one TCP connection each "+
-			"(in this process and in the server's); raise it (ulimit -Hn, limits.conf, LimitNOFILE=)",
+			"(client side in the test's child process, server side in the dflockd-testserver processes); raise it (ulimit -Hn, limits.conf, LimitNOFILE=)",
 			lim.Max, need, scaleWaiters)
 	}
 	if lim.Cur < need {
