@@ -23,16 +23,16 @@ const (
 	slack        = 1500 * time.Millisecond
 )
 
-// stoppedServer starts the standalone dflockd-testserver program
-// (DFLOCKD_TESTSERVER_BIN, set by `make test-go`) and returns its address and
-// a function that freezes it with SIGSTOP; it is continued and killed at
-// cleanup.
-func stoppedServer(t *testing.T) (string, func()) {
+// serverProcess starts the standalone dflockd-testserver program
+// (DFLOCKD_TESTSERVER_BIN, set by `make test-go`) with args and returns its
+// address and process; it is continued (if stopped) and killed at cleanup.
+func serverProcess(t *testing.T, args ...string) (string, *os.Process) {
+	t.Helper()
 	bin := os.Getenv("DFLOCKD_TESTSERVER_BIN")
 	if bin == "" {
 		t.Skip("DFLOCKD_TESTSERVER_BIN is not set (make test-go sets it)")
 	}
-	cmd := exec.Command(bin, "--port", "0")
+	cmd := exec.Command(bin, append([]string{"--port", "0"}, args...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -49,12 +49,19 @@ func stoppedServer(t *testing.T) (string, func()) {
 	if err != nil {
 		t.Fatalf("dflockd-testserver printed no address: %v", err)
 	}
+	return strings.TrimSpace(line), cmd.Process
+}
+
+// stoppedServer starts a dflockd-testserver process (serverProcess) and
+// returns its address and a function that freezes it with SIGSTOP.
+func stoppedServer(t *testing.T) (string, func()) {
+	addr, proc := serverProcess(t)
 	stop := func() {
-		if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		if err := proc.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return strings.TrimSpace(line), stop
+	return addr, stop
 }
 
 // silentServer accepts at the TCP level (the kernel completes the handshake)

@@ -7,15 +7,22 @@ import (
 
 // How a context bounds a call (see the package documentation):
 //
-//   - Calls the library can interrupt (Acquire, TryAcquire, Enqueue, Wait) are
-//     cancelled with dflockd_lease_cancel when ctx is done, and normally
-//     return within milliseconds with what the library then reports.
+//   - Acquire and Wait run on the library's event engine (*_start); when ctx
+//     is done they send dflockd_lease_cancel and wait for the operation's
+//     event (CANCELLED, nothing left held or queued), which the engine
+//     queues at once, even while it is still connecting.
+//   - TryAcquire and Enqueue are blocking C calls the library can interrupt:
+//     they are cancelled with dflockd_lease_cancel when ctx is done, and
+//     normally return within milliseconds with what the library then
+//     reports (see cancelGrace).
 //   - Calls it cannot interrupt (Release, Stats, Close) return ErrCancelled
-//     (also matching ctx.Err()) as soon as ctx is done, while the C call,
+//     (also matching ctx.Err()) as soon as ctx is done, while the operation,
 //     which the library bounds by connect timeout + I/O timeout, finishes on
-//     a goroutine of its own.
+//     a goroutine of its own (for Release and Close one parked on the
+//     completion queue, not in a C call).
 
-// cancelGrace is how long an interruptible call may take, after its context
+// cancelGrace is how long an interruptible blocking call (TryAcquire,
+// Enqueue) may take, after its context
 // is done and dflockd_lease_cancel was sent, before it returns and lets the C
 // call finish in the background. A cancel takes effect at once except while
 // the library is still opening a connection (up to the connect timeout).

@@ -19,17 +19,20 @@
 //     each call itself (WithConnectTimeout, default 10 s, + WithIOTimeout,
 //     default 5 s; ErrDeadline against a hung server; Acquire and Wait also
 //     wait as long as ctx's deadline allows). Acquire, TryAcquire, Enqueue
-//     and Wait are cancelled when ctx ends (dflockd_lease_cancel from a
-//     watching goroutine) and leave nothing held or queued; Release, Stats
-//     and Close cannot be interrupted, so they return ErrCancelled (matching
-//     ctx.Err()) when ctx ends while the C call finishes on a goroutine that
-//     keeps the handle alive; the handle's next operation waits for it.
-//   - Lost() costs no thread: each Client has one completion queue
+//     and Wait are cancelled when ctx ends (dflockd_lease_cancel) and leave
+//     nothing held or queued; Release, Stats and Close cannot be
+//     interrupted, so they return ErrCancelled (matching ctx.Err()) when ctx
+//     ends while the operation finishes on a goroutine that keeps the handle
+//     alive (Close waits for it).
+//   - Waiting costs no thread: each Client has one completion queue
 //     (dflockd_events) drained by one goroutine that waits on the queue's fd
-//     in Go's netpoller; Lost() registers dflockd_lease_watch_lost with it.
-//     Acquire, Wait and Release still block an OS thread in their cgo call
-//     until the library's evented acquire/release exist. The log
-//     (SetLogFunc) is the only callback library threads make into Go.
+//     in Go's netpoller. Acquire and Wait start their operation on the
+//     library's event engine (dflockd_lease_acquire_start / wait_start),
+//     Release and Close theirs with dflockd_lease_release_start, and each
+//     waits for its one event on a channel; Lost() registers
+//     dflockd_lease_watch_lost with the same queue. TryAcquire, Enqueue and
+//     Stats (which never wait for a key) still run as blocking cgo calls.
+//     The log (SetLogFunc) is the only callback library threads make into Go.
 //   - Handles are freed by Close; a finalizer frees forgotten ones. Close never
 //     frees a C handle while another goroutine is inside a call on it.
 //

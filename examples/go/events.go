@@ -16,7 +16,14 @@ import (
 // eventQueue is a client's completion queue (dflockd_events) and the one
 // goroutine that drains it. The goroutine waits for the queue's fd through
 // Go's netpoller (a dup of the fd wrapped in an *os.File), not in a blocking
-// cgo call, so waiting costs no OS thread however many leases are watched.
+// cgo call, so waiting costs no OS thread however many leases are watched or
+// acquires are pending.
+//
+// Two kinds of tags share one counter: a lease handle's tag (its LOST
+// events, leases) and an operation's tag (the one ACQUIRED / ACQUIRE_FAILED
+// / RELEASED / RELEASE_FAILED event of a *_start call, ops), which the
+// drainer turns into an error (nil on success) and hands to the channel the
+// operation's goroutine waits on.
 //
 // Go's netpoller is edge-triggered; that is safe here because the library
 // writes the eventfd on every empty → non-empty transition of the queue and
@@ -37,6 +44,7 @@ type eventQueue struct {
 	refs    int
 	nextTag uint64
 	leases  map[uint64]*leaseCore // tag → the lease handle watching with it
+	ops     map[uint64]chan error // tag → the pending *_start operation's outcome
 }
 
 // eventBatch is how many events one dflockd_events_poll call takes.
@@ -60,6 +68,7 @@ func newEventQueue() (*eventQueue, error) {
 		buf:    (*C.dflockd_event)(C.calloc(eventBatch, C.size_t(unsafe.Sizeof(C.dflockd_event{})))),
 		refs:   1,
 		leases: make(map[uint64]*leaseCore),
+		ops:    make(map[uint64]chan error),
 	}
 	rc, err := q.file.SyscallConn()
 	if err != nil { // not expected for a fresh *os.File
@@ -107,11 +116,9 @@ func (q *eventQueue) drain(rc syscall.RawConn) {
 				for i := range events {
 					ev := &events[i]
 					tag, kind := uint64(ev.tag), ev.kind
-					if ev.error != nil {
-						C.dflockd_error_free(ev.error)
-						ev.error = nil
-					}
-					q.dispatch(tag, kind)
+					err := eventError(ev) // frees ev.error
+					ev.error = nil
+					q.dispatch(tag, kind, err)
 				}
 			}
 		})
@@ -121,15 +128,61 @@ func (q *eventQueue) drain(rc syscall.RawConn) {
 	}
 }
 
-// dispatch hands one event to the lease handle its tag belongs to. Only LOST
-// events exist so far (acquire_start/release_start are not in the C API yet).
-func (q *eventQueue) dispatch(tag uint64, kind C.dflockd_event_kind) {
-	q.mu.Lock()
-	c := q.leases[tag]
-	q.mu.Unlock()
-	if c != nil && kind == C.DFLOCKD_EVENT_KIND_LOST {
-		c.lostEvent()
+// eventError is an event's outcome as the blocking call would have returned
+// it (nil for ACQUIRED / RELEASED), with the message of its dflockd_error,
+// which it frees.
+func eventError(ev *C.dflockd_event) error {
+	err := check(ev.status, ev.error)
+	failed := ev.kind == C.DFLOCKD_EVENT_KIND_ACQUIRE_FAILED || ev.kind == C.DFLOCKD_EVENT_KIND_RELEASE_FAILED
+	if err == nil && failed { // not expected: the header promises a status
+		return errorf(StatusProtocol, "event kind %d without a failure status", int(ev.kind))
 	}
+	return err
+}
+
+// dispatch hands one event to whoever waits for its tag: a LOST event to
+// the lease handle watching with it, any other to the pending operation
+// (whose channel has room for it: it never blocks the drainer). An event
+// nobody waits for any more is dropped.
+func (q *eventQueue) dispatch(tag uint64, kind C.dflockd_event_kind, err error) {
+	q.mu.Lock()
+	if kind == C.DFLOCKD_EVENT_KIND_LOST {
+		c := q.leases[tag]
+		q.mu.Unlock()
+		if c != nil {
+			c.lostEvent()
+		}
+		return
+	}
+	ch := q.ops[tag]
+	delete(q.ops, tag)
+	q.mu.Unlock()
+	if ch != nil {
+		ch <- err
+	}
+}
+
+// start runs one *_start call with a fresh tag and returns the channel its
+// one event's outcome arrives on. A call that fails at once (busy, held,
+// not held, forked: no event follows) returns its error instead.
+func (q *eventQueue) start(what string, f func(qp *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status) (<-chan error, error) {
+	ch := make(chan error, 1)
+	q.mu.Lock()
+	q.nextTag++
+	tag := q.nextTag
+	q.ops[tag] = ch // before the call: the event may be drained before it returns
+	q.mu.Unlock()
+	err := q.h.use(what, func(qp *C.dflockd_events) error {
+		var cerr *C.dflockd_error
+		return check(f(qp, C.uint64_t(tag), &cerr), cerr)
+	})
+	if err != nil {
+		q.mu.Lock()
+		delete(q.ops, tag)
+		q.mu.Unlock()
+		return nil, err
+	}
+	return ch, nil
 }
 
 // register takes a reference for a new lease handle and assigns it a tag.

@@ -163,6 +163,46 @@ func (l *Lease) op(ctx context.Context, what string, interruptible bool,
 	return <-res // it finished meanwhile
 }
 
+// evented runs one *_start call on the handle (no network I/O on this
+// thread) and waits for its event on the client's completion queue: a
+// channel receive, so a waiting goroutine pins no OS thread. When ctx ends
+// first, dflockd_lease_cancel ends the operation (ACQUIRE_FAILED /
+// CANCELLED, nothing left held or queued on the server) and its event is
+// awaited still, so the handle is free again when this returns; a grant that
+// won the race with the cancel is reported as such. The handle stays
+// borrowed until then (Close cancels and waits).
+func (l *Lease) evented(ctx context.Context, what string,
+	start func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status) error {
+	c := l.core
+	defer runtime.KeepAlive(l)
+	if err := ctx.Err(); err != nil {
+		return ctxError(what, err)
+	}
+	if err := c.awaitTail(ctx, what); err != nil {
+		return err
+	}
+	return c.h.use(what, func(p *C.dflockd_lease) error {
+		ch, err := c.q.start(what, func(qp *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+			return start(p, qp, tag, e)
+		})
+		if err != nil {
+			return err
+		}
+		select {
+		case err = <-ch:
+		case <-ctx.Done():
+			// p stays valid: this closure holds the handle until the event.
+			C.dflockd_lease_cancel(p)
+			err = <-ch
+		}
+		if e, ok := err.(*Error); ok && ctx.Err() != nil &&
+			(e.Status == StatusCancelled || e.Status == StatusTimeout) {
+			e.cause = ctx.Err()
+		}
+		return err
+	})
+}
+
 // awaitTail waits until a C call abandoned by an earlier operation on this
 // handle has finished (and its grant, if any, was given back).
 func (c *leaseCore) awaitTail(ctx context.Context, what string) error {
@@ -213,11 +253,15 @@ func timeoutFrom(ctx context.Context) C.uint64_t {
 // I/O timeout); without a deadline only cancelling ctx ends a blocked wait.
 // ErrLeaseLost: the grant arrived too late to trust (the process was frozen)
 // and the server no longer had it.
+//
+// The acquire runs on the library's event engine
+// (dflockd_lease_acquire_start) and the goroutine waits on a channel, so
+// any number of goroutines blocked in Acquire cost no OS thread each.
 func (l *Lease) Acquire(ctx context.Context) error {
 	t := timeoutFrom(ctx)
-	err := l.op(ctx, "acquire", true, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
-		return C.dflockd_lease_acquire(p, t, e)
-	}, giveBack)
+	err := l.evented(ctx, "acquire", func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+		return C.dflockd_lease_acquire_start(p, t, q, tag, e)
+	})
 	if err == nil {
 		l.core.granted()
 	}
@@ -265,12 +309,13 @@ func (l *Lease) Enqueue(ctx context.Context) (bool, error) {
 
 // Wait is phase 2: block until the queued lease is granted or ctx is done
 // (then the place in the queue is gone), as Acquire. Returns at once if
-// Enqueue already acquired; ErrNotEnqueued without an Enqueue.
+// Enqueue already acquired; ErrNotEnqueued without an Enqueue. Like Acquire
+// it waits on the event engine (dflockd_lease_wait_start), not in a thread.
 func (l *Lease) Wait(ctx context.Context) error {
 	t := timeoutFrom(ctx)
-	err := l.op(ctx, "wait", true, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
-		return C.dflockd_lease_wait(p, t, e)
-	}, giveBack)
+	err := l.evented(ctx, "wait", func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+		return C.dflockd_lease_wait_start(p, t, q, tag, e)
+	})
 	if err == nil {
 		l.core.granted()
 	}
@@ -280,22 +325,40 @@ func (l *Lease) Wait(ctx context.Context) error {
 // Release releases the lease (or leaves the queue after a queued Enqueue).
 // ErrNotHeld if nothing is held, ErrLeaseLost if it was lost, ErrDeadline if
 // the server did not answer within the I/O timeout (the lease then expires
-// on the server unless renewed). The library bounds it by connect timeout +
-// I/O timeout and cannot interrupt it: when ctx ends first, Release returns
-// ErrCancelled at once and the release goes on in the background (the
-// handle's next operation, and Close, wait for it; Held() tells the outcome).
+// on the server unless renewed). The handle stops holding the lease at once
+// (dflockd_lease_release_start) and may acquire again right away; the
+// release itself runs on the library's event engine and Release waits for
+// its outcome (at most connect timeout + I/O timeout) on a channel, without
+// an OS thread. When ctx ends first, Release returns ErrCancelled at once
+// and the release goes on in the background (Close waits for it).
 func (l *Lease) Release(ctx context.Context) error {
 	c := l.core
-	return l.op(ctx, "release", false, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
-		st := C.dflockd_lease_release(p, e)
-		// How the grant ended, read before any other operation can start on
-		// the handle (also when the caller has given up on this release).
-		var fence C.uint64_t
-		granted := C.dflockd_lease_fence(p, &fence, nil) == C.DFLOCKD_STATUS_OK
-		lost := bool(C.dflockd_lease_is_lost(p))
-		c.releaseEnded(granted, lost)
-		return st
-	}, nil)
+	defer runtime.KeepAlive(l)
+	if err := ctx.Err(); err != nil {
+		return ctxError("release", err)
+	}
+	if err := c.awaitTail(ctx, "release"); err != nil {
+		return err
+	}
+	return detach(ctx, "release", func() error {
+		return c.h.use("release", func(p *C.dflockd_lease) error {
+			ch, err := c.q.start("release", func(q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+				st := C.dflockd_lease_release_start(p, q, tag, e)
+				// How the grant ended, read at once: still granted (the
+				// start failed before anything changed), lost, or released.
+				var fence C.uint64_t
+				granted := C.dflockd_lease_fence(p, &fence, nil) == C.DFLOCKD_STATUS_OK
+				lost := bool(C.dflockd_lease_is_lost(p))
+				c.releaseEnded(granted, lost)
+				return st
+			})
+			if err != nil {
+				return err
+			}
+			// The handle stays borrowed until the outcome: Close waits.
+			return <-ch
+		})
+	})
 }
 
 // Cancel makes a blocked Acquire or Wait on another goroutine return
@@ -390,8 +453,9 @@ func (l *Lease) Lost() <-chan struct{} {
 }
 
 // Close frees the handle, cancelling a blocked Acquire or Wait and releasing
-// the lease if held (best effort, bounded by the I/O timeout; an unreleased
-// lease expires on the server). Safe to call twice. When ctx ends first,
+// the lease if held (best effort, bounded by connect timeout + I/O timeout;
+// an unreleased lease expires on the server). The release runs on the event
+// engine, as Release's does, and Close waits for its outcome on a channel. Safe to call twice. When ctx ends first,
 // Close returns ErrCancelled at once and the handle is freed in the
 // background; the handle is unusable either way.
 func (l *Lease) Close(ctx context.Context) error {
@@ -400,6 +464,15 @@ func (l *Lease) Close(ctx context.Context) error {
 		c := l.core
 		c.h.close(
 			func(p *C.dflockd_lease) {
+				// Release a held lease on the event engine and wait for the
+				// outcome on the queue (no thread blocked in a cgo call), so
+				// that dflockd_lease_free has nothing to release. Nothing
+				// held (or lost): no event, and nothing to wait for.
+				if ch, err := c.q.start("close", func(q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+					return C.dflockd_lease_release_start(p, q, tag, e)
+				}); err == nil {
+					<-ch
+				}
 				C.dflockd_lease_free(p)
 				c.mu.Lock()
 				c.closed, c.armed = true, false
@@ -501,5 +574,9 @@ func (c *leaseCore) lostEvent() {
 	c.cursorCh = nil
 	arm := c.armLocked()
 	c.mu.Unlock()
-	c.arm(arm)
+	if arm {
+		// Not on the drainer: arm borrows the handle, and Close may hold it
+		// exclusively while it waits for an event only the drainer delivers.
+		go c.arm(true)
+	}
 }
