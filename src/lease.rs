@@ -474,10 +474,7 @@ fn spawn_or_run(rt: Option<&Runtime>, f: impl FnOnce() + Send + 'static) {
     };
     let spawned = match rt {
         Some(rt) => rt.spawn("dflockd-acquire", run),
-        None => std::thread::Builder::new()
-            .name("dflockd-acquire".into())
-            .spawn(run)
-            .is_ok(),
+        None => runtime::spawn_named("dflockd-acquire", Box::new(run)).is_ok(),
     };
     if !spawned {
         if let Some(f) = lock(&slot).take() {

@@ -201,6 +201,14 @@ pub(crate) fn bury<T: Send + 'static>(inherited: T) {
 // ---- generations ---------------------------------------------------------
 
 /// A part of the library that runs threads of a [`Runtime`].
+/// Start a named thread running `f`. Every thread of the crate (the test
+/// server's too) is spawned with a `Box<dyn FnOnce() + Send>` body, so the
+/// spawn machinery is instantiated once: each distinct closure type would
+/// add ~3 KB to the shipped library.
+pub(crate) fn spawn_named(name: &str, f: Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f)
+}
+
 pub(crate) trait Service: Send + Sync {
     /// Ask every thread of the service to return soon. Must not block: the
     /// runtime joins the threads afterwards. Work already queued that the
@@ -270,10 +278,13 @@ impl Runtime {
         }
         // Forget threads that already ended (async acquires come and go).
         t.handles.retain(|h| !h.is_finished());
-        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
-            LIBRARY_THREAD.with(|flag| flag.set(true));
-            f();
-        });
+        let spawned = spawn_named(
+            name,
+            Box::new(move || {
+                LIBRARY_THREAD.with(|flag| flag.set(true));
+                f();
+            }),
+        );
         match spawned {
             Ok(h) => {
                 t.handles.push(h);

@@ -79,12 +79,13 @@ impl Dial {
         }
         let inbox = engine.inbox();
         let name = d.host.clone();
-        let spawned = std::thread::Builder::new()
-            .name("dflockd-resolve".into())
-            .spawn(move || {
+        let spawned = crate::runtime::spawn_named(
+            "dflockd-resolve",
+            Box::new(move || {
                 let r = (name.as_str(), port).to_socket_addrs().map(Vec::from_iter);
                 inbox.push(Inbound::Resolved(id, r));
-            });
+            }),
+        );
         match spawned {
             Ok(_) => (d, Step::Resolving),
             Err(e) => {

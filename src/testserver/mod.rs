@@ -219,10 +219,9 @@ impl Shared {
         }
         self.reap_threads(false);
         let shared = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("dflockd-conn-{id}"))
-            .stack_size(THREAD_STACK)
-            .spawn(move || conn::serve(shared, ctl, stream));
+        let spawned = spawn(&format!("dflockd-conn-{id}"), move || {
+            conn::serve(shared, ctl, stream)
+        });
         match spawned {
             Ok(h) => lock(&self.conn_threads).push(h),
             Err(_) => self.deregister(id),
@@ -300,6 +299,9 @@ fn sweeper_loop(shared: Arc<Shared>) {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    // Boxed: one instantiation of the spawn machinery for every thread
+    // (each closure type would add ~3 KB to the shipped library).
+    let f: Box<dyn FnOnce() + Send> = Box::new(f);
     std::thread::Builder::new()
         .name(name.to_owned())
         .stack_size(THREAD_STACK)

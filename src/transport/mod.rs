@@ -87,12 +87,13 @@ fn resolve(host: &str, port: u16, deadline: Instant, ctx: &str) -> Result<Vec<So
     let cannot = |e: &dyn Display| Error::new(ErrorKind::Io, format!("{ctx}: cannot resolve: {e}"));
     let (tx, rx) = mpsc::channel();
     let name = host.to_owned();
-    std::thread::Builder::new()
-        .name("dflockd-resolve".into())
-        .spawn(move || {
+    crate::runtime::spawn_named(
+        "dflockd-resolve",
+        Box::new(move || {
             let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
-        })
-        .map_err(|e| cannot(&e))?;
+        }),
+    )
+    .map_err(|e| cannot(&e))?;
     let left = remaining(deadline, &format_args!("{ctx}: resolving"))?;
     match rx.recv_timeout(left) {
         Ok(Ok(addrs)) => Ok(addrs),
