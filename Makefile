@@ -5,9 +5,11 @@
 #                  tests with strict warnings, ASan+UBSan, valgrind, exported symbols, static
 #                  link line, Go, Ruby and Python bindings
 #   make install PREFIX=/usr/local   lib (.so with SONAME, .a), header(s), pkg-config file
-#   make bench     ABI benchmark next to the core's Rust figures, wall clock and callgrind
+#   make bench     ABI benchmark next to the core's Rust figures, the handoff rate of the
+#                  completion queue beside the blocking API's, wall clock and callgrind
 #                  instruction counts (not part of `make test`)
 #   make bench-instructions   only the instruction counts (needs valgrind)
+#   make bench-handoff        only the handoff of one key: completion queue poll() loop vs blocking
 #
 # A missing tool (gcc, g++, valgrind, go, ruby) is reported loudly and its step skipped;
 # with CI=true it is an error instead.
@@ -53,7 +55,7 @@ skipped = [ -e $(B)/.skip-$(1) ]
 
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
         run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby bindings-prefix \
-        install release uninstall install-check bench bench-build bench-instructions clean test-external \
+        install release uninstall install-check bench bench-build bench-handoff bench-instructions clean test-external \
         test-python python-ref bench-python testserver-bin
 
 all: lib
@@ -440,6 +442,7 @@ bench-build: | $(B)/bench
 	@ln -sf libdflockd.so.$(MAJOR) $(BENCH)/libdflockd.so
 	$(BENCH_CC) benches/c/abi_bench.c -o $(BENCH)/abi_bench -ldflockd -lpthread -lm
 	$(BENCH_CC) benches/c/abi_pairs.c -o $(BENCH)/abi_pairs -ldflockd -lpthread
+	$(BENCH_CC) benches/c/abi_handoff.c -o $(BENCH)/abi_handoff -ldflockd -lpthread -lm
 
 bench: bench-build
 	@echo "=== Rust core (cargo bench --bench throughput) ==="
@@ -454,8 +457,15 @@ bench: bench-build
 	    printf "  -> ABI %+.1f %% +- %.1f %% (2 s.e.): %s\n", (c / r - 1) * 100, 2 * e, \
 	      (2 * e < 2 ? "resolves a 2 % difference" : "too noisy to resolve 2 %; the instruction count below is the evidence") } }' \
 	  $(BENCH)/rust.txt $(BENCH)/c.txt
+	@$(MAKE) --no-print-directory bench-handoff
 	@$(MAKE) --no-print-directory bench-python
 	@$(MAKE) --no-print-directory bench-instructions
+
+# Issue 9: one key handed from holder to holder, through the completion queue in one poll() loop
+# beside threads blocked in the blocking API's acquire, alternating in one process.
+bench-handoff: bench-build
+	@echo "=== Handoff of one contended key: completion queue in one poll() loop vs threads blocked in acquire (benches/c/abi_handoff.c) ==="
+	@set -o pipefail; $(call with_server,./$(BENCH)/abi_handoff | tee $(BENCH)/handoff.txt)
 
 bench-instructions: bench-build
 	$(call need,valgrind,bench-instructions)
