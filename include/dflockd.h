@@ -1215,8 +1215,10 @@ size_t dflockd_events_poll(dflockd_events *q, dflockd_event *out, size_t cap);
  * Ask for one `DFLOCKD_EVENT_KIND_LOST` event tagged `tag` on `q` when the
  * lease held by this handle is lost (at once if it already was), so an
  * event loop learns of it without a callback or a waiting thread. A
- * release is not a loss and sends none. One event per call: call again
- * after the next acquire to keep watching.
+ * release is not a loss and sends none. One event per call: the
+ * registration stays, across releases and new acquires on this handle,
+ * until the next loss fires it; call again after each LOST event to keep
+ * watching (not after each acquire: registrations would pile up).
  *
  * No network I/O; returns at once.
  */
