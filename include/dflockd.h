@@ -809,6 +809,21 @@ dflockd_status dflockd_config_set_keepalive_ms(dflockd_config *cfg,
                                                dflockd_error **err);
 
 /**
+ * Say whether the servers release a lease when the connection holding it
+ * closes (dflockd's `--auto-release-on-disconnect`; default true, as on
+ * the server). True: a lease whose connection the server closed is lost
+ * at once (`is_held()` false within milliseconds, then the lost
+ * callback / LOST event). False (servers run with auto-release off): such
+ * a lease is not reported held until a renewal on a fresh connection
+ * confirms it, else it is lost.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_config_set_auto_release_on_disconnect(dflockd_config *cfg,
+                                                             bool enabled,
+                                                             dflockd_error **err);
+
+/**
  * Route keys with `callback` instead of the standard CRC-32 shard (see
  * `dflockd_shard_fn` for when and where it runs); NULL restores CRC-32.
  * `userdata` is passed back first on every call and must stay valid until

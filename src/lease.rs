@@ -927,12 +927,26 @@ impl Shared {
     }
 
     /// The server hung up the home connection of grant `generation` (the
-    /// engine saw EOF or a reset). With auto-release (the default) the
-    /// server has released the lease; without it, it still has it. Either
-    /// way the lease is no longer reported held, and a renewal on a fresh
-    /// connection runs now to tell which: it confirms the lease or ends it
-    /// as lost.
+    /// engine saw EOF or a reset). With auto-release (the default, see
+    /// `Config::auto_release_on_disconnect`) the lease is lost at once.
+    /// Without it the server still has it: the lease is no longer reported
+    /// held, and a renewal on a fresh connection runs now, which confirms
+    /// it or ends it as lost.
     pub(crate) fn hung_up(self: &Arc<Self>, generation: u64) {
+        if self.client.config.auto_release_on_disconnect {
+            // The server releases the lease when it processes the close, and
+            // a renewal on a fresh connection could reach it first and be
+            // accepted (the Go server closes the socket, then cleans up).
+            // (A no-op if grant `generation` is no longer held.)
+            self.lose(
+                generation,
+                Error::new(
+                    ErrorKind::Io,
+                    "the server closed its connection, which releases the lease (auto-release on disconnect)",
+                ),
+            );
+            return;
+        }
         let mut st = lock(&self.state);
         let st = &mut *st;
         if st.generation != generation {

@@ -260,7 +260,17 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         // engine's hang-up watch, `Shared::hung_up`) trigger the renewal
         // on a fresh connection, which then tells the truth; without a
         // watch to see that close, give the lease up at once.
-        if lease.doubt(generation) && watch.is_some() {
+        if lease.client.config.auto_release_on_disconnect {
+            // Closing it releases the lease on the server: say so now.
+            conn.abort();
+            lease.lose(
+                generation,
+                Error::new(
+                    ErrorKind::Io,
+                    "its connection broke, and closing it releases the lease",
+                ),
+            );
+        } else if lease.doubt(generation) && watch.is_some() {
             conn.half_close();
             reschedule(lease, generation, expires_at);
         } else {

@@ -113,7 +113,10 @@ fn fresh_connection_saves_the_lease_on_a_server_without_auto_release() {
         auto_release_on_disconnect: false,
         ..ServerOptions::default()
     });
-    let client = fast_client(&srv);
+    let client = srv.client_with(|c| {
+        c.keepalive = Duration::from_millis(500);
+        c.auto_release_on_disconnect = false;
+    });
     let (lease, _rx) = held(&client, 3);
     let token = lease.token();
     srv.ts().drop_connections();
@@ -203,7 +206,10 @@ fn release_after_the_home_connection_died_uses_a_fresh_connection() {
         ..ServerOptions::default()
     });
     // Renewals far apart, so release (not a renewal) meets the dead home.
-    let client = srv.client_with(|c| c.keepalive = Duration::from_secs(10));
+    let client = srv.client_with(|c| {
+        c.keepalive = Duration::from_secs(10);
+        c.auto_release_on_disconnect = false;
+    });
     let (lease, _rx) = held(&client, 30);
     srv.ts().drop_connections();
     lease.release().expect("released on a fresh connection");
@@ -373,7 +379,7 @@ fn a_home_broken_on_this_side_never_leaves_two_holders() {
             auto_release_on_disconnect: auto_release,
             ..ServerOptions::default()
         });
-        let client = srv.client();
+        let client = srv.client_with(|c| c.auto_release_on_disconnect = auto_release);
         let k = key("broken-home");
         let lease = client.lock(&k).expect("lease");
         lease.set_lease_ttl(Some(4)).expect("ttl");
@@ -410,5 +416,33 @@ fn a_home_broken_on_this_side_never_leaves_two_holders() {
             assert!(lease.is_held(), "confirmed on a fresh connection");
             lease.release().expect("release");
         }
+    }
+}
+
+/// The server closing a held lease's connection releases the lease (auto-
+/// release, dflockd's default) once it processes the close, which may be
+/// after a renewal on a fresh connection arrived: so the lease is lost at
+/// once, never "confirmed" and then released under the holder.
+#[test]
+fn a_dropped_connection_loses_the_lease_at_once_and_for_good() {
+    if skip_external("drop connections") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    let client = srv.client();
+    for round in 0..40 {
+        let lease = client.lock(&key("dropped")).expect("lease");
+        lease.acquire(5).expect("acquire");
+        let t0 = Instant::now();
+        srv.ts().drop_connections();
+        assert!(
+            lease.wait_lost(Some(Duration::from_millis(50))),
+            "round {round}: not lost within 50 ms"
+        );
+        let until = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < until {
+            assert!(!lease.is_held(), "round {round}: held again after the drop");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 }

@@ -48,6 +48,14 @@ pub struct Config {
     pub max_redirects: u32,
     /// Idle connections kept per server (default 16).
     pub max_idle_per_server: usize,
+    /// Whether the servers release a lease when the connection holding it
+    /// closes (dflockd's `--auto-release-on-disconnect`, on by default).
+    /// When true (default), a lease whose connection the server closed is
+    /// lost at once: the server releases it when it gets round to the
+    /// close, and a renewal on a fresh connection could reach it first and
+    /// be wrongly accepted. Set false for servers that keep leases across
+    /// disconnects: such a lease is then confirmed on a fresh connection.
+    pub auto_release_on_disconnect: bool,
 }
 
 impl Config {
@@ -65,6 +73,7 @@ impl Config {
             shard: None,
             max_redirects: 3,
             max_idle_per_server: 16,
+            auto_release_on_disconnect: true,
         }
     }
 

@@ -62,6 +62,9 @@ fn core_config(d: &Draft) -> Result<Config, FfiError> {
     if let Some(r) = d.renew_ratio {
         c.renew_ratio = r;
     }
+    if let Some(a) = d.auto_release_on_disconnect {
+        c.auto_release_on_disconnect = a;
+    }
     c.default_lease_ttl_s = d.default_lease_s;
     if let Some(s) = d.shard {
         c.shard = Some(Arc::new(move |key: &str, n: usize| s.call(key, n)));

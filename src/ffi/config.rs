@@ -62,6 +62,7 @@ pub(crate) struct Draft {
     pub default_lease_s: Option<u64>,
     pub renew_ratio: Option<f64>,
     pub shard: Option<ShardCallback>,
+    pub auto_release_on_disconnect: Option<bool>,
 }
 
 /// Client configuration: servers, auth, TLS, timings, sharding.
@@ -418,6 +419,27 @@ pub extern "C" fn dflockd_config_set_keepalive_ms(
 ) -> dflockd_status {
     with_config(cfg, err, |d| {
         d.keepalive = Some(millis(keepalive_ms, "keepalive")?);
+        Ok(())
+    })
+}
+
+/// Say whether the servers release a lease when the connection holding it
+/// closes (dflockd's `--auto-release-on-disconnect`; default true, as on
+/// the server). True: a lease whose connection the server closed is lost
+/// at once (`is_held()` false within milliseconds, then the lost
+/// callback / LOST event). False (servers run with auto-release off): such
+/// a lease is not reported held until a renewal on a fresh connection
+/// confirms it, else it is lost.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_auto_release_on_disconnect(
+    cfg: *mut dflockd_config,
+    enabled: bool,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        d.auto_release_on_disconnect = Some(enabled);
         Ok(())
     })
 }

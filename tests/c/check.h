@@ -86,4 +86,19 @@ static inline dflockd_client *test_client_for(dflockd_testserver *s) {
     return test_client(addr, NULL, NULL);
 }
 
+/* A client told that the server keeps leases across disconnects (for a
+ * test server made with auto_release 0); otherwise default settings. */
+static inline dflockd_client *test_client_keeping(dflockd_testserver *s) {
+    char addr[64];
+    dflockd_config *cfg = NULL;
+    dflockd_client *c = NULL;
+    test_server_addr(s, addr, sizeof addr);
+    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_config_new(&cfg));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_servers(cfg, addr, strlen(addr), E));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_auto_release_on_disconnect(cfg, false, E));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_new(cfg, &c, E));
+    dflockd_config_free(cfg);
+    return c;
+}
+
 #endif

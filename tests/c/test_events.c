@@ -140,7 +140,7 @@ static void test_hang_up_is_a_loss(void) {
  * shows the renewal ran at once.) */
 static void test_hang_up_without_auto_release_is_confirmed(void) {
     dflockd_testserver *s = test_server(0, NULL);
-    dflockd_client *c = test_client_for(s), *other = test_client_for(s);
+    dflockd_client *c = test_client_keeping(s), *other = test_client_for(s);
     dflockd_lease *l = held(c, "ev/kept"), *rival = NULL;
     dflockd_events *q = NULL;
     dflockd_event ev[4];
