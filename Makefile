@@ -33,9 +33,15 @@ LDSHARED   := -L$(LIB) -ldflockd -Wl,-rpath,$(ROOT)/$(LIB) -lpthread
 # compares it with `cargo rustc -- --print native-static-libs`.
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
-C_EXAMPLES := quickstart semaphore_threads two_phase tls_auth
-C_TESTS    := test_abi test_faults test_observe test_fork test_events
+C_EXAMPLES := quickstart semaphore_threads two_phase tls_auth event_loop libevent
+# Extra link flags of the example named by the shell variable e in the loops below (libevent.c:
+# Debian's libevent-dev, found through pkg-config).
+EX_FLAGS    = $$([ $$e = libevent ] && pkg-config --cflags --libs libevent)
+# Examples run a second time with arguments (event_loop --lose: leases lost mid-work).
+C_EXAMPLE_RUNS := "event_loop --lose"
+C_TESTS    := test_abi test_faults test_observe test_fork test_events test_engine
 # test_faults and test_events assert wall-clock bounds, which valgrind's slowdown would break; ASan runs them.
+# test_engine runs under valgrind with --no-timing (its behaviour checks, not its wall-clock bounds).
 VALGRIND_TESTS := test_abi test_observe test_fork
 # The standalone test server, for the C tests that freeze or kill a server process.
 TESTSERVER_BIN := $(ROOT)/target/debug/dflockd-testserver
@@ -129,9 +135,13 @@ test-external:
 
 c-examples: lib | $(B)/ex
 	$(call need,$(CC),c)
+	@$(call skipped,c) || pkg-config --exists libevent || { \
+	  echo "!!! pkg-config finds no libevent (Debian: libevent-dev): examples/c/libevent.c cannot be built"; \
+	  if [ "$${CI:-}" = "true" ]; then echo "CI=true: failing"; exit 1; fi; }
 	@$(call skipped,c) || for e in $(C_EXAMPLES); do \
+	  if [ $$e = libevent ] && ! pkg-config --exists libevent; then echo "!!! SKIPPING examples/c/$$e.c"; continue; fi; \
 	  echo "cc examples/c/$$e.c"; \
-	  $(CC) $(CSTD) examples/c/$$e.c -o $(B)/ex/$$e $(LDSHARED) || exit 1; done
+	  $(CC) $(CSTD) examples/c/$$e.c -o $(B)/ex/$$e $(LDSHARED) $(EX_FLAGS) || exit 1; done
 
 # The standalone test server program, for the tests that freeze or kill a server process.
 testserver-bin:
@@ -164,7 +174,8 @@ cpp-tests: lib | $(B)/t $(B)/ex $(B)/asan
 
 # Every example and test runs against the embedded test server (or DFLOCKD_SERVERS).
 run-c: c-examples c-tests cpp-tests
-	@$(call skipped,c) || for e in $(C_EXAMPLES); do echo "--- run $$e"; ./$(B)/ex/$$e || exit 1; done
+	@$(call skipped,c) || for e in $(C_EXAMPLES); do [ -x $(B)/ex/$$e ] || continue; echo "--- run $$e"; ./$(B)/ex/$$e || exit 1; done
+	@$(call skipped,c) || for r in $(C_EXAMPLE_RUNS); do echo "--- run $$r"; ./$(B)/ex/$$r || exit 1; done
 	@$(call skipped,c) || for t in $(C_TESTS); do echo "--- run $$t"; \
 	  DFLOCKD_TESTSERVER_BIN=$(TESTSERVER_BIN) ./$(B)/t/$$t || exit 1; done
 	@$(call skipped,cpp) || { echo "--- run two_tu"; ./$(B)/t/two_tu && echo "--- run raii" && ./$(B)/ex/raii; }
@@ -175,21 +186,28 @@ run-c: c-examples c-tests cpp-tests
 asan: c-tests | $(B)/asan
 	$(call need,$(CC),asan)
 	@$(call skipped,asan) || for f in $(C_TESTS:%=tests/c/%.c) $(C_EXAMPLES:%=examples/c/%.c); do \
-	  n=$$(basename $$f .c); echo "cc -fsanitize=address,undefined $$f"; \
-	  $(CC) $(CSTD) $(ASAN_FLAGS) $$f -o $(B)/asan/$$n $(LDSHARED) || exit 1; \
+	  n=$$(basename $$f .c); e=$$n; \
+	  if [ $$e = libevent ] && ! pkg-config --exists libevent; then echo "!!! SKIPPING $$f (no libevent)"; continue; fi; \
+	  echo "cc -fsanitize=address,undefined $$f"; \
+	  $(CC) $(CSTD) $(ASAN_FLAGS) $$f -o $(B)/asan/$$n $(LDSHARED) $(EX_FLAGS) || exit 1; \
 	  DFLOCKD_TESTSERVER_BIN=$(TESTSERVER_BIN) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    LSAN_OPTIONS=suppressions=$(ROOT)/tests/c/lsan.supp \
 	    ./$(B)/asan/$$n >$(B)/asan/$$n.log 2>&1 || { cat $(B)/asan/$$n.log; exit 1; }; \
 	  echo "    ok (log: $(B)/asan/$$n.log)"; done
+	@$(call skipped,asan) || for r in $(C_EXAMPLE_RUNS); do echo "--- ASan+UBSan run $$r"; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    LSAN_OPTIONS=suppressions=$(ROOT)/tests/c/lsan.supp \
+	    ./$(B)/asan/$$r >$(B)/asan/run.log 2>&1 || { cat $(B)/asan/run.log; exit 1; }; done
 
 # valgrind: zero errors, zero definite leaks. tests/c/valgrind.supp explains its entries.
 VALGRIND := valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
             --show-leak-kinds=definite --suppressions=tests/c/valgrind.supp --quiet
 valgrind: c-examples c-tests
 	$(call need,valgrind,valgrind)
-	@$(call skipped,valgrind) || $(call skipped,c) || for n in $(VALGRIND_TESTS:%=t/%) ex/quickstart ex/two_phase ex/semaphore_threads; do \
-	  echo "--- valgrind $$n"; $(VALGRIND) ./$(B)/$$n >$(B)/valgrind-$$(basename $$n).log 2>&1 \
-	    || { cat $(B)/valgrind-$$(basename $$n).log; exit 1; }; done
+	@$(call skipped,valgrind) || $(call skipped,c) || for n in $(VALGRIND_TESTS:%=t/%) "t/test_engine --no-timing" \
+	    ex/quickstart ex/two_phase ex/semaphore_threads ex/event_loop "ex/event_loop --lose"; do \
+	  log=$(B)/valgrind-$$(echo $$n | tr -c 'a-z_\n' _).log; \
+	  echo "--- valgrind $$n"; $(VALGRIND) ./$(B)/$$n >$$log 2>&1 || { cat $$log; exit 1; }; done
 
 # Only dflockd_* may be exported from the shared library.
 symbols-check: lib

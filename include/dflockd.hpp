@@ -450,6 +450,34 @@ class Lease {
     void watch_lost(Events &q, std::uint64_t tag) const {
         detail::check([&](dflockd_error **e) { return dflockd_lease_watch_lost(h_.get(), q.get(), tag, e); });
     }
+    /**
+     * Start an acquire on the library's event engine (never blocks): its outcome
+     * arrives on `q` as one event tagged `tag`, DFLOCKD_EVENT_KIND_ACQUIRED or
+     * DFLOCKD_EVENT_KIND_ACQUIRE_FAILED (cancel() ends it with CANCELLED). Throws,
+     * with no event, only when it cannot start (busy or held: INVALID_ARGUMENT).
+     */
+    void acquire_start(std::uint64_t timeout_s, Events &q, std::uint64_t tag) const {
+        detail::check([&](dflockd_error **e) {
+            return dflockd_lease_acquire_start(h_.get(), timeout_s, q.get(), tag, e);
+        });
+    }
+    /**
+     * Two-phase, phase 2 on the event engine: after an enqueue() that returned
+     * false, wait up to timeout_s seconds; one event tagged `tag` on `q`.
+     * Throws NOT_ENQUEUED without an enqueue.
+     */
+    void wait_start(std::uint64_t timeout_s, Events &q, std::uint64_t tag) const {
+        detail::check([&](dflockd_error **e) { return dflockd_lease_wait_start(h_.get(), timeout_s, q.get(), tag, e); });
+    }
+    /**
+     * Release on the event engine (never blocks): not held from now on; one
+     * event tagged `tag` on `q`, DFLOCKD_EVENT_KIND_RELEASED or
+     * DFLOCKD_EVENT_KIND_RELEASE_FAILED. Throws NOT_HELD or LEASE_LOST, with no
+     * event, when nothing is held.
+     */
+    void release_start(Events &q, std::uint64_t tag) const {
+        detail::check([&](dflockd_error **e) { return dflockd_lease_release_start(h_.get(), q.get(), tag, e); });
+    }
     /** Call `fn` once per lost lease (on a library thread); an empty `fn` removes it. */
     void on_lost(LostFn fn) {
         std::unique_ptr<LostFn> next = fn ? std::make_unique<LostFn>(std::move(fn)) : nullptr;

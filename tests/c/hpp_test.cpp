@@ -1,11 +1,14 @@
 // dflockd.hpp against the embedded test server: every wrapper (config
-// setters, shard callback, Client, Lease incl. lost callback and async
-// acquire, the Conn API, logging, TestServerOptions and every fault control)
-// once, with the library's default client settings. Built with -std=c++17
-// -Wall -Wextra -Wpedantic -Werror and run by `make cpp-tests` (also under
-// ASan+UBSan). Waits are on events (futures, wait_lost) or bounded polls of
-// server state (stats waiters), never a sleep that hopes.
+// setters, shard callback, Client, Lease incl. lost callback, async acquire
+// and the evented acquire/wait/release on an Events queue, the Conn API,
+// logging, TestServerOptions and every fault control) once, with the
+// library's default client settings. Built with -std=c++17 -Wall -Wextra
+// -Wpedantic -Werror and run by `make cpp-tests` (also under ASan+UBSan).
+// Waits are on events (futures, wait_lost, the Events fd) or bounded polls
+// of server state (stats waiters), never a sleep that hopes.
 #include <dflockd.hpp>
+
+#include <poll.h>
 
 #include <atomic>
 #include <chrono>
@@ -229,6 +232,80 @@ static void test_lost_lease() {
     CHECK(!l.is_lost() && calls.load() == 1);
 }
 
+// Take events from `q` on a poll(2) loop until `n` have come (or 10 s pass).
+static std::vector<dflockd::Event> take_events(dflockd::Events &q, std::size_t n) {
+    std::vector<dflockd::Event> got;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (got.size() < n && std::chrono::steady_clock::now() < until) {
+        pollfd p{q.fd(), POLLIN, 0};
+        if (::poll(&p, 1, 10) != 1) continue;
+        for (auto &e : q.poll()) got.push_back(std::move(e));
+    }
+    return got;
+}
+static const dflockd::Event *find_tag(const std::vector<dflockd::Event> &evs, std::uint64_t tag) {
+    for (const auto &e : evs)
+        if (e.tag == tag) return &e;
+    return nullptr;
+}
+
+// acquire_start / wait_start / release_start on one Events queue.
+static void test_evented() {
+    dflockd::TestServer s;
+    dflockd::Client c(dflockd::Config().servers(s.addr()));
+    dflockd::Lease a = c.lock("hpp-ev"), b = c.lock("hpp-ev");
+    dflockd::Events q;
+
+    a.acquire_start(5, q, 1);
+    auto evs = take_events(q, 1);
+    CHECK(evs.size() == 1 && evs[0].tag == 1 && evs[0].kind == DFLOCKD_EVENT_KIND_ACQUIRED &&
+          evs[0].status == DFLOCKD_STATUS_OK && !evs[0].error);
+    CHECK(a.is_held());
+    EXPECT_ERROR(DFLOCKD_STATUS_INVALID_ARGUMENT, a.acquire_start(5, q, 99));
+
+    b.acquire_start(10, q, 2); // queues behind a, on the engine
+    CHECK(await_waiters(c, "hpp-ev", 1));
+    a.release_start(q, 3);
+    CHECK(!a.is_held());
+    EXPECT_ERROR(DFLOCKD_STATUS_NOT_HELD, a.release_start(q, 99));
+    evs = take_events(q, 2);
+    const dflockd::Event *rel = find_tag(evs, 3), *acq = find_tag(evs, 2);
+    CHECK(evs.size() == 2 && rel && rel->kind == DFLOCKD_EVENT_KIND_RELEASED && acq &&
+          acq->kind == DFLOCKD_EVENT_KIND_ACQUIRED);
+    CHECK(b.is_held());
+
+    // Two-phase: a queues behind b, then waits on the engine.
+    EXPECT_ERROR(DFLOCKD_STATUS_NOT_ENQUEUED, a.wait_start(1, q, 99));
+    CHECK(!a.enqueue());
+    a.wait_start(10, q, 4);
+    b.release_start(q, 5);
+    evs = take_events(q, 2);
+    rel = find_tag(evs, 5);
+    acq = find_tag(evs, 4);
+    CHECK(evs.size() == 2 && rel && rel->kind == DFLOCKD_EVENT_KIND_RELEASED && acq &&
+          acq->kind == DFLOCKD_EVENT_KIND_ACQUIRED);
+    CHECK(a.is_held() && !b.is_held());
+
+    // A pending start, cancelled: ACQUIRE_FAILED / CANCELLED with its error; nothing queued.
+    b.acquire_start(30, q, 6);
+    CHECK(await_waiters(c, "hpp-ev", 1));
+    b.cancel();
+    evs = take_events(q, 1);
+    CHECK(evs.size() == 1 && evs[0].tag == 6 && evs[0].kind == DFLOCKD_EVENT_KIND_ACQUIRE_FAILED &&
+          evs[0].status == DFLOCKD_STATUS_CANCELLED && evs[0].error &&
+          evs[0].error->status() == DFLOCKD_STATUS_CANCELLED);
+    bool drained = false;
+    for (int i = 0; i < 1000 && !drained; i++) {
+        drained = waiters(c, "hpp-ev") == 0;
+        if (!drained) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(drained);
+    a.release_start(q, 7);
+    evs = take_events(q, 1);
+    CHECK(evs.size() == 1 && evs[0].tag == 7 && evs[0].kind == DFLOCKD_EVENT_KIND_RELEASED);
+    CHECK(q.poll().empty());
+}
+
 static void test_shard_callback() {
     dflockd::TestServer s0, s1;
     std::atomic<bool> fail{false};
@@ -397,6 +474,7 @@ int main() {
         test_log();
         test_client_and_lease();
         test_lost_lease();
+        test_evented();
         test_shard_callback();
         test_tls_auth_and_conn();
         test_testserver_options_and_faults();
