@@ -218,7 +218,7 @@ static void test_reconnect(void) {
     dflockd_lease *l, *o;
     bool got = true;
     test_server_addr(s, addr, sizeof addr);
-    c = test_client(addr, NULL, NULL);
+    c = test_client_keeping(s);
     l = lock_with_ttl(c, "obs/reconnect", 4);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_acquire(l, 5, E));
     remember_token(l);
