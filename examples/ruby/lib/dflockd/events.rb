@@ -21,9 +21,11 @@ module DFlockd
   # on a ConditionVariable (which a scheduler hooks too) and check their own
   # slot again after each round, so nobody takes another's event. A counter
   # bumped after each round closes the gap between a waiter's check and its
-  # wait. A waiter that cannot yield to the scheduler (a blocking fiber, e.g.
-  # the root fiber of a scheduler's thread) while a fiber of its own thread
-  # leads would wait on the CV forever (that fiber cannot run): it drains too.
+  # wait. A leader that is a fiber under a scheduler is followed only by
+  # fibers of the same scheduler: other threads, and a blocking fiber of its
+  # thread (e.g. the root fiber, which stops the scheduler while it waits),
+  # wait on the fd and drain beside it (#role), so no wait depends on a
+  # scheduler that is not running.
   #
   # An interrupted operation (Thread#raise, Timeout, Thread#kill, or a
   # fiber's Fiber#raise under a scheduler) is cancelled (dflockd_lease_cancel)
@@ -69,8 +71,9 @@ module DFlockd
       @buf = FFI::MemoryPointer.new(Native::Event, BATCH)
       @mutex = Mutex.new
       @cond = ConditionVariable.new
-      @leader = nil # the leading fiber
+      @leader = nil # the leading fiber, its thread, whether it waits through a scheduler
       @leader_thread = nil
+      @leader_yields = false
       @epoch = 0
       @next_tag = 0
       @leases = ObjectSpace::WeakMap.new # tag => Lease, not kept alive by the queue
@@ -192,7 +195,7 @@ module DFlockd
         ensure
           protect do
             @mutex.synchronize do
-              @leader = nil if role == :lead
+              @leader = nil if role == :lead && @leader.equal?(Fiber.current)
               @epoch += 1
               @cond.broadcast
             end
@@ -216,23 +219,42 @@ module DFlockd
 
     private
 
-    # Become the leader (:lead), drain beside a leader that is a fiber of
-    # this thread when this waiter cannot yield to it (:assist), or wait as a
-    # follower until the leader's round ends (nil: check again).
+    # Become the leader (:lead), wait as a follower until the leader's round
+    # ends (nil: check again), or drain beside the leader (:assist) when
+    # following could wait on something that may not run: a leader that is
+    # a fiber under a scheduler runs only when its thread's scheduler does,
+    # so only fibers of that same scheduler follow it; another thread (its
+    # scheduler stalled by a blocking call, or abandoned) and a blocking fiber
+    # of its own thread (which stops that scheduler) drain too.
     def role(epoch, deadline)
       @mutex.synchronize do
         return nil if @epoch != epoch # a round ended since the check
 
+        @leader = nil if @leader && !@leader_thread.alive? # its scheduler died with it
         if @leader
-          return :assist if @leader_thread == Thread.current && !yieldable?
+          same_thread = @leader_thread == Thread.current
+          return :assist if same_thread ? !yieldable? : @leader_yields
 
-          @cond.wait(@mutex, left(deadline))
+          follow(deadline)
           return nil
         end
         @leader = Fiber.current
         @leader_thread = Thread.current
+        @leader_yields = yieldable?
         :lead
       end
+    end
+
+    # Wait (holding @mutex) for the end of the leader's round. Ruby 3.1's
+    # Mutex#sleep does not take the mutex back when the scheduler's sleep
+    # raises (a fiber cancelled while it waits): take it back, or the
+    # enclosing synchronize fails to unlock it (ThreadError) and hides the
+    # exception.
+    def follow(deadline)
+      @cond.wait(@mutex, left(deadline))
+    rescue Exception # rubocop:disable Lint/RescueException
+      @mutex.lock unless @mutex.owned?
+      raise
     end
 
     # Take every waiting event: an operation's goes to its slot, a loss to
