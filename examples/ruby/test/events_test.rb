@@ -204,7 +204,13 @@ class EventsTest < Minitest::Test
         order << i
         l.release
       end
-      await("acquire #{i} started") { events.started == base + i + 1 }
+      # Spin (no sleep): the next acquire starts right after this one, while
+      # this one's request may still be on its way.
+      limit = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 5
+      until events.started == base + i + 1
+        flunk "acquire #{i} not started within 5 s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > limit
+        Thread.pass
+      end
       t
     end
     await("#{THREADS} queued on the server", 20) { waiters(c, key) == THREADS }
