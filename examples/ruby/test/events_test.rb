@@ -1,92 +1,16 @@
 # frozen_string_literal: true
 
 require "test_helper"
+require_relative "support/mini_scheduler"
+require "rbconfig"
 
-# Waits for a lost lease go through the completion queue's fd
-# (IO#wait_readable), not a blocking C call: fibers under a Fiber.scheduler
-# wait on one native thread, Ruby threads wait without sitting in C (so
-# Timeout interrupts them), and on_lost keeps no thread per lease.
+# Waits for a lost lease, and acquire / wait / release, go through the
+# completion queue's fd (IO#wait_readable), not a blocking C call: fibers
+# under a Fiber.scheduler wait on one native thread, Ruby threads wait without
+# sitting in C (so Timeout interrupts them, and an interrupted acquire is
+# cancelled), and on_lost keeps no thread per lease.
 class EventsTest < Minitest::Test
   include DFlockdTestHelper
-
-  # A minimal Fiber scheduler (Ruby 3.1's Fiber::SchedulerInterface: io_wait,
-  # kernel_sleep, block/unblock, fiber, close) over IO.select, used when the
-  # async gem is not installed (it is not assumed). Each parked fiber has
-  # one entry; a fiber is resumed at most once per entry.
-  class MiniScheduler
-    def initialize
-      @parked = {} # fiber => [io or nil, deadline or nil]
-      @ready = []  # fibers unblocked (possibly from another thread)
-      @lock = Thread::Mutex.new
-      @wake_r, @wake_w = IO.pipe
-    end
-
-    def fiber(&block)
-      f = Fiber.new(blocking: false, &block)
-      f.resume
-      f
-    end
-
-    def io_wait(io, events, timeout)
-      raise NotImplementedError, "only readability" unless events & IO::READABLE == events
-
-      park(io, timeout)
-    end
-
-    def kernel_sleep(duration = nil)
-      park(nil, duration)
-      true
-    end
-
-    def block(_blocker, timeout = nil)
-      park(nil, timeout) == :unblocked
-    end
-
-    def unblock(_blocker, fiber)
-      @lock.synchronize { @ready << fiber }
-      @wake_w.write_nonblock(".", exception: false)
-    end
-
-    def close
-      run
-      @wake_r.close
-      @wake_w.close
-    end
-
-    # Run until no fiber is parked.
-    def run
-      until @parked.empty? && @lock.synchronize { @ready.empty? }
-        ios = @parked.values.map(&:first).compact.uniq
-        deadlines = @parked.values.map(&:last).compact
-        wait = deadlines.empty? ? nil : [deadlines.min - now, 0].max
-        readable, = IO.select(ios + [@wake_r], nil, nil, wait)
-        @wake_r.read_nonblock(4096, exception: false) if readable&.include?(@wake_r)
-        due = {}
-        @lock.synchronize { @ready.slice!(0..) }.each { |f| due[f] = :unblocked }
-        t = now
-        @parked.each do |f, (io, deadline)|
-          if io && readable&.include?(io)
-            due[f] ||= IO::READABLE
-          elsif deadline && deadline <= t
-            due[f] ||= false
-          end
-        end
-        due.each { |f, value| f.resume(value) if @parked.key?(f) }
-      end
-    end
-
-    private
-
-    def park(io, timeout)
-      f = Fiber.current
-      @parked[f] = [io, timeout && (now + timeout)]
-      Fiber.yield
-    ensure
-      @parked.delete(f)
-    end
-
-    def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-  end
 
   # Native threads of this process, without the embedded test server's
   # thread per connection (named dflockd-conn-N).
@@ -203,5 +127,242 @@ class EventsTest < Minitest::Test
     second = l.on_lost { :second }
     srv.drop_connections
     assert_equal :second, join(second, 10)
+  end
+
+  # --- acquire / wait / release on the engine -------------------------------
+
+  KEYS = 10
+
+  # 100 fibers on one native thread, 10 per key, each acquires its key while
+  # it is held (all 100 queued on the server at once, no native thread added),
+  # holds it across a scheduler switch and releases it: all are served, one
+  # holder per key at a time. The holders are released from the scheduler
+  # thread's root fiber (a blocking fiber) while a fiber leads the queue.
+  def test_fibers_acquire_contended_locks_on_one_native_thread
+    need_embedded
+    srv = start_server
+    c = new_client(servers: srv.addr)
+    keys = Array.new(KEYS) { unique_key }
+    holders = keys.map { |k| handle(c.lock(k)).acquire(timeout: 5) }
+    waiters_by_fiber = Array.new(FIBERS) { |i| handle(c.lock(keys[i % KEYS])) }
+    before = native_threads
+    report = Thread.new do
+      sched = MiniScheduler.new
+      Fiber.set_scheduler(sched)
+      inside = Hash.new(0)
+      peak = Hash.new(0)
+      results = {}
+      waiters_by_fiber.each_with_index do |l, i|
+        Fiber.schedule do
+          l.acquire(timeout: 60)
+          inside[l.key] += 1
+          peak[l.key] = [peak[l.key], inside[l.key]].max
+          sleep 0.001 # hold it across a switch to other fibers
+          inside[l.key] -= 1
+          l.release
+          results[i] = Thread.current
+        end
+      end
+      # Every fiber is parked in its acquire: all queued on the server.
+      await("#{FIBERS} acquires queued", 20) { keys.sum { |k| waiters(c, k) } == FIBERS }
+      waiting = native_threads
+      t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      holders.each(&:release)
+      sched.run
+      took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0
+      Fiber.set_scheduler(nil)
+      { results: results, waiting: waiting, took: took, peak: peak, thread: Thread.current }
+    end
+    r = join(report, 120)
+    puts format("\n--- %d fibers acquiring %d contended locks: %d native threads while all waited " \
+                "(%d before the scheduler thread); all served in %.3f s", FIBERS, KEYS, r[:waiting], before, r[:took])
+    assert_operator r[:waiting], :<=, before + 1, "fibers waiting in acquire took native threads"
+    assert_equal FIBERS, r[:results].size
+    r[:results].each_value { |thread| assert_same r[:thread], thread }
+    assert_equal [1] * KEYS, keys.map { |k| r[:peak][k] }, "two holders of one key at once"
+    waiters_by_fiber.each { |l| refute l.held? }
+    assert_equal 0, DFlockd::Events.current.running, "an operation's slot was left behind"
+  end
+
+  THREADS = 50
+
+  # 50 Ruby threads, each started once the previous one's acquire was handed
+  # to the library (not once it was queued on the server): granted in that
+  # order, and the library added no thread per waiter.
+  def test_threads_get_the_lock_in_fifo_order_of_their_start
+    c = env_client
+    key = unique_key
+    holder = handle(c.lock(key)).acquire(timeout: 5)
+    events = DFlockd::Events.current
+    base = events.started
+    order = Queue.new
+    before = native_threads
+    threads = Array.new(THREADS) do |i|
+      l = handle(c.lock(key))
+      t = Thread.new do
+        l.acquire(timeout: 60)
+        order << i
+        l.release
+      end
+      # Spin (no sleep): the next acquire starts right after this one, while
+      # this one's request may still be on its way.
+      limit = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 5
+      until events.started == base + i + 1
+        flunk "acquire #{i} not started within 5 s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > limit
+        Thread.pass
+      end
+      t
+    end
+    await("#{THREADS} queued on the server", 20) { waiters(c, key) == THREADS }
+    during = native_threads
+    holder.release
+    threads.each { |t| join(t, 60) }
+    assert_equal Array.new(THREADS) { |i| i }, Array.new(THREADS) { order.pop }
+    # One native thread per Ruby thread (and perhaps Ruby's timer thread): none from the library.
+    assert_operator during, :<=, before + THREADS + 1
+    assert_equal 0, events.running
+  end
+
+  # Interrupting a waiting acquire (Timeout, Thread#raise, Thread#kill)
+  # cancels it: it leaves the server's queue, the handle holds nothing and
+  # can acquire again. Timeout uses the default timer (3 s), awaited queued.
+  def test_interrupting_an_acquire_cancels_it
+    c = env_client
+    key = unique_key
+    holder = handle(c.lock(key)).acquire(timeout: 5)
+    waiter = handle(c.lock(key))
+    interrupts = {
+      "Timeout" => [Timeout::Error, ->(t) { t }],
+      "Thread#raise" => [RuntimeError, ->(t) { t.raise("stop") }],
+      "Thread#kill" => [nil, ->(t) { t.kill }]
+    }
+    interrupts.each do |what, (error, interrupt)|
+      t = Thread.new { Timeout.timeout(what == "Timeout" ? 3 : 60) { waiter.acquire } }
+      t.report_on_exception = false
+      await("#{what}: queued", 10) { waiters(c, key) == 1 }
+      interrupt.call(t)
+      if error
+        assert_raises(error, what) { join(t, 20) }
+      else
+        assert t.join(20), "#{what}: the thread did not end"
+      end
+      refute waiter.held?, what
+      await("#{what}: left the queue") { waiters(c, key).zero? }
+    end
+    holder.release
+    third = handle(c.lock(key))
+    assert third.try_acquire, "an interrupted acquire was left holding or queued"
+    third.release
+    waiter.acquire(timeout: 5) # the handle is usable again
+    waiter.release
+    assert_equal 0, DFlockd::Events.current.running
+  end
+
+  # Interrupts racing the grant: whatever wins, the waiter either holds the
+  # lease (acquire returned) or nothing is held (a grant that came first was
+  # released before the exception went on).
+  def test_interrupt_racing_the_grant_leaves_nothing_held
+    c = env_client
+    key = unique_key
+    holder = handle(c.lock(key))
+    waiter = handle(c.lock(key))
+    probe = handle(c.lock(key))
+    outcomes = Hash.new(0)
+    20.times do |round|
+      holder.acquire(timeout: 5)
+      t = Thread.new { waiter.acquire(timeout: 30) }
+      t.report_on_exception = false
+      await("round #{round}: queued") { waiters(c, key) == 1 }
+      holder.release
+      t.raise("stop")
+      begin
+        join(t, 20)
+        assert waiter.held?
+        outcomes[:acquired] += 1
+        waiter.release
+      rescue RuntimeError => e
+        assert_equal "stop", e.message
+        refute waiter.held?, "round #{round}: interrupted but held"
+        outcomes[:interrupted] += 1
+      end
+      # The server may still be closing the cancelled waiter's connection.
+      await("round #{round}: the key is free") { probe.try_acquire }
+      probe.release
+    end
+    puts "\n--- interrupt racing the grant: #{outcomes}"
+  end
+
+  # A fiber cancelled at its wait (Timeout.timeout under the scheduler, which
+  # raises in the fiber as async's Task#stop does) cancels its acquire and
+  # two-phase wait, on the scheduler's thread, without a native thread.
+  def test_cancelling_a_fiber_cancels_its_acquire
+    need_embedded
+    srv = start_server
+    c = new_client(servers: srv.addr)
+    key = unique_key
+    holder = handle(c.lock(key)).acquire(timeout: 5)
+    a = handle(c.lock(key))
+    b = handle(c.lock(key))
+    report = Thread.new do
+      sched = MiniScheduler.new
+      Fiber.set_scheduler(sched)
+      results = {}
+      Fiber.schedule do
+        Timeout.timeout(2) { a.acquire }
+      rescue Timeout::Error => e
+        results[:acquire] = e
+      end
+      Fiber.schedule do
+        results[:enqueue] = b.enqueue
+        Timeout.timeout(2) { b.wait }
+      rescue Timeout::Error => e
+        results[:wait] = e
+      end
+      await("both queued") { waiters(c, key) == 2 }
+      sched.run
+      Fiber.set_scheduler(nil)
+      results
+    end
+    r = join(report, 30)
+    assert_kind_of Timeout::Error, r[:acquire]
+    assert_equal false, r[:enqueue]
+    assert_kind_of Timeout::Error, r[:wait]
+    refute a.held?
+    refute b.held?
+    await("left the queue") { waiters(c, key).zero? }
+    holder.release
+    assert handle(c.lock(key)).try_acquire, "a cancelled fiber's acquire was left queued or held"
+    assert_equal 0, DFlockd::Events.current.running
+  end
+
+  # A fiber that leads the queue while its thread's scheduler is stalled (the
+  # root fiber blocks) holds up no other thread: they drain beside it. In a
+  # child process, so that a fiber leads (no dflockd-lost thread yet) and a
+  # hang fails the test instead of stalling the suite.
+  def test_a_stalled_scheduler_holds_up_no_other_thread
+    need_embedded
+    script = File.join(__dir__, "support", "stalled_scheduler.rb")
+    out, status = run_bounded([RbConfig.ruby, "-w", *LOAD_ARGS, script], 60)
+    assert status.success?, "stalled scheduler script failed (#{status.inspect}):\n#{out}"
+    line = out.lines.grep(/\Aok /).last
+    refute_nil line, out
+    assert_match(/leader_fiber=true/, line, "the fiber did not lead: the case was not exercised")
+    assert_operator line[/took=([\d.]+)/, 1].to_f, :<, 2, line
+  end
+
+  # Errors keep their classes when they come as events.
+  def test_errors_from_events
+    c = env_client
+    key = unique_key
+    holder = handle(c.lock(key)).acquire(timeout: 5)
+    waiter = handle(c.lock(key))
+    e = assert_raises(DFlockd::TimeoutError) { waiter.acquire(timeout: 0) }
+    assert_equal "DFLOCKD_STATUS_TIMEOUT", e.status_name
+    refute waiter.enqueue
+    assert_raises(DFlockd::TimeoutError) { waiter.wait(timeout: 1) }
+    assert_raises(DFlockd::NotEnqueuedError) { waiter.wait(timeout: 1) }
+    assert_raises(DFlockd::InvalidArgumentError) { holder.acquire(timeout: 1) } # already held
+    holder.release
+    assert_raises(DFlockd::NotHeldError) { holder.release }
   end
 end

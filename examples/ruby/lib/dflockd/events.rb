@@ -5,14 +5,35 @@ require "io/wait"
 module DFlockd
   # The process's completion queue (dflockd_events) and the waits on it.
   #
-  # Waits for a lost lease go through the queue's fd: a dup wrapped in an IO,
-  # waited on with IO#wait_readable, which a Fiber.scheduler hooks (io_wait),
-  # so neither a Ruby thread nor a fiber sits in a blocking C call while it
-  # waits. One waiter at a time (the leader) waits on the fd and drains the
-  # queue with dflockd_events_poll; the others wait on a ConditionVariable
-  # (which a scheduler hooks too) and check again after each round. A counter
+  # Every wait of the binding goes through the queue's fd: a dup wrapped in an
+  # IO, waited on with IO#wait_readable, which a Fiber.scheduler hooks
+  # (io_wait), so neither a Ruby thread nor a fiber sits in a blocking C call
+  # while it waits. Two kinds of waits share it:
+  #
+  # - operations (#run): acquire / two-phase wait / release are started with
+  #   dflockd_lease_{acquire,wait,release}_start under a fresh tag, and their
+  #   one completion event (ACQUIRED / ACQUIRE_FAILED, RELEASED /
+  #   RELEASE_FAILED) is stored in the tag's slot (@ops) by whoever drains;
+  # - lost leases (Lease#wait_lost / #on_lost): LOST events for a lease's tag.
+  #
+  # One waiter at a time (the leader) waits on the fd and drains the queue with
+  # dflockd_events_poll, putting each event where it belongs; the others wait
+  # on a ConditionVariable (which a scheduler hooks too) and check their own
+  # slot again after each round, so nobody takes another's event. A counter
   # bumped after each round closes the gap between a waiter's check and its
-  # wait: an event drained by another waiter in between is not missed.
+  # wait. A leader that is a fiber under a scheduler is followed only by
+  # fibers of the same scheduler: other threads, and a blocking fiber of its
+  # thread (e.g. the root fiber, which stops the scheduler while it waits),
+  # wait on the fd and drain beside it (#role), so no wait depends on a
+  # scheduler that is not running.
+  #
+  # An interrupted operation (Thread#raise, Timeout, Thread#kill, or a
+  # fiber's Fiber#raise under a scheduler) is cancelled (dflockd_lease_cancel)
+  # and its CANCELLED event consumed before the exception goes on; a grant
+  # that won the race is released. On a Ruby thread that cleanup runs with
+  # interrupts deferred (Thread.handle_interrupt); a fiber under a scheduler
+  # cannot defer them (the mask is the thread's, shared by all its fibers),
+  # so it waits again after a second exception and raises the last one.
   #
   # Each lease handle has a tag and at most one dflockd_lease_watch_lost
   # registration outstanding (the library keeps it across a release and
@@ -50,12 +71,78 @@ module DFlockd
       @buf = FFI::MemoryPointer.new(Native::Event, BATCH)
       @mutex = Mutex.new
       @cond = ConditionVariable.new
-      @leader = false
+      @leader = nil # the leading fiber, its thread, whether it waits through a scheduler
+      @leader_thread = nil
+      @leader_yields = false
       @epoch = 0
       @next_tag = 0
       @leases = ObjectSpace::WeakMap.new # tag => Lease, not kept alive by the queue
       @armed = {}                        # tag => true while a registration is outstanding
+      @ops = {}                          # operation tag => nil (running) or its Completion
+      @started = 0
       @monitor = nil
+    end
+
+    # One operation's event: kind (Native::EVENT_KIND_*), status, and the
+    # dflockd_error (owned: #raise! or #free it once).
+    Completion = Struct.new(:kind, :status, :error) do
+      def free
+        Native.free_error(error) if error
+        self.error = nil
+      end
+
+      # Raise the failure's DFlockd::Error (freeing the error).
+      def raise!
+        err = error || FFI::Pointer::NULL
+        self.error = nil
+        DFlockd.raise_for(status, err)
+      end
+    end
+
+    # How many operations were started on this queue (for tests and
+    # diagnostics: an acquire has been handed to the library once this grew).
+    def started
+      @mutex.synchronize { @started }
+    end
+
+    # Operations started and not yet completed and taken.
+    def running
+      @mutex.synchronize { @ops.size }
+    end
+
+    # Start one operation and wait for its completion event: the block gets
+    # the queue pointer and a fresh tag and calls a dflockd_lease_*_start
+    # (its synchronous error propagates; then no event comes). Returns the
+    # Completion. If the wait is interrupted: `cancel` is called and the event
+    # consumed, and `undo` gets the Completion (to release a grant that won
+    # the race); without `cancel` the operation is left to finish on its own
+    # and its event dropped.
+    def run(cancel: nil, undo: nil)
+      tag = nil
+      done = nil
+      ok = false
+      begin
+        protect do
+          tag = expect
+          begun = false
+          begin
+            yield @ptr, tag
+            begun = true
+          ensure
+            unless begun
+              forget(tag)
+              tag = nil
+            end
+          end
+          @mutex.synchronize { @started += 1 }
+        end
+        wait_until(nil) { done?(tag) }
+        protect { done = take(tag) }
+        ok = true
+      ensure
+        protect { abandon(tag, done, cancel, undo) unless ok }
+      end
+      done
     end
 
     # A tag for a new lease handle.
@@ -99,15 +186,19 @@ module DFlockd
         epoch = @mutex.synchronize { @epoch }
         return true if yield
         return false if deadline && monotonic >= deadline
-        next unless lead?(epoch, deadline)
+
+        role = role(epoch, deadline)
+        next unless role
 
         begin
           drain if @io.wait_readable([left(deadline) || LEADER_SLICE, LEADER_SLICE].min)
         ensure
-          @mutex.synchronize do
-            @leader = false
-            @epoch += 1
-            @cond.broadcast
+          protect do
+            @mutex.synchronize do
+              @leader = nil if role == :lead && @leader.equal?(Fiber.current)
+              @epoch += 1
+              @cond.broadcast
+            end
           end
         end
       end
@@ -128,36 +219,146 @@ module DFlockd
 
     private
 
-    # Become the leader (true), or wait as a follower until the leader's
-    # round ends (false: check again).
-    def lead?(epoch, deadline)
+    # Become the leader (:lead), wait as a follower until the leader's round
+    # ends (nil: check again), or drain beside the leader (:assist) when
+    # following could wait on something that may not run: a leader that is
+    # a fiber under a scheduler runs only when its thread's scheduler does,
+    # so only fibers of that same scheduler follow it; another thread (its
+    # scheduler stalled by a blocking call, or abandoned) and a blocking fiber
+    # of its own thread (which stops that scheduler) drain too.
+    def role(epoch, deadline)
       @mutex.synchronize do
-        return false if @epoch != epoch # a round ended since the check
+        return nil if @epoch != epoch # a round ended since the check
 
+        @leader = nil if @leader && !@leader_thread.alive? # its scheduler died with it
         if @leader
-          @cond.wait(@mutex, left(deadline))
-          return false
+          same_thread = @leader_thread == Thread.current
+          return :assist if same_thread ? !yieldable? : @leader_yields
+
+          follow(deadline)
+          return nil
         end
-        @leader = true
+        @leader = Fiber.current
+        @leader_thread = Thread.current
+        @leader_yields = yieldable?
+        :lead
       end
     end
 
-    # Take every waiting event (the leader only) and tell each its lease.
-    def drain
-      loop do
-        n = Native.dflockd_events_poll(@ptr, @buf, BATCH)
-        n.times do |i|
-          ev = Native::Event.new(@buf + (i * Native::Event.size))
-          Native.free_error(ev[:error])
-          next unless ev[:kind] == Native::EVENT_KIND_LOST
+    # Wait (holding @mutex) for the end of the leader's round. Ruby 3.1's
+    # Mutex#sleep does not take the mutex back when the scheduler's sleep
+    # raises (a fiber cancelled while it waits): take it back, or the
+    # enclosing synchronize fails to unlock it (ThreadError) and hides the
+    # exception.
+    def follow(deadline)
+      @cond.wait(@mutex, left(deadline))
+    rescue Exception # rubocop:disable Lint/RescueException
+      @mutex.lock unless @mutex.owned?
+      raise
+    end
 
-          tag = ev[:tag]
-          @mutex.synchronize { @armed.delete(tag) }
-          lease = @leases[tag]
-          lease&.__send__(:lost_event)
+    # Take every waiting event: an operation's goes to its slot, a loss to
+    # its lease. Events are taken and stored under the mutex with interrupts
+    # deferred, so none is lost to an exception halfway.
+    def drain
+      lost = []
+      @mutex.synchronize do
+        Thread.handle_interrupt(Object => :never) do
+          loop do
+            n = Native.dflockd_events_poll(@ptr, @buf, BATCH)
+            n.times { |i| dispatch(Native::Event.new(@buf + (i * Native::Event.size)), lost) }
+            break if n < BATCH
+          end
         end
-        break if n < BATCH
       end
+      lost.each { |tag| @leases[tag]&.__send__(:lost_event) }
+    end
+
+    # Under @mutex.
+    def dispatch(ev, lost)
+      tag = ev[:tag]
+      if ev[:kind] == Native::EVENT_KIND_LOST
+        Native.free_error(ev[:error])
+        @armed.delete(tag)
+        lost << tag
+      elsif @ops.key?(tag) && @ops[tag].nil?
+        @ops[tag] = Completion.new(ev[:kind], ev[:status], ev[:error].null? ? nil : ev[:error])
+      else
+        Native.free_error(ev[:error]) # an abandoned operation's
+      end
+    end
+
+    # A slot for a new operation: its tag.
+    def expect
+      @mutex.synchronize do
+        @next_tag += 1
+        @ops[@next_tag] = nil
+        @next_tag
+      end
+    end
+
+    # Whether the operation's event arrived (or it was forgotten).
+    def done?(tag)
+      @mutex.synchronize { !@ops.key?(tag) || !@ops[tag].nil? }
+    end
+
+    def take(tag)
+      @mutex.synchronize { @ops.delete(tag) }
+    end
+
+    # Drop the slot (its event, if it comes, is freed by dispatch).
+    def forget(tag)
+      take(tag)&.free
+    end
+
+    # After an interrupted #run (interrupts deferred on a thread): cancel,
+    # consume the event, undo a grant.
+    def abandon(tag, done, cancel, undo)
+      return if tag.nil? # not started
+
+      extra = nil
+      if done.nil?
+        unless cancel
+          forget(tag)
+          return
+        end
+        cancel.call unless done?(tag)
+        extra = wait_quietly(tag)
+        done = take(tag)
+      end
+      if done
+        undo ? undo.call(done) : done.free
+      end
+      raise extra if extra
+    end
+
+    # Wait for an operation's event whatever is raised meanwhile (a fiber
+    # cannot defer a second Fiber#raise); the library bounds the wait. The
+    # last exception, if any.
+    def wait_quietly(tag)
+      extra = nil
+      begin
+        wait_until(nil) { done?(tag) }
+      rescue Exception => e # rubocop:disable Lint/RescueException
+        extra = e
+        retry
+      end
+      extra
+    end
+
+    # Whether this fiber's waits go through a Fiber.scheduler (then other
+    # fibers of the thread run meanwhile, and Thread.handle_interrupt must
+    # not span a wait: its mask is the thread's).
+    def yieldable?
+      !Fiber.current.blocking? && !Fiber.scheduler.nil?
+    end
+
+    # Run the block with interrupts deferred, on a thread; as it is in a
+    # fiber under a scheduler (see #yieldable?).
+    def protect(&block)
+      return yield if yieldable?
+
+      Thread.handle_interrupt(Object => :never, &block)
     end
 
     def left(deadline)

@@ -18,16 +18,20 @@ module DFlockd
       @watchers = [] # pending on_lost watchers of the current grant
     end
 
-    # Block until granted. timeout: seconds (rounded up; 0 = try once), nil =
-    # no limit. Raises TimeoutError, CancelledError (#cancel from another
-    # thread), DeadlineError (a hung server: after timeout + the client's
-    # io_timeout, plus connect_timeout if a connection had to be opened),
-    # LeaseLostError (the grant came too late to trust: the process was
-    # frozen and the server no longer had it), ... Other Ruby threads run
-    # meanwhile.
+    # Wait until granted. timeout: seconds (rounded up; 0 = try once), nil =
+    # no limit. Raises TimeoutError, CancelledError (#cancel or #close from
+    # another thread), DeadlineError (a hung server: after timeout + the
+    # client's io_timeout, plus connect_timeout if a connection had to be
+    # opened), LeaseLostError (the grant came too late to trust: the process
+    # was frozen and the server no longer had it), ... The acquire runs on
+    # the library's event engine (dflockd_lease_acquire_start) and this
+    # thread or fiber waits on the completion queue's fd: other threads, and
+    # under a Fiber.scheduler other fibers, run meanwhile. Interrupting it
+    # (Timeout, Thread#raise, Thread#kill, a fiber's Fiber#raise) cancels the
+    # acquire first: nothing is left held or queued.
     def acquire(timeout: nil)
       t = Native.seconds(timeout, "timeout")
-      use { |p| Native.call(:dflockd_lease_acquire, p, t) }
+      use { |p| evented_acquire(p) { |q, tag| Native.call(:dflockd_lease_acquire_start, p, t, q, tag) } }
       self
     end
 
@@ -44,26 +48,36 @@ module DFlockd
     end
 
     # Two-phase, phase 2: wait for the grant (returns at once if #enqueue
-    # acquired). NotEnqueuedError without an enqueue. Bounded as #acquire.
+    # acquired). NotEnqueuedError without an enqueue. Bounded as #acquire,
+    # and waits as it does (dflockd_lease_wait_start, on the queue's fd);
+    # interrupted, it leaves the server's queue.
     def wait(timeout: nil)
       t = Native.seconds(timeout, "timeout")
-      use { |p| Native.call(:dflockd_lease_wait, p, t) }
+      use { |p| evented_acquire(p) { |q, tag| Native.call(:dflockd_lease_wait_start, p, t, q, tag) } }
       self
     end
 
     # Release (or leave the queue). NotHeldError if nothing is held,
-    # LeaseLostError if the lease was lost. Bounded by connect_timeout +
-    # io_timeout: DeadlineError if the server did not answer (the lease then
-    # expires on the server). It takes no timeout of its own (the library
-    # cannot interrupt a release): set io_timeout on the client.
+    # LeaseLostError if the lease was lost. The handle stops holding at once
+    # (dflockd_lease_release_start); the release runs on the library's event
+    # engine while this thread or fiber waits on the queue's fd, bounded by
+    # connect_timeout + io_timeout: DeadlineError if the server did not answer
+    # (the lease then expires on the server). It takes no timeout of its own:
+    # set io_timeout on the client. An interrupted release goes on in the
+    # library (its outcome is then dropped).
     def release
-      use { |p| Native.call(:dflockd_lease_release, p) }
+      use do |p|
+        done = @events.run { |q, tag| Native.call(:dflockd_lease_release_start, p, q, tag) }
+        done.raise! unless done.kind == Native::EVENT_KIND_RELEASED
+        done.free
+      end
       nil
     ensure
       settle_watchers
     end
 
-    # From another thread: make a blocked #acquire / #wait raise CancelledError.
+    # From another thread or fiber: make a waiting #acquire / #wait raise
+    # CancelledError.
     def cancel
       use { |p| Native.dflockd_lease_cancel(p) }
       nil
@@ -228,6 +242,31 @@ module DFlockd
 
     def use(&block)
       @handle.use(&block)
+    end
+
+    # Run an acquire or two-phase wait started by the block (through
+    # Events#run) and raise its failure. Interrupted: cancelled, and a grant
+    # that won the race is released before the exception goes on.
+    def evented_acquire(ptr, &start)
+      done = @events.run(cancel: -> { Native.dflockd_lease_cancel(ptr) },
+                         undo: ->(c) { undo_grant(ptr, c) }, &start)
+      done.raise! unless done.kind == Native::EVENT_KIND_ACQUIRED
+      done.free
+    end
+
+    # Nobody will learn of this grant (its waiter was interrupted): release
+    # it, waiting for the release (interrupts are deferred meanwhile on a
+    # thread), ignoring its failure.
+    def undo_grant(ptr, completion)
+      acquired = completion.kind == Native::EVENT_KIND_ACQUIRED
+      completion.free
+      return unless acquired
+
+      begin
+        @events.run { |q, tag| Native.call(:dflockd_lease_release_start, ptr, q, tag) }.free
+      rescue Error
+        nil # lost meanwhile, or not held any more: nothing to release
+      end
     end
 
     # Whether the handle still has a grant (held, or expiring until renewal

@@ -54,7 +54,11 @@ module DFlockd
       layout :tag, :uint64, :kind, :int, :status, :int, :error, :pointer
     end
 
-    # dflockd_event_kind values used here.
+    # dflockd_event_kind values.
+    EVENT_KIND_ACQUIRED = 1
+    EVENT_KIND_ACQUIRE_FAILED = 2
+    EVENT_KIND_RELEASED = 3
+    EVENT_KIND_RELEASE_FAILED = 4
     EVENT_KIND_LOST = 5
 
     # [name, args, return, blocking?]: one row per C function used.
@@ -107,6 +111,9 @@ module DFlockd
       [:dflockd_events_free, [:pointer], :void, true],
       [:dflockd_events_fd, [:pointer], :int, true],
       [:dflockd_events_poll, %i[pointer pointer size_t], :size_t, true],
+      [:dflockd_lease_acquire_start, %i[pointer uint64 pointer uint64 pointer], :int, true],
+      [:dflockd_lease_wait_start, %i[pointer uint64 pointer uint64 pointer], :int, true],
+      [:dflockd_lease_release_start, %i[pointer pointer uint64 pointer], :int, true],
       [:dflockd_testserver_options_new, [:pointer], :int, false],
       [:dflockd_testserver_options_free, [:pointer], :void, false],
       [:dflockd_testserver_options_set_auth_token, %i[pointer pointer size_t pointer], :int, false],
