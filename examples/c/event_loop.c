@@ -128,10 +128,17 @@ static void on_event(const dflockd_event *ev) {
     }
     switch (ev->kind) {
     case DFLOCKD_EVENT_KIND_ACQUIRED:
-        /* Granted: watch for its loss on the same queue, then run. */
+        /* Granted: watch for its loss on the same queue, then run. By now
+         * it may already be lost again (the server dropped the connection
+         * after the grant, before this loop read the event): then there is
+         * no fence, and the LOST event that watch_lost() queued at once
+         * sends the job back to WAITING. */
         EXAMPLE_CHECK("watch_lost", dflockd_lease_watch_lost(jobs[j].lock, queue, TAG(TAG_LOST, j), ERR));
-        EXAMPLE_CHECK("fence", dflockd_lease_fence(jobs[j].lock, &jobs[j].fence, ERR));
         jobs[j].state = RUNNING;
+        if (dflockd_lease_fence(jobs[j].lock, &jobs[j].fence, NULL) != DFLOCKD_STATUS_OK) {
+            printf("[tick %4ld] job %d: lock granted, but already lost again\n", ticks, j);
+            break;
+        }
         printf("[tick %4ld] job %d: lock granted (fence %" PRIu64 "), running\n", ticks, j, jobs[j].fence);
         break;
     case DFLOCKD_EVENT_KIND_ACQUIRE_FAILED:
