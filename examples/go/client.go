@@ -39,6 +39,7 @@ type options struct {
 	defaultLease time.Duration
 	renewRatio   float64
 	keepalive    time.Duration
+	autoRelease  *bool
 	shard        func(key string, nServers int) int
 }
 
@@ -131,6 +132,17 @@ func WithKeepalive(d time.Duration) Option {
 		o.keepalive = d
 		return nil
 	}
+}
+
+// WithAutoReleaseOnDisconnect says whether the servers release a lease when
+// the connection holding it closes (dflockd's --auto-release-on-disconnect;
+// default true, as on the server). True: a lease whose connection the server
+// closed is lost at once (Held() false within milliseconds, then Lost()
+// closes). False, for servers run with auto-release off: such a lease is not
+// reported held until a renewal on a fresh connection confirms it, else it
+// is lost. Match the servers' setting.
+func WithAutoReleaseOnDisconnect(enabled bool) Option {
+	return func(o *options) error { o.autoRelease = &enabled; return nil }
 }
 
 // WithShard routes keys with f instead of the standard CRC-32 (Shard). f
@@ -249,6 +261,11 @@ func (c *Client) configure(cfg *C.dflockd_config, o *options) error {
 	if o.keepalive > 0 {
 		add(func(e **C.dflockd_error) C.dflockd_status {
 			return C.dflockd_config_set_keepalive_ms(cfg, C.uint64_t(o.keepalive.Milliseconds()), e)
+		})
+	}
+	if o.autoRelease != nil {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_config_set_auto_release_on_disconnect(cfg, C.bool(*o.autoRelease), e)
 		})
 	}
 	if o.shard != nil {

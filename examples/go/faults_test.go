@@ -57,6 +57,83 @@ func TestLostLeaseAfterDroppedConnections(t *testing.T) {
 	awaitClosed(t, again, 2*time.Second, "the second grant's Lost() after drop_connections")
 }
 
+// A server run with auto-release on disconnect off keeps a lease when it
+// drops the connection holding it. A client told so
+// (WithAutoReleaseOnDisconnect(false)) confirms the lease with a renewal on a
+// fresh connection instead of reporting it lost, and a rival still cannot
+// take the key. With the defaults on both sides the same drop loses it.
+func TestDroppedConnectionWithoutAutoReleaseKeepsTheLease(t *testing.T) {
+	needEmbedded(t)
+	srv := startServer(t, &TestServerOptions{NoAutoRelease: true})
+	c := newClient(t, WithServers(srv.Addr()), WithAutoReleaseOnDisconnect(false))
+	key := uniqueKey(t)
+	l := newLock(t, c, key)
+	if err := l.Acquire(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	lost := l.Lost()
+	before, err := c.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := srv.DropConnections(); err != nil {
+		t.Fatal(err)
+	}
+	// Held() right after the drop could still be the old connection's
+	// answer: wait for the reconnect and the renewal that confirm it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m, err := c.Metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Reconnects > before.Reconnects && m.Renewals > before.Renewals && l.Held() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not confirmed on a fresh connection within 5s (held %v, metrics %+v)", l.Held(), m)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("confirmed on a fresh connection %v after drop_connections", time.Since(t0))
+	select {
+	case <-lost:
+		t.Fatal("Lost() closed for a lease the server kept")
+	default:
+	}
+	rival := newLock(t, newClient(t, WithServers(srv.Addr())), key)
+	if got, err := rival.TryAcquire(bg); err != nil || got {
+		t.Fatalf("a rival's TryAcquire = %v, %v; want false: the server still has the lease", got, err)
+	}
+	if !l.Held() {
+		t.Fatal("not Held() after the rival's attempt")
+	}
+	if err := l.Release(bg); err != nil {
+		t.Fatalf("Release of the confirmed lease: %v", err)
+	}
+
+	// Defaults on both sides: the drop releases the lease and the client says so.
+	dsrv := startServer(t, nil)
+	dc := newClient(t, WithServers(dsrv.Addr()))
+	dl := newLock(t, dc, key)
+	if err := dl.Acquire(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	dlost := dl.Lost()
+	if err := dsrv.DropConnections(); err != nil {
+		t.Fatal(err)
+	}
+	awaitClosed(t, dlost, 2*time.Second, "Lost() after drop_connections with the defaults")
+	if dl.Held() {
+		t.Fatal("Held() after the loss")
+	}
+	drival := newLock(t, newClient(t, WithServers(dsrv.Addr())), key)
+	if got, err := drival.TryAcquire(bg); err != nil || !got {
+		t.Fatalf("a rival's TryAcquire after the loss = %v, %v; want true", got, err)
+	}
+}
+
 // A lease lost because the server stopped answering: renewals time out until
 // the 2 s lease would have expired.
 func TestLostLeaseWhileServerPaused(t *testing.T) {

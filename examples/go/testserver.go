@@ -20,6 +20,10 @@ type TestServerOptions struct {
 	LeaseSweep   time.Duration // expired-lease sweep interval (1 s)
 	MaxLocks     int           // distinct keys (1024)
 	MaxWaiters   int           // per-key queue
+	// NoAutoRelease keeps a closed connection's leases until they expire or
+	// are released (a server run with --auto-release-on-disconnect=false;
+	// default: released at once).
+	NoAutoRelease bool
 }
 
 // TestServer is the library's embedded dflockd server on loopback, for
@@ -79,6 +83,11 @@ func StartTestServer(opts *TestServerOptions) (*TestServer, error) {
 			return C.dflockd_testserver_options_set_max_waiters(co, C.size_t(o.MaxWaiters), e)
 		})
 	}
+	if o.NoAutoRelease {
+		steps = append(steps, func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_testserver_options_set_auto_release(co, false, e)
+		})
+	}
 	for _, step := range steps {
 		var cerr *C.dflockd_error
 		if err := check(step(&cerr), cerr); err != nil {
@@ -129,7 +138,7 @@ func (s *TestServer) Resume() error {
 }
 
 // DropConnections closes every client connection (their leases are
-// released, as on disconnect).
+// released, as on disconnect, unless NoAutoRelease).
 func (s *TestServer) DropConnections() error {
 	return s.fault("drop_connections", func(p *C.dflockd_testserver, _ **C.dflockd_error) C.dflockd_status {
 		return C.dflockd_testserver_drop_connections(p)

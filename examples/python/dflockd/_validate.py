@@ -72,6 +72,12 @@ def positive_duration(value: object, name: str) -> float:
     return float(value)
 
 
+def boolean(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool")
+    return value
+
+
 def renew_ratio(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError("renew_ratio must be a number")

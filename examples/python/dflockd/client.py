@@ -72,6 +72,13 @@ class Client:
 
     Thread-safe. Close it with :meth:`close` (or ``with``); locks and connections
     made from it keep working after it is closed.
+
+    `auto_release_on_disconnect` (default True, as on the server): whether the
+    servers release a lease when the connection holding it closes (dflockd's
+    ``--auto-release-on-disconnect``). True: a lease whose connection the server
+    closed is lost at once. False, for servers run with auto-release off: such a
+    lease is not reported held until a renewal on a fresh connection confirms it,
+    else it is lost. Match the servers' setting.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class Client:
         io_timeout_s: float | None = None,
         renew_ratio: float = 0.5,
         keepalive_s: float | None = None,
+        auto_release_on_disconnect: bool = True,
         default_lease_ttl_s: int | None = None,
         sharding_strategy: ShardingStrategy = stable_hash_shard,
     ) -> None:
@@ -100,6 +108,7 @@ class Client:
             v.positive_duration(io_timeout_s, "io_timeout_s")
         if keepalive_s is not None:
             v.positive_duration(keepalive_s, "keepalive_s")
+        v.boolean(auto_release_on_disconnect, "auto_release_on_disconnect")
         v.renew_ratio(renew_ratio)
         v.lease_ttl_s(default_lease_ttl_s)
         if not callable(sharding_strategy):
@@ -132,6 +141,7 @@ class Client:
                 n.call(lib.dflockd_config_set_io_timeout_ms, cfg, _ms(io_timeout_s))
             if keepalive_s is not None:
                 n.call(lib.dflockd_config_set_keepalive_ms, cfg, _ms(keepalive_s))
+            n.call(lib.dflockd_config_set_auto_release_on_disconnect, cfg, auto_release_on_disconnect)
             n.call(lib.dflockd_config_set_renew_ratio, cfg, float(renew_ratio))
             if default_lease_ttl_s is not None:
                 n.call(lib.dflockd_config_set_default_lease, cfg, default_lease_ttl_s)

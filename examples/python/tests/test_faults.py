@@ -110,6 +110,45 @@ def test_lost_after_dropped_connections(key):
         assert lock.is_lost() and isinstance(lock.lost_error(), Exception)
 
 
+def test_dropped_connection_without_auto_release_keeps_the_lease(key):
+    """A server run with auto-release on disconnect off keeps a lease when it drops
+    the connection holding it. A client told so (auto_release_on_disconnect=False)
+    confirms the lease with a renewal on a fresh connection instead of reporting it
+    lost, and a rival still cannot take the key. With the defaults on both sides
+    the same drop loses it."""
+    with TestServer(auto_release=False) as srv:
+        lock = SyncDistributedLock(key, servers=srv.servers, auto_release_on_disconnect=False)
+        assert lock.acquire()
+        before = lock.client.metrics()
+        srv.drop_connections()
+
+        # is_held() right after the drop could still be the old connection's
+        # answer: wait for the reconnect and the renewal that confirm it.
+        def confirmed():
+            m = lock.client.metrics()
+            return m["reconnects"] > before["reconnects"] and m["renewals"] > before["renewals"] and lock.is_held()
+
+        assert eventually(confirmed, 5), (lock.is_held(), lock.is_lost(), lock.client.metrics())
+        assert not lock.is_lost() and not lock.wait_lost(0)
+        rival = SyncDistributedLock(key, servers=srv.servers, acquire_timeout_s=0)
+        assert rival.client is not lock.client
+        assert rival.try_acquire() is False
+        assert lock.is_held() and lock.release() is True
+        rival.close()
+        lock.close()
+
+    with TestServer() as srv:
+        lock = SyncDistributedLock(key, servers=srv.servers)
+        assert lock.acquire()
+        srv.drop_connections()
+        assert lock.wait_lost(5) and lock.is_lost() and not lock.is_held()
+        rival = SyncDistributedLock(key, servers=srv.servers, acquire_timeout_s=0)
+        assert rival.try_acquire() is True
+        rival.release()
+        rival.close()
+        lock.close()
+
+
 def test_on_lost_does_not_fire_on_release_or_close(server, key):
     fired = []
     lock = SyncDistributedLock(key, servers=server.servers, on_lost=lambda *a: fired.append(a))

@@ -23,6 +23,43 @@ class FaultsTest < Minitest::Test
     assert_raises(DFlockd::LeaseLostError) { l.release }
   end
 
+  # A server run with auto-release on disconnect off keeps a lease when it
+  # drops the connection holding it. A client told so
+  # (auto_release_on_disconnect: false) confirms the lease with a renewal on
+  # a fresh connection instead of reporting it lost, and a rival still cannot
+  # take the key. With the defaults on both sides the same drop loses it.
+  def test_dropped_connection_without_auto_release_keeps_the_lease
+    need_embedded
+    srv = start_server(auto_release: false)
+    c = new_client(servers: srv.addr, auto_release_on_disconnect: false)
+    key = unique_key
+    l = handle(c.lock(key))
+    l.acquire(timeout: 5)
+    before = c.metrics
+    srv.drop_connections
+    # held? right after the drop could still be the old connection's answer:
+    # wait for the reconnect and the renewal that confirm it.
+    await("confirmed on a fresh connection") do
+      m = c.metrics
+      m.reconnects > before.reconnects && m.renewals > before.renewals && l.held?
+    end
+    refute l.lost?
+    refute l.wait_lost(0), "reported lost"
+    rival = handle(new_client(servers: srv.addr).lock(key))
+    refute rival.try_acquire, "a rival took the key the server still has"
+    assert l.held?
+    l.release
+
+    # Defaults on both sides: the drop releases the lease and the client says so.
+    dsrv = start_server
+    dl = handle(new_client(servers: dsrv.addr).lock(key))
+    dl.acquire(timeout: 5)
+    dsrv.drop_connections
+    assert dl.wait_lost(5), "not reported lost within 5 s with the defaults"
+    refute dl.held?
+    assert handle(new_client(servers: dsrv.addr).lock(key)).try_acquire
+  end
+
   def test_block_form_raises_when_the_lease_was_lost_inside
     need_embedded
     srv = start_server

@@ -14,9 +14,16 @@ module DFlockd
     # after it. Together they bound every call: #stats, Lease#try_acquire,
     # #enqueue, #release and #close take at most connect_timeout +
     # io_timeout; Lease#acquire and #wait that plus their timeout:.
+    #
+    # auto_release_on_disconnect (default true, as on the server): whether the
+    # servers release a lease when the connection holding it closes (dflockd's
+    # --auto-release-on-disconnect). True: a lease whose connection the server
+    # closed is lost at once. False, for servers run with auto-release off:
+    # such a lease is not reported held until a renewal on a fresh connection
+    # confirms it, else it is lost. Match the servers' setting.
     def initialize(servers:, auth_token: nil, tls_ca_file: nil, tls_ca_pem: nil, tls_server_name: nil,
                    tls_system_roots: false, connect_timeout: nil, io_timeout: nil, default_lease: nil,
-                   renew_ratio: nil, keepalive: nil)
+                   renew_ratio: nil, keepalive: nil, auto_release_on_disconnect: nil)
       cfgp = FFI::MemoryPointer.new(:pointer)
       Native.check(Native.dflockd_config_new(cfgp))
       cfg = FFI::AutoPointer.new(cfgp.read_pointer, Native.method(:dflockd_config_free))
@@ -33,6 +40,9 @@ module DFlockd
       set.call(:dflockd_config_set_default_lease, Native.seconds(default_lease, "default_lease")) if default_lease
       set.call(:dflockd_config_set_renew_ratio, renew_ratio.to_f) if renew_ratio
       set.call(:dflockd_config_set_keepalive_ms, millis(keepalive)) if keepalive
+      unless auto_release_on_disconnect.nil?
+        set.call(:dflockd_config_set_auto_release_on_disconnect, auto_release_on_disconnect ? true : false)
+      end
       out = FFI::MemoryPointer.new(:pointer)
       Native.call(:dflockd_client_new, cfg, out)
       @handle = Handle.new(out.read_pointer, :dflockd_client_free, "client")

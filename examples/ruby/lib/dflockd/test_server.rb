@@ -10,7 +10,10 @@ module DFlockd
       new(**opts)
     end
 
-    def initialize(auth_token: nil, tls_cert_file: nil, tls_key_file: nil, default_lease: nil)
+    # auto_release: false keeps a closed connection's leases until they
+    # expire or are released (a server run with
+    # --auto-release-on-disconnect=false; default: released at once).
+    def initialize(auth_token: nil, tls_cert_file: nil, tls_key_file: nil, default_lease: nil, auto_release: nil)
       optp = FFI::MemoryPointer.new(:pointer)
       Native.check(Native.dflockd_testserver_options_new(optp))
       opts = FFI::AutoPointer.new(optp.read_pointer, Native.method(:dflockd_testserver_options_free))
@@ -22,6 +25,9 @@ module DFlockd
       if default_lease
         Native.call(:dflockd_testserver_options_set_default_lease, opts,
                     Native.seconds(default_lease, "default_lease"))
+      end
+      unless auto_release.nil?
+        Native.call(:dflockd_testserver_options_set_auto_release, opts, auto_release ? true : false)
       end
       out = FFI::MemoryPointer.new(:pointer)
       Native.call(:dflockd_testserver_start, opts, out)
@@ -35,7 +41,8 @@ module DFlockd
     def pause = fault(:dflockd_testserver_pause)
     def resume = fault(:dflockd_testserver_resume)
 
-    # Close every client connection (their leases are released).
+    # Close every client connection (their leases are released, unless
+    # auto_release: false).
     def drop_connections = fault(:dflockd_testserver_drop_connections)
 
     # Follower mode: mutating commands get error_not_leader naming `leader`.
