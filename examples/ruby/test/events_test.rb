@@ -259,8 +259,9 @@ class EventsTest < Minitest::Test
   end
 
   # Interrupts racing the grant: whatever wins, the waiter either holds the
-  # lease (acquire returned) or nothing is held (a grant that came first was
-  # released before the exception went on).
+  # lease (acquire got it; the interrupt may still land just after) or
+  # nothing is held (a grant that came first was released before the
+  # exception went on): never a grant nobody holds.
   def test_interrupt_racing_the_grant_leaves_nothing_held
     c = env_client
     key = unique_key
@@ -282,8 +283,16 @@ class EventsTest < Minitest::Test
         waiter.release
       rescue RuntimeError => e
         assert_equal "stop", e.message
-        refute waiter.held?, "round #{round}: interrupted but held"
-        outcomes[:interrupted] += 1
+        if waiter.held?
+          # Thread#raise landed after acquire had its grant (between the
+          # completion and the return): the caller holds it and must
+          # release, as with any asynchronous exception. Not leaked: the
+          # probe below only gets the key once it is released.
+          outcomes[:interrupted_after_the_grant] += 1
+          waiter.release
+        else
+          outcomes[:interrupted] += 1
+        end
       end
       # The server may still be closing the cancelled waiter's connection.
       await("round #{round}: the key is free") { probe.try_acquire }
