@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::ClientInner;
 use crate::connection::{Connection, Enqueued, Grant, earliest};
-use crate::engine::events::{self, Event, EventKind, Events, Queue};
+use crate::engine::events::{self, EventKind, Events, Queue};
 use crate::engine::ops::{Done, Inbound, Op};
 use crate::engine::{self, Watch};
 use crate::log::{Level, log};
@@ -786,13 +786,7 @@ impl Shared {
     fn start_wait(self: &Arc<Self>, timeout_s: u64, done: Done) -> Result<()> {
         let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
         let Some((guard, home)) = self.begin_wait()? else {
-            if let Done::Event { queue, tag } = done {
-                queue.push(Event {
-                    tag,
-                    kind: EventKind::Acquired,
-                    error: None,
-                });
-            }
+            done.succeeded_at_once(EventKind::Acquired);
             return Ok(());
         };
         let id = engine.next_id();
@@ -805,34 +799,10 @@ impl Shared {
     /// Take the lease off the handle and hand its release to the engine.
     fn start_release(self: &Arc<Self>, done: Done) -> Result<()> {
         let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
-        let mut st = lock(&self.state);
-        if let Some(home) = st.queued.take() {
-            drop(st);
-            // Leaving the queue: closing the connection drops the waiter.
-            home.conn.abort();
-            if let Done::Event { queue, tag } = done {
-                queue.push(Event {
-                    tag,
-                    kind: EventKind::Released,
-                    error: None,
-                });
-            }
+        let Some((token, home)) = self.take_for_release()? else {
+            done.succeeded_at_once(EventKind::Released);
             return Ok(());
-        }
-        let Some(held) = st.held.take() else {
-            return Err(match &st.lost {
-                Some(e) => Error::new(ErrorKind::LeaseLost, format!("release: lease was lost: {e}")),
-                None => Error::new(ErrorKind::NotHeld, "release: not held"),
-            });
         };
-        st.generation += 1;
-        drop(st);
-        let Held {
-            token, home, watch, ..
-        } = held;
-        // Unregistered before the engine registers the socket for the
-        // release's reply.
-        drop(watch);
         let op = Op::release(Arc::clone(self), token, home, done);
         engine.submit(Inbound::Start(engine.next_id(), Box::new(op)));
         Ok(())
@@ -873,12 +843,17 @@ impl Shared {
         r
     }
 
-    fn release_once(&self) -> Result<()> {
+    /// Take what a release lets go of off the handle: `None` after leaving
+    /// the queue (a queued enqueue: closing its connection drops the
+    /// waiter, nothing more to say), else the grant's token and home, its
+    /// hang-up watch already removed. `NotHeld` / `LeaseLost` if nothing is
+    /// held.
+    fn take_for_release(&self) -> Result<Option<(Token, Home)>> {
         let mut st = lock(&self.state);
         if let Some(home) = st.queued.take() {
-            // Leaving the queue: closing the connection drops the waiter.
+            drop(st);
             home.conn.abort();
-            return Ok(());
+            return Ok(None);
         }
         let Some(held) = st.held.take() else {
             return Err(match &st.lost {
@@ -891,9 +866,16 @@ impl Shared {
         let Held {
             token, home, watch, ..
         } = held;
-        // Unregister before the connection can go back to the pool (where
-        // another lease may take it and register the same socket).
+        // Unregister before the connection can go back to the pool or to
+        // the engine's release (either may register the same socket).
         drop(watch);
+        Ok(Some((token, home)))
+    }
+
+    fn release_once(&self) -> Result<()> {
+        let Some((token, home)) = self.take_for_release()? else {
+            return Ok(());
+        };
         let cap = self.client.call_deadline(0);
         let r = home
             .conn

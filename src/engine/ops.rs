@@ -64,6 +64,22 @@ pub(crate) enum Done {
     Call(DoneFn),
 }
 
+impl Done {
+    /// Report success of `kind` without any I/O (leaving a queue, a wait
+    /// whose enqueue already acquired). Only queue-bound starts take this
+    /// path; a callback would run on the caller's thread.
+    pub(crate) fn succeeded_at_once(self, kind: EventKind) {
+        match self {
+            Done::Event { queue, tag } => queue.push(Event {
+                tag,
+                kind,
+                error: None,
+            }),
+            Done::Call(f) => f(Ok(())),
+        }
+    }
+}
+
 /// What an operation does.
 pub(crate) enum Purpose {
     /// `l`/`sl`; the guard keeps the handle busy until it ends.
@@ -528,11 +544,8 @@ impl Driver {
         let sent = Instant::now();
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
-                op.step_by = earliest(conn.reply_deadline(&req), Some(op.deadline));
-                self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
-                self.timers.push(Reverse((op.step_by, id)));
-                op.stage = Stage::Asked { conn, sent, verb };
-                self.tasks.insert(id, Task::Op(op));
+                let reply_by = conn.reply_deadline(&req);
+                self.await_reply(engine, id, op, conn, reply_by, sent, verb);
             }
             Ok(Started::Busy) => {
                 op.step_by = earliest(sent + BUSY_RETRY, Some(op.deadline));
@@ -741,8 +754,29 @@ impl Driver {
         renewal::finish(&op.lease, generation, sent, expires_at, result, home);
     }
 
+    /// `op`'s request `verb` went out on `conn` at `sent`: await its reply
+    /// (readable, one-shot) until `reply_by` (capped by the operation's
+    /// deadline).
+    #[allow(clippy::too_many_arguments)]
+    fn await_reply(
+        &mut self,
+        engine: &Engine,
+        id: u64,
+        mut op: Box<Op>,
+        conn: Arc<Connection>,
+        reply_by: Instant,
+        sent: Instant,
+        verb: Verb,
+    ) {
+        op.step_by = earliest(reply_by, Some(op.deadline));
+        self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
+        self.timers.push(Reverse((op.step_by, id)));
+        op.stage = Stage::Asked { conn, sent, verb };
+        self.tasks.insert(id, Task::Op(op));
+    }
+
     /// Queued: wait for the grant on the connection that enqueued.
-    fn wait(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
+    fn wait(&mut self, engine: &Engine, id: u64, op: Box<Op>, conn: Arc<Connection>) {
         let Purpose::Acquire { timeout_s, .. } = op.purpose else {
             return;
         };
@@ -765,15 +799,8 @@ impl Driver {
         let sent = Instant::now();
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
-                op.step_by = earliest(conn.reply_deadline(&req), Some(op.deadline));
-                self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
-                self.timers.push(Reverse((op.step_by, id)));
-                op.stage = Stage::Asked {
-                    conn,
-                    sent,
-                    verb: Verb::Wait,
-                };
-                self.tasks.insert(id, Task::Op(op));
+                let reply_by = conn.reply_deadline(&req);
+                self.await_reply(engine, id, op, conn, reply_by, sent, Verb::Wait);
             }
             Ok(Started::Busy) => {
                 conn.abort();

@@ -64,6 +64,23 @@ pub struct dflockd_event {
     pub error: *mut dflockd_error,
 }
 
+/// The body of every export that takes a lease and a queue: check both
+/// handles, then run `f`.
+fn on_lease_and_queue(
+    lease: *const dflockd_lease,
+    q: *mut dflockd_events,
+    err: *mut *mut dflockd_error,
+    f: impl FnOnce(&crate::lease::Lease, &Events) -> crate::Result<()>,
+) -> dflockd_status {
+    guard(err, || {
+        let l = super::lease::lease(lease)?;
+        // SAFETY: NULL or a live queue (contract).
+        let q = unsafe { handle(q.cast_const(), "q") }?;
+        f(l, &q.events)?;
+        Ok(())
+    })
+}
+
 fn kind(k: EventKind) -> dflockd_event_kind {
     match k {
         EventKind::Acquired => dflockd_event_kind::Acquired,
@@ -175,13 +192,7 @@ pub extern "C" fn dflockd_lease_watch_lost(
     tag: u64,
     err: *mut *mut dflockd_error,
 ) -> dflockd_status {
-    guard(err, || {
-        let l = super::lease::lease(lease)?;
-        // SAFETY: NULL or a live queue (contract).
-        let q = unsafe { handle(q.cast_const(), "q") }?;
-        l.watch_lost(&q.events, tag)?;
-        Ok(())
-    })
+    on_lease_and_queue(lease, q, err, |l, q| l.watch_lost(q, tag))
 }
 
 /// Start acquiring the lease without blocking: the acquire (name
@@ -210,13 +221,7 @@ pub extern "C" fn dflockd_lease_acquire_start(
     tag: u64,
     err: *mut *mut dflockd_error,
 ) -> dflockd_status {
-    guard(err, || {
-        let l = super::lease::lease(lease)?;
-        // SAFETY: NULL or a live queue (contract).
-        let q = unsafe { handle(q.cast_const(), "q") }?;
-        l.acquire_start(timeout_s, &q.events, tag)?;
-        Ok(())
-    })
+    on_lease_and_queue(lease, q, err, |l, q| l.acquire_start(timeout_s, q, tag))
 }
 
 /// Start releasing the lease without blocking: the handle stops holding it
@@ -239,13 +244,7 @@ pub extern "C" fn dflockd_lease_release_start(
     tag: u64,
     err: *mut *mut dflockd_error,
 ) -> dflockd_status {
-    guard(err, || {
-        let l = super::lease::lease(lease)?;
-        // SAFETY: NULL or a live queue (contract).
-        let q = unsafe { handle(q.cast_const(), "q") }?;
-        l.release_start(&q.events, tag)?;
-        Ok(())
-    })
+    on_lease_and_queue(lease, q, err, |l, q| l.release_start(q, tag))
 }
 
 /// Two-phase acquire, phase 2, without blocking: after a
@@ -270,11 +269,5 @@ pub extern "C" fn dflockd_lease_wait_start(
     tag: u64,
     err: *mut *mut dflockd_error,
 ) -> dflockd_status {
-    guard(err, || {
-        let l = super::lease::lease(lease)?;
-        // SAFETY: NULL or a live queue (contract).
-        let q = unsafe { handle(q.cast_const(), "q") }?;
-        l.wait_start(timeout_s, &q.events, tag)?;
-        Ok(())
-    })
+    on_lease_and_queue(lease, q, err, |l, q| l.wait_start(timeout_s, q, tag))
 }
