@@ -1257,8 +1257,8 @@ dflockd_status dflockd_lease_watch_lost(const dflockd_lease *lease,
  * queued on the server. The handle is busy until the event is queued.
  *
  * Fails at once, with no event, only when the handle cannot start one
- * (another operation is running, already held or enqueued: `INVALID_ARGUMENT`)
- * or after fork (`FORKED`).
+ * (another operation is running, already held or enqueued, or `timeout_s`
+ * above `DFLOCKD_MAX_SECONDS`: `INVALID_ARGUMENT`) or after fork (`FORKED`).
  *
  * No network I/O on the calling thread; returns at once.
  */
@@ -1299,8 +1299,9 @@ dflockd_status dflockd_lease_release_start(const dflockd_lease *lease,
  * within I/O timeout + `timeout_s` (+ connect timeout).
  *
  * Fails at once, with no event, without an enqueue
- * (`DFLOCKD_STATUS_NOT_ENQUEUED`), when another operation is running
- * (`INVALID_ARGUMENT`) or after fork (`FORKED`).
+ * (`DFLOCKD_STATUS_NOT_ENQUEUED`), when another operation is running or
+ * `timeout_s` is above `DFLOCKD_MAX_SECONDS` (`INVALID_ARGUMENT`) or after
+ * fork (`FORKED`).
  *
  * No network I/O on the calling thread; returns at once.
  */

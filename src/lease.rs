@@ -18,7 +18,7 @@ use crate::engine::ops::{Done, Inbound, Op};
 use crate::engine::{self, Watch};
 use crate::log::{Level, log};
 use crate::metrics::bump;
-use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
+use crate::protocol::{Kind, MAX_SECONDS, Request, Token, validate_key};
 use crate::renewal;
 use crate::runtime::{self, Runtime, Users};
 use crate::{Error, ErrorKind, Result};
@@ -773,6 +773,17 @@ impl Shared {
     /// Hand an acquire to the event engine; `done` says where its outcome
     /// goes.
     fn start_acquire(self: &Arc<Self>, timeout_s: u64, done: impl FnOnce() -> Done) -> Result<()> {
+        // Refuse at once what a blocking acquire refuses at once: the engine
+        // sends `e` then `w`, so check both as they will be encoded.
+        let (kind, key) = (self.kind, self.key.as_str());
+        Request::Enqueue {
+            kind,
+            key,
+            limit: self.limit,
+            lease_s: self.requested_ttl(),
+        }
+        .encode(&mut Vec::new())?;
+        Request::Wait { kind, key, timeout_s }.encode(&mut Vec::new())?;
         let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
         let guard = self.begin("acquire")?;
         let id = engine.next_id();
@@ -784,6 +795,8 @@ impl Shared {
 
     /// Hand a two-phase wait to the engine.
     fn start_wait(self: &Arc<Self>, timeout_s: u64, done: Done) -> Result<()> {
+        let (kind, key) = (self.kind, self.key.as_str());
+        Request::Wait { kind, key, timeout_s }.encode(&mut Vec::new())?;
         let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
         let Some((guard, home)) = self.begin_wait()? else {
             done.succeeded_at_once(EventKind::Acquired);

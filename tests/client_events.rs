@@ -353,3 +353,26 @@ fn cancelled_starts_leave_the_others_in_order() {
     }
     assert_eq!(order, kept);
 }
+
+#[test]
+fn a_start_refuses_at_once_what_a_blocking_acquire_refuses() {
+    let srv = any_server();
+    let client = srv.client();
+    let q = Events::new().unwrap();
+    let lease = client.lock(&key("ev-bad")).unwrap();
+    let too_long = dflockd::protocol::MAX_SECONDS + 1;
+    let blocking = lease.acquire(too_long).unwrap_err();
+    let evented = lease.acquire_start(too_long, &q, 1).unwrap_err();
+    assert_eq!(evented.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(evented.kind(), blocking.kind());
+    assert!(lease.enqueue().unwrap());
+    lease.release().unwrap();
+    assert_eq!(
+        lease.wait_start(too_long, &q, 2).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert!(q.poll(4).is_empty(), "no event for a refused start");
+    // The handle is not left busy.
+    lease.acquire_start(1, &q, 3).unwrap();
+    assert_eq!(event(&q).kind, EventKind::Acquired);
+}
