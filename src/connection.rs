@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::fork::ForkStamp;
 use crate::log::{Level, log};
 use crate::metrics::{Metrics, bump};
 use crate::protocol::{Command, Kind, MAX_SECONDS, Op, Outcome, Refusal, Request, Stats, Token, parse_reply};
-use crate::runtime::ForkStamp;
 use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
 use crate::{Error, ErrorKind, Result};
 

@@ -8,7 +8,7 @@
 //! the client's pool. Two-phase waits run on the connection that enqueued.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::client::ClientInner;
@@ -16,11 +16,14 @@ use crate::connection::{Connection, Enqueued, Grant, earliest};
 use crate::engine::events::{self, EventKind, Events, Queue};
 use crate::engine::ops::{Done, Inbound, Op};
 use crate::engine::{self, Watch};
+use crate::fork::bury;
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::protocol::{Kind, MAX_SECONDS, Request, Token, validate_key};
 use crate::renewal;
-use crate::runtime::{self, Runtime, Users};
+use crate::runtime::{Runtime, Users};
+pub(crate) use crate::sync::lock;
+use crate::thread::spawn_named;
 use crate::{Error, ErrorKind, Result};
 
 /// Called once when a held lease is lost, on a library thread.
@@ -111,13 +114,6 @@ pub(crate) struct Shared {
     on_lost: Mutex<Option<LostCallback>>,
     #[cfg(test)]
     pub(crate) panic_next_renewal: std::sync::atomic::AtomicBool,
-}
-
-/// Lock a mutex, recovering from poisoning (a panicking renewal must not
-/// make the handle unusable; the state it guards stays consistent because
-/// every critical section is short and panic-free).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -476,7 +472,7 @@ fn spawn_or_run(rt: Option<&Runtime>, f: impl FnOnce() + Send + 'static) {
     };
     let spawned = match rt {
         Some(rt) => rt.spawn("dflockd-acquire", run),
-        None => runtime::spawn_named("dflockd-acquire", Box::new(run)).is_ok(),
+        None => spawn_named("dflockd-acquire", Box::new(run)).is_ok(),
     };
     if !spawned {
         if let Some(f) = lock(&slot).take() {
@@ -490,7 +486,7 @@ impl Drop for Lease {
         if self.check_fork().is_err() {
             // Inherited: its state may be locked by the parent's vanished
             // threads, and releasing would free the parent's lease.
-            runtime::bury(Arc::clone(&self.shared));
+            bury(Arc::clone(&self.shared));
             return;
         }
         self.cancel();

@@ -8,8 +8,11 @@ pub mod protocol;
 
 mod error;
 pub use error::{Error, ErrorKind, Result};
+mod fork;
 pub mod log;
 pub mod metrics;
+mod sync;
+mod thread;
 
 // --- client core (issue 3) ---------------------------------------------
 pub mod client;
@@ -17,6 +20,7 @@ pub mod connection;
 mod engine;
 pub mod lease;
 pub use engine::events;
+mod notify;
 mod renewal;
 mod runtime;
 pub mod transport;

@@ -16,21 +16,20 @@
 //! from the server (`error`: it no longer has the lease) or running out of
 //! time marks the lease lost.
 
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::{ClientInner, Config};
 use crate::connection::{Connection, Started};
 use crate::engine::ops::{Inbound, Op};
 use crate::engine::{self, Pending, Watch};
-use crate::lease::{LostCallback, Shared, lock};
+use crate::lease::{LostCallback, Shared};
 use crate::log::{Level, log};
 use crate::metrics::bump;
+use crate::notify::{notifier, on_notifier};
 use crate::protocol::Request;
-use crate::runtime::{Runtime, Service};
+use crate::sync::lock;
 use crate::{Error, ErrorKind};
 
 /// Deadline of one renew attempt (capped by the time left on the lease).
@@ -48,49 +47,10 @@ pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
     by_ratio.min(config.keepalive).max(MIN_INTERVAL)
 }
 
-/// The notifier of one runtime generation: application code (lost-lease
-/// callbacks, `acquire_async` completions, the engine's log messages) runs
-/// on its thread, started on first use, never on the engine's.
-pub(crate) struct Scheduler {
-    notes: Mutex<VecDeque<Note>>,
-    notes_cv: Condvar,
-    /// Whether the notifier thread started (lazily).
-    notifier: OnceLock<bool>,
-    /// Set by [`Service::stop`]: the notifier returns after running the
-    /// notes already queued.
-    stopped: AtomicBool,
-}
-
-impl Service for Scheduler {
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        // Taking the lock after setting the flag means the thread is either
-        // before its check of the flag or already waiting: no lost wake-up.
-        drop(lock(&self.notes));
-        self.notes_cv.notify_all();
-    }
-}
-
-/// The notifier of `rt`. `None` if the generation is shut down.
-fn scheduler(rt: &Runtime) -> Option<&Arc<Scheduler>> {
-    rt.renewal
-        .get_or_init(|| {
-            let s = Arc::new(Scheduler {
-                notes: Mutex::new(VecDeque::new()),
-                notes_cv: Condvar::new(),
-                notifier: OnceLock::new(),
-                stopped: AtomicBool::new(false),
-            });
-            rt.register(s.clone()).then_some(s)
-        })
-        .as_ref()
-        .filter(|s| !s.stopped.load(Ordering::SeqCst))
-}
-
 /// Make sure `client`'s generation can renew leases (its engine runs) and
 /// notify; an error if not.
 pub(crate) fn ensure_running(client: &ClientInner) -> crate::Result<()> {
-    if scheduler(&client.runtime).is_some() && engine::engine(&client.runtime).is_some() {
+    if notifier(&client.runtime).is_some() && engine::engine(&client.runtime).is_some() {
         return Ok(());
     }
     if client.runtime.is_stopped() {
@@ -112,7 +72,7 @@ pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant
         return;
     }
     // Callers ran ensure_running() before holding a lease.
-    let Some(Some(engine)) = lease.client.runtime.engine.get() else {
+    let Some(engine) = engine::started(&lease.client.runtime) else {
         return;
     };
     *armed = Some(due);
@@ -144,62 +104,11 @@ fn reschedule(lease: &Arc<Shared>, generation: u64, at: Instant) {
     }
 }
 
-/// Application code queued for the notifier thread.
-type Note = Box<dyn FnOnce() + Send>;
-
 /// Run a lost-lease callback on the notifier thread of `client`'s
 /// generation (inline, on the calling thread, if that thread cannot be
 /// started or the generation is shutting down).
 pub(crate) fn notify(client: &ClientInner, callback: LostCallback, err: Error) {
     on_notifier(&client.runtime, Box::new(move || callback(&err)));
-}
-
-/// Run `note` on the notifier thread of generation `rt` (inline if that
-/// thread cannot be started or the generation is shutting down).
-pub(crate) fn on_notifier(rt: &Runtime, note: Note) {
-    let started = scheduler(rt).filter(|s| {
-        *s.notifier.get_or_init(|| {
-            let n = Arc::clone(s);
-            rt.spawn("dflockd-notify", move || n.run_notifier())
-        })
-    });
-    let inline = match started {
-        Some(s) => {
-            let mut q = lock(&s.notes);
-            // After stop the notifier may have drained and gone.
-            if s.stopped.load(Ordering::SeqCst) {
-                Some(note)
-            } else {
-                q.push_back(note);
-                drop(q);
-                s.notes_cv.notify_one();
-                None
-            }
-        }
-        None => Some(note),
-    };
-    if let Some(note) = inline {
-        let _ = catch_unwind(AssertUnwindSafe(note));
-    }
-}
-
-impl Scheduler {
-    fn run_notifier(&self) {
-        loop {
-            let note = {
-                let mut q = lock(&self.notes);
-                loop {
-                    // Callbacks queued before stop still run.
-                    match q.pop_front() {
-                        Some(n) => break n,
-                        None if self.stopped.load(Ordering::SeqCst) => return,
-                        None => q = self.notes_cv.wait(q).unwrap_or_else(|p| p.into_inner()),
-                    }
-                }
-            };
-            let _ = catch_unwind(AssertUnwindSafe(note));
-        }
-    }
 }
 
 /// For a wake-up at `due`: the generation to renew now, or `None` (stale

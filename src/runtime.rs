@@ -1,124 +1,37 @@
-//! The process's library threads, their lifetime, and fork handling.
+//! The library's threads and their lifetime: *generations*.
 //!
-//! **Lifetime.** Library threads (the renewal scheduler's timer, workers
-//! and notifier, async acquires; later the event engine) belong to one
-//! [`Runtime`]: a *generation* shared by every client and lease alive at
-//! the same time. Each user-facing handle ([`crate::client::Client`],
-//! [`crate::lease::Lease`]) holds an [`Arc<Users>`]; when the last one is
-//! dropped the runtime stops its services ([`Service::stop`]) and joins
-//! their threads before that drop returns, unless the drop runs on a
-//! library thread (e.g. a client freed inside a lost callback): a thread
-//! cannot join itself, so the threads are then detached and exit on their
-//! own. The next client starts a new generation. Library threads hold
-//! leases and clients only through `Arc<Shared>` / `Arc<ClientInner>`,
-//! never through `Users`, so a renewal in flight never makes a worker the
-//! last user (which could not join its siblings).
+//! **Lifetime.** Library threads (the event engine, the notifier, resolver
+//! threads) belong to one [`Runtime`]: a *generation* shared by every client
+//! and lease alive at the same time. Each user-facing handle
+//! ([`crate::client::Client`], [`crate::lease::Lease`]) holds an
+//! [`Arc<Users>`]; when the last one is dropped the runtime stops its
+//! services ([`Service::stop`]) and joins their threads before that drop
+//! returns, unless the drop runs on a library thread (e.g. a client freed
+//! inside a lost callback): a thread cannot join itself, so the threads are
+//! then detached and exit on their own. The next client starts a new
+//! generation. Library threads hold leases and clients only through
+//! `Arc<Shared>` / `Arc<ClientInner>`, never through `Users`, so a renewal
+//! in flight never makes a library thread the last user (which could not
+//! join its siblings).
 //!
-//! A service registers itself with [`Runtime::register`] and starts its
-//! threads with [`Runtime::spawn`]; that is all a new subsystem (an event
-//! engine) needs to end with the last client and to be forgotten at fork.
+//! A service registers itself with [`Runtime::register`], starts its threads
+//! with [`Runtime::spawn`] and keeps its per-generation instance in a
+//! [`Slot`] of the runtime: that is all a new subsystem needs to end with
+//! the last client and to be forgotten at fork. The runtime names no
+//! service type (imports go one way: services sit above it).
 //!
-//! **Fork.** `pthread_atfork` handlers (registered once, before the first
-//! [`ForkStamp`] is taken) bump a process-wide fork epoch in the child and
-//! start the registry afresh there, without touching the parent's runtime:
-//! its threads do not exist in the child and its mutexes may be held
-//! forever by them, so it is leaked, never locked, never joined. Every
-//! client and connection records its [`ForkStamp`]; any operation on one
-//! from an older epoch fails with [`ErrorKind::Forked`] before locking
-//! anything of it. Inherited objects freed in the child are *buried*: kept
-//! reachable from a static (so leak checkers see them as reachable) and
-//! never dropped, so no mutex of theirs is taken, no request is sent and no
-//! socket shut down (which would break the parent's connection).
-//!
-//! The registry is guarded by a spin flag that the atfork *prepare* handler
-//! takes and the *parent*/*child* handlers release, so no other thread can
-//! hold it at the moment of fork.
+//! **Fork** (`src/fork.rs`): the registry of generations is a
+//! [`ForkGuarded`] cell, so the atfork handlers can hold it across a fork.
+//! In the child the parent's generation is leaked (buried), never locked,
+//! never joined: its threads do not exist there.
 
 use std::any::Any;
-use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 
-use crate::lease::lock;
-use crate::renewal::Scheduler;
-use crate::{Error, ErrorKind, Result};
-
-// ---- fork epoch ----------------------------------------------------------
-
-/// Bumped in the child of every fork (by the atfork child handler).
-static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// When (which fork epoch, which process) an object was created.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ForkStamp {
-    epoch: u64,
-    pid: u32,
-}
-
-impl ForkStamp {
-    /// The current epoch (registering the atfork handlers first, so every
-    /// later fork is seen).
-    pub(crate) fn now() -> ForkStamp {
-        register_atfork();
-        ForkStamp {
-            epoch: FORK_EPOCH.load(Ordering::Acquire),
-            pid: std::process::id(),
-        }
-    }
-
-    /// Whether the object was created in this process (not inherited
-    /// through fork). One atomic load; takes no lock.
-    pub(crate) fn is_current(&self) -> bool {
-        FORK_EPOCH.load(Ordering::Acquire) == self.epoch
-    }
-
-    /// `Err(Forked)` for an object inherited through fork; `what` names it
-    /// ("client", "lease", "connection").
-    pub(crate) fn check(&self, what: &str) -> Result<()> {
-        if self.is_current() {
-            return Ok(());
-        }
-        Err(Error::new(
-            ErrorKind::Forked,
-            format!(
-                "this {what} was created in process {} before fork(); create a new client in the child",
-                self.pid
-            ),
-        ))
-    }
-}
-
-fn register_atfork() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        #[cfg(unix)]
-        // SAFETY: three plain `extern "C"` handlers that only touch atomics,
-        // the registry and a thread-local Cell (no allocation, no locks
-        // other than the registry's spin flag).
-        unsafe {
-            libc::pthread_atfork(Some(atfork_prepare), Some(atfork_parent), Some(atfork_child));
-        }
-    });
-}
-
-extern "C" fn atfork_prepare() {
-    REGISTRY.acquire();
-}
-
-extern "C" fn atfork_parent() {
-    REGISTRY.release();
-}
-
-extern "C" fn atfork_child() {
-    // The only thread of the child; it took the registry in prepare.
-    // The registry's `current` now names the parent's generation; the new
-    // epoch makes Users::join start afresh (and bury that one: it is never
-    // locked or joined here). Nothing is allocated or freed in this handler.
-    FORK_EPOCH.fetch_add(1, Ordering::AcqRel);
-    LIBRARY_THREAD.with(|f| f.set(false));
-    REGISTRY.release();
-}
+use crate::fork::{ForkGuarded, ForkStamp, bury};
+use crate::sync::lock;
+use crate::thread::{on_library_thread, set_library_thread, spawn_named};
 
 // ---- the registry ----------------------------------------------------------
 
@@ -127,88 +40,16 @@ struct Registry {
     /// while `current_epoch` is this process's fork epoch.
     current: Option<Weak<Users>>,
     current_epoch: u64,
-    /// Objects inherited through fork and freed here: never dropped.
-    buried: Vec<Box<dyn Any + Send>>,
 }
 
-/// A spin flag around the registry: unlike a `std::sync::Mutex`, the atfork
-/// handlers can take it before fork and release it in both processes.
-/// Held only for a few instructions (and an allocation), never across user
-/// code or a join.
-struct SpinLocked {
-    busy: AtomicBool,
-    reg: UnsafeCell<Registry>,
-}
-
-// SAFETY: `reg` is only reached with `busy` held (or, in the atfork child
-// handler, by the one thread left).
-unsafe impl Sync for SpinLocked {}
-
-static REGISTRY: SpinLocked = SpinLocked {
-    busy: AtomicBool::new(false),
-    reg: UnsafeCell::new(Registry {
-        current: None,
-        current_epoch: 0,
-        buried: Vec::new(),
-    }),
-};
-
-impl SpinLocked {
-    fn acquire(&self) {
-        while self
-            .busy
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::thread::yield_now();
-        }
-    }
-
-    fn release(&self) {
-        self.busy.store(false, Ordering::Release);
-    }
-
-    /// # Safety
-    /// The caller holds the flag.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn get_mut(&self) -> &mut Registry {
-        // SAFETY: exclusive while the flag is held (caller's contract).
-        unsafe { &mut *self.reg.get() }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        self.acquire();
-        // SAFETY: just acquired. `f` does not panic in practice (an
-        // allocation failure aborts); the guard releases even if it does.
-        struct Release<'a>(&'a SpinLocked);
-        impl Drop for Release<'_> {
-            fn drop(&mut self) {
-                self.0.release();
-            }
-        }
-        let _release = Release(self);
-        f(unsafe { self.get_mut() })
-    }
-}
-
-/// Keep an object inherited through fork alive forever, reachable from a
-/// static, without dropping it (its locks may be held by the parent's
-/// vanished threads, its drop would send requests or shut sockets down).
-pub(crate) fn bury<T: Send + 'static>(inherited: T) {
-    REGISTRY.with(|r| r.buried.push(Box::new(inherited)));
-}
+static REGISTRY: ForkGuarded<Registry> = ForkGuarded::new(Registry {
+    current: None,
+    current_epoch: 0,
+});
 
 // ---- generations ---------------------------------------------------------
 
 /// A part of the library that runs threads of a [`Runtime`].
-/// Start a named thread running `f`. Every thread of the crate (the test
-/// server's too) is spawned with a `Box<dyn FnOnce() + Send>` body, so the
-/// spawn machinery is instantiated once: each distinct closure type would
-/// add ~3 KB to the shipped library.
-pub(crate) fn spawn_named(name: &str, f: Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.into()).spawn(f)
-}
-
 pub(crate) trait Service: Send + Sync {
     /// Ask every thread of the service to return soon. Must not block: the
     /// runtime joins the threads afterwards. Work already queued that the
@@ -216,15 +57,16 @@ pub(crate) trait Service: Send + Sync {
     fn stop(&self);
 }
 
-thread_local! {
-    /// Set on every thread a runtime spawns.
-    static LIBRARY_THREAD: Cell<bool> = const { Cell::new(false) };
+/// The per-generation services, each in its own slot.
+#[derive(Clone, Copy)]
+pub(crate) enum Slot {
+    /// The notifier (`src/notify.rs`).
+    Notifier = 0,
+    /// The event engine (`src/engine/`).
+    Engine = 1,
 }
 
-/// Whether the caller runs on a library thread (of any generation).
-pub(crate) fn on_library_thread() -> bool {
-    LIBRARY_THREAD.with(Cell::get)
-}
+const SLOTS: usize = 2;
 
 #[derive(Default)]
 struct Threads {
@@ -237,11 +79,9 @@ struct Threads {
 pub(crate) struct Runtime {
     stamp: ForkStamp,
     threads: Mutex<Threads>,
-    /// The renewal scheduler, started on the first held lease (`None`: its
-    /// threads could not be created; then no lease may be held).
-    pub(crate) renewal: OnceLock<Option<Arc<Scheduler>>>,
-    /// The event engine (src/engine/), started on the first held lease.
-    pub(crate) engine: OnceLock<Option<Arc<crate::engine::Engine>>>,
+    /// The services of this generation, started lazily (`None` inside: it
+    /// could not be started, and will not be retried).
+    slots: [OnceLock<Option<Box<dyn Any + Send + Sync>>>; SLOTS],
 }
 
 impl Runtime {
@@ -249,9 +89,27 @@ impl Runtime {
         Runtime {
             stamp,
             threads: Mutex::new(Threads::default()),
-            renewal: OnceLock::new(),
-            engine: OnceLock::new(),
+            slots: Default::default(),
         }
+    }
+
+    /// The service in `slot`, started with `init` on first use. `None` if
+    /// it could not be started. `T` is the same type for every call of one
+    /// slot (its owning module's).
+    pub(crate) fn service<T: Any + Send + Sync>(
+        &self,
+        slot: Slot,
+        init: impl FnOnce() -> Option<T>,
+    ) -> Option<&T> {
+        self.slots[slot as usize]
+            .get_or_init(|| init().map(|t| Box::new(t) as Box<dyn Any + Send + Sync>))
+            .as_ref()
+            .and_then(|b| b.downcast_ref::<T>())
+    }
+
+    /// The service in `slot` if it was started; never starts it.
+    pub(crate) fn started<T: Any + Send + Sync>(&self, slot: Slot) -> Option<&T> {
+        self.slots[slot as usize].get()?.as_ref()?.downcast_ref::<T>()
     }
 
     /// Whether this generation was shut down (its last user dropped).
@@ -276,12 +134,12 @@ impl Runtime {
         if t.stopped {
             return false;
         }
-        // Forget threads that already ended (async acquires come and go).
+        // Forget threads that already ended (resolvers come and go).
         t.handles.retain(|h| !h.is_finished());
         let spawned = spawn_named(
             name,
             Box::new(move || {
-                LIBRARY_THREAD.with(|flag| flag.set(true));
+                set_library_thread(true);
                 f();
             }),
         );
@@ -324,24 +182,27 @@ impl Users {
     /// Join the current generation, or start a new one.
     pub(crate) fn join() -> Arc<Users> {
         let stamp = ForkStamp::now(); // registers the atfork handlers first
-        REGISTRY.with(|r| {
-            if r.current_epoch != stamp.epoch {
+        let (users, parent) = REGISTRY.with(|r| {
+            let mut parent = None;
+            if r.current_epoch != stamp.epoch() {
                 // Forked since: the parent's generation is not ours to join
                 // (kept reachable, never dropped here).
-                if let Some(parent) = r.current.take() {
-                    r.buried.push(Box::new(parent));
-                }
-                r.current_epoch = stamp.epoch;
+                parent = r.current.take();
+                r.current_epoch = stamp.epoch();
             }
             if let Some(users) = r.current.as_ref().and_then(Weak::upgrade) {
-                return users;
+                return (users, parent);
             }
             let users = Arc::new(Users {
                 runtime: Arc::new(Runtime::new(stamp)),
             });
             r.current = Some(Arc::downgrade(&users));
-            users
-        })
+            (users, parent)
+        });
+        if let Some(parent) = parent {
+            bury(parent);
+        }
+        users
     }
 
     pub(crate) fn runtime(&self) -> &Arc<Runtime> {
@@ -363,7 +224,7 @@ impl Drop for Users {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     struct Probe {
         stop: AtomicBool,
@@ -414,19 +275,5 @@ mod tests {
         let a = Users::join();
         let b = Users::join();
         assert!(Arc::ptr_eq(a.runtime(), b.runtime()));
-    }
-
-    #[test]
-    fn stamps_check_the_epoch() {
-        let s = ForkStamp::now();
-        assert!(s.is_current());
-        assert!(s.check("client").is_ok());
-        let old = ForkStamp {
-            epoch: s.epoch.wrapping_sub(1),
-            pid: 42,
-        };
-        let e = old.check("lease").unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Forked);
-        assert!(e.message().contains("process 42 before fork()"), "{e}");
     }
 }

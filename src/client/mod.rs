@@ -13,11 +13,12 @@ pub use config::{Config, ShardFn};
 use pool::Pool;
 
 use crate::connection::{ConnectOptions, Connection, Connector};
+use crate::fork::{ForkStamp, bury};
 use crate::lease::Lease;
 use crate::log::{Level, log};
 use crate::metrics::{Metrics, MetricsSnapshot, bump};
 use crate::protocol::{Kind, MAX_SECONDS, Stats, crc32_shard, validate_key};
-use crate::runtime::{self, ForkStamp, Runtime, Users};
+use crate::runtime::{Runtime, Users};
 use crate::{Error, ErrorKind, Result};
 
 /// A dflockd client: cheap to clone, `Send + Sync`; clones share the
@@ -167,7 +168,7 @@ impl Drop for Client {
         if self.check_fork().is_err() {
             // Inherited: its pool's locks may be held by the parent's
             // vanished threads, and closing its sockets is the parent's job.
-            runtime::bury(Arc::clone(&self.inner));
+            bury(Arc::clone(&self.inner));
         }
     }
 }

@@ -79,7 +79,7 @@ impl Dial {
         }
         let inbox = engine.inbox();
         let name = d.host.clone();
-        let spawned = crate::runtime::spawn_named(
+        let spawned = crate::thread::spawn_named(
             "dflockd-resolve",
             Box::new(move || {
                 let r = (name.as_str(), port).to_socket_addrs().map(Vec::from_iter);

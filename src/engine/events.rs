@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use crate::lease::lock;
-use crate::runtime::ForkStamp;
+use crate::fork::ForkStamp;
+use crate::sync::lock;
 use crate::{Error, ErrorKind, Result};
 
 /// What happened. Values are stable (the C enum mirrors them).

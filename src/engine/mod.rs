@@ -51,11 +51,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use crate::connection::Connection;
-use crate::lease::{Shared, lock};
+use crate::lease::Shared;
 use crate::log::{self, Level, log};
+use crate::notify::on_notifier;
 use crate::protocol::{Command, Kind, Op, Outcome};
 use crate::renewal;
-use crate::runtime::{Runtime, Service};
+use crate::runtime::{Runtime, Service, Slot};
+use crate::sync::lock;
 use crate::{Error, ErrorKind};
 use ops::{Driver, Inbound, OP_BIT};
 
@@ -527,7 +529,7 @@ impl Engine {
             }
         });
         match self.rt.upgrade() {
-            Some(rt) => renewal::on_notifier(&rt, emit_all),
+            Some(rt) => on_notifier(&rt, emit_all),
             None => drop(emit_all),
         }
     }
@@ -655,29 +657,32 @@ impl Service for Engine {
 /// The engine of `rt`, started on first use; `None` if it cannot run (then
 /// hang-ups are noticed at the next renewal, as before).
 pub(crate) fn engine(rt: &Arc<Runtime>) -> Option<&Arc<Engine>> {
-    rt.engine
-        .get_or_init(|| {
-            let engine = Arc::new(Engine::new(Arc::downgrade(rt))?);
-            if !rt.register(Arc::clone(&engine) as Arc<dyn Service>) {
-                return None;
-            }
-            let e = Arc::clone(&engine);
-            if !rt.spawn("dflockd-engine", move || e.run()) {
-                log!(
-                    Level::Warn,
-                    "cannot start the engine thread; hang-ups are noticed at renewal"
-                );
-                return None;
-            }
-            Some(engine)
-        })
-        .as_ref()
+    rt.service(Slot::Engine, || {
+        let engine = Arc::new(Engine::new(Arc::downgrade(rt))?);
+        if !rt.register(Arc::clone(&engine) as Arc<dyn Service>) {
+            return None;
+        }
+        let e = Arc::clone(&engine);
+        if !rt.spawn("dflockd-engine", move || e.run()) {
+            log!(
+                Level::Warn,
+                "cannot start the engine thread; hang-ups are noticed at renewal"
+            );
+            return None;
+        }
+        Some(engine)
+    })
+}
+
+/// The engine of `rt` if it was started; never starts it.
+pub(crate) fn started(rt: &Runtime) -> Option<&Arc<Engine>> {
+    rt.started(Slot::Engine)
 }
 
 /// Tell the engine of `rt` to look at operation `id` again (its handle was
 /// cancelled).
 pub(crate) fn poke(rt: &Runtime, id: u64) {
-    if let Some(Some(engine)) = rt.engine.get() {
+    if let Some(engine) = started(rt) {
         engine.submit(Inbound::Poke(id));
     }
 }

@@ -45,6 +45,7 @@ use crate::connection::{Connection, Grant, Started, earliest};
 use crate::lease::{DoneFn, Home, OpGuard, Shared};
 use crate::log::{Level, log};
 use crate::metrics::bump;
+use crate::notify::on_notifier;
 use crate::protocol::{Command, Kind, Op as Verb, Outcome, Request, Token};
 use crate::renewal;
 use crate::{Error, ErrorKind, Result};
@@ -1108,7 +1109,7 @@ fn complete(engine: &Engine, op: Op, kind: EventKind, error: Option<Error>) {
                 Some(e) => Err(e),
             };
             match engine.runtime() {
-                Some(rt) => renewal::on_notifier(&rt, Box::new(move || f(r))),
+                Some(rt) => on_notifier(&rt, Box::new(move || f(r))),
                 None => drop(f),
             }
         }

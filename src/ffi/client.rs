@@ -3,10 +3,11 @@
 
 use super::config::{Draft, dflockd_config};
 use super::conn::dflockd_conn;
+use super::error::guard;
 use super::error::{FfiError, dflockd_error};
 use super::lease::dflockd_lease;
 use super::log::{LogLevel, log};
-use super::panic::{guard, guard_value};
+use super::panic::guard_value;
 use super::ptr::{Out, free, give, handle};
 use super::status::dflockd_status;
 use super::strings::{StrOut, str_in};

@@ -1,8 +1,8 @@
 //! `dflockd_config`: a mutable builder the caller fills, then hands (by
 //! const pointer, copied) to `dflockd_client_new`.
 
+use super::error::guard;
 use super::error::{FfiError, dflockd_error};
-use super::panic::guard;
 use super::ptr::{Out, free, give};
 use super::status::dflockd_status;
 use super::strings::{bytes_in, opt_str_in, str_in};

@@ -2,8 +2,9 @@
 //! Lock and semaphore commands share one implementation per operation and
 //! differ only by `Kind` (and the semaphore's limit).
 
+use super::error::guard;
 use super::error::{FfiError, dflockd_error};
-use super::panic::{guard, guard_value};
+use super::panic::guard_value;
 use super::ptr::{Out, handle};
 use super::status::dflockd_status;
 use super::strings::{StrOut, str_in};
@@ -212,7 +213,7 @@ pub extern "C" fn dflockd_conn_free(conn: *mut dflockd_conn) {
         // SAFETY: the fd is open and owned by `c`, which is never dropped,
         // so nothing closes it again.
         unsafe { libc::close(c.conn.raw_fd()) };
-        crate::runtime::bury(c);
+        crate::fork::bury(c);
     })
 }
 

@@ -8,6 +8,7 @@
 
 use super::status::dflockd_status;
 use std::ffi::{CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// An error as the ffi layer carries it before handing it to C.
 #[derive(Debug)]
@@ -154,10 +155,49 @@ pub extern "C" fn dflockd_error_free(err: *mut dflockd_error) {
     })
 }
 
+/// Run an export's body: `Ok` → `DFLOCKD_STATUS_OK`; `Err` → its status,
+/// with the detail stored in `*err`; a panic → `DFLOCKD_STATUS_PANIC`.
+pub(crate) fn guard(
+    err: *mut *mut dflockd_error,
+    body: impl FnOnce() -> Result<(), FfiError>,
+) -> dflockd_status {
+    let result = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = format!(
+                "internal panic (a libdflockd bug): {}",
+                super::panic::panic_message(&*payload)
+            );
+            crate::log::emit(crate::log::Level::Error, &msg);
+            Err(FfiError::new(dflockd_status::Panic, msg))
+        }
+    };
+    match result {
+        Ok(()) => dflockd_status::Ok,
+        Err(e) => {
+            let status = e.status;
+            // SAFETY: `err` is NULL or writable, per every export's contract.
+            unsafe { set_error(err, e) };
+            status
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ffi::CStr;
+
+    #[test]
+    fn panics_become_status_and_message() {
+        let mut err: *mut dflockd_error = std::ptr::null_mut();
+        let st = guard(&mut err, || panic!("boom {}", 42));
+        assert_eq!(st, dflockd_status::Panic);
+        let msg = unsafe { CStr::from_ptr(dflockd_error_message(err)) };
+        assert!(msg.to_str().unwrap().contains("boom 42"));
+        dflockd_error_free(err);
+        assert_eq!(guard(std::ptr::null_mut(), || Ok(())), dflockd_status::Ok);
+    }
 
     #[test]
     fn error_object_round_trip() {

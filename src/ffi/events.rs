@@ -3,9 +3,10 @@
 
 use std::ffi::c_int;
 
+use super::error::guard;
 use super::error::{FfiError, dflockd_error};
 use super::lease::dflockd_lease;
-use super::panic::{guard, guard_value};
+use super::panic::guard_value;
 use super::ptr::{Out, free, give, handle};
 use super::status::dflockd_status;
 use crate::events::{Event, EventKind, Events};

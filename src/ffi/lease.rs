@@ -1,8 +1,9 @@
 //! `dflockd_lease`: one lock or semaphore handle. Locks and semaphores share
 //! every function; they differ only in how the handle was made.
 
+use super::error::guard;
 use super::error::{FfiError, dflockd_error};
-use super::panic::{guard, guard_value};
+use super::panic::guard_value;
 use super::ptr::{Out, free, handle};
 use super::status::dflockd_status;
 use super::strings::StrOut;

@@ -99,7 +99,7 @@ pub extern "C" fn dflockd_set_log(
     userdata: *mut c_void,
     max_level: i32,
 ) -> super::status::dflockd_status {
-    super::panic::guard(std::ptr::null_mut(), || {
+    super::error::guard(std::ptr::null_mut(), || {
         let level = match max_level {
             0 => None,
             1 => Some(Level::Error),

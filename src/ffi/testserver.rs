@@ -2,8 +2,9 @@
 //! its port, drive every fault control, stop it. Built with the
 //! `test-server` feature (on by default).
 
+use super::error::guard;
 use super::error::{FfiError, dflockd_error};
-use super::panic::{guard, guard_value};
+use super::panic::guard_value;
 use super::ptr::{Out, free, give, handle};
 use super::status::dflockd_status;
 use super::strings::{StrOut, bytes_in, opt_str_in, str_in};

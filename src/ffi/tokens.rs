@@ -2,7 +2,7 @@
 
 use super::error::FfiError;
 use super::error::dflockd_error;
-use super::panic::guard;
+use super::error::guard;
 use super::ptr::Out;
 use super::status::dflockd_status;
 use super::strings::str_in;

@@ -87,7 +87,7 @@ fn resolve(host: &str, port: u16, deadline: Instant, ctx: &str) -> Result<Vec<So
     let cannot = |e: &dyn Display| Error::new(ErrorKind::Io, format!("{ctx}: cannot resolve: {e}"));
     let (tx, rx) = mpsc::channel();
     let name = host.to_owned();
-    crate::runtime::spawn_named(
+    crate::thread::spawn_named(
         "dflockd-resolve",
         Box::new(move || {
             let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
