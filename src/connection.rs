@@ -225,27 +225,6 @@ pub(crate) fn earliest(a: Instant, cap: Option<Instant>) -> Instant {
     cap.map_or(a, |c| c.min(a))
 }
 
-/// Human label of a command for error messages ("semaphore acquire").
-fn label(cmd: Command) -> String {
-    const OPS: [(Op, &str); 5] = [
-        (Op::Acquire, "acquire"),
-        (Op::Release, "release"),
-        (Op::Renew, "renew"),
-        (Op::Enqueue, "enqueue"),
-        (Op::Wait, "wait"),
-    ];
-    match cmd {
-        Command::Lease(kind, op) => {
-            let name = OPS.iter().find(|(o, _)| *o == op).map_or("?", |(_, n)| *n);
-            match kind {
-                Kind::Lock => name.to_owned(),
-                Kind::Semaphore => format!("semaphore {name}"),
-            }
-        }
-        other => other.wire_name().to_owned(),
-    }
-}
-
 /// Names a request in error messages ("acquire \"k\""), formatted only
 /// when an error is actually built.
 struct What<'a> {
@@ -256,8 +235,8 @@ struct What<'a> {
 impl std::fmt::Display for What<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.key {
-            Some(key) => write!(f, "{} {key:?}", label(self.cmd)),
-            None => f.write_str(&label(self.cmd)),
+            Some(key) => write!(f, "{} {key:?}", self.cmd.label()),
+            None => f.write_str(self.cmd.label()),
         }
     }
 }

@@ -1,39 +1,35 @@
 //! Lock and semaphore handles. One type for both: they differ only by
 //! [`Kind`] and the semaphore's limit.
 //!
-//! A held lease pins the connection it was granted on (its *home*): the
-//! server releases a lease when that connection closes, so the home stays
-//! open while the lease is held and carries the renewals (which also keep
-//! it from the server's idle timeout). After release the home goes back to
-//! the client's pool. Two-phase waits run on the connection that enqueued.
+//! The handle's public API, the blocking operations (run on the caller's
+//! thread) and the starts of the evented ones (handed to src/engine/). The
+//! lease's state and its transitions are in src/held.rs; `Client::lock` and
+//! `Client::semaphore` are here, beside `Lease::new`, so the client module
+//! below needs no lease type. Two-phase waits run on the connection that
+//! enqueued.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::client::ClientInner;
+use crate::client::{Client, ClientInner};
 use crate::connection::{Connection, Enqueued, Grant, earliest};
-use crate::engine::events::{self, EventKind, Events, Queue};
 use crate::engine::ops::{Done, Inbound, Op};
-use crate::engine::{self, Watch};
+use crate::engine::{self, ensure_running};
+use crate::events::{EventKind, Events};
 use crate::fork::bury;
+pub use crate::held::{DoneFn, LostCallback};
+use crate::held::{Home, OpGuard, Shared, State, cancelled, invalid, notify_lost};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::protocol::{Kind, MAX_SECONDS, Request, Token, validate_key};
-use crate::renewal;
 use crate::runtime::{Runtime, Users};
-pub(crate) use crate::sync::lock;
+use crate::sync::lock;
 use crate::thread::spawn_named;
 use crate::{Error, ErrorKind, Result};
 
-/// Called once when a held lease is lost, on a library thread.
-pub type LostCallback = Arc<dyn Fn(&Error) + Send + Sync>;
-
 /// What [`Lease::on_lost`] takes.
 pub type LostFn = Box<dyn Fn(&Error) + Send + Sync>;
-
-/// What [`Lease::acquire_async`] calls when done.
-pub type DoneFn = Box<dyn FnOnce(Result<()>) + Send>;
 
 /// A lock or semaphore on one key. All methods take `&self`, so another
 /// thread can [`cancel`](Lease::cancel) a blocked acquire or wait, or watch
@@ -51,93 +47,40 @@ pub struct Lease {
     _users: Arc<Users>,
 }
 
-/// The connection a lease lives on, and which server it is.
-pub(crate) struct Home {
-    pub(crate) conn: Arc<Connection>,
-    pub(crate) server: usize,
-}
-
-pub(crate) struct Held {
-    pub(crate) token: Token,
-    pub(crate) lease_s: u64,
-    pub(crate) home: Home,
-    /// When the server will drop the lease unless renewed (measured from
-    /// before the request that set it, so on the safe side).
-    pub(crate) expires_at: Instant,
-    /// When the next renewal is due.
-    pub(crate) renew_at: Instant,
-    /// The server hung up the home connection: not reported held until a
-    /// renewal on a fresh connection confirms the lease.
-    pub(crate) hung_up: bool,
-    /// The event engine's hang-up watch on the home connection (removed
-    /// when dropped: on release, loss or a new home).
-    pub(crate) watch: Option<Watch>,
-}
-
-#[derive(Default)]
-pub(crate) struct State {
-    /// Requested lease for the next acquire/renew (`None`: client default).
-    lease_ttl: Option<u64>,
-    /// An acquire/enqueue/wait is running.
-    busy: bool,
-    /// cancel() was called for the running operation.
-    cancel: bool,
-    /// The connection the running operation is blocked on.
-    in_flight: Option<Arc<Connection>>,
-    /// The running operation is the engine's (`acquire_start`,
-    /// `acquire_async`): its id, for cancel.
-    evented: Option<u64>,
-    /// After enqueue answered `queued`: where to send wait.
-    queued: Option<Home>,
-    /// Completion queues (and tags) to tell when the lease is lost.
-    lost_watchers: Vec<(Weak<Queue>, u64)>,
-    /// cancel() ended a two-phase acquire between enqueue and wait: the
-    /// next wait reports Cancelled (not NotEnqueued).
-    queue_cancelled: bool,
-    pub(crate) held: Option<Held>,
-    lost: Option<Error>,
-    /// Bumped on every grant, release and loss; a renewal scheduled for an
-    /// older generation does nothing.
-    pub(crate) generation: u64,
-    /// The pending scheduler wake-up for this lease, if any.
-    pub(crate) armed: Option<Instant>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) client: Arc<ClientInner>,
-    pub(crate) key: String,
-    pub(crate) kind: Kind,
-    pub(crate) limit: Option<u64>,
-    pub(crate) server: usize,
-    pub(crate) state: Mutex<State>,
-    lost_cv: Condvar,
-    on_lost: Mutex<Option<LostCallback>>,
-    #[cfg(test)]
-    pub(crate) panic_next_renewal: std::sync::atomic::AtomicBool,
-}
-
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::InvalidArgument, msg)
-}
-
 fn no_engine() -> Error {
     Error::new(ErrorKind::Io, "cannot start the event engine thread")
 }
 
-fn cancelled(what: &str) -> Error {
-    Error::new(ErrorKind::Cancelled, format!("{what}: cancelled"))
-}
+impl Client {
+    /// A lock handle for `key` (key validated; nothing acquired yet).
+    pub fn lock(&self, key: &str) -> Result<Lease> {
+        self.check_fork()?;
+        Lease::new(
+            Arc::clone(&self.inner),
+            Arc::clone(&self.users),
+            key,
+            Kind::Lock,
+            None,
+        )
+    }
 
-/// Marks the handle busy for one operation; clears it on drop.
-pub(crate) struct OpGuard(Arc<Shared>);
-
-impl Drop for OpGuard {
-    fn drop(&mut self) {
-        let mut st = lock(&self.0.state);
-        st.busy = false;
-        st.cancel = false;
-        st.in_flight = None;
-        st.evented = None;
+    /// A semaphore handle for `key` allowing `limit` holders (1 or more;
+    /// every user of the key must pass the same limit).
+    pub fn semaphore(&self, key: &str, limit: u64) -> Result<Lease> {
+        self.check_fork()?;
+        if limit == 0 || limit > i64::MAX as u64 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("semaphore limit must be between 1 and {}, got {limit}", i64::MAX),
+            ));
+        }
+        Lease::new(
+            Arc::clone(&self.inner),
+            Arc::clone(&self.users),
+            key,
+            Kind::Semaphore,
+            Some(limit),
+        )
     }
 }
 
@@ -381,7 +324,7 @@ impl Lease {
         *lock(&self.shared.on_lost) = callback.clone();
         let lost = lock(&self.shared.state).lost.clone();
         if let (Some(cb), Some(err)) = (callback, lost) {
-            renewal::notify(&self.shared.client, cb, err);
+            notify_lost(&self.shared.client, cb, err);
         }
     }
 
@@ -394,7 +337,7 @@ impl Lease {
         let started = self.check_fork().and_then(|()| {
             // The callback runs on the notifier, which belongs to the
             // renewal scheduler: start it now, not on the engine thread.
-            renewal::ensure_running(&self.shared.client)?;
+            ensure_running(&self.shared.client)?;
             self.shared.start_acquire(timeout_s, || {
                 Done::Call(Box::new(move |r| {
                     if let Some(f) = lock(&theirs).take() {
@@ -506,62 +449,6 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Shared {
-    fn requested_ttl(&self) -> Option<u64> {
-        lock(&self.state)
-            .lease_ttl
-            .or(self.client.config.default_lease_ttl_s)
-    }
-
-    pub(crate) fn renew_ttl(&self) -> Option<u64> {
-        self.requested_ttl()
-    }
-
-    /// Start an acquire/enqueue: refuses if one is running or the lease is
-    /// held or queued.
-    fn begin(self: &Arc<Self>, what: &str) -> Result<OpGuard> {
-        let mut st = lock(&self.state);
-        if st.busy {
-            return Err(invalid(format!(
-                "{what}: another operation is running on this handle"
-            )));
-        }
-        if st.held.is_some() {
-            return Err(invalid(format!("{what}: already held; release first")));
-        }
-        if st.queued.is_some() {
-            return Err(invalid(format!(
-                "{what}: already enqueued; wait or release first"
-            )));
-        }
-        st.queue_cancelled = false;
-        st.busy = true;
-        st.cancel = false;
-        Ok(OpGuard(Arc::clone(self)))
-    }
-
-    /// Start a wait: `None` if already held (enqueue acquired at once).
-    fn begin_wait(self: &Arc<Self>) -> Result<Option<(OpGuard, Home)>> {
-        let mut st = lock(&self.state);
-        if st.busy {
-            return Err(invalid("wait: another operation is running on this handle"));
-        }
-        if st.held.is_some() {
-            return Ok(None);
-        }
-        let Some(home) = st.queued.take() else {
-            if std::mem::take(&mut st.queue_cancelled) {
-                return Err(cancelled("wait"));
-            }
-            return Err(Error::new(
-                ErrorKind::NotEnqueued,
-                "wait: not enqueued (call enqueue first)",
-            ));
-        };
-        st.busy = true;
-        st.cancel = false;
-        Ok(Some((OpGuard(Arc::clone(self)), home)))
-    }
-
     /// Run `f` (a blocking call on `conn`) so that cancel() can abort it.
     fn cancellable<T>(&self, conn: &Arc<Connection>, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         {
@@ -673,7 +560,7 @@ impl Shared {
         cap: Instant,
         what: &str,
     ) -> Result<()> {
-        if let Err(e) = renewal::ensure_running(&self.client) {
+        if let Err(e) = ensure_running(&self.client) {
             self.release_grant(grant.token, home);
             return Err(e);
         }
@@ -718,54 +605,6 @@ impl Shared {
             })
     }
 
-    /// Whether a grant of `lease_s` seconds anchored at `anchor` (its
-    /// request's send time) is read so late that its renewal is already
-    /// due: then it must be renewed before it is reported held.
-    pub(crate) fn grant_is_late(&self, anchor: Instant, lease_s: u64) -> bool {
-        Instant::now() >= anchor + renewal::interval(&self.client.config, lease_s)
-    }
-
-    /// Whether cancel() was called for the running operation.
-    pub(crate) fn cancel_requested(&self) -> bool {
-        lock(&self.state).cancel
-    }
-
-    /// Record a trusted grant (anchored at `anchor`) as held and schedule
-    /// its renewal; the blocking and the evented acquire end here. If the
-    /// operation was cancelled meanwhile, the grant comes back for the
-    /// caller to give up.
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn hold(
-        self: &Arc<Self>,
-        token: Token,
-        lease_s: u64,
-        home: Home,
-        anchor: Instant,
-        what: &str,
-    ) -> std::result::Result<(), (Error, Token, Home)> {
-        let mut st = lock(&self.state);
-        if st.cancel {
-            return Err((cancelled(what), token, home));
-        }
-        let st = &mut *st;
-        bump(&self.client.metrics.acquires);
-        let renew_at = anchor + renewal::interval(&self.client.config, lease_s);
-        st.generation += 1;
-        st.lost = None;
-        let watch = self.watch_home(&home.conn, st.generation);
-        st.held = Some(Held {
-            token,
-            lease_s,
-            home,
-            expires_at: anchor + Duration::from_secs(lease_s),
-            renew_at,
-            hung_up: false,
-            watch,
-        });
-        renewal::arm(self, &mut st.armed, renew_at);
-        Ok(())
-    }
-
     /// Hand an acquire to the event engine; `done` says where its outcome
     /// goes.
     fn start_acquire(self: &Arc<Self>, timeout_s: u64, done: impl FnOnce() -> Done) -> Result<()> {
@@ -785,7 +624,7 @@ impl Shared {
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::acquire(Arc::clone(self), guard, timeout_s, done());
-        engine.submit(Inbound::Start(id, Box::new(op)));
+        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
         Ok(())
     }
 
@@ -801,7 +640,7 @@ impl Shared {
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::wait(Arc::clone(self), guard, home, timeout_s, done);
-        engine.submit(Inbound::Start(id, Box::new(op)));
+        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
         Ok(())
     }
 
@@ -813,7 +652,7 @@ impl Shared {
             return Ok(());
         };
         let op = Op::release(Arc::clone(self), token, home, done);
-        engine.submit(Inbound::Start(engine.next_id(), Box::new(op)));
+        engine.post(Box::new(Inbound::Start(engine.next_id(), Box::new(op))));
         Ok(())
     }
 
@@ -852,35 +691,6 @@ impl Shared {
         r
     }
 
-    /// Take what a release lets go of off the handle: `None` after leaving
-    /// the queue (a queued enqueue: closing its connection drops the
-    /// waiter, nothing more to say), else the grant's token and home, its
-    /// hang-up watch already removed. `NotHeld` / `LeaseLost` if nothing is
-    /// held.
-    fn take_for_release(&self) -> Result<Option<(Token, Home)>> {
-        let mut st = lock(&self.state);
-        if let Some(home) = st.queued.take() {
-            drop(st);
-            home.conn.abort();
-            return Ok(None);
-        }
-        let Some(held) = st.held.take() else {
-            return Err(match &st.lost {
-                Some(e) => Error::new(ErrorKind::LeaseLost, format!("release: lease was lost: {e}")),
-                None => Error::new(ErrorKind::NotHeld, "release: not held"),
-            });
-        };
-        st.generation += 1;
-        drop(st);
-        let Held {
-            token, home, watch, ..
-        } = held;
-        // Unregister before the connection can go back to the pool or to
-        // the engine's release (either may register the same socket).
-        drop(watch);
-        Ok(Some((token, home)))
-    }
-
     fn release_once(&self) -> Result<()> {
         let Some((token, home)) = self.take_for_release()? else {
             return Ok(());
@@ -907,118 +717,6 @@ impl Shared {
                 r
             }
             r => r,
-        }
-    }
-
-    /// Mark the lease of `generation` lost: drop it, close its connection
-    /// (so the server frees it if it still had it) and notify.
-    /// Ask the event engine to watch a home connection for hang-up.
-    pub(crate) fn watch_home(self: &Arc<Self>, conn: &Arc<Connection>, generation: u64) -> Option<Watch> {
-        engine::engine(&self.client.runtime)?.watch(self, generation, conn)
-    }
-
-    /// The server hung up the home connection of grant `generation` (the
-    /// engine saw EOF or a reset). With auto-release (the default, see
-    /// `Config::auto_release_on_disconnect`) the lease is lost at once.
-    /// Without it the server still has it: the lease is no longer reported
-    /// held, and a renewal on a fresh connection runs now, which confirms
-    /// it or ends it as lost.
-    pub(crate) fn hung_up(self: &Arc<Self>, generation: u64) {
-        if self.client.config.auto_release_on_disconnect {
-            // The server releases the lease when it processes the close, and
-            // a renewal on a fresh connection could reach it first and be
-            // accepted (the Go server closes the socket, then cleans up).
-            // (A no-op if grant `generation` is no longer held.)
-            self.lose(
-                generation,
-                Error::new(
-                    ErrorKind::Io,
-                    "the server closed its connection, which releases the lease (auto-release on disconnect)",
-                ),
-            );
-            return;
-        }
-        let mut st = lock(&self.state);
-        let st = &mut *st;
-        if st.generation != generation {
-            return;
-        }
-        let Some(held) = st.held.as_mut() else { return };
-        held.hung_up = true;
-        held.home.conn.mark_broken();
-        let now = Instant::now();
-        held.renew_at = now;
-        log!(
-            Level::Warn,
-            "lease on {:?}: the server closed its connection; confirming it on a fresh connection",
-            self.key
-        );
-        renewal::arm(self, &mut st.armed, now);
-    }
-
-    /// The home connection of grant `generation` broke on this side: stop
-    /// reporting the lease held until a renewal confirms it. `false` if that
-    /// grant is no longer held.
-    pub(crate) fn doubt(&self, generation: u64) -> bool {
-        let mut st = lock(&self.state);
-        if st.generation != generation {
-            return false;
-        }
-        let Some(held) = st.held.as_mut() else {
-            return false;
-        };
-        if !held.hung_up {
-            held.hung_up = true;
-            log!(
-                Level::Warn,
-                "lease on {:?}: its connection broke; waiting for the server to close it before confirming the lease on a fresh connection",
-                self.key
-            );
-        }
-        true
-    }
-
-    /// Queue a LOST event on `queue` when the lease held by this handle is
-    /// lost (at once if it already was). One event per registration.
-    pub(crate) fn watch_lost(&self, queue: &Arc<Queue>, tag: u64) {
-        let mut st = lock(&self.state);
-        if let Some(err) = st.lost.clone() {
-            drop(st);
-            queue.push(events::lost(tag, &err));
-            return;
-        }
-        st.lost_watchers.push((Arc::downgrade(queue), tag));
-    }
-
-    pub(crate) fn lose(&self, generation: u64, err: Error) {
-        let mut st = lock(&self.state);
-        if st.generation != generation || st.held.is_none() {
-            return;
-        }
-        let held = st.held.take();
-        st.generation += 1;
-        let err = Error::new(
-            ErrorKind::LeaseLost,
-            format!("lease on {:?} lost: {err}", self.key),
-        );
-        // Counted before anyone can see the loss (is_lost, an event), so
-        // the counter never lags it; logged before any event is queued.
-        bump(&self.client.metrics.leases_lost);
-        st.lost = Some(err.clone());
-        let watchers = std::mem::take(&mut st.lost_watchers);
-        drop(st);
-        log!(Level::Error, "{err}");
-        for (queue, tag) in watchers {
-            if let Some(q) = queue.upgrade() {
-                q.push(events::lost(tag, &err));
-            }
-        }
-        if let Some(h) = held {
-            h.home.conn.abort();
-        }
-        self.lost_cv.notify_all();
-        if let Some(cb) = lock(&self.on_lost).clone() {
-            renewal::notify(&self.client, cb, err);
         }
     }
 }

@@ -1,10 +1,12 @@
-//! Lease renewal: the policy, and the lost-lease notifier. Renewals are
-//! *timed and sent by the event engine* (src/engine/): [`arm`] puts a
-//! lease's wake-up in the engine's timer heap, the engine thread calls
-//! [`due`] when it comes, and every reply (or deadline) ends in [`finish`].
-//! Nothing here blocks: 10,000 held leases cost the engine thread (plus the
-//! notifier, started on the first loss or async completion), not a thread
-//! each nor a pool of blocking workers.
+//! Lease renewal: timed and sent on the reactor's thread. `held::arm` puts
+//! a lease's wake-up in the reactor's timer heap; when it comes the reactor
+//! calls this module's `Timed::due` for the lease, which sends the renew on
+//! the watched home without waiting and hands the reply to the reactor
+//! (`Pending`), or asks the evented operations for a renewal elsewhere
+//! ([`RenewElsewhere`]); every reply (or deadline) ends in [`finish`].
+//! Nothing here blocks: 10,000 held leases cost the reactor's thread (plus
+//! the notifier, started on the first loss or async completion), not a
+//! thread each nor a pool of blocking workers.
 //!
 //! Policy, per lease: renew every `min(lease × renew_ratio, keepalive)` on
 //! the lease's home connection (which keeps that connection from the
@@ -20,15 +22,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{ClientInner, Config};
 use crate::connection::{Connection, Started};
-use crate::engine::ops::{Inbound, Op};
-use crate::engine::{self, Pending, Watch};
-use crate::lease::{LostCallback, Shared};
+use crate::held::{Shared, arm, interval};
 use crate::log::{Level, log};
 use crate::metrics::bump;
-use crate::notify::{notifier, on_notifier};
-use crate::protocol::Request;
+use crate::protocol::{Outcome, Request, Token};
+use crate::reactor::{self, Pending, Timed, Watch};
 use crate::sync::lock;
 use crate::{Error, ErrorKind};
 
@@ -38,50 +37,16 @@ const RENEW_DEADLINE: Duration = Duration::from_secs(5);
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 /// Pause before trying again a renewal whose connection a call was using.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
-/// Shortest renew interval, whatever the lease and ratio.
-const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Time between renewals of a lease of `lease_s` seconds.
-pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
-    let by_ratio = Duration::from_secs(lease_s).mul_f64(config.renew_ratio);
-    by_ratio.min(config.keepalive).max(MIN_INTERVAL)
+impl Timed for Shared {
+    /// The reactor's wake-up at `due` for this lease came: renew it if that
+    /// wake-up is still the current one and the renewal is due.
+    fn due(self: Arc<Self>, due: Instant) {
+        on_wake_up(&self, due);
+    }
 }
 
-/// Make sure `client`'s generation can renew leases (its engine runs) and
-/// notify; an error if not.
-pub(crate) fn ensure_running(client: &ClientInner) -> crate::Result<()> {
-    if notifier(&client.runtime).is_some() && engine::engine(&client.runtime).is_some() {
-        return Ok(());
-    }
-    if client.runtime.is_stopped() {
-        return Err(Error::new(
-            ErrorKind::Closed,
-            "the client was freed; refusing to hold a lease that would not be renewed",
-        ));
-    }
-    Err(Error::new(
-        ErrorKind::Io,
-        "cannot start the renewal threads; refusing to hold a lease that would not be renewed",
-    ))
-}
-
-/// Make sure `lease` is woken at `due` (or earlier). Called with its state
-/// locked; `armed` is that state's pending wake-up.
-pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant) {
-    if armed.is_some_and(|a| a <= due) {
-        return;
-    }
-    // Callers ran ensure_running() before holding a lease.
-    let Some(engine) = engine::started(&lease.client.runtime) else {
-        return;
-    };
-    *armed = Some(due);
-    engine.wake_at(lease, due);
-}
-
-/// The engine's wake-up at `due` for `lease` came: renew it if that
-/// wake-up is still the current one and the renewal is due.
-pub(crate) fn due(lease: &Arc<Shared>, due: Instant) {
+fn on_wake_up(lease: &Arc<Shared>, due: Instant) {
     let Some(generation) = due_generation(lease, due) else {
         return;
     };
@@ -102,13 +67,6 @@ fn reschedule(lease: &Arc<Shared>, generation: u64, at: Instant) {
         held.renew_at = at;
         arm(lease, &mut st.armed, at);
     }
-}
-
-/// Run a lost-lease callback on the notifier thread of `client`'s
-/// generation (inline, on the calling thread, if that thread cannot be
-/// started or the generation is shutting down).
-pub(crate) fn notify(client: &ClientInner, callback: LostCallback, err: Error) {
-    on_notifier(&client.runtime, Box::new(move || callback(&err)));
 }
 
 /// For a wake-up at `due`: the generation to renew now, or `None` (stale
@@ -210,7 +168,7 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         return;
     };
     let deadline = sent + RENEW_DEADLINE.min(lease.client.config.io_timeout).min(left);
-    let Some(engine) = engine::engine(&lease.client.runtime) else {
+    let Some(engine) = reactor::started(&lease.client.runtime) else {
         lease.lose(generation, Error::new(ErrorKind::Io, "the event engine is gone"));
         return;
     };
@@ -224,13 +182,17 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
     if let (false, Some(watch)) = (conn.is_broken(), watch) {
         match conn.start_request(&request) {
             Ok(Started::Sent) => {
+                let owner = Arc::downgrade(lease);
                 let pending = Pending {
-                    lease: Arc::downgrade(lease),
-                    generation,
-                    sent,
-                    expires_at,
+                    command: request.command(),
+                    key: lease.key.clone(),
                     deadline,
                     conn: Arc::clone(&conn),
+                    settle: Box::new(move |r| {
+                        if let Some(lease) = owner.upgrade() {
+                            finish(&lease, generation, sent, expires_at, renewed(r), None);
+                        }
+                    }),
                 };
                 if let Err(pending) = engine.await_reply(watch, pending) {
                     // The watch went away meanwhile (released, lost or
@@ -259,16 +221,36 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         // awaited as an operation of its own.
         Some(conn)
     };
-    let op = Op::renew(
-        Arc::clone(lease),
+    engine.post(Box::new(RenewElsewhere {
+        lease: Arc::clone(lease),
         generation,
         token,
         server,
         home,
         expires_at,
         deadline,
-    );
-    engine.submit(Inbound::Start(engine.next_id(), Box::new(op)));
+    }));
+}
+
+/// A renewal the reactor's tasks run as an evented operation (src/engine/):
+/// on a fresh connection (`home` is `None`: the home broke) or on an
+/// unwatched home; settled by [`finish`].
+pub(crate) struct RenewElsewhere {
+    pub(crate) lease: Arc<Shared>,
+    pub(crate) generation: u64,
+    pub(crate) token: Token,
+    pub(crate) server: usize,
+    pub(crate) home: Option<Arc<Connection>>,
+    pub(crate) expires_at: Instant,
+    pub(crate) deadline: Instant,
+}
+
+/// A renew reply as the new lease length.
+pub(crate) fn renewed(r: crate::Result<Outcome>) -> crate::Result<u64> {
+    r.and_then(|o| match o {
+        Outcome::Renewed { lease_s } => Ok(lease_s),
+        _ => Err(Error::new(ErrorKind::Protocol, "renew: unexpected reply")),
+    })
 }
 
 /// What a renewal came to (on the engine thread): on
@@ -325,10 +307,12 @@ pub(crate) fn finish(
 mod tests {
     use super::*;
     #[cfg(feature = "test-server")]
-    use crate::client::Client;
+    use crate::client::{Client, Config};
 
     #[test]
     fn interval_is_capped_by_keepalive_and_floored() {
+        use crate::client::Config;
+        use crate::held::MIN_INTERVAL;
         let mut c = Config::new(vec![("h".into(), 1)]);
         c.keepalive = Duration::from_secs(10);
         c.renew_ratio = 0.5;

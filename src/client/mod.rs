@@ -14,10 +14,9 @@ use pool::Pool;
 
 use crate::connection::{ConnectOptions, Connection, Connector};
 use crate::fork::{ForkStamp, bury};
-use crate::lease::Lease;
 use crate::log::{Level, log};
 use crate::metrics::{Metrics, MetricsSnapshot, bump};
-use crate::protocol::{Kind, MAX_SECONDS, Stats, crc32_shard, validate_key};
+use crate::protocol::{MAX_SECONDS, Stats, crc32_shard, validate_key};
 use crate::runtime::{Runtime, Users};
 use crate::{Error, ErrorKind, Result};
 
@@ -35,8 +34,8 @@ use crate::{Error, ErrorKind, Result};
 /// child.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<ClientInner>,
-    users: Arc<Users>,
+    pub(crate) inner: Arc<ClientInner>,
+    pub(crate) users: Arc<Users>,
 }
 
 pub(crate) struct ClientInner {
@@ -88,40 +87,12 @@ impl Client {
         self.inner.check_fork()
     }
 
+    // `lock` and `semaphore` (the lease handles of a key) are in
+    // src/lease.rs, beside `Lease::new`.
+
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.inner.config
-    }
-
-    /// A lock handle for `key` (key validated; nothing acquired yet).
-    pub fn lock(&self, key: &str) -> Result<Lease> {
-        self.check_fork()?;
-        Lease::new(
-            Arc::clone(&self.inner),
-            Arc::clone(&self.users),
-            key,
-            Kind::Lock,
-            None,
-        )
-    }
-
-    /// A semaphore handle for `key` allowing `limit` holders (1 or more;
-    /// every user of the key must pass the same limit).
-    pub fn semaphore(&self, key: &str, limit: u64) -> Result<Lease> {
-        self.check_fork()?;
-        if limit == 0 || limit > i64::MAX as u64 {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!("semaphore limit must be between 1 and {}, got {limit}", i64::MAX),
-            ));
-        }
-        Lease::new(
-            Arc::clone(&self.inner),
-            Arc::clone(&self.users),
-            key,
-            Kind::Semaphore,
-            Some(limit),
-        )
     }
 
     /// The index of the server that owns `key`.

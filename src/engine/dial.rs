@@ -12,15 +12,17 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Engine;
-use super::ops::Inbound;
 use crate::client::ClientInner;
 use crate::connection::{Connection, Started};
 use crate::protocol::Command;
+use crate::reactor::Reactor;
 use crate::transport::{Transport, connect_result, connect_started};
 use crate::{Error, ErrorKind};
 
 /// What a dial needs next.
+/// A dial's name resolution finished (posted by its resolver thread).
+pub(crate) struct Resolved(pub(crate) u64, pub(crate) std::io::Result<Vec<SocketAddr>>);
+
 pub(crate) enum Step {
     /// Wait for `fd` to be readable (`read`) or writable.
     Wait {
@@ -62,7 +64,7 @@ impl Dial {
         lane: (usize, usize),
         client: Arc<ClientInner>,
         server: usize,
-        engine: &Engine,
+        engine: &Reactor,
     ) -> (Dial, Step) {
         let (host, port) = match client.server(server) {
             Ok((h, p)) => (h.clone(), *p),
@@ -83,7 +85,7 @@ impl Dial {
             "dflockd-resolve",
             Box::new(move || {
                 let r = (name.as_str(), port).to_socket_addrs().map(Vec::from_iter);
-                inbox.push(Inbound::Resolved(id, r));
+                inbox.push(Box::new(Resolved(id, r)));
             }),
         );
         match spawned {

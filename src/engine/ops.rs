@@ -23,7 +23,7 @@
 //!   A release is `r`.
 //!
 //! Each task has an id; its socket is registered in the engine's epoll with
-//! `OP_BIT | id` (one-shot, re-armed after each event), and its deadline
+//! `TASK_BIT | id` (one-shot, re-armed after each event), and its deadline
 //! sits in a heap of (when, id) entries (stale entries are skipped).
 
 // Operations stay boxed from start to end: they move between the task map
@@ -32,26 +32,23 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Engine;
-use super::dial::{Dial, Step};
-use super::events::{Event, EventKind, Queue};
+use super::dial::{Dial, Resolved, Step};
 use crate::client::ClientInner;
 use crate::connection::{Connection, Grant, Started, earliest};
-use crate::lease::{DoneFn, Home, OpGuard, Shared};
+use crate::events::{Event, EventKind, Queue};
+use crate::held::{DoneFn, Home, OpGuard, Shared};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::notify::on_notifier;
 use crate::protocol::{Command, Kind, Op as Verb, Outcome, Request, Token};
-use crate::renewal;
+use crate::reactor::{Message, Reactor, TASK_BIT, Tasks};
+use crate::renewal::{self, RenewElsewhere};
 use crate::{Error, ErrorKind, Result};
 
-/// Epoll tokens of tasks carry this bit (hang-up watches never do).
-pub(crate) const OP_BIT: u64 = 1 << 62;
 /// Connections a lane opens at once.
 const MAX_DIALS: usize = 16;
 /// Pause before retrying a send on a connection another thread was using.
@@ -293,12 +290,10 @@ fn lane_key(client: &Arc<ClientInner>, server: usize) -> LaneKey {
 
 /// What other threads hand the engine thread.
 pub(crate) enum Inbound {
-    /// A new operation (its id was taken with `Engine::next_id`).
+    /// A new operation (its id was taken with `Reactor::next_id`).
     Start(u64, Box<Op>),
     /// Look at operation `id` again: its handle was cancelled.
     Poke(u64),
-    /// A dial's name resolution finished.
-    Resolved(u64, std::io::Result<Vec<SocketAddr>>),
 }
 
 /// The engine thread's operations, dials, lanes and their deadlines.
@@ -314,32 +309,69 @@ pub(crate) struct Driver {
     dirty: Vec<LaneKey>,
 }
 
-impl Driver {
-    pub(crate) fn handle(&mut self, engine: &Engine, inbound: Inbound) {
-        self.handle_one(engine, inbound);
+impl Tasks for Driver {
+    fn handle(&mut self, engine: &Reactor, message: Message) {
+        let message = match message.downcast::<Inbound>() {
+            Ok(inbound) => {
+                self.handle_one(engine, *inbound);
+                self.pump_dirty(engine);
+                return;
+            }
+            Err(other) => other,
+        };
+        let message = match message.downcast::<Resolved>() {
+            Ok(resolved) => {
+                let Resolved(id, addrs) = *resolved;
+                if let Some(Task::Dial(mut dial)) = self.tasks.remove(&id) {
+                    let step = dial.resolved(addrs);
+                    self.dial_step(engine, id, dial, step);
+                }
+                self.pump_dirty(engine);
+                return;
+            }
+            Err(other) => other,
+        };
+        if let Ok(renew) = message.downcast::<RenewElsewhere>() {
+            let RenewElsewhere {
+                lease,
+                generation,
+                token,
+                server,
+                home,
+                expires_at,
+                deadline,
+            } = *renew;
+            let op = Op::renew(lease, generation, token, server, home, expires_at, deadline);
+            self.handle_one(engine, Inbound::Start(engine.next_id(), Box::new(op)));
+            self.pump_dirty(engine);
+        }
+    }
+
+    fn on_event(&mut self, engine: &Reactor, id: u64, bits: u32) {
+        self.on_event_one(engine, id, bits);
         self.pump_dirty(engine);
     }
 
-    fn pump_dirty(&mut self, engine: &Engine) {
+    fn expire(&mut self, engine: &Reactor) -> Option<Instant> {
+        self.expire_timers(engine)
+    }
+}
+
+impl Driver {
+    fn pump_dirty(&mut self, engine: &Reactor) {
         while let Some(key) = self.dirty.pop() {
             self.pump(engine, key);
         }
     }
 
-    fn handle_one(&mut self, engine: &Engine, inbound: Inbound) {
+    fn handle_one(&mut self, engine: &Reactor, inbound: Inbound) {
         match inbound {
             Inbound::Start(id, op) => self.start(engine, id, op),
             Inbound::Poke(id) => self.poke(engine, id),
-            Inbound::Resolved(id, addrs) => {
-                if let Some(Task::Dial(mut dial)) = self.tasks.remove(&id) {
-                    let step = dial.resolved(addrs);
-                    self.dial_step(engine, id, dial, step);
-                }
-            }
         }
     }
 
-    fn start(&mut self, engine: &Engine, id: u64, mut op: Box<Op>) {
+    fn start(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
         if let Stage::Retry { conn } = std::mem::replace(&mut op.stage, Stage::Moving) {
             if op.is_acquire() {
                 // The second phase of a two-phase acquire.
@@ -355,7 +387,7 @@ impl Driver {
     }
 
     /// Put `op` at the back of its server's lane.
-    fn enqueue(&mut self, engine: &Engine, id: u64, op: Box<Op>) {
+    fn enqueue(&mut self, engine: &Reactor, id: u64, op: Box<Op>) {
         let key = lane_key(&op.lease.client, op.server);
         let lane = self.lanes.entry(key).or_insert_with(|| Lane {
             client: Arc::clone(&op.lease.client),
@@ -374,7 +406,7 @@ impl Driver {
 
     /// Hand connections to the lane's oldest waiting operations; open more
     /// when none is idle.
-    fn pump(&mut self, engine: &Engine, key: LaneKey) {
+    fn pump(&mut self, engine: &Reactor, key: LaneKey) {
         loop {
             let Some(lane) = self.lanes.get_mut(&key) else {
                 return;
@@ -446,14 +478,14 @@ impl Driver {
         self.dirty.push(key);
     }
 
-    fn dial(&mut self, engine: &Engine, key: LaneKey, client: Arc<ClientInner>, server: usize) {
+    fn dial(&mut self, engine: &Reactor, key: LaneKey, client: Arc<ClientInner>, server: usize) {
         let id = engine.next_id();
         let (dial, step) = Dial::start(id, key, client, server, engine);
         self.dial_step(engine, id, Box::new(dial), step);
     }
 
     /// Act on what a dial step said.
-    fn dial_step(&mut self, engine: &Engine, id: u64, dial: Box<Dial>, step: Step) {
+    fn dial_step(&mut self, engine: &Reactor, id: u64, dial: Box<Dial>, step: Step) {
         match step {
             Step::Wait { fd, read } => {
                 self.arm(engine, id, fd, read, false);
@@ -501,7 +533,7 @@ impl Driver {
     }
 
     /// Send `op`'s request on `conn` without waiting.
-    fn send(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
+    fn send(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
         let lease = Arc::clone(&op.lease);
         let (kind, key) = (lease.kind, lease.key.as_str());
         let (req, verb) = match &op.purpose {
@@ -561,13 +593,7 @@ impl Driver {
         }
     }
 
-    /// An epoll event for task `id`.
-    pub(crate) fn on_event(&mut self, engine: &Engine, id: u64, bits: u32) {
-        self.on_event_one(engine, id, bits);
-        self.pump_dirty(engine);
-    }
-
-    fn on_event_one(&mut self, engine: &Engine, id: u64, bits: u32) {
+    fn on_event_one(&mut self, engine: &Reactor, id: u64, bits: u32) {
         let hang_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
         match self.tasks.remove(&id) {
             Some(Task::Dial(mut dial)) => {
@@ -600,7 +626,7 @@ impl Driver {
     }
 
     /// The reply (or failure) of `op`'s request.
-    fn reply(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
+    fn reply(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
         if op.is_renewal() {
             self.renewed(engine, id, op, r);
             return;
@@ -700,7 +726,7 @@ impl Driver {
 
     /// A failed request: follow a leader redirect, retry a release on a
     /// fresh connection when its home failed, else fail.
-    fn failed_reply(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, conn: Arc<Connection>, e: Error) {
+    fn failed_reply(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>, e: Error) {
         if e.kind() == ErrorKind::NotLeader {
             self.disarm(engine, id);
             op.lease.client.checkin(op.server, conn);
@@ -733,7 +759,7 @@ impl Driver {
 
     /// A renewal's reply: settle it by the renewal policy; the connection
     /// it came on becomes (or stays) the lease's home.
-    fn renewed(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
+    fn renewed(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
         self.disarm(engine, id);
         let Purpose::Renew {
             generation,
@@ -761,7 +787,7 @@ impl Driver {
     #[allow(clippy::too_many_arguments)]
     fn await_reply(
         &mut self,
-        engine: &Engine,
+        engine: &Reactor,
         id: u64,
         mut op: Box<Op>,
         conn: Arc<Connection>,
@@ -777,7 +803,7 @@ impl Driver {
     }
 
     /// Queued: wait for the grant on the connection that enqueued.
-    fn wait(&mut self, engine: &Engine, id: u64, op: Box<Op>, conn: Arc<Connection>) {
+    fn wait(&mut self, engine: &Reactor, id: u64, op: Box<Op>, conn: Arc<Connection>) {
         let Purpose::Acquire { timeout_s, .. } = op.purpose else {
             return;
         };
@@ -813,7 +839,7 @@ impl Driver {
     }
 
     /// A grant read too late to trust: renew it before reporting it.
-    fn confirm(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, conn: Arc<Connection>, grant: Grant) {
+    fn confirm(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>, grant: Grant) {
         let lease = Arc::clone(&op.lease);
         let ttl = lease.renew_ttl();
         let req = Request::Renew {
@@ -850,7 +876,7 @@ impl Driver {
     }
 
     /// Hold the grant (unless the acquire was cancelled meanwhile).
-    fn granted(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, grant: Grant, anchor: Instant) {
+    fn granted(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, grant: Grant, anchor: Instant) {
         self.disarm(engine, id);
         let (Stage::Asked { conn, .. } | Stage::Confirming { conn, .. }) =
             std::mem::replace(&mut op.stage, Stage::Moving)
@@ -862,7 +888,7 @@ impl Driver {
             conn,
             server: op.server,
         };
-        if let Err(e) = renewal::ensure_running(&lease.client) {
+        if let Err(e) = super::ensure_running(&lease.client) {
             drop_grant(&lease, grant.token, &home.conn);
             self.fail(engine, id, op, e);
             return;
@@ -878,7 +904,7 @@ impl Driver {
     }
 
     /// The handle of operation `id` was cancelled.
-    fn poke(&mut self, engine: &Engine, id: u64) {
+    fn poke(&mut self, engine: &Reactor, id: u64) {
         let Some(Task::Op(op)) = self.tasks.get(&id) else {
             return;
         };
@@ -902,8 +928,8 @@ impl Driver {
         self.fail(engine, id, op, e);
     }
 
-    /// Run the timers that are due; the time to the next one (ms, -1: none).
-    pub(crate) fn expire(&mut self, engine: &Engine) -> Option<Instant> {
+    /// Run the timers that are due; when the next one is.
+    fn expire_timers(&mut self, engine: &Reactor) -> Option<Instant> {
         loop {
             self.pump_dirty(engine);
             let &Reverse((when, id)) = self.timers.peek()?;
@@ -966,7 +992,7 @@ impl Driver {
         }
     }
 
-    fn succeed(&mut self, engine: &Engine, id: u64, mut op: Box<Op>) {
+    fn succeed(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
         self.disarm(engine, id);
         if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
             if !op.is_acquire() {
@@ -981,7 +1007,7 @@ impl Driver {
         complete(engine, *op, kind, None);
     }
 
-    fn fail(&mut self, engine: &Engine, id: u64, mut op: Box<Op>, e: Error) {
+    fn fail(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, e: Error) {
         if op.is_renewal() {
             self.renewed(engine, id, op, Err(e));
             return;
@@ -1003,11 +1029,11 @@ impl Driver {
     /// Register (or re-arm) `fd` for task `id`: readable or writable, and
     /// hang-up, one-shot. `known` says the socket was registered before
     /// (a connection's hint), so a re-arm is tried first.
-    fn arm(&mut self, engine: &Engine, id: u64, fd: RawFd, read: bool, known: bool) {
+    fn arm(&mut self, engine: &Reactor, id: u64, fd: RawFd, read: bool, known: bool) {
         let old = self.registered.insert(id, fd);
         let bits = if read { libc::EPOLLIN } else { libc::EPOLLOUT };
         let bits = (bits | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
-        engine.ctl(fd, OP_BIT | id, bits, known || old == Some(fd));
+        engine.ctl(fd, TASK_BIT | id, bits, known || old == Some(fd));
     }
 
     /// Forget task `id`'s registration. The kernel registration stays (one
@@ -1015,7 +1041,7 @@ impl Driver {
     /// it) and can fire once with this task's dead id, which is ignored.
     /// Never EPOLL_CTL_DEL: it goes by fd number, and a number whose socket
     /// closed may already belong to another thread's new connection.
-    fn disarm(&mut self, _engine: &Engine, id: u64) {
+    fn disarm(&mut self, _engine: &Reactor, id: u64) {
         self.registered.remove(&id);
     }
 }
@@ -1096,7 +1122,7 @@ fn drop_grant(lease: &Shared, token: Token, conn: &Connection) {
 /// Deliver an operation's outcome. The handle is free again before anyone
 /// can see the event (its guard is dropped first), so the application may
 /// start the next operation as soon as it reads it.
-fn complete(engine: &Engine, op: Op, kind: EventKind, error: Option<Error>) {
+fn complete(engine: &Reactor, op: Op, kind: EventKind, error: Option<Error>) {
     let Op {
         lease, purpose, done, ..
     } = op;

@@ -84,6 +84,29 @@ impl Command {
         TABLE.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
     }
 
+    /// The command in words, for messages: `"acquire"`, `"semaphore
+    /// renew"`, `"stats"`. The one copy every layer uses.
+    pub fn label(self) -> &'static str {
+        const LOCK: [&str; 5] = ["acquire", "release", "renew", "enqueue", "wait"];
+        const SEMAPHORE: [&str; 5] = [
+            "semaphore acquire",
+            "semaphore release",
+            "semaphore renew",
+            "semaphore enqueue",
+            "semaphore wait",
+        ];
+        match self {
+            Command::Lease(kind, op) => {
+                let i = op as usize;
+                match kind {
+                    Kind::Lock => LOCK[i],
+                    Kind::Semaphore => SEMAPHORE[i],
+                }
+            }
+            other => other.wire_name(),
+        }
+    }
+
     /// Whether a cluster follower must refuse this command with
     /// `error_not_leader` (everything but `ping`, `stats` and `auth`).
     pub fn is_mutating(self) -> bool {
@@ -117,6 +140,17 @@ mod tests {
             let s = Command::Lease(Kind::Semaphore, op).wire_name();
             assert_eq!(s, format!("s{l}"));
         }
+    }
+
+    #[test]
+    fn labels_name_the_operation_and_kind() {
+        assert_eq!(Command::Lease(Kind::Lock, Op::Acquire).label(), "acquire");
+        assert_eq!(
+            Command::Lease(Kind::Semaphore, Op::Renew).label(),
+            "semaphore renew"
+        );
+        assert_eq!(Command::Lease(Kind::Lock, Op::Wait).label(), "wait");
+        assert_eq!(Command::Stats.label(), "stats");
     }
 
     #[test]

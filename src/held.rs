@@ -1,0 +1,409 @@
+//! A lease's state and its transitions, shared by the handle (src/lease.rs),
+//! the evented operations (src/engine/) and the renewal policy
+//! (src/renewal.rs): granted (`hold`), released (`take_for_release`), hung
+//! up, doubted, lost. Every transition bumps the grant *generation*, so a
+//! renewal, a watch or a wake-up that belongs to an older grant does
+//! nothing.
+//!
+//! A held lease pins the connection it was granted on (its *home*): the
+//! server releases a lease when that connection closes, so the home stays
+//! open while the lease is held and carries the renewals (which also keep
+//! it from the server's idle timeout). After release the home goes back to
+//! the client's pool.
+
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::client::{ClientInner, Config};
+use crate::connection::Connection;
+use crate::events::{self, Queue};
+use crate::log::{Level, log};
+use crate::metrics::bump;
+use crate::notify::on_notifier;
+use crate::protocol::{Kind, Token};
+use crate::reactor::{self, Timed, Watch, Watcher};
+use crate::sync::lock;
+use crate::{Error, ErrorKind, Result};
+
+/// Shortest renew interval, whatever the lease and ratio.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Time between renewals of a lease of `lease_s` seconds: every
+/// `min(lease × renew_ratio, keepalive)`, which also keeps the home from the
+/// server's idle timeout whatever the lease.
+pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
+    let by_ratio = Duration::from_secs(lease_s).mul_f64(config.renew_ratio);
+    by_ratio.min(config.keepalive).max(MIN_INTERVAL)
+}
+
+/// Make sure `lease` is woken at `due` (or earlier). Called with its state
+/// locked; `armed` is that state's pending wake-up.
+pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant) {
+    if armed.is_some_and(|a| a <= due) {
+        return;
+    }
+    // Callers made sure the reactor runs before holding a lease.
+    let Some(reactor) = reactor::started(&lease.client.runtime) else {
+        return;
+    };
+    *armed = Some(due);
+    let owner: Weak<dyn Timed> = Arc::downgrade(lease) as Weak<dyn Timed>;
+    reactor.wake_at(owner, due);
+}
+
+/// Run a lost-lease callback on the notifier thread of `client`'s
+/// generation (inline, on the calling thread, if that thread cannot be
+/// started or the generation is shutting down).
+pub(crate) fn notify_lost(client: &ClientInner, callback: LostCallback, err: Error) {
+    on_notifier(&client.runtime, Box::new(move || callback(&err)));
+}
+
+/// Called once when a held lease is lost, on a library thread.
+pub type LostCallback = Arc<dyn Fn(&Error) + Send + Sync>;
+
+/// What `Lease::acquire_async` calls when done.
+pub type DoneFn = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// The connection a lease lives on, and which server it is.
+pub(crate) struct Home {
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) server: usize,
+}
+
+/// A grant the handle holds.
+pub(crate) struct Held {
+    pub(crate) token: Token,
+    pub(crate) lease_s: u64,
+    pub(crate) home: Home,
+    /// When the server will drop the lease unless renewed (measured from
+    /// before the request that set it, so on the safe side).
+    pub(crate) expires_at: Instant,
+    /// When the next renewal is due.
+    pub(crate) renew_at: Instant,
+    /// The server hung up the home connection: not reported held until a
+    /// renewal on a fresh connection confirms the lease.
+    pub(crate) hung_up: bool,
+    /// The event engine's hang-up watch on the home connection (removed
+    /// when dropped: on release, loss or a new home).
+    pub(crate) watch: Option<Watch>,
+}
+
+/// Everything a lease handle knows, under one mutex.
+#[derive(Default)]
+pub(crate) struct State {
+    /// Requested lease for the next acquire/renew (`None`: client default).
+    pub(crate) lease_ttl: Option<u64>,
+    /// An acquire/enqueue/wait is running.
+    pub(crate) busy: bool,
+    /// cancel() was called for the running operation.
+    pub(crate) cancel: bool,
+    /// The connection the running operation is blocked on.
+    pub(crate) in_flight: Option<Arc<Connection>>,
+    /// The running operation is the engine's (`acquire_start`,
+    /// `acquire_async`): its id, for cancel.
+    pub(crate) evented: Option<u64>,
+    /// After enqueue answered `queued`: where to send wait.
+    pub(crate) queued: Option<Home>,
+    /// Completion queues (and tags) to tell when the lease is lost.
+    pub(crate) lost_watchers: Vec<(Weak<Queue>, u64)>,
+    /// cancel() ended a two-phase acquire between enqueue and wait: the
+    /// next wait reports Cancelled (not NotEnqueued).
+    pub(crate) queue_cancelled: bool,
+    pub(crate) held: Option<Held>,
+    pub(crate) lost: Option<Error>,
+    /// Bumped on every grant, release and loss; a renewal scheduled for an
+    /// older generation does nothing.
+    pub(crate) generation: u64,
+    /// The pending scheduler wake-up for this lease, if any.
+    pub(crate) armed: Option<Instant>,
+}
+
+/// The state of one lease handle, shared with the library's threads (the
+/// handle itself, `Lease`, is in src/lease.rs).
+pub(crate) struct Shared {
+    pub(crate) client: Arc<ClientInner>,
+    pub(crate) key: String,
+    pub(crate) kind: Kind,
+    pub(crate) limit: Option<u64>,
+    pub(crate) server: usize,
+    pub(crate) state: Mutex<State>,
+    pub(crate) lost_cv: Condvar,
+    pub(crate) on_lost: Mutex<Option<LostCallback>>,
+    #[cfg(test)]
+    pub(crate) panic_next_renewal: std::sync::atomic::AtomicBool,
+}
+
+/// Marks the handle busy for one operation; clears it on drop.
+pub(crate) struct OpGuard(pub(crate) Arc<Shared>);
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.busy = false;
+        st.cancel = false;
+        st.in_flight = None;
+        st.evented = None;
+    }
+}
+
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidArgument, msg)
+}
+
+pub(crate) fn cancelled(what: &str) -> Error {
+    Error::new(ErrorKind::Cancelled, format!("{what}: cancelled"))
+}
+
+impl Shared {
+    pub(crate) fn requested_ttl(&self) -> Option<u64> {
+        lock(&self.state)
+            .lease_ttl
+            .or(self.client.config.default_lease_ttl_s)
+    }
+
+    pub(crate) fn renew_ttl(&self) -> Option<u64> {
+        self.requested_ttl()
+    }
+
+    /// Start an acquire/enqueue: refuses if one is running or the lease is
+    /// held or queued.
+    pub(crate) fn begin(self: &Arc<Self>, what: &str) -> Result<OpGuard> {
+        let mut st = lock(&self.state);
+        if st.busy {
+            return Err(invalid(format!(
+                "{what}: another operation is running on this handle"
+            )));
+        }
+        if st.held.is_some() {
+            return Err(invalid(format!("{what}: already held; release first")));
+        }
+        if st.queued.is_some() {
+            return Err(invalid(format!(
+                "{what}: already enqueued; wait or release first"
+            )));
+        }
+        st.queue_cancelled = false;
+        st.busy = true;
+        st.cancel = false;
+        Ok(OpGuard(Arc::clone(self)))
+    }
+
+    /// Start a wait: `None` if already held (enqueue acquired at once).
+    pub(crate) fn begin_wait(self: &Arc<Self>) -> Result<Option<(OpGuard, Home)>> {
+        let mut st = lock(&self.state);
+        if st.busy {
+            return Err(invalid("wait: another operation is running on this handle"));
+        }
+        if st.held.is_some() {
+            return Ok(None);
+        }
+        let Some(home) = st.queued.take() else {
+            if std::mem::take(&mut st.queue_cancelled) {
+                return Err(cancelled("wait"));
+            }
+            return Err(Error::new(
+                ErrorKind::NotEnqueued,
+                "wait: not enqueued (call enqueue first)",
+            ));
+        };
+        st.busy = true;
+        st.cancel = false;
+        Ok(Some((OpGuard(Arc::clone(self)), home)))
+    }
+
+    /// Whether a grant of `lease_s` seconds anchored at `anchor` (its
+    /// request's send time) is read so late that its renewal is already
+    /// due: then it must be renewed before it is reported held.
+    pub(crate) fn grant_is_late(&self, anchor: Instant, lease_s: u64) -> bool {
+        Instant::now() >= anchor + interval(&self.client.config, lease_s)
+    }
+
+    /// Whether cancel() was called for the running operation.
+    pub(crate) fn cancel_requested(&self) -> bool {
+        lock(&self.state).cancel
+    }
+
+    /// Record a trusted grant (anchored at `anchor`) as held and schedule
+    /// its renewal; the blocking and the evented acquire end here. If the
+    /// operation was cancelled meanwhile, the grant comes back for the
+    /// caller to give up.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        token: Token,
+        lease_s: u64,
+        home: Home,
+        anchor: Instant,
+        what: &str,
+    ) -> std::result::Result<(), (Error, Token, Home)> {
+        let mut st = lock(&self.state);
+        if st.cancel {
+            return Err((cancelled(what), token, home));
+        }
+        let st = &mut *st;
+        bump(&self.client.metrics.acquires);
+        let renew_at = anchor + interval(&self.client.config, lease_s);
+        st.generation += 1;
+        st.lost = None;
+        let watch = self.watch_home(&home.conn, st.generation);
+        st.held = Some(Held {
+            token,
+            lease_s,
+            home,
+            expires_at: anchor + Duration::from_secs(lease_s),
+            renew_at,
+            hung_up: false,
+            watch,
+        });
+        arm(self, &mut st.armed, renew_at);
+        Ok(())
+    }
+
+    /// Take what a release lets go of off the handle: `None` after leaving
+    /// the queue (a queued enqueue: closing its connection drops the
+    /// waiter, nothing more to say), else the grant's token and home, its
+    /// hang-up watch already removed. `NotHeld` / `LeaseLost` if nothing is
+    /// held.
+    pub(crate) fn take_for_release(&self) -> Result<Option<(Token, Home)>> {
+        let mut st = lock(&self.state);
+        if let Some(home) = st.queued.take() {
+            drop(st);
+            home.conn.abort();
+            return Ok(None);
+        }
+        let Some(held) = st.held.take() else {
+            return Err(match &st.lost {
+                Some(e) => Error::new(ErrorKind::LeaseLost, format!("release: lease was lost: {e}")),
+                None => Error::new(ErrorKind::NotHeld, "release: not held"),
+            });
+        };
+        st.generation += 1;
+        drop(st);
+        let Held {
+            token, home, watch, ..
+        } = held;
+        // Unregister before the connection can go back to the pool or to
+        // the engine's release (either may register the same socket).
+        drop(watch);
+        Ok(Some((token, home)))
+    }
+
+    /// Ask the reactor to watch a home connection for hang-up.
+    pub(crate) fn watch_home(self: &Arc<Self>, conn: &Arc<Connection>, generation: u64) -> Option<Watch> {
+        let owner: Weak<dyn Watcher> = Arc::downgrade(self) as Weak<dyn Watcher>;
+        reactor::started(&self.client.runtime)?.watch(owner, generation, conn)
+    }
+
+    /// The server hung up the home connection of grant `generation` (the
+    /// engine saw EOF or a reset). With auto-release (the default, see
+    /// `Config::auto_release_on_disconnect`) the lease is lost at once.
+    /// Without it the server still has it: the lease is no longer reported
+    /// held, and a renewal on a fresh connection runs now, which confirms
+    /// it or ends it as lost.
+    pub(crate) fn hung_up(self: &Arc<Self>, generation: u64) {
+        if self.client.config.auto_release_on_disconnect {
+            // The server releases the lease when it processes the close, and
+            // a renewal on a fresh connection could reach it first and be
+            // accepted (the Go server closes the socket, then cleans up).
+            // (A no-op if grant `generation` is no longer held.)
+            self.lose(
+                generation,
+                Error::new(
+                    ErrorKind::Io,
+                    "the server closed its connection, which releases the lease (auto-release on disconnect)",
+                ),
+            );
+            return;
+        }
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        if st.generation != generation {
+            return;
+        }
+        let Some(held) = st.held.as_mut() else { return };
+        held.hung_up = true;
+        held.home.conn.mark_broken();
+        let now = Instant::now();
+        held.renew_at = now;
+        log!(
+            Level::Warn,
+            "lease on {:?}: the server closed its connection; confirming it on a fresh connection",
+            self.key
+        );
+        arm(self, &mut st.armed, now);
+    }
+
+    /// The home connection of grant `generation` broke on this side: stop
+    /// reporting the lease held until a renewal confirms it. `false` if that
+    /// grant is no longer held.
+    pub(crate) fn doubt(&self, generation: u64) -> bool {
+        let mut st = lock(&self.state);
+        if st.generation != generation {
+            return false;
+        }
+        let Some(held) = st.held.as_mut() else {
+            return false;
+        };
+        if !held.hung_up {
+            held.hung_up = true;
+            log!(
+                Level::Warn,
+                "lease on {:?}: its connection broke; waiting for the server to close it before confirming the lease on a fresh connection",
+                self.key
+            );
+        }
+        true
+    }
+
+    /// Queue a LOST event on `queue` when the lease held by this handle is
+    /// lost (at once if it already was). One event per registration.
+    pub(crate) fn watch_lost(&self, queue: &Arc<Queue>, tag: u64) {
+        let mut st = lock(&self.state);
+        if let Some(err) = st.lost.clone() {
+            drop(st);
+            queue.push(events::lost(tag, &err));
+            return;
+        }
+        st.lost_watchers.push((Arc::downgrade(queue), tag));
+    }
+
+    /// Mark the lease of `generation` lost: drop it, close its connection
+    /// (so the server frees it if it still had it) and notify.
+    pub(crate) fn lose(&self, generation: u64, err: Error) {
+        let mut st = lock(&self.state);
+        if st.generation != generation || st.held.is_none() {
+            return;
+        }
+        let held = st.held.take();
+        st.generation += 1;
+        let err = Error::new(
+            ErrorKind::LeaseLost,
+            format!("lease on {:?} lost: {err}", self.key),
+        );
+        // Counted before anyone can see the loss (is_lost, an event), so
+        // the counter never lags it; logged before any event is queued.
+        bump(&self.client.metrics.leases_lost);
+        st.lost = Some(err.clone());
+        let watchers = std::mem::take(&mut st.lost_watchers);
+        drop(st);
+        log!(Level::Error, "{err}");
+        for (queue, tag) in watchers {
+            if let Some(q) = queue.upgrade() {
+                q.push(events::lost(tag, &err));
+            }
+        }
+        if let Some(h) = held {
+            h.home.conn.abort();
+        }
+        self.lost_cv.notify_all();
+        if let Some(cb) = lock(&self.on_lost).clone() {
+            notify_lost(&self.client, cb, err);
+        }
+    }
+}
+
+impl Watcher for Shared {
+    fn hung_up(self: Arc<Self>, generation: u64) {
+        Shared::hung_up(&self, generation);
+    }
+}
