@@ -1,13 +1,17 @@
 //! One authenticated connection to one server, with one method per
-//! command. Every method goes through `Connection::call`: encode (the
-//! protocol module validates), write, read one line against a deadline,
-//! parse strictly, map refusals to [`Error`]s. Requests are serialized by
-//! an internal mutex, so a connection can be shared between threads (a
-//! blocking acquire holds it until the server answers).
+//! command, and its two drivers over one [`Session`] (the FIFO of
+//! outstanding requests, src/session.rs): `Connection::call` on the
+//! caller's thread (encode, write, read lines against a deadline until its
+//! reply, parse strictly, map refusals to [`Error`]s), and `start` /
+//! `poll_reply` / `abandon_reply` for the reactor (never blocking). Both
+//! match every reply line to the request at the head of the session, so a
+//! reply is never taken for another request's answer. The socket and the
+//! session are behind one mutex, so a connection can be shared between
+//! threads (a blocking acquire holds it until the server answers).
 //!
-//! A connection that saw an I/O or protocol error is marked broken and
-//! refuses further use: the byte stream may be out of sync, and a reply
-//! read late could be mistaken for the answer to a later request.
+//! A connection that saw an I/O or protocol error, or a reply with nothing
+//! outstanding, is marked broken and refuses further use: the byte stream
+//! may be out of sync.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +21,8 @@ use std::time::{Duration, Instant};
 use crate::fork::ForkStamp;
 use crate::log::{Level, log};
 use crate::metrics::{Metrics, bump};
-use crate::protocol::{Command, Kind, MAX_SECONDS, Op, Outcome, Refusal, Request, Stats, Token, parse_reply};
+use crate::protocol::{Command, Kind, MAX_SECONDS, Outcome, Refusal, Request, Stats, Token, parse_reply};
+use crate::session::{Delivery, Session, Waiter};
 use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
 use crate::{Error, ErrorKind, Result};
 
@@ -149,8 +154,7 @@ impl Connector {
             io: Mutex::new(Io {
                 transport,
                 frame: Vec::with_capacity(64),
-                owed: 0,
-                pending: false,
+                session: Session::default(),
             }),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
@@ -175,14 +179,16 @@ struct Io {
     transport: Transport,
     /// Reused encode buffer.
     frame: Vec<u8>,
-    /// Replies still due to earlier requests whose deadline passed (only
-    /// renew and ping, whose late answer is harmless); read and dropped
-    /// before the next reply.
-    owed: usize,
-    /// The event engine sent a request on this connection and waits for
-    /// its reply (see `start_request`); a blocking call that comes first
-    /// turns it into an owed reply.
-    pending: bool,
+    /// What was sent and whose each coming reply is.
+    session: Session,
+}
+
+impl Io {
+    /// After a reply: bytes already received beyond it while nothing is
+    /// outstanding are a reply to no request (a protocol violation).
+    fn stray_input(&self) -> bool {
+        self.session.is_idle() && self.transport.pending_input() > 0
+    }
 }
 
 /// What [`Connection::start_request`] did.
@@ -327,7 +333,7 @@ impl Connection {
             return false;
         }
         match self.io.try_lock() {
-            Ok(io) => io.owed == 0 && !io.pending && io.transport.looks_alive(),
+            Ok(io) => io.session.is_idle() && io.transport.looks_alive(),
             Err(_) => false,
         }
     }
@@ -385,37 +391,68 @@ impl Connection {
         if self.was_aborted() {
             return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
         }
-        if self.is_broken() {
-            return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
-        }
         let io = &mut *io;
-        if std::mem::take(&mut io.pending) {
-            // The engine's request was sent first: its reply comes first.
-            io.owed += 1;
+        // The reactor's request was sent first: its reply comes first, and
+        // is now owed (dropped when read).
+        if io.session.awaits(Waiter::Reactor) && !io.session.give_up(Waiter::Reactor) {
+            self.broken.store(true, Ordering::Release);
+        }
+        if self.is_broken() || io.session.admit(req.may_block()).is_err() {
+            return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
         }
         io.frame.clear();
         req.encode(&mut io.frame)?;
         let deadline = earliest(self.reply_deadline(req), cap);
-        let result = Self::exchange(io, deadline, &what);
-        let line = match result {
-            Ok(line) => line,
-            Err((e, sent)) => {
-                if self.was_aborted() {
-                    return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
+        if let Err(e) = io.transport.send(&io.frame, deadline, &what) {
+            // Part of the frame may have gone: the stream is out of step.
+            io.session.break_off();
+            self.broken.store(true, Ordering::Release);
+            return Err(self.cancelled_or(e, &what));
+        }
+        io.session.sent(cmd, req.may_block(), Waiter::Caller);
+        let line = loop {
+            let line = match io.transport.read_line(deadline, &what) {
+                Ok(line) => line,
+                Err(e) => {
+                    // Only a reply that is merely late and harmless keeps
+                    // the stream in step (it stays owed).
+                    let late = e.kind() == ErrorKind::Deadline;
+                    if !late || !io.session.give_up(Waiter::Caller) {
+                        io.session.break_off();
+                        self.broken.store(true, Ordering::Release);
+                    }
+                    return Err(self.cancelled_or(e, &what));
                 }
-                // Only a fully sent request whose reply is merely late
-                // keeps the stream in sync (the reply is owed); a partial
-                // write does not.
-                let harmless_late = matches!(cmd, Command::Ping | Command::Lease(_, Op::Renew));
-                if e.kind() == ErrorKind::Deadline && harmless_late && sent {
-                    io.owed += 1;
-                } else {
+            };
+            match io.session.on_line() {
+                Delivery::Owed => continue,
+                Delivery::Reply {
+                    waiter: Waiter::Caller,
+                    ..
+                } => break line,
+                Delivery::Reply { .. } | Delivery::Stray => {
                     self.broken.store(true, Ordering::Release);
+                    return Err(stray(&what));
                 }
-                return Err(e);
             }
         };
+        if io.stray_input() {
+            // More arrived than was asked for: which line answered this
+            // request cannot be known.
+            io.session.break_off();
+            self.broken.store(true, Ordering::Release);
+            return Err(stray(&what));
+        }
         self.interpret(cmd, &what, &line)
+    }
+
+    /// `e`, or `Cancelled` if the connection was aborted meanwhile (cancel).
+    fn cancelled_or(&self, e: Error, what: &What) -> Error {
+        if self.was_aborted() {
+            Error::new(ErrorKind::Cancelled, format!("{what}: cancelled"))
+        } else {
+            e
+        }
     }
 
     /// A reply line as the outcome of `cmd`: anything but a success reply
@@ -473,22 +510,34 @@ impl Connection {
             return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
         }
         let io = &mut *io;
-        if io.pending {
+        if io.session.awaits(Waiter::Reactor) {
             if !take_over {
                 return Ok(Started::Busy);
             }
-            io.pending = false;
-            io.owed += 1;
+            if !io.session.give_up(Waiter::Reactor) {
+                self.broken.store(true, Ordering::Release);
+                return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
+            }
+        }
+        if !take_over {
+            // A home sits idle between renewals: whatever arrived meanwhile
+            // is an owed reply, or a reply to nothing (a violation), never
+            // the answer to this renewal.
+            self.drain(io, &what)?;
+        }
+        if io.session.admit(req.may_block()).is_err() {
+            return Ok(Started::Busy);
         }
         io.frame.clear();
         req.encode(&mut io.frame)?;
         match io.transport.try_send(&io.frame, &what) {
             Ok(true) => {
-                io.pending = true;
+                io.session.sent(what.cmd, req.may_block(), Waiter::Reactor);
                 log!(Level::Debug, "{what} on {}: sent (engine)", self.peer);
                 Ok(Started::Sent)
             }
             Ok(false) => {
+                io.session.break_off();
                 self.broken.store(true, Ordering::Release);
                 Err(Error::new(
                     ErrorKind::Io,
@@ -496,8 +545,31 @@ impl Connection {
                 ))
             }
             Err(e) => {
+                io.session.break_off();
                 self.broken.store(true, Ordering::Release);
                 Err(e)
+            }
+        }
+    }
+
+    /// Read, without waiting, the lines that arrived: owed replies are
+    /// dropped; a line with nothing outstanding breaks the connection.
+    fn drain(&self, io: &mut Io, what: &What) -> Result<()> {
+        loop {
+            match io.transport.try_read_line(what) {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => match io.session.on_line() {
+                    Delivery::Owed => {}
+                    _ => {
+                        self.broken.store(true, Ordering::Release);
+                        return Err(stray(what));
+                    }
+                },
+                Err(e) => {
+                    io.session.break_off();
+                    self.broken.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
         }
     }
@@ -512,7 +584,7 @@ impl Connection {
             return Ok(None);
         };
         let io = &mut *io;
-        if !io.pending {
+        if !io.session.awaits(Waiter::Reactor) {
             return Err(Error::new(
                 ErrorKind::Cancelled,
                 format!("{what}: another call took over the connection"),
@@ -523,19 +595,27 @@ impl Connection {
                 Ok(Some(line)) => line,
                 Ok(None) => return Ok(None),
                 Err(e) => {
-                    io.pending = false;
+                    io.session.break_off();
                     self.broken.store(true, Ordering::Release);
                     return Err(e);
                 }
             };
-            if io.owed > 0 {
-                io.owed -= 1;
-                continue;
+            match io.session.on_line() {
+                Delivery::Owed => continue,
+                Delivery::Reply {
+                    waiter: Waiter::Reactor,
+                    ..
+                } if !io.stray_input() => {
+                    let r = self.interpret(cmd, &what, &line);
+                    self.observe(&what, &r);
+                    return r.map(Some);
+                }
+                _ => {
+                    io.session.break_off();
+                    self.broken.store(true, Ordering::Release);
+                    return Err(stray(&what));
+                }
             }
-            io.pending = false;
-            let r = self.interpret(cmd, &what, &line);
-            self.observe(&what, &r);
-            return r.map(Some);
         }
     }
 
@@ -547,25 +627,11 @@ impl Connection {
             bump(&m.deadline_hits);
         }
         if let Ok(mut io) = self.io.try_lock() {
-            if std::mem::take(&mut io.pending) {
-                io.owed += 1;
+            if !io.session.give_up(Waiter::Reactor) {
+                self.broken.store(true, Ordering::Release);
             }
         }
         // Busy: the call holding the connection turns it into an owed reply.
-    }
-
-    /// Write the encoded frame, drop owed late replies, read the answer.
-    /// `Err((e, true))` when the whole frame was written, so the server
-    /// will still answer it.
-    fn exchange(io: &mut Io, deadline: Instant, what: &What) -> Result<String, (Error, bool)> {
-        io.transport
-            .send(&io.frame, deadline, what)
-            .map_err(|e| (e, false))?;
-        while io.owed > 0 {
-            io.transport.read_line(deadline, what).map_err(|e| (e, true))?;
-            io.owed -= 1;
-        }
-        io.transport.read_line(deadline, what).map_err(|e| (e, true))
     }
 
     fn grant(outcome: Outcome, what: &str) -> Result<Grant> {
@@ -719,6 +785,14 @@ impl Connection {
             other => Err(unexpected("stats", &other)),
         }
     }
+}
+
+/// The error for a reply line that answers no outstanding request.
+fn stray(what: &What) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("{what}: the server sent a reply with no request outstanding; the connection is out of step"),
+    )
 }
 
 /// A reply's shape in words, without its token.

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::client::{ClientInner, Config};
+use crate::clock::{Boot, Stamp};
 use crate::connection::Connection;
 use crate::events::{self, Queue};
 use crate::log::{Level, log};
@@ -70,15 +71,57 @@ pub(crate) struct Home {
     pub(crate) server: usize,
 }
 
+/// How long a held lease lasts: counted from the send time of the request
+/// that granted or last renewed it (the *anchor*: the server's lease clock
+/// cannot have started earlier), so always on the safe side. Pure: `now` is
+/// an argument, and expiry runs on CLOCK_BOOTTIME (src/clock.rs), so a
+/// suspend of this machine counts against the lease as it does on the
+/// server.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Life {
+    /// The lease the server granted (or last renewed to), in seconds.
+    pub(crate) lease_s: u64,
+    pub(crate) anchor: Stamp,
+}
+
+impl Life {
+    /// When the server drops the lease unless renewed.
+    pub(crate) fn expires_at(&self) -> Boot {
+        self.anchor.boot + Duration::from_secs(self.lease_s)
+    }
+
+    /// Whether the lease can still be held at `now`.
+    pub(crate) fn held_at(&self, now: Boot) -> bool {
+        now < self.expires_at()
+    }
+
+    /// Time left on the lease at `now` (`None`: expired).
+    pub(crate) fn left(&self, now: Boot) -> Option<Duration> {
+        self.expires_at()
+            .checked_duration_since(now)
+            .filter(|d| !d.is_zero())
+    }
+
+    /// When its renewal is due, renewing every `interval`.
+    pub(crate) fn renew_at(&self, interval: Duration) -> Instant {
+        self.anchor.mono + interval
+    }
+
+    /// Whether, read at `now`, the grant is so late that its renewal was
+    /// already due (a long queue wait, this process frozen, the machine
+    /// suspended): it must be confirmed by a renewal before it is reported
+    /// held.
+    pub(crate) fn is_late(&self, interval: Duration, now: Stamp) -> bool {
+        now.mono >= self.anchor.mono + interval || now.boot >= self.anchor.boot + interval
+    }
+}
+
 /// A grant the handle holds.
 pub(crate) struct Held {
     pub(crate) token: Token,
-    pub(crate) lease_s: u64,
+    pub(crate) life: Life,
     pub(crate) home: Home,
-    /// When the server will drop the lease unless renewed (measured from
-    /// before the request that set it, so on the safe side).
-    pub(crate) expires_at: Instant,
-    /// When the next renewal is due.
+    /// When the next renewal is due (moved by retries and hang-ups).
     pub(crate) renew_at: Instant,
     /// The server hung up the home connection: not reported held until a
     /// renewal on a fresh connection confirms the lease.
@@ -214,8 +257,8 @@ impl Shared {
     /// Whether a grant of `lease_s` seconds anchored at `anchor` (its
     /// request's send time) is read so late that its renewal is already
     /// due: then it must be renewed before it is reported held.
-    pub(crate) fn grant_is_late(&self, anchor: Instant, lease_s: u64) -> bool {
-        Instant::now() >= anchor + interval(&self.client.config, lease_s)
+    pub(crate) fn grant_is_late(&self, anchor: Stamp, lease_s: u64) -> bool {
+        Life { lease_s, anchor }.is_late(interval(&self.client.config, lease_s), Stamp::now())
     }
 
     /// Whether cancel() was called for the running operation.
@@ -233,7 +276,7 @@ impl Shared {
         token: Token,
         lease_s: u64,
         home: Home,
-        anchor: Instant,
+        anchor: Stamp,
         what: &str,
     ) -> std::result::Result<(), (Error, Token, Home)> {
         let mut st = lock(&self.state);
@@ -242,15 +285,15 @@ impl Shared {
         }
         let st = &mut *st;
         bump(&self.client.metrics.acquires);
-        let renew_at = anchor + interval(&self.client.config, lease_s);
+        let life = Life { lease_s, anchor };
+        let renew_at = life.renew_at(interval(&self.client.config, lease_s));
         st.generation += 1;
         st.lost = None;
         let watch = self.watch_home(&home.conn, st.generation);
         st.held = Some(Held {
             token,
-            lease_s,
+            life,
             home,
-            expires_at: anchor + Duration::from_secs(lease_s),
             renew_at,
             hung_up: false,
             watch,
@@ -405,5 +448,68 @@ impl Shared {
 impl Watcher for Shared {
     fn hung_up(self: Arc<Self>, generation: u64) {
         Shared::hung_up(&self, generation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    /// A suspend of `d`: the boot clock runs on, the monotonic one does not.
+    fn suspended(t: Stamp, d: Duration) -> Stamp {
+        Stamp {
+            mono: t.mono,
+            boot: t.boot + d,
+        }
+    }
+
+    #[test]
+    fn a_lease_runs_from_the_send_time_of_its_grant() {
+        let sent = Stamp::now();
+        let life = Life {
+            lease_s: 10,
+            anchor: sent,
+        };
+        assert!(life.held_at(sent.after(9 * SEC).boot));
+        assert!(!life.held_at(sent.after(10 * SEC).boot));
+        assert_eq!(life.left(sent.after(4 * SEC).boot), Some(6 * SEC));
+        assert_eq!(life.left(sent.after(11 * SEC).boot), None);
+        assert_eq!(life.renew_at(5 * SEC), sent.mono + 5 * SEC);
+    }
+
+    #[test]
+    fn a_suspend_longer_than_the_time_left_ends_the_lease() {
+        let sent = Stamp::now();
+        let life = Life {
+            lease_s: 10,
+            anchor: sent,
+        };
+        // 3 s in, the machine sleeps for 30 s: on the monotonic clock only 3 s
+        // passed, but the server's lease ran out during the suspend.
+        let resumed = suspended(sent.after(3 * SEC), 30 * SEC);
+        assert!(!life.held_at(resumed.boot), "not held after the suspend");
+        assert_eq!(life.left(resumed.boot), None, "nothing left to renew");
+        // A suspend shorter than the time left keeps it, minus the suspend.
+        let short = suspended(sent.after(3 * SEC), 2 * SEC);
+        assert!(life.held_at(short.boot));
+        assert_eq!(life.left(short.boot), Some(5 * SEC));
+    }
+
+    #[test]
+    fn a_grant_read_after_a_suspend_or_a_freeze_is_late() {
+        let sent = Stamp::now();
+        let life = Life {
+            lease_s: 10,
+            anchor: sent,
+        };
+        let interval = 5 * SEC;
+        assert!(!life.is_late(interval, sent.after(4 * SEC)));
+        assert!(life.is_late(interval, sent.after(5 * SEC)), "frozen process");
+        assert!(
+            life.is_late(interval, suspended(sent.after(SEC), 6 * SEC)),
+            "suspended machine"
+        );
     }
 }

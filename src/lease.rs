@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientInner};
+use crate::clock::{Boot, Stamp};
 use crate::connection::{Connection, Enqueued, Grant, earliest};
 use crate::engine::ops::{Done, Inbound, Op};
 use crate::engine::{self, ensure_running};
@@ -248,7 +249,7 @@ impl Lease {
     /// The lease length the server granted (or last renewed to), while held.
     pub fn lease_ttl_s(&self) -> Option<u64> {
         self.check_fork().ok()?;
-        lock(&self.shared.state).held.as_ref().map(|h| h.lease_s)
+        lock(&self.shared.state).held.as_ref().map(|h| h.life.lease_s)
     }
 
     /// Whether the lease is held and, as far as the client knows, not
@@ -258,7 +259,7 @@ impl Lease {
             && lock(&self.shared.state)
                 .held
                 .as_ref()
-                .is_some_and(|h| !h.hung_up && Instant::now() < h.expires_at)
+                .is_some_and(|h| !h.hung_up && h.life.held_at(Boot::now()))
     }
 
     /// Whether the last held lease was lost (cleared by the next grant).
@@ -477,10 +478,10 @@ impl Shared {
         what: &str,
         cap: Instant,
         request: impl Fn(&Connection) -> Result<T>,
-    ) -> Result<(T, Home, Instant)> {
+    ) -> Result<(T, Home, Stamp)> {
         self.client.route(self.server, |server| {
             let conn = self.client.checkout(server, Some(cap))?;
-            let sent = Instant::now();
+            let sent = Stamp::now();
             let r = self.cancellable(&conn, what, || request(&conn));
             let home = Home { conn, server };
             match r {
@@ -526,7 +527,7 @@ impl Shared {
     fn wait(self: &Arc<Self>, _op: &OpGuard, home: Home, timeout_s: u64) -> Result<()> {
         let conn = Arc::clone(&home.conn);
         let cap = self.client.call_deadline(timeout_s);
-        let sent = Instant::now();
+        let sent = Stamp::now();
         let r = self.cancellable(&conn, "wait", || {
             conn.wait_until(self.kind, &self.key, timeout_s, Some(cap))
         });
@@ -556,7 +557,7 @@ impl Shared {
         self: &Arc<Self>,
         grant: Grant,
         home: Home,
-        sent: Instant,
+        sent: Stamp,
         cap: Instant,
         what: &str,
     ) -> Result<()> {
@@ -567,8 +568,8 @@ impl Shared {
         let config = &self.client.config;
         let (mut anchor, mut lease_s) = (sent, grant.lease_s);
         if self.grant_is_late(anchor, lease_s) {
-            let renew_sent = Instant::now();
-            let reply_by = earliest(renew_sent + config.io_timeout, Some(cap));
+            let renew_sent = Stamp::now();
+            let reply_by = earliest(renew_sent.mono + config.io_timeout, Some(cap));
             let ttl = self.renew_ttl();
             match home
                 .conn

@@ -16,6 +16,7 @@ mod thread;
 
 // --- client core (issue 3) ---------------------------------------------
 pub mod client;
+mod clock;
 pub mod connection;
 mod engine;
 pub mod events;
@@ -25,6 +26,7 @@ mod notify;
 mod reactor;
 mod renewal;
 mod runtime;
+mod session;
 pub mod transport;
 
 // --- test server (issue 2) ---------------------------------------------

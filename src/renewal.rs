@@ -22,8 +22,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::{Boot, Stamp};
 use crate::connection::{Connection, Started};
-use crate::held::{Shared, arm, interval};
+use crate::held::{Life, Shared, arm, interval};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::protocol::{Outcome, Request, Token};
@@ -103,14 +104,14 @@ fn transient(e: &Error) -> bool {
 /// was late) gets the renewal on a fresh connection, opened by the engine
 /// without blocking (an evented operation, `Op::renew`).
 fn renew_once(lease: &Arc<Shared>, generation: u64) {
-    let (token, conn, server, expires_at, watch, hung_up) = {
+    let (token, conn, server, life, watch, hung_up) = {
         let st = lock(&lease.state);
         match &st.held {
             Some(h) if st.generation == generation => (
                 h.token,
                 Arc::clone(&h.home.conn),
                 h.home.server,
-                h.expires_at,
+                h.life,
                 h.watch.as_ref().map(Watch::key),
                 h.hung_up,
             ),
@@ -139,7 +140,10 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
             );
         } else if lease.doubt(generation) && watch.is_some() {
             conn.half_close();
-            reschedule(lease, generation, expires_at);
+            // If the server's close never comes, wake at the end of the
+            // lease and give it up.
+            let left = life.left(Boot::now()).unwrap_or_default();
+            reschedule(lease, generation, Instant::now() + left);
         } else {
             conn.abort();
             lease.lose(
@@ -159,15 +163,16 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
     {
         panic!("injected renewal panic");
     }
-    let sent = Instant::now();
-    let Some(left) = expires_at.checked_duration_since(sent).filter(|d| !d.is_zero()) else {
+    let expires_at = life.expires_at();
+    let sent = Stamp::now();
+    let Some(left) = life.left(sent.boot) else {
         lease.lose(
             generation,
             Error::new(ErrorKind::Deadline, "not renewed before it expired"),
         );
         return;
     };
-    let deadline = sent + RENEW_DEADLINE.min(lease.client.config.io_timeout).min(left);
+    let deadline = sent.mono + RENEW_DEADLINE.min(lease.client.config.io_timeout).min(left);
     let Some(engine) = reactor::started(&lease.client.runtime) else {
         lease.lose(generation, Error::new(ErrorKind::Io, "the event engine is gone"));
         return;
@@ -241,7 +246,7 @@ pub(crate) struct RenewElsewhere {
     pub(crate) token: Token,
     pub(crate) server: usize,
     pub(crate) home: Option<Arc<Connection>>,
-    pub(crate) expires_at: Instant,
+    pub(crate) expires_at: Boot,
     pub(crate) deadline: Instant,
 }
 
@@ -260,8 +265,8 @@ pub(crate) fn renewed(r: crate::Result<Outcome>) -> crate::Result<u64> {
 pub(crate) fn finish(
     lease: &Arc<Shared>,
     generation: u64,
-    sent: Instant,
-    expires_at: Instant,
+    sent: Stamp,
+    expires_at: Boot,
     result: crate::Result<u64>,
     new_home: Option<Arc<Connection>>,
 ) {
@@ -273,26 +278,32 @@ pub(crate) fn finish(
                 return;
             }
             let Some(held) = st.held.as_mut() else { return };
-            held.lease_s = lease_s;
-            held.expires_at = sent + Duration::from_secs(lease_s);
+            held.life = Life {
+                lease_s,
+                anchor: sent,
+            };
             held.hung_up = false;
             if let Some(fresh) = new_home {
                 held.watch = lease.watch_home(&fresh, generation);
                 held.home.conn = fresh;
             }
             drop(st);
-            let next = sent + interval(&lease.client.config, lease_s);
+            let next = Life {
+                lease_s,
+                anchor: sent,
+            }
+            .renew_at(interval(&lease.client.config, lease_s));
             reschedule(lease, generation, next);
         }
         Err(e) if transient(&e) => {
-            let retry = Instant::now() + RETRY_BACKOFF;
-            if retry < expires_at {
+            if Boot::now() + RETRY_BACKOFF < expires_at {
+                let retry = Instant::now() + RETRY_BACKOFF;
                 bump(&lease.client.metrics.renewal_retries);
                 log!(
                     Level::Warn,
                     "{e}; retrying the renewal in {} ms ({} ms left on the lease)",
                     RETRY_BACKOFF.as_millis(),
-                    expires_at.saturating_duration_since(Instant::now()).as_millis()
+                    expires_at.saturating_duration_since(Boot::now()).as_millis()
                 );
                 reschedule(lease, generation, retry);
             } else {

@@ -446,3 +446,63 @@ fn a_dropped_connection_loses_the_lease_at_once_and_for_good() {
         assert!(t0.elapsed() < Duration::from_secs(1));
     }
 }
+
+/// A reply that arrives while nothing is outstanding (here a stray `ok 60`
+/// on a held lease's idle home) is a protocol violation, never the answer to
+/// the next renewal: read as one, it would have the lease look held for 60
+/// s where the server confirmed 4. The connection is dropped: with auto-
+/// release (the default) the lease is lost (the close frees it on the
+/// server); without, it is doubted and confirmed by a renewal on a fresh
+/// connection, at the lease the server really gave.
+#[test]
+fn a_reply_with_nothing_outstanding_is_never_taken_for_a_renewal() {
+    if skip_external("unsolicited replies") {
+        return;
+    }
+    for auto_release in [true, false] {
+        let srv = embedded(ServerOptions {
+            auto_release_on_disconnect: auto_release,
+            ..ServerOptions::default()
+        });
+        let client = srv.client_with(|c| c.auto_release_on_disconnect = auto_release);
+        let (lease, _rx) = held(&client, 4);
+        let token = lease.token();
+        srv.ts().inject(b"ok 60\n");
+        if auto_release {
+            assert!(
+                lease.wait_lost(Some(Duration::from_secs(4))),
+                "lost at the next renewal"
+            );
+            let e = lease.lost_error().expect("lost");
+            assert!(e.message().contains("connection broke"), "{e}");
+            let rival = client.lock(lease.key()).expect("rival");
+            // The server frees it when it processes the close.
+            assert!(
+                wait_until(Duration::from_secs(2), || rival.try_acquire().expect("try")),
+                "the server freed it"
+            );
+            rival.release().expect("release");
+        } else {
+            // Seen at the next renewal (within half the lease): the home is
+            // dropped, the lease doubted and confirmed on a fresh connection.
+            let opened = client.metrics().connections_opened;
+            assert!(
+                wait_until(Duration::from_secs(4), || client.metrics().connections_opened
+                    > opened),
+                "renewed on a fresh connection"
+            );
+            assert!(
+                wait_until(Duration::from_secs(4), || lease.is_held()),
+                "confirmed: {:?}",
+                lease.lost_error()
+            );
+            assert_eq!(lease.token(), token);
+            assert_eq!(
+                lease.lease_ttl_s(),
+                Some(4),
+                "the server's lease, not the stray's"
+            );
+            lease.release().expect("release");
+        }
+    }
+}

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::dial::{Dial, Resolved, Step};
 use crate::client::ClientInner;
+use crate::clock::{Boot, Stamp};
 use crate::connection::{Connection, Grant, Started, earliest};
 use crate::events::{Event, EventKind, Queue};
 use crate::held::{DoneFn, Home, OpGuard, Shared};
@@ -92,7 +93,7 @@ pub(crate) enum Purpose {
     Renew {
         generation: u64,
         token: Token,
-        expires_at: Instant,
+        expires_at: Boot,
     },
     /// `r`/`sr` of a lease already taken off the handle.
     Release {
@@ -109,7 +110,7 @@ enum Stage {
     /// awaited.
     Asked {
         conn: Arc<Connection>,
-        sent: Instant,
+        sent: Stamp,
         verb: Verb,
     },
     /// A grant read too late to trust: a renewal went out at `sent` and
@@ -117,7 +118,7 @@ enum Stage {
     Confirming {
         conn: Arc<Connection>,
         token: Token,
-        sent: Instant,
+        sent: Stamp,
     },
     /// `conn` was busy (another thread's call): send again at the timer.
     Retry { conn: Arc<Connection> },
@@ -173,7 +174,7 @@ impl Op {
         token: Token,
         server: usize,
         home: Option<Arc<Connection>>,
-        expires_at: Instant,
+        expires_at: Boot,
         deadline: Instant,
     ) -> Op {
         Op {
@@ -574,14 +575,14 @@ impl Driver {
             );
             return;
         }
-        let sent = Instant::now();
+        let sent = Stamp::now();
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
                 let reply_by = conn.reply_deadline(&req);
                 self.await_reply(engine, id, op, conn, reply_by, sent, verb);
             }
             Ok(Started::Busy) => {
-                op.step_by = earliest(sent + BUSY_RETRY, Some(op.deadline));
+                op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
                 self.timers.push(Reverse((op.step_by, id)));
                 op.stage = Stage::Retry { conn };
                 self.tasks.insert(id, Task::Op(op));
@@ -771,7 +772,7 @@ impl Driver {
         };
         let (conn, sent) = match std::mem::replace(&mut op.stage, Stage::Moving) {
             Stage::Asked { conn, sent, .. } => (Some(conn), sent),
-            other => (other.conn_owned(), Instant::now()),
+            other => (other.conn_owned(), Stamp::now()),
         };
         let result = r.and_then(|o| match o {
             Outcome::Renewed { lease_s } => Ok(lease_s),
@@ -792,7 +793,7 @@ impl Driver {
         mut op: Box<Op>,
         conn: Arc<Connection>,
         reply_by: Instant,
-        sent: Instant,
+        sent: Stamp,
         verb: Verb,
     ) {
         op.step_by = earliest(reply_by, Some(op.deadline));
@@ -823,7 +824,7 @@ impl Driver {
             );
             return;
         }
-        let sent = Instant::now();
+        let sent = Stamp::now();
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
                 let reply_by = conn.reply_deadline(&req);
@@ -848,10 +849,10 @@ impl Driver {
             token: grant.token.as_str(),
             lease_s: ttl,
         };
-        let sent = Instant::now();
+        let sent = Stamp::now();
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
-                op.step_by = earliest(sent + lease.client.config.io_timeout, Some(op.deadline));
+                op.step_by = earliest(sent.mono + lease.client.config.io_timeout, Some(op.deadline));
                 self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
                 self.timers.push(Reverse((op.step_by, id)));
                 op.stage = Stage::Confirming {
@@ -876,7 +877,7 @@ impl Driver {
     }
 
     /// Hold the grant (unless the acquire was cancelled meanwhile).
-    fn granted(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, grant: Grant, anchor: Instant) {
+    fn granted(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, grant: Grant, anchor: Stamp) {
         self.disarm(engine, id);
         let (Stage::Asked { conn, .. } | Stage::Confirming { conn, .. }) =
             std::mem::replace(&mut op.stage, Stage::Moving)

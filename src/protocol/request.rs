@@ -139,6 +139,16 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// Whether the server may hold the reply back: an acquire or wait with
+    /// a timeout (with 0 it answers at once). Such a request must be alone
+    /// on its connection (see `Session::admit`).
+    pub fn may_block(&self) -> bool {
+        matches!(
+            self,
+            Request::Acquire { timeout_s, .. } | Request::Wait { timeout_s, .. } if *timeout_s > 0
+        )
+    }
+
     /// The key of a lease request.
     pub fn key(&self) -> Option<&'a str> {
         match *self {

@@ -62,6 +62,22 @@ impl ConnCtl {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
+
+    /// Write `raw` to the socket from another thread, without waiting
+    /// (a test fault: unsolicited bytes). Same registration rule as
+    /// [`ConnCtl::close`].
+    pub fn inject(&self, raw: &[u8]) {
+        // SAFETY: send(2) from a live buffer on a descriptor that is open
+        // (see `close`); MSG_NOSIGNAL: a closed peer must not kill the test.
+        unsafe {
+            libc::send(
+                self.fd,
+                raw.as_ptr().cast(),
+                raw.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+    }
 }
 
 /// Splits the byte stream into three-line frames. A line that is not UTF-8

@@ -394,6 +394,15 @@ impl TestServer {
         }
     }
 
+    /// Write `raw` now, unsolicited, to every plaintext client connection,
+    /// as a misbehaving server would (a reply with no request outstanding).
+    /// Best effort: a connection whose socket buffer is full gets less.
+    pub fn inject(&self, raw: &[u8]) {
+        for c in lock(&self.shared.conns).values() {
+            c.inject(raw);
+        }
+    }
+
     /// While `true`, new connections are accepted and closed at once.
     pub fn refuse_connections(&self, refuse: bool) {
         self.shared.faults.set_refuse(refuse);

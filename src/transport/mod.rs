@@ -337,6 +337,11 @@ impl Transport {
         self.flush(deadline, &ctx)
     }
 
+    /// Bytes received but not yet returned as lines.
+    pub(crate) fn pending_input(&self) -> usize {
+        self.wire.pending_input()
+    }
+
     /// Whether an idle stream still looks usable: no buffered bytes, and a
     /// non-blocking peek finds neither EOF nor unexpected bytes (a server
     /// that timed the connection out sends `error` and closes; a TLS peer

@@ -1,0 +1,268 @@
+//! The request/reply session of one connection, as a pure state machine (no
+//! socket, no thread, no clock), in the manner of hiredis's reply FIFO.
+//!
+//! The server answers requests in the order they arrived, one line each. So
+//! a connection keeps a FIFO of its outstanding requests, and each reply
+//! line belongs to the request at the head: to the caller blocked on it, to
+//! the reactor awaiting it, or to nobody (an *owed* reply: its waiter gave
+//! up at the deadline, and it is read and dropped when it comes). What this
+//! buys, on both the blocking and the evented path:
+//! - a reply is never taken for the answer to another request: a line that
+//!   arrives with nothing outstanding is a protocol violation ([`Delivery::
+//!   Stray`]) and breaks the session, instead of being read as the answer
+//!   to the next renewal;
+//! - a late reply keeps the stream in step only where that is harmless (a
+//!   renew or ping: the lease is checked again anyway); a late grant or
+//!   queue position must never be read as another answer, so giving up on
+//!   one breaks the session;
+//! - [`Session::admit`] decides what may be sent now: nothing goes after a
+//!   blocking request (`l`/`w` with a timeout), whose reply may be held back
+//!   for as long as it waits, and a blocking request goes only where every
+//!   earlier reply is owed (the server answers those at once).
+
+use std::collections::VecDeque;
+
+use crate::protocol::{Command, Op};
+
+/// Who waits for a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waiter {
+    /// A blocking call on the caller's thread.
+    Caller,
+    /// The reactor (a renewal or an evented operation).
+    Reactor,
+    /// Nobody any more: the reply is owed, dropped when it comes.
+    Nobody,
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    command: Command,
+    /// The server may hold the reply back (an acquire or wait with a
+    /// timeout).
+    blocking: bool,
+    waiter: Waiter,
+}
+
+/// What a reply line is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The answer to `command`, for `waiter`.
+    Reply { command: Command, waiter: Waiter },
+    /// An owed reply: drop it and read on.
+    Owed,
+    /// Nothing was outstanding: the server broke the protocol (or the
+    /// stream is out of step). The session is broken.
+    Stray,
+}
+
+/// Why a request may not be sent on this session now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The session is broken: its stream may be out of step.
+    Broken,
+    /// A blocking request is outstanding: anything sent now would wait
+    /// behind it.
+    BehindBlocking,
+    /// A blocking request needs every earlier reply to be owed (answered
+    /// at once by the server), and one is awaited.
+    NotIdle,
+}
+
+/// One connection's outstanding requests.
+#[derive(Debug, Default)]
+pub(crate) struct Session {
+    fifo: VecDeque<Outstanding>,
+    broken: bool,
+}
+
+/// Whether a reply that comes after its waiter gave up is harmless to drop
+/// (the stream stays in step; nothing was granted by it).
+fn harmless_late(command: Command) -> bool {
+    matches!(command, Command::Ping | Command::Lease(_, Op::Renew))
+}
+
+impl Session {
+    /// Whether a request may be sent now; `blocking`: the server may hold
+    /// its reply back (see the module notes).
+    pub(crate) fn admit(&self, blocking: bool) -> Result<(), Refused> {
+        if self.broken {
+            return Err(Refused::Broken);
+        }
+        if self.fifo.iter().any(|o| o.blocking) {
+            return Err(Refused::BehindBlocking);
+        }
+        if blocking && self.fifo.iter().any(|o| o.waiter != Waiter::Nobody) {
+            return Err(Refused::NotIdle);
+        }
+        Ok(())
+    }
+
+    /// `command` was written whole, for `waiter`. (Only after
+    /// [`Session::admit`] said yes.) Deadlines are the drivers': at its
+    /// deadline a waiter gives up ([`Session::give_up`]).
+    pub(crate) fn sent(&mut self, command: Command, blocking: bool, waiter: Waiter) {
+        self.fifo.push_back(Outstanding {
+            command,
+            blocking,
+            waiter,
+        });
+    }
+
+    /// A write failed part-way: the server may have read part of a frame,
+    /// so nothing on this stream can be trusted.
+    pub(crate) fn break_off(&mut self) {
+        self.broken = true;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Nothing outstanding, not even an owed reply: the connection can be
+    /// handed to anyone.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.broken && self.fifo.is_empty()
+    }
+
+    /// Whether `waiter` has a reply outstanding.
+    pub(crate) fn awaits(&self, waiter: Waiter) -> bool {
+        self.fifo.iter().any(|o| o.waiter == waiter)
+    }
+
+    /// A complete reply line arrived: whose it is.
+    pub(crate) fn on_line(&mut self) -> Delivery {
+        match self.fifo.pop_front() {
+            None => {
+                self.broken = true;
+                Delivery::Stray
+            }
+            Some(o) if o.waiter == Waiter::Nobody => Delivery::Owed,
+            Some(o) => Delivery::Reply {
+                command: o.command,
+                waiter: o.waiter,
+            },
+        }
+    }
+
+    /// `waiter` stops waiting (its deadline passed, or another waiter takes
+    /// the connection over): its replies become owed where a late reply is
+    /// harmless; otherwise the session breaks. Returns whether it is still
+    /// usable.
+    pub(crate) fn give_up(&mut self, waiter: Waiter) -> bool {
+        for o in self.fifo.iter_mut().filter(|o| o.waiter == waiter) {
+            if harmless_late(o.command) {
+                o.waiter = Waiter::Nobody;
+            } else {
+                self.broken = true;
+            }
+        }
+        !self.broken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Kind;
+
+    const RENEW: Command = Command::Lease(Kind::Lock, Op::Renew);
+    const ACQUIRE: Command = Command::Lease(Kind::Lock, Op::Acquire);
+    const RELEASE: Command = Command::Lease(Kind::Lock, Op::Release);
+    const ENQUEUE: Command = Command::Lease(Kind::Semaphore, Op::Enqueue);
+
+    #[test]
+    fn replies_go_to_the_head_in_order() {
+        let mut s = Session::default();
+        s.sent(RENEW, false, Waiter::Reactor);
+        s.sent(RELEASE, false, Waiter::Caller);
+        assert_eq!(
+            s.on_line(),
+            Delivery::Reply {
+                command: RENEW,
+                waiter: Waiter::Reactor
+            }
+        );
+        assert_eq!(
+            s.on_line(),
+            Delivery::Reply {
+                command: RELEASE,
+                waiter: Waiter::Caller
+            }
+        );
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn a_reply_with_nothing_outstanding_is_a_violation() {
+        // A stray `ok 4` on a held lease's home must not become the answer
+        // to the next renewal.
+        let mut s = Session::default();
+        assert_eq!(s.on_line(), Delivery::Stray);
+        assert!(s.is_broken());
+        assert_eq!(s.admit(false), Err(Refused::Broken));
+    }
+
+    #[test]
+    fn a_late_renew_reply_is_owed_and_dropped_then_the_next_reply_is_right() {
+        let mut s = Session::default();
+        s.sent(RENEW, false, Waiter::Reactor);
+        assert!(s.give_up(Waiter::Reactor), "a late renew reply is harmless");
+        assert!(!s.awaits(Waiter::Reactor));
+        // A blocking acquire may follow an owed reply (answered at once).
+        assert_eq!(s.admit(true), Ok(()));
+        s.sent(ACQUIRE, true, Waiter::Caller);
+        assert_eq!(s.on_line(), Delivery::Owed);
+        assert_eq!(
+            s.on_line(),
+            Delivery::Reply {
+                command: ACQUIRE,
+                waiter: Waiter::Caller
+            }
+        );
+    }
+
+    #[test]
+    fn a_late_grant_breaks_the_session() {
+        // A grant read after its waiter gave up must never be read as
+        // another request's answer.
+        let mut s = Session::default();
+        s.sent(ENQUEUE, false, Waiter::Reactor);
+        assert!(!s.give_up(Waiter::Reactor));
+        assert!(s.is_broken());
+        let mut s = Session::default();
+        s.sent(ACQUIRE, true, Waiter::Caller);
+        assert!(!s.give_up(Waiter::Caller));
+    }
+
+    #[test]
+    fn a_caller_taking_over_turns_the_reactors_renewal_into_an_owed_reply() {
+        let mut s = Session::default();
+        s.sent(RENEW, false, Waiter::Reactor);
+        assert!(s.awaits(Waiter::Reactor));
+        assert!(s.give_up(Waiter::Reactor));
+        assert!(!s.awaits(Waiter::Reactor));
+        s.sent(RELEASE, false, Waiter::Caller);
+        assert_eq!(s.on_line(), Delivery::Owed);
+        assert_eq!(
+            s.on_line(),
+            Delivery::Reply {
+                command: RELEASE,
+                waiter: Waiter::Caller
+            }
+        );
+    }
+
+    #[test]
+    fn nothing_goes_behind_a_blocking_request_and_it_goes_only_on_an_idle_session() {
+        let mut s = Session::default();
+        s.sent(RENEW, false, Waiter::Reactor);
+        assert_eq!(s.admit(true), Err(Refused::NotIdle));
+        assert_eq!(s.admit(false), Ok(()), "pipelined behind a renew");
+        let mut s = Session::default();
+        s.sent(ACQUIRE, true, Waiter::Caller);
+        assert_eq!(s.admit(false), Err(Refused::BehindBlocking));
+        assert_eq!(s.admit(false), Err(Refused::BehindBlocking));
+    }
+}
