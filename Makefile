@@ -324,7 +324,7 @@ bench-python: bench-build
 
 # --- release build and install (GNU conventions) -------------------------------------------------
 #   make release                          build (never as root: install does not compile)
-#   make install [DESTDIR=] [PREFIX=/usr/local] [LIBDIR=] [INCLUDEDIR=] [BINDIR=]
+#   make install [DESTDIR=] [PREFIX=/usr/local] [LIBDIR=] [INCLUDEDIR=] [BINDIR=] [MANDIR=]
 #   make uninstall (same variables)       removes exactly the files install put there
 #   TESTSERVER=no                         leave the embedded test server out (library, header, binary)
 # The installed .so is stripped; its debug info stays in build/release/*.debug
@@ -333,6 +333,7 @@ EXEC_PREFIX  ?= $(PREFIX)
 LIBDIR       ?= $(EXEC_PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
 BINDIR       ?= $(EXEC_PREFIX)/bin
+MANDIR       ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CMAKEDIR     ?= $(LIBDIR)/cmake/dflockd
 TESTSERVER   ?= yes
@@ -350,6 +351,7 @@ endif
 INSTALLED = $(LIBDIR)/$(SO) $(LIBDIR)/libdflockd.so.$(MAJOR) $(LIBDIR)/libdflockd.so $(LIBDIR)/libdflockd.a \
 	$(INCLUDEDIR)/dflockd.h $(INCLUDEDIR)/dflockd.hpp $(PKGCONFIGDIR)/dflockd.pc \
 	$(CMAKEDIR)/dflockdConfig.cmake $(CMAKEDIR)/dflockdConfigVersion.cmake \
+	$(BINDIR)/dflock $(MANDIR)/man1/dflock.1 \
 	$(if $(wildcard $(REL)/with-testserver),$(INCLUDEDIR)/dflockd_testserver.h $(BINDIR)/dflockd-testserver)
 # The static library's system libraries, as CMake link items ("-lutil" -> "util").
 space := $(subst ,, )
@@ -367,6 +369,8 @@ release:
 	strip --strip-unneeded $(REL)/$(SO)
 	objcopy --add-gnu-debuglink=$(REL)/$(SO).debug $(REL)/$(SO)
 	strip --strip-debug $(REL)/libdflockd.a
+	$(CARGO) build --profile shipped --bin dflock $(CARGO_FEATURES)
+	cp target/shipped/dflock $(REL)/ && strip $(REL)/dflock
 	@if [ "$(TESTSERVER)" != no ]; then \
 	  $(CARGO) build --profile shipped --bin dflockd-testserver && \
 	  cp target/shipped/dflockd-testserver $(REL)/ && strip $(REL)/dflockd-testserver && touch $(REL)/with-testserver; fi
@@ -383,6 +387,9 @@ install:
 	$(subst_paths) packaging/dflockd.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/dflockd.pc
 	$(subst_paths) packaging/dflockdConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/dflockdConfig.cmake
 	$(subst_paths) packaging/dflockdConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/dflockdConfigVersion.cmake
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 $(REL)/dflock $(DESTDIR)$(BINDIR)/dflock
+	install -m 0644 docs/dflock.1 $(DESTDIR)$(MANDIR)/man1/dflock.1
 
 	@if [ -f $(REL)/with-testserver ]; then set -x; \
 	  install -m 0644 include/dflockd_testserver.h $(DESTDIR)$(INCLUDEDIR)/ && \
