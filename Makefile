@@ -505,7 +505,8 @@ clean:
 #   make dist-tools   ziglang + cargo-zigbuild from PyPI, pinned, in a venv ($(DIST_VENV))
 #   make dist         dist/$(DIST_NAME).tar.gz: stripped .so (SONAME links) + .a, headers,
 #                     pkg-config file (relocatable: prefix=${pcfiledir}/../..), README, licences,
-#                     docs/protocol.md; the .so's split debug info beside it in dist/
+#                     docs/protocol.md, bin/dflock + share/man/man1/dflock.1; the .so's split
+#                     debug info beside it in dist/
 #   make dist-check   .ci/dist-check on the unpacked tarball: no GLIBC_ version above
 #                     $(DIST_GLIBC), no unversioned strong undefined symbol, SONAME, only dflockd_*
 #                     exported; the C quickstart (shared and static) and the C++ example linked
@@ -534,11 +535,12 @@ dist-tools:
 dist:
 	@$(DIST_ENV) command -v cargo-zigbuild >/dev/null || { \
 	  echo "cargo-zigbuild not found (in $(DIST_VENV)/bin or PATH): run 'make dist-tools'"; exit 1; }
-	@start=$$(date +%s); echo "$(CARGO) zigbuild --profile shipped --lib --target $(DIST_TARGET).$(DIST_GLIBC)"; \
-	$(DIST_ENV) $(CARGO) zigbuild --profile shipped --lib --target $(DIST_TARGET).$(DIST_GLIBC) || exit 1; \
+	@start=$$(date +%s); echo "$(CARGO) zigbuild --profile shipped --lib --bin dflock --target $(DIST_TARGET).$(DIST_GLIBC)"; \
+	$(DIST_ENV) $(CARGO) zigbuild --profile shipped --lib --bin dflock --target $(DIST_TARGET).$(DIST_GLIBC) || exit 1; \
 	echo "dist: cargo zigbuild took $$(( $$(date +%s) - start )) s"
 	@rm -rf $(DIST_STAGE) dist/$(DIST_NAME).tar.gz dist/$(DIST_NAME)-debug
-	@mkdir -p $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/include $(DIST_STAGE)/docs dist/$(DIST_NAME)-debug
+	@mkdir -p $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/include $(DIST_STAGE)/docs dist/$(DIST_NAME)-debug \
+	  $(DIST_STAGE)/bin $(DIST_STAGE)/share/man/man1
 	@# The .so is linked from the staticlib with zig's linker for glibc $(DIST_GLIBC) and our version
 	@# script, as `make lib`/`make release` do (DFLOCKD_0); no DT_RELR, which needs glibc 2.36.
 	@set -e; rel=target/$(DIST_TARGET)/shipped; so=libdflockd.so.$(VERSION); \
@@ -555,7 +557,9 @@ dist:
 	chmod 0644 $(DIST_STAGE)/lib/libdflockd.a
 	@set -e; install -m 0644 $(wildcard include/*.h include/*.hpp) $(DIST_STAGE)/include/; \
 	install -m 0644 README.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE $(DIST_STAGE)/; \
-	install -m 0644 docs/protocol.md $(DIST_STAGE)/docs/
+	install -m 0644 docs/protocol.md $(DIST_STAGE)/docs/; \
+	strip -o $(DIST_STAGE)/bin/dflock target/$(DIST_TARGET)/shipped/dflock; chmod 0755 $(DIST_STAGE)/bin/dflock; \
+	install -m 0644 docs/dflock.1 $(DIST_STAGE)/share/man/man1/
 	@# dflockd.pc.in rendered as `make install` does, with a relocatable prefix; any
 	@# placeholder left unrendered (dflockd.pc.in grew one) fails here.
 	@# The pkg-config and CMake files as `make install` renders them, with paths relative to
