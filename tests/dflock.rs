@@ -600,3 +600,21 @@ fn stats_as_a_table_and_as_json() {
         "{out}"
     );
 }
+
+#[test]
+fn if_dflock_itself_is_killed_the_child_gets_the_on_lost_signal() {
+    let srv = server();
+    let dir = Dir::new("pdeath");
+    let k = key("pdeath");
+    let mut cmd = dflock(&srv, &dir);
+    cmd.args([&k, "-c", TERM_CHILD]);
+    let mut kid = spawn(cmd);
+    await_file(&dir.path("ready"));
+    kid.kill().unwrap(); // SIGKILL: no chance to forward anything
+    wait_exit(&mut kid);
+    await_file(&dir.path("term"));
+    // The server freed the lock when dflock's connection closed.
+    let c = client(&srv);
+    let lease = c.lock(&k).unwrap();
+    assert!(lease.acquire(5).is_ok(), "the lock stayed held after dflock died");
+}

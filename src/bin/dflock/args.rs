@@ -144,9 +144,18 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("--{flag}: not a valid number: {v:?}"))
 }
 
+/// Options seen, in order: (long name, value).
+type Opts = Vec<(&'static str, Option<String>)>;
+
 /// Parse `argv` (without the program name).
 pub fn parse(argv: Vec<String>) -> Result<Parsed, String> {
-    let mut opts: Vec<(&'static str, Option<String>)> = Vec::new();
+    let (opts, rest) = split(argv)?;
+    build(opts, rest)
+}
+
+/// The options, and the key with the command after them.
+fn split(argv: Vec<String>) -> Result<(Opts, Vec<String>), String> {
+    let mut opts: Opts = Vec::new();
     let mut rest = Vec::new();
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -196,9 +205,19 @@ pub fn parse(argv: Vec<String>) -> Result<Parsed, String> {
                 i += 1;
             }
         } else {
+            let after: Vec<String> = it.by_ref().collect();
+            // `dflock stats [options]`: the verb, when only options follow.
+            if arg == "stats" && !after.iter().any(|a| a == "--") {
+                if let Ok((more, tail)) = split(after.clone()) {
+                    if tail.is_empty() && !more.iter().any(|(n, _)| *n == "command") {
+                        opts.push(("stats", None));
+                        opts.extend(more);
+                        return Ok((opts, rest));
+                    }
+                }
+            }
             // The KEY: options end here (flock's `+`), except `-c CMD` right after it.
             rest.push(arg);
-            let after: Vec<String> = it.by_ref().collect();
             match after.first().map(String::as_str) {
                 Some("-c" | "--command") => {
                     if after.len() != 2 {
@@ -212,10 +231,10 @@ pub fn parse(argv: Vec<String>) -> Result<Parsed, String> {
             break;
         }
     }
-    build(opts, rest)
+    Ok((opts, rest))
 }
 
-fn build(opts: Vec<(&'static str, Option<String>)>, rest: Vec<String>) -> Result<Parsed, String> {
+fn build(opts: Opts, rest: Vec<String>) -> Result<Parsed, String> {
     let mut a = Args {
         key: String::new(),
         command: Vec::new(),
@@ -290,9 +309,8 @@ fn build(opts: Vec<(&'static str, Option<String>)>, rest: Vec<String>) -> Result
             _ => unreachable!("option table and match disagree on --{name}"),
         }
     }
-    // `dflock stats` (a key named "stats" needs a command after it).
-    if stats || (rest.len() == 1 && rest[0] == "stats" && shell.is_none()) {
-        if rest.len() > usize::from(!stats) {
+    if stats {
+        if !rest.is_empty() || shell.is_some() {
             return Err("--stats takes no key or command".into());
         }
         return Ok(Parsed::Stats { conn: a.conn, json });
@@ -349,7 +367,16 @@ mod tests {
             parse(vec!["--stats".into(), "--json".into()]),
             Ok(Parsed::Stats { json: true, .. })
         ));
+        assert!(matches!(
+            parse(["stats", "--json", "-s", "h:1"].map(String::from).to_vec()),
+            Ok(Parsed::Stats {
+                json: true,
+                conn: ConnArgs { servers: Some(_), .. }
+            })
+        ));
         assert_eq!(run(&["stats", "true"]).unwrap().key, "stats");
+        assert_eq!(run(&["stats", "-c", "true"]).unwrap().key, "stats");
+        assert_eq!(run(&["stats", "--", "-x"]).unwrap().command, ["-x"]);
     }
 
     #[test]

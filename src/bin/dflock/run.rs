@@ -271,14 +271,31 @@ pub fn main(a: &Args) -> ! {
     lease.watch_lost(&events, TAG_LOST).unwrap_or_else(|e| fail(&e));
 
     let mut cmd = Command::new(&a.command[0]);
+    // Should dflock itself die (SIGKILL, the OOM killer), its connection
+    // closes and the server frees the lock: the command gets the
+    // --on-lost signal then too, from the kernel.
+    let on_death = match a.on_lost {
+        OnLost::Term => libc::SIGTERM,
+        OnLost::Kill => libc::SIGKILL,
+        OnLost::Ignore => 0,
+    };
+    // SAFETY: getpid is a plain syscall.
+    let dflock_pid = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls sigemptyset/pthread_sigmask (async-signal-safe) on a local.
+    // makes async-signal-safe calls (sigemptyset, pthread_sigmask, prctl,
+    // getppid, raise) on locals.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // The child must not inherit dflock's blocked signals.
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if on_death != 0 {
+                libc::prctl(libc::PR_SET_PDEATHSIG, on_death as libc::c_ulong, 0, 0, 0);
+                if libc::getppid() != dflock_pid {
+                    libc::raise(on_death); // dflock died before the prctl
+                }
+            }
             Ok(())
         })
     };
