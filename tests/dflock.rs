@@ -588,17 +588,19 @@ fn stats_as_a_table_and_as_json() {
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(out.contains("SEMAPHORE") && out.contains(&k), "{out}");
     }
-    let mut cmd = dflock(&srv, &dir);
-    cmd.args(["--stats", "--json"]);
-    let o = run(cmd);
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success());
-    let addr = srv.addr().to_string();
-    assert!(out.starts_with(&format!("{{\"{addr}\":{{")), "{out}");
-    assert!(
-        out.contains(&format!("{{\"key\":\"{k}\",\"limit\":3,\"holders\":1")),
-        "{out}"
-    );
+    for verb in [&["--stats", "--json"][..], &["stats", "--json"]] {
+        let mut cmd = dflock(&srv, &dir);
+        cmd.args(verb);
+        let o = run(cmd);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let addr = srv.addr().to_string();
+        assert!(out.starts_with(&format!("{{\"{addr}\":{{")), "{out}");
+        assert!(
+            out.contains(&format!("{{\"key\":\"{k}\",\"limit\":3,\"holders\":1")),
+            "{out}"
+        );
+    }
 }
 
 #[test]
