@@ -620,3 +620,126 @@ fn if_dflock_itself_is_killed_the_child_gets_the_on_lost_signal() {
     let lease = c.lock(&k).unwrap();
     assert!(lease.acquire(5).is_ok(), "the lock stayed held after dflock died");
 }
+
+#[test]
+fn on_lost_kill_ignore_and_kill_after() {
+    let srv = server();
+    let dir = Dir::new("onlost");
+    let k = key("onlost");
+    // A child that ignores SIGTERM: SIGKILL follows after --kill-after.
+    let mut cmd = dflock(&srv, &dir);
+    cmd.args([
+        "--kill-after",
+        "1",
+        &k,
+        "-c",
+        "trap '' TERM; echo $$ > ready; while :; do sleep 0.05; done",
+    ]);
+    let kid = spawn(cmd);
+    await_file(&dir.path("ready"));
+    let t = Instant::now();
+    srv.drop_connections();
+    let o = finish(kid);
+    assert_eq!(o.status.code(), Some(LOST_STATUS), "{}", stderr(&o));
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "SIGKILL before --kill-after"
+    );
+    assert!(stderr(&o).contains("SIGKILL"), "{}", stderr(&o));
+
+    // --on-lost=kill: SIGKILL at once.
+    let _ = std::fs::remove_file(dir.path("ready"));
+    let mut cmd = dflock(&srv, &dir);
+    cmd.args(["--on-lost=kill", &k, "-c", "echo $$ > ready; exec sleep 60"]);
+    let kid = spawn(cmd);
+    await_file(&dir.path("ready"));
+    srv.drop_connections();
+    let o = finish(kid);
+    assert_eq!(o.status.code(), Some(LOST_STATUS), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("status 137"),
+        "not ended by SIGKILL: {}",
+        stderr(&o)
+    );
+
+    // --on-lost=ignore: the child runs on, and the status still says lost.
+    let _ = std::fs::remove_file(dir.path("ready"));
+    let mut cmd = dflock(&srv, &dir);
+    cmd.args([
+        "--on-lost",
+        "ignore",
+        &k,
+        "-c",
+        "echo $$ > ready; while [ ! -e go ]; do sleep 0.02; done; echo done > finished",
+    ]);
+    // Its stderr in a file, to see the report while the child still runs.
+    cmd.stderr(std::fs::File::create(dir.path("stderr")).unwrap());
+    let mut kid = cmd.spawn().unwrap();
+    await_file(&dir.path("ready"));
+    srv.drop_connections();
+    assert!(
+        eventually(BOUND, || dir.read("stderr").contains("UNPROTECTED")),
+        "no report of the loss: {}",
+        dir.read("stderr")
+    );
+    std::fs::write(dir.path("go"), "").unwrap();
+    assert_eq!(
+        wait_exit(&mut kid).code(),
+        Some(LOST_STATUS),
+        "{}",
+        dir.read("stderr")
+    );
+    assert!(
+        dir.path("finished").exists(),
+        "--on-lost=ignore stopped the child"
+    );
+}
+
+#[test]
+fn several_servers_shard_the_key_as_every_client_does() {
+    let (a, b) = (server(), server());
+    let dir = Dir::new("shard");
+    let list = format!("{},{}", a.addr(), b.addr());
+    // Keys landing on each server, by the clients' CRC-32 rule.
+    let keys: Vec<String> = (0..40)
+        .map(|i| format!("shard-{i}-{}", std::process::id()))
+        .collect();
+    for want in [0, 1] {
+        let k = keys
+            .iter()
+            .find(|k| dflockd::protocol::crc32_shard(k, 2) == want)
+            .expect("a key for each server");
+        let mut cmd = dflock(&a, &dir);
+        cmd.args([
+            "--servers",
+            &list,
+            k.as_str(),
+            "-c",
+            "echo $$ > ready; while [ ! -e go ]; do sleep 0.02; done",
+        ]);
+        let kid = spawn(cmd);
+        await_file(&dir.path("ready"));
+        let (owner, other) = if want == 0 { (&a, &b) } else { (&b, &a) };
+        let held = |srv: &TestServer| client(srv).stats(0).unwrap().locks.iter().any(|l| &l.key == k);
+        assert!(held(owner) && !held(other), "{k} not on server {want}");
+        std::fs::write(dir.path("go"), "").unwrap();
+        assert!(finish(kid).status.success());
+        let _ = std::fs::remove_file(dir.path("ready"));
+        let _ = std::fs::remove_file(dir.path("go"));
+    }
+}
+
+#[test]
+fn a_semaphore_limit_that_differs_is_refused() {
+    let srv = server();
+    let dir = Dir::new("limit");
+    let k = key("limit");
+    let c = client(&srv);
+    let held = c.semaphore(&k, 3).unwrap();
+    held.acquire(0).unwrap();
+    let mut cmd = dflock(&srv, &dir);
+    cmd.args(["--limit", "2", &k, "--", "touch", "ran"]);
+    let o = run(cmd);
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(!dir.path("ran").exists());
+}
