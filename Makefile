@@ -4,7 +4,7 @@
 #   make test      every test: Rust (fmt, clippy, cargo test + header drift), C/C++ examples and
 #                  tests with strict warnings, ASan+UBSan, valgrind, exported symbols, static
 #                  link line, Go, Ruby and Python bindings
-#   make install PREFIX=/usr/local   lib (.so with SONAME, .a), header(s), pkg-config file
+#   make install PREFIX=/usr/local   lib (.so with SONAME, .a), header(s), pkg-config file, dflock + dflock.1
 #   make bench     ABI benchmark next to the core's Rust figures, the handoff rate of the
 #                  completion queue beside the blocking API's, wall clock and callgrind
 #                  instruction counts (not part of `make test`)
