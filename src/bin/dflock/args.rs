@@ -60,30 +60,30 @@ Run a command while holding a dflockd lock (or semaphore slot) on <key>,
 shared by every machine that talks to the same dflockd servers.
 
 Options:
- -n, --nonblock                fail rather than wait if the lock is held
- -w, --wait, --timeout <secs>  wait for at most <secs> (default: without end)
- -E, --conflict-exit-code <n>  exit status when not acquired (default 1)
- -c, --command <command>       run <command> with sh -c
- -l, --limit <n>               take one of <n> slots of a semaphore on <key>
-     --lease <secs>            lease to request (renewed while the command runs)
-     --on-lost <action>        on a lost lease: term (default), kill or ignore
-     --kill-after <secs>       SIGKILL this long after the SIGTERM (default 10)
- -q, --quiet                   no warnings (errors and lost leases are reported)
- -v, --verbose                 report waits, grants, conflicts and releases
+ -n, --nonblock               fail rather than wait if the lock is held
+ -w, --wait, --timeout <secs> wait for at most <secs> (default: no limit)
+ -E, --conflict-exit-code <n> exit status when not acquired (default 1)
+ -c, --command <command>      run <command> with sh -c
+ -l, --limit <n>              take one of <n> slots of a semaphore on <key>
+     --lease <secs>           lease to ask for (renewed while the command runs)
+     --on-lost <action>       on a lost lease: term (default), kill or ignore
+     --kill-after <secs>      SIGKILL this long after that SIGTERM (default 10)
+ -q, --quiet                  no warnings (errors, lost leases still reported)
+ -v, --verbose                report waits, grants, conflicts and releases
 
-Connection (each also read from the environment):
- -s, --servers <host:port,...> servers (DFLOCKD_SERVERS); keys shard across them
-     --auth-token-file <file>  read the auth token from <file> (else DFLOCKD_AUTH_TOKEN)
-     --tls                     TLS, verified against the system CA bundle
-     --tls-ca <file>           TLS, verified against <file> (DFLOCKD_TLS_CA)
-     --tls-server-name <name>  name to verify instead of the host (DFLOCKD_TLS_SERVER_NAME)
+Connection (defaults from the environment):
+ -s, --servers <list>         host:port,... (DFLOCKD_SERVERS); keys shard
+     --auth-token-file <file> auth token from <file> (DFLOCKD_AUTH_TOKEN)
+     --tls                    TLS, verified against the system CA bundle
+     --tls-ca <file>          TLS, verified against <file> (DFLOCKD_TLS_CA)
+     --tls-server-name <name> name to verify (DFLOCKD_TLS_SERVER_NAME)
 
 Operators:
-     --stats                   print the servers' stats (also: dflock stats)
-     --json                    with --stats: JSON instead of a table
+     --stats                  print the servers' stats (also: dflock stats)
+     --json                   with --stats: JSON instead of a table
 
- -h, --help                    display this help
- -V, --version                 display version
+ -h, --help                   display this help
+ -V, --version                display version
 
 The command gets DFLOCKD_KEY, DFLOCKD_TOKEN and DFLOCKD_FENCE (a number that
 rises with every grant: pass it to your store). Exit status: the command's
