@@ -378,8 +378,31 @@ fn errors_have_one_line_and_their_own_status() {
         },
         127,
     );
+    std::fs::write(dir.path("notexec"), "").unwrap();
+    case(
+        &|c| {
+            c.args([&k, "./notexec"]);
+        },
+        126,
+    );
     let lease = client(&srv).lock(&k).unwrap();
     assert!(lease.try_acquire().unwrap());
+    lease.release().unwrap();
+    // An unreadable CA file is configuration.
+    case(
+        &|c| {
+            c.args(["--tls-ca", "/nonexistent/ca.pem", &k, "true"]);
+        },
+        78,
+    );
+    // A reply no command may get: protocol error.
+    srv.set_hostile_reply(Some(b"garbage reply\n".to_vec()));
+    case(
+        &|c| {
+            c.args([&k, "true"]);
+        },
+        76,
+    );
 }
 
 #[test]
