@@ -462,6 +462,22 @@ fn stats_as_a_table_and_as_json() {
             "{out}"
         );
     }
+    // One server of two unreachable: the other is printed, the status says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cmd = dflock(&srv, &dir);
+    cmd.args([
+        "--servers",
+        &format!("{},{closed}", srv.addr()),
+        "stats",
+        "--json",
+    ]);
+    let o = run(cmd);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&k));
+    assert!(stderr(&o).contains(&closed.to_string()), "{}", stderr(&o));
 }
 
 #[test]

@@ -1,11 +1,10 @@
 //! `dflock --stats`: every configured server's `stats`, as a table for
 //! people or JSON (`--json`) for scripts.
 
-use dflockd::Error;
 use dflockd::protocol::Stats;
 
 use crate::args::ConnArgs;
-use crate::fail;
+use crate::classify;
 
 /// A JSON string literal.
 fn quote(s: &str) -> String {
@@ -71,20 +70,29 @@ pub fn table(server: &str, s: &Stats) -> String {
     out
 }
 
+/// Every server's stats; a server that fails is reported on stderr (the
+/// others are still printed) and the first failure sets the exit status.
 pub fn main(conn: &ConnArgs, json: bool) -> ! {
     let client = crate::client(conn);
     let servers = client.config().servers.clone();
     let mut parts = Vec::new();
+    let mut status = 0;
     for (i, (host, port)) in servers.iter().enumerate() {
         let name = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
-        let s = client
-            .stats(i)
-            .unwrap_or_else(|e| fail(&Error::new(e.kind(), format!("stats of {name}: {}", e.message()))));
-        parts.push((name, s));
+        match client.stats(i) {
+            Ok(s) => parts.push((name, s)),
+            Err(e) => {
+                let (code, what) = classify(&e);
+                eprintln!("dflock: stats of {name}: {what}: {}", e.message());
+                if status == 0 {
+                    status = code;
+                }
+            }
+        }
     }
     if json {
         // One object keyed by server, each value the server's own JSON.
@@ -97,5 +105,5 @@ pub fn main(conn: &ConnArgs, json: bool) -> ! {
         let tables: Vec<String> = parts.iter().map(|(n, s)| table(n, s)).collect();
         print!("{}", tables.join("\n"));
     }
-    std::process::exit(0)
+    std::process::exit(status)
 }
