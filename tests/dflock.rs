@@ -620,3 +620,39 @@ fn a_semaphore_limit_that_differs_is_refused() {
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(!dir.path("ran").exists());
 }
+
+#[test]
+fn the_lease_is_renewed_while_the_command_runs() {
+    let srv = server();
+    let dir = Dir::new("renew");
+    let k = key("renew");
+    let mut cmd = dflock(&srv, &dir);
+    cmd.args([
+        "--lease",
+        "2",
+        &k,
+        "-c",
+        "echo $$ > ready; while [ ! -e go ]; do sleep 0.02; done",
+    ]);
+    let kid = spawn(cmd);
+    await_file(&dir.path("ready"));
+    // Well past two leases, the lock is still held: a rival is refused
+    // every time, and the server's lease never runs out.
+    let c = client(&srv);
+    let rival = c.lock(&k).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert!(
+            !rival.try_acquire().unwrap(),
+            "the lease ran out while the command ran"
+        );
+        let stats = c.stats(0).unwrap();
+        let lock = stats.locks.iter().find(|l| l.key == k).expect("held");
+        assert!(lock.lease_expires_in_s > 0.0 && lock.lease_expires_in_s <= 2.0);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::fs::write(dir.path("go"), "").unwrap();
+    let o = finish(kid);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(rival.try_acquire().unwrap(), "not released after the command");
+}
