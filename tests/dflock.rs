@@ -40,7 +40,7 @@ fn semaphore_of_two_runs_at_most_two_children_at_once() {
     let kids: Vec<Child> = (0..5)
         .map(|_| {
             let mut c = dflock(&srv, &dir);
-            c.args(["--limit", "2", &k, "-c", &timed_child("0.5")]);
+            c.args(["--limit", "2", &k, "-c", &timed_child("1")]);
             spawn(c)
         })
         .collect();
