@@ -72,7 +72,7 @@ Options:
  -v, --verbose                report waits, grants, conflicts and releases
 
 Connection (defaults from the environment):
- -s, --servers <list>         host:port,... (DFLOCKD_SERVERS); keys shard
+     --servers <list>         host:port,... (DFLOCKD_SERVERS); keys shard
      --auth-token-file <file> auth token from <file> (DFLOCKD_AUTH_TOKEN)
      --tls                    TLS, verified against the system CA bundle
      --tls-ca <file>          TLS, verified against <file> (DFLOCKD_TLS_CA)
@@ -90,7 +90,8 @@ rises with every grant: pass it to your store). Exit status: the command's
 (128+N if killed by signal N); 1 (or -E) when not acquired; 75 when the
 lease was lost while the command ran; 64-79 for errors. See dflock(1).";
 
-/// Options that take a value: (short, long).
+/// Options that take a value: (short, long). No `-s` for --servers:
+/// flock(1)'s `-s` is a shared lock, and must not be silently misread.
 const WITH_VALUE: [(Option<char>, &str); 13] = [
     (Some('w'), "wait"),
     (None, "timeout"),
@@ -100,7 +101,7 @@ const WITH_VALUE: [(Option<char>, &str); 13] = [
     (None, "lease"),
     (None, "on-lost"),
     (None, "kill-after"),
-    (Some('s'), "servers"),
+    (None, "servers"),
     (None, "auth-token-file"),
     (None, "tls-ca"),
     (None, "tls-server-name"),
@@ -368,7 +369,7 @@ mod tests {
             Ok(Parsed::Stats { json: true, .. })
         ));
         assert!(matches!(
-            parse(["stats", "--json", "-s", "h:1"].map(String::from).to_vec()),
+            parse(["stats", "--json", "--servers", "h:1"].map(String::from).to_vec()),
             Ok(Parsed::Stats {
                 json: true,
                 conn: ConnArgs { servers: Some(_), .. }
@@ -385,6 +386,10 @@ mod tests {
         assert!(!e.contains("s3cret") && e.contains("DFLOCKD_AUTH_TOKEN"), "{e}");
         let e = run(&["--auth-token=s3cret", "k", "true"]).unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");
+        assert!(
+            run(&["-s", "k", "true"]).is_err(),
+            "flock's -s (shared) must not be taken"
+        );
         for bad in [
             &["k"][..],
             &["-x", "k", "true"],
