@@ -4,7 +4,7 @@
 #   make test      every test: Rust (fmt, clippy, cargo test + header drift), C/C++ examples and
 #                  tests with strict warnings, ASan+UBSan, valgrind, exported symbols, static
 #                  link line, Go, Ruby and Python bindings
-#   make install PREFIX=/usr/local   lib (.so with SONAME, .a), header(s), pkg-config file
+#   make install PREFIX=/usr/local   lib (.so with SONAME, .a), header(s), pkg-config file, dflock + dflock.1
 #   make bench     ABI benchmark next to the core's Rust figures, the handoff rate of the
 #                  completion queue beside the blocking API's, wall clock and callgrind
 #                  instruction counts (not part of `make test`)
@@ -324,7 +324,7 @@ bench-python: bench-build
 
 # --- release build and install (GNU conventions) -------------------------------------------------
 #   make release                          build (never as root: install does not compile)
-#   make install [DESTDIR=] [PREFIX=/usr/local] [LIBDIR=] [INCLUDEDIR=] [BINDIR=]
+#   make install [DESTDIR=] [PREFIX=/usr/local] [LIBDIR=] [INCLUDEDIR=] [BINDIR=] [MANDIR=]
 #   make uninstall (same variables)       removes exactly the files install put there
 #   TESTSERVER=no                         leave the embedded test server out (library, header, binary)
 # The installed .so is stripped; its debug info stays in build/release/*.debug
@@ -333,6 +333,7 @@ EXEC_PREFIX  ?= $(PREFIX)
 LIBDIR       ?= $(EXEC_PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
 BINDIR       ?= $(EXEC_PREFIX)/bin
+MANDIR       ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CMAKEDIR     ?= $(LIBDIR)/cmake/dflockd
 TESTSERVER   ?= yes
@@ -350,6 +351,7 @@ endif
 INSTALLED = $(LIBDIR)/$(SO) $(LIBDIR)/libdflockd.so.$(MAJOR) $(LIBDIR)/libdflockd.so $(LIBDIR)/libdflockd.a \
 	$(INCLUDEDIR)/dflockd.h $(INCLUDEDIR)/dflockd.hpp $(PKGCONFIGDIR)/dflockd.pc \
 	$(CMAKEDIR)/dflockdConfig.cmake $(CMAKEDIR)/dflockdConfigVersion.cmake \
+	$(BINDIR)/dflock $(MANDIR)/man1/dflock.1 \
 	$(if $(wildcard $(REL)/with-testserver),$(INCLUDEDIR)/dflockd_testserver.h $(BINDIR)/dflockd-testserver)
 # The static library's system libraries, as CMake link items ("-lutil" -> "util").
 space := $(subst ,, )
@@ -367,6 +369,8 @@ release:
 	strip --strip-unneeded $(REL)/$(SO)
 	objcopy --add-gnu-debuglink=$(REL)/$(SO).debug $(REL)/$(SO)
 	strip --strip-debug $(REL)/libdflockd.a
+	$(CARGO) build --profile shipped --bin dflock $(CARGO_FEATURES)
+	cp target/shipped/dflock $(REL)/ && strip $(REL)/dflock
 	@if [ "$(TESTSERVER)" != no ]; then \
 	  $(CARGO) build --profile shipped --bin dflockd-testserver && \
 	  cp target/shipped/dflockd-testserver $(REL)/ && strip $(REL)/dflockd-testserver && touch $(REL)/with-testserver; fi
@@ -383,6 +387,9 @@ install:
 	$(subst_paths) packaging/dflockd.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/dflockd.pc
 	$(subst_paths) packaging/dflockdConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/dflockdConfig.cmake
 	$(subst_paths) packaging/dflockdConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/dflockdConfigVersion.cmake
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 $(REL)/dflock $(DESTDIR)$(BINDIR)/dflock
+	install -m 0644 docs/dflock.1 $(DESTDIR)$(MANDIR)/man1/dflock.1
 
 	@if [ -f $(REL)/with-testserver ]; then set -x; \
 	  install -m 0644 include/dflockd_testserver.h $(DESTDIR)$(INCLUDEDIR)/ && \
@@ -498,7 +505,8 @@ clean:
 #   make dist-tools   ziglang + cargo-zigbuild from PyPI, pinned, in a venv ($(DIST_VENV))
 #   make dist         dist/$(DIST_NAME).tar.gz: stripped .so (SONAME links) + .a, headers,
 #                     pkg-config file (relocatable: prefix=${pcfiledir}/../..), README, licences,
-#                     docs/protocol.md; the .so's split debug info beside it in dist/
+#                     docs/protocol.md, bin/dflock + share/man/man1/dflock.1; the .so's split
+#                     debug info beside it in dist/
 #   make dist-check   .ci/dist-check on the unpacked tarball: no GLIBC_ version above
 #                     $(DIST_GLIBC), no unversioned strong undefined symbol, SONAME, only dflockd_*
 #                     exported; the C quickstart (shared and static) and the C++ example linked
@@ -527,11 +535,12 @@ dist-tools:
 dist:
 	@$(DIST_ENV) command -v cargo-zigbuild >/dev/null || { \
 	  echo "cargo-zigbuild not found (in $(DIST_VENV)/bin or PATH): run 'make dist-tools'"; exit 1; }
-	@start=$$(date +%s); echo "$(CARGO) zigbuild --profile shipped --lib --target $(DIST_TARGET).$(DIST_GLIBC)"; \
-	$(DIST_ENV) $(CARGO) zigbuild --profile shipped --lib --target $(DIST_TARGET).$(DIST_GLIBC) || exit 1; \
+	@start=$$(date +%s); echo "$(CARGO) zigbuild --profile shipped --lib --bin dflock --target $(DIST_TARGET).$(DIST_GLIBC)"; \
+	$(DIST_ENV) $(CARGO) zigbuild --profile shipped --lib --bin dflock --target $(DIST_TARGET).$(DIST_GLIBC) || exit 1; \
 	echo "dist: cargo zigbuild took $$(( $$(date +%s) - start )) s"
 	@rm -rf $(DIST_STAGE) dist/$(DIST_NAME).tar.gz dist/$(DIST_NAME)-debug
-	@mkdir -p $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/include $(DIST_STAGE)/docs dist/$(DIST_NAME)-debug
+	@mkdir -p $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/include $(DIST_STAGE)/docs dist/$(DIST_NAME)-debug \
+	  $(DIST_STAGE)/bin $(DIST_STAGE)/share/man/man1
 	@# The .so is linked from the staticlib with zig's linker for glibc $(DIST_GLIBC) and our version
 	@# script, as `make lib`/`make release` do (DFLOCKD_0); no DT_RELR, which needs glibc 2.36.
 	@set -e; rel=target/$(DIST_TARGET)/shipped; so=libdflockd.so.$(VERSION); \
@@ -548,7 +557,9 @@ dist:
 	chmod 0644 $(DIST_STAGE)/lib/libdflockd.a
 	@set -e; install -m 0644 $(wildcard include/*.h include/*.hpp) $(DIST_STAGE)/include/; \
 	install -m 0644 README.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE $(DIST_STAGE)/; \
-	install -m 0644 docs/protocol.md $(DIST_STAGE)/docs/
+	install -m 0644 docs/protocol.md $(DIST_STAGE)/docs/; \
+	strip -o $(DIST_STAGE)/bin/dflock target/$(DIST_TARGET)/shipped/dflock; chmod 0755 $(DIST_STAGE)/bin/dflock; \
+	install -m 0644 docs/dflock.1 $(DIST_STAGE)/share/man/man1/
 	@# dflockd.pc.in rendered as `make install` does, with a relocatable prefix; any
 	@# placeholder left unrendered (dflockd.pc.in grew one) fails here.
 	@# The pkg-config and CMake files as `make install` renders them, with paths relative to
