@@ -1230,10 +1230,11 @@ size_t dflockd_events_poll(dflockd_events *q, dflockd_event *out, size_t cap);
  * Ask for one `DFLOCKD_EVENT_KIND_LOST` event tagged `tag` on `q` when the
  * lease held by this handle is lost (at once if it already was), so an
  * event loop learns of it without a callback or a waiting thread. A
- * release is not a loss and sends none. One event per call: the
- * registration stays, across releases and new acquires on this handle,
- * until the next loss fires it; call again after each LOST event to keep
- * watching (not after each acquire: registrations would pile up).
+ * release is not a loss and sends none. A lease handle has one
+ * registration: it stays, across releases and new acquires on this handle,
+ * until the next loss fires it (call again after each LOST event to keep
+ * watching), and a new call replaces it (queue and tag), so calling after
+ * every acquire costs no memory.
  *
  * No network I/O; returns at once.
  */

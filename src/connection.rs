@@ -14,7 +14,7 @@
 //! may be out of sync.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,7 +158,8 @@ impl Connector {
             }),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
-            registered: AtomicBool::new(false),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            registration: AtomicU64::new(0),
             io_timeout: self.io_timeout,
             stamp: ForkStamp::now(),
         }
@@ -212,14 +213,22 @@ pub struct Connection {
     tls: bool,
     broken: AtomicBool,
     aborted: AtomicBool,
-    /// The event engine has registered the socket in its epoll set (a hint:
-    /// the next watch re-arms it instead of adding it; see `src/engine/`).
-    registered: AtomicBool,
+    /// Unique in the process (the reactor's token for its watch).
+    id: u64,
+    /// The token (and [`READ_ARMED`]) of the socket's registration in the
+    /// reactor's epoll set, 0 when not registered (see src/reactor.rs).
+    registration: AtomicU64,
     io_timeout: Duration,
     /// When (fork epoch) it was opened: inherited through fork(), it is
     /// refused before its mutex is touched (src/runtime.rs).
     stamp: ForkStamp,
 }
+
+/// Ids of connections (see [`Connection::id`]).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The flag of a registration token that says readable is armed too.
+pub(crate) const READ_ARMED: u64 = 1 << 63;
 
 /// Default [`ConnectOptions::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -316,10 +325,23 @@ impl Connection {
         self.fd
     }
 
-    /// For the event engine: note that the socket is (about to be) in its
-    /// epoll set; returns whether it was already.
-    pub(crate) fn mark_registered(&self) -> bool {
-        self.registered.swap(true, Ordering::AcqRel)
+    /// Unique in the process; never has bit 62 or 63 set.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// For the reactor: record the token (with [`READ_ARMED`] if readable
+    /// is armed) the socket's epoll registration now carries; returns the
+    /// previous one (0: not registered).
+    pub(crate) fn set_registration(&self, token: u64) -> u64 {
+        self.registration.swap(token, Ordering::AcqRel)
+    }
+
+    /// Whether the reactor watches the socket for hang-up under this
+    /// connection's own token: then a server's close marks it broken at
+    /// once, and the pool needs no peek to know it is alive.
+    pub(crate) fn hang_ups_watched(&self) -> bool {
+        self.registration.load(Ordering::Acquire) & !READ_ARMED == self.id
     }
 
     pub(crate) fn was_aborted(&self) -> bool {
@@ -333,7 +355,7 @@ impl Connection {
             return false;
         }
         match self.io.try_lock() {
-            Ok(io) => io.session.is_idle() && io.transport.looks_alive(),
+            Ok(io) => io.session.is_idle() && io.transport.looks_alive(!self.hang_ups_watched()),
             Err(_) => false,
         }
     }

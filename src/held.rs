@@ -147,8 +147,8 @@ pub(crate) struct State {
     pub(crate) evented: Option<u64>,
     /// After enqueue answered `queued`: where to send wait.
     pub(crate) queued: Option<Home>,
-    /// Completion queues (and tags) to tell when the lease is lost.
-    pub(crate) lost_watchers: Vec<(Weak<Queue>, u64)>,
+    /// The completion queue (and tag) to tell when the lease is lost.
+    pub(crate) lost_watcher: Option<(Weak<Queue>, u64)>,
     /// cancel() ended a two-phase acquire between enqueue and wait: the
     /// next wait reports Cancelled (not NotEnqueued).
     pub(crate) queue_cancelled: bool,
@@ -399,7 +399,8 @@ impl Shared {
     }
 
     /// Queue a LOST event on `queue` when the lease held by this handle is
-    /// lost (at once if it already was). One event per registration.
+    /// lost (at once if it already was). One registration per lease: a new
+    /// one replaces the last, so registering on every grant costs nothing.
     pub(crate) fn watch_lost(&self, queue: &Arc<Queue>, tag: u64) {
         let mut st = lock(&self.state);
         if let Some(err) = st.lost.clone() {
@@ -407,7 +408,7 @@ impl Shared {
             queue.push(events::lost(tag, &err));
             return;
         }
-        st.lost_watchers.push((Arc::downgrade(queue), tag));
+        st.lost_watcher = Some((Arc::downgrade(queue), tag));
     }
 
     /// Mark the lease of `generation` lost: drop it, close its connection
@@ -427,10 +428,10 @@ impl Shared {
         // the counter never lags it; logged before any event is queued.
         bump(&self.client.metrics.leases_lost);
         st.lost = Some(err.clone());
-        let watchers = std::mem::take(&mut st.lost_watchers);
+        let watcher = st.lost_watcher.take();
         drop(st);
         log!(Level::Error, "{err}");
-        for (queue, tag) in watchers {
+        if let Some((queue, tag)) = watcher {
             if let Some(q) = queue.upgrade() {
                 q.push(events::lost(tag, &err));
             }

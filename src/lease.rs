@@ -278,10 +278,11 @@ impl Lease {
     /// Queue one [`EventKind::Lost`](crate::events::EventKind::Lost) event
     /// tagged `tag` on `events` when the lease held by this handle is lost
     /// (at once if it already was), for programs that wait on their own
-    /// event loop: poll [`Events::fd`]. One event per call; a release is not
-    /// a loss and sends none. The registration stays (across releases and
-    /// new acquires) until the next loss fires it: register again after
-    /// each `Lost` event, not after each acquire.
+    /// event loop: poll [`Events::fd`]. A release is not a loss and sends
+    /// none. A handle has one registration: it stays (across releases and
+    /// new acquires) until the next loss fires it, and a new call replaces
+    /// it (its queue and tag), so registering after every grant keeps
+    /// memory flat.
     pub fn watch_lost(&self, events: &Events, tag: u64) -> Result<()> {
         self.check_fork()?;
         self.shared.watch_lost(&events.queue, tag);

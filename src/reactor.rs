@@ -41,14 +41,14 @@
 
 use std::any::Any;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::ffi::c_int;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, READ_ARMED};
 use crate::log::{self, Level, log};
 use crate::notify::on_notifier;
 use crate::protocol::{Command, Outcome};
@@ -87,16 +87,23 @@ pub(crate) trait Tasks: Send {
 /// The token of the engine's own wake-up eventfd.
 const WAKER: u64 = u64::MAX;
 
-/// What a registration is for: the owner (and which grant of it) whose
-/// connection is watched, and the renewal reply awaited on it.
+/// Who watches a connection: the owner (and which grant of it), and the
+/// renewal reply awaited on it.
 struct Watched {
     owner: Weak<dyn Watcher>,
     generation: u64,
-    /// The home connection's socket (open while this entry is: its Watch
-    /// removes the entry before the connection can close).
-    fd: RawFd,
-    /// Boxed: only while a reply is awaited (every held lease has a slot).
+    /// Tells this watch from an earlier one of the same connection.
+    seq: u64,
+    /// Boxed: only while a reply is awaited (every held lease has one).
     renewal: Option<(u64, Box<Pending>)>,
+}
+
+/// A connection the reactor has registered under its own id: kept while
+/// the connection lives (swept when it is gone), watched or not, so a
+/// hang-up of a pooled connection marks it broken.
+struct Entry {
+    conn: Weak<Connection>,
+    watched: Option<Watched>,
 }
 
 /// A request sent on a watched connection whose reply the reactor awaits
@@ -112,22 +119,32 @@ pub(crate) struct Pending {
     pub(crate) settle: Box<dyn FnOnce(Result<Outcome>) + Send>,
 }
 
-/// Where a watch is registered: its slot, the slot's generation, the fd.
+/// A watch: its connection's id and its sequence number.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WatchKey {
-    slot: u32,
-    gen_: u32,
-    fd: RawFd,
+    conn: u64,
+    seq: u64,
 }
 
-/// Registrations by slot (a slot's generation changes on every reuse), and
-/// the deadlines of awaited replies: (deadline, pending id, slot, slot gen).
+/// Registered connections by id, and the deadlines of awaited replies:
+/// (deadline, pending id, connection id, watch seq).
 #[derive(Default)]
 struct Slots {
-    entries: Vec<(u32, Option<Watched>)>,
-    free: Vec<u32>,
-    deadlines: BinaryHeap<Reverse<(Instant, u64, u32, u32)>>,
+    entries: HashMap<u64, Entry>,
+    watched: usize,
+    deadlines: BinaryHeap<Reverse<(Instant, u64, u64, u64)>>,
     next_id: u64,
+}
+
+impl Slots {
+    /// Forget connections that are gone, once they outnumber the watched
+    /// ones by a margin (amortised: no work per acquire).
+    fn sweep(&mut self) {
+        if self.entries.len() > 2 * self.watched + 1024 {
+            self.entries
+                .retain(|_, e| e.watched.is_some() || e.conn.strong_count() > 0);
+        }
+    }
 }
 
 /// A wake-up (a lease's renewal). The owner decides whether it is still
@@ -204,25 +221,19 @@ impl Inbox {
     }
 }
 
-/// A registration; dropping it removes the watch.
+/// A watch; dropping it removes it (the registration stays).
 pub(crate) struct Watch {
     engine: Weak<Reactor>,
-    fd: RawFd,
-    slot: u32,
-    gen_: u32,
-    /// Keeps the socket open while the slot is live: the engine re-arms
-    /// the registration by fd number (`arm`), which must not reach a new
+    key: WatchKey,
+    /// Keeps the socket open while the watch lives: the reactor re-arms
+    /// the registration by fd number, which must not reach a new
     /// connection that got the same number after a close.
     _conn: Arc<Connection>,
 }
 
 impl Watch {
     pub(crate) fn key(&self) -> WatchKey {
-        WatchKey {
-            slot: self.slot,
-            gen_: self.gen_,
-            fd: self.fd,
-        }
+        self.key
     }
 }
 
@@ -232,10 +243,6 @@ impl Drop for Watch {
             engine.unwatch(self);
         }
     }
-}
-
-fn token(slot: u32, gen_: u32) -> u64 {
-    (u64::from(slot) << 32) | u64::from(gen_)
 }
 
 impl Reactor {
@@ -372,82 +379,103 @@ impl Reactor {
     }
 
     /// Watch `conn` (for `owner`'s `generation`, e.g. a held lease's home)
-    /// for hang-up. `None` if the fd cannot be registered.
+    /// for hang-up. `None` if the fd cannot be registered. A connection
+    /// watched before (a pooled home) is still registered: no syscall.
     pub(crate) fn watch(
         self: &Arc<Self>,
         owner: Weak<dyn Watcher>,
         generation: u64,
         conn: &Arc<Connection>,
     ) -> Option<Watch> {
-        let fd = conn.raw_fd();
-        let (slot, gen_) = {
+        let key = {
             let mut s = lock(&self.slots);
-            let slot = match s.free.pop() {
-                Some(slot) => slot,
-                None => {
-                    s.entries.push((0, None));
-                    u32::try_from(s.entries.len() - 1).ok()?
-                }
-            };
-            let entry = &mut s.entries[slot as usize];
-            entry.0 = entry.0.wrapping_add(1);
-            entry.1 = Some(Watched {
-                owner,
-                generation,
-                fd,
-                renewal: None,
+            s.sweep();
+            s.next_id += 1;
+            let seq = s.next_id;
+            let entry = s.entries.entry(conn.id()).or_insert_with(|| Entry {
+                conn: Arc::downgrade(conn),
+                watched: None,
             });
-            (slot, entry.0)
+            let was_watched = entry
+                .watched
+                .replace(Watched {
+                    owner,
+                    generation,
+                    seq,
+                    renewal: None,
+                })
+                .is_some();
+            if !was_watched {
+                s.watched += 1;
+            }
+            WatchKey { conn: conn.id(), seq }
         };
         let watch = Watch {
             engine: Arc::downgrade(self),
-            fd,
-            slot,
-            gen_,
+            key,
             _conn: Arc::clone(conn),
         };
-        if !self.register(conn, token(slot, gen_)) {
-            drop(watch); // frees the slot
+        if !self.register(conn, false) {
+            drop(watch); // removes the entry's watch
             return None;
         }
         Some(watch)
     }
 
-    /// Arm `conn`'s socket for hang-up under `token`: re-arm its existing
-    /// registration when it was watched before (see the module notes), else
-    /// add it (the connection's flag is the guess for `ctl`).
-    fn register(&self, conn: &Connection, token: u64) -> bool {
-        let bits = (libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
-        self.ctl(conn.raw_fd(), token, bits, conn.mark_registered())
-    }
-
-    /// Free the watch's slot. The socket's registration is left in place,
-    /// spent or armed with this slot's dead token (see the module notes):
-    /// the next watch of the same connection re-arms it.
-    fn unwatch(&self, w: &Watch) {
-        let mut s = lock(&self.slots);
-        if let Some(entry) = s.entries.get_mut(w.slot as usize) {
-            if entry.0 == w.gen_ {
-                entry.1 = None;
-                s.free.push(w.slot);
-            }
+    /// Register `conn`'s socket under its own id: hang-up always
+    /// (edge-triggered and persistent: it fires once, when the server
+    /// closes), readable too while a reply is awaited. No syscall when the
+    /// registration already is so, which is the case for a pooled home
+    /// connection: an acquire+release pair costs no `epoll_ctl`.
+    fn register(&self, conn: &Connection, read: bool) -> bool {
+        let token = conn.id() | if read { READ_ARMED } else { 0 };
+        let old = conn.set_registration(token);
+        if old == token {
+            return true;
         }
-    }
-
-    /// Register interest for `key`: hang-up always, readable while a
-    /// reply is awaited (one-shot: re-armed after every event).
-    fn arm(&self, key: WatchKey, read: bool) {
-        let mut bits = libc::EPOLLRDHUP | libc::EPOLLONESHOT;
+        let mut bits = libc::EPOLLRDHUP | libc::EPOLLET;
         if read {
             bits |= libc::EPOLLIN;
         }
-        let mut e = libc::epoll_event {
-            events: bits as u32,
-            u64: token(key.slot, key.gen_),
+        let ok = self.ctl(conn.raw_fd(), conn.id(), bits as u32, old != 0);
+        if !ok {
+            conn.set_registration(0);
+        }
+        ok
+    }
+
+    /// Register (or re-arm) task `id`'s interest in `fd` (readable or
+    /// writable, and hang-up, one-shot). `conn`: the connection over that
+    /// socket, whose registration record it updates (a dial has none yet:
+    /// `known` then says whether this task registered `fd` before).
+    pub(crate) fn arm_task(
+        &self,
+        conn: Option<&Connection>,
+        fd: RawFd,
+        id: u64,
+        read: bool,
+        known: bool,
+    ) -> bool {
+        let bits = if read { libc::EPOLLIN } else { libc::EPOLLOUT };
+        let bits = (bits | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+        let modify = match conn {
+            Some(c) => c.set_registration(TASK_BIT | id) != 0 || known,
+            None => known,
         };
-        // SAFETY: valid epoll fd and event struct; the fd is registered (the
-        // Watch that owns the registration is alive while its slot is).
-        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, key.fd, &mut e) };
+        self.ctl(fd, TASK_BIT | id, bits, modify)
+    }
+
+    /// Remove the watch. The socket stays registered under the
+    /// connection's id, so the next watch of it (the next lease homed on
+    /// the pooled connection) costs nothing.
+    fn unwatch(&self, w: &Watch) {
+        let mut s = lock(&self.slots);
+        if let Some(entry) = s.entries.get_mut(&w.key.conn) {
+            if entry.watched.as_ref().is_some_and(|x| x.seq == w.key.seq) {
+                entry.watched = None;
+                s.watched -= 1;
+            }
+        }
     }
 
     fn wake(&self) {
@@ -461,29 +489,27 @@ impl Reactor {
         {
             let mut s = lock(&self.slots);
             let s = &mut *s;
-            let Some((gen_, Some(w))) = s.entries.get_mut(key.slot as usize) else {
+            let Some(Entry { watched: Some(w), .. }) = s.entries.get_mut(&key.conn) else {
                 return Err(pending);
             };
-            if *gen_ != key.gen_ || w.renewal.is_some() {
+            if w.seq != key.seq || w.renewal.is_some() {
                 return Err(pending);
             }
             s.next_id += 1;
             let id = s.next_id;
+            let (deadline, conn) = (pending.deadline, Arc::clone(&pending.conn));
             w.renewal = Some((id, Box::new(pending)));
-            let deadline = w.renewal.as_ref().map(|(_, p)| p.deadline);
-            self.arm(key, true);
-            if let Some(d) = deadline {
-                s.deadlines.push(Reverse((d, id, key.slot, key.gen_)));
-            }
+            // Under the lock: the watch (and so the connection) lives.
+            self.register(&conn, true);
+            s.deadlines.push(Reverse((deadline, id, key.conn, key.seq)));
             // Replies that came in time leave their deadline behind until
             // it passes; keep those from piling up (each watch has at most
             // one live deadline).
-            let watches = s.entries.len() - s.free.len();
-            if s.deadlines.len() > 2 * watches + 1024 {
+            if s.deadlines.len() > 2 * s.watched + 1024 {
                 let entries = &s.entries;
-                s.deadlines.retain(|Reverse((_, id, slot, gen_))| {
-                    matches!(entries.get(*slot as usize),
-                        Some((g, Some(w))) if g == gen_ && w.renewal.as_ref().is_some_and(|(i, _)| i == id))
+                s.deadlines.retain(|Reverse((_, id, conn, seq))| {
+                    matches!(entries.get(conn), Some(Entry { watched: Some(w), .. })
+                        if w.seq == *seq && w.renewal.as_ref().is_some_and(|(i, _)| i == id))
                 });
             }
         }
@@ -538,7 +564,7 @@ impl Reactor {
                     tasks.on_event(self, key & !TASK_BIT, e.events);
                     continue;
                 }
-                self.on_event((key >> 32) as u32, key as u32, e.events);
+                self.on_event(key, e.events);
             }
         }
     }
@@ -560,37 +586,52 @@ impl Reactor {
         }
     }
 
-    /// One event on a watched home connection.
-    fn on_event(&self, slot: u32, gen_: u32, bits: u32) {
+    /// One event on a connection registered under its id.
+    fn on_event(&self, id: u64, bits: u32) {
         let hang_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
-        let awaited = {
+        let (awaited, seq) = {
             let mut s = lock(&self.slots);
-            match s.entries.get_mut(slot as usize) {
-                Some((g, Some(w))) if *g == gen_ => w.renewal.take(),
-                _ => return, // stale: released, lost or re-homed
+            let Some(entry) = s.entries.get_mut(&id) else {
+                return;
+            };
+            match entry.watched.as_mut() {
+                Some(w) => (w.renewal.take(), w.seq),
+                None => {
+                    // Pooled: a close makes it broken, so it is not handed
+                    // out again; readable left armed goes back to hang-up
+                    // only.
+                    if let Some(conn) = entry.conn.upgrade() {
+                        if hang_up {
+                            conn.mark_broken();
+                        }
+                        self.register(&conn, false);
+                    }
+                    return;
+                }
             }
         };
         // A reply (possibly the last bytes before a close) first, outside
         // the lock: settling it may end the lease and so drop its watch.
         let mut still_awaited = None;
-        if let Some((id, p)) = awaited {
+        if let Some((rid, p)) = awaited {
             match p.conn.poll_reply(p.command, Some(&p.key)) {
-                Ok(None) if !hang_up => still_awaited = Some((id, p)),
+                Ok(None) if !hang_up => still_awaited = Some((rid, p)),
                 Ok(None) => {} // the hang-up path renews afresh
                 Ok(Some(outcome)) => settle(*p, Ok(outcome)),
                 Err(e) => settle(*p, Err(e)),
             }
         }
         let mut s = lock(&self.slots);
-        let Some((g, Some(w))) = s.entries.get_mut(slot as usize) else {
+        let Some(entry) = s.entries.get_mut(&id) else {
             return;
         };
-        if *g != gen_ {
+        let conn = entry.conn.upgrade();
+        let Some(w) = entry.watched.as_mut().filter(|w| w.seq == seq) else {
             return;
-        }
+        };
         if hang_up {
-            // The one-shot registration stays spent: the lease moves on (a
-            // fresh connection with a new watch, or lost).
+            // Edge-triggered: it fires once. The lease moves on (a fresh
+            // connection with a new watch, or lost).
             let (owner, generation) = (w.owner.upgrade(), w.generation);
             w.renewal = None;
             drop(s);
@@ -599,23 +640,26 @@ impl Reactor {
             }
             return;
         }
-        // A worker may have sent the next renewal and registered it while
-        // this one was being settled: keep the newer one.
+        // The next renewal may have been sent and registered while this
+        // one was being settled: keep the newer one.
         if w.renewal.is_none() {
             w.renewal = still_awaited;
         }
         let read = w.renewal.is_some();
-        // Under the lock: the Watch removes the entry (and the fd's
-        // registration) under it too, so the fd is still this socket.
-        self.arm(WatchKey { slot, gen_, fd: w.fd }, read);
+        if let Some(conn) = conn {
+            self.register(&conn, read);
+        }
     }
 
-    /// Re-arm a slot's registration for hang-up only.
-    fn rearm_slot(&self, slot: u32, gen_: u32) {
+    /// Put a watched connection's registration back to hang-up only
+    /// (readable only while a reply is still awaited).
+    fn rearm(&self, key: WatchKey) {
         let s = lock(&self.slots);
-        if let Some((g, Some(w))) = s.entries.get(slot as usize) {
-            if *g == gen_ {
-                self.arm(WatchKey { slot, gen_, fd: w.fd }, w.renewal.is_some());
+        if let Some(entry) = s.entries.get(&key.conn) {
+            if let (Some(w), Some(conn)) = (entry.watched.as_ref(), entry.conn.upgrade()) {
+                if w.seq == key.seq {
+                    self.register(&conn, w.renewal.is_some());
+                }
             }
         }
     }
@@ -626,7 +670,7 @@ impl Reactor {
         loop {
             let now = Instant::now();
             let mut s = lock(&self.slots);
-            let Some(&Reverse((deadline, id, slot, gen_))) = s.deadlines.peek() else {
+            let Some(&Reverse((deadline, id, conn, seq))) = s.deadlines.peek() else {
                 return -1;
             };
             if deadline > now {
@@ -634,8 +678,10 @@ impl Reactor {
                 return c_int::try_from(ms).unwrap_or(c_int::MAX);
             }
             s.deadlines.pop();
-            let expired = match s.entries.get_mut(slot as usize) {
-                Some((g, Some(w))) if *g == gen_ && w.renewal.as_ref().is_some_and(|(i, _)| *i == id) => {
+            let expired = match s.entries.get_mut(&conn) {
+                Some(Entry { watched: Some(w), .. })
+                    if w.seq == seq && w.renewal.as_ref().is_some_and(|(i, _)| *i == id) =>
+                {
                     w.renewal.take()
                 }
                 _ => None,
@@ -649,7 +695,7 @@ impl Reactor {
                 );
                 log!(Level::Warn, "{e}");
                 settle(*p, Err(e));
-                self.rearm_slot(slot, gen_);
+                self.rearm(WatchKey { conn, seq });
             }
         }
     }

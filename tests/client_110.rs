@@ -238,6 +238,14 @@ fn a_cancelled_acquire_does_not_wedge_the_key() {
         wait_until(Duration::from_secs(3), || lock_waiters(&client, &k) == 1),
         "b queued"
     );
+    if let Some(ts) = srv.embedded.as_ref() {
+        // Queued by its `e` is not yet blocked in its `w`: 1.10 keeps only a
+        // blocked waiter whose client left.
+        assert!(
+            wait_until(Duration::from_secs(3), || ts.blocked_requests() == 1),
+            "b blocked in its wait"
+        );
+    }
     let open = srv.embedded.as_ref().map(|s| s.connection_count());
     b.cancel();
     assert_eq!(

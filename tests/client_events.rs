@@ -132,7 +132,9 @@ fn cancel_ends_a_pending_start_and_leaves_nothing_queued() {
     assert!(t0.elapsed() < Duration::from_secs(1), "cancelled promptly");
     assert_eq!((e.tag, e.kind), (3, EventKind::AcquireFailed));
     assert_eq!(e.error.unwrap().kind(), ErrorKind::Cancelled);
-    assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 0));
+    // (On 1.10 the dropped waiter stays listed, but its grant is given back
+    // at once: the next acquirer is not held up, checked below.)
+    assert_waiter_gone(&client, &k);
     // The handle is usable again: the next start gets the lock once free.
     lease.acquire_start(10, &q, 4).unwrap();
     holder.release().unwrap();
@@ -311,7 +313,7 @@ fn wait_start_completes_a_two_phase_acquire_without_a_thread() {
     let e = event(&q);
     assert_eq!((e.tag, e.kind), (5, EventKind::AcquireFailed));
     assert_eq!(e.error.unwrap().kind(), ErrorKind::Cancelled);
-    assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 0));
+    assert_waiter_gone(&client, &k);
 }
 
 #[test]

@@ -228,6 +228,33 @@ fn pooled_connection_closed_by_the_server_is_not_handed_out() {
     lease.release().expect("release");
 }
 
+/// A pooled connection that was a lease's home stays registered with the
+/// reactor, which sees the server's close and marks it broken: the pool
+/// hands it out no more, without a peek per checkout.
+#[test]
+fn pooled_home_closed_by_the_server_is_not_handed_out() {
+    if skip_external("pool staleness") {
+        return;
+    }
+    let srv = embedded(ServerOptions::default());
+    let client = srv.client();
+    let lease = client.lock(&key("pooled-home")).expect("lease");
+    lease.acquire(1).expect("acquire");
+    lease.release().expect("release");
+    assert_eq!(client.idle_connections(0), 1, "the home went back to the pool");
+    let opened = client.metrics().connections_opened;
+    srv.ts().drop_connections();
+    for round in 0..3 {
+        lease.acquire(1).expect("acquire on a live connection");
+        lease.release().expect("release");
+        assert_eq!(
+            client.metrics().connections_opened,
+            opened + 1,
+            "round {round}: one fresh connection, then reused"
+        );
+    }
+}
+
 #[test]
 fn leases_of_many_lengths_are_held_across_renewals() {
     let srv = any_server();

@@ -489,7 +489,7 @@ impl Driver {
     fn dial_step(&mut self, engine: &Reactor, id: u64, dial: Box<Dial>, step: Step) {
         match step {
             Step::Wait { fd, read } => {
-                self.arm(engine, id, fd, read, false);
+                self.arm(engine, id, None, fd, read);
                 self.timers.push(Reverse((dial.deadline(), id)));
                 self.tasks.insert(id, Task::Dial(dial));
             }
@@ -499,7 +499,7 @@ impl Driver {
             }
             Step::Connected(conn) => {
                 self.disarm(engine, id);
-                conn.mark_registered(); // the dial's registration stays
+                conn.set_registration(TASK_BIT | id); // the dial's registration stays
                 let key = dial.lane();
                 drop(dial);
                 if let Some(lane) = self.lanes.get_mut(&key) {
@@ -609,7 +609,7 @@ impl Driver {
                 let key = op.lease.key.clone();
                 match conn.poll_reply(op_command(&op), Some(&key)) {
                     Ok(None) if !hang_up => {
-                        self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
+                        self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
                         self.tasks.insert(id, Task::Op(op));
                     }
                     Ok(None) => {
@@ -797,7 +797,7 @@ impl Driver {
         verb: Verb,
     ) {
         op.step_by = earliest(reply_by, Some(op.deadline));
-        self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
+        self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
         self.timers.push(Reverse((op.step_by, id)));
         op.stage = Stage::Asked { conn, sent, verb };
         self.tasks.insert(id, Task::Op(op));
@@ -853,7 +853,7 @@ impl Driver {
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
                 op.step_by = earliest(sent.mono + lease.client.config.io_timeout, Some(op.deadline));
-                self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
+                self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
                 self.timers.push(Reverse((op.step_by, id)));
                 op.stage = Stage::Confirming {
                     conn,
@@ -1028,13 +1028,10 @@ impl Driver {
     }
 
     /// Register (or re-arm) `fd` for task `id`: readable or writable, and
-    /// hang-up, one-shot. `known` says the socket was registered before
-    /// (a connection's hint), so a re-arm is tried first.
-    fn arm(&mut self, engine: &Reactor, id: u64, fd: RawFd, read: bool, known: bool) {
+    /// hang-up, one-shot (`conn`: the connection over it, if any yet).
+    fn arm(&mut self, engine: &Reactor, id: u64, conn: Option<&Connection>, fd: RawFd, read: bool) {
         let old = self.registered.insert(id, fd);
-        let bits = if read { libc::EPOLLIN } else { libc::EPOLLOUT };
-        let bits = (bits | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
-        engine.ctl(fd, TASK_BIT | id, bits, known || old == Some(fd));
+        engine.arm_task(conn, fd, id, read, old == Some(fd));
     }
 
     /// Forget task `id`'s registration. The kernel registration stays (one

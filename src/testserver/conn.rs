@@ -423,7 +423,9 @@ impl Conn {
     /// the client went away (its waiter is dropped with the connection).
     fn block(&mut self, waiter: WaiterId, timeout_s: u64) -> Option<Result<Grant, Status>> {
         let deadline = Instant::now().checked_add(Duration::from_secs(timeout_s));
+        self.shared.blocked.fetch_add(1, Ordering::SeqCst);
         let outcome = self.block_until(waiter, deadline);
+        self.shared.blocked.fetch_sub(1, Ordering::SeqCst);
         if outcome.is_none() {
             // The client left: a line that keeps its waiter (1.10) does so
             // until the request's timeout.

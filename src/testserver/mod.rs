@@ -105,6 +105,8 @@ struct Shared {
     conns: Mutex<HashMap<ConnId, Arc<ConnCtl>>>,
     conn_threads: Mutex<Vec<JoinHandle<()>>>,
     next_conn: AtomicU64,
+    /// Requests blocked waiting for a grant now (see `blocked_requests`).
+    blocked: AtomicU64,
     stopping: AtomicBool,
     draining: AtomicBool,
     /// Set during restart: connections arriving meanwhile are closed.
@@ -335,6 +337,7 @@ impl TestServer {
             conns: Mutex::new(HashMap::new()),
             conn_threads: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
+            blocked: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             restarting: AtomicBool::new(false),
@@ -465,6 +468,13 @@ impl TestServer {
             let _ = h.join();
         }
         self.shared.wake_all_connections();
+    }
+
+    /// Acquires and waits blocked in the server now, waiting for a grant
+    /// (a test can await a request being queued *and* blocked, not only
+    /// enqueued).
+    pub fn blocked_requests(&self) -> usize {
+        self.shared.blocked.load(Ordering::SeqCst) as usize
     }
 
     /// Number of open client connections.

@@ -342,13 +342,17 @@ impl Transport {
         self.wire.pending_input()
     }
 
-    /// Whether an idle stream still looks usable: no buffered bytes, and a
-    /// non-blocking peek finds neither EOF nor unexpected bytes (a server
-    /// that timed the connection out sends `error` and closes; a TLS peer
-    /// sends close_notify).
-    pub(crate) fn looks_alive(&self) -> bool {
+    /// Whether an idle stream still looks usable: no buffered bytes, and
+    /// (with `peek`) a non-blocking peek finds neither EOF nor unexpected
+    /// bytes (a server that timed the connection out sends `error` and
+    /// closes; a TLS peer sends close_notify). Without `peek` the caller
+    /// learns of a close otherwise (the reactor's hang-up watch).
+    pub(crate) fn looks_alive(&self, peek: bool) -> bool {
         if self.wire.pending_input() > 0 || self.wire.wants_write() {
             return false;
+        }
+        if !peek {
+            return true;
         }
         let mut byte = 0u8;
         // SAFETY: the fd is owned by self.sock and open; the buffer is one

@@ -101,6 +101,24 @@ pub fn lock_waiters(client: &Client, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A cancelled waiter of lock `key` has left the server's queue: within 5 s
+/// on 2.x. A 1.10 server lists a dropped blocked waiter until its timeout
+/// (and gives back the grant it then gets at once), so there at most that
+/// one may remain.
+pub fn assert_waiter_gone(client: &Client, key: &str) {
+    if common::server_line() == dflockd::testserver::ServerLine::V1_10 {
+        assert!(
+            lock_waiters(client, key) <= 1,
+            "1.10 keeps at most the dropped waiter"
+        );
+    } else {
+        assert!(
+            wait_until(Duration::from_secs(5), || lock_waiters(client, key) == 0),
+            "the cancelled waiter left the queue"
+        );
+    }
+}
+
 /// Whether the server reports lock `key` as held.
 pub fn lock_held_on_server(client: &Client, server: usize, key: &str) -> bool {
     client
