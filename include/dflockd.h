@@ -276,7 +276,7 @@ typedef enum {
   DFLOCKD_STATUS_CLOSED = 25,
   /**
    * The handle was inherited through `fork()`: it belongs to the parent
-   * process (whose renewal threads do not exist here) and refuses every
+   * process (whose library threads do not exist here) and refuses every
    * call. Create a new client in the child.
    */
   DFLOCKD_STATUS_FORKED = 26,

@@ -1,25 +1,27 @@
 //! The event engine: one epoll thread per runtime generation, the place
-//! where the library waits on many connections at once.
+//! where the library waits on many connections at once. It never blocks
+//! and never runs application code (its log lines go to the notifier).
 //!
 //! It watches the home connection of every held lease:
 //! - for hang-up (EOF or reset: `EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`), so a
 //!   lease whose connection the server dropped stops being reported held at
 //!   once instead of at its next renewal (the server releases a lease when
-//!   its connection closes); the lease then gets an immediate renewal on a
-//!   fresh connection (by a renewal worker), which confirms it (a server
-//!   without auto-release still has it) or ends it as lost;
-//! - for the reply to a renewal: the renewal scheduler sends the renew
-//!   request without waiting (`Connection::start_request`) and hands the
-//!   wait to this thread (`await_reply`), which reads the reply when the
-//!   socket is readable or gives up at the deadline, then settles the lease
-//!   (`renewal::finish`). A hung or slow server so holds up no thread, and
-//!   delays no renewal of any other lease.
+//!   its connection closes): it is lost at once (auto-release, the default)
+//!   or renewed at once on a fresh connection (`Op::renew`, an evented
+//!   operation of this thread), which confirms it or ends it as lost;
+//! - for the reply to a renewal: when a lease's wake-up in this thread's
+//!   renewal heap is due, the renew request is sent without waiting
+//!   (`Connection::start_request`) and the reply awaited here
+//!   (`await_reply`): read when the socket is readable, or given up at the
+//!   deadline, then the lease is settled (`renewal::finish`). A hung or slow
+//!   server so holds up no thread, and delays no renewal of any other lease.
 //!
-//! The blocking paths keep owning the byte stream otherwise: the engine only
-//! ever `try_lock`s a connection and reads without waiting (`MSG_DONTWAIT`).
-//! Issue 9 grows this thread into the full engine (evented acquire and
-//! release, the completion queue of `events.rs`), driving the same sans-I/O
-//! `transport::Wire`.
+//! It also drives the evented operations (`ops.rs`: acquire, wait, release,
+//! renewals on a fresh connection, dials in `dial.rs`) and feeds the
+//! completion queue of `events.rs`, through the same sans-I/O
+//! `transport::Wire` as the blocking path. Blocking calls keep owning a
+//! connection's byte stream while they use it: the engine only ever
+//! `try_lock`s a connection and reads without waiting (`MSG_DONTWAIT`).
 //!
 //! Registrations are one-shot (`EPOLLONESHOT`) and keyed by (slot,
 //! generation) in the event's `u64`, so an event for a registration that
