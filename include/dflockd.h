@@ -422,8 +422,9 @@ typedef struct dflockd_lease dflockd_lease;
 /**
  * Receives one log message. `message` is a NUL-terminated UTF-8 string
  * valid only during the call. Runs on whichever thread logged, including
- * library threads (renewal, async acquire); it must be thread-safe, must
- * not block for long and must not call into libdflockd.
+ * a library thread (the notifier, for the event engine's messages); it
+ * must be thread-safe, must not block for long and must not call into
+ * libdflockd.
  */
 typedef void (*dflockd_log_fn)(void *userdata, dflockd_log_level level, const char *message);
 
@@ -613,6 +614,13 @@ void dflockd_error_free(dflockd_error *err);
  * operations) its notifier thread, never the engine itself, so a slow
  * callback delays no renewal; it still delays lost callbacks and other
  * messages. Hand messages to a queue and return.
+ *
+ * The engine's messages wait for the notifier in a queue of at most 1024
+ * messages: beyond that they are dropped and counted, and once the queue
+ * has drained to half one WARN message says how many were dropped
+ * ("N log messages dropped: ..."). Lost callbacks and async completions
+ * are never dropped. When the last client or lease is freed, queued
+ * messages are delivered for at most 100 ms more, then dropped.
  *
  * `userdata` is passed back to every call and must stay valid until the
  * callback is replaced or removed: once this function returns, no call
@@ -886,12 +894,16 @@ dflockd_status dflockd_client_new(const dflockd_config *cfg,
  * leases and connections made from it stay usable. Must not be freed twice
  * or used after free, and no other thread may be using it.
  *
- * Library threads: leases keep their client alive, so the renewal and
- * callback threads run while any client or lease lives. When this frees
- * the last of them, the threads are stopped and joined before it returns
- * (lost callbacks already queued still run first); called on a library
- * thread (inside a callback) they are detached instead and exit by
- * themselves. The next `dflockd_client_new()` starts them again.
+ * Library threads: leases keep their client alive, so the event engine
+ * (renewals, evented operations) and the notifier (callbacks, the
+ * engine's log messages) run while any client or lease lives. When this
+ * frees the last of them, the threads are stopped and joined before it
+ * returns: lost callbacks and async completions already queued still run
+ * first, but queued log messages are delivered for at most 100 ms more
+ * and the rest dropped, so a slow log callback cannot hold up the free.
+ * Called on a library thread (inside a callback) the threads are
+ * detached instead and exit by themselves. The next
+ * `dflockd_client_new()` starts them again.
  *
  * In a child process after fork(), freeing a client inherited from the
  * parent sends nothing, closes no connection of the parent's and never
@@ -899,7 +911,9 @@ dflockd_status dflockd_client_new(const dflockd_config *cfg,
  *
  * No network I/O. Returns at once, except when it stops the library
  * threads: then it waits for a renewal in flight (at most the smaller of
- * 5 s and the I/O timeout) and for queued lost callbacks to return.
+ * 5 s and the I/O timeout), for queued lost callbacks and completions to
+ * return, and at most 100 ms (plus the one log callback call running)
+ * for queued log messages.
  */
 void dflockd_client_free(dflockd_client *client);
 
@@ -1319,7 +1333,8 @@ dflockd_status dflockd_lease_wait_start(const dflockd_lease *lease,
  *
  * A lease keeps its client alive: if this was the last client or lease
  * handle, the library threads are stopped and joined before it returns
- * (see `dflockd_client_free()`).
+ * (see `dflockd_client_free()`: queued lost callbacks and completions
+ * still run; queued log messages get at most 100 ms more).
  *
  * In a child process after fork(), freeing a lease inherited from the
  * parent does not release it (it is the parent's lease) and sends

@@ -55,7 +55,7 @@ use std::time::Instant;
 use crate::connection::Connection;
 use crate::lease::Shared;
 use crate::log::{self, Level, log};
-use crate::notify::on_notifier;
+use crate::notify;
 use crate::protocol::{Command, Kind, Op, Outcome};
 use crate::renewal;
 use crate::runtime::{Runtime, Service, Slot};
@@ -521,18 +521,9 @@ impl Engine {
 
     /// Hand the messages this thread logged to the notifier thread.
     fn flush_log(&self) {
-        let messages = log::take_deferred();
-        if messages.is_empty() {
-            return;
-        }
-        let emit_all = Box::new(move || {
-            for (level, message) in messages {
-                log::emit(level, &message);
-            }
-        });
-        match self.rt.upgrade() {
-            Some(rt) => on_notifier(&rt, emit_all),
-            None => drop(emit_all),
+        let deferred = log::take_deferred();
+        if let (false, Some(rt)) = (deferred.is_empty(), self.rt.upgrade()) {
+            notify::log_lines(&rt, deferred);
         }
     }
 

@@ -101,12 +101,16 @@ pub extern "C" fn dflockd_client_new(
 /// leases and connections made from it stay usable. Must not be freed twice
 /// or used after free, and no other thread may be using it.
 ///
-/// Library threads: leases keep their client alive, so the renewal and
-/// callback threads run while any client or lease lives. When this frees
-/// the last of them, the threads are stopped and joined before it returns
-/// (lost callbacks already queued still run first); called on a library
-/// thread (inside a callback) they are detached instead and exit by
-/// themselves. The next `dflockd_client_new()` starts them again.
+/// Library threads: leases keep their client alive, so the event engine
+/// (renewals, evented operations) and the notifier (callbacks, the
+/// engine's log messages) run while any client or lease lives. When this
+/// frees the last of them, the threads are stopped and joined before it
+/// returns: lost callbacks and async completions already queued still run
+/// first, but queued log messages are delivered for at most 100 ms more
+/// and the rest dropped, so a slow log callback cannot hold up the free.
+/// Called on a library thread (inside a callback) the threads are
+/// detached instead and exit by themselves. The next
+/// `dflockd_client_new()` starts them again.
 ///
 /// In a child process after fork(), freeing a client inherited from the
 /// parent sends nothing, closes no connection of the parent's and never
@@ -114,7 +118,9 @@ pub extern "C" fn dflockd_client_new(
 ///
 /// No network I/O. Returns at once, except when it stops the library
 /// threads: then it waits for a renewal in flight (at most the smaller of
-/// 5 s and the I/O timeout) and for queued lost callbacks to return.
+/// 5 s and the I/O timeout), for queued lost callbacks and completions to
+/// return, and at most 100 ms (plus the one log callback call running)
+/// for queued log messages.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_free(client: *mut dflockd_client) {
     guard_value((), || {

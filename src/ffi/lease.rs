@@ -94,7 +94,8 @@ pub(crate) fn lease<'a>(l: *const dflockd_lease) -> Result<&'a Lease, FfiError> 
 ///
 /// A lease keeps its client alive: if this was the last client or lease
 /// handle, the library threads are stopped and joined before it returns
-/// (see `dflockd_client_free()`).
+/// (see `dflockd_client_free()`: queued lost callbacks and completions
+/// still run; queued log messages get at most 100 ms more).
 ///
 /// In a child process after fork(), freeing a lease inherited from the
 /// parent does not release it (it is the parent's lease) and sends
