@@ -901,7 +901,11 @@ dflockd_status dflockd_client_new(const dflockd_config *cfg,
  * returns: lost callbacks and async completions already queued still run
  * first, but queued log messages are delivered for at most 100 ms more
  * and the rest dropped, so a slow log callback cannot hold up the free.
- * Called on a library thread (inside a callback) the threads are
+ * Host names are resolved on short-lived threads (`getaddrinfo`, which
+ * cannot be interrupted): one still inside the system resolver 100 ms
+ * after the free began is detached instead of joined; it holds nothing
+ * of the freed client and exits when the resolver returns (IP-literal
+ * servers never start one). Called on a library thread (inside a callback) the threads are
  * detached instead and exit by themselves. The next
  * `dflockd_client_new()` starts them again.
  *
@@ -913,7 +917,7 @@ dflockd_status dflockd_client_new(const dflockd_config *cfg,
  * threads: then it waits for a renewal in flight (at most the smaller of
  * 5 s and the I/O timeout), for queued lost callbacks and completions to
  * return, and at most 100 ms (plus the one log callback call running)
- * for queued log messages.
+ * for queued log messages and resolver threads together.
  */
 void dflockd_client_free(dflockd_client *client);
 

@@ -154,6 +154,10 @@ mod tests {
             crate::log::SHUTDOWN_LOG_DRAIN,
             std::time::Duration::from_millis(100)
         );
+        assert_eq!(
+            crate::runtime::BOUNDED_JOIN,
+            std::time::Duration::from_millis(100)
+        );
     }
 
     #[test]
