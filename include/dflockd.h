@@ -661,7 +661,7 @@ uint32_t dflockd_version_number(void);
 /**
  * Create an empty configuration (no servers; defaults for the rest:
  * connect timeout 10 s, server-default lease, renew ratio 0.5, keepalive
- * 10 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
+ * 10 s, server read timeout 23 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
  * handle; free it with `dflockd_config_free()`.
  *
  * No network I/O; returns at once.
@@ -806,15 +806,34 @@ dflockd_status dflockd_config_set_renew_ratio(dflockd_config *cfg,
 
 /**
  * Set the longest silence on a connection holding a lease, in milliseconds
- * (≥ 100, checked when the client is made; default 10000). Servers close
- * connections idle for 23 s, so renewals happen at least this often
- * whatever the lease.
+ * (≥ 100, checked when the client is made; default 10000), and the
+ * longest a pooled connection stays idle. Servers close connections idle
+ * for their read timeout (23 s by default), so renewals happen at least
+ * this often whatever the lease; the value in effect is at most half the
+ * server read timeout (`dflockd_config_set_server_read_timeout_ms()`).
  *
  * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_keepalive_ms(dflockd_config *cfg,
                                                uint64_t keepalive_ms,
                                                dflockd_error **err);
+
+/**
+ * Set the servers' idle timeout in milliseconds (dflockd's
+ * `--read-timeout`; ≥ 1000, default 23000): a server closes a connection
+ * on which no complete request arrives for this long, releasing the
+ * leases held on it. Set it when the servers run with another value: the
+ * keepalive in effect is at most half of it (a 2000 ms read timeout
+ * renews held leases at least every second whatever their TTL and the
+ * keepalive), leaving room for a slow reply or a retry. Shorter than
+ * 1000 ms is `DFLOCKD_STATUS_INVALID_ARGUMENT`: renewals could not keep
+ * up.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_config_set_server_read_timeout_ms(dflockd_config *cfg,
+                                                         uint64_t timeout_ms,
+                                                         dflockd_error **err);
 
 /**
  * Say whether the servers release a lease when the connection holding it
@@ -1486,6 +1505,16 @@ dflockd_status dflockd_lease_key(const dflockd_lease *lease,
 /**
  * Whether the handle holds its lease right now (false once released or
  * lost, and for NULL). A poll-friendly alternative to the lost callback.
+ *
+ * Never optimistic about the lease's own expiry, but when the server
+ * lets go on its own (its idle timeout, see
+ * `dflockd_config_set_server_read_timeout_ms()`; a network that closes
+ * only one direction) the client learns it one network delay later at the
+ * earliest: this may still return true for about one round trip after
+ * the server released the lease, while another client already holds it.
+ * Guard writes with the fencing token (`dflockd_lease_fence()`): pass it
+ * with every write and have the resource refuse fences older than the
+ * newest it has seen.
  *
  * No network I/O; returns at once.
  */

@@ -44,7 +44,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Time between renewals of a lease of `lease_s` seconds.
 pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
     let by_ratio = Duration::from_secs(lease_s).mul_f64(config.renew_ratio);
-    by_ratio.min(config.keepalive).max(MIN_INTERVAL)
+    by_ratio.min(config.effective_keepalive()).max(MIN_INTERVAL)
 }
 
 /// Make sure `client`'s generation can renew leases (its engine runs) and

@@ -60,6 +60,9 @@ fn core_config(d: &Draft) -> Result<Config, FfiError> {
     if let Some(k) = d.keepalive {
         c.keepalive = k;
     }
+    if let Some(t) = d.server_read_timeout {
+        c.server_read_timeout = t;
+    }
     if let Some(r) = d.renew_ratio {
         c.renew_ratio = r;
     }

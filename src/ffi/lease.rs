@@ -319,6 +319,16 @@ pub extern "C" fn dflockd_lease_key(
 /// Whether the handle holds its lease right now (false once released or
 /// lost, and for NULL). A poll-friendly alternative to the lost callback.
 ///
+/// Never optimistic about the lease's own expiry, but when the server
+/// lets go on its own (its idle timeout, see
+/// `dflockd_config_set_server_read_timeout_ms()`; a network that closes
+/// only one direction) the client learns it one network delay later at the
+/// earliest: this may still return true for about one round trip after
+/// the server released the lease, while another client already holds it.
+/// Guard writes with the fencing token (`dflockd_lease_fence()`): pass it
+/// with every write and have the resource refuse fences older than the
+/// newest it has seen.
+///
 /// No network I/O; returns at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_lease_is_held(lease: *const dflockd_lease) -> bool {
