@@ -404,10 +404,14 @@ mod tests {
             }),
         )
         .expect("spawn");
+        let until = Instant::now() + std::time::Duration::from_secs(10);
+        while !quick.load(Ordering::SeqCst) {
+            assert!(Instant::now() < until, "the quick thread did not run");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let t = Instant::now();
         drop(users);
         let took = t.elapsed();
-        assert!(quick.load(Ordering::SeqCst));
         assert!(took >= BOUNDED_JOIN, "waited for the stuck thread: {took:?}");
         assert!(
             took < BOUNDED_JOIN * 4,
