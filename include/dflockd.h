@@ -276,7 +276,7 @@ typedef enum {
   DFLOCKD_STATUS_CLOSED = 25,
   /**
    * The handle was inherited through `fork()`: it belongs to the parent
-   * process (whose renewal threads do not exist here) and refuses every
+   * process (whose library threads do not exist here) and refuses every
    * call. Create a new client in the child.
    */
   DFLOCKD_STATUS_FORKED = 26,
@@ -422,8 +422,9 @@ typedef struct dflockd_lease dflockd_lease;
 /**
  * Receives one log message. `message` is a NUL-terminated UTF-8 string
  * valid only during the call. Runs on whichever thread logged, including
- * library threads (renewal, async acquire); it must be thread-safe, must
- * not block for long and must not call into libdflockd.
+ * a library thread (the notifier, for the event engine's messages); it
+ * must be thread-safe, must not block for long and must not call into
+ * libdflockd.
  */
 typedef void (*dflockd_log_fn)(void *userdata, dflockd_log_level level, const char *message);
 
@@ -614,6 +615,13 @@ void dflockd_error_free(dflockd_error *err);
  * callback delays no renewal; it still delays lost callbacks and other
  * messages. Hand messages to a queue and return.
  *
+ * The engine's messages wait for the notifier in a queue of at most 1024
+ * messages: beyond that they are dropped and counted, and once the queue
+ * has drained to half one WARN message says how many were dropped
+ * ("N log messages dropped: ..."). Lost callbacks and async completions
+ * are never dropped. When the last client or lease is freed, queued
+ * messages are delivered for at most 100 ms more, then dropped.
+ *
  * `userdata` is passed back to every call and must stay valid until the
  * callback is replaced or removed: once this function returns, no call
  * with the previous callback or userdata is running or will start.
@@ -653,7 +661,7 @@ uint32_t dflockd_version_number(void);
 /**
  * Create an empty configuration (no servers; defaults for the rest:
  * connect timeout 10 s, server-default lease, renew ratio 0.5, keepalive
- * 10 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
+ * 10 s, server read timeout 23 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
  * handle; free it with `dflockd_config_free()`.
  *
  * No network I/O; returns at once.
@@ -798,15 +806,34 @@ dflockd_status dflockd_config_set_renew_ratio(dflockd_config *cfg,
 
 /**
  * Set the longest silence on a connection holding a lease, in milliseconds
- * (≥ 100, checked when the client is made; default 10000). Servers close
- * connections idle for 23 s, so renewals happen at least this often
- * whatever the lease.
+ * (≥ 100, checked when the client is made; default 10000), and the
+ * longest a pooled connection stays idle. Servers close connections idle
+ * for their read timeout (23 s by default), so renewals happen at least
+ * this often whatever the lease; the value in effect is at most half the
+ * server read timeout (`dflockd_config_set_server_read_timeout_ms()`).
  *
  * No network I/O; returns at once.
  */
 dflockd_status dflockd_config_set_keepalive_ms(dflockd_config *cfg,
                                                uint64_t keepalive_ms,
                                                dflockd_error **err);
+
+/**
+ * Set the servers' idle timeout in milliseconds (dflockd's
+ * `--read-timeout`; ≥ 1000, default 23000): a server closes a connection
+ * on which no complete request arrives for this long, releasing the
+ * leases held on it. Set it when the servers run with another value: the
+ * keepalive in effect is at most half of it (a 2000 ms read timeout
+ * renews held leases at least every second whatever their TTL and the
+ * keepalive), leaving room for a slow reply or a retry. Shorter than
+ * 1000 ms is `DFLOCKD_STATUS_INVALID_ARGUMENT`: renewals could not keep
+ * up.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_config_set_server_read_timeout_ms(dflockd_config *cfg,
+                                                         uint64_t timeout_ms,
+                                                         dflockd_error **err);
 
 /**
  * Say whether the servers release a lease when the connection holding it
@@ -886,12 +913,20 @@ dflockd_status dflockd_client_new(const dflockd_config *cfg,
  * leases and connections made from it stay usable. Must not be freed twice
  * or used after free, and no other thread may be using it.
  *
- * Library threads: leases keep their client alive, so the renewal and
- * callback threads run while any client or lease lives. When this frees
- * the last of them, the threads are stopped and joined before it returns
- * (lost callbacks already queued still run first); called on a library
- * thread (inside a callback) they are detached instead and exit by
- * themselves. The next `dflockd_client_new()` starts them again.
+ * Library threads: leases keep their client alive, so the event engine
+ * (renewals, evented operations) and the notifier (callbacks, the
+ * engine's log messages) run while any client or lease lives. When this
+ * frees the last of them, the threads are stopped and joined before it
+ * returns: lost callbacks and async completions already queued still run
+ * first, but queued log messages are delivered for at most 100 ms more
+ * and the rest dropped, so a slow log callback cannot hold up the free.
+ * Host names are resolved on short-lived threads (`getaddrinfo`, which
+ * cannot be interrupted): one still inside the system resolver 100 ms
+ * after the free began is detached instead of joined; it holds nothing
+ * of the freed client and exits when the resolver returns (IP-literal
+ * servers never start one). Called on a library thread (inside a callback) the threads are
+ * detached instead and exit by themselves. The next
+ * `dflockd_client_new()` starts them again.
  *
  * In a child process after fork(), freeing a client inherited from the
  * parent sends nothing, closes no connection of the parent's and never
@@ -899,7 +934,9 @@ dflockd_status dflockd_client_new(const dflockd_config *cfg,
  *
  * No network I/O. Returns at once, except when it stops the library
  * threads: then it waits for a renewal in flight (at most the smaller of
- * 5 s and the I/O timeout) and for queued lost callbacks to return.
+ * 5 s and the I/O timeout), for queued lost callbacks and completions to
+ * return, and at most 100 ms (plus the one log callback call running)
+ * for queued log messages and resolver threads together.
  */
 void dflockd_client_free(dflockd_client *client);
 
@@ -1320,7 +1357,8 @@ dflockd_status dflockd_lease_wait_start(const dflockd_lease *lease,
  *
  * A lease keeps its client alive: if this was the last client or lease
  * handle, the library threads are stopped and joined before it returns
- * (see `dflockd_client_free()`).
+ * (see `dflockd_client_free()`: queued lost callbacks and completions
+ * still run; queued log messages get at most 100 ms more).
  *
  * In a child process after fork(), freeing a lease inherited from the
  * parent does not release it (it is the parent's lease) and sends
@@ -1468,6 +1506,16 @@ dflockd_status dflockd_lease_key(const dflockd_lease *lease,
 /**
  * Whether the handle holds its lease right now (false once released or
  * lost, and for NULL). A poll-friendly alternative to the lost callback.
+ *
+ * Never optimistic about the lease's own expiry, but when the server
+ * lets go on its own (its idle timeout, see
+ * `dflockd_config_set_server_read_timeout_ms()`; a network that closes
+ * only one direction) the client learns it one network delay later at the
+ * earliest: this may still return true for about one round trip after
+ * the server released the lease, while another client already holds it.
+ * Guard writes with the fencing token (`dflockd_lease_fence()`): pass it
+ * with every write and have the resource refuse fences older than the
+ * newest it has seen.
  *
  * No network I/O; returns at once.
  */

@@ -34,7 +34,7 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// server's idle timeout whatever the lease.
 pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
     let by_ratio = Duration::from_secs(lease_s).mul_f64(config.renew_ratio);
-    by_ratio.min(config.keepalive).max(MIN_INTERVAL)
+    by_ratio.min(config.effective_keepalive()).max(MIN_INTERVAL)
 }
 
 /// Make sure `lease` is woken at `due` (or earlier). Called with its state

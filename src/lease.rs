@@ -253,7 +253,13 @@ impl Lease {
     }
 
     /// Whether the lease is held and, as far as the client knows, not
-    /// expired.
+    /// expired. Never optimistic about the lease's own clock, but when the
+    /// server lets go on its own (its idle timeout, a network that closes
+    /// only one direction) the client learns it one network delay later at
+    /// the earliest, so this may still be true for about one round trip
+    /// after the server released it (and another client may hold it). Pass
+    /// the fence ([`Lease::fence`]) with every write to the guarded
+    /// resource and have it refuse older fences: that covers the window.
     pub fn is_held(&self) -> bool {
         self.check_fork().is_ok()
             && lock(&self.shared.state)

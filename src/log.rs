@@ -9,7 +9,7 @@
 //! lease (whether or not a lost callback is set) and caught panics.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Severity, most severe first.
@@ -22,8 +22,12 @@ pub enum Level {
 }
 
 /// Receives each message at or above the installed level. Called on the
-/// thread that logged (library threads included), outside the library's
-/// locks; it must not block for long or call back into the library.
+/// thread that logged, outside the library's locks, or for the event
+/// engine's messages on the notifier thread (at most [`BACKLOG_MAX`] wait
+/// there: beyond that they are dropped and a WARN message later says how
+/// many; the last free delivers queued ones for at most
+/// [`SHUTDOWN_LOG_DRAIN`]). It must not block for long or call back into
+/// the library.
 pub type Logger = Arc<dyn Fn(Level, &str) + Send + Sync>;
 
 static SINK: RwLock<Option<Logger>> = RwLock::new(None);
@@ -45,21 +49,60 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
+/// Most log lines that wait for the notifier at once (process-wide), and
+/// most one engine round defers: beyond it lines are dropped and counted,
+/// and one WARN line later says how many (`src/notify.rs`). A line is a
+/// few hundred bytes at most: the backlog stays under ~0.5 MB whatever the
+/// logger's speed. (Not a C constant: `dflockd_set_log` states it.)
+///
+/// cbindgen:ignore
+pub const BACKLOG_MAX: usize = 1024;
+
+/// How long the last free of a generation keeps emitting queued log lines
+/// (its lost callbacks and completions all still run); the rest is
+/// dropped, so a slow logger cannot hold up `dflockd_client_free`.
+pub const SHUTDOWN_LOG_DRAIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Log lines queued for the notifier now (every generation together).
+pub(crate) static BACKLOG: AtomicUsize = AtomicUsize::new(0);
+
+/// How many log lines wait for the notifier right now (at most
+/// [`BACKLOG_MAX`] + 1, the WARN line that reports dropped ones). For
+/// tests and diagnostics.
+#[doc(hidden)]
+pub fn backlog() -> usize {
+    BACKLOG.load(Ordering::Relaxed)
+}
+
+/// The lines one thread deferred since the last [`take_deferred`], and how
+/// many it dropped beyond [`BACKLOG_MAX`].
+#[derive(Default)]
+pub(crate) struct Deferred {
+    pub lines: Vec<(Level, String)>,
+    pub dropped: u64,
+}
+
+impl Deferred {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.dropped == 0
+    }
+}
+
 thread_local! {
     /// On a thread that must never run application code (the event
     /// engine), messages are collected here and handed elsewhere.
-    static DEFERRED: RefCell<Option<Vec<(Level, String)>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<Option<Deferred>> = const { RefCell::new(None) };
 }
 
 /// From now on, messages logged on this thread are kept for
 /// [`take_deferred`] instead of calling the logger: a logger that blocks
 /// (a language runtime's global lock) must not stall this thread.
 pub(crate) fn defer_on_this_thread() {
-    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    DEFERRED.with(|d| *d.borrow_mut() = Some(Deferred::default()));
 }
 
 /// The messages this thread deferred since the last call.
-pub(crate) fn take_deferred() -> Vec<(Level, String)> {
+pub(crate) fn take_deferred() -> Deferred {
     DEFERRED.with(|d| d.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default())
 }
 
@@ -70,8 +113,12 @@ pub fn emit(level: Level, message: &str) {
         return;
     }
     let deferred = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
-        Some(v) => {
-            v.push((level, message.to_owned()));
+        Some(d) => {
+            if d.lines.len() < BACKLOG_MAX {
+                d.lines.push((level, message.to_owned()));
+            } else {
+                d.dropped += 1;
+            }
             true
         }
         None => false,

@@ -50,7 +50,7 @@ use std::time::Instant;
 
 use crate::connection::{Connection, READ_ARMED};
 use crate::log::{self, Level, log};
-use crate::notify::on_notifier;
+use crate::notify;
 use crate::protocol::{Command, Outcome};
 use crate::runtime::{Runtime, Service, Slot};
 use crate::sync::lock;
@@ -569,20 +569,12 @@ impl Reactor {
         }
     }
 
-    /// Hand the messages this thread logged to the notifier thread.
+    /// Hand the messages this thread logged to the notifier thread (as
+    /// bounded log lines: see `notify::log_lines`).
     fn flush_log(&self) {
-        let messages = log::take_deferred();
-        if messages.is_empty() {
-            return;
-        }
-        let emit_all = Box::new(move || {
-            for (level, message) in messages {
-                log::emit(level, &message);
-            }
-        });
-        match self.rt.upgrade() {
-            Some(rt) => on_notifier(&rt, emit_all),
-            None => drop(emit_all),
+        let deferred = log::take_deferred();
+        if let (false, Some(rt)) = (deferred.is_empty(), self.rt.upgrade()) {
+            notify::log_lines(&rt, deferred);
         }
     }
 

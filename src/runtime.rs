@@ -8,7 +8,12 @@
 //! services ([`Service::stop`]) and joins their threads before that drop
 //! returns, unless the drop runs on a library thread (e.g. a client freed
 //! inside a lost callback): a thread cannot join itself, so the threads are
-//! then detached and exit on their own. The next client starts a new
+//! then detached and exit on their own. Resolver threads
+//! ([`Runtime::spawn_bounded`], [`spawn_resolver`]) sit in `getaddrinfo`,
+//! which cannot be interrupted: the last drop waits for them at most
+//! [`BOUNDED_JOIN`] (from when it began), joins those that ended and
+//! detaches the others, which then touch nothing but their own answer
+//! channel and exit when the resolver returns. The next client starts a new
 //! generation. Library threads hold leases and clients only through
 //! `Arc<Shared>` / `Arc<ClientInner>`, never through `Users`, so a renewal
 //! in flight never makes a library thread the last user (which could not
@@ -26,8 +31,10 @@
 //! never joined: its threads do not exist there.
 
 use std::any::Any;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::fork::{ForkGuarded, ForkStamp, bury};
 use crate::sync::lock;
@@ -39,13 +46,21 @@ struct Registry {
     /// The generation new clients join, while any of its users lives and
     /// while `current_epoch` is this process's fork epoch.
     current: Option<Weak<Users>>,
+    /// Its runtime (upgrading this, unlike `current`, can never make the
+    /// caller the generation's last user).
+    current_runtime: Option<Weak<Runtime>>,
     current_epoch: u64,
 }
 
 static REGISTRY: ForkGuarded<Registry> = ForkGuarded::new(Registry {
     current: None,
+    current_runtime: None,
     current_epoch: 0,
 });
+
+/// How long the last drop of a generation waits for its bounded threads
+/// (resolvers) to end; stated in `dflockd_client_free`'s documentation.
+pub(crate) const BOUNDED_JOIN: Duration = Duration::from_millis(100);
 
 // ---- generations ---------------------------------------------------------
 
@@ -73,12 +88,39 @@ struct Threads {
     stopped: bool,
     services: Vec<Arc<dyn Service>>,
     handles: Vec<JoinHandle<()>>,
+    /// Threads joined with a bound at shutdown, each with its "body
+    /// returned" flag.
+    bounded: Vec<(JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+impl Threads {
+    /// Join the threads that already ended (resolvers come and go): a
+    /// finished thread's join returns at once, and joining instead of
+    /// dropping its handle means it has left the process when it is
+    /// forgotten.
+    fn reap(&mut self) {
+        for h in take_if(&mut self.handles, JoinHandle::is_finished) {
+            let _ = h.join();
+        }
+        for (h, _) in take_if(&mut self.bounded, |(h, _)| h.is_finished()) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Remove and return the items of `v` for which `f` holds.
+fn take_if<T>(v: &mut Vec<T>, mut f: impl FnMut(&T) -> bool) -> Vec<T> {
+    let (taken, kept) = std::mem::take(v).into_iter().partition(|x| f(x));
+    *v = kept;
+    taken
 }
 
 /// One generation of library threads.
 pub(crate) struct Runtime {
     stamp: ForkStamp,
     threads: Mutex<Threads>,
+    /// Signalled (under `threads`) when a bounded thread's body returns.
+    bounded_ended: Arc<Condvar>,
     /// The services of this generation, started lazily (`None` inside: it
     /// could not be started, and will not be retried).
     slots: [OnceLock<Option<Box<dyn Any + Send + Sync>>>; SLOTS],
@@ -89,6 +131,7 @@ impl Runtime {
         Runtime {
             stamp,
             threads: Mutex::new(Threads::default()),
+            bounded_ended: Arc::new(Condvar::new()),
             slots: Default::default(),
         }
     }
@@ -134,8 +177,7 @@ impl Runtime {
         if t.stopped {
             return false;
         }
-        // Forget threads that already ended (resolvers come and go).
-        t.handles.retain(|h| !h.is_finished());
+        t.reap();
         let spawned = spawn_named(
             name,
             Box::new(move || {
@@ -152,9 +194,37 @@ impl Runtime {
         }
     }
 
+    /// Start a short-lived library thread that may block in a call
+    /// nothing can interrupt (`getaddrinfo`): shutdown waits for it at
+    /// most [`BOUNDED_JOIN`], then detaches it. `f` must hold nothing that
+    /// needs the generation alive. An error if shut down already or the
+    /// thread could not be created.
+    pub(crate) fn spawn_bounded(&self, name: &str, f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+        let mut t = lock(&self.threads);
+        if t.stopped {
+            return Err(std::io::Error::other("the client was freed"));
+        }
+        t.reap();
+        let done = Arc::new(AtomicBool::new(false));
+        let (d, ended) = (Arc::clone(&done), Arc::clone(&self.bounded_ended));
+        let h = spawn_named(
+            name,
+            Box::new(move || {
+                set_library_thread(true);
+                f();
+                d.store(true, Ordering::SeqCst);
+                ended.notify_all();
+            }),
+        )?;
+        t.bounded.push((h, done));
+        Ok(())
+    }
+
     /// Stop every service and join every thread (detach them instead when
-    /// called on a library thread, which cannot join itself).
+    /// called on a library thread, which cannot join itself); bounded
+    /// threads still running [`BOUNDED_JOIN`] after the start are detached.
     fn shutdown(&self) {
+        let bound = Instant::now() + BOUNDED_JOIN;
         let (services, handles) = {
             let mut t = lock(&self.threads);
             t.stopped = true;
@@ -169,6 +239,47 @@ impl Runtime {
         for h in handles {
             let _ = h.join();
         }
+        let bounded = {
+            let mut t = lock(&self.threads);
+            loop {
+                let left = bound.saturating_duration_since(Instant::now());
+                if left.is_zero() || t.bounded.iter().all(|(_, d)| d.load(Ordering::SeqCst)) {
+                    break std::mem::take(&mut t.bounded);
+                }
+                // The flag is set before the notify, both outside the lock:
+                // re-check at least every 10 ms instead of relying on it.
+                let wait = left.min(Duration::from_millis(10));
+                t = self
+                    .bounded_ended
+                    .wait_timeout(t, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        };
+        for (h, done) in bounded {
+            if done.load(Ordering::SeqCst) {
+                let _ = h.join(); // its body returned: the join is prompt
+            } // else dropped: detached, still inside the resolver
+        }
+    }
+}
+
+/// Start a bounded thread ([`Runtime::spawn_bounded`]) in the current
+/// generation: for a blocking call's name resolution, which runs on the
+/// caller's thread and has no handle of its runtime (its client belongs to
+/// the current generation). Without a current generation (none, or a
+/// forked child's inherited one) the thread is detached.
+pub(crate) fn spawn_resolver(f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    const NAME: &str = "dflockd-resolve";
+    let stamp = ForkStamp::now();
+    let rt = REGISTRY.with(|r| {
+        (r.current_epoch == stamp.epoch())
+            .then(|| r.current_runtime.as_ref().and_then(Weak::upgrade))
+            .flatten()
+    });
+    match rt {
+        Some(rt) if !rt.is_stopped() => rt.spawn_bounded(NAME, f),
+        _ => spawn_named(NAME, f).map(drop),
     }
 }
 
@@ -197,6 +308,7 @@ impl Users {
                 runtime: Arc::new(Runtime::new(stamp)),
             });
             r.current = Some(Arc::downgrade(&users));
+            r.current_runtime = Some(Arc::downgrade(&users.runtime));
             (users, parent)
         });
         if let Some(parent) = parent {
@@ -268,6 +380,46 @@ mod tests {
         assert_eq!(probe.stops.load(Ordering::SeqCst), 1);
         assert!(!rt.spawn("dflockd-late", || {}));
         assert!(!rt.register(probe.clone()));
+    }
+
+    #[test]
+    fn a_stuck_bounded_thread_delays_the_last_drop_at_most_the_bound() {
+        let users = Arc::new(Users {
+            runtime: Arc::new(Runtime::new(ForkStamp::now())),
+        });
+        let rt = Arc::clone(users.runtime());
+        // One resolver answers at once, one hangs (until the test lets go).
+        let quick = Arc::new(AtomicBool::new(false));
+        let q = Arc::clone(&quick);
+        rt.spawn_bounded(
+            "dflockd-resolve",
+            Box::new(move || q.store(true, Ordering::SeqCst)),
+        )
+        .expect("spawn");
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        rt.spawn_bounded(
+            "dflockd-resolve",
+            Box::new(move || {
+                let _ = stuck.recv_timeout(std::time::Duration::from_secs(30));
+            }),
+        )
+        .expect("spawn");
+        let until = Instant::now() + std::time::Duration::from_secs(10);
+        while !quick.load(Ordering::SeqCst) {
+            assert!(Instant::now() < until, "the quick thread did not run");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let t = Instant::now();
+        drop(users);
+        let took = t.elapsed();
+        assert!(took >= BOUNDED_JOIN, "waited for the stuck thread: {took:?}");
+        assert!(
+            took < BOUNDED_JOIN * 4,
+            "but not much longer than the bound: {took:?}"
+        );
+        assert!(lock(&rt.threads).bounded.is_empty(), "joined or detached");
+        assert!(rt.spawn_bounded("dflockd-late", Box::new(|| {})).is_err());
+        drop(release); // the detached thread ends
     }
 
     #[test]

@@ -360,3 +360,61 @@ fn hold_across_idle_timeout(read_timeout: Duration, lease_s: u64, hold: Duration
     );
     lease.release().expect("release with the original token");
 }
+
+/// Finding 7c: a server whose read timeout is shorter than the keepalive
+/// (`--read-timeout 2`, a 30 s lease) closed the idle home connection and
+/// released the lease. With `server_read_timeout` set to the server's
+/// value the keepalive in effect is half of it, and the lease stays held,
+/// and listed by the server, across several read timeouts. The control
+/// beside it (default settings, made for the default 23 s read timeout,
+/// which change nothing there: keepalive 10 s) loses its lease to the same
+/// server. Default settings otherwise.
+#[test]
+fn server_read_timeout_keeps_a_long_lease_across_a_short_idle_timeout() {
+    if skip_external("idle timeout control") {
+        return;
+    }
+    let read_timeout = Duration::from_secs(2);
+    let srv = embedded(ServerOptions {
+        read_timeout,
+        ..ServerOptions::default()
+    });
+    let client = srv.client_with(|c| c.server_read_timeout = read_timeout);
+    assert_eq!(client.config().effective_keepalive(), read_timeout / 2);
+    let defaults = srv.client();
+    assert_eq!(
+        defaults.config().effective_keepalive(),
+        defaults.config().keepalive,
+        "the defaults (23 s server, 10 s keepalive) are unchanged"
+    );
+
+    let lease = client.lock(&key("read-timeout")).expect("lease");
+    let control = defaults.lock(&key("read-timeout-control")).expect("lease");
+    for l in [&lease, &control] {
+        l.set_lease_ttl(Some(30)).expect("ttl");
+        l.acquire(1).expect("acquire");
+    }
+    let token = lease.token();
+    let held_since = Instant::now();
+    assert!(
+        control.wait_lost(Some(read_timeout * 3)),
+        "the control should have lost its lease to the idle timeout"
+    );
+    // 3.5 read timeouts in all.
+    let left = (held_since + read_timeout * 7 / 2).saturating_duration_since(Instant::now());
+    assert!(!lease.wait_lost(Some(left)), "lost: {:?}", lease.lost_error());
+    assert!(held_since.elapsed() >= read_timeout * 3);
+    assert!(lease.is_held());
+    assert_eq!(lease.token(), token);
+    let probe = srv.client();
+    assert!(lock_held_on_server(&probe, 0, lease.key()), "the server lists it");
+    assert!(
+        !probe
+            .lock(lease.key())
+            .expect("lease")
+            .try_acquire()
+            .expect("try"),
+        "nobody else can take it"
+    );
+    lease.release().expect("release with the original token");
+}

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use dflockd::client::{Client, Config};
+use dflockd::events::{EventKind, Events};
 use dflockd::lease::Lease;
 use dflockd::testserver::{ServerOptions, TestServer};
 
@@ -30,7 +31,8 @@ fn threads(prefix: &str) -> Vec<String> {
 }
 
 /// The client library's threads (the test server's are `dflockd-conn-*`,
-/// `dflockd-accept`, `dflockd-sweeper`).
+/// `dflockd-accept`, `dflockd-sweeper`). `dflockd-timer`, `dflockd-renew`
+/// and `dflockd-acquire` are former ones, still counted should they return.
 fn client_threads() -> Vec<String> {
     let mut t = threads("dflockd-");
     t.retain(|n| {
@@ -40,6 +42,7 @@ fn client_threads() -> Vec<String> {
             "dflockd-notify",
             "dflockd-acquire",
             "dflockd-engine",
+            "dflockd-resolve",
         ]
         .iter()
         .any(|p| n.starts_with(p))
@@ -185,6 +188,30 @@ fn threads_end_with_the_last_client_and_start_again() {
     assert!(rival.try_acquire().expect("try"), "free after release");
     drop((l, rival, c, other));
     assert_eq!(client_threads(), Vec::<String>::new());
+
+    // 5. A host name is resolved on a resolver thread, for a blocking call
+    //    (on the caller's behalf) and for the engine's own dial: both are
+    //    threads of the generation, joined by the last free (here the
+    //    resolver answered long before, so the join is immediate).
+    let c = Client::new(Config::new(vec![("localhost".into(), server.port())])).expect("client");
+    let held = c.lock("rt-resolve-a").expect("lease");
+    held.acquire(5)
+        .expect("blocking acquire: resolves localhost on a thread");
+    let evented = c.lock("rt-resolve-b").expect("lease");
+    let q = Events::new().expect("events");
+    evented
+        .acquire_start(5, &q, 1)
+        .expect("evented acquire: the engine dials, resolving on a thread");
+    wait_until("the evented acquire", Duration::from_secs(10), || {
+        q.poll(1).pop().map(|e| e.kind) == Some(EventKind::Acquired) || evented.is_held()
+    });
+    assert!(held.is_held() && evented.is_held());
+    drop((held, evented, c));
+    assert_eq!(
+        client_threads(),
+        Vec::<String>::new(),
+        "every thread, resolvers included, joined before the last drop returned"
+    );
     server.stop();
     assert_eq!(threads("dflockd-"), Vec::<String>::new());
 }

@@ -40,7 +40,10 @@ fn watch_lost_after_every_grant_keeps_memory_flat_over_100k_cycles() {
     }
     let grown = rss().saturating_sub(warm);
     // 100,000 kept registrations would be 2.4 MB or more.
-    assert!(grown < 1 << 20, "RSS grew {grown} bytes over 100,000 grant/release cycles");
+    assert!(
+        grown < 1 << 20,
+        "RSS grew {grown} bytes over 100,000 grant/release cycles"
+    );
     assert!(q.poll(16).is_empty(), "a release is not a loss");
     // The one registration left still works: a loss fires it, once.
     lease.try_acquire().expect("try");

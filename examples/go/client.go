@@ -39,6 +39,7 @@ type options struct {
 	defaultLease time.Duration
 	renewRatio   float64
 	keepalive    time.Duration
+	serverReadTO time.Duration
 	autoRelease  *bool
 	shard        func(key string, nServers int) int
 }
@@ -123,13 +124,31 @@ func WithRenewRatio(r float64) Option {
 }
 
 // WithKeepalive sets the longest silence on a connection holding a lease
-// (default 10 s; servers drop connections idle for 23 s).
+// (default 10 s; servers drop connections idle for their read timeout, 23 s
+// by default: the keepalive in effect is at most half of
+// WithServerReadTimeout's value).
 func WithKeepalive(d time.Duration) Option {
 	return func(o *options) error {
 		if d < time.Millisecond {
 			return errorf(StatusInvalidArgument, "keepalive must be at least 1ms, got %v", d)
 		}
 		o.keepalive = d
+		return nil
+	}
+}
+
+// WithServerReadTimeout sets the servers' idle timeout (dflockd's
+// --read-timeout; default 23 s, at least 1 s): a server closes a connection
+// on which no complete request arrives for this long, releasing its leases.
+// Set it when the servers run with another value: the keepalive in effect
+// is at most half of it, so held leases are renewed in time whatever their
+// TTL.
+func WithServerReadTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d < time.Second {
+			return errorf(StatusInvalidArgument, "server read timeout must be at least 1s, got %v", d)
+		}
+		o.serverReadTO = d
 		return nil
 	}
 }
@@ -261,6 +280,11 @@ func (c *Client) configure(cfg *C.dflockd_config, o *options) error {
 	if o.keepalive > 0 {
 		add(func(e **C.dflockd_error) C.dflockd_status {
 			return C.dflockd_config_set_keepalive_ms(cfg, C.uint64_t(o.keepalive.Milliseconds()), e)
+		})
+	}
+	if o.serverReadTO > 0 {
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_config_set_server_read_timeout_ms(cfg, C.uint64_t(o.serverReadTO.Milliseconds()), e)
 		})
 	}
 	if o.autoRelease != nil {

@@ -278,3 +278,40 @@ func TestCloseCancelsBlockedAcquireAndRefusesUse(t *testing.T) {
 		t.Fatalf("Release after the client was closed: %v", err)
 	}
 }
+
+// A server whose read timeout (2 s) is shorter than the keepalive (10 s)
+// closes an idle connection and releases its leases. Told so
+// (WithServerReadTimeout), the client renews at least every half of it: a
+// 30 s lease stays held, and untakeable, across 2.5 read timeouts. A value
+// under 1 s is refused.
+func TestServerReadTimeoutKeepsALongLease(t *testing.T) {
+	needEmbedded(t)
+	srv := startServer(t, &TestServerOptions{ReadTimeout: 2 * time.Second})
+	if _, err := NewClient(WithServers(srv.Addr()), WithServerReadTimeout(500*time.Millisecond)); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("WithServerReadTimeout(500ms): %v, want ErrInvalidArgument", err)
+	}
+	c := newClient(t, WithServers(srv.Addr()), WithServerReadTimeout(2*time.Second))
+	key := uniqueKey(t)
+	l := newLock(t, c, key)
+	if err := l.SetTTL(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Acquire(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Lost():
+		t.Fatal("lost to the server's 2 s read timeout")
+	case <-time.After(5 * time.Second):
+	}
+	if !l.Held() {
+		t.Fatal("not Held() after 2.5 read timeouts")
+	}
+	rival := newLock(t, newClient(t, WithServers(srv.Addr())), key)
+	if got, err := rival.TryAcquire(bg); err != nil || got {
+		t.Fatalf("a rival's TryAcquire = %v, %v; want false", got, err)
+	}
+	if err := l.Release(bg); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+}

@@ -8,6 +8,11 @@ use crate::protocol::{MAX_SECONDS, Request};
 use crate::transport::TlsOptions;
 use crate::{Error, ErrorKind, Result};
 
+/// dflockd's default `--read-timeout`.
+const DEFAULT_SERVER_READ_TIMEOUT: Duration = Duration::from_secs(23);
+/// The shortest server read timeout a client can keep up with.
+const MIN_SERVER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A caller-supplied shard function: `(key, number_of_servers) -> index`.
 /// Its result is checked to be `< number_of_servers`.
 pub type ShardFn = Arc<dyn Fn(&str, usize) -> usize + Send + Sync>;
@@ -38,9 +43,18 @@ pub struct Config {
     /// Renew after this fraction of the lease (default 0.5, in (0, 1)).
     pub renew_ratio: f64,
     /// Longest silence on a held lease's connection, and the longest a
-    /// pooled connection stays idle before being discarded (default 10 s;
-    /// keep it well under the server's read timeout, 23 s by default).
+    /// pooled connection stays idle before being discarded (default 10 s).
+    /// Capped at half of `server_read_timeout`: see
+    /// [`Config::effective_keepalive`].
     pub keepalive: Duration,
+    /// The servers' idle timeout (dflockd's `--read-timeout`, default
+    /// 23 s): a server closes a connection on which no complete request
+    /// arrives for this long, releasing the leases held on it. Set it when
+    /// the servers run with another value: the keepalive is kept at or
+    /// under half of it, so a held lease's renewal (and a pooled
+    /// connection's reuse) always comes in time, with room for a slow
+    /// reply or a retry. At least 1 s.
+    pub server_read_timeout: Duration,
     /// Custom key → server routing; `None` = `crc32(key) % servers`.
     pub shard: Option<ShardFn>,
     /// How many `error_not_leader` redirects one operation follows
@@ -70,11 +84,19 @@ impl Config {
             default_lease_ttl_s: None,
             renew_ratio: 0.5,
             keepalive: Duration::from_secs(10),
+            server_read_timeout: DEFAULT_SERVER_READ_TIMEOUT,
             shard: None,
             max_redirects: 3,
             max_idle_per_server: 16,
             auto_release_on_disconnect: true,
         }
+    }
+
+    /// The keepalive in effect: `keepalive`, but at most half of
+    /// `server_read_timeout`. Renewals of a held lease come at least this
+    /// often, and a pooled connection idle for longer is discarded.
+    pub fn effective_keepalive(&self) -> Duration {
+        self.keepalive.min(self.server_read_timeout / 2)
     }
 
     /// Check every field; the first problem is reported as
@@ -112,6 +134,12 @@ impl Config {
         if self.keepalive < Duration::from_millis(100) {
             return bad("keepalive must be at least 100 ms".into());
         }
+        if self.server_read_timeout < MIN_SERVER_READ_TIMEOUT {
+            return bad(format!(
+                "server_read_timeout must be at least 1 s (renewals every half of it must keep up), got {:?}",
+                self.server_read_timeout
+            ));
+        }
         Ok(())
     }
 }
@@ -128,6 +156,7 @@ impl std::fmt::Debug for Config {
             .field("default_lease_ttl_s", &self.default_lease_ttl_s)
             .field("renew_ratio", &self.renew_ratio)
             .field("keepalive", &self.keepalive)
+            .field("server_read_timeout", &self.server_read_timeout)
             .field("shard", &self.shard.is_some())
             .field("max_redirects", &self.max_redirects)
             .finish()
@@ -142,7 +171,7 @@ mod tests {
     fn rejects_each_bad_field() {
         let ok = Config::new(vec![("127.0.0.1".into(), 6388)]);
         assert!(ok.validate().is_ok());
-        let cases: [fn(&mut Config); 10] = [
+        let cases: [fn(&mut Config); 12] = [
             |c| c.servers.clear(),
             |c| c.servers[0].0 = String::new(),
             |c| c.servers[0].1 = 0,
@@ -153,6 +182,8 @@ mod tests {
             |c| c.renew_ratio = 1.0,
             |c| c.renew_ratio = f64::NAN,
             |c| c.keepalive = Duration::ZERO,
+            |c| c.server_read_timeout = Duration::ZERO,
+            |c| c.server_read_timeout = Duration::from_millis(999),
         ];
         for (i, mutate) in cases.iter().enumerate() {
             let mut c = ok.clone();
@@ -160,5 +191,21 @@ mod tests {
             let err = c.validate().expect_err(&format!("case {i}"));
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "case {i}");
         }
+    }
+
+    #[test]
+    fn keepalive_stays_within_half_the_server_read_timeout() {
+        let mut c = Config::new(vec![("127.0.0.1".into(), 6388)]);
+        // Defaults: 10 s keepalive, 23 s server: unchanged.
+        assert_eq!(c.effective_keepalive(), Duration::from_secs(10));
+        c.server_read_timeout = Duration::from_secs(2);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.effective_keepalive(), Duration::from_secs(1));
+        c.keepalive = Duration::from_millis(300);
+        assert_eq!(c.effective_keepalive(), Duration::from_millis(300));
+        c.server_read_timeout = Duration::from_secs(1);
+        assert!(c.validate().is_ok());
+        c.keepalive = Duration::from_secs(10);
+        assert_eq!(c.effective_keepalive(), Duration::from_millis(500));
     }
 }

@@ -65,7 +65,7 @@ impl Client {
         let pools = config
             .servers
             .iter()
-            .map(|_| Pool::new(config.max_idle_per_server, config.keepalive))
+            .map(|_| Pool::new(config.max_idle_per_server, config.effective_keepalive()))
             .collect();
         let users = Users::join();
         Ok(Client {

@@ -81,13 +81,16 @@ impl Dial {
         }
         let inbox = engine.inbox();
         let name = d.host.clone();
-        let spawned = crate::thread::spawn_named(
-            "dflockd-resolve",
-            Box::new(move || {
-                let r = (name.as_str(), port).to_socket_addrs().map(Vec::from_iter);
-                inbox.push(Box::new(Resolved(id, r)));
-            }),
-        );
+        // A thread of the engine's generation: its last free waits for it
+        // within a bound (getaddrinfo cannot be interrupted).
+        let resolve = Box::new(move || {
+            let r = (name.as_str(), port).to_socket_addrs().map(Vec::from_iter);
+            inbox.push(Box::new(Resolved(id, r)));
+        });
+        let spawned = match engine.runtime() {
+            Some(rt) => rt.spawn_bounded("dflockd-resolve", resolve),
+            None => Err(std::io::Error::other("the client was freed")),
+        };
         match spawned {
             Ok(_) => (d, Step::Resolving),
             Err(e) => {

@@ -60,6 +60,9 @@ fn core_config(d: &Draft) -> Result<Config, FfiError> {
     if let Some(k) = d.keepalive {
         c.keepalive = k;
     }
+    if let Some(t) = d.server_read_timeout {
+        c.server_read_timeout = t;
+    }
     if let Some(r) = d.renew_ratio {
         c.renew_ratio = r;
     }
@@ -101,12 +104,20 @@ pub extern "C" fn dflockd_client_new(
 /// leases and connections made from it stay usable. Must not be freed twice
 /// or used after free, and no other thread may be using it.
 ///
-/// Library threads: leases keep their client alive, so the renewal and
-/// callback threads run while any client or lease lives. When this frees
-/// the last of them, the threads are stopped and joined before it returns
-/// (lost callbacks already queued still run first); called on a library
-/// thread (inside a callback) they are detached instead and exit by
-/// themselves. The next `dflockd_client_new()` starts them again.
+/// Library threads: leases keep their client alive, so the event engine
+/// (renewals, evented operations) and the notifier (callbacks, the
+/// engine's log messages) run while any client or lease lives. When this
+/// frees the last of them, the threads are stopped and joined before it
+/// returns: lost callbacks and async completions already queued still run
+/// first, but queued log messages are delivered for at most 100 ms more
+/// and the rest dropped, so a slow log callback cannot hold up the free.
+/// Host names are resolved on short-lived threads (`getaddrinfo`, which
+/// cannot be interrupted): one still inside the system resolver 100 ms
+/// after the free began is detached instead of joined; it holds nothing
+/// of the freed client and exits when the resolver returns (IP-literal
+/// servers never start one). Called on a library thread (inside a callback) the threads are
+/// detached instead and exit by themselves. The next
+/// `dflockd_client_new()` starts them again.
 ///
 /// In a child process after fork(), freeing a client inherited from the
 /// parent sends nothing, closes no connection of the parent's and never
@@ -114,7 +125,9 @@ pub extern "C" fn dflockd_client_new(
 ///
 /// No network I/O. Returns at once, except when it stops the library
 /// threads: then it waits for a renewal in flight (at most the smaller of
-/// 5 s and the I/O timeout) and for queued lost callbacks to return.
+/// 5 s and the I/O timeout), for queued lost callbacks and completions to
+/// return, and at most 100 ms (plus the one log callback call running)
+/// for queued log messages and resolver threads together.
 #[unsafe(no_mangle)]
 pub extern "C" fn dflockd_client_free(client: *mut dflockd_client) {
     guard_value((), || {

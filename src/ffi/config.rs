@@ -59,6 +59,7 @@ pub(crate) struct Draft {
     pub connect_timeout: Option<Duration>,
     pub io_timeout: Option<Duration>,
     pub keepalive: Option<Duration>,
+    pub server_read_timeout: Option<Duration>,
     pub default_lease_s: Option<u64>,
     pub renew_ratio: Option<f64>,
     pub shard: Option<ShardCallback>,
@@ -140,7 +141,7 @@ fn with_config(
 
 /// Create an empty configuration (no servers; defaults for the rest:
 /// connect timeout 10 s, server-default lease, renew ratio 0.5, keepalive
-/// 10 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
+/// 10 s, server read timeout 23 s, CRC-32 sharding, no auth, no TLS). `*cfg_out` receives the new
 /// handle; free it with `dflockd_config_free()`.
 ///
 /// No network I/O; returns at once.
@@ -406,9 +407,11 @@ pub extern "C" fn dflockd_config_set_renew_ratio(
 }
 
 /// Set the longest silence on a connection holding a lease, in milliseconds
-/// (≥ 100, checked when the client is made; default 10000). Servers close
-/// connections idle for 23 s, so renewals happen at least this often
-/// whatever the lease.
+/// (≥ 100, checked when the client is made; default 10000), and the
+/// longest a pooled connection stays idle. Servers close connections idle
+/// for their read timeout (23 s by default), so renewals happen at least
+/// this often whatever the lease; the value in effect is at most half the
+/// server read timeout (`dflockd_config_set_server_read_timeout_ms()`).
 ///
 /// No network I/O; returns at once.
 #[unsafe(no_mangle)]
@@ -419,6 +422,35 @@ pub extern "C" fn dflockd_config_set_keepalive_ms(
 ) -> dflockd_status {
     with_config(cfg, err, |d| {
         d.keepalive = Some(millis(keepalive_ms, "keepalive")?);
+        Ok(())
+    })
+}
+
+/// Set the servers' idle timeout in milliseconds (dflockd's
+/// `--read-timeout`; ≥ 1000, default 23000): a server closes a connection
+/// on which no complete request arrives for this long, releasing the
+/// leases held on it. Set it when the servers run with another value: the
+/// keepalive in effect is at most half of it (a 2000 ms read timeout
+/// renews held leases at least every second whatever their TTL and the
+/// keepalive), leaving room for a slow reply or a retry. Shorter than
+/// 1000 ms is `DFLOCKD_STATUS_INVALID_ARGUMENT`: renewals could not keep
+/// up.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_server_read_timeout_ms(
+    cfg: *mut dflockd_config,
+    timeout_ms: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        if timeout_ms < 1000 {
+            return Err(FfiError::invalid(format!(
+                "server read timeout must be at least 1000 ms (renewals every half of it must keep up), \
+                 got {timeout_ms}"
+            )));
+        }
+        d.server_read_timeout = Some(Duration::from_millis(timeout_ms));
         Ok(())
     })
 }
@@ -500,6 +532,18 @@ mod tests {
         assert_eq!(
             dflockd_config_set_keepalive_ms(cfg, 0, null),
             dflockd_status::InvalidArgument
+        );
+        assert_eq!(
+            dflockd_config_set_server_read_timeout_ms(cfg, 999, null),
+            dflockd_status::InvalidArgument
+        );
+        assert_eq!(
+            dflockd_config_set_server_read_timeout_ms(cfg, 2000, null),
+            dflockd_status::Ok
+        );
+        assert_eq!(
+            unsafe { &*cfg }.draft.server_read_timeout,
+            Some(Duration::from_secs(2))
         );
         assert_eq!(
             dflockd_config_set_renew_ratio(std::ptr::null_mut(), 0.5, null),

@@ -94,7 +94,8 @@ pub(crate) fn lease<'a>(l: *const dflockd_lease) -> Result<&'a Lease, FfiError> 
 ///
 /// A lease keeps its client alive: if this was the last client or lease
 /// handle, the library threads are stopped and joined before it returns
-/// (see `dflockd_client_free()`).
+/// (see `dflockd_client_free()`: queued lost callbacks and completions
+/// still run; queued log messages get at most 100 ms more).
 ///
 /// In a child process after fork(), freeing a lease inherited from the
 /// parent does not release it (it is the parent's lease) and sends
@@ -317,6 +318,16 @@ pub extern "C" fn dflockd_lease_key(
 
 /// Whether the handle holds its lease right now (false once released or
 /// lost, and for NULL). A poll-friendly alternative to the lost callback.
+///
+/// Never optimistic about the lease's own expiry, but when the server
+/// lets go on its own (its idle timeout, see
+/// `dflockd_config_set_server_read_timeout_ms()`; a network that closes
+/// only one direction) the client learns it one network delay later at the
+/// earliest: this may still return true for about one round trip after
+/// the server released the lease, while another client already holds it.
+/// Guard writes with the fencing token (`dflockd_lease_fence()`): pass it
+/// with every write and have the resource refuse fences older than the
+/// newest it has seen.
 ///
 /// No network I/O; returns at once.
 #[unsafe(no_mangle)]

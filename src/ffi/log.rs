@@ -29,8 +29,9 @@ pub(crate) use dflockd_log_level as LogLevel;
 
 /// Receives one log message. `message` is a NUL-terminated UTF-8 string
 /// valid only during the call. Runs on whichever thread logged, including
-/// library threads (renewal, async acquire); it must be thread-safe, must
-/// not block for long and must not call into libdflockd.
+/// a library thread (the notifier, for the event engine's messages); it
+/// must be thread-safe, must not block for long and must not call into
+/// libdflockd.
 #[allow(non_camel_case_types)]
 pub type dflockd_log_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, level: dflockd_log_level, message: *const c_char)>;
@@ -88,6 +89,13 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 /// callback delays no renewal; it still delays lost callbacks and other
 /// messages. Hand messages to a queue and return.
 ///
+/// The engine's messages wait for the notifier in a queue of at most 1024
+/// messages: beyond that they are dropped and counted, and once the queue
+/// has drained to half one WARN message says how many were dropped
+/// ("N log messages dropped: ..."). Lost callbacks and async completions
+/// are never dropped. When the last client or lease is freed, queued
+/// messages are delivered for at most 100 ms more, then dropped.
+///
 /// `userdata` is passed back to every call and must stay valid until the
 /// callback is replaced or removed: once this function returns, no call
 /// with the previous callback or userdata is running or will start.
@@ -136,6 +144,20 @@ mod tests {
             .to_string_lossy()
             .into_owned();
         SEEN.lock().unwrap().push((level as i32, m));
+    }
+
+    #[test]
+    fn the_documented_bounds_are_the_code_s() {
+        // dflockd_set_log, dflockd_client_free and dflockd_lease_free say so.
+        assert_eq!(crate::log::BACKLOG_MAX, 1024);
+        assert_eq!(
+            crate::log::SHUTDOWN_LOG_DRAIN,
+            std::time::Duration::from_millis(100)
+        );
+        assert_eq!(
+            crate::runtime::BOUNDED_JOIN,
+            std::time::Duration::from_millis(100)
+        );
     }
 
     #[test]

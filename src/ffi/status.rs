@@ -76,7 +76,7 @@ pub enum dflockd_status {
     /// The client or handle was closed.
     Closed = 25,
     /// The handle was inherited through `fork()`: it belongs to the parent
-    /// process (whose renewal threads do not exist here) and refuses every
+    /// process (whose library threads do not exist here) and refuses every
     /// call. Create a new client in the child.
     Forked = 26,
 }

@@ -79,7 +79,9 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Resolve `host:port` before `deadline`. IP literals need no lookup;
 /// names are resolved on a short-lived thread so a hung resolver cannot
 /// hold the caller past the deadline (the thread ends when the resolver
-/// gives up; its answer is then dropped).
+/// gives up; its answer is then dropped). The thread belongs to the
+/// current runtime generation, whose last free joins it within a bound
+/// (`runtime::spawn_resolver`).
 fn resolve(host: &str, port: u16, deadline: Instant, ctx: &str) -> Result<Vec<SocketAddr>> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
@@ -87,12 +89,9 @@ fn resolve(host: &str, port: u16, deadline: Instant, ctx: &str) -> Result<Vec<So
     let cannot = |e: &dyn Display| Error::new(ErrorKind::Io, format!("{ctx}: cannot resolve: {e}"));
     let (tx, rx) = mpsc::channel();
     let name = host.to_owned();
-    crate::thread::spawn_named(
-        "dflockd-resolve",
-        Box::new(move || {
-            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
-        }),
-    )
+    crate::runtime::spawn_resolver(Box::new(move || {
+        let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
+    }))
     .map_err(|e| cannot(&e))?;
     let left = remaining(deadline, &format_args!("{ctx}: resolving"))?;
     match rx.recv_timeout(left) {

@@ -141,6 +141,7 @@ _FUNCTIONS = {
     "dflockd_config_set_default_lease": (c_int32, [P, c_uint64, ERR]),
     "dflockd_config_set_renew_ratio": (c_int32, [P, c_double, ERR]),
     "dflockd_config_set_keepalive_ms": (c_int32, [P, c_uint64, ERR]),
+    "dflockd_config_set_server_read_timeout_ms": (c_int32, [P, c_uint64, ERR]),
     "dflockd_config_set_auto_release_on_disconnect": (c_int32, [P, c_bool, ERR]),
     "dflockd_config_set_shard": (c_int32, [P, SHARD_FN, c_void_p, ERR]),
     "dflockd_fence_from_token": (c_int32, [S, c_size_t, POINTER(c_uint64), ERR]),

@@ -57,6 +57,7 @@ class _Base:
         tls_server_name: str | None = None,
         io_timeout_s: float | None = None,
         keepalive_s: float | None = None,
+        server_read_timeout_s: float | None = None,
         auto_release_on_disconnect: bool = True,
         on_lost: LostCallback | None = None,
         client: Client | None = None,
@@ -80,6 +81,7 @@ class _Base:
                 tls_server_name=tls_server_name,
                 io_timeout_s=io_timeout_s,
                 keepalive_s=keepalive_s,
+                server_read_timeout_s=server_read_timeout_s,
                 auto_release_on_disconnect=auto_release_on_disconnect,
             )
         self.client = client

@@ -79,6 +79,12 @@ class Client:
     closed is lost at once. False, for servers run with auto-release off: such a
     lease is not reported held until a renewal on a fresh connection confirms it,
     else it is lost. Match the servers' setting.
+
+    `server_read_timeout_s` (default 23, at least 1): the servers' idle timeout
+    (dflockd's ``--read-timeout``): a server closes a connection on which no
+    complete request arrives for this long, releasing its leases. Set it when the
+    servers run with another value: the keepalive in effect is at most half of it,
+    so held leases are renewed in time whatever their TTL.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class Client:
         io_timeout_s: float | None = None,
         renew_ratio: float = 0.5,
         keepalive_s: float | None = None,
+        server_read_timeout_s: float | None = None,
         auto_release_on_disconnect: bool = True,
         default_lease_ttl_s: int | None = None,
         sharding_strategy: ShardingStrategy = stable_hash_shard,
@@ -108,6 +115,8 @@ class Client:
             v.positive_duration(io_timeout_s, "io_timeout_s")
         if keepalive_s is not None:
             v.positive_duration(keepalive_s, "keepalive_s")
+        if server_read_timeout_s is not None:
+            v.positive_duration(server_read_timeout_s, "server_read_timeout_s")
         v.boolean(auto_release_on_disconnect, "auto_release_on_disconnect")
         v.renew_ratio(renew_ratio)
         v.lease_ttl_s(default_lease_ttl_s)
@@ -141,6 +150,8 @@ class Client:
                 n.call(lib.dflockd_config_set_io_timeout_ms, cfg, _ms(io_timeout_s))
             if keepalive_s is not None:
                 n.call(lib.dflockd_config_set_keepalive_ms, cfg, _ms(keepalive_s))
+            if server_read_timeout_s is not None:
+                n.call(lib.dflockd_config_set_server_read_timeout_ms, cfg, _ms(server_read_timeout_s))
             n.call(lib.dflockd_config_set_auto_release_on_disconnect, cfg, auto_release_on_disconnect)
             n.call(lib.dflockd_config_set_renew_ratio, cfg, float(renew_ratio))
             if default_lease_ttl_s is not None:

@@ -65,6 +65,26 @@ def test_short_idle_timeout_needs_a_shorter_keepalive(key):
         assert not dropped.is_held() and dropped.is_lost() and dropped.release() is False
 
 
+def test_server_read_timeout_keeps_a_long_lease(key):
+    """A server with a 2 s idle timeout and a 30 s lease: told the server's value
+    (server_read_timeout_s), the library renews at least every half of it, so the
+    lease stays held, listed by the server and untakeable across 2.5 idle
+    timeouts, with the default keepalive. Under 1 s is refused."""
+    with TestServer(read_timeout_s=2) as srv:
+        with pytest.raises(ValueError):
+            Client(srv.servers, server_read_timeout_s=0.5)
+        lock = SyncDistributedLock(key, servers=srv.servers, lease_ttl_s=30, server_read_timeout_s=2)
+        assert lock.acquire()
+        assert not lock.wait_lost(5), lock.lost_error()
+        assert lock.is_held()
+        assert key in {entry["key"] for entry in lock.client.stats()["locks"]}
+        rival = SyncDistributedLock(key, servers=srv.servers, acquire_timeout_s=0)
+        assert rival.try_acquire() is False
+        assert lock.release() is True
+        rival.close()
+        lock.close()
+
+
 def test_lost_lease_callback_under_a_paused_server(key):
     with TestServer() as srv:
         calls: list[tuple[str, BaseException, bool]] = []

@@ -60,6 +60,26 @@ class FaultsTest < Minitest::Test
     assert handle(new_client(servers: dsrv.addr).lock(key)).try_acquire
   end
 
+  # A server whose read timeout (2 s) is shorter than the keepalive (10 s)
+  # closes an idle connection and releases its leases. Told so
+  # (server_read_timeout:), the client renews at least every half of it: a
+  # 30 s lease stays held, and untakeable, across 2.5 read timeouts. Under
+  # 1 s is refused.
+  def test_server_read_timeout_keeps_a_long_lease
+    need_embedded
+    srv = start_server(read_timeout: 2)
+    assert_raises(DFlockd::InvalidArgumentError) { new_client(servers: srv.addr, server_read_timeout: 0.5) }
+    c = new_client(servers: srv.addr, server_read_timeout: 2)
+    key = unique_key
+    l = handle(c.lock(key))
+    l.lease_ttl = 30
+    l.acquire(timeout: 5)
+    refute l.wait_lost(5), "lost to the server's 2 s read timeout"
+    assert l.held?
+    refute handle(new_client(servers: srv.addr).lock(key)).try_acquire, "a rival took the key"
+    l.release
+  end
+
   def test_block_form_raises_when_the_lease_was_lost_inside
     need_embedded
     srv = start_server

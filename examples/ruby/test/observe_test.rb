@@ -5,7 +5,7 @@ require "logger"
 require "rbconfig"
 
 # Faults are visible: DFlockd.logger receives ERROR for a lost lease (logged
-# on a library renewal thread) and WARN for a deadline, DEBUG and INFO for
+# on a library thread) and WARN for a deadline, DEBUG and INFO for
 # ordinary work, never a token; Client#metrics counters move. Default client
 # settings; the lost lease has a 2 s TTL so it is lost quickly.
 # (One test: the logger is process-wide.)

@@ -21,9 +21,15 @@ module DFlockd
     # closed is lost at once. False, for servers run with auto-release off:
     # such a lease is not reported held until a renewal on a fresh connection
     # confirms it, else it is lost. Match the servers' setting.
+    #
+    # server_read_timeout (default 23, at least 1): the servers' idle timeout
+    # (dflockd's --read-timeout): a server closes a connection on which no
+    # complete request arrives for this long, releasing its leases. Set it
+    # when the servers run with another value: the keepalive in effect is at
+    # most half of it, so held leases are renewed in time whatever their TTL.
     def initialize(servers:, auth_token: nil, tls_ca_file: nil, tls_ca_pem: nil, tls_server_name: nil,
                    tls_system_roots: false, connect_timeout: nil, io_timeout: nil, default_lease: nil,
-                   renew_ratio: nil, keepalive: nil, auto_release_on_disconnect: nil)
+                   renew_ratio: nil, keepalive: nil, server_read_timeout: nil, auto_release_on_disconnect: nil)
       cfgp = FFI::MemoryPointer.new(:pointer)
       Native.check(Native.dflockd_config_new(cfgp))
       cfg = FFI::AutoPointer.new(cfgp.read_pointer, Native.method(:dflockd_config_free))
@@ -40,6 +46,7 @@ module DFlockd
       set.call(:dflockd_config_set_default_lease, Native.seconds(default_lease, "default_lease")) if default_lease
       set.call(:dflockd_config_set_renew_ratio, renew_ratio.to_f) if renew_ratio
       set.call(:dflockd_config_set_keepalive_ms, millis(keepalive)) if keepalive
+      set.call(:dflockd_config_set_server_read_timeout_ms, millis(server_read_timeout)) if server_read_timeout
       unless auto_release_on_disconnect.nil?
         set.call(:dflockd_config_set_auto_release_on_disconnect, auto_release_on_disconnect ? true : false)
       end

@@ -13,8 +13,9 @@ module DFlockd
   # and deadline hit, ERROR every lost lease. Never a token or the secret.
   #
   # Threading: the library logs on whichever thread logs, including its own
-  # renewal threads, which Ruby does not know. The ffi gem hands such a call
-  # to its callback dispatcher, which runs the Ruby block on a Ruby thread
+  # threads (the notifier, which also emits the event engine's lines), which
+  # Ruby does not know. The ffi gem hands such a call to its callback
+  # dispatcher, which runs the Ruby block on a Ruby thread
   # while the library thread waits. That block does one thing: a
   # non-blocking push onto a bounded queue (a full queue drops the message
   # and counts it). A dedicated Ruby thread, "dflockd-log", drains the queue
@@ -26,9 +27,10 @@ module DFlockd
   #
   # The cost, measured (test/support/log_load.rb): a message from a library
   # thread waits for the GVL, up to Ruby's 100 ms thread quantum while
-  # another Ruby thread computes, and the library thread (a renewal thread)
-  # waits with it. WARN and ERROR are rare (one per incident), but DEBUG is
-  # one message per renewal: with 20 leases renewed every 100 ms and one
+  # another Ruby thread computes, and the library thread waits with it (then
+  # a renewal thread; now the notifier, so lost callbacks wait instead, and
+  # beyond 1,024 waiting lines the library drops and counts them). WARN and
+  # ERROR are rare (one per incident), but DEBUG is one message per renewal: with 20 leases renewed every 100 ms and one
   # busy Ruby thread, renewals fell from 800 to 20 in 4 s and 15 leases were
   # lost. So the library is asked for WARN and ERROR only, unless
   # `verbose: true` (DFlockd.set_logger) lets INFO and DEBUG through, for

@@ -13,7 +13,10 @@ module DFlockd
     # auto_release: false keeps a closed connection's leases until they
     # expire or are released (a server run with
     # --auto-release-on-disconnect=false; default: released at once).
-    def initialize(auth_token: nil, tls_cert_file: nil, tls_key_file: nil, default_lease: nil, auto_release: nil)
+    # read_timeout: seconds a connection may stay idle before the server
+    # closes it (--read-timeout; default 23).
+    def initialize(auth_token: nil, tls_cert_file: nil, tls_key_file: nil, default_lease: nil, auto_release: nil,
+                   read_timeout: nil)
       optp = FFI::MemoryPointer.new(:pointer)
       Native.check(Native.dflockd_testserver_options_new(optp))
       opts = FFI::AutoPointer.new(optp.read_pointer, Native.method(:dflockd_testserver_options_free))
@@ -28,6 +31,9 @@ module DFlockd
       end
       unless auto_release.nil?
         Native.call(:dflockd_testserver_options_set_auto_release, opts, auto_release ? true : false)
+      end
+      if read_timeout
+        Native.call(:dflockd_testserver_options_set_read_timeout_ms, opts, (read_timeout * 1000).ceil)
       end
       out = FFI::MemoryPointer.new(:pointer)
       Native.call(:dflockd_testserver_start, opts, out)
