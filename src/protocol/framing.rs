@@ -16,6 +16,9 @@ pub enum LineError {
     NotUtf8,
 }
 
+/// The largest buffer a drained [`LineBuffer`] keeps.
+const KEEP: usize = 512;
+
 /// Buffered bytes not yet returned as lines.
 ///
 /// `buf[..end]` holds data; `buf[end..]` is initialized spare room that
@@ -115,9 +118,12 @@ impl LineBuffer {
         self.start = end + 1;
         self.scanned = self.start;
         if self.start == self.end {
-            // Drained: an idle connection (every held lease keeps one)
-            // holds no read buffer; the next read allocates a small one.
-            self.buf = Vec::new();
+            // Drained. A small buffer is kept (no allocation, no zeroing per
+            // reply); a large one (after a `stats` reply) is given back, so
+            // an idle connection holds at most KEEP bytes.
+            if self.buf.len() > KEEP {
+                self.buf = Vec::new();
+            }
             self.start = 0;
             self.end = 0;
             self.scanned = 0;
