@@ -64,7 +64,9 @@ skipped = [ -e $(B)/.skip-$(1) ]
         install release uninstall install-check bench bench-build bench-handoff bench-instructions clean test-external \
         test-python python-ref bench-python testserver-bin
 
-all: lib
+# `make` builds the debug library the tests and demo use (lib) and the release build that
+# `make install` installs, so `make && sudo make install` works (install never compiles).
+all: lib release
 
 # --- the library, staged as it is installed: libdflockd.so.X.Y.Z + SONAME link + .a ---------
 # The shared library is linked from the static one with our version script,
@@ -356,7 +358,12 @@ space := $(subst ,, )
 CMAKE_STATIC_LIBS := $(subst $(space),;,$(patsubst -l%,%,$(STATIC_LIBS)))
 subst_paths = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 	-e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' -e 's|@MINOR@|$(MINOR)|g' \
-	-e 's|@STATIC_PRIVATE@|$(filter-out -lgcc_s,$(STATIC_LIBS))|g' -e 's|@CMAKE_STATIC_LIBS@|$(CMAKE_STATIC_LIBS)|g'
+	-e 's|@STATIC_PRIVATE@|$(filter-out -lgcc_s,$(STATIC_LIBS))|g' -e 's|@CMAKE_STATIC_LIBS@|$(CMAKE_STATIC_LIBS)|g' \
+	-e 's|@CMAKE_TO_LIBDIR@|$(CMAKE_TO_LIBDIR)|g' -e 's|@CMAKE_TO_INCLUDEDIR@|$(CMAKE_TO_INCLUDEDIR)|g'
+# dflockdConfig.cmake finds the library and headers relative to its own directory (relocatable:
+# DESTDIR staging, the release tarball unpacked anywhere, /usr): the paths from CMAKEDIR to them.
+CMAKE_TO_LIBDIR     = $(shell realpath -m --relative-to=$(CMAKEDIR) $(LIBDIR))
+CMAKE_TO_INCLUDEDIR = $(shell realpath -m --relative-to=$(CMAKEDIR) $(INCLUDEDIR))
 
 release:
 	$(CARGO) build --profile shipped --lib $(CARGO_FEATURES)
@@ -414,6 +421,13 @@ install-check: release
 	! readelf -S $$so | grep -q '\.debug_info' || { echo "installed .so is not stripped"; exit 1; }; \
 	readelf -d $$so | grep -q 'SONAME.*libdflockd.so.$(MAJOR)'; \
 	[ -z "$$(objdump -T $$so | awk '$$NF ~ /^dflockd_/ && $$(NF-1) != "DFLOCKD_0"')" ] || { echo "unversioned symbols"; exit 1; }; \
+	! grep -rhv '^ *#' $$tmp/stage/usr/lib/x86_64-linux-gnu/cmake | grep -n '/usr/' || { echo "the CMake config holds absolute paths"; exit 1; }; \
+	cmake -S tests/install -B $$tmp/cmake-stage -DCMAKE_PREFIX_PATH=$$tmp/stage/usr -DEXAMPLES=$(ROOT)/examples >/dev/null; \
+	cmake --build $$tmp/cmake-stage >/dev/null; \
+	LD_LIBRARY_PATH=$$tmp/stage/usr/lib/x86_64-linux-gnu ldd $$tmp/cmake-stage/quickstart_shared | grep -q "libdflockd.so.$(MAJOR) => $$tmp/stage/" \
+	  || { echo "CMake consumer of the DESTDIR staging tree does not link its library"; exit 1; }; \
+	LD_LIBRARY_PATH=$$tmp/stage/usr/lib/x86_64-linux-gnu $$tmp/cmake-stage/quickstart_shared >/dev/null; \
+	echo "install-check: the CMake package is relocatable (a consumer of the DESTDIR staging tree builds and runs)"; \
 	$(MAKE) --no-print-directory uninstall DESTDIR=$$tmp/stage PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu >/dev/null; \
 	left=$$(cd $$tmp/stage && find . ! -type d); [ -z "$$left" ] || { echo "uninstall left: $$left"; exit 1; }; \
 	echo "install-check: DESTDIR install/uninstall exact, stripped, versioned DFLOCKD_0"; \
@@ -556,7 +570,7 @@ dist:
 	@mkdir -p $(DIST_STAGE)/lib/cmake/dflockd
 	@sed -e 's|@PREFIX@|$${pcfiledir}/../..|g' -e 's|@LIBDIR@|$${prefix}/lib|g' -e 's|@INCLUDEDIR@|$${prefix}/include|g' \
 	  packaging/dflockd.pc.in | $(subst_paths) > $(DIST_STAGE)/lib/pkgconfig/dflockd.pc
-	@sed -e 's|@LIBDIR@|$${CMAKE_CURRENT_LIST_DIR}/../..|g' -e 's|@INCLUDEDIR@|$${CMAKE_CURRENT_LIST_DIR}/../../../include|g' \
+	@sed -e 's|@CMAKE_TO_LIBDIR@|../..|g' -e 's|@CMAKE_TO_INCLUDEDIR@|../../../include|g' \
 	  packaging/dflockdConfig.cmake.in | $(subst_paths) > $(DIST_STAGE)/lib/cmake/dflockd/dflockdConfig.cmake
 	@$(subst_paths) packaging/dflockdConfigVersion.cmake.in > $(DIST_STAGE)/lib/cmake/dflockd/dflockdConfigVersion.cmake
 	@! grep -rn '@[A-Za-z_]*@' $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/lib/cmake || { \
