@@ -509,7 +509,7 @@ clean:
 	rm -rf $(B)
 
 # --- release tarball for glibc >= 2.17 (issue 10, point 7) ----------------------------------------
-#   make dist-tools   ziglang + cargo-zigbuild from PyPI, pinned, in a venv ($(DIST_VENV))
+#   make dist-tools   ziglang + cargo-zigbuild (+ auditwheel) from PyPI, pinned, in a venv ($(DIST_VENV))
 #   make dist         dist/$(DIST_NAME).tar.gz: stripped .so (SONAME links) + .a, headers,
 #                     pkg-config file (relocatable: prefix=${pcfiledir}/../..), README, licences,
 #                     docs/protocol.md; the .so's split debug info beside it in dist/
@@ -529,14 +529,16 @@ DIST_VENV     ?= $(HOME)/.cache/dflockd-zigbuild
 DIST_PYTHON   ?= $(firstword $(wildcard /usr/bin/python3) python3)
 ZIGLANG_VERSION        := 0.17.1
 CARGO_ZIGBUILD_VERSION := 0.24.1
+# `auditwheel show` confirms the Python wheel's manylinux tag (make wheel-check).
+AUDITWHEEL_VERSION     := 6.8.2
 # cargo-zigbuild finds zig as `python3 -m ziglang`: the venv's python3 must come first.
 DIST_ENV      := PATH="$(DIST_VENV)/bin:$$PATH"
 
 dist-tools:
 	$(DIST_PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/pip install --disable-pip-version-check -q \
-	  ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(CARGO_ZIGBUILD_VERSION)
-	@$(DIST_ENV) cargo-zigbuild --version && $(DIST_ENV) python3 -m ziglang version
+	  ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(CARGO_ZIGBUILD_VERSION) auditwheel==$(AUDITWHEEL_VERSION)
+	@$(DIST_ENV) cargo-zigbuild --version && $(DIST_ENV) python3 -m ziglang version && $(DIST_ENV) auditwheel --version
 
 dist:
 	@$(DIST_ENV) command -v cargo-zigbuild >/dev/null || { \
@@ -588,6 +590,39 @@ dist-check: dist
 	@mkdir -p $(B)
 	$(call need,$(CC),dist-check)
 	@$(call skipped,dist-check) || CC=$(CC) CXX=$(CXX) .ci/dist-check dist/$(DIST_NAME).tar.gz $(MAJOR) $(DIST_GLIBC) $(ROOT)/$(B)/dist-check
+
+# --- packages for each ecosystem, from the glibc-2.17 build of `make dist` (issue 18) ---------------
+#   make wheel        dist/: the Python platform wheel (py3-none-manylinux_2_17_x86_64) carrying
+#                     libdflockd.so.0 in dflockd/_lib/, and the sdist (the pure package)
+#   make wheel-check  tests/packaging/wheel-check: auditwheel show; pip install into a fresh venv,
+#                     no Rust on PATH, no library installed; the quick start (sync + asyncio)
+#                     against a dflockd-testserver process; the sdist installs too
+# make dist-check runs every *-check below.
+.PHONY: wheel wheel-check
+PY_DIST_NAME := dflockd_libclient
+PY_VERSION    = $(shell sed -n 's/^version = "\(.*\)"/\1/p' examples/python/pyproject.toml)
+WHEEL         = dist/$(PY_DIST_NAME)-$(VERSION)-py3-none-manylinux_2_17_x86_64.whl
+SDIST         = dist/dflockd-libclient-$(VERSION).tar.gz
+# $(call stage_python,DIR): examples/python as packaged (no tests, bench, build output).
+stage_python = rm -rf $(1) && mkdir -p $(1) && \
+	tar -C examples/python --exclude=tests --exclude=bench --exclude=build --exclude=dist \
+	  --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache --exclude=_lib -cf - . | tar -C $(1) -xf -
+
+wheel: dist
+	@[ "$(PY_VERSION)" = "$(VERSION)" ] || { echo "examples/python/pyproject.toml version $(PY_VERSION) != $(VERSION)"; exit 1; }
+	@set -e; w=$(B)/wheel; rm -rf $$w; \
+	$(call stage_python,$$w/sdist-src); \
+	(cd $$w/sdist-src && $(PYTHON) -W ignore -c 'from setuptools import build_meta as b; b.build_sdist("../out")' >/dev/null); \
+	$(call stage_python,$$w/src); \
+	install -D -m 0755 $(DIST_STAGE)/lib/libdflockd.so.$(VERSION) $$w/src/dflockd/_lib/libdflockd.so.$(MAJOR); \
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index \
+	  -w $$w/out $$w/src; \
+	cp $$w/out/$(notdir $(WHEEL)) $(WHEEL); cp $$w/out/*.tar.gz $(SDIST)
+	@echo "wheel: $(WHEEL) ($$(stat -c %s $(WHEEL)) bytes), $(SDIST)"
+
+wheel-check: wheel testserver-bin
+	@CI=$${CI:-} PYTHON=$(DIST_PYTHON) AUDITWHEEL=$(DIST_VENV)/bin/auditwheel \
+	  tests/packaging/wheel-check $(WHEEL) $(SDIST) $(TESTSERVER_BIN) $(ROOT)/$(B)/wheel-check
 
 # --- API reference (issue 10, point 8) -------------------------------------------------------------
 #   make docs   doxygen (Debian's) over every header in include/ with docs/mainpage.md as the front
