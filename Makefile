@@ -624,6 +624,25 @@ wheel-check: wheel testserver-bin
 	@CI=$${CI:-} PYTHON=$(DIST_PYTHON) AUDITWHEEL=$(DIST_VENV)/bin/auditwheel \
 	  tests/packaging/wheel-check $(WHEEL) $(SDIST) $(TESTSERVER_BIN) $(ROOT)/$(B)/wheel-check
 
+#   make gem          dist/: the Ruby platform gem dflockd-X.Y.Z-x86_64-linux.gem carrying
+#                     libdflockd.so.0 in vendor/, and the pure gem that uses the system library
+#   make gem-check    tests/packaging/gem-check: gem install into an empty GEM_HOME, then
+#                     require "dflockd" and a lock round trip with no library installed
+.PHONY: gem gem-check
+PLATFORM_GEM := dist/dflockd-$(VERSION)-x86_64-linux.gem
+PURE_GEM     := dist/dflockd-$(VERSION).gem
+gem: dist
+	@set -e; g=$(B)/rubygem; rm -rf $$g; mkdir -p $$g/examples; cp Cargo.toml $$g/; \
+	cp -r examples/ruby $$g/examples/ruby; rm -rf $$g/examples/ruby/test $$g/examples/ruby/examples; \
+	(cd $$g/examples/ruby && gem build --quiet dflockd.gemspec --output $(ROOT)/$(PURE_GEM)); \
+	install -D -m 0755 $(DIST_STAGE)/lib/libdflockd.so.$(VERSION) $$g/examples/ruby/vendor/libdflockd.so.$(MAJOR); \
+	(cd $$g/examples/ruby && gem build --quiet dflockd.gemspec --output $(ROOT)/$(PLATFORM_GEM))
+	@echo "gem: $(PLATFORM_GEM) ($$(stat -c %s $(PLATFORM_GEM)) bytes), $(PURE_GEM)"
+
+gem-check: gem testserver-bin
+	$(call need,ruby,gem-check)
+	@$(call skipped,gem-check) || tests/packaging/gem-check $(PLATFORM_GEM) $(PURE_GEM) $(TESTSERVER_BIN) $(ROOT)/$(B)/gem-check
+
 # --- API reference (issue 10, point 8) -------------------------------------------------------------
 #   make docs   doxygen (Debian's) over every header in include/ with docs/mainpage.md as the front
 #               page (it links docs/protocol.md) into build/docs/html. Fails on ANY warning: an
