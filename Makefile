@@ -513,6 +513,8 @@ clean:
 #   make dist         dist/$(DIST_NAME).tar.gz: stripped .so (SONAME links) + .a, headers,
 #                     pkg-config file (relocatable: prefix=${pcfiledir}/../..), README, licences,
 #                     docs/protocol.md; the .so's split debug info beside it in dist/
+#                     dist/libdflockd-go-$(VERSION)/: the Go module's release tree, whose default
+#                     build on linux/amd64 links the prebuilt static archive (packaging/go/README.md)
 #   make dist-check   .ci/dist-check on the unpacked tarball: no GLIBC_ version above
 #                     $(DIST_GLIBC), no unversioned strong undefined symbol, SONAME, only dflockd_*
 #                     exported; the C quickstart (shared and static) and the C++ example linked
@@ -524,6 +526,8 @@ DIST_TARGET   := x86_64-unknown-linux-gnu
 DIST_GLIBC    := 2.17
 DIST_NAME     := libdflockd-$(VERSION)-x86_64-linux-gnu-glibc$(DIST_GLIBC)
 DIST_STAGE    := $(B)/dist/$(DIST_NAME)
+# The Go module as published (packaging/go/README.md): default build links the prebuilt archive.
+GO_TREE       := dist/libdflockd-go-$(VERSION)
 DIST_VENV     ?= $(HOME)/.cache/dflockd-zigbuild
 # Debian's python3 (python3-venv) when present: a venv needs no --break-system-packages.
 DIST_PYTHON   ?= $(firstword $(wildcard /usr/bin/python3) python3)
@@ -585,6 +589,8 @@ dist:
 	@echo "dist: dist/$(DIST_NAME).tar.gz ($$(stat -c %s dist/$(DIST_NAME).tar.gz) bytes;" \
 	  "libdflockd.so.$(VERSION) $$(stat -c %s $(DIST_STAGE)/lib/libdflockd.so.$(VERSION)) bytes stripped)"
 	@tar -tvzf dist/$(DIST_NAME).tar.gz
+	@# The Go module's release tree (issue 18): the prebuilt static archive for linux/amd64.
+	@packaging/go/make-release-tree $(ROOT) $(DIST_STAGE) $(GO_TREE)
 
 dist-check: dist
 	@mkdir -p $(B)
@@ -642,6 +648,14 @@ gem: dist
 gem-check: gem testserver-bin
 	$(call need,ruby,gem-check)
 	@$(call skipped,gem-check) || tests/packaging/gem-check $(PLATFORM_GEM) $(PURE_GEM) $(TESTSERVER_BIN) $(ROOT)/$(B)/gem-check
+
+#   make go-check     tests/packaging/go-check: a consumer module with a replace directive pointing at
+#                     $(GO_TREE) builds (GOPROXY=off, CGO_ENABLED=1, pkg-config unusable), go vet
+#                     is clean, its binary needs no libdflockd.so and takes a lock
+.PHONY: go-check
+go-check: dist
+	$(call need,go,go-check)
+	@$(call skipped,go-check) || tests/packaging/go-check $(GO_TREE) $(ROOT)/$(B)/go-check
 
 # --- API reference (issue 10, point 8) -------------------------------------------------------------
 #   make docs   doxygen (Debian's) over every header in include/ with docs/mainpage.md as the front
