@@ -657,6 +657,27 @@ go-check: dist
 	$(call need,go,go-check)
 	@$(call skipped,go-check) || tests/packaging/go-check $(GO_TREE) $(ROOT)/$(B)/go-check
 
+#   make deb          dist/: the Debian packages libdflockd0 (the shared library) and libdflockd-dev
+#                     (headers, static library, pkg-config and CMake files), from the release build
+#                     staged by `make install` (packaging/debian/make-debs, dpkg-deb; no root needed)
+#   make deb-check    tests/packaging/deb-check: lintian (no errors), then apt-get install of both
+#                     (root; removed again afterwards): the C quick start with pkg-config, CMake,
+#                     and the Go module (release tree) with -tags dynamic
+.PHONY: deb deb-check
+DEB_MULTIARCH  := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch)
+DEB_ARCH       := $(shell dpkg --print-architecture 2>/dev/null)
+# The packages' Maintainer field (a placeholder until the project has a list address).
+DEB_MAINTAINER ?= libdflockd maintainers <libdflockd@users.noreply.github.com>
+DEBS           := dist/libdflockd$(MAJOR)_$(VERSION)-1_$(DEB_ARCH).deb dist/libdflockd-dev_$(VERSION)-1_$(DEB_ARCH).deb
+deb: release
+	@set -e; st=$(ROOT)/$(B)/deb/stage; rm -rf $(B)/deb; mkdir -p dist; \
+	$(MAKE) --no-print-directory install DESTDIR=$$st PREFIX=/usr LIBDIR=/usr/lib/$(DEB_MULTIARCH) >/dev/null; \
+	packaging/debian/make-debs $$st dist $(VERSION) $(DEB_MULTIARCH) "$(DEB_MAINTAINER)" $(ROOT)
+
+deb-check: deb dist
+	$(call need,lintian,deb-check)
+	@$(call skipped,deb-check) || tests/packaging/deb-check $(GO_TREE) $(ROOT)/$(B)/deb-check $(DEBS)
+
 # --- API reference (issue 10, point 8) -------------------------------------------------------------
 #   make docs   doxygen (Debian's) over every header in include/ with docs/mainpage.md as the front
 #               page (it links docs/protocol.md) into build/docs/html. Fails on ANY warning: an
