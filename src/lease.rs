@@ -335,7 +335,7 @@ impl Lease {
         lock(&self.shared.state).lost.clone()
     }
 
-    /// Queue one [`EventKind::Lost`](crate::events::EventKind::Lost) event
+    /// Queue one [`EventKind::Lost`] event
     /// tagged `tag` on `events` when the lease held by this handle is lost
     /// (at once if it already was), for programs that wait on their own
     /// event loop: poll [`Events::fd`]. One event per call; a release is not
