@@ -678,6 +678,21 @@ deb-check: deb dist
 	$(call need,lintian,deb-check)
 	@$(call skipped,deb-check) || tests/packaging/deb-check $(GO_TREE) $(ROOT)/$(B)/deb-check $(DEBS)
 
+#   make crate-check  the crates.io package: `cargo package --list` holds what a Rust user needs and
+#                     nothing of the bindings, tests, packaging or CI (Cargo.toml `include`); `cargo doc`
+#                     documents the public API without a warning (#![warn(missing_docs)], -D warnings);
+#                     `cargo publish --dry-run` (network: the crates.io index) packages and builds it
+.PHONY: crate-check
+crate-check:
+	@set -e; list=$$($(CARGO) package --list --allow-dirty 2>/dev/null); \
+	bad=$$(printf '%s\n' "$$list" | grep -Ev '^(src/.*\.rs|build\.rs|dflockd\.map|Cargo\.(toml|toml\.orig|lock)|README\.md|CHANGELOG\.md|LICENSE-(MIT|APACHE)|\.cargo_vcs_info\.json)$$' || true); \
+	[ -z "$$bad" ] || { echo "crate-check: the crate would ship:"; echo "$$bad"; exit 1; }; \
+	for f in src/lib.rs build.rs dflockd.map README.md LICENSE-MIT LICENSE-APACHE; do \
+	  printf '%s\n' "$$list" | grep -qx "$$f" || { echo "crate-check: $$f missing from the crate"; exit 1; }; done; \
+	echo "crate-check: $$(printf '%s\n' "$$list" | wc -l) files, src/ and what build.rs and the README doctests need"
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+	$(CARGO) publish --dry-run --allow-dirty
+
 # --- API reference (issue 10, point 8) -------------------------------------------------------------
 #   make docs   doxygen (Debian's) over every header in include/ with docs/mainpage.md as the front
 #               page (it links docs/protocol.md) into build/docs/html. Fails on ANY warning: an
