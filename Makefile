@@ -515,7 +515,8 @@ clean:
 #                     docs/protocol.md; the .so's split debug info beside it in dist/
 #                     dist/libdflockd-go-$(VERSION)/: the Go module's release tree, whose default
 #                     build on linux/amd64 links the prebuilt static archive (packaging/go/README.md)
-#   make dist-check   .ci/dist-check on the unpacked tarball: no GLIBC_ version above
+#   make dist-check   the checks of every package below (wheel, gem, Go tree, deb, crate), then
+#                     .ci/dist-check on the unpacked tarball: no GLIBC_ version above
 #                     $(DIST_GLIBC), no unversioned strong undefined symbol, SONAME, only dflockd_*
 #                     exported; the C quickstart (shared and static) and the C++ example linked
 #                     against it and run
@@ -592,7 +593,8 @@ dist:
 	@# The Go module's release tree (issue 18): the prebuilt static archive for linux/amd64.
 	@packaging/go/make-release-tree $(ROOT) $(DIST_STAGE) $(GO_TREE)
 
-dist-check: dist
+# Every release artifact: the tarball (.ci/dist-check), then the packages of issue 18.
+dist-check: dist wheel-check gem-check go-check deb-check crate-check
 	@mkdir -p $(B)
 	$(call need,$(CC),dist-check)
 	@$(call skipped,dist-check) || CC=$(CC) CXX=$(CXX) .ci/dist-check dist/$(DIST_NAME).tar.gz $(MAJOR) $(DIST_GLIBC) $(ROOT)/$(B)/dist-check
