@@ -427,7 +427,10 @@ install-check: release
 	LD_LIBRARY_PATH=$$tmp/stage/usr/lib/x86_64-linux-gnu ldd $$tmp/cmake-stage/quickstart_shared | grep -q "libdflockd.so.$(MAJOR) => $$tmp/stage/" \
 	  || { echo "CMake consumer of the DESTDIR staging tree does not link its library"; exit 1; }; \
 	LD_LIBRARY_PATH=$$tmp/stage/usr/lib/x86_64-linux-gnu $$tmp/cmake-stage/quickstart_shared >/dev/null; \
-	echo "install-check: the CMake package is relocatable (a consumer of the DESTDIR staging tree builds and runs)"; \
+	ln -s usr/lib $$tmp/stage/lib; \
+	cmake -S tests/install -B $$tmp/cmake-merged -Ddflockd_DIR=$$tmp/stage/lib/x86_64-linux-gnu/cmake/dflockd -DEXAMPLES=$(ROOT)/examples >/dev/null; \
+	cmake --build $$tmp/cmake-merged >/dev/null; rm $$tmp/stage/lib; \
+	echo "install-check: the CMake package is relocatable (consumers of the DESTDIR staging tree build and run, also found through lib -> usr/lib)"; \
 	$(MAKE) --no-print-directory uninstall DESTDIR=$$tmp/stage PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu >/dev/null; \
 	left=$$(cd $$tmp/stage && find . ! -type d); [ -z "$$left" ] || { echo "uninstall left: $$left"; exit 1; }; \
 	echo "install-check: DESTDIR install/uninstall exact, stripped, versioned DFLOCKD_0"; \
