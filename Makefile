@@ -604,10 +604,12 @@ dist-check: dist wheel-check gem-check go-check deb-check crate-check
 
 # --- packages for each ecosystem, from the glibc-2.17 build of `make dist` (issue 18) ---------------
 #   make wheel        dist/: the Python platform wheel (py3-none-manylinux_2_17_x86_64) carrying
-#                     libdflockd.so.0 in dflockd/_lib/, and the sdist (the pure package)
+#                     libdflockd.so.0 in dflockd/_lib/, and the sdist, which carries the crate (as
+#                     `cargo package` makes it) and builds the library from it where cargo exists
 #   make wheel-check  tests/packaging/wheel-check: auditwheel show; pip install into a fresh venv,
 #                     no Rust on PATH, no library installed; the quick start (sync + asyncio)
-#                     against a dflockd-testserver process; the sdist installs too
+#                     against a dflockd-testserver process; the sdist installs without cargo (pure
+#                     package) and with cargo (library built from source, in target/python-sdist)
 # make dist-check runs every *-check below.
 .PHONY: wheel wheel-check
 PY_DIST_NAME := dflockd_libclient
@@ -623,6 +625,9 @@ wheel: dist
 	@[ "$(PY_VERSION)" = "$(VERSION)" ] || { echo "examples/python/pyproject.toml version $(PY_VERSION) != $(VERSION)"; exit 1; }
 	@set -e; w=$(B)/wheel; rm -rf $$w; \
 	$(call stage_python,$$w/sdist-src); \
+	$(CARGO) package --quiet --no-verify --allow-dirty --offline 2>/dev/null || $(CARGO) package --quiet --no-verify --allow-dirty; \
+	mkdir $$w/sdist-src/libdflockd; tar -xzf target/package/dflockd-$(VERSION).crate -C $$w/sdist-src/libdflockd --strip-components=1; \
+	printf 'graft libdflockd\n' > $$w/sdist-src/MANIFEST.in; \
 	(cd $$w/sdist-src && $(PYTHON) -W ignore -c 'from setuptools import build_meta as b; b.build_sdist("../out")' >/dev/null); \
 	$(call stage_python,$$w/src); \
 	install -D -m 0755 $(DIST_STAGE)/lib/libdflockd.so.$(VERSION) $$w/src/dflockd/_lib/libdflockd.so.$(MAJOR); \
@@ -633,6 +638,7 @@ wheel: dist
 
 wheel-check: wheel testserver-bin
 	@CI=$${CI:-} PYTHON=$(DIST_PYTHON) AUDITWHEEL=$(DIST_VENV)/bin/auditwheel \
+	  CARGO_BIN=$$(command -v $(CARGO)) SDIST_TARGET=$(ROOT)/target/python-sdist \
 	  tests/packaging/wheel-check $(WHEEL) $(SDIST) $(TESTSERVER_BIN) $(ROOT)/$(B)/wheel-check
 
 #   make gem          dist/: the Ruby platform gem dflockd-X.Y.Z-x86_64-linux.gem carrying
