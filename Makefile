@@ -64,7 +64,9 @@ skipped = [ -e $(B)/.skip-$(1) ]
         install release uninstall install-check bench bench-build bench-handoff bench-instructions clean test-external \
         test-python python-ref bench-python testserver-bin
 
-all: lib
+# `make` builds the debug library the tests and demo use (lib) and the release build that
+# `make install` installs, so `make && sudo make install` works (install never compiles).
+all: lib release
 
 # --- the library, staged as it is installed: libdflockd.so.X.Y.Z + SONAME link + .a ---------
 # The shared library is linked from the static one with our version script,
@@ -358,7 +360,12 @@ space := $(subst ,, )
 CMAKE_STATIC_LIBS := $(subst $(space),;,$(patsubst -l%,%,$(STATIC_LIBS)))
 subst_paths = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 	-e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' -e 's|@MINOR@|$(MINOR)|g' \
-	-e 's|@STATIC_PRIVATE@|$(filter-out -lgcc_s,$(STATIC_LIBS))|g' -e 's|@CMAKE_STATIC_LIBS@|$(CMAKE_STATIC_LIBS)|g'
+	-e 's|@STATIC_PRIVATE@|$(filter-out -lgcc_s,$(STATIC_LIBS))|g' -e 's|@CMAKE_STATIC_LIBS@|$(CMAKE_STATIC_LIBS)|g' \
+	-e 's|@CMAKE_TO_LIBDIR@|$(CMAKE_TO_LIBDIR)|g' -e 's|@CMAKE_TO_INCLUDEDIR@|$(CMAKE_TO_INCLUDEDIR)|g'
+# dflockdConfig.cmake finds the library and headers relative to its own directory (relocatable:
+# DESTDIR staging, the release tarball unpacked anywhere, /usr): the paths from CMAKEDIR to them.
+CMAKE_TO_LIBDIR     = $(shell realpath -m --relative-to=$(CMAKEDIR) $(LIBDIR))
+CMAKE_TO_INCLUDEDIR = $(shell realpath -m --relative-to=$(CMAKEDIR) $(INCLUDEDIR))
 
 release:
 	$(CARGO) build --profile shipped --lib $(CARGO_FEATURES)
@@ -421,6 +428,16 @@ install-check: release
 	! readelf -S $$so | grep -q '\.debug_info' || { echo "installed .so is not stripped"; exit 1; }; \
 	readelf -d $$so | grep -q 'SONAME.*libdflockd.so.$(MAJOR)'; \
 	[ -z "$$(objdump -T $$so | awk '$$NF ~ /^dflockd_/ && $$(NF-1) != "DFLOCKD_0"')" ] || { echo "unversioned symbols"; exit 1; }; \
+	! grep -rhv '^ *#' $$tmp/stage/usr/lib/x86_64-linux-gnu/cmake | grep -n '/usr/' || { echo "the CMake config holds absolute paths"; exit 1; }; \
+	cmake -S tests/install -B $$tmp/cmake-stage -DCMAKE_PREFIX_PATH=$$tmp/stage/usr -DEXAMPLES=$(ROOT)/examples >/dev/null; \
+	cmake --build $$tmp/cmake-stage >/dev/null; \
+	LD_LIBRARY_PATH=$$tmp/stage/usr/lib/x86_64-linux-gnu ldd $$tmp/cmake-stage/quickstart_shared | grep -q "libdflockd.so.$(MAJOR) => $$tmp/stage/" \
+	  || { echo "CMake consumer of the DESTDIR staging tree does not link its library"; exit 1; }; \
+	LD_LIBRARY_PATH=$$tmp/stage/usr/lib/x86_64-linux-gnu $$tmp/cmake-stage/quickstart_shared >/dev/null; \
+	ln -s usr/lib $$tmp/stage/lib; \
+	cmake -S tests/install -B $$tmp/cmake-merged -Ddflockd_DIR=$$tmp/stage/lib/x86_64-linux-gnu/cmake/dflockd -DEXAMPLES=$(ROOT)/examples >/dev/null; \
+	cmake --build $$tmp/cmake-merged >/dev/null; rm $$tmp/stage/lib; \
+	echo "install-check: the CMake package is relocatable (consumers of the DESTDIR staging tree build and run, also found through lib -> usr/lib)"; \
 	$(MAKE) --no-print-directory uninstall DESTDIR=$$tmp/stage PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu >/dev/null; \
 	left=$$(cd $$tmp/stage && find . ! -type d); [ -z "$$left" ] || { echo "uninstall left: $$left"; exit 1; }; \
 	echo "install-check: DESTDIR install/uninstall exact, stripped, versioned DFLOCKD_0"; \
@@ -502,12 +519,15 @@ clean:
 	rm -rf $(B)
 
 # --- release tarball for glibc >= 2.17 (issue 10, point 7) ----------------------------------------
-#   make dist-tools   ziglang + cargo-zigbuild from PyPI, pinned, in a venv ($(DIST_VENV))
+#   make dist-tools   ziglang + cargo-zigbuild (+ auditwheel) from PyPI, pinned, in a venv ($(DIST_VENV))
 #   make dist         dist/$(DIST_NAME).tar.gz: stripped .so (SONAME links) + .a, headers,
 #                     pkg-config file (relocatable: prefix=${pcfiledir}/../..), README, licences,
 #                     docs/protocol.md, bin/dflock + share/man/man1/dflock.1; the .so's split
 #                     debug info beside it in dist/
-#   make dist-check   .ci/dist-check on the unpacked tarball: no GLIBC_ version above
+#                     dist/libdflockd-go-$(VERSION)/: the Go module's release tree, whose default
+#                     build on linux/amd64 links the prebuilt static archive (packaging/go/README.md)
+#   make dist-check   the checks of every package below (wheel, gem, Go tree, deb, crate), then
+#                     .ci/dist-check on the unpacked tarball: no GLIBC_ version above
 #                     $(DIST_GLIBC), no unversioned strong undefined symbol, SONAME, only dflockd_*
 #                     exported; the C quickstart (shared and static) and the C++ example linked
 #                     against it and run
@@ -518,19 +538,23 @@ DIST_TARGET   := x86_64-unknown-linux-gnu
 DIST_GLIBC    := 2.17
 DIST_NAME     := libdflockd-$(VERSION)-x86_64-linux-gnu-glibc$(DIST_GLIBC)
 DIST_STAGE    := $(B)/dist/$(DIST_NAME)
+# The Go module as published (packaging/go/README.md): default build links the prebuilt archive.
+GO_TREE       := dist/libdflockd-go-$(VERSION)
 DIST_VENV     ?= $(HOME)/.cache/dflockd-zigbuild
 # Debian's python3 (python3-venv) when present: a venv needs no --break-system-packages.
 DIST_PYTHON   ?= $(firstword $(wildcard /usr/bin/python3) python3)
 ZIGLANG_VERSION        := 0.17.1
 CARGO_ZIGBUILD_VERSION := 0.24.1
+# `auditwheel show` confirms the Python wheel's manylinux tag (make wheel-check).
+AUDITWHEEL_VERSION     := 6.8.2
 # cargo-zigbuild finds zig as `python3 -m ziglang`: the venv's python3 must come first.
 DIST_ENV      := PATH="$(DIST_VENV)/bin:$$PATH"
 
 dist-tools:
 	$(DIST_PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/pip install --disable-pip-version-check -q \
-	  ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(CARGO_ZIGBUILD_VERSION)
-	@$(DIST_ENV) cargo-zigbuild --version && $(DIST_ENV) python3 -m ziglang version
+	  ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(CARGO_ZIGBUILD_VERSION) auditwheel==$(AUDITWHEEL_VERSION)
+	@$(DIST_ENV) cargo-zigbuild --version && $(DIST_ENV) python3 -m ziglang version && $(DIST_ENV) auditwheel --version
 
 dist:
 	@$(DIST_ENV) command -v cargo-zigbuild >/dev/null || { \
@@ -567,7 +591,7 @@ dist:
 	@mkdir -p $(DIST_STAGE)/lib/cmake/dflockd
 	@sed -e 's|@PREFIX@|$${pcfiledir}/../..|g' -e 's|@LIBDIR@|$${prefix}/lib|g' -e 's|@INCLUDEDIR@|$${prefix}/include|g' \
 	  packaging/dflockd.pc.in | $(subst_paths) > $(DIST_STAGE)/lib/pkgconfig/dflockd.pc
-	@sed -e 's|@LIBDIR@|$${CMAKE_CURRENT_LIST_DIR}/../..|g' -e 's|@INCLUDEDIR@|$${CMAKE_CURRENT_LIST_DIR}/../../../include|g' \
+	@sed -e 's|@CMAKE_TO_LIBDIR@|../..|g' -e 's|@CMAKE_TO_INCLUDEDIR@|../../../include|g' \
 	  packaging/dflockdConfig.cmake.in | $(subst_paths) > $(DIST_STAGE)/lib/cmake/dflockd/dflockdConfig.cmake
 	@$(subst_paths) packaging/dflockdConfigVersion.cmake.in > $(DIST_STAGE)/lib/cmake/dflockd/dflockdConfigVersion.cmake
 	@! grep -rn '@[A-Za-z_]*@' $(DIST_STAGE)/lib/pkgconfig $(DIST_STAGE)/lib/cmake || { \
@@ -580,11 +604,118 @@ dist:
 	@echo "dist: dist/$(DIST_NAME).tar.gz ($$(stat -c %s dist/$(DIST_NAME).tar.gz) bytes;" \
 	  "libdflockd.so.$(VERSION) $$(stat -c %s $(DIST_STAGE)/lib/libdflockd.so.$(VERSION)) bytes stripped)"
 	@tar -tvzf dist/$(DIST_NAME).tar.gz
+	@# The Go module's release tree (issue 18): the prebuilt static archive for linux/amd64.
+	@packaging/go/make-release-tree $(ROOT) $(DIST_STAGE) $(GO_TREE)
 
-dist-check: dist
+# Every release artifact: the tarball (.ci/dist-check), then the packages of issue 18.
+dist-check: dist wheel-check gem-check go-check deb-check crate-check
 	@mkdir -p $(B)
 	$(call need,$(CC),dist-check)
 	@$(call skipped,dist-check) || CC=$(CC) CXX=$(CXX) .ci/dist-check dist/$(DIST_NAME).tar.gz $(MAJOR) $(DIST_GLIBC) $(ROOT)/$(B)/dist-check
+
+# --- packages for each ecosystem, from the glibc-2.17 build of `make dist` (issue 18) ---------------
+#   make wheel        dist/: the Python platform wheel (py3-none-manylinux_2_17_x86_64) carrying
+#                     libdflockd.so.0 in dflockd/_lib/, and the sdist, which carries the crate (as
+#                     `cargo package` makes it) and builds the library from it where cargo exists
+#   make wheel-check  tests/packaging/wheel-check: auditwheel show; pip install into a fresh venv,
+#                     no Rust on PATH, no library installed; the quick start (sync + asyncio)
+#                     against a dflockd-testserver process; the sdist installs without cargo (pure
+#                     package) and with cargo (library built from source, in target/python-sdist)
+# make dist-check runs every *-check below.
+.PHONY: wheel wheel-check
+PY_DIST_NAME := dflockd_libclient
+PY_VERSION    = $(shell sed -n 's/^version = "\(.*\)"/\1/p' examples/python/pyproject.toml)
+WHEEL         = dist/$(PY_DIST_NAME)-$(VERSION)-py3-none-manylinux_2_17_x86_64.whl
+SDIST         = dist/dflockd-libclient-$(VERSION).tar.gz
+# $(call stage_python,DIR): examples/python as packaged (no tests, bench, build output).
+stage_python = rm -rf $(1) && mkdir -p $(1) && \
+	tar -C examples/python --exclude=tests --exclude=bench --exclude=build --exclude=dist \
+	  --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache --exclude=_lib -cf - . | tar -C $(1) -xf -
+
+wheel: dist
+	@[ "$(PY_VERSION)" = "$(VERSION)" ] || { echo "examples/python/pyproject.toml version $(PY_VERSION) != $(VERSION)"; exit 1; }
+	@set -e; w=$(B)/wheel; rm -rf $$w; \
+	$(call stage_python,$$w/sdist-src); \
+	$(CARGO) package --quiet --no-verify --allow-dirty --offline 2>/dev/null || $(CARGO) package --quiet --no-verify --allow-dirty; \
+	mkdir $$w/sdist-src/libdflockd; tar -xzf target/package/dflockd-$(VERSION).crate -C $$w/sdist-src/libdflockd --strip-components=1; \
+	printf 'graft libdflockd\n' > $$w/sdist-src/MANIFEST.in; \
+	(cd $$w/sdist-src && $(PYTHON) -W ignore -c 'from setuptools import build_meta as b; b.build_sdist("../out")' >/dev/null); \
+	$(call stage_python,$$w/src); \
+	install -D -m 0755 $(DIST_STAGE)/lib/libdflockd.so.$(VERSION) $$w/src/dflockd/_lib/libdflockd.so.$(MAJOR); \
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index \
+	  -w $$w/out $$w/src; \
+	cp $$w/out/$(notdir $(WHEEL)) $(WHEEL); cp $$w/out/*.tar.gz $(SDIST)
+	@echo "wheel: $(WHEEL) ($$(stat -c %s $(WHEEL)) bytes), $(SDIST)"
+
+wheel-check: wheel testserver-bin
+	@CI=$${CI:-} PYTHON=$(DIST_PYTHON) AUDITWHEEL=$(DIST_VENV)/bin/auditwheel \
+	  CARGO_BIN=$$(command -v $(CARGO)) SDIST_TARGET=$(ROOT)/target/python-sdist \
+	  tests/packaging/wheel-check $(WHEEL) $(SDIST) $(TESTSERVER_BIN) $(ROOT)/$(B)/wheel-check
+
+#   make gem          dist/: the Ruby platform gem dflockd-X.Y.Z-x86_64-linux.gem carrying
+#                     libdflockd.so.0 in vendor/, and the pure gem that uses the system library
+#   make gem-check    tests/packaging/gem-check: gem install into an empty GEM_HOME, then
+#                     require "dflockd" and a lock round trip with no library installed
+.PHONY: gem gem-check
+PLATFORM_GEM := dist/dflockd-$(VERSION)-x86_64-linux.gem
+PURE_GEM     := dist/dflockd-$(VERSION).gem
+gem: dist
+	@set -e; g=$(B)/rubygem; rm -rf $$g; mkdir -p $$g/examples; cp Cargo.toml $$g/; \
+	cp -r examples/ruby $$g/examples/ruby; rm -rf $$g/examples/ruby/test $$g/examples/ruby/examples; \
+	(cd $$g/examples/ruby && gem build --quiet dflockd.gemspec --output $(ROOT)/$(PURE_GEM)); \
+	install -D -m 0755 $(DIST_STAGE)/lib/libdflockd.so.$(VERSION) $$g/examples/ruby/vendor/libdflockd.so.$(MAJOR); \
+	(cd $$g/examples/ruby && gem build --quiet dflockd.gemspec --output $(ROOT)/$(PLATFORM_GEM))
+	@echo "gem: $(PLATFORM_GEM) ($$(stat -c %s $(PLATFORM_GEM)) bytes), $(PURE_GEM)"
+
+gem-check: gem testserver-bin
+	$(call need,ruby,gem-check)
+	@$(call skipped,gem-check) || tests/packaging/gem-check $(PLATFORM_GEM) $(PURE_GEM) $(TESTSERVER_BIN) $(ROOT)/$(B)/gem-check
+
+#   make go-check     tests/packaging/go-check: a consumer module with a replace directive pointing at
+#                     $(GO_TREE) builds (GOPROXY=off, CGO_ENABLED=1, pkg-config unusable), go vet
+#                     is clean, its binary needs no libdflockd.so and takes a lock
+.PHONY: go-check
+go-check: dist
+	$(call need,go,go-check)
+	@$(call skipped,go-check) || tests/packaging/go-check $(GO_TREE) $(ROOT)/$(B)/go-check
+
+#   make deb          dist/: the Debian packages libdflockd0 (the shared library), libdflockd-dev
+#                     (headers, static library, pkg-config and CMake files) and dflock (the command,
+#                     with its man page), from the release build
+#                     staged by `make install` (packaging/debian/make-debs, dpkg-deb; no root needed)
+#   make deb-check    tests/packaging/deb-check: lintian (no errors), then apt-get install of both
+#                     (root; removed again afterwards): the C quick start with pkg-config, CMake,
+#                     and the Go module (release tree) with -tags dynamic
+.PHONY: deb deb-check
+DEB_MULTIARCH  := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch)
+DEB_ARCH       := $(shell dpkg --print-architecture 2>/dev/null)
+# The packages' Maintainer field (a placeholder until the project has a list address).
+DEB_MAINTAINER ?= libdflockd maintainers <libdflockd@users.noreply.github.com>
+DEBS           := dist/libdflockd$(MAJOR)_$(VERSION)-1_$(DEB_ARCH).deb dist/libdflockd-dev_$(VERSION)-1_$(DEB_ARCH).deb \
+                  dist/dflock_$(VERSION)-1_$(DEB_ARCH).deb
+deb: release
+	@set -e; st=$(ROOT)/$(B)/deb/stage; rm -rf $(B)/deb; mkdir -p dist; \
+	$(MAKE) --no-print-directory install DESTDIR=$$st PREFIX=/usr LIBDIR=/usr/lib/$(DEB_MULTIARCH) >/dev/null; \
+	packaging/debian/make-debs $$st dist $(VERSION) $(DEB_MULTIARCH) "$(DEB_MAINTAINER)" $(ROOT)
+
+deb-check: deb dist
+	$(call need,lintian,deb-check)
+	@$(call skipped,deb-check) || tests/packaging/deb-check $(GO_TREE) $(ROOT)/$(B)/deb-check $(DEBS)
+
+#   make crate-check  the crates.io package: `cargo package --list` holds what a Rust user needs and
+#                     nothing of the bindings, tests, packaging or CI (Cargo.toml `include`); `cargo doc`
+#                     documents the public API without a warning (#![warn(missing_docs)], -D warnings);
+#                     `cargo publish --dry-run` (network: the crates.io index) packages and builds it
+.PHONY: crate-check
+crate-check:
+	@set -e; list=$$($(CARGO) package --list --allow-dirty 2>/dev/null); \
+	bad=$$(printf '%s\n' "$$list" | grep -Ev '^(src/.*\.rs|build\.rs|dflockd\.map|Cargo\.(toml|toml\.orig|lock)|README\.md|CHANGELOG\.md|LICENSE-(MIT|APACHE)|\.cargo_vcs_info\.json)$$' || true); \
+	[ -z "$$bad" ] || { echo "crate-check: the crate would ship:"; echo "$$bad"; exit 1; }; \
+	for f in src/lib.rs build.rs dflockd.map README.md LICENSE-MIT LICENSE-APACHE; do \
+	  printf '%s\n' "$$list" | grep -qx "$$f" || { echo "crate-check: $$f missing from the crate"; exit 1; }; done; \
+	echo "crate-check: $$(printf '%s\n' "$$list" | wc -l) files, src/ and what build.rs and the README doctests need"
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+	$(CARGO) publish --dry-run --allow-dirty
 
 # --- API reference (issue 10, point 8) -------------------------------------------------------------
 #   make docs   doxygen (Debian's) over every header in include/ with docs/mainpage.md as the front

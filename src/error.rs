@@ -17,12 +17,19 @@ pub enum ErrorKind {
     Server,
     /// `error_auth`, or a server that demanded auth we did not send.
     Auth,
+    /// `error_max_locks`: the server's cap on distinct keys is reached.
     MaxLocks,
+    /// `error_max_waiters`: the key's queue is full.
     MaxWaiters,
+    /// `error_limit_mismatch`: the semaphore exists with another limit.
     LimitMismatch,
+    /// `error_not_enqueued`: wait without an enqueue on that connection.
     NotEnqueued,
+    /// `error_already_enqueued`: the key is already enqueued on that connection.
     AlreadyEnqueued,
+    /// `error_lease_expired`: the queued grant expired before wait collected it.
     LeaseExpired,
+    /// `error_draining`: the server is shutting down.
     Draining,
     /// `error_not_leader` and no configured server accepted the command.
     NotLeader,
@@ -58,9 +65,11 @@ pub struct Error {
     leader: Option<String>,
 }
 
+/// The crate's result type: [`Error`] by default.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error of `kind` with a message (which must not contain a token or secret).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error {
             kind,
@@ -69,10 +78,12 @@ impl Error {
         }
     }
 
+    /// What went wrong, to branch on.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// The message for humans.
     pub fn message(&self) -> &str {
         &self.message
     }

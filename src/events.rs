@@ -36,8 +36,11 @@ pub enum EventKind {
 /// is a failure or a loss.
 #[derive(Clone, Debug)]
 pub struct Event {
+    /// The tag the caller gave when starting the operation.
     pub tag: u64,
+    /// What happened.
     pub kind: EventKind,
+    /// The error of a failure or a loss; `None` on success.
     pub error: Option<Error>,
 }
 

@@ -281,7 +281,7 @@ impl Lease {
         lock(&self.shared.state).lost.clone()
     }
 
-    /// Queue one [`EventKind::Lost`](crate::events::EventKind::Lost) event
+    /// Queue one [`EventKind::Lost`] event
     /// tagged `tag` on `events` when the lease held by this handle is lost
     /// (at once if it already was), for programs that wait on their own
     /// event loop: poll [`Events::fd`]. A release is not a loss and sends

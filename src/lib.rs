@@ -4,6 +4,10 @@
 //! `ffi` → `client` → `lease` + `renewal` → `connection` → `transport` →
 //! `protocol`. The test server (`testserver`) shares only `protocol`.
 
+// Every public item is documented: `cargo doc` (RUSTDOCFLAGS=-D warnings, make crate-check) and
+// clippy (-D warnings, make test) fail on a missing doc.
+#![warn(missing_docs)]
+
 pub mod protocol;
 
 mod error;

@@ -15,9 +15,13 @@ use std::sync::{Arc, RwLock};
 /// Severity, most severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// Errors.
     Error = 1,
+    /// Warnings: something went wrong that the library may recover from.
     Warn = 2,
+    /// Notable events, such as connections opened.
     Info = 3,
+    /// Detail for debugging: every request and its outcome.
     Debug = 4,
 }
 

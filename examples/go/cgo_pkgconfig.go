@@ -7,7 +7,8 @@ package dflockd
 // PKG_CONFIG_PATH for a non-standard prefix). The program then loads
 // libdflockd.so.0 through the system loader: a prefix outside its search
 // path needs LD_LIBRARY_PATH, ldconfig, or CGO_LDFLAGS=-Wl,-rpath,<libdir>. Build with
-// -tags dflockd_local to link the repository's build/lib instead.
+// -tags dflockd_local to link the repository's build/lib instead. In the release
+// tree (`make dist`, packaging/go/) this file becomes the -tags dynamic build.
 
 // #cgo pkg-config: dflockd
 import "C"

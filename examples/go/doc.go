@@ -43,7 +43,9 @@
 // io.Closer); Lease.Close takes a context because it releases a held lease
 // over the network, and returns ErrCancelled when ctx ends first.
 //
-// The default build links the installed library through pkg-config
-// (`#cgo pkg-config: dflockd`); -tags dflockd_local links the repository's
-// build/lib instead (`make test-go` does). See README.md.
+// In the repository, the default build (and -tags dynamic) links the installed
+// library through pkg-config (`#cgo pkg-config: dflockd`); -tags dflockd_local
+// links the repository's build/lib instead (`make test-go` does). The module as
+// released (`make dist`'s release tree) links a prebuilt static libdflockd by
+// default on linux/amd64 and the installed one with -tags dynamic. See README.md.
 package dflockd

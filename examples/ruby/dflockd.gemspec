@@ -4,11 +4,18 @@
 # the installed libdflockd (`make release && make install`, or a distribution
 # package) at require time; see README.md for the search order.
 #
+# The platform gem (dflockd-X.Y.Z-x86_64-linux.gem, `make gem` at the
+# repository root) is the same gem built from a copy of this directory with
+# make dist's glibc-2.17 libdflockd.so.0 in vendor/: it carries the library
+# and loads it (lib/dflockd/native.rb), so it needs nothing installed.
+#
 # The version is the library's (the repository's Cargo.toml): gem X.Y.Z is
 # written against libdflockd X.Y.Z. Build it from this directory:
 #   gem build dflockd.gemspec
 cargo_toml = File.expand_path("../../Cargo.toml", __dir__)
 version = File.read(cargo_toml)[/^version = "([^"]+)"/, 1] or raise "no version in #{cargo_toml}"
+
+bundled = File.file?(File.join(__dir__, "vendor", "libdflockd.so.0"))
 
 Gem::Specification.new do |s|
   s.name = "dflockd"
@@ -24,6 +31,13 @@ Gem::Specification.new do |s|
   s.required_ruby_version = ">= 3.1"
   s.files = Dir.chdir(__dir__) { Dir["lib/**/*.rb"].sort + ["README.md"] }
   s.require_paths = ["lib"]
-  s.requirements = ["libdflockd.so.0 (libdflockd #{version}), or DFLOCKD_LIB naming the library"]
+  if bundled
+    # Linux x86-64, glibc >= 2.17 (RubyGems tells x86_64-linux-musl apart).
+    s.platform = "x86_64-linux"
+    s.files += ["vendor/libdflockd.so.0"]
+    s.description = s.description.sub("install libdflockd.so.0 first", "this platform gem carries libdflockd.so.0")
+  else
+    s.requirements = ["libdflockd.so.0 (libdflockd #{version}), or DFLOCKD_LIB naming the library"]
+  end
   s.add_dependency "ffi", "~> 1.15"
 end

@@ -1,7 +1,7 @@
 //! The C ABI: a thin `extern "C"` layer over the Rust core.
 //!
 //! Each file holds one area of `include/dflockd.h`. Exports check every
-//! pointer ([`ptr`], [`strings`]), convert, call the core, map
+//! pointer (`ptr.rs`, `strings.rs`), convert, call the core, map
 //! [`crate::Error`] to a [`status::dflockd_status`] plus an owned
 //! [`error::dflockd_error`], and run inside the panic boundary ([`panic`]).
 //! The core never sees a raw pointer. The header is generated from these

@@ -8,7 +8,9 @@
 /// (`sl`, `sr`, ...). On 2.x servers the two live in separate key spaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A lock: one holder at a time (`l`, `r`, `n`, `e`, `w`).
     Lock,
+    /// A counting semaphore: up to its limit of holders (`sl`, `sr`, `sn`, `se`, `sw`).
     Semaphore,
 }
 
@@ -40,9 +42,13 @@ pub enum Op {
 /// One wire command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
+    /// `auth <secret>`: authenticate the connection.
     Auth,
+    /// `ping` (2.x): keep the connection alive.
     Ping,
+    /// `stats`: the server's state as JSON.
     Stats,
+    /// A lease operation on a lock or a semaphore.
     Lease(Kind, Op),
 }
 

@@ -36,6 +36,7 @@ pub struct LineBuffer {
 }
 
 impl LineBuffer {
+    /// An empty buffer.
     pub fn new() -> Self {
         Self::default()
     }

@@ -8,13 +8,26 @@ pub enum Reply<'a> {
     /// `ok` (auth, release, ping).
     Ok,
     /// `ok <token> <lease>` (acquire, wait).
-    Granted { token: Token, lease_s: u64 },
+    Granted {
+        /// The lease's token.
+        token: Token,
+        /// The lease, in seconds.
+        lease_s: u64,
+    },
     /// `acquired <token> <lease>` (enqueue on a free key).
-    Acquired { token: Token, lease_s: u64 },
+    Acquired {
+        /// The lease's token.
+        token: Token,
+        /// The lease, in seconds.
+        lease_s: u64,
+    },
     /// `queued` (enqueue).
     Queued,
     /// `ok <seconds>` (renew).
-    Renewed { lease_s: u64 },
+    Renewed {
+        /// The renewed lease, in seconds from now.
+        lease_s: u64,
+    },
     /// `ok <json>` (stats).
     Stats(&'a Stats),
     /// A bare status word: `timeout`, `error`, `error_*`.
@@ -50,16 +63,21 @@ pub enum Outcome {
     /// The lease is held: `ok <token> <lease>` to acquire/wait, or
     /// `acquired <token> <lease>` to enqueue (`via_enqueue`).
     Granted {
+        /// The lease's token.
         token: Token,
+        /// The lease, in seconds.
         lease_s: u64,
+        /// Granted by enqueue (`acquired`) rather than acquire or wait (`ok`).
         via_enqueue: bool,
     },
     /// Enqueue put us in the queue; follow with wait on the same connection.
     Queued,
     /// Renew succeeded; the lease now runs `lease_s` seconds from now.
     Renewed {
+        /// The renewed lease, in seconds from now.
         lease_s: u64,
     },
+    /// The `stats` reply, parsed.
     Stats(Stats),
 }
 

@@ -6,38 +6,66 @@ use super::{Command, InvalidRequest, Kind, MAX_AUTH_LINE_BYTES, MAX_LINE_BYTES, 
 /// exactly when `kind` is [`Kind::Semaphore`] on acquire and enqueue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
+    /// `auth <secret>`: must be the first request when the server has an auth token.
     Auth {
+        /// The shared secret.
         secret: &'a str,
     },
+    /// `ping` (2.x): keeps the connection alive.
     Ping,
+    /// `stats`: the server's state as JSON.
     Stats,
+    /// `l`/`sl`: acquire, waiting up to `timeout_s` in the key's FIFO queue.
     Acquire {
+        /// Lock or semaphore.
         kind: Kind,
+        /// The key.
         key: &'a str,
+        /// Seconds to wait for the grant (0: try once).
         timeout_s: u64,
+        /// The semaphore's limit (semaphores only).
         limit: Option<u64>,
+        /// The lease to ask for, in seconds (`None`: the server's default).
         lease_s: Option<u64>,
     },
+    /// `r`/`sr`: release the lease `token` names.
     Release {
+        /// Lock or semaphore.
         kind: Kind,
+        /// The key.
         key: &'a str,
+        /// The lease's token.
         token: &'a str,
     },
+    /// `n`/`sn`: renew the lease `token` names.
     Renew {
+        /// Lock or semaphore.
         kind: Kind,
+        /// The key.
         key: &'a str,
+        /// The lease's token.
         token: &'a str,
+        /// The new lease, in seconds (`None`: the server's default).
         lease_s: Option<u64>,
     },
+    /// `e`/`se`: join the key's queue without blocking (two-phase, phase 1).
     Enqueue {
+        /// Lock or semaphore.
         kind: Kind,
+        /// The key.
         key: &'a str,
+        /// The semaphore's limit (semaphores only).
         limit: Option<u64>,
+        /// The lease to ask for, in seconds (`None`: the server's default).
         lease_s: Option<u64>,
     },
+    /// `w`/`sw`: wait up to `timeout_s` for the grant of an earlier enqueue (phase 2).
     Wait {
+        /// Lock or semaphore.
         kind: Kind,
+        /// The key.
         key: &'a str,
+        /// Seconds to wait for the grant.
         timeout_s: u64,
     },
 }
@@ -126,6 +154,7 @@ fn put_number(out: &mut Vec<u8>, mut n: u64) {
 }
 
 impl<'a> Request<'a> {
+    /// The wire command this request is.
     pub fn command(&self) -> Command {
         match self {
             Request::Auth { .. } => Command::Auth,

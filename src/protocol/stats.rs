@@ -5,25 +5,35 @@ use super::json::{self, Value};
 /// A held lock (`locks[]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LockEntry {
+    /// The lock's key.
     pub key: String,
+    /// The server's id of the connection holding it.
     pub owner_conn_id: u64,
+    /// Seconds until the lease expires unless renewed.
     pub lease_expires_in_s: f64,
+    /// Requests queued for the key.
     pub waiters: u64,
 }
 
 /// A semaphore with holders (`semaphores[]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SemaphoreEntry {
+    /// The semaphore's key.
     pub key: String,
+    /// Its limit: how many may hold it at once.
     pub limit: u64,
+    /// How many hold it now.
     pub holders: u64,
+    /// Requests queued for a slot.
     pub waiters: u64,
 }
 
 /// A key with no holder, not yet garbage-collected (`idle_*[]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdleEntry {
+    /// The key.
     pub key: String,
+    /// Seconds since it was last held.
     pub idle_s: f64,
 }
 
@@ -31,11 +41,17 @@ pub struct IdleEntry {
 /// callers (and the C API) that want fields this struct does not model.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
+    /// Open client connections on the server.
     pub connections: u64,
+    /// Held locks (`locks`).
     pub locks: Vec<LockEntry>,
+    /// Semaphores with holders (`semaphores`).
     pub semaphores: Vec<SemaphoreEntry>,
+    /// Lock keys with no holder, not yet collected (`idle_locks`).
     pub idle_locks: Vec<IdleEntry>,
+    /// Semaphore keys with no holder, not yet collected (`idle_semaphores`).
     pub idle_semaphores: Vec<IdleEntry>,
+    /// The reply's JSON text as received.
     pub json: String,
 }
 

@@ -3,19 +3,33 @@
 /// Every status a dflockd server sends (docs/protocol.md, "Statuses").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// `ok`: the request succeeded (release, renew, ping, auth).
     Ok,
+    /// `acquired`: the lease is granted (acquire, or enqueue granted at once).
     Acquired,
+    /// `queued`: enqueue put the caller in the key's FIFO queue; `wait` completes it.
     Queued,
+    /// `timeout`: not granted within the request's timeout.
     Timeout,
+    /// `error`: a generic failure (bad request, unknown or expired token, idle timeout, shutdown).
     Error,
+    /// `error_auth`: authentication required or the token is wrong; the server closes the connection.
     ErrorAuth,
+    /// `error_max_locks`: the server's `--max-locks` cap on distinct keys is reached.
     ErrorMaxLocks,
+    /// `error_max_waiters`: the key's queue is at the server's `--max-waiters` cap.
     ErrorMaxWaiters,
+    /// `error_limit_mismatch`: a semaphore request's limit differs from the key's current limit.
     ErrorLimitMismatch,
+    /// `error_not_enqueued`: `wait` without a prior enqueue of the key on this connection.
     ErrorNotEnqueued,
+    /// `error_already_enqueued`: a second enqueue of the same key on this connection.
     ErrorAlreadyEnqueued,
+    /// `error_lease_expired`: the lease granted to the waiter expired before `wait` collected it.
     ErrorLeaseExpired,
+    /// `error_draining` (2.x): the server is shutting down; it closes the connection.
     ErrorDraining,
+    /// `error_not_leader[ <host:port>]` (cluster mode): a follower refusing a mutating command.
     ErrorNotLeader,
 }
 

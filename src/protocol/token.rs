@@ -39,6 +39,7 @@ impl Token {
         Token(raw)
     }
 
+    /// The token's 32 hex digits.
     pub fn as_str(&self) -> &str {
         // Only ever built from ASCII hex digits.
         std::str::from_utf8(&self.0).expect("token is ASCII")

@@ -368,6 +368,7 @@ impl TestServer {
         self.addr
     }
 
+    /// The bound port.
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -378,6 +379,7 @@ impl TestServer {
         self.shared.faults.set_paused(true);
     }
 
+    /// Answer requests again after [`pause`](Self::pause).
     pub fn resume(&self) {
         self.shared.faults.set_paused(false);
     }

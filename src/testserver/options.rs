@@ -9,7 +9,9 @@ use super::line::ServerLine;
 /// A server certificate chain and private key, PEM-encoded.
 #[derive(Clone)]
 pub struct TlsIdentity {
+    /// The certificate chain, leaf first (PEM).
     pub cert_pem: Vec<u8>,
+    /// The private key (PEM).
     pub key_pem: Vec<u8>,
 }
 
@@ -51,6 +53,7 @@ pub struct ServerOptions {
     /// Idle keys are forgotten (and stop counting towards `max_locks`)
     /// after this long (`--gc-max-idle`, checked every `--gc-interval`).
     pub gc_max_idle: Duration,
+    /// How often idle keys are collected (`--gc-interval`).
     pub gc_interval: Duration,
     /// Secret every connection must send first with `auth`.
     pub auth_token: Option<String>,

@@ -6,7 +6,7 @@
 //! 1 MiB bound of the protocol.
 //!
 //! The bytes themselves (TLS, framing, buffers) live in the sans-I/O
-//! [`Wire`], shared with the event engine; this module is its blocking
+//! `Wire` (`wire.rs`), shared with the event engine; this module is its blocking
 //! driver. TLS is driven record by record rather than through
 //! `rustls::StreamOwned`, whose internal loops would wait once per record
 //! and so could overshoot a deadline against a server that trickles bytes.

@@ -4,9 +4,11 @@ This is the only module that touches ctypes. The rest of the package (the
 asyncio half included: the completion-queue functions are bound here) goes
 through :data:`lib`, :func:`call`, :func:`out_string` and :class:`Handle`.
 
-Loading order: ``DFLOCKD_LIB`` (a path), then the system loader
-(``libdflockd.so.0``, e.g. after ``make install``), then, for in-repository use,
-``build/lib/libdflockd.so.0`` staged by ``make lib``.
+Loading order: the library the package carries (``dflockd/_lib/libdflockd.so.0``,
+present only in the platform wheel ``make wheel`` builds: a self-contained wheel
+uses its own copy, whatever is installed or set), then ``DFLOCKD_LIB`` (a path),
+then the system loader (``libdflockd.so.0``, e.g. after ``make install``), then,
+for in-repository use, ``build/lib/libdflockd.so.0`` staged by ``make lib``.
 
 Every function is bound through :class:`ctypes.CDLL`, which releases the GIL for
 the duration of each call: a thread blocked in an acquire does not stop the
@@ -241,7 +243,12 @@ _FUNCTIONS = {
 }
 
 
+BUNDLED = Path(__file__).resolve().parent / "_lib" / SONAME  # the platform wheel's own copy
+
+
 def _candidates() -> list[str]:
+    if BUNDLED.is_file():
+        return [str(BUNDLED)]
     env = os.environ.get("DFLOCKD_LIB")
     if env:
         return [env]

@@ -92,3 +92,16 @@ def test_in_repository_fallback_to_build_lib():
     if r.returncode != 0 or r.stdout.split()[1] == "libdflockd.so.0":
         pytest.skip(f"a system libdflockd.so.0 is installed, or: {r.stderr[-300:]}")
     assert r.stdout.split()[1] == str(REPO / "build" / "lib" / "libdflockd.so.0")
+
+
+def test_bundled_library_comes_first(tmp_path):
+    """The platform wheel (make wheel) carries dflockd/_lib/libdflockd.so.0: it loads that
+    one, before DFLOCKD_LIB and the system loader (make wheel-check tests the real wheel)."""
+    pkg = tmp_path / "dflockd"
+    shutil.copytree(PKG / "dflockd", pkg, ignore=shutil.ignore_patterns("__pycache__", "_lib"))
+    (pkg / "_lib").mkdir()
+    shutil.copy(LIB_PATH, pkg / "_lib" / "libdflockd.so.0")
+    r = _run(PROBE, tmp_path, PYTHONPATH=tmp_path, DFLOCKD_LIB=tmp_path / "nope.so", LD_LIBRARY_PATH=BUILD_LIB)
+    assert r.returncode == 0, r.stderr
+    where, loaded, ok = r.stdout.split()
+    assert where == str(pkg / "__init__.py") and loaded == str(pkg / "_lib" / "libdflockd.so.0") and ok == "True"

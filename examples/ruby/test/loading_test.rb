@@ -5,7 +5,8 @@ require "fileutils"
 require "rbconfig"
 require "tmpdir"
 
-# How the binding finds libdflockd: DFLOCKD_LIB alone when set; otherwise the
+# How the binding finds libdflockd: the platform gem's own copy alone when it
+# carries one; DFLOCKD_LIB alone when set; otherwise the
 # SONAME libdflockd.so.0 through the system loader, then the repository's
 # build/lib; never the unversioned dev link. make test-ruby also runs the
 # suite against the installed gem (DFLOCKD_TEST_GEM=installed) with the
@@ -31,6 +32,18 @@ class LoadingTest < Minitest::Test
     end
     assert_equal ["/x/libother.so"], DFlockd::Native.library_candidates({ "DFLOCKD_LIB" => "/x/libother.so" })
     assert_equal DFlockd::Native.library_candidates({}), DFlockd::Native.library_candidates({ "DFLOCKD_LIB" => "" })
+  end
+
+  # The platform gem (make gem) carries vendor/libdflockd.so.0: that copy alone, before
+  # DFLOCKD_LIB and the system loader (make gem-check installs and runs the real gem).
+  def test_bundled_library_comes_first
+    refute File.file?(DFlockd::Native::BUNDLED), "the repository and the pure gem carry no library"
+    Dir.mktmpdir do |dir|
+      bundled = File.join(dir, "libdflockd.so.0")
+      File.write(bundled, "")
+      assert_equal [bundled], DFlockd::Native.library_candidates({ "DFLOCKD_LIB" => "/x/libother.so" }, bundled: bundled)
+      assert_equal [bundled], DFlockd::Native.library_candidates({}, bundled: bundled)
+    end
   end
 
   def test_loaded_library

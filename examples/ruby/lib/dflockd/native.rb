@@ -16,13 +16,20 @@ module DFlockd
     # The library's SONAME: the ABI this binding is written against.
     SONAME = "libdflockd.so.0"
 
-    # Where the library is looked for, in order: DFLOCKD_LIB alone when set
-    # (a path or a name for the system loader; no fallback, so a wrong value
-    # fails loudly); otherwise the SONAME through the system loader (the
-    # installed library: ld.so.conf, LD_LIBRARY_PATH), then, for use inside
-    # the repository, the copy `make lib` stages in build/lib. Never the
-    # unversioned dev link libdflockd.so, which may be another ABI.
-    def self.library_candidates(env = ENV)
+    # The copy the platform gem (x86_64-linux, `make gem`) carries; the pure
+    # gem has none.
+    BUNDLED = File.expand_path("../../vendor/#{SONAME}", __dir__)
+
+    # Where the library is looked for, in order: the platform gem's own copy
+    # alone when present (a self-contained gem always uses it); DFLOCKD_LIB
+    # alone when set (a path or a name for the system loader; no fallback, so
+    # a wrong value fails loudly); otherwise the SONAME through the system
+    # loader (the installed library: ld.so.conf, LD_LIBRARY_PATH), then, for
+    # use inside the repository, the copy `make lib` stages in build/lib.
+    # Never the unversioned dev link libdflockd.so, which may be another ABI.
+    def self.library_candidates(env = ENV, bundled: BUNDLED)
+      return [bundled] if File.file?(bundled)
+
       override = env["DFLOCKD_LIB"].to_s
       return [override] unless override.empty?
 
