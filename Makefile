@@ -185,21 +185,27 @@ run-c: c-examples c-tests cpp-tests
 # The C tests and examples under AddressSanitizer + UBSan. The Rust library itself is not
 # instrumented, but its heap goes through the intercepted malloc, so leaks and misuse at the
 # boundary (double free, buffer overruns of caller buffers) are caught.
+# test_fork is not run under ASan: gcc 12's ASan allocator takes no lock around fork(), so a child
+# forked while a library thread allocates can deadlock in its first malloc (seen intermittently);
+# it runs natively and under valgrind, whose allocator is fork-safe. Every run is bounded
+# (SAN_TIMEOUT), so a hang fails the step instead of stalling CI.
+ASAN_SKIP   := test_fork
+SAN_TIMEOUT := timeout 600
 asan: c-tests | $(B)/asan
 	$(call need,$(CC),asan)
-	@$(call skipped,asan) || for f in $(C_TESTS:%=tests/c/%.c) $(C_EXAMPLES:%=examples/c/%.c); do \
+	@$(call skipped,asan) || for f in $(filter-out $(ASAN_SKIP:%=tests/c/%.c),$(C_TESTS:%=tests/c/%.c)) $(C_EXAMPLES:%=examples/c/%.c); do \
 	  n=$$(basename $$f .c); e=$$n; \
 	  if [ $$e = libevent ] && ! pkg-config --exists libevent; then echo "!!! SKIPPING $$f (no libevent)"; continue; fi; \
 	  echo "cc -fsanitize=address,undefined $$f"; \
 	  $(CC) $(CSTD) $(ASAN_FLAGS) $$f -o $(B)/asan/$$n $(LDSHARED) $(EX_FLAGS) || exit 1; \
 	  DFLOCKD_TESTSERVER_BIN=$(TESTSERVER_BIN) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    LSAN_OPTIONS=suppressions=$(ROOT)/tests/c/lsan.supp \
-	    ./$(B)/asan/$$n >$(B)/asan/$$n.log 2>&1 || { cat $(B)/asan/$$n.log; exit 1; }; \
+	    $(SAN_TIMEOUT) ./$(B)/asan/$$n >$(B)/asan/$$n.log 2>&1 || { cat $(B)/asan/$$n.log; exit 1; }; \
 	  echo "    ok (log: $(B)/asan/$$n.log)"; done
 	@$(call skipped,asan) || for r in $(C_EXAMPLE_RUNS); do echo "--- ASan+UBSan run $$r"; \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    LSAN_OPTIONS=suppressions=$(ROOT)/tests/c/lsan.supp \
-	    ./$(B)/asan/$$r >$(B)/asan/run.log 2>&1 || { cat $(B)/asan/run.log; exit 1; }; done
+	    $(SAN_TIMEOUT) ./$(B)/asan/$$r >$(B)/asan/run.log 2>&1 || { cat $(B)/asan/run.log; exit 1; }; done
 
 # valgrind: zero errors, zero definite leaks. tests/c/valgrind.supp explains its entries.
 VALGRIND := valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
@@ -209,7 +215,7 @@ valgrind: c-examples c-tests
 	@$(call skipped,valgrind) || $(call skipped,c) || for n in $(VALGRIND_TESTS:%=t/%) "t/test_engine --no-timing" \
 	    ex/quickstart ex/two_phase ex/semaphore_threads ex/event_loop "ex/event_loop --lose"; do \
 	  log=$(B)/valgrind-$$(echo $$n | tr -c 'a-z_\n' _).log; \
-	  echo "--- valgrind $$n"; $(VALGRIND) ./$(B)/$$n >$$log 2>&1 || { cat $$log; exit 1; }; done
+	  echo "--- valgrind $$n"; $(SAN_TIMEOUT) $(VALGRIND) ./$(B)/$$n >$$log 2>&1 || { cat $$log; exit 1; }; done
 
 # Only dflockd_* may be exported from the shared library.
 symbols-check: lib
