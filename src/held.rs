@@ -29,12 +29,42 @@ use crate::{Error, ErrorKind, Result};
 /// Shortest renew interval, whatever the lease and ratio.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Time between renewals of a lease of `lease_s` seconds: every
-/// `min(lease × renew_ratio, keepalive)`, which also keeps the home from the
-/// server's idle timeout whatever the lease.
+/// How often leases are renewed: every `min(lease × ratio, keepalive)`,
+/// which also keeps a home from the server's idle timeout whatever the lease
+/// (the keepalive in effect is at most half the server's read timeout).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cadence {
+    ratio: f64,
+    keepalive: Duration,
+}
+
+impl Cadence {
+    pub(crate) fn new(ratio: f64, keepalive: Duration) -> Cadence {
+        Cadence { ratio, keepalive }
+    }
+
+    /// The cadence `config` asks for.
+    pub(crate) fn of(config: &Config) -> Cadence {
+        Cadence::new(config.renew_ratio, config.effective_keepalive())
+    }
+
+    /// Time between renewals of a lease of `lease_s` seconds.
+    pub(crate) fn interval(&self, lease_s: u64) -> Duration {
+        let by_ratio = Duration::from_secs(lease_s).mul_f64(self.ratio);
+        by_ratio.min(self.keepalive).max(MIN_INTERVAL)
+    }
+}
+
+impl Default for Cadence {
+    /// The library's defaults (renew at half the lease, at least every 10 s).
+    fn default() -> Cadence {
+        Cadence::new(0.5, Duration::from_secs(10))
+    }
+}
+
+/// Time between renewals of a lease of `lease_s` seconds under `config`.
 pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
-    let by_ratio = Duration::from_secs(lease_s).mul_f64(config.renew_ratio);
-    by_ratio.min(config.effective_keepalive()).max(MIN_INTERVAL)
+    Cadence::of(config).interval(lease_s)
 }
 
 /// Make sure `lease` is woken at `due` (or earlier). Called with its state

@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientInner};
 use crate::clock::{Boot, Stamp};
-use crate::connection::{Connection, Enqueued, Grant, earliest};
+use crate::connection::Connection;
 use crate::engine::ops::{Done, Inbound, Op};
 use crate::engine::{self, ensure_running};
 use crate::events::{EventKind, Events};
 use crate::fork::bury;
+use crate::held::{Cadence, Home, OpGuard, Shared, State, cancelled, invalid, notify_lost};
 pub use crate::held::{DoneFn, LostCallback};
-use crate::held::{Home, OpGuard, Shared, State, cancelled, invalid, notify_lost};
-use crate::log::{Level, log};
 use crate::metrics::bump;
+use crate::operation::{Ask, Next, Operation, Via};
 use crate::protocol::{Kind, MAX_SECONDS, Request, Token, validate_key};
 use crate::runtime::{Runtime, Users};
 use crate::sync::lock;
@@ -456,6 +456,16 @@ impl std::fmt::Debug for Lease {
     }
 }
 
+/// How a blocking operation ended.
+enum Ended {
+    /// The handle holds the lease.
+    Held,
+    /// Enqueued behind others, on this connection.
+    Queued(Home),
+    /// Released.
+    Released,
+}
+
 impl Shared {
     /// Run `f` (a blocking call on `conn`) so that cancel() can abort it.
     fn cancellable<T>(&self, conn: &Arc<Connection>, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -476,49 +486,149 @@ impl Shared {
         self.client.checkin(home.server, home.conn);
     }
 
-    /// Send one request on a connection to this key's server (following
-    /// leader redirects), cancellable, all before `cap`. Returns the
-    /// answer, the connection it came on, and when the request was sent:
-    /// a grant in the answer cannot have happened before that moment.
-    fn on_server<T>(
-        &self,
-        what: &str,
+    /// Run `op` on the caller's thread until it ends: the blocking driver of
+    /// the operation machine (src/operation.rs). `home`: the connection
+    /// `Via::Same` starts on (the enqueue's for a wait, the home for a
+    /// release). Every request is cancellable and answered before `cap`; a
+    /// leader redirect of the first request is followed.
+    fn drive(
+        self: &Arc<Self>,
+        mut op: Operation,
+        mut home: Option<Home>,
         cap: Instant,
-        request: impl Fn(&Connection) -> Result<T>,
-    ) -> Result<(T, Home, Stamp)> {
-        self.client.route(self.server, |server| {
-            let conn = self.client.checkout(server, Some(cap))?;
+        what: &str,
+    ) -> Result<Ended> {
+        let lease_s = self.requested_ttl();
+        let (mut server, mut redirects) = (self.server, 0);
+        let mut next = op.first();
+        loop {
+            let (ask, via) = match next {
+                Next::Send { ask, via } => (ask, via),
+                Next::Hold {
+                    token,
+                    lease_s,
+                    anchor,
+                } => {
+                    let home = home.expect("a grant came on a connection");
+                    if let Err(e) = ensure_running(&self.client) {
+                        self.release_grant(token, home);
+                        return Err(e);
+                    }
+                    return match self.hold(token, lease_s, home, anchor, what) {
+                        Ok(()) => Ok(Ended::Held),
+                        Err((e, token, home)) => {
+                            self.release_grant(token, home);
+                            Err(e)
+                        }
+                    };
+                }
+                Next::Queued => return Ok(Ended::Queued(home.expect("queued on a connection"))),
+                Next::Released | Next::Failed(_) => {
+                    if let Some(h) = home {
+                        // Usable after a refusal (`timeout`, a wrong token);
+                        // dropped by the pool when broken.
+                        self.give_back(h);
+                    }
+                    return match next {
+                        Next::Failed(e) => Err(e),
+                        _ => Ok(Ended::Released),
+                    };
+                }
+                Next::Abandon(e) => {
+                    if let Some(h) = home {
+                        // Closing it frees a grant nobody will hold.
+                        h.conn.abort();
+                    }
+                    return Err(e);
+                }
+            };
+            let at = match via {
+                Via::Same => home.take().expect("Via::Same names a connection"),
+                Via::Server | Via::Fresh => {
+                    if let Some(h) = home.take() {
+                        self.give_back(h);
+                    }
+                    let conn = if via == Via::Server {
+                        self.client.checkout(server, Some(cap))?
+                    } else {
+                        bump(&self.client.metrics.reconnects);
+                        Arc::new(self.client.open(server, Some(cap))?)
+                    };
+                    Home { conn, server }
+                }
+            };
             let sent = Stamp::now();
-            let r = self.cancellable(&conn, what, || request(&conn));
-            let home = Home { conn, server };
-            match r {
-                Ok(v) => Ok((v, home, sent)),
-                Err(e) => {
-                    self.give_back(home);
-                    Err(e)
+            op.sent(sent);
+            let req = self.request(&ask, lease_s);
+            let r = self.cancellable(&at.conn, what, || at.conn.call(&req, Some(cap)));
+            if let (Via::Server, Err(e)) = (via, &r) {
+                if e.kind() == ErrorKind::NotLeader {
+                    self.give_back(at);
+                    server = self.client.follow(e.clone(), server, &mut redirects)?;
+                    next = op.first();
+                    continue;
                 }
             }
-        })
+            if matches!(ask, Ask::Renew { .. }) && r.is_ok() {
+                bump(&self.client.metrics.renewals);
+            }
+            let failed = at.conn.is_broken() && !at.conn.was_aborted();
+            home = Some(at);
+            next = op.reply(r, Stamp::now(), failed);
+        }
+    }
+
+    /// The request `ask` of this handle (`lease_s`: the lease to ask for).
+    fn request<'a>(&'a self, ask: &'a Ask, lease_s: Option<u64>) -> Request<'a> {
+        let (kind, key, limit) = (self.kind, self.key.as_str(), self.limit);
+        match ask {
+            Ask::Acquire { timeout_s } => Request::Acquire {
+                kind,
+                key,
+                timeout_s: *timeout_s,
+                limit,
+                lease_s,
+            },
+            Ask::Enqueue => Request::Enqueue {
+                kind,
+                key,
+                limit,
+                lease_s,
+            },
+            Ask::Wait { timeout_s } => Request::Wait {
+                kind,
+                key,
+                timeout_s: *timeout_s,
+            },
+            Ask::Renew { token } => Request::Renew {
+                kind,
+                key,
+                token: token.as_str(),
+                lease_s,
+            },
+            Ask::Release { token } => Request::Release {
+                kind,
+                key,
+                token: token.as_str(),
+            },
+        }
+    }
+
+    fn cadence(&self) -> Cadence {
+        Cadence::of(&self.client.config)
     }
 
     fn acquire(self: &Arc<Self>, _op: &OpGuard, timeout_s: u64) -> Result<()> {
-        let lease_s = self.requested_ttl();
         let cap = self.client.call_deadline(timeout_s);
-        let (grant, home, sent) = self.on_server("acquire", cap, |conn| {
-            conn.acquire_until(self.kind, &self.key, timeout_s, self.limit, lease_s, Some(cap))
-        })?;
-        self.install(grant, home, sent, cap, "acquire")
+        let op = Operation::acquire(self.kind, &self.key, timeout_s, false, self.cadence());
+        self.drive(op, None, cap, "acquire").map(drop)
     }
 
     fn enqueue(self: &Arc<Self>, _op: &OpGuard) -> Result<bool> {
-        let lease_s = self.requested_ttl();
         let cap = self.client.call_deadline(0);
-        let (enq, home, sent) = self.on_server("enqueue", cap, |conn| {
-            conn.enqueue_until(self.kind, &self.key, self.limit, lease_s, Some(cap))
-        })?;
-        match enq {
-            Enqueued::Acquired(grant) => self.install(grant, home, sent, cap, "enqueue").map(|_| true),
-            Enqueued::Queued => {
+        let op = Operation::enqueue(self.kind, &self.key, self.cadence());
+        match self.drive(op, None, cap, "enqueue")? {
+            Ended::Queued(home) => {
                 let mut st = lock(&self.state);
                 if st.cancel {
                     // Closing the connection drops our place in the queue.
@@ -528,89 +638,16 @@ impl Shared {
                 st.queued = Some(home);
                 Ok(false)
             }
+            Ended::Held | Ended::Released => Ok(true),
         }
     }
 
     fn wait(self: &Arc<Self>, _op: &OpGuard, home: Home, timeout_s: u64) -> Result<()> {
-        let conn = Arc::clone(&home.conn);
+        // On timeout the server removed us from the queue; the connection
+        // itself is still good unless broken (given back either way).
         let cap = self.client.call_deadline(timeout_s);
-        let sent = Stamp::now();
-        let r = self.cancellable(&conn, "wait", || {
-            conn.wait_until(self.kind, &self.key, timeout_s, Some(cap))
-        });
-        match r {
-            Ok(grant) => self.install(grant, home, sent, cap, "wait"),
-            Err(e) => {
-                // On timeout the server removed us from the queue; the
-                // connection itself is still good unless broken.
-                self.give_back(home);
-                Err(e)
-            }
-        }
-    }
-
-    /// Record a grant and schedule its renewal, unless the operation was
-    /// cancelled meanwhile: then give the grant back and report Cancelled.
-    ///
-    /// The lease is counted from `sent`, when the request left: the
-    /// server's grant (and so its lease clock) cannot precede it. If the
-    /// reply came so late that a renewal would already be due (a long
-    /// queue wait, or this process was frozen meanwhile), the lease is
-    /// renewed before reporting success, and that renewal's send time
-    /// becomes the anchor; if the server no longer has it, the acquire
-    /// fails. So a lease is never reported held on the strength of a grant
-    /// that may have expired.
-    fn install(
-        self: &Arc<Self>,
-        grant: Grant,
-        home: Home,
-        sent: Stamp,
-        cap: Instant,
-        what: &str,
-    ) -> Result<()> {
-        if let Err(e) = ensure_running(&self.client) {
-            self.release_grant(grant.token, home);
-            return Err(e);
-        }
-        let config = &self.client.config;
-        let (mut anchor, mut lease_s) = (sent, grant.lease_s);
-        if self.grant_is_late(anchor, lease_s) {
-            let renew_sent = Stamp::now();
-            let reply_by = earliest(renew_sent.mono + config.io_timeout, Some(cap));
-            let ttl = self.renew_ttl();
-            match home
-                .conn
-                .renew_until(self.kind, &self.key, grant.token.as_str(), ttl, Some(reply_by))
-            {
-                Ok(renewed) => {
-                    bump(&self.client.metrics.renewals);
-                    (anchor, lease_s) = (renew_sent, renewed);
-                }
-                Err(e) => {
-                    let refused = !home.conn.is_broken();
-                    // Closing the connection makes the server drop the
-                    // grant if it still has it.
-                    home.conn.abort();
-                    let why = if refused {
-                        "the server no longer has it"
-                    } else {
-                        "it could not be confirmed"
-                    };
-                    return Err(Error::new(
-                        ErrorKind::LeaseLost,
-                        format!(
-                            "{what} {:?}: granted, but the grant came too late to trust and {why} (was this process paused?): {e}",
-                            self.key
-                        ),
-                    ));
-                }
-            }
-        }
-        self.hold(grant.token, lease_s, home, anchor, what)
-            .map_err(|(e, token, home)| {
-                self.release_grant(token, home);
-                e
-            })
+        let op = Operation::wait(self.kind, &self.key, timeout_s, self.cadence());
+        self.drive(op, Some(home), cap, "wait").map(drop)
     }
 
     /// Hand an acquire to the event engine; `done` says where its outcome
@@ -667,21 +704,10 @@ impl Shared {
     /// Best-effort release of a grant nobody will hold (a cancel raced it):
     /// on its own connection if usable, else on a fresh one (a server
     /// without auto-release would otherwise keep it until it expires).
-    fn release_grant(&self, token: Token, home: Home) {
+    fn release_grant(self: &Arc<Self>, token: Token, home: Home) {
         let cap = self.client.call_deadline(0);
-        let done = !home.conn.is_broken()
-            && home
-                .conn
-                .release_until(self.kind, &self.key, token.as_str(), Some(cap))
-                .is_ok();
-        if done {
-            self.give_back(home);
-            return;
-        }
-        drop(home.conn);
-        if let Ok(fresh) = self.client.open(home.server, Some(cap)) {
-            let _ = fresh.release_until(self.kind, &self.key, token.as_str(), Some(cap));
-        }
+        let op = Operation::release(self.kind, &self.key, token, !home.conn.is_broken());
+        let _ = self.drive(op, Some(home), cap, "release");
     }
 
     /// Count a server `timeout` answer to an acquire or wait.
@@ -691,7 +717,7 @@ impl Shared {
         }
     }
 
-    fn release(&self) -> Result<()> {
+    fn release(self: &Arc<Self>) -> Result<()> {
         let r = self.release_once();
         if r.is_ok() {
             bump(&self.client.metrics.releases);
@@ -699,32 +725,12 @@ impl Shared {
         r
     }
 
-    fn release_once(&self) -> Result<()> {
+    fn release_once(self: &Arc<Self>) -> Result<()> {
         let Some((token, home)) = self.take_for_release()? else {
             return Ok(());
         };
         let cap = self.client.call_deadline(0);
-        let r = home
-            .conn
-            .release_until(self.kind, &self.key, token.as_str(), Some(cap));
-        let server = home.server;
-        let home_failed = home.conn.is_broken();
-        self.give_back(home);
-        match r {
-            // The home connection is gone (server dropped it, or it broke
-            // just now): say it on a fresh one, so a server without
-            // auto-release does not keep the lease until it expires. Not
-            // after a deadline: the server is hung, a second connection
-            // would only wait again; closing the home already tells it.
-            Err(e) if home_failed && matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol) => {
-                log!(Level::Warn, "{e}; releasing on a fresh connection");
-                let fresh = self.client.open(server, Some(cap))?;
-                bump(&self.client.metrics.reconnects);
-                let r = fresh.release_until(self.kind, &self.key, token.as_str(), Some(cap));
-                self.client.checkin(server, Arc::new(fresh));
-                r
-            }
-            r => r,
-        }
+        let op = Operation::release(self.kind, &self.key, token, !home.conn.is_broken());
+        self.drive(op, Some(home), cap, "release").map(drop)
     }
 }

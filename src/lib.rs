@@ -27,6 +27,7 @@ pub mod events;
 mod held;
 pub mod lease;
 mod notify;
+mod operation;
 mod reactor;
 mod renewal;
 mod runtime;

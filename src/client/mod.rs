@@ -252,24 +252,10 @@ impl ClientInner {
         })
     }
 
-    /// Run `attempt` against server `start`, following `error_not_leader`:
-    /// to the hinted server when it is configured, else to the next one;
-    /// at most `max_redirects` times.
-    pub(crate) fn route<T>(&self, start: usize, mut attempt: impl FnMut(usize) -> Result<T>) -> Result<T> {
-        let mut idx = start;
-        let mut redirects = 0;
-        loop {
-            match attempt(idx) {
-                Err(e) if e.kind() == ErrorKind::NotLeader => idx = self.follow(e, idx, &mut redirects)?,
-                other => return other,
-            }
-        }
-    }
-
     /// Where to go after server `idx` answered `error_not_leader` (`e`): the
     /// hinted server when it is configured, else the next one; the error
-    /// itself once `max_redirects` were followed. Shared by the blocking
-    /// calls (`route`) and the engine's operations.
+    /// itself once `max_redirects` were followed. Shared by both drivers of
+    /// the operation machine.
     pub(crate) fn follow(&self, e: Error, idx: usize, redirects: &mut u32) -> Result<usize> {
         if *redirects >= self.config.max_redirects {
             // Keep the leader hint: callers (and dflockd_error_leader) report it.

@@ -1,0 +1,482 @@
+//! One operation machine for both drivers (pure: no socket, no thread, no
+//! clock read: times are arguments).
+//!
+//! An acquire, an enqueue, a wait or a release is a short conversation with
+//! the server: send a request on some connection, read what comes back,
+//! decide what follows. The decisions are made here, once:
+//! - an acquire is `l` (blocking driver) or `e` then, if `queued`, `w` on the
+//!   same connection (evented driver: `e` is answered at once, which keeps
+//!   starts of one key in order);
+//! - a grant read so late that its renewal was already due (a long wait, a
+//!   frozen process, a suspended machine: [`Life::is_late`]) is confirmed by
+//!   a renewal on the same connection before it is reported, anchored at
+//!   that renewal's send time; if it cannot be, the connection is abandoned
+//!   (closing it frees the grant) and the operation fails `LeaseLost`;
+//! - a release whose home connection failed under it is said again on a
+//!   fresh connection (a server without auto-release would keep the lease
+//!   until it expired); not after a deadline (a hung server would only make
+//!   a second connection wait too).
+//!
+//! The blocking driver (src/lease.rs) runs the conversation on the caller's
+//! thread; the evented one (src/engine/) on the reactor's. Connections,
+//! deadlines, cancel and leader redirects (`ClientInner::follow`) are the
+//! drivers'.
+
+use crate::clock::Stamp;
+use crate::held::{Cadence, Life};
+use crate::protocol::{Kind, Outcome, Token};
+use crate::{Error, ErrorKind};
+
+/// A request to send (the driver adds kind, key, limit and lease).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ask {
+    /// `l`: acquire, waiting up to the timeout.
+    Acquire { timeout_s: u64 },
+    /// `e`: join the queue.
+    Enqueue,
+    /// `w`: wait for the queued grant (on the enqueue's connection).
+    Wait { timeout_s: u64 },
+    /// `n`: renew (here: confirm a late grant).
+    Renew { token: Token },
+    /// `r`: release.
+    Release { token: Token },
+}
+
+/// Which connection a request goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// One to the key's server: the first request of an operation (pooled or
+    /// new; the driver follows leader redirects).
+    Server,
+    /// The connection the previous request went on (or the handle's: the
+    /// enqueue's for a wait, the home for a release).
+    Same,
+    /// A new connection, not the failed one.
+    Fresh,
+}
+
+/// What the driver does next.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Send {
+        ask: Ask,
+        via: Via,
+    },
+    /// The lease is held: record it, counted from `anchor`.
+    Hold {
+        token: Token,
+        lease_s: u64,
+        anchor: Stamp,
+    },
+    /// Enqueued behind others: keep the connection for the wait.
+    Queued,
+    /// Released.
+    Released,
+    /// Failed; the connection is still in step (a refusal, a timeout).
+    Failed(Error),
+    /// Failed, and the connection may carry a grant nobody will hold:
+    /// close it (the server then frees it).
+    Abandon(Error),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    Acquire { timeout_s: u64, two_phase: bool },
+    Enqueue,
+    Wait { timeout_s: u64 },
+    Release { token: Token },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    Idle,
+    /// `ask` went out (at `sent`, once the driver says).
+    Asked {
+        ask: Ask,
+        sent: Option<Stamp>,
+    },
+    /// A late grant's confirming renewal went out.
+    Confirming {
+        token: Token,
+        sent: Option<Stamp>,
+    },
+    Over,
+}
+
+/// One operation of one lease handle.
+#[derive(Debug)]
+pub(crate) struct Operation {
+    goal: Goal,
+    stage: Stage,
+    cadence: Cadence,
+    /// A release already went to a fresh connection.
+    retried: bool,
+    /// For messages: "acquire", "semaphore wait", ...
+    what: &'static str,
+    key: String,
+}
+
+fn what(kind: Kind, op: crate::protocol::Op) -> &'static str {
+    crate::protocol::Command::Lease(kind, op).label()
+}
+
+impl Operation {
+    /// An acquire waiting up to `timeout_s`: one `l`, or (`two_phase`) `e`
+    /// then `w`.
+    pub(crate) fn acquire(
+        kind: Kind,
+        key: &str,
+        timeout_s: u64,
+        two_phase: bool,
+        cadence: Cadence,
+    ) -> Operation {
+        let goal = Goal::Acquire { timeout_s, two_phase };
+        Operation::new(goal, what(kind, crate::protocol::Op::Acquire), key, cadence)
+    }
+
+    /// Two-phase, phase 1 alone: `e` (acquired at once, or queued).
+    pub(crate) fn enqueue(kind: Kind, key: &str, cadence: Cadence) -> Operation {
+        Operation::new(
+            Goal::Enqueue,
+            what(kind, crate::protocol::Op::Enqueue),
+            key,
+            cadence,
+        )
+    }
+
+    /// Two-phase, phase 2: `w` on the enqueue's connection.
+    pub(crate) fn wait(kind: Kind, key: &str, timeout_s: u64, cadence: Cadence) -> Operation {
+        let goal = Goal::Wait { timeout_s };
+        Operation::new(goal, what(kind, crate::protocol::Op::Wait), key, cadence)
+    }
+
+    /// A release of `token`: on the home (`Via::Same`) when it is usable,
+    /// else on a fresh connection.
+    pub(crate) fn release(kind: Kind, key: &str, token: Token, home_usable: bool) -> Operation {
+        let mut op = Operation::new(
+            Goal::Release { token },
+            what(kind, crate::protocol::Op::Release),
+            key,
+            Cadence::default(),
+        );
+        op.retried = !home_usable;
+        op
+    }
+
+    fn new(goal: Goal, what: &'static str, key: &str, cadence: Cadence) -> Operation {
+        Operation {
+            goal,
+            stage: Stage::Idle,
+            cadence,
+            retried: false,
+            what,
+            key: key.to_owned(),
+        }
+    }
+
+    /// The first request (again, after a leader redirect).
+    pub(crate) fn first(&mut self) -> Next {
+        let (ask, via) = match self.goal {
+            Goal::Acquire { timeout_s, two_phase } => {
+                let ask = if two_phase {
+                    Ask::Enqueue
+                } else {
+                    Ask::Acquire { timeout_s }
+                };
+                (ask, Via::Server)
+            }
+            Goal::Enqueue => (Ask::Enqueue, Via::Server),
+            Goal::Wait { timeout_s } => (Ask::Wait { timeout_s }, Via::Same),
+            Goal::Release { token } => {
+                let via = if self.retried { Via::Fresh } else { Via::Same };
+                (Ask::Release { token }, via)
+            }
+        };
+        self.send(ask, via)
+    }
+
+    fn send(&mut self, ask: Ask, via: Via) -> Next {
+        self.stage = Stage::Asked { ask, sent: None };
+        Next::Send { ask, via }
+    }
+
+    /// Renew a late grant on its connection before it is reported.
+    fn confirm(&mut self, token: Token) -> Next {
+        self.stage = Stage::Confirming { token, sent: None };
+        Next::Send {
+            ask: Ask::Renew { token },
+            via: Via::Same,
+        }
+    }
+
+    /// The request of the last [`Next::Send`] went out at `at`.
+    pub(crate) fn sent(&mut self, at: Stamp) {
+        match &mut self.stage {
+            Stage::Asked { sent, .. } | Stage::Confirming { sent, .. } => *sent = Some(at),
+            Stage::Idle | Stage::Over => {}
+        }
+    }
+
+    /// The answer to the request in flight, read at `now`. `conn_failed`:
+    /// its connection broke under it (not a refusal, not a cancel).
+    pub(crate) fn reply(&mut self, r: crate::Result<Outcome>, now: Stamp, conn_failed: bool) -> Next {
+        let stage = std::mem::replace(&mut self.stage, Stage::Over);
+        match stage {
+            Stage::Asked { ask, sent } => self.answered(ask, sent.unwrap_or(now), r, now, conn_failed),
+            Stage::Confirming { token, sent } => match r {
+                Ok(Outcome::Renewed { lease_s }) => Next::Hold {
+                    token,
+                    lease_s,
+                    anchor: sent.unwrap_or(now),
+                },
+                Ok(_) => Next::Abandon(self.late_grant("it could not be confirmed", "unexpected reply")),
+                Err(e) => {
+                    let why = if conn_failed || e.kind() == ErrorKind::Deadline {
+                        "it could not be confirmed"
+                    } else {
+                        "the server no longer has it"
+                    };
+                    Next::Abandon(self.late_grant(why, &e.to_string()))
+                }
+            },
+            Stage::Idle | Stage::Over => Next::Failed(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "{} {:?}: a reply with no request outstanding",
+                    self.what, self.key
+                ),
+            )),
+        }
+    }
+
+    fn answered(
+        &mut self,
+        ask: Ask,
+        sent: Stamp,
+        r: crate::Result<Outcome>,
+        now: Stamp,
+        conn_failed: bool,
+    ) -> Next {
+        match (ask, r) {
+            (
+                Ask::Acquire { .. } | Ask::Enqueue | Ask::Wait { .. },
+                Ok(Outcome::Granted { token, lease_s, .. }),
+            ) => {
+                let life = Life {
+                    lease_s,
+                    anchor: sent,
+                };
+                if life.is_late(self.cadence.interval(lease_s), now) {
+                    // Renew before reporting it: the server may have let it go.
+                    self.confirm(token)
+                } else {
+                    Next::Hold {
+                        token,
+                        lease_s,
+                        anchor: sent,
+                    }
+                }
+            }
+            (Ask::Enqueue, Ok(Outcome::Queued)) => match self.goal {
+                Goal::Acquire { timeout_s, .. } => self.send(Ask::Wait { timeout_s }, Via::Same),
+                _ => Next::Queued,
+            },
+            (Ask::Release { .. }, Ok(Outcome::Done)) => Next::Released,
+            (Ask::Release { token }, Err(e))
+                if !self.retried
+                    && conn_failed
+                    && matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol) =>
+            {
+                self.retried = true;
+                crate::log::log!(crate::log::Level::Warn, "{e}; releasing on a fresh connection");
+                self.send(Ask::Release { token }, Via::Fresh)
+            }
+            (_, Err(e)) => Next::Failed(e),
+            (_, Ok(other)) => Next::Abandon(Error::new(
+                ErrorKind::Protocol,
+                format!("{} {:?}: unexpected reply {other:?}", self.what, self.key),
+            )),
+        }
+    }
+
+    /// A grant that came too late to trust and was not confirmed.
+    fn late_grant(&self, why: &str, detail: &str) -> Error {
+        Error::new(
+            ErrorKind::LeaseLost,
+            format!(
+                "{} {:?}: granted, but the grant came too late to trust and {why} (was this process paused?): {detail}",
+                self.what, self.key
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn token() -> Token {
+        Token::parse("00000000000000070123456789abcdef").expect("token")
+    }
+
+    fn granted(lease_s: u64) -> crate::Result<Outcome> {
+        Ok(Outcome::Granted {
+            token: token(),
+            lease_s,
+            via_enqueue: false,
+        })
+    }
+
+    /// Renew every half lease, at most every 10 s.
+    fn cadence() -> Cadence {
+        Cadence::new(0.5, 10 * SEC)
+    }
+
+    fn io() -> Error {
+        Error::new(ErrorKind::Io, "server closed the connection")
+    }
+
+    #[test]
+    fn a_timely_grant_is_held_from_the_send_time() {
+        let mut op = Operation::acquire(Kind::Lock, "k", 5, false, cadence());
+        assert!(matches!(
+            op.first(),
+            Next::Send {
+                ask: Ask::Acquire { timeout_s: 5 },
+                via: Via::Server
+            }
+        ));
+        let sent = Stamp::now();
+        op.sent(sent);
+        match op.reply(granted(30), sent.after(2 * SEC), false) {
+            Next::Hold { lease_s, anchor, .. } => {
+                assert_eq!(lease_s, 30);
+                assert_eq!(anchor.mono, sent.mono);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_late_grant_is_confirmed_before_it_is_held_and_anchored_at_the_renewal() {
+        let mut op = Operation::acquire(Kind::Lock, "k", 60, false, cadence());
+        op.first();
+        let sent = Stamp::now();
+        op.sent(sent);
+        // Read 20 s later (a long queue wait): its renewal (every 10 s) was due.
+        let read = sent.after(20 * SEC);
+        assert!(matches!(
+            op.reply(granted(30), read, false),
+            Next::Send {
+                ask: Ask::Renew { .. },
+                via: Via::Same
+            }
+        ));
+        op.sent(read);
+        match op.reply(Ok(Outcome::Renewed { lease_s: 30 }), read.after(SEC), false) {
+            Next::Hold { anchor, .. } => assert_eq!(anchor.mono, read.mono),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_grant_read_after_a_suspend_is_late_and_a_refused_confirmation_abandons_it() {
+        let mut op = Operation::acquire(Kind::Semaphore, "k", 0, false, cadence());
+        op.first();
+        let sent = Stamp::now();
+        op.sent(sent);
+        // The machine slept 40 s between the grant and its reading.
+        let resumed = Stamp {
+            mono: sent.mono + SEC,
+            boot: sent.boot + 41 * SEC,
+        };
+        assert!(matches!(op.reply(granted(30), resumed, false), Next::Send { .. }));
+        op.sent(resumed);
+        let refused = Error::new(ErrorKind::Server, "renew: error");
+        match op.reply(Err(refused), resumed.after(SEC), false) {
+            Next::Abandon(e) => {
+                assert_eq!(e.kind(), ErrorKind::LeaseLost);
+                assert!(e.message().contains("semaphore acquire"), "{e}");
+                assert!(e.message().contains("no longer has it"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn two_phase_waits_on_the_same_connection_after_queued() {
+        let mut op = Operation::acquire(Kind::Lock, "k", 9, true, cadence());
+        assert!(matches!(
+            op.first(),
+            Next::Send {
+                ask: Ask::Enqueue,
+                via: Via::Server
+            }
+        ));
+        op.sent(Stamp::now());
+        assert!(matches!(
+            op.reply(Ok(Outcome::Queued), Stamp::now(), false),
+            Next::Send {
+                ask: Ask::Wait { timeout_s: 9 },
+                via: Via::Same
+            }
+        ));
+        let mut enq = Operation::enqueue(Kind::Lock, "k", cadence());
+        enq.first();
+        assert!(matches!(
+            enq.reply(Ok(Outcome::Queued), Stamp::now(), false),
+            Next::Queued
+        ));
+    }
+
+    #[test]
+    fn a_release_whose_home_failed_is_said_again_on_a_fresh_connection_once() {
+        let mut op = Operation::release(Kind::Lock, "k", token(), true);
+        assert!(matches!(op.first(), Next::Send { via: Via::Same, .. }));
+        assert!(matches!(
+            op.reply(Err(io()), Stamp::now(), true),
+            Next::Send {
+                ask: Ask::Release { .. },
+                via: Via::Fresh
+            }
+        ));
+        assert!(matches!(op.reply(Err(io()), Stamp::now(), true), Next::Failed(_)));
+        // Not after a deadline, nor after a refusal on a live connection.
+        let mut op = Operation::release(Kind::Lock, "k", token(), true);
+        op.first();
+        let late = Error::new(ErrorKind::Deadline, "no reply");
+        assert!(matches!(op.reply(Err(late), Stamp::now(), true), Next::Failed(_)));
+        let mut op = Operation::release(Kind::Lock, "k", token(), true);
+        op.first();
+        assert!(matches!(
+            op.reply(Err(io()), Stamp::now(), false),
+            Next::Failed(_)
+        ));
+        // A broken home: straight to a fresh connection.
+        let mut op = Operation::release(Kind::Lock, "k", token(), false);
+        assert!(matches!(op.first(), Next::Send { via: Via::Fresh, .. }));
+    }
+
+    #[test]
+    fn replies_out_of_place_are_errors() {
+        let mut op = Operation::wait(Kind::Lock, "k", 1, cadence());
+        assert!(
+            matches!(op.reply(granted(5), Stamp::now(), false), Next::Failed(_)),
+            "nothing asked"
+        );
+        op.first();
+        assert!(matches!(
+            op.reply(Ok(Outcome::Done), Stamp::now(), false),
+            Next::Abandon(_)
+        ));
+        let mut op = Operation::wait(Kind::Lock, "k", 1, cadence());
+        op.first();
+        let timeout = Error::new(ErrorKind::Timeout, "wait: timeout");
+        assert!(
+            matches!(op.reply(Err(timeout), Stamp::now(), false), Next::Failed(e) if e.kind() == ErrorKind::Timeout)
+        );
+    }
+}
