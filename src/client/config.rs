@@ -99,6 +99,22 @@ impl Config {
         self.keepalive.min(self.server_read_timeout / 2)
     }
 
+    /// Parse a server list, `host:port,host:port,...` (IPv6 as
+    /// `[::1]:6388`; blanks around items ignored), as `DFLOCKD_SERVERS` and
+    /// `dflockd_config_set_servers` take it. [`ErrorKind::InvalidArgument`]
+    /// names the first bad item.
+    pub fn parse_servers(list: &str) -> Result<Vec<(String, u16)>> {
+        let servers = list
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(parse_server)
+            .collect::<Result<Vec<_>>>()?;
+        if servers.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "server list is empty"));
+        }
+        Ok(servers)
+    }
+
     /// Check every field; the first problem is reported as
     /// [`ErrorKind::InvalidArgument`].
     pub fn validate(&self) -> Result<()> {
@@ -142,6 +158,33 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Parse `host:port` (IPv6 as `[::1]:6388`).
+fn parse_server(s: &str) -> Result<(String, u16)> {
+    let s = s.trim();
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("server `{s}` is not host:port"),
+        )
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("server `{s}`: port 0 is not allowed"),
+        ));
+    }
+    Ok((host.to_owned(), port))
 }
 
 impl std::fmt::Debug for Config {

@@ -6,6 +6,7 @@ use super::error::{FfiError, dflockd_error};
 use super::ptr::{Out, free, give};
 use super::status::dflockd_status;
 use super::strings::{bytes_in, opt_str_in, str_in};
+use crate::client::Config;
 use crate::protocol::MAX_SECONDS;
 use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
@@ -75,38 +76,6 @@ pub(crate) struct Draft {
 #[allow(non_camel_case_types)]
 pub struct dflockd_config {
     pub(crate) draft: Draft,
-}
-
-/// Parse `host:port` (IPv6 as `[::1]:6388`).
-pub(crate) fn parse_server(s: &str) -> Result<(String, u16), FfiError> {
-    let s = s.trim();
-    let bad = || FfiError::invalid(format!("server `{s}` is not host:port"));
-    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    if port == 0 {
-        return Err(FfiError::invalid(format!("server `{s}`: port 0 is not allowed")));
-    }
-    Ok((host.to_owned(), port))
-}
-
-/// Parse `host:port,host:port,...` (blanks around items ignored).
-pub(crate) fn parse_servers(list: &str) -> Result<Vec<(String, u16)>, FfiError> {
-    let servers = list
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(parse_server)
-        .collect::<Result<Vec<_>, _>>()?;
-    if servers.is_empty() {
-        return Err(FfiError::invalid("server list is empty"));
-    }
-    Ok(servers)
 }
 
 fn seconds(value: u64, what: &str) -> Result<Option<u64>, FfiError> {
@@ -190,7 +159,7 @@ pub extern "C" fn dflockd_config_set_servers(
     with_config(cfg, err, |d| {
         // SAFETY: caller contract: servers valid for servers_len bytes.
         let list = unsafe { str_in(servers, servers_len, "servers") }?;
-        d.servers = parse_servers(list)?;
+        d.servers = Config::parse_servers(list)?;
         Ok(())
     })
 }
@@ -502,11 +471,11 @@ mod tests {
     #[test]
     fn server_lists() {
         assert_eq!(
-            parse_servers(" a:1, [::1]:6388 ,").unwrap(),
+            Config::parse_servers(" a:1, [::1]:6388 ,").unwrap(),
             vec![("a".into(), 1), ("::1".into(), 6388)]
         );
         for bad in ["", ",", "a", "a:", ":1", "a:0", "a:70000", "a b:1", "a:x"] {
-            let e = parse_servers(bad).unwrap_err();
+            let e = FfiError::from(Config::parse_servers(bad).unwrap_err());
             assert_eq!(e.status, dflockd_status::InvalidArgument, "{bad}");
         }
     }

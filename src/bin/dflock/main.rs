@@ -88,33 +88,6 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// `host:port`, `[v6]:port`, comma-separated (blanks ignored).
-fn parse_servers(list: &str) -> Result<Vec<(String, u16)>, String> {
-    let mut out = Vec::new();
-    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (host, port) = item
-            .rsplit_once(':')
-            .ok_or_else(|| format!("server {item:?}: expected host:port"))?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("server {item:?}: bad port"))?;
-        if host.is_empty() {
-            return Err(format!("server {item:?}: no host"));
-        }
-        out.push((host.to_owned(), port));
-    }
-    if out.is_empty() {
-        return Err("the server list is empty".into());
-    }
-    Ok(out)
-}
-
 /// The auth token file's first line (surrounding blanks removed). Errors
 /// name the file, never its content.
 fn read_token(path: &Path) -> Result<String, String> {
@@ -140,7 +113,7 @@ pub fn client(c: &ConnArgs) -> Client {
                 "no servers: set DFLOCKD_SERVERS=host:port[,...] or pass --servers",
             )
         });
-    let servers = parse_servers(&servers).unwrap_or_else(|e| die(exit::CONFIG, e));
+    let servers = Config::parse_servers(&servers).unwrap_or_else(|e| die(exit::CONFIG, e.message()));
     let mut cfg = Config::new(servers);
     cfg.auth_token = match &c.auth_token_file {
         Some(p) => Some(read_token(p).unwrap_or_else(|e| die(exit::CONFIG, e))),
@@ -185,11 +158,11 @@ mod tests {
     #[test]
     fn server_lists() {
         assert_eq!(
-            parse_servers(" a:1, [::1]:6388 ,").unwrap(),
+            Config::parse_servers(" a:1, [::1]:6388 ,").unwrap(),
             [("a".to_owned(), 1), ("::1".to_owned(), 6388)]
         );
         for bad in ["", "a", "a:0", ":5", "a:x", "a:70000"] {
-            assert!(parse_servers(bad).is_err(), "{bad:?}");
+            assert!(Config::parse_servers(bad).is_err(), "{bad:?}");
         }
     }
 }
