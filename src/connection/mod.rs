@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use crate::fork::ForkStamp;
 use crate::log::{Level, log};
 use crate::metrics::{Metrics, bump};
-use crate::protocol::{Command, Kind, MAX_SECONDS, Outcome, Refusal, Request, Stats, Token, parse_reply};
+use crate::protocol::{Command, MAX_SECONDS, Outcome, Refusal, Request, Token, parse_reply};
 use crate::session::{Delivery, Session, Waiter};
 use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
 use crate::{Error, ErrorKind, Result};
+
+mod commands;
 
 /// A granted lease: the token (release/renew credential, and fence on 2.x)
 /// and its length in seconds as the server granted it.
@@ -655,158 +657,6 @@ impl Connection {
         }
         // Busy: the call holding the connection turns it into an owed reply.
     }
-
-    fn grant(outcome: Outcome, what: &str) -> Result<Grant> {
-        match outcome {
-            Outcome::Granted { token, lease_s, .. } => Ok(Grant { token, lease_s }),
-            other => Err(unexpected(what, &other)),
-        }
-    }
-
-    /// `auth`: authenticate with `secret` ([`ErrorKind::Auth`] when wrong;
-    /// the server then closes the connection).
-    pub fn auth(&self, secret: &str) -> Result<()> {
-        self.call(&Request::Auth { secret }, None).map(drop)
-    }
-
-    /// `l`/`sl`: wait up to `timeout_s` (0 = try once) for the lease.
-    /// [`ErrorKind::Timeout`] when not granted. `limit` is required for
-    /// semaphores and forbidden for locks.
-    pub fn acquire(
-        &self,
-        kind: Kind,
-        key: &str,
-        timeout_s: u64,
-        limit: Option<u64>,
-        lease_s: Option<u64>,
-    ) -> Result<Grant> {
-        self.acquire_until(kind, key, timeout_s, limit, lease_s, None)
-    }
-
-    pub(crate) fn acquire_until(
-        &self,
-        kind: Kind,
-        key: &str,
-        timeout_s: u64,
-        limit: Option<u64>,
-        lease_s: Option<u64>,
-        cap: Option<Instant>,
-    ) -> Result<Grant> {
-        let req = Request::Acquire {
-            kind,
-            key,
-            timeout_s,
-            limit,
-            lease_s,
-        };
-        Self::grant(self.call(&req, cap)?, "acquire")
-    }
-
-    /// `r`/`sr`: release by token ([`ErrorKind::Server`] for a wrong,
-    /// expired or released token).
-    pub fn release(&self, kind: Kind, key: &str, token: &str) -> Result<()> {
-        self.release_until(kind, key, token, None)
-    }
-
-    pub(crate) fn release_until(
-        &self,
-        kind: Kind,
-        key: &str,
-        token: &str,
-        cap: Option<Instant>,
-    ) -> Result<()> {
-        self.call(&Request::Release { kind, key, token }, cap).map(drop)
-    }
-
-    /// `n`/`sn`: renew; returns the new lease length in seconds.
-    pub fn renew(&self, kind: Kind, key: &str, token: &str, lease_s: Option<u64>) -> Result<u64> {
-        self.renew_until(kind, key, token, lease_s, None)
-    }
-
-    pub(crate) fn renew_until(
-        &self,
-        kind: Kind,
-        key: &str,
-        token: &str,
-        lease_s: Option<u64>,
-        cap: Option<Instant>,
-    ) -> Result<u64> {
-        let req = Request::Renew {
-            kind,
-            key,
-            token,
-            lease_s,
-        };
-        match self.call(&req, cap)? {
-            Outcome::Renewed { lease_s } => Ok(lease_s),
-            other => Err(unexpected("renew", &other)),
-        }
-    }
-
-    /// `e`/`se`: join the key's queue (two-phase, phase 1).
-    pub fn enqueue(
-        &self,
-        kind: Kind,
-        key: &str,
-        limit: Option<u64>,
-        lease_s: Option<u64>,
-    ) -> Result<Enqueued> {
-        self.enqueue_until(kind, key, limit, lease_s, None)
-    }
-
-    pub(crate) fn enqueue_until(
-        &self,
-        kind: Kind,
-        key: &str,
-        limit: Option<u64>,
-        lease_s: Option<u64>,
-        cap: Option<Instant>,
-    ) -> Result<Enqueued> {
-        let req = Request::Enqueue {
-            kind,
-            key,
-            limit,
-            lease_s,
-        };
-        match self.call(&req, cap)? {
-            Outcome::Queued => Ok(Enqueued::Queued),
-            other => Self::grant(other, "enqueue").map(Enqueued::Acquired),
-        }
-    }
-
-    /// `w`/`sw`: wait up to `timeout_s` for the grant of an earlier enqueue
-    /// on this connection (answers at once if enqueue said acquired).
-    pub fn wait(&self, kind: Kind, key: &str, timeout_s: u64) -> Result<Grant> {
-        self.wait_until(kind, key, timeout_s, None)
-    }
-
-    pub(crate) fn wait_until(
-        &self,
-        kind: Kind,
-        key: &str,
-        timeout_s: u64,
-        cap: Option<Instant>,
-    ) -> Result<Grant> {
-        let req = Request::Wait { kind, key, timeout_s };
-        Self::grant(self.call(&req, cap)?, "wait")
-    }
-
-    /// `ping` (2.x; a 1.10 server answers `error`, [`ErrorKind::Server`]).
-    pub fn ping(&self) -> Result<()> {
-        self.call(&Request::Ping, None).map(drop)
-    }
-
-    /// `stats`: the server's state, JSON parsed.
-    pub fn stats(&self) -> Result<Stats> {
-        self.stats_until(None)
-    }
-
-    pub(crate) fn stats_until(&self, cap: Option<Instant>) -> Result<Stats> {
-        match self.call(&Request::Stats, cap)? {
-            Outcome::Stats(s) => Ok(s),
-            other => Err(unexpected("stats", &other)),
-        }
-    }
 }
 
 /// The error for a reply line that answers no outstanding request.
@@ -826,15 +676,6 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::Renewed { lease_s } => format!("renewed, lease {lease_s} s"),
         Outcome::Stats(_) => "stats".into(),
     }
-}
-
-/// parse_reply only returns outcomes valid for the command, so this is
-/// unreachable in practice; still an error, never a panic.
-fn unexpected(what: &str, outcome: &Outcome) -> Error {
-    Error::new(
-        ErrorKind::Protocol,
-        format!("{what}: unexpected reply ({})", describe(outcome)),
-    )
 }
 
 impl Drop for Connection {
