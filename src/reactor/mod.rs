@@ -41,7 +41,6 @@
 
 use std::any::Any;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::ffi::c_int;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,25 +50,17 @@ use std::time::Instant;
 use crate::connection::{Connection, READ_ARMED};
 use crate::log::{self, Level, log};
 use crate::notify;
-use crate::protocol::{Command, Outcome};
+use crate::protocol::Outcome;
 use crate::runtime::{Runtime, Service, Slot};
 use crate::sync::lock;
 use crate::{Error, ErrorKind, Result};
 
+mod table;
+use table::{Entry, Slots, WakeUp, WakeUps, Watched};
+pub(crate) use table::{Pending, Timed, WatchKey, Watcher};
+
 /// Epoll tokens of tasks carry this bit (hang-up watches never do).
 pub(crate) const TASK_BIT: u64 = 1 << 62;
-
-/// The owner of a watched connection (see [`Reactor::watch`]).
-pub(crate) trait Watcher: Send + Sync {
-    /// The server hung up the connection watched for `generation`.
-    fn hung_up(self: Arc<Self>, generation: u64);
-}
-
-/// Something woken at a time it asked for ([`Reactor::wake_at`]).
-pub(crate) trait Timed: Send + Sync {
-    /// The wake-up at `due` came (it may be stale: the callee checks).
-    fn due(self: Arc<Self>, due: Instant);
-}
 
 /// A message another thread posts to the tasks ([`Reactor::post`]).
 pub(crate) type Message = Box<dyn Any + Send>;
@@ -86,98 +77,6 @@ pub(crate) trait Tasks: Send {
 
 /// The token of the engine's own wake-up eventfd.
 const WAKER: u64 = u64::MAX;
-
-/// Who watches a connection: the owner (and which grant of it), and the
-/// renewal reply awaited on it.
-struct Watched {
-    owner: Weak<dyn Watcher>,
-    generation: u64,
-    /// Tells this watch from an earlier one of the same connection.
-    seq: u64,
-    /// Boxed: only while a reply is awaited (every held lease has one).
-    renewal: Option<(u64, Box<Pending>)>,
-}
-
-/// A connection the reactor has registered under its own id: kept while
-/// the connection lives (swept when it is gone), watched or not, so a
-/// hang-up of a pooled connection marks it broken.
-struct Entry {
-    conn: Weak<Connection>,
-    watched: Option<Watched>,
-}
-
-/// A request sent on a watched connection whose reply the reactor awaits
-/// (a renewal): read when the socket is readable, or given up at
-/// `deadline` (it stays owed on the connection); either way `settle` gets
-/// the outcome, once, on the reactor's thread.
-pub(crate) struct Pending {
-    pub(crate) command: Command,
-    /// The key, for messages.
-    pub(crate) key: String,
-    pub(crate) deadline: Instant,
-    pub(crate) conn: Arc<Connection>,
-    pub(crate) settle: Box<dyn FnOnce(Result<Outcome>) + Send>,
-}
-
-/// A watch: its connection's id and its sequence number.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct WatchKey {
-    conn: u64,
-    seq: u64,
-}
-
-/// Registered connections by id, and the deadlines of awaited replies:
-/// (deadline, pending id, connection id, watch seq).
-#[derive(Default)]
-struct Slots {
-    entries: HashMap<u64, Entry>,
-    watched: usize,
-    deadlines: BinaryHeap<Reverse<(Instant, u64, u64, u64)>>,
-    next_id: u64,
-}
-
-impl Slots {
-    /// Forget connections that are gone, once they outnumber the watched
-    /// ones by a margin (amortised: no work per acquire).
-    fn sweep(&mut self) {
-        if self.entries.len() > 2 * self.watched + 1024 {
-            self.entries
-                .retain(|_, e| e.watched.is_some() || e.conn.strong_count() > 0);
-        }
-    }
-}
-
-/// A wake-up (a lease's renewal). The owner decides whether it is still
-/// current (a lease keeps the time it armed and ignores others), so an
-/// owner has at most one live entry however often it re-arms.
-struct WakeUp {
-    due: Instant,
-    seq: u64,
-    owner: Weak<dyn Timed>,
-}
-
-impl PartialEq for WakeUp {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-impl Eq for WakeUp {}
-impl PartialOrd for WakeUp {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for WakeUp {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.due, self.seq).cmp(&(other.due, other.seq))
-    }
-}
-
-#[derive(Default)]
-struct WakeUps {
-    heap: BinaryHeap<Reverse<WakeUp>>,
-    seq: u64,
-}
 
 thread_local! {
     /// Set on the engine thread: it needs no wake-up to see a new timer.
