@@ -422,7 +422,7 @@ fn spawn_or_run(rt: Option<&Runtime>, f: impl FnOnce() + Send + 'static) {
         }
     };
     let spawned = match rt {
-        Some(rt) => rt.spawn("dflockd-acquire", run),
+        Some(rt) => rt.spawn("dflockd-acquire", Box::new(run)),
         None => spawn_named("dflockd-acquire", Box::new(run)).is_ok(),
     };
     if !spawned {

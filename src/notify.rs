@@ -118,7 +118,7 @@ fn started(rt: &Runtime) -> Option<&Arc<Notifier>> {
     notifier(rt).filter(|n| {
         *n.thread.get_or_init(|| {
             let n = Arc::clone(n);
-            rt.spawn("dflockd-notify", move || n.run())
+            rt.spawn("dflockd-notify", Box::new(move || n.run()))
         })
     })
 }

@@ -172,7 +172,7 @@ impl Runtime {
 
     /// Start a library thread of this generation (joined at shutdown);
     /// `false` if shut down already or the thread could not be created.
-    pub(crate) fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    pub(crate) fn spawn(&self, name: &str, f: Box<dyn FnOnce() + Send>) -> bool {
         let mut t = lock(&self.threads);
         if t.stopped {
             return false;
@@ -363,13 +363,13 @@ mod tests {
         assert!(rt.register(probe.clone()));
         let ended = Arc::new(AtomicBool::new(false));
         let (p, e) = (Arc::clone(&probe), Arc::clone(&ended));
-        assert!(rt.spawn("dflockd-probe", move || {
+        assert!(rt.spawn("dflockd-probe", Box::new(move || {
             assert!(on_library_thread());
             while !p.stop.load(Ordering::SeqCst) {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             e.store(true, Ordering::SeqCst);
-        }));
+        })));
         assert!(!on_library_thread());
         let second = Arc::clone(&users);
         drop(users);
@@ -378,7 +378,7 @@ mod tests {
         assert!(rt.is_stopped());
         assert!(ended.load(Ordering::SeqCst), "joined before drop returned");
         assert_eq!(probe.stops.load(Ordering::SeqCst), 1);
-        assert!(!rt.spawn("dflockd-late", || {}));
+        assert!(!rt.spawn("dflockd-late", Box::new(|| {})));
         assert!(!rt.register(probe.clone()));
     }
 

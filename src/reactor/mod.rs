@@ -613,7 +613,7 @@ pub(crate) fn start(rt: &Arc<Runtime>, tasks: impl FnOnce() -> Box<dyn Tasks>) -
             return None;
         }
         let r = Arc::clone(&reactor);
-        if !rt.spawn("dflockd-engine", move || r.run()) {
+        if !rt.spawn("dflockd-engine", Box::new(move || r.run())) {
             log!(
                 Level::Warn,
                 "cannot start the engine thread; hang-ups are noticed at renewal"
