@@ -4,14 +4,12 @@
 //! notifier thread: never on this one).
 //!
 //! The pieces, all owned by the engine thread (no locks of their own):
-//! - a *lane* per (client, server): the FIFO of operations waiting for a
-//!   connection. Requests leave in the order their operations were started
-//!   (the server's queue is FIFO; the library must not reorder on the way
-//!   there), so the head of the lane gets the next connection, whether it
-//!   comes from the client's idle pool or from a dial;
+//! - a *lane* per (client, server) (`lanes.rs`): the FIFO of operations
+//!   waiting for a connection, which also holds back an acquire while an
+//!   earlier one of its key has its `e` unanswered;
 //! - *dials* (`dial.rs`): connections being opened without blocking
 //!   (resolve, TCP connect, TLS handshake, `auth`), at most
-//!   [`MAX_DIALS`] per lane at once;
+//!   `lanes::MAX_DIALS` per lane at once;
 //! - *operations*: requests on one connection, each reply awaited with a
 //!   deadline, then settled through the same lease code as the blocking
 //!   path (`Shared::hold`, including the rule that a grant read too late is
@@ -31,262 +29,33 @@
 #![allow(clippy::boxed_local)]
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::dial::{Dial, Resolved, Step};
+use super::lanes::{Lane, LaneKey, Next, lane_key};
+use super::op::{Done, Op, Purpose, Stage, name, op_command};
 use crate::client::ClientInner;
-use crate::clock::{Boot, Stamp};
+use crate::clock::Stamp;
 use crate::connection::{Connection, Grant, Started, earliest};
-use crate::events::{Event, EventKind, Queue};
-use crate::held::{DoneFn, Home, OpGuard, Shared};
+use crate::events::{Event, EventKind};
+use crate::held::{Home, Shared};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::notify::on_notifier;
-use crate::protocol::{Command, Kind, Op as Verb, Outcome, Request, Token};
+use crate::protocol::{Op as Verb, Outcome, Request, Token};
 use crate::reactor::{Message, Reactor, TASK_BIT, Tasks};
 use crate::renewal::{self, RenewElsewhere};
 use crate::{Error, ErrorKind, Result};
 
-/// Connections a lane opens at once.
-const MAX_DIALS: usize = 16;
 /// Pause before retrying a send on a connection another thread was using.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
-
-/// Where an operation's outcome goes.
-pub(crate) enum Done {
-    /// A completion queue: one event tagged `tag`.
-    Event { queue: Arc<Queue>, tag: u64 },
-    /// `acquire_async`'s callback, run on the notifier thread.
-    Call(DoneFn),
-}
-
-impl Done {
-    /// Report success of `kind` without any I/O (leaving a queue, a wait
-    /// whose enqueue already acquired). Only queue-bound starts take this
-    /// path; a callback would run on the caller's thread.
-    pub(crate) fn succeeded_at_once(self, kind: EventKind) {
-        match self {
-            Done::Event { queue, tag } => queue.push(Event {
-                tag,
-                kind,
-                error: None,
-            }),
-            Done::Call(f) => f(Ok(())),
-        }
-    }
-}
-
-/// What an operation does.
-pub(crate) enum Purpose {
-    /// `l`/`sl`; the guard keeps the handle busy until it ends.
-    Acquire {
-        timeout_s: u64,
-        lease_s: Option<u64>,
-        _guard: OpGuard,
-    },
-    /// `n`/`sn` of a held lease's grant `generation` whose home broke (on
-    /// a fresh connection), or is not watched (on the home); settled by
-    /// `renewal::finish`.
-    Renew {
-        generation: u64,
-        token: Token,
-        expires_at: Boot,
-    },
-    /// `r`/`sr` of a lease already taken off the handle.
-    Release {
-        token: Token,
-        /// The home connection failed: the release went to a fresh one.
-        retried: bool,
-    },
-}
-
-enum Stage {
-    /// In its lane, waiting for a connection.
-    Waiting,
-    /// The request `verb` went out on `conn` at `sent`; its reply is
-    /// awaited.
-    Asked {
-        conn: Arc<Connection>,
-        sent: Stamp,
-        verb: Verb,
-    },
-    /// A grant read too late to trust: a renewal went out at `sent` and
-    /// must be confirmed before the grant is reported.
-    Confirming {
-        conn: Arc<Connection>,
-        token: Token,
-        sent: Stamp,
-    },
-    /// `conn` was busy (another thread's call): send again at the timer.
-    Retry { conn: Arc<Connection> },
-    /// Being worked on (the engine took it out of its stage).
-    Moving,
-}
-
-/// An evented acquire or release.
-pub(crate) struct Op {
-    lease: Arc<Shared>,
-    purpose: Purpose,
-    done: Option<Done>,
-    server: usize,
-    redirects: u32,
-    /// The whole operation's bound (the call deadline of the blocking API).
-    deadline: Instant,
-    /// The current step's bound (a reply's deadline), at most `deadline`.
-    step_by: Instant,
-    stage: Stage,
-    /// Its `e` was sent and not answered yet: later acquires of the key
-    /// wait in the lane (see `Lane::enqueuing`).
-    enqueuing: bool,
-}
-
-impl Op {
-    /// An acquire of `lease` on its server.
-    pub(crate) fn acquire(lease: Arc<Shared>, guard: OpGuard, timeout_s: u64, done: Done) -> Op {
-        let deadline = lease.client.call_deadline(timeout_s);
-        let lease_s = lease.renew_ttl();
-        let server = lease.server;
-        Op {
-            lease,
-            purpose: Purpose::Acquire {
-                timeout_s,
-                lease_s,
-                _guard: guard,
-            },
-            done: Some(done),
-            server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: Stage::Waiting,
-            enqueuing: false,
-        }
-    }
-
-    /// A renewal of `lease`'s grant `generation` on `home`, or on a fresh
-    /// connection when `None`, by `deadline`.
-    pub(crate) fn renew(
-        lease: Arc<Shared>,
-        generation: u64,
-        token: Token,
-        server: usize,
-        home: Option<Arc<Connection>>,
-        expires_at: Boot,
-        deadline: Instant,
-    ) -> Op {
-        Op {
-            lease,
-            purpose: Purpose::Renew {
-                generation,
-                token,
-                expires_at,
-            },
-            done: None,
-            server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: home.map_or(Stage::Waiting, |conn| Stage::Retry { conn }),
-            enqueuing: false,
-        }
-    }
-
-    /// The second phase of a two-phase acquire: `w` on the connection that
-    /// enqueued (`home`).
-    pub(crate) fn wait(lease: Arc<Shared>, guard: OpGuard, home: Home, timeout_s: u64, done: Done) -> Op {
-        let mut op = Op::acquire(lease, guard, timeout_s, done);
-        op.server = home.server;
-        op.stage = Stage::Retry { conn: home.conn };
-        op
-    }
-
-    /// A release of `token`, said on `home` (or on a fresh connection if
-    /// the home is broken).
-    pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
-        let deadline = lease.client.call_deadline(0);
-        let mut op = Op {
-            lease,
-            purpose: Purpose::Release {
-                token,
-                retried: false,
-            },
-            done: Some(done),
-            server: home.server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: Stage::Waiting,
-            enqueuing: false,
-        };
-        if home.conn.is_broken() {
-            op.lease.client.checkin(home.server, home.conn); // dropped
-            if let Purpose::Release { retried, .. } = &mut op.purpose {
-                *retried = true;
-            }
-        } else {
-            op.stage = Stage::Retry { conn: home.conn };
-        }
-        op
-    }
-
-    fn is_acquire(&self) -> bool {
-        matches!(self.purpose, Purpose::Acquire { .. })
-    }
-
-    fn is_renewal(&self) -> bool {
-        matches!(self.purpose, Purpose::Renew { .. })
-    }
-
-    /// The key whose acquires must keep their order (none for releases).
-    fn ordered_key(&self) -> Option<String> {
-        self.is_acquire().then(|| self.lease.key.clone())
-    }
-
-    fn conn(&self) -> Option<&Arc<Connection>> {
-        match &self.stage {
-            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
-            Stage::Waiting | Stage::Moving => None,
-        }
-    }
-
-    fn failed_kind(&self) -> EventKind {
-        if self.is_acquire() {
-            EventKind::AcquireFailed
-        } else {
-            EventKind::ReleaseFailed
-        }
-    }
-}
 
 enum Task {
     Op(Box<Op>),
     Dial(Box<Dial>),
-}
-
-/// The lane of one (client, server): operations waiting for a connection,
-/// oldest first, and connections opened for them.
-struct Lane {
-    client: Arc<ClientInner>,
-    server: usize,
-    /// Operations that may go as soon as a connection is there (with the
-    /// key whose order they keep).
-    waiting: VecDeque<(u64, Option<String>)>,
-    /// Acquires held back because an earlier one of their key has its `e`
-    /// in flight, oldest first.
-    blocked: HashMap<String, VecDeque<u64>>,
-    /// Keys with an `e` in flight.
-    enqueuing: HashSet<String>,
-    conns: Vec<Arc<Connection>>,
-    dialing: usize,
-}
-
-type LaneKey = (usize, usize);
-
-fn lane_key(client: &Arc<ClientInner>, server: usize) -> LaneKey {
-    (Arc::as_ptr(client) as usize, server)
 }
 
 /// What other threads hand the engine thread.
@@ -390,16 +159,10 @@ impl Driver {
     /// Put `op` at the back of its server's lane.
     fn enqueue(&mut self, engine: &Reactor, id: u64, op: Box<Op>) {
         let key = lane_key(&op.lease.client, op.server);
-        let lane = self.lanes.entry(key).or_insert_with(|| Lane {
-            client: Arc::clone(&op.lease.client),
-            server: op.server,
-            waiting: VecDeque::new(),
-            blocked: HashMap::new(),
-            enqueuing: HashSet::new(),
-            conns: Vec::new(),
-            dialing: 0,
-        });
-        lane.waiting.push_back((id, op.ordered_key()));
+        self.lanes
+            .entry(key)
+            .or_insert_with(|| Lane::new(Arc::clone(&op.lease.client), op.server))
+            .push(id, op.ordered_key());
         self.timers.push(Reverse((op.step_by, id)));
         self.tasks.insert(id, Task::Op(op));
         self.pump(engine, key);
@@ -409,73 +172,52 @@ impl Driver {
     /// when none is idle.
     fn pump(&mut self, engine: &Reactor, key: LaneKey) {
         loop {
+            let tasks = &self.tasks;
             let Some(lane) = self.lanes.get_mut(&key) else {
                 return;
             };
-            let Some((id, ordered)) = lane.waiting.front().cloned() else {
-                if lane.dialing == 0 && lane.blocked.is_empty() && lane.enqueuing.is_empty() {
+            match lane.next(&|id| is_waiting(tasks, id)) {
+                Next::Go { id, conn, ordered } => {
+                    let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
+                        continue;
+                    };
+                    op.enqueuing = ordered;
+                    self.send(engine, id, op, conn);
+                }
+                Next::Dial(n) => {
+                    let (client, server) = lane.target();
+                    for _ in 0..n {
+                        self.dial(engine, key, Arc::clone(&client), server);
+                    }
+                    return;
+                }
+                Next::Empty => {
                     // Nobody waits: connections opened for ops that ended
                     // meanwhile go to the pool.
                     let lane = self.lanes.remove(&key).expect("lane present");
-                    for conn in lane.conns {
-                        lane.client.checkin(lane.server, conn);
+                    let (client, server, conns) = lane.into_spare();
+                    for conn in conns {
+                        client.checkin(server, conn);
                     }
+                    return;
                 }
-                return;
-            };
-            if !is_waiting(&self.tasks, id) {
-                lane.waiting.pop_front(); // ended meanwhile (deadline, cancel)
-                if let Some(k) = ordered.filter(|k| !lane.enqueuing.contains(k)) {
-                    // It may have been the one let through for its key.
-                    unblock(lane, &self.tasks, &k);
-                }
-                continue;
+                Next::Idle => return,
             }
-            if let Some(k) = ordered.as_ref().filter(|k| lane.enqueuing.contains(*k)) {
-                lane.waiting.pop_front();
-                lane.blocked.entry(k.clone()).or_default().push_back(id);
-                continue;
-            }
-            let conn = match lane.conns.pop() {
-                Some(conn) => Some(conn),
-                None => lane.client.pool_take(lane.server),
-            };
-            let Some(conn) = conn else {
-                let wanted = lane.waiting.len().min(MAX_DIALS);
-                let mut starts = Vec::new();
-                while lane.dialing < wanted {
-                    lane.dialing += 1;
-                    starts.push((Arc::clone(&lane.client), lane.server));
-                }
-                for (client, server) in starts {
-                    self.dial(engine, key, client, server);
-                }
-                return;
-            };
-            lane.waiting.pop_front();
-            if let Some(k) = ordered {
-                lane.enqueuing.insert(k);
-            }
-            let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
-                continue;
-            };
-            op.enqueuing = op.is_acquire();
-            self.send(engine, id, op, conn);
         }
     }
 
-    /// `op`'s `e` was answered (or will never be): the next acquire of its
-    /// key may go.
+    /// `op`'s ordered request (`e`, a try's `l`) was answered (or will
+    /// never be): the next operation of its key may go.
     fn enqueued(&mut self, op: &mut Op) {
         if !std::mem::take(&mut op.enqueuing) {
             return;
         }
         let key = lane_key(&op.lease.client, op.server);
+        let tasks = &self.tasks;
         let Some(lane) = self.lanes.get_mut(&key) else {
             return;
         };
-        lane.enqueuing.remove(&op.lease.key);
-        unblock(lane, &self.tasks, &op.lease.key);
+        lane.answered(&op.lease.key, &|id| is_waiting(tasks, id));
         self.dirty.push(key);
     }
 
@@ -503,8 +245,7 @@ impl Driver {
                 let key = dial.lane();
                 drop(dial);
                 if let Some(lane) = self.lanes.get_mut(&key) {
-                    lane.dialing -= 1;
-                    lane.conns.push(conn);
+                    lane.dialed(conn);
                 }
                 self.pump(engine, key);
             }
@@ -514,15 +255,11 @@ impl Driver {
                 drop(dial);
                 // The oldest waiting operation fails with it, as a blocking
                 // call would have; the others get their own attempt.
-                let victim = self.lanes.get_mut(&key).and_then(|lane| {
-                    lane.dialing -= 1;
-                    while let Some((id, _)) = lane.waiting.pop_front() {
-                        if is_waiting(&self.tasks, id) {
-                            return Some(id);
-                        }
-                    }
-                    None
-                });
+                let tasks = &self.tasks;
+                let victim = self
+                    .lanes
+                    .get_mut(&key)
+                    .and_then(|lane| lane.dial_failed(&|id| is_waiting(tasks, id)));
                 if let Some(victim) = victim {
                     if let Some(Task::Op(op)) = self.tasks.remove(&victim) {
                         self.fail(engine, victim, op, e);
@@ -1055,56 +792,8 @@ impl Drop for Driver {
     }
 }
 
-impl Stage {
-    fn conn_owned(self) -> Option<Arc<Connection>> {
-        match self {
-            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
-            Stage::Waiting | Stage::Moving => None,
-        }
-    }
-}
-
-/// The command whose reply `op` awaits.
-fn op_command(op: &Op) -> Command {
-    let verb = match op.stage {
-        Stage::Confirming { .. } => Verb::Renew,
-        Stage::Asked { verb, .. } => verb,
-        _ if op.is_acquire() => Verb::Enqueue,
-        _ => Verb::Release,
-    };
-    Command::Lease(op.lease.kind, verb)
-}
-
-/// Let the oldest live acquire held back for key `k` go next.
-fn unblock(lane: &mut Lane, tasks: &HashMap<u64, Task>, k: &str) {
-    let Some(q) = lane.blocked.get_mut(k) else {
-        return;
-    };
-    while let Some(id) = q.pop_front() {
-        if is_waiting(tasks, id) {
-            lane.waiting.push_front((id, Some(k.to_owned())));
-            break;
-        }
-    }
-    if q.is_empty() {
-        lane.blocked.remove(k);
-    }
-}
-
 fn is_waiting(tasks: &HashMap<u64, Task>, id: u64) -> bool {
     matches!(tasks.get(&id), Some(Task::Op(op)) if matches!(op.stage, Stage::Waiting))
-}
-
-fn name(op: &Op) -> &'static str {
-    if op.is_renewal() {
-        return "renew";
-    }
-    match (op.is_acquire(), op.lease.kind) {
-        (true, Kind::Lock) => "acquire",
-        (true, Kind::Semaphore) => "semaphore acquire",
-        (false, Kind::Lock) => "release",
-        (false, Kind::Semaphore) => "semaphore release",
-    }
 }
 
 /// Give back a grant nobody will hold, without waiting: the release goes
