@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::client::{Client, ClientInner};
 use crate::clock::{Boot, Stamp};
 use crate::connection::{Connection, Enqueued, Grant, earliest};
-use crate::engine::op::{Done, Op};
+use crate::engine::op::{Done, Mode, Op};
 use crate::engine::ops::Inbound;
 use crate::engine::{self, ensure_running};
 use crate::events::{EventKind, Events};
@@ -83,6 +83,27 @@ impl Client {
             Kind::Semaphore,
             Some(limit),
         )
+    }
+
+    /// Start `stats` of server `server` without blocking this thread: the
+    /// request goes on a pooled connection (or one the event engine opens)
+    /// and its outcome arrives on `events` as one event tagged `tag`:
+    /// [`EventKind::Stats`](crate::events::EventKind) with the reply in
+    /// [`Event::stats`](crate::events::Event), or `StatsFailed` with the
+    /// error. Within connect timeout + I/O timeout, as [`Client::stats`].
+    /// Nothing cancels it. Fails at once (no event) only for a server
+    /// index out of range, after fork, or when the engine cannot start.
+    pub fn stats_start(&self, server: usize, events: &Events, tag: u64) -> Result<()> {
+        self.check_fork()?;
+        self.inner.server(server)?;
+        let engine = engine::engine(&self.inner.runtime).ok_or_else(no_engine)?;
+        let done = Done::Event {
+            queue: Arc::clone(&events.queue),
+            tag,
+        };
+        let op = Op::stats(Arc::clone(&self.inner), server, done);
+        engine.post(Box::new(Inbound::Start(engine.next_id(), Box::new(op))));
+        Ok(())
     }
 }
 
@@ -373,6 +394,46 @@ impl Lease {
             .start_acquire(timeout_s, || Done::Event { queue, tag })
     }
 
+    /// Try once without blocking this thread: one request (`l` with
+    /// timeout 0, as [`try_acquire`](Lease::try_acquire) sends) on the event
+    /// engine. Its outcome arrives on `events` as one event tagged `tag`:
+    /// [`EventKind::Acquired`](crate::events::EventKind) (the handle holds
+    /// the lease) or `AcquireFailed`, whose error is
+    /// [`ErrorKind::Timeout`] when the key is taken (where `try_acquire`
+    /// returns `Ok(false)`): the server answered at once and keeps nothing
+    /// queued for it. Within connect timeout + I/O timeout. It keeps its
+    /// place among the starts of its key: sent only after an earlier
+    /// acquire of the key was queued, and a later one is sent only after
+    /// it was answered. [`cancel`](Lease::cancel) ends it with
+    /// `AcquireFailed`/`Cancelled`, leaving nothing held or queued. Fails
+    /// at once (no event) only when the handle cannot start one: busy,
+    /// held, queued.
+    pub fn try_acquire_start(&self, events: &Events, tag: u64) -> Result<()> {
+        self.check_fork()?;
+        let queue = Arc::clone(&events.queue);
+        self.shared.start_once(Mode::Try, Done::Event { queue, tag })
+    }
+
+    /// Two-phase, phase 1 without blocking this thread: join the key's
+    /// queue (`e`) on the event engine. Its outcome arrives on `events` as
+    /// one event tagged `tag`: `Acquired` (granted at once: the handle
+    /// holds the lease; [`enqueue`](Lease::enqueue)'s `Ok(true)`),
+    /// [`EventKind::Enqueued`](crate::events::EventKind) (queued:
+    /// `Ok(false)`; follow with [`wait_start`](Lease::wait_start) or
+    /// [`wait`](Lease::wait), which go on the same connection, or leave the
+    /// queue with [`release_start`](Lease::release_start)) or
+    /// `AcquireFailed`. Within connect timeout + I/O timeout. Ordered with
+    /// the other starts of its key like [`acquire_start`](Lease::acquire_start).
+    /// [`cancel`](Lease::cancel) ends it with `AcquireFailed`/`Cancelled`,
+    /// leaving nothing held or queued (after `Enqueued`, cancel leaves the
+    /// queue as after a blocking enqueue). Fails at once (no event) only
+    /// when the handle cannot start one: busy, held, queued.
+    pub fn enqueue_start(&self, events: &Events, tag: u64) -> Result<()> {
+        self.check_fork()?;
+        let queue = Arc::clone(&events.queue);
+        self.shared.start_once(Mode::Enqueue, Done::Event { queue, tag })
+    }
+
     /// Two-phase, phase 2 without blocking this thread: wait on the event
     /// engine up to `timeout_s` for the grant of an earlier `queued`
     /// [`enqueue`](Lease::enqueue); the outcome arrives on `events` as one
@@ -626,6 +687,42 @@ impl Shared {
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::acquire(Arc::clone(self), guard, timeout_s, done());
+        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
+        Ok(())
+    }
+
+    /// Hand a try (`l` with timeout 0) or an enqueue (`e` alone) to the
+    /// engine.
+    fn start_once(self: &Arc<Self>, mode: Mode, done: Done) -> Result<()> {
+        let (kind, key, limit, lease_s) = (self.kind, self.key.as_str(), self.limit, self.requested_ttl());
+        let what = if mode == Mode::Try {
+            "try acquire"
+        } else {
+            "enqueue"
+        };
+        if mode == Mode::Try {
+            Request::Acquire {
+                kind,
+                key,
+                timeout_s: 0,
+                limit,
+                lease_s,
+            }
+            .encode(&mut Vec::new())?;
+        } else {
+            Request::Enqueue {
+                kind,
+                key,
+                limit,
+                lease_s,
+            }
+            .encode(&mut Vec::new())?;
+        }
+        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let guard = self.begin(what)?;
+        let id = engine.next_id();
+        lock(&self.state).evented = Some(id);
+        let op = Op::acquire_once(Arc::clone(self), guard, mode, done);
         engine.post(Box::new(Inbound::Start(id, Box::new(op))));
         Ok(())
     }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::client::ClientInner;
 use crate::clock::{Boot, Stamp};
 use crate::connection::Connection;
 use crate::events::{Event, EventKind, Queue};
@@ -33,16 +34,32 @@ impl Done {
                 tag,
                 kind,
                 error: None,
+                stats: None,
             }),
             Done::Call(f) => f(Ok(())),
         }
     }
 }
 
+/// Which acquire an `Acquire` purpose is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `e`, then `w` up to the timeout if queued.
+    Acquire,
+    /// One `l` with timeout 0 (the blocking `try_acquire`'s request): the
+    /// server grants or answers `timeout` at once and keeps nothing queued.
+    /// Ordered like an `e`: later acquires of the key wait for its answer.
+    Try,
+    /// `e` only (two-phase, phase 1): if queued, the connection becomes the
+    /// lease's `queued` home, for a later wait.
+    Enqueue,
+}
+
 /// What an operation does.
 pub(crate) enum Purpose {
-    /// `l`/`sl`; the guard keeps the handle busy until it ends.
+    /// Acquire by `mode`; the guard keeps the handle busy until it ends.
     Acquire {
+        mode: Mode,
         timeout_s: u64,
         lease_s: Option<u64>,
         _guard: OpGuard,
@@ -61,17 +78,19 @@ pub(crate) enum Purpose {
         /// The home connection failed: the release went to a fresh one.
         retried: bool,
     },
+    /// `stats` of a server (no lease).
+    Stats,
 }
 
 pub(super) enum Stage {
     /// In its lane, waiting for a connection.
     Waiting,
-    /// The request `verb` went out on `conn` at `sent`; its reply is
+    /// The request `cmd` went out on `conn` at `sent`; its reply is
     /// awaited.
     Asked {
         conn: Arc<Connection>,
         sent: Stamp,
-        verb: Verb,
+        cmd: Command,
     },
     /// A grant read too late to trust: a renewal went out at `sent` and
     /// must be confirmed before the grant is reported.
@@ -86,9 +105,11 @@ pub(super) enum Stage {
     Moving,
 }
 
-/// An evented acquire or release.
+/// An evented acquire, release, renewal or stats.
 pub(crate) struct Op {
-    pub(super) lease: Arc<Shared>,
+    pub(super) client: Arc<ClientInner>,
+    /// The lease it works on (every purpose but `Stats` has one).
+    pub(super) lease: Option<Arc<Shared>>,
     pub(super) purpose: Purpose,
     pub(super) done: Option<Done>,
     pub(super) server: usize,
@@ -98,20 +119,31 @@ pub(crate) struct Op {
     /// The current step's bound (a reply's deadline), at most `deadline`.
     pub(super) step_by: Instant,
     pub(super) stage: Stage,
-    /// Its `e` was sent and not answered yet: later acquires of the key
-    /// wait in the lane (see `Lane::enqueuing`).
+    /// Its `e` (or a try's `l`) was sent and not answered yet: later
+    /// acquires of the key wait in the lane (see `lanes.rs`).
     pub(super) enqueuing: bool,
 }
 
 impl Op {
     /// An acquire of `lease` on its server.
     pub(crate) fn acquire(lease: Arc<Shared>, guard: OpGuard, timeout_s: u64, done: Done) -> Op {
+        Op::acquiring(lease, guard, Mode::Acquire, timeout_s, done)
+    }
+
+    /// A try (one `l` with timeout 0) or an enqueue (`e` only) of `lease`.
+    pub(crate) fn acquire_once(lease: Arc<Shared>, guard: OpGuard, mode: Mode, done: Done) -> Op {
+        Op::acquiring(lease, guard, mode, 0, done)
+    }
+
+    fn acquiring(lease: Arc<Shared>, guard: OpGuard, mode: Mode, timeout_s: u64, done: Done) -> Op {
         let deadline = lease.client.call_deadline(timeout_s);
         let lease_s = lease.renew_ttl();
         let server = lease.server;
         Op {
-            lease,
+            client: Arc::clone(&lease.client),
+            lease: Some(lease),
             purpose: Purpose::Acquire {
+                mode,
                 timeout_s,
                 lease_s,
                 _guard: guard,
@@ -138,7 +170,8 @@ impl Op {
         deadline: Instant,
     ) -> Op {
         Op {
-            lease,
+            client: Arc::clone(&lease.client),
+            lease: Some(lease),
             purpose: Purpose::Renew {
                 generation,
                 token,
@@ -168,7 +201,8 @@ impl Op {
     pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
         let deadline = lease.client.call_deadline(0);
         let mut op = Op {
-            lease,
+            client: Arc::clone(&lease.client),
+            lease: Some(lease),
             purpose: Purpose::Release {
                 token,
                 retried: false,
@@ -182,7 +216,7 @@ impl Op {
             enqueuing: false,
         };
         if home.conn.is_broken() {
-            op.lease.client.checkin(home.server, home.conn); // dropped
+            op.client.checkin(home.server, home.conn); // dropped
             if let Purpose::Release { retried, .. } = &mut op.purpose {
                 *retried = true;
             }
@@ -190,6 +224,48 @@ impl Op {
             op.stage = Stage::Retry { conn: home.conn };
         }
         op
+    }
+
+    /// `stats` of `client`'s server `server`, within connect + I/O timeout.
+    pub(crate) fn stats(client: Arc<ClientInner>, server: usize, done: Done) -> Op {
+        let deadline = client.call_deadline(0);
+        Op {
+            client,
+            lease: None,
+            purpose: Purpose::Stats,
+            done: Some(done),
+            server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: Stage::Waiting,
+            enqueuing: false,
+        }
+    }
+
+    /// The acquire's mode (`None`: not an acquire).
+    pub(super) fn mode(&self) -> Option<Mode> {
+        match self.purpose {
+            Purpose::Acquire { mode, .. } => Some(mode),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_stats(&self) -> bool {
+        matches!(self.purpose, Purpose::Stats)
+    }
+
+    /// The key it works on (none for stats).
+    pub(super) fn key(&self) -> Option<&str> {
+        self.lease.as_deref().map(|l| l.key.as_str())
+    }
+
+    /// What it is, for messages: `acquire "k"`, `stats of server 0`.
+    pub(super) fn what(&self) -> String {
+        match self.key() {
+            Some(key) => format!("{} {key:?}", name(self)),
+            None => format!("stats of server {}", self.server),
+        }
     }
 
     pub(super) fn is_acquire(&self) -> bool {
@@ -200,9 +276,10 @@ impl Op {
         matches!(self.purpose, Purpose::Renew { .. })
     }
 
-    /// The key whose acquires must keep their order (none for releases).
+    /// The key whose acquires must keep their order (none for releases
+    /// and stats).
     pub(super) fn ordered_key(&self) -> Option<String> {
-        self.is_acquire().then(|| self.lease.key.clone())
+        self.key().filter(|_| self.is_acquire()).map(str::to_owned)
     }
 
     pub(super) fn conn(&self) -> Option<&Arc<Connection>> {
@@ -213,10 +290,10 @@ impl Op {
     }
 
     pub(super) fn failed_kind(&self) -> EventKind {
-        if self.is_acquire() {
-            EventKind::AcquireFailed
-        } else {
-            EventKind::ReleaseFailed
+        match self.purpose {
+            Purpose::Acquire { .. } => EventKind::AcquireFailed,
+            Purpose::Stats => EventKind::StatsFailed,
+            Purpose::Renew { .. } | Purpose::Release { .. } => EventKind::ReleaseFailed,
         }
     }
 }
@@ -232,23 +309,33 @@ impl Stage {
 
 /// The command whose reply `op` awaits.
 pub(super) fn op_command(op: &Op) -> Command {
+    let Some(lease) = &op.lease else {
+        return Command::Stats;
+    };
     let verb = match op.stage {
         Stage::Confirming { .. } => Verb::Renew,
-        Stage::Asked { verb, .. } => verb,
+        Stage::Asked { cmd, .. } => return cmd,
         _ if op.is_acquire() => Verb::Enqueue,
         _ => Verb::Release,
     };
-    Command::Lease(op.lease.kind, verb)
+    Command::Lease(lease.kind, verb)
 }
 
 pub(super) fn name(op: &Op) -> &'static str {
     if op.is_renewal() {
         return "renew";
     }
-    match (op.is_acquire(), op.lease.kind) {
-        (true, Kind::Lock) => "acquire",
-        (true, Kind::Semaphore) => "semaphore acquire",
-        (false, Kind::Lock) => "release",
-        (false, Kind::Semaphore) => "semaphore release",
+    let Some(lease) = &op.lease else {
+        return "stats";
+    };
+    match (op.mode(), lease.kind) {
+        (Some(Mode::Try), Kind::Lock) => "try acquire",
+        (Some(Mode::Try), Kind::Semaphore) => "semaphore try acquire",
+        (Some(Mode::Enqueue), Kind::Lock) => "enqueue",
+        (Some(Mode::Enqueue), Kind::Semaphore) => "semaphore enqueue",
+        (Some(Mode::Acquire), Kind::Lock) => "acquire",
+        (Some(Mode::Acquire), Kind::Semaphore) => "semaphore acquire",
+        (None, Kind::Lock) => "release",
+        (None, Kind::Semaphore) => "semaphore release",
     }
 }

@@ -1,4 +1,4 @@
-//! Evented operations: acquires and releases that the engine thread drives
+//! Evented operations: acquires, releases and stats that the engine thread drives
 //! from start to completion without blocking anyone, then reports on a
 //! completion queue (or, for `acquire_async`, to a callback run on the
 //! notifier thread: never on this one).
@@ -18,7 +18,10 @@
 //!   next acquire of the same key is sent only after the server has queued
 //!   this one. Requests on different connections reach a server in no
 //!   particular order; this is what keeps starts of one key in FIFO order.
-//!   A release is `r`.
+//!   A try is one `l` with timeout 0 (the server grants or answers
+//!   `timeout` at once and keeps nothing queued), ordered like an `e`; an
+//!   enqueue is `e` alone, which leaves a `queued` connection on the lease
+//!   for a later wait. A release is `r`; stats is `stats` (no lease).
 //!
 //! Each task has an id; its socket is registered in the engine's epoll with
 //! `TASK_BIT | id` (one-shot, re-armed after each event), and its deadline
@@ -36,18 +39,19 @@ use std::time::{Duration, Instant};
 
 use super::dial::{Dial, Resolved, Step};
 use super::lanes::{Lane, LaneKey, Next, lane_key};
-use super::op::{Done, Op, Purpose, Stage, name, op_command};
+use super::op::{Done, Mode, Op, Purpose, Stage, name, op_command};
 use crate::client::ClientInner;
 use crate::clock::Stamp;
 use crate::connection::{Connection, Grant, Started, earliest};
 use crate::events::{Event, EventKind};
-use crate::held::{Home, Shared};
+use crate::held::{Home, Shared, cancelled};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::notify::on_notifier;
-use crate::protocol::{Op as Verb, Outcome, Request, Token};
+use crate::protocol::{Command, Op as Verb, Outcome, Request, Stats, Token};
 use crate::reactor::{Message, Reactor, TASK_BIT, Tasks};
 use crate::renewal::{self, RenewElsewhere};
+use crate::sync::lock;
 use crate::{Error, ErrorKind, Result};
 
 /// Pause before retrying a send on a connection another thread was using.
@@ -158,10 +162,10 @@ impl Driver {
 
     /// Put `op` at the back of its server's lane.
     fn enqueue(&mut self, engine: &Reactor, id: u64, op: Box<Op>) {
-        let key = lane_key(&op.lease.client, op.server);
+        let key = lane_key(&op.client, op.server);
         self.lanes
             .entry(key)
-            .or_insert_with(|| Lane::new(Arc::clone(&op.lease.client), op.server))
+            .or_insert_with(|| Lane::new(Arc::clone(&op.client), op.server))
             .push(id, op.ordered_key());
         self.timers.push(Reverse((op.step_by, id)));
         self.tasks.insert(id, Task::Op(op));
@@ -212,12 +216,14 @@ impl Driver {
         if !std::mem::take(&mut op.enqueuing) {
             return;
         }
-        let key = lane_key(&op.lease.client, op.server);
+        let (key, Some(k)) = (lane_key(&op.client, op.server), op.ordered_key()) else {
+            return;
+        };
         let tasks = &self.tasks;
         let Some(lane) = self.lanes.get_mut(&key) else {
             return;
         };
-        lane.answered(&op.lease.key, &|id| is_waiting(tasks, id));
+        lane.answered(&k, &|id| is_waiting(tasks, id));
         self.dirty.push(key);
     }
 
@@ -272,35 +278,43 @@ impl Driver {
 
     /// Send `op`'s request on `conn` without waiting.
     fn send(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
-        let lease = Arc::clone(&op.lease);
+        let Some(lease) = op.lease.clone() else {
+            // Stats: no lease, nothing to cancel.
+            self.send_request(engine, id, op, conn, &Request::Stats);
+            return;
+        };
         let (kind, key) = (lease.kind, lease.key.as_str());
-        let (req, verb) = match &op.purpose {
-            Purpose::Acquire { lease_s, .. } => (
-                Request::Enqueue {
-                    kind,
-                    key,
-                    limit: lease.limit,
-                    lease_s: *lease_s,
-                },
-                Verb::Enqueue,
-            ),
-            Purpose::Release { token, .. } => (
-                Request::Release {
-                    kind,
-                    key,
-                    token: token.as_str(),
-                },
-                Verb::Release,
-            ),
-            Purpose::Renew { token, .. } => (
-                Request::Renew {
-                    kind,
-                    key,
-                    token: token.as_str(),
-                    lease_s: lease.renew_ttl(),
-                },
-                Verb::Renew,
-            ),
+        let token = match &op.purpose {
+            Purpose::Release { token, .. } | Purpose::Renew { token, .. } => Some(*token),
+            Purpose::Acquire { .. } | Purpose::Stats => None,
+        };
+        let token = token.as_ref().map_or("", Token::as_str);
+        let req = match &op.purpose {
+            Purpose::Acquire {
+                mode: Mode::Try,
+                lease_s,
+                ..
+            } => Request::Acquire {
+                kind,
+                key,
+                timeout_s: 0,
+                limit: lease.limit,
+                lease_s: *lease_s,
+            },
+            Purpose::Acquire { lease_s, .. } => Request::Enqueue {
+                kind,
+                key,
+                limit: lease.limit,
+                lease_s: *lease_s,
+            },
+            Purpose::Release { .. } => Request::Release { kind, key, token },
+            Purpose::Renew { .. } => Request::Renew {
+                kind,
+                key,
+                token,
+                lease_s: lease.renew_ttl(),
+            },
+            Purpose::Stats => Request::Stats,
         };
         if op.is_acquire() && lease.cancel_requested() {
             op.stage = Stage::Retry { conn };
@@ -312,11 +326,23 @@ impl Driver {
             );
             return;
         }
+        self.send_request(engine, id, op, conn, &req);
+    }
+
+    /// Send `req` for `op` on `conn` without waiting; await its reply.
+    fn send_request(
+        &mut self,
+        engine: &Reactor,
+        id: u64,
+        mut op: Box<Op>,
+        conn: Arc<Connection>,
+        req: &Request,
+    ) {
         let sent = Stamp::now();
-        match conn.start_request_over(&req) {
+        match conn.start_request_over(req) {
             Ok(Started::Sent) => {
-                let reply_by = conn.reply_deadline(&req);
-                self.await_reply(engine, id, op, conn, reply_by, sent, verb);
+                let reply_by = conn.reply_deadline(req);
+                self.await_reply(engine, id, op, conn, reply_by, sent, req.command());
             }
             Ok(Started::Busy) => {
                 op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
@@ -343,16 +369,18 @@ impl Driver {
                     self.tasks.insert(id, Task::Op(op));
                     return;
                 };
-                let key = op.lease.key.clone();
-                match conn.poll_reply(op_command(&op), Some(&key)) {
+                let key = op.key().map(str::to_owned);
+                match conn.poll_reply(op_command(&op), key.as_deref()) {
                     Ok(None) if !hang_up => {
                         self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
                         self.tasks.insert(id, Task::Op(op));
                     }
                     Ok(None) => {
                         conn.mark_broken();
-                        let e =
-                            Error::new(ErrorKind::Io, format!("{key:?}: connection closed by the server"));
+                        let e = Error::new(
+                            ErrorKind::Io,
+                            format!("{}: connection closed by the server", op.what()),
+                        );
                         self.reply(engine, id, op, Err(e));
                     }
                     Ok(Some(outcome)) => self.reply(engine, id, op, Ok(outcome)),
@@ -373,7 +401,7 @@ impl Driver {
         let r = match (r, &conn) {
             (Err(_), Some(c)) if c.was_aborted() => Err(Error::new(
                 ErrorKind::Cancelled,
-                format!("{} {:?}: cancelled", name(&op), op.lease.key),
+                format!("{}: cancelled", op.what()),
             )),
             (r, _) => r,
         };
@@ -386,7 +414,7 @@ impl Driver {
                 };
                 match r {
                     Ok(Outcome::Renewed { lease_s }) => {
-                        bump(&op.lease.client.metrics.renewals);
+                        bump(&op.client.metrics.renewals);
                         self.granted(engine, id, op, Grant { token, lease_s }, sent);
                     }
                     Ok(_) | Err(_) => {
@@ -397,8 +425,8 @@ impl Driver {
                         let e = Error::new(
                             ErrorKind::LeaseLost,
                             format!(
-                                "acquire {:?}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?): {why}",
-                                op.lease.key
+                                "{}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?): {why}",
+                                op.what()
                             ),
                         );
                         conn.abort();
@@ -406,28 +434,35 @@ impl Driver {
                     }
                 }
             }
-            Stage::Asked { conn, sent, verb } => {
+            Stage::Asked { conn, sent, cmd } => {
                 op.stage = Stage::Asked {
                     conn: Arc::clone(&conn),
                     sent,
-                    verb,
+                    cmd,
                 };
-                if verb == Verb::Enqueue {
-                    self.enqueued(&mut op);
-                }
+                // The answer to an `e` (or a try's `l`): the next acquire
+                // of the key may go (a no-op for any other request).
+                self.enqueued(&mut op);
+                let enqueue = matches!(cmd, Command::Lease(_, Verb::Enqueue));
                 match r {
-                    Ok(Outcome::Queued) if verb == Verb::Enqueue => self.wait(engine, id, op, conn),
-                    Ok(Outcome::Granted { token, lease_s, .. }) => {
+                    Ok(Outcome::Queued) if enqueue && op.mode() == Some(Mode::Enqueue) => {
+                        self.queued(engine, id, op, conn)
+                    }
+                    Ok(Outcome::Queued) if enqueue => self.wait(engine, id, op, conn),
+                    Ok(Outcome::Granted { token, lease_s, .. }) if op.is_acquire() => {
                         let grant = Grant { token, lease_s };
-                        if op.lease.grant_is_late(sent, lease_s) {
+                        if op.lease.as_ref().is_some_and(|l| l.grant_is_late(sent, lease_s)) {
                             self.confirm(engine, id, op, conn, grant);
                         } else {
                             self.granted(engine, id, op, grant, sent);
                         }
                     }
-                    Ok(Outcome::Done) if !op.is_acquire() => {
-                        bump(&op.lease.client.metrics.releases);
+                    Ok(Outcome::Done) if matches!(op.purpose, Purpose::Release { .. }) => {
+                        bump(&op.client.metrics.releases);
                         self.succeed(engine, id, op);
+                    }
+                    Ok(Outcome::Stats(stats)) if op.is_stats() => {
+                        self.succeed_with(engine, id, op, EventKind::Stats, Some(stats));
                     }
                     Ok(other) => {
                         conn.mark_broken();
@@ -467,9 +502,9 @@ impl Driver {
     fn failed_reply(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>, e: Error) {
         if e.kind() == ErrorKind::NotLeader {
             self.disarm(engine, id);
-            op.lease.client.checkin(op.server, conn);
+            op.client.checkin(op.server, conn);
             op.stage = Stage::Waiting;
-            match op.lease.client.follow(e, op.server, &mut op.redirects) {
+            match op.client.follow(e, op.server, &mut op.redirects) {
                 Ok(server) => {
                     op.server = server;
                     op.step_by = op.deadline;
@@ -484,7 +519,7 @@ impl Driver {
             if !*retried && home_failed && matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol) {
                 *retried = true;
                 log!(Level::Warn, "{e}; releasing on a fresh connection");
-                bump(&op.lease.client.metrics.reconnects);
+                bump(&op.client.metrics.reconnects);
                 self.disarm(engine, id);
                 op.stage = Stage::Waiting;
                 drop(conn);
@@ -516,7 +551,9 @@ impl Driver {
             _ => Err(Error::new(ErrorKind::Protocol, "renew: unexpected reply")),
         });
         let home = conn.filter(|_| result.is_ok());
-        renewal::finish(&op.lease, generation, sent, expires_at, result, home);
+        if let Some(lease) = &op.lease {
+            renewal::finish(lease, generation, sent, expires_at, result, home);
+        }
     }
 
     /// `op`'s request `verb` went out on `conn` at `sent`: await its reply
@@ -531,12 +568,12 @@ impl Driver {
         conn: Arc<Connection>,
         reply_by: Instant,
         sent: Stamp,
-        verb: Verb,
+        cmd: Command,
     ) {
         op.step_by = earliest(reply_by, Some(op.deadline));
         self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
         self.timers.push(Reverse((op.step_by, id)));
-        op.stage = Stage::Asked { conn, sent, verb };
+        op.stage = Stage::Asked { conn, sent, cmd };
         self.tasks.insert(id, Task::Op(op));
     }
 
@@ -545,7 +582,9 @@ impl Driver {
         let Purpose::Acquire { timeout_s, .. } = op.purpose else {
             return;
         };
-        let lease = Arc::clone(&op.lease);
+        let Some(lease) = op.lease.clone() else {
+            return;
+        };
         let req = Request::Wait {
             kind: lease.kind,
             key: &lease.key,
@@ -565,7 +604,7 @@ impl Driver {
         match conn.start_request_over(&req) {
             Ok(Started::Sent) => {
                 let reply_by = conn.reply_deadline(&req);
-                self.await_reply(engine, id, op, conn, reply_by, sent, Verb::Wait);
+                self.await_reply(engine, id, op, conn, reply_by, sent, req.command());
             }
             Ok(Started::Busy) => {
                 conn.abort();
@@ -578,7 +617,9 @@ impl Driver {
 
     /// A grant read too late to trust: renew it before reporting it.
     fn confirm(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>, grant: Grant) {
-        let lease = Arc::clone(&op.lease);
+        let Some(lease) = op.lease.clone() else {
+            return;
+        };
         let ttl = lease.renew_ttl();
         let req = Request::Renew {
             kind: lease.kind,
@@ -621,7 +662,9 @@ impl Driver {
         else {
             return;
         };
-        let lease = Arc::clone(&op.lease);
+        let Some(lease) = op.lease.clone() else {
+            return;
+        };
         let home = Home {
             conn,
             server: op.server,
@@ -646,23 +689,20 @@ impl Driver {
         let Some(Task::Op(op)) = self.tasks.get(&id) else {
             return;
         };
-        if !op.is_acquire() || !op.lease.cancel_requested() {
+        if !op.is_acquire() || !op.lease.as_ref().is_some_and(|l| l.cancel_requested()) {
             return;
         }
         let Some(Task::Op(op)) = self.tasks.remove(&id) else {
             return;
         };
-        if let (Stage::Confirming { conn, token, .. }, Some(_)) = (&op.stage, op.conn()) {
-            drop_grant(&op.lease, *token, conn);
+        if let (Stage::Confirming { conn, token, .. }, Some(lease)) = (&op.stage, &op.lease) {
+            drop_grant(lease, *token, conn);
         } else if let Some(conn) = op.conn() {
             // Closing the connection takes the waiter out of the server's
             // queue (and frees a grant that raced the cancel).
             conn.abort();
         }
-        let e = Error::new(
-            ErrorKind::Cancelled,
-            format!("acquire {:?}: cancelled", op.lease.key),
-        );
+        let e = Error::new(ErrorKind::Cancelled, format!("{}: cancelled", op.what()));
         self.fail(engine, id, op, e);
     }
 
@@ -710,7 +750,7 @@ impl Driver {
                             if let Some(conn) = other {
                                 conn.abort();
                             }
-                            bump(&op.lease.client.metrics.deadline_hits);
+                            bump(&op.client.metrics.deadline_hits);
                         }
                     }
                     let what = if matches!(op.stage, Stage::Waiting) {
@@ -718,10 +758,7 @@ impl Driver {
                     } else {
                         "no reply before the deadline"
                     };
-                    let e = Error::new(
-                        ErrorKind::Deadline,
-                        format!("{} {:?}: {what}", name(&op), op.lease.key),
-                    );
+                    let e = Error::new(ErrorKind::Deadline, format!("{}: {what}", op.what()));
                     log!(Level::Warn, "{e}");
                     self.fail(engine, id, op, e);
                 }
@@ -730,19 +767,56 @@ impl Driver {
         }
     }
 
-    fn succeed(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
-        self.disarm(engine, id);
-        if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
-            if !op.is_acquire() {
-                op.lease.client.checkin(op.server, conn);
-            }
-        }
+    /// A grant held or a release done.
+    fn succeed(&mut self, engine: &Reactor, id: u64, op: Box<Op>) {
         let kind = if op.is_acquire() {
             EventKind::Acquired
         } else {
             EventKind::Released
         };
-        complete(engine, *op, kind, None);
+        self.succeed_with(engine, id, op, kind, None);
+    }
+
+    fn succeed_with(
+        &mut self,
+        engine: &Reactor,
+        id: u64,
+        mut op: Box<Op>,
+        kind: EventKind,
+        stats: Option<Stats>,
+    ) {
+        self.disarm(engine, id);
+        if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
+            if !op.is_acquire() {
+                op.client.checkin(op.server, conn);
+            }
+        }
+        complete(engine, *op, kind, None, stats);
+    }
+
+    /// An enqueue answered `queued`: its connection becomes the lease's
+    /// queued home, where a later wait goes (as the blocking `enqueue`
+    /// leaves it), unless the enqueue was cancelled meanwhile: then closing
+    /// the connection leaves the queue.
+    fn queued(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
+        self.disarm(engine, id);
+        op.stage = Stage::Moving;
+        let Some(lease) = op.lease.clone() else {
+            return;
+        };
+        let mut st = lock(&lease.state);
+        if st.cancel {
+            drop(st);
+            conn.abort();
+            self.fail(engine, id, op, cancelled("enqueue"));
+            return;
+        }
+        st.queued = Some(Home {
+            conn,
+            server: op.server,
+        });
+        drop(st);
+        self.succeed_with(engine, id, op, EventKind::Enqueued, None);
     }
 
     fn fail(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, e: Error) {
@@ -755,13 +829,13 @@ impl Driver {
         if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
             // Usable after a refusal (`timeout`, a wrong token); dropped
             // by the pool when broken.
-            op.lease.client.checkin(op.server, conn);
+            op.client.checkin(op.server, conn);
         }
         if op.is_acquire() && e.kind() == ErrorKind::Timeout {
-            bump(&op.lease.client.metrics.acquire_timeouts);
+            bump(&op.client.metrics.acquire_timeouts);
         }
         let kind = op.failed_kind();
-        complete(engine, *op, kind, Some(e));
+        complete(engine, *op, kind, Some(e), None);
     }
 
     /// Register (or re-arm) `fd` for task `id`: readable or writable, and
@@ -812,13 +886,18 @@ fn drop_grant(lease: &Shared, token: Token, conn: &Connection) {
 /// Deliver an operation's outcome. The handle is free again before anyone
 /// can see the event (its guard is dropped first), so the application may
 /// start the next operation as soon as it reads it.
-fn complete(engine: &Reactor, op: Op, kind: EventKind, error: Option<Error>) {
+fn complete(engine: &Reactor, op: Op, kind: EventKind, error: Option<Error>, stats: Option<Stats>) {
     let Op {
         lease, purpose, done, ..
     } = op;
     drop(purpose);
     match done {
-        Some(Done::Event { queue, tag }) => queue.push(Event { tag, kind, error }),
+        Some(Done::Event { queue, tag }) => queue.push(Event {
+            tag,
+            kind,
+            error,
+            stats,
+        }),
         Some(Done::Call(f)) => {
             let r = match error {
                 None => Ok(()),
