@@ -10,7 +10,8 @@
 //! - *dials* (`dial.rs`): connections being opened without blocking
 //!   (resolve, TCP connect, TLS handshake, `auth`), at most
 //!   `lanes::MAX_DIALS` per lane at once;
-//! - *operations*: requests on one connection, each reply awaited with a
+//! - *operations* (their data in `op.rs`; the stages that settle a lease in
+//!   `ops/stages.rs`): requests on one connection, each reply awaited with a
 //!   deadline, then settled through the same lease code as the blocking
 //!   path (`Shared::hold`, including the rule that a grant read too late is
 //!   renewed before it is reported). An acquire is `e` then, if `queued`,
@@ -40,18 +41,18 @@ use std::time::{Duration, Instant};
 use super::dial::{Dial, Resolved, Step};
 use super::lanes::{Lane, LaneKey, Next, lane_key};
 use super::op::{Done, Mode, Op, Purpose, Stage, name, op_command};
+
+mod stages;
 use crate::client::ClientInner;
 use crate::clock::Stamp;
 use crate::connection::{Connection, Grant, Started, earliest};
 use crate::events::{Event, EventKind};
-use crate::held::{Home, Shared, cancelled};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::notify::on_notifier;
 use crate::protocol::{Command, Op as Verb, Outcome, Request, Stats, Token};
 use crate::reactor::{Message, Reactor, TASK_BIT, Tasks};
-use crate::renewal::{self, RenewElsewhere};
-use crate::sync::lock;
+use crate::renewal::RenewElsewhere;
 use crate::{Error, ErrorKind, Result};
 
 /// Pause before retrying a send on a connection another thread was using.
@@ -530,32 +531,6 @@ impl Driver {
         self.fail(engine, id, op, e);
     }
 
-    /// A renewal's reply: settle it by the renewal policy; the connection
-    /// it came on becomes (or stays) the lease's home.
-    fn renewed(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
-        self.disarm(engine, id);
-        let Purpose::Renew {
-            generation,
-            expires_at,
-            ..
-        } = op.purpose
-        else {
-            return;
-        };
-        let (conn, sent) = match std::mem::replace(&mut op.stage, Stage::Moving) {
-            Stage::Asked { conn, sent, .. } => (Some(conn), sent),
-            other => (other.conn_owned(), Stamp::now()),
-        };
-        let result = r.and_then(|o| match o {
-            Outcome::Renewed { lease_s } => Ok(lease_s),
-            _ => Err(Error::new(ErrorKind::Protocol, "renew: unexpected reply")),
-        });
-        let home = conn.filter(|_| result.is_ok());
-        if let Some(lease) = &op.lease {
-            renewal::finish(lease, generation, sent, expires_at, result, home);
-        }
-    }
-
     /// `op`'s request `verb` went out on `conn` at `sent`: await its reply
     /// (readable, one-shot) until `reply_by` (capped by the operation's
     /// deadline).
@@ -575,135 +550,6 @@ impl Driver {
         self.timers.push(Reverse((op.step_by, id)));
         op.stage = Stage::Asked { conn, sent, cmd };
         self.tasks.insert(id, Task::Op(op));
-    }
-
-    /// Queued: wait for the grant on the connection that enqueued.
-    fn wait(&mut self, engine: &Reactor, id: u64, op: Box<Op>, conn: Arc<Connection>) {
-        let Purpose::Acquire { timeout_s, .. } = op.purpose else {
-            return;
-        };
-        let Some(lease) = op.lease.clone() else {
-            return;
-        };
-        let req = Request::Wait {
-            kind: lease.kind,
-            key: &lease.key,
-            timeout_s,
-        };
-        if lease.cancel_requested() {
-            conn.abort();
-            self.fail(
-                engine,
-                id,
-                op,
-                Error::new(ErrorKind::Cancelled, "acquire: cancelled"),
-            );
-            return;
-        }
-        let sent = Stamp::now();
-        match conn.start_request_over(&req) {
-            Ok(Started::Sent) => {
-                let reply_by = conn.reply_deadline(&req);
-                self.await_reply(engine, id, op, conn, reply_by, sent, req.command());
-            }
-            Ok(Started::Busy) => {
-                conn.abort();
-                let e = Error::new(ErrorKind::Io, "wait: connection busy");
-                self.fail(engine, id, op, e);
-            }
-            Err(e) => self.fail(engine, id, op, e),
-        }
-    }
-
-    /// A grant read too late to trust: renew it before reporting it.
-    fn confirm(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>, grant: Grant) {
-        let Some(lease) = op.lease.clone() else {
-            return;
-        };
-        let ttl = lease.renew_ttl();
-        let req = Request::Renew {
-            kind: lease.kind,
-            key: &lease.key,
-            token: grant.token.as_str(),
-            lease_s: ttl,
-        };
-        let sent = Stamp::now();
-        match conn.start_request_over(&req) {
-            Ok(Started::Sent) => {
-                op.step_by = earliest(sent.mono + lease.client.config.io_timeout, Some(op.deadline));
-                self.arm(engine, id, conn.raw_fd(), true, conn.mark_registered());
-                self.timers.push(Reverse((op.step_by, id)));
-                op.stage = Stage::Confirming {
-                    conn,
-                    token: grant.token,
-                    sent,
-                };
-                self.tasks.insert(id, Task::Op(op));
-            }
-            Ok(Started::Busy) | Err(_) => {
-                conn.abort();
-                let e = Error::new(
-                    ErrorKind::LeaseLost,
-                    format!(
-                        "acquire {:?}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?)",
-                        lease.key
-                    ),
-                );
-                self.fail(engine, id, op, e);
-            }
-        }
-    }
-
-    /// Hold the grant (unless the acquire was cancelled meanwhile).
-    fn granted(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, grant: Grant, anchor: Stamp) {
-        self.disarm(engine, id);
-        let (Stage::Asked { conn, .. } | Stage::Confirming { conn, .. }) =
-            std::mem::replace(&mut op.stage, Stage::Moving)
-        else {
-            return;
-        };
-        let Some(lease) = op.lease.clone() else {
-            return;
-        };
-        let home = Home {
-            conn,
-            server: op.server,
-        };
-        if let Err(e) = super::ensure_running(&lease.client) {
-            drop_grant(&lease, grant.token, &home.conn);
-            self.fail(engine, id, op, e);
-            return;
-        }
-        match lease.hold(grant.token, grant.lease_s, home, anchor, "acquire") {
-            Ok(()) => self.succeed(engine, id, op),
-            Err((e, token, home)) => {
-                drop_grant(&lease, token, &home.conn);
-                op.stage = Stage::Retry { conn: home.conn };
-                self.fail(engine, id, op, e);
-            }
-        }
-    }
-
-    /// The handle of operation `id` was cancelled.
-    fn poke(&mut self, engine: &Reactor, id: u64) {
-        let Some(Task::Op(op)) = self.tasks.get(&id) else {
-            return;
-        };
-        if !op.is_acquire() || !op.lease.as_ref().is_some_and(|l| l.cancel_requested()) {
-            return;
-        }
-        let Some(Task::Op(op)) = self.tasks.remove(&id) else {
-            return;
-        };
-        if let (Stage::Confirming { conn, token, .. }, Some(lease)) = (&op.stage, &op.lease) {
-            drop_grant(lease, *token, conn);
-        } else if let Some(conn) = op.conn() {
-            // Closing the connection takes the waiter out of the server's
-            // queue (and frees a grant that raced the cancel).
-            conn.abort();
-        }
-        let e = Error::new(ErrorKind::Cancelled, format!("{}: cancelled", op.what()));
-        self.fail(engine, id, op, e);
     }
 
     /// Run the timers that are due; when the next one is.
@@ -794,31 +640,6 @@ impl Driver {
         complete(engine, *op, kind, None, stats);
     }
 
-    /// An enqueue answered `queued`: its connection becomes the lease's
-    /// queued home, where a later wait goes (as the blocking `enqueue`
-    /// leaves it), unless the enqueue was cancelled meanwhile: then closing
-    /// the connection leaves the queue.
-    fn queued(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
-        self.disarm(engine, id);
-        op.stage = Stage::Moving;
-        let Some(lease) = op.lease.clone() else {
-            return;
-        };
-        let mut st = lock(&lease.state);
-        if st.cancel {
-            drop(st);
-            conn.abort();
-            self.fail(engine, id, op, cancelled("enqueue"));
-            return;
-        }
-        st.queued = Some(Home {
-            conn,
-            server: op.server,
-        });
-        drop(st);
-        self.succeed_with(engine, id, op, EventKind::Enqueued, None);
-    }
-
     fn fail(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, e: Error) {
         if op.is_renewal() {
             self.renewed(engine, id, op, Err(e));
@@ -868,19 +689,6 @@ impl Drop for Driver {
 
 fn is_waiting(tasks: &HashMap<u64, Task>, id: u64) -> bool {
     matches!(tasks.get(&id), Some(Task::Op(op)) if matches!(op.stage, Stage::Waiting))
-}
-
-/// Give back a grant nobody will hold, without waiting: the release goes
-/// out if the socket takes it, and closing the connection frees the grant
-/// on a server with auto-release either way.
-fn drop_grant(lease: &Shared, token: Token, conn: &Connection) {
-    let req = Request::Release {
-        kind: lease.kind,
-        key: &lease.key,
-        token: token.as_str(),
-    };
-    let _ = conn.start_request_over(&req);
-    conn.abort();
 }
 
 /// Deliver an operation's outcome. The handle is free again before anyone
