@@ -315,14 +315,15 @@ typedef enum {
  */
 typedef enum {
   /**
-   * An acquire started with `dflockd_lease_acquire_start()` was granted:
-   * the handle holds the lease.
+   * An acquire started with `dflockd_lease_acquire_start()` (or
+   * `dflockd_lease_try_acquire_start()`, `dflockd_lease_enqueue_start()`,
+   * `dflockd_lease_wait_start()`) was granted: the handle holds the lease.
    */
   DFLOCKD_EVENT_KIND_ACQUIRED = 1,
   /**
-   * An acquire started with `dflockd_lease_acquire_start()` ended without
-   * the lease: `status` says why (`TIMEOUT`, `CANCELLED`, `DEADLINE`,
-   * `IO`, ...), `error` has the message.
+   * An acquire started with one of those ended without the lease:
+   * `status` says why (`TIMEOUT`, also for a try that found the key
+   * taken; `CANCELLED`, `DEADLINE`, `IO`, ...), `error` has the message.
    */
   DFLOCKD_EVENT_KIND_ACQUIRE_FAILED = 2,
   /**

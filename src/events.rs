@@ -21,9 +21,11 @@ use crate::{Error, ErrorKind, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// An acquire started with [`Lease::acquire_start`](crate::lease::Lease::acquire_start) was granted.
+    /// An acquire started with [`Lease::acquire_start`](crate::lease::Lease::acquire_start)
+    /// (or `try_acquire_start`, `enqueue_start`, `wait_start`) was granted.
     Acquired = 1,
-    /// That acquire ended without the lease (the event's error says why).
+    /// That acquire ended without the lease (the event's error says why;
+    /// [`ErrorKind::Timeout`] for a try that found the key taken).
     AcquireFailed = 2,
     /// A release started with [`Lease::release_start`](crate::lease::Lease::release_start) completed.
     Released = 3,

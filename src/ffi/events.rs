@@ -33,12 +33,13 @@ pub struct dflockd_events {
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum dflockd_event_kind {
-    /// An acquire started with `dflockd_lease_acquire_start()` was granted:
-    /// the handle holds the lease.
+    /// An acquire started with `dflockd_lease_acquire_start()` (or
+    /// `dflockd_lease_try_acquire_start()`, `dflockd_lease_enqueue_start()`,
+    /// `dflockd_lease_wait_start()`) was granted: the handle holds the lease.
     Acquired = 1,
-    /// An acquire started with `dflockd_lease_acquire_start()` ended without
-    /// the lease: `status` says why (`TIMEOUT`, `CANCELLED`, `DEADLINE`,
-    /// `IO`, ...), `error` has the message.
+    /// An acquire started with one of those ended without the lease:
+    /// `status` says why (`TIMEOUT`, also for a try that found the key
+    /// taken; `CANCELLED`, `DEADLINE`, `IO`, ...), `error` has the message.
     AcquireFailed = 2,
     /// A release started with `dflockd_lease_release_start()` completed.
     Released = 3,
