@@ -72,8 +72,8 @@ class _Queue:
             events = [(e.tag, e.kind, e.status, e.error, _stats_of(e)) for e in self._buf[:got]]
             for tag, kind, status, error, stats in events:
                 exc = n.event_error(status, error) if (status != n.OK or error) else None
-                if kind == n.EVENT_STATS:
-                    exc = None if stats is not None else exc  # the error object carried the reply
+                if kind == n.EVENT_STATS:  # its error object carried the reply (status OK)
+                    exc = None if stats is not None else n.take_error(n.PROTOCOL, None)
                 handler = self.handlers.pop(tag, None)
                 if handler is None:
                     continue
