@@ -315,14 +315,15 @@ typedef enum {
  */
 typedef enum {
   /**
-   * An acquire started with `dflockd_lease_acquire_start()` was granted:
-   * the handle holds the lease.
+   * An acquire started with `dflockd_lease_acquire_start()` (or
+   * `dflockd_lease_try_acquire_start()`, `dflockd_lease_enqueue_start()`,
+   * `dflockd_lease_wait_start()`) was granted: the handle holds the lease.
    */
   DFLOCKD_EVENT_KIND_ACQUIRED = 1,
   /**
-   * An acquire started with `dflockd_lease_acquire_start()` ended without
-   * the lease: `status` says why (`TIMEOUT`, `CANCELLED`, `DEADLINE`,
-   * `IO`, ...), `error` has the message.
+   * An acquire started with one of those ended without the lease:
+   * `status` says why (`TIMEOUT`, also for a try that found the key
+   * taken; `CANCELLED`, `DEADLINE`, `IO`, ...), `error` has the message.
    */
   DFLOCKD_EVENT_KIND_ACQUIRE_FAILED = 2,
   /**
@@ -339,6 +340,26 @@ typedef enum {
    * A lease watched with `dflockd_lease_watch_lost()` was lost.
    */
   DFLOCKD_EVENT_KIND_LOST = 5,
+  /**
+   * An enqueue started with `dflockd_lease_enqueue_start()` joined the
+   * key's queue (`dflockd_lease_enqueue()`'s `acquired = false`): follow
+   * with `dflockd_lease_wait_start()` (or `dflockd_lease_wait()`), or
+   * leave the queue with a release. An enqueue that acquired at once
+   * reports `ACQUIRED` instead, and one that failed `ACQUIRE_FAILED`.
+   */
+  DFLOCKD_EVENT_KIND_ENQUEUED = 6,
+  /**
+   * A request started with `dflockd_client_stats_start()` was answered:
+   * `status` is `DFLOCKD_STATUS_OK` and `error` is not NULL: it carries
+   * the reply, read with `dflockd_event_stats()` (and freed with
+   * `dflockd_error_free()`, like every event's `error`).
+   */
+  DFLOCKD_EVENT_KIND_STATS = 7,
+  /**
+   * A request started with `dflockd_client_stats_start()` failed:
+   * `status` says why, `error` has the message.
+   */
+  DFLOCKD_EVENT_KIND_STATS_FAILED = 8,
 } dflockd_event_kind;
 
 /**
@@ -535,8 +556,10 @@ typedef struct {
    */
   dflockd_status status;
   /**
-   * The detail of a failure or loss (NULL on success). The caller owns
-   * it: free it with `dflockd_error_free()`.
+   * The detail of a failure or loss; NULL on success, except for
+   * `DFLOCKD_EVENT_KIND_STATS`, where it carries the reply (status OK;
+   * read it with `dflockd_event_stats()`). The caller owns it: free it
+   * with `dflockd_error_free()`.
    */
   dflockd_error *error;
 } dflockd_event;
@@ -1348,6 +1371,99 @@ dflockd_status dflockd_lease_wait_start(const dflockd_lease *lease,
                                         dflockd_events *q,
                                         uint64_t tag,
                                         dflockd_error **err);
+
+/**
+ * Start trying to acquire the lease once without blocking: one request
+ * (the one `dflockd_lease_try_acquire()` sends: `l` with timeout 0) runs on
+ * the library's event engine, and its outcome arrives on `q` as one event
+ * tagged `tag`: `DFLOCKD_EVENT_KIND_ACQUIRED` (the handle holds the lease)
+ * or `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED` with the status and message:
+ * `DFLOCKD_STATUS_TIMEOUT` means the key is taken (where
+ * `dflockd_lease_try_acquire()` reports `acquired = false`); the server
+ * answered at once and keeps nothing queued for this handle. The event
+ * comes within connect timeout + I/O timeout. It keeps its place among
+ * the starts of its key: it is sent only after an acquire of the key
+ * started before it was queued by the server, and one started after it
+ * is sent only once it was answered. `dflockd_lease_cancel()` ends it
+ * with `ACQUIRE_FAILED` / `DFLOCKD_STATUS_CANCELLED`, leaving nothing held
+ * or queued. The handle is busy until the event is queued.
+ *
+ * Fails at once, with no event, only when the handle cannot start one
+ * (another operation is running, already held or enqueued) or after fork
+ * (`FORKED`).
+ *
+ * No network I/O on the calling thread; returns at once.
+ */
+dflockd_status dflockd_lease_try_acquire_start(const dflockd_lease *lease,
+                                               dflockd_events *q,
+                                               uint64_t tag,
+                                               dflockd_error **err);
+
+/**
+ * Two-phase acquire, phase 1, without blocking: join the key's queue on
+ * the event engine (the request `dflockd_lease_enqueue()` sends); the
+ * outcome arrives on `q` as one event tagged `tag`:
+ * `DFLOCKD_EVENT_KIND_ACQUIRED` (granted at once: the handle holds the
+ * lease), `DFLOCKD_EVENT_KIND_ENQUEUED` (queued: follow with
+ * `dflockd_lease_wait_start()` or `dflockd_lease_wait()`, which wait on
+ * the same connection, or leave the queue with a release) or
+ * `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED` with the status and message. The
+ * event comes within connect timeout + I/O timeout. Ordered with the
+ * other starts of its key as `dflockd_lease_acquire_start()` is.
+ * `dflockd_lease_cancel()` ends it with `ACQUIRE_FAILED` /
+ * `DFLOCKD_STATUS_CANCELLED`, leaving nothing held or queued (after
+ * `ENQUEUED` it leaves the queue, as after a blocking enqueue, and the
+ * next wait reports `CANCELLED`). The handle is busy until the event is
+ * queued.
+ *
+ * Fails at once, with no event, only when the handle cannot start one
+ * (another operation is running, already held or enqueued) or after fork
+ * (`FORKED`).
+ *
+ * No network I/O on the calling thread; returns at once.
+ */
+dflockd_status dflockd_lease_enqueue_start(const dflockd_lease *lease,
+                                           dflockd_events *q,
+                                           uint64_t tag,
+                                           dflockd_error **err);
+
+/**
+ * Start fetching server `server`'s statistics without blocking (an index
+ * below `dflockd_client_server_count()`): the `stats` request goes on a
+ * pooled connection, or one the event engine opens, and the outcome
+ * arrives on `q` as one event tagged `tag`: `DFLOCKD_EVENT_KIND_STATS`,
+ * whose reply `dflockd_event_stats()` reads (the JSON object that
+ * `dflockd_client_stats()` returns), or `DFLOCKD_EVENT_KIND_STATS_FAILED`
+ * with the status and message. The event comes within connect timeout +
+ * I/O timeout, as long as the client (or a lease made from it) lives:
+ * free them before it comes and it may never come. Nothing cancels it.
+ *
+ * Fails at once, with no event, for a server index out of range
+ * (`INVALID_ARGUMENT`) or after fork (`FORKED`).
+ *
+ * No network I/O on the calling thread; returns at once.
+ */
+dflockd_status dflockd_client_stats_start(const dflockd_client *client,
+                                          size_t server,
+                                          dflockd_events *q,
+                                          uint64_t tag,
+                                          dflockd_error **err);
+
+/**
+ * Copy the reply of a `DFLOCKD_EVENT_KIND_STATS` event (a JSON object:
+ * connections, locks, semaphores, idle keys, as `dflockd_client_stats()`
+ * gives it) into `buf` (see the output string conventions at the top of
+ * this header). The reply stays in the event's `error` object until that
+ * is freed, so after `BUFFER_TOO_SMALL` call again with the size needed
+ * (the same figures). `INVALID_ARGUMENT` for any other event.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_event_stats(const dflockd_event *event,
+                                   char *buf,
+                                   size_t cap,
+                                   size_t *out_len,
+                                   dflockd_error **err);
 
 /**
  * Free a lease handle, releasing the lease first if held (best effort,

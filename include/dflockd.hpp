@@ -306,6 +306,7 @@ struct Event {
     dflockd_event_kind kind;     /**< what happened */
     dflockd_status status;       /**< DFLOCKD_STATUS_OK, or the failure's status */
     std::optional<Error> error;  /**< the detail of a failure or loss */
+    std::string stats;           /**< DFLOCKD_EVENT_KIND_STATS: the reply (JSON); else empty */
 };
 
 /** A completion queue (dflockd_events): add fd() to your event loop, and when it is readable
@@ -328,9 +329,22 @@ class Events {
         out.reserve(n);
         for (std::size_t i = 0; i < n; i++) {
             std::optional<Error> err;
-            if (raw[i].error != nullptr) err = Error::from(raw[i].status, raw[i].error);
+            std::string stats;
+            if (raw[i].kind == DFLOCKD_EVENT_KIND_STATS) {
+                const dflockd_event *ev = &raw[i];
+                try {
+                    stats = detail::out_string([&](char *b, std::size_t c, std::size_t *m, dflockd_error **e) {
+                        return dflockd_event_stats(ev, b, c, m, e);
+                    }, 4096);
+                } catch (...) {
+                    for (std::size_t j = i; j < n; j++) dflockd_error_free(raw[j].error);
+                    throw;
+                }
+            } else if (raw[i].error != nullptr) {
+                err = Error::from(raw[i].status, raw[i].error);
+            }
             dflockd_error_free(raw[i].error);
-            out.push_back(Event{raw[i].tag, raw[i].kind, raw[i].status, std::move(err)});
+            out.push_back(Event{raw[i].tag, raw[i].kind, raw[i].status, std::move(err), std::move(stats)});
         }
         return out;
     }
@@ -460,6 +474,23 @@ class Lease {
         detail::check([&](dflockd_error **e) {
             return dflockd_lease_acquire_start(h_.get(), timeout_s, q.get(), tag, e);
         });
+    }
+    /**
+     * Try once on the event engine (never blocks): one event tagged `tag` on `q`,
+     * DFLOCKD_EVENT_KIND_ACQUIRED, or DFLOCKD_EVENT_KIND_ACQUIRE_FAILED with status
+     * TIMEOUT when the key is taken (nothing stays queued). Throws, with no event,
+     * only when it cannot start (busy, held or enqueued: INVALID_ARGUMENT).
+     */
+    void try_acquire_start(Events &q, std::uint64_t tag) const {
+        detail::check([&](dflockd_error **e) { return dflockd_lease_try_acquire_start(h_.get(), q.get(), tag, e); });
+    }
+    /**
+     * Two-phase, phase 1 on the event engine (never blocks): one event tagged `tag`
+     * on `q`, DFLOCKD_EVENT_KIND_ACQUIRED (granted at once), DFLOCKD_EVENT_KIND_ENQUEUED
+     * (queued: follow with wait_start()) or DFLOCKD_EVENT_KIND_ACQUIRE_FAILED.
+     */
+    void enqueue_start(Events &q, std::uint64_t tag) const {
+        detail::check([&](dflockd_error **e) { return dflockd_lease_enqueue_start(h_.get(), q.get(), tag, e); });
     }
     /**
      * Two-phase, phase 2 on the event engine: after an enqueue() that returned
@@ -691,6 +722,14 @@ class Client {
         return detail::out_string([&](char *b, std::size_t c, std::size_t *n, dflockd_error **e) {
             return dflockd_client_stats(h_.get(), server, b, c, n, e);
         }, 4096);
+    }
+    /**
+     * Server number `server`'s statistics on the event engine (never blocks): one event
+     * tagged `tag` on `q`, DFLOCKD_EVENT_KIND_STATS (the JSON in Event::stats) or
+     * DFLOCKD_EVENT_KIND_STATS_FAILED.
+     */
+    void stats_start(std::size_t server, Events &q, std::uint64_t tag) const {
+        detail::check([&](dflockd_error **e) { return dflockd_client_stats_start(h_.get(), server, q.get(), tag, e); });
     }
     /** The client's counters (no network I/O). */
     Metrics metrics() const {

@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use crate::fork::ForkStamp;
+use crate::protocol::Stats;
 use crate::sync::lock;
 use crate::{Error, ErrorKind, Result};
 
@@ -20,9 +21,11 @@ use crate::{Error, ErrorKind, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// An acquire started with [`Lease::acquire_start`](crate::lease::Lease::acquire_start) was granted.
+    /// An acquire started with [`Lease::acquire_start`](crate::lease::Lease::acquire_start)
+    /// (or `try_acquire_start`, `enqueue_start`, `wait_start`) was granted.
     Acquired = 1,
-    /// That acquire ended without the lease (the event's error says why).
+    /// That acquire ended without the lease (the event's error says why;
+    /// [`ErrorKind::Timeout`] for a try that found the key taken).
     AcquireFailed = 2,
     /// A release started with [`Lease::release_start`](crate::lease::Lease::release_start) completed.
     Released = 3,
@@ -30,10 +33,19 @@ pub enum EventKind {
     ReleaseFailed = 4,
     /// A watched lease was lost ([`crate::lease::Lease::watch_lost`]).
     Lost = 5,
+    /// An enqueue started with [`Lease::enqueue_start`](crate::lease::Lease::enqueue_start)
+    /// joined the queue: call [`Lease::wait_start`](crate::lease::Lease::wait_start)
+    /// (or `wait`) next. (One that acquired at once reports `Acquired`.)
+    Enqueued = 6,
+    /// A stats request started with [`Client::stats_start`](crate::client::Client::stats_start)
+    /// was answered: the event's `stats` holds the reply.
+    Stats = 7,
+    /// That stats request failed (the event's error says why).
+    StatsFailed = 8,
 }
 
-/// One completion: the caller's tag, what happened, and the error when it
-/// is a failure or a loss.
+/// One completion: the caller's tag, what happened, the error when it is a
+/// failure or a loss, and the reply of a `Stats` event.
 #[derive(Clone, Debug)]
 pub struct Event {
     /// The tag the caller gave when starting the operation.
@@ -42,6 +54,8 @@ pub struct Event {
     pub kind: EventKind,
     /// The error of a failure or a loss; `None` on success.
     pub error: Option<Error>,
+    /// The server's `stats` reply (`Some` exactly for [`EventKind::Stats`]).
+    pub stats: Option<Stats>,
 }
 
 pub(crate) struct Queue {
@@ -142,6 +156,7 @@ pub(crate) fn lost(tag: u64, error: &Error) -> Event {
         } else {
             Error::new(ErrorKind::LeaseLost, error.message().to_owned())
         }),
+        stats: None,
     }
 }
 

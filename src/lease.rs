@@ -6,28 +6,27 @@
 //! lease's state and its transitions are in src/held.rs; `Client::lock` and
 //! `Client::semaphore` are here, beside `Lease::new`, so the client module
 //! below needs no lease type. Two-phase waits run on the connection that
-//! enqueued.
+//! enqueued. The starts of the evented operations are in src/lease/starts.rs.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientInner};
 use crate::clock::{Boot, Stamp};
 use crate::connection::Connection;
-use crate::engine::ops::{Done, Inbound, Op};
 use crate::engine::{self, ensure_running};
-use crate::events::{EventKind, Events};
+use crate::events::Events;
 use crate::fork::bury;
 use crate::held::{Cadence, Home, OpGuard, Shared, State, cancelled, invalid, notify_lost};
 pub use crate::held::{DoneFn, LostCallback};
 use crate::metrics::bump;
 use crate::operation::{Ask, Next, Operation, Via};
 use crate::protocol::{Kind, MAX_SECONDS, Request, Token, validate_key};
-use crate::runtime::{Runtime, Users};
+use crate::runtime::Users;
 use crate::sync::lock;
-use crate::thread::spawn_named;
 use crate::{Error, ErrorKind, Result};
+
+mod starts;
 
 /// What [`Lease::on_lost`] takes.
 pub type LostFn = Box<dyn Fn(&Error) + Send + Sync>;
@@ -46,10 +45,6 @@ pub struct Lease {
     shared: Arc<Shared>,
     /// Keeps the library threads of this lease's generation running.
     _users: Arc<Users>,
-}
-
-fn no_engine() -> Error {
-    Error::new(ErrorKind::Io, "cannot start the event engine thread")
 }
 
 impl Client {
@@ -335,101 +330,6 @@ impl Lease {
             notify_lost(&self.shared.client, cb, err);
         }
     }
-
-    /// Acquire on the event engine and call `done` with the result on the
-    /// notifier thread (a library thread; no thread per call).
-    /// [`cancel`](Lease::cancel) works on it as on a blocking acquire.
-    pub fn acquire_async(&self, timeout_s: u64, done: DoneFn) {
-        let done = Arc::new(Mutex::new(Some(done)));
-        let theirs = Arc::clone(&done);
-        let started = self.check_fork().and_then(|()| {
-            // The callback runs on the notifier, which belongs to the
-            // renewal scheduler: start it now, not on the engine thread.
-            ensure_running(&self.shared.client)?;
-            self.shared.start_acquire(timeout_s, || {
-                Done::Call(Box::new(move |r| {
-                    if let Some(f) = lock(&theirs).take() {
-                        let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
-                    }
-                }))
-            })
-        });
-        if let Err(e) = started {
-            // Not on the caller's stack: it may hold a lock the callback takes.
-            let rt = self.check_fork().is_ok().then_some(&*self.shared.client.runtime);
-            if let Some(f) = lock(&done).take() {
-                spawn_or_run(rt, move || f(Err(e)));
-            }
-        }
-    }
-
-    /// Start an acquire on the event engine, waiting up to `timeout_s`
-    /// seconds (0 = try once) without blocking this thread: no name
-    /// resolution, connect or send happens here. Its outcome arrives on
-    /// `events` as one [`EventKind::Acquired`](crate::events::EventKind)
-    /// or `AcquireFailed` event tagged `tag`. Acquires of one key started
-    /// one after another are sent (and so granted) in that order.
-    /// [`cancel`](Lease::cancel) ends it with `AcquireFailed`/`Cancelled`,
-    /// leaving nothing held or queued on the server. Fails at once (no
-    /// event) only when the handle cannot start one: busy, held, queued.
-    pub fn acquire_start(&self, timeout_s: u64, events: &Events, tag: u64) -> Result<()> {
-        self.check_fork()?;
-        let queue = Arc::clone(&events.queue);
-        self.shared
-            .start_acquire(timeout_s, || Done::Event { queue, tag })
-    }
-
-    /// Two-phase, phase 2 without blocking this thread: wait on the event
-    /// engine up to `timeout_s` for the grant of an earlier `queued`
-    /// [`enqueue`](Lease::enqueue); the outcome arrives on `events` as one
-    /// `Acquired` or `AcquireFailed` event tagged `tag` (`Acquired` at once
-    /// if enqueue already acquired). [`cancel`](Lease::cancel) ends it
-    /// with `Cancelled`, leaving the queue. Fails at once (no event) with
-    /// [`ErrorKind::NotEnqueued`] without an enqueue, or when busy.
-    pub fn wait_start(&self, timeout_s: u64, events: &Events, tag: u64) -> Result<()> {
-        self.check_fork()?;
-        let done = Done::Event {
-            queue: Arc::clone(&events.queue),
-            tag,
-        };
-        self.shared.start_wait(timeout_s, done)
-    }
-
-    /// Start a release on the event engine without blocking this thread;
-    /// its outcome arrives on `events` as one `Released` or
-    /// `ReleaseFailed` event tagged `tag`. The handle stops holding the
-    /// lease at once (it may acquire again right away). Leaving the queue
-    /// after a `queued` enqueue needs no I/O: `Released` is queued at once.
-    /// Fails at once (no event) with [`ErrorKind::NotHeld`] or
-    /// [`ErrorKind::LeaseLost`] when there is nothing to release.
-    pub fn release_start(&self, events: &Events, tag: u64) -> Result<()> {
-        self.check_fork()?;
-        self.shared.start_release(Done::Event {
-            queue: Arc::clone(&events.queue),
-            tag,
-        })
-    }
-}
-
-/// Run `f` on a new library thread of `rt` (joined when the runtime shuts
-/// down; a plain thread without one); if no thread can be created, inline.
-fn spawn_or_run(rt: Option<&Runtime>, f: impl FnOnce() + Send + 'static) {
-    let slot = Arc::new(Mutex::new(Some(f)));
-    let theirs = Arc::clone(&slot);
-    let run = move || {
-        if let Some(f) = lock(&theirs).take() {
-            f();
-        }
-    };
-    let spawned = match rt {
-        Some(rt) => rt.spawn("dflockd-acquire", Box::new(run)),
-        None => spawn_named("dflockd-acquire", Box::new(run)).is_ok(),
-    };
-    if !spawned {
-        if let Some(f) = lock(&slot).take() {
-            f();
-        }
-    }
 }
 
 impl Drop for Lease {
@@ -648,57 +548,6 @@ impl Shared {
         let cap = self.client.call_deadline(timeout_s);
         let op = Operation::wait(self.kind, &self.key, timeout_s, self.cadence());
         self.drive(op, Some(home), cap, "wait").map(drop)
-    }
-
-    /// Hand an acquire to the event engine; `done` says where its outcome
-    /// goes.
-    fn start_acquire(self: &Arc<Self>, timeout_s: u64, done: impl FnOnce() -> Done) -> Result<()> {
-        // Refuse at once what a blocking acquire refuses at once: the engine
-        // sends `e` then `w`, so check both as they will be encoded.
-        let (kind, key) = (self.kind, self.key.as_str());
-        Request::Enqueue {
-            kind,
-            key,
-            limit: self.limit,
-            lease_s: self.requested_ttl(),
-        }
-        .encode(&mut Vec::new())?;
-        Request::Wait { kind, key, timeout_s }.encode(&mut Vec::new())?;
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
-        let guard = self.begin("acquire")?;
-        let id = engine.next_id();
-        lock(&self.state).evented = Some(id);
-        let op = Op::acquire(Arc::clone(self), guard, timeout_s, done());
-        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
-        Ok(())
-    }
-
-    /// Hand a two-phase wait to the engine.
-    fn start_wait(self: &Arc<Self>, timeout_s: u64, done: Done) -> Result<()> {
-        let (kind, key) = (self.kind, self.key.as_str());
-        Request::Wait { kind, key, timeout_s }.encode(&mut Vec::new())?;
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
-        let Some((guard, home)) = self.begin_wait()? else {
-            done.succeeded_at_once(EventKind::Acquired);
-            return Ok(());
-        };
-        let id = engine.next_id();
-        lock(&self.state).evented = Some(id);
-        let op = Op::wait(Arc::clone(self), guard, home, timeout_s, done);
-        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
-        Ok(())
-    }
-
-    /// Take the lease off the handle and hand its release to the engine.
-    fn start_release(self: &Arc<Self>, done: Done) -> Result<()> {
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
-        let Some((token, home)) = self.take_for_release()? else {
-            done.succeeded_at_once(EventKind::Released);
-            return Ok(());
-        };
-        let op = Op::release(Arc::clone(self), token, home, done);
-        engine.post(Box::new(Inbound::Start(engine.next_id(), Box::new(op))));
-        Ok(())
     }
 
     /// Best-effort release of a grant nobody will hold (a cancel raced it):

@@ -363,13 +363,16 @@ mod tests {
         assert!(rt.register(probe.clone()));
         let ended = Arc::new(AtomicBool::new(false));
         let (p, e) = (Arc::clone(&probe), Arc::clone(&ended));
-        assert!(rt.spawn("dflockd-probe", Box::new(move || {
-            assert!(on_library_thread());
-            while !p.stop.load(Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            e.store(true, Ordering::SeqCst);
-        })));
+        assert!(rt.spawn(
+            "dflockd-probe",
+            Box::new(move || {
+                assert!(on_library_thread());
+                while !p.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                e.store(true, Ordering::SeqCst);
+            })
+        ));
         assert!(!on_library_thread());
         let second = Arc::clone(&users);
         drop(users);

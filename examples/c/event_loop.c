@@ -80,6 +80,9 @@ static const char *kind_name(dflockd_event_kind k) {
     case DFLOCKD_EVENT_KIND_RELEASED: return "RELEASED";
     case DFLOCKD_EVENT_KIND_RELEASE_FAILED: return "RELEASE_FAILED";
     case DFLOCKD_EVENT_KIND_LOST: return "LOST";
+    case DFLOCKD_EVENT_KIND_ENQUEUED: return "ENQUEUED";
+    case DFLOCKD_EVENT_KIND_STATS: return "STATS";
+    case DFLOCKD_EVENT_KIND_STATS_FAILED: return "STATS_FAILED";
     }
     return "?";
 }
@@ -163,6 +166,10 @@ static void on_event(const dflockd_event *ev) {
         printf("[tick %4ld] job %d: LOST its lease at step %d (%s)%s\n", ticks, j, jobs[j].step, why,
                jobs[j].state == RUNNING ? ": work stopped, re-acquiring" : "");
         if (jobs[j].state == RUNNING) start_acquire(j);
+        break;
+    default:
+        /* ENQUEUED, STATS, ...: kinds of operations this program never
+         * starts (new kinds are only ever appended: keep a default). */
         break;
     }
 }

@@ -79,6 +79,10 @@ static void on_dflockd_event(const dflockd_event *ev) {
             start_acquire(jb);
         }
         break;
+    default:
+        /* ENQUEUED, STATS, ...: kinds of operations this program never
+         * starts (new kinds are only ever appended: keep a default). */
+        break;
     }
 }
 

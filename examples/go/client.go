@@ -387,22 +387,33 @@ func (c *Client) ServerFor(key string) (int, error) {
 // Stats fetches server number `server`'s statistics as a JSON object.
 //
 // The library bounds the call by connect timeout + I/O timeout (ErrDeadline
-// against a hung server). It cannot be interrupted, so when ctx is done
-// first Stats returns at once (ErrCancelled, also matching ctx.Err()) and the
-// request finishes in the background, its answer dropped; Close waits for it.
+// against a hung server). The request runs on the library's event engine
+// (dflockd_client_stats_start) and Stats waits for its event on a channel,
+// without an OS thread. It cannot be interrupted, so when ctx is done first
+// Stats returns at once (ErrCancelled, also matching ctx.Err()) and the
+// request finishes in the background, its answer dropped.
 func (c *Client) Stats(ctx context.Context, server int) (string, error) {
 	if server < 0 {
 		return "", errorf(StatusInvalidArgument, "server index %d is negative", server)
 	}
+	if err := ctx.Err(); err != nil {
+		return "", ctxError("stats", err)
+	}
 	var out string
-	err := detach(ctx, "stats", func() error {
-		return c.h.use("stats", func(p *C.dflockd_client) error {
-			var err error
-			out, err = outString(func(buf *C.char, cap C.size_t, n *C.size_t, e **C.dflockd_error) C.dflockd_status {
-				return C.dflockd_client_stats(p, C.size_t(server), buf, cap, n, e)
-			})
-			return err
+	err := c.h.use("stats", func(p *C.dflockd_client) error {
+		ch, err := c.q.start("stats", func(q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_client_stats_start(p, C.size_t(server), q, tag, e)
 		})
+		if err != nil {
+			return err
+		}
+		select {
+		case o := <-ch:
+			out = o.stats
+			return o.err
+		case <-ctx.Done():
+			return ctxError("stats", ctx.Err())
+		}
 	})
 	runtime.KeepAlive(c)
 	if err != nil {

@@ -2,31 +2,20 @@ package dflockd
 
 import (
 	"context"
-	"time"
 )
 
 // How a context bounds a call (see the package documentation):
 //
-//   - Acquire and Wait run on the library's event engine (*_start); when ctx
-//     is done they send dflockd_lease_cancel and wait for the operation's
-//     event (CANCELLED, nothing left held or queued), which the engine
-//     queues at once, even while it is still connecting.
-//   - TryAcquire and Enqueue are blocking C calls the library can interrupt:
-//     they are cancelled with dflockd_lease_cancel when ctx is done, and
-//     normally return within milliseconds with what the library then
-//     reports (see cancelGrace).
+//   - Acquire, Wait, TryAcquire and Enqueue run on the library's event
+//     engine (*_start); when ctx is done they send dflockd_lease_cancel and
+//     wait for the operation's event (CANCELLED, nothing left held or
+//     queued), which the engine queues at once, even while it is still
+//     connecting.
 //   - Calls it cannot interrupt (Release, Stats, Close) return ErrCancelled
 //     (also matching ctx.Err()) as soon as ctx is done, while the operation,
 //     which the library bounds by connect timeout + I/O timeout, finishes on
 //     a goroutine of its own (for Release and Close one parked on the
-//     completion queue, not in a C call).
-
-// cancelGrace is how long an interruptible blocking call (TryAcquire,
-// Enqueue) may take, after its context
-// is done and dflockd_lease_cancel was sent, before it returns and lets the C
-// call finish in the background. A cancel takes effect at once except while
-// the library is still opening a connection (up to the connect timeout).
-const cancelGrace = 250 * time.Millisecond
+//     completion queue, not in a C call; Stats waits on the queue too).
 
 // ctxError is the error of a call whose context ended first: ErrCancelled
 // that also matches ctx.Err() (context.Canceled or context.DeadlineExceeded).

@@ -26,12 +26,12 @@
 //     alive (Close waits for it).
 //   - Waiting costs no thread: each Client has one completion queue
 //     (dflockd_events) drained by one goroutine that waits on the queue's fd
-//     in Go's netpoller. Acquire and Wait start their operation on the
-//     library's event engine (dflockd_lease_acquire_start / wait_start),
-//     Release and Close theirs with dflockd_lease_release_start, and each
-//     waits for its one event on a channel; Lost() registers
-//     dflockd_lease_watch_lost with the same queue. TryAcquire, Enqueue and
-//     Stats (which never wait for a key) still run as blocking cgo calls.
+//     in Go's netpoller. Acquire, Wait, TryAcquire and Enqueue start their
+//     operation on the library's event engine (dflockd_lease_acquire_start /
+//     wait_start / try_acquire_start / enqueue_start), Stats with
+//     dflockd_client_stats_start, Release and Close theirs with
+//     dflockd_lease_release_start, and each waits for its one event on a
+//     channel; Lost() registers dflockd_lease_watch_lost with the same queue.
 //     The log (SetLogFunc) is the only callback library threads make into Go.
 //   - Handles are freed by Close; a finalizer frees forgotten ones. Close never
 //     frees a C handle while another goroutine is inside a call on it.

@@ -20,10 +20,11 @@ import (
 // acquires are pending.
 //
 // Two kinds of tags share one counter: a lease handle's tag (its LOST
-// events, leases) and an operation's tag (the one ACQUIRED / ACQUIRE_FAILED
-// / RELEASED / RELEASE_FAILED event of a *_start call, ops), which the
-// drainer turns into an error (nil on success) and hands to the channel the
-// operation's goroutine waits on.
+// events, leases) and an operation's tag (the one event of a *_start call:
+// ACQUIRED / ACQUIRE_FAILED / ENQUEUED / RELEASED / RELEASE_FAILED / STATS /
+// STATS_FAILED, ops), which the drainer turns into an outcome (an error, nil
+// on success, the kind, and a STATS event's JSON) and hands to the channel
+// the operation's goroutine waits on.
 //
 // Go's netpoller is edge-triggered; that is safe here because the library
 // writes the eventfd on every empty → non-empty transition of the queue and
@@ -43,8 +44,15 @@ type eventQueue struct {
 	mu      sync.Mutex
 	refs    int
 	nextTag uint64
-	leases  map[uint64]*leaseCore // tag → the lease handle watching with it
-	ops     map[uint64]chan error // tag → the pending *_start operation's outcome
+	leases  map[uint64]*leaseCore   // tag → the lease handle watching with it
+	ops     map[uint64]chan outcome // tag → the pending *_start operation's outcome
+}
+
+// outcome is what one *_start operation's event said.
+type outcome struct {
+	err   error                // as the blocking call would have returned it (nil: success)
+	kind  C.dflockd_event_kind // ACQUIRED, ENQUEUED, STATS, ...
+	stats string               // a STATS event's reply (JSON)
 }
 
 // eventBatch is how many events one dflockd_events_poll call takes.
@@ -68,7 +76,7 @@ func newEventQueue() (*eventQueue, error) {
 		buf:    (*C.dflockd_event)(C.calloc(eventBatch, C.size_t(unsafe.Sizeof(C.dflockd_event{})))),
 		refs:   1,
 		leases: make(map[uint64]*leaseCore),
-		ops:    make(map[uint64]chan error),
+		ops:    make(map[uint64]chan outcome),
 	}
 	rc, err := q.file.SyscallConn()
 	if err != nil { // not expected for a fresh *os.File
@@ -115,10 +123,10 @@ func (q *eventQueue) drain(rc syscall.RawConn) {
 				events := unsafe.Slice(q.buf, n)
 				for i := range events {
 					ev := &events[i]
-					tag, kind := uint64(ev.tag), ev.kind
-					err := eventError(ev) // frees ev.error
+					tag := uint64(ev.tag)
+					o := eventOutcome(ev) // frees ev.error
 					ev.error = nil
-					q.dispatch(tag, kind, err)
+					q.dispatch(tag, o)
 				}
 			}
 		})
@@ -128,25 +136,35 @@ func (q *eventQueue) drain(rc syscall.RawConn) {
 	}
 }
 
-// eventError is an event's outcome as the blocking call would have returned
-// it (nil for ACQUIRED / RELEASED), with the message of its dflockd_error,
-// which it frees.
-func eventError(ev *C.dflockd_event) error {
-	err := check(ev.status, ev.error)
-	failed := ev.kind == C.DFLOCKD_EVENT_KIND_ACQUIRE_FAILED || ev.kind == C.DFLOCKD_EVENT_KIND_RELEASE_FAILED
-	if err == nil && failed { // not expected: the header promises a status
-		return errorf(StatusProtocol, "event kind %d without a failure status", int(ev.kind))
+// eventOutcome is an event's outcome as the blocking call would have
+// returned it (err nil for ACQUIRED / ENQUEUED / RELEASED / STATS), with the
+// message of its dflockd_error, or a STATS event's reply read from it
+// (dflockd_event_stats); it frees the error object.
+func eventOutcome(ev *C.dflockd_event) outcome {
+	o := outcome{kind: ev.kind}
+	if ev.kind == C.DFLOCKD_EVENT_KIND_STATS {
+		o.stats, o.err = outString(func(buf *C.char, cap C.size_t, n *C.size_t, e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_event_stats(ev, buf, cap, n, e)
+		})
 	}
-	return err
+	if err := check(ev.status, ev.error); o.err == nil {
+		o.err = err
+	}
+	failed := ev.kind == C.DFLOCKD_EVENT_KIND_ACQUIRE_FAILED || ev.kind == C.DFLOCKD_EVENT_KIND_RELEASE_FAILED ||
+		ev.kind == C.DFLOCKD_EVENT_KIND_STATS_FAILED
+	if o.err == nil && failed { // not expected: the header promises a status
+		o.err = errorf(StatusProtocol, "event kind %d without a failure status", int(ev.kind))
+	}
+	return o
 }
 
 // dispatch hands one event to whoever waits for its tag: a LOST event to
 // the lease handle watching with it, any other to the pending operation
 // (whose channel has room for it: it never blocks the drainer). An event
 // nobody waits for any more is dropped.
-func (q *eventQueue) dispatch(tag uint64, kind C.dflockd_event_kind, err error) {
+func (q *eventQueue) dispatch(tag uint64, o outcome) {
 	q.mu.Lock()
-	if kind == C.DFLOCKD_EVENT_KIND_LOST {
+	if o.kind == C.DFLOCKD_EVENT_KIND_LOST {
 		c := q.leases[tag]
 		q.mu.Unlock()
 		if c != nil {
@@ -158,15 +176,15 @@ func (q *eventQueue) dispatch(tag uint64, kind C.dflockd_event_kind, err error) 
 	delete(q.ops, tag)
 	q.mu.Unlock()
 	if ch != nil {
-		ch <- err
+		ch <- o
 	}
 }
 
 // start runs one *_start call with a fresh tag and returns the channel its
 // one event's outcome arrives on. A call that fails at once (busy, held,
 // not held, forked: no event follows) returns its error instead.
-func (q *eventQueue) start(what string, f func(qp *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status) (<-chan error, error) {
-	ch := make(chan error, 1)
+func (q *eventQueue) start(what string, f func(qp *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status) (<-chan outcome, error) {
+	ch := make(chan outcome, 1)
 	q.mu.Lock()
 	q.nextTag++
 	tag := q.nextTag

@@ -7,7 +7,6 @@ import (
 	"context"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -44,8 +43,6 @@ type leaseCore struct {
 	armed    bool
 	cursor   uint64        // while armed: the grant the next LOST event is for
 	cursorCh chan struct{} // lostCh of grant `cursor` (nil until it is granted)
-
-	tail chan struct{} // closed when a C call abandoned by its caller ends
 }
 
 // newLease wraps a new C lease handle and registers it with the client's
@@ -73,115 +70,25 @@ func (l *Lease) call(what string, f func(p *C.dflockd_lease, e **C.dflockd_error
 	return err
 }
 
-// Operation states shared by the caller and the goroutine running the C call.
-const (
-	opRunning   int32 = iota
-	opReported        // the caller returned the C call's result
-	opAbandoned       // the caller returned ErrCancelled first
-)
-
-// op runs one C call that does network I/O under ctx (see ctx.go).
-//
-// interruptible: ctx's end calls dflockd_lease_cancel until the C call
-// returns; the caller waits up to cancelGrace for it. Otherwise (and after the
-// grace) the caller returns ErrCancelled at once and the C call finishes on
-// its goroutine, still holding the handle (Close waits for it); undo (may be
-// nil) then runs with its result, so that a grant nobody was told of is given
-// back, and the handle's next operation waits for all that (awaitTail).
-func (l *Lease) op(ctx context.Context, what string, interruptible bool,
-	f func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status,
-	undo func(p *C.dflockd_lease, err error)) error {
-	c := l.core
-	defer runtime.KeepAlive(l)
-	if err := ctx.Err(); err != nil {
-		return ctxError(what, err)
-	}
-	if err := c.awaitTail(ctx, what); err != nil {
-		return err
-	}
-	state := opRunning
-	res := make(chan error, 1)
-	finished := make(chan struct{})
-	run := func() {
-		defer close(finished)
-		res <- c.h.use(what, func(p *C.dflockd_lease) error {
-			callDone := make(chan struct{})
-			watcherDone := make(chan struct{})
-			if interruptible && ctx.Done() != nil {
-				go func() {
-					defer close(watcherDone)
-					select {
-					case <-callDone:
-					case <-ctx.Done():
-						// p stays valid: this closure holds the handle until watcherDone.
-						repeatUntil(callDone, func() { C.dflockd_lease_cancel(p) })
-					}
-				}()
-			} else {
-				close(watcherDone)
-			}
-			var cerr *C.dflockd_error
-			st := f(p, &cerr)
-			close(callDone)
-			<-watcherDone
-			err := check(st, cerr)
-			if e, ok := err.(*Error); ok && ctx.Err() != nil &&
-				(e.Status == StatusCancelled || e.Status == StatusTimeout) {
-				e.cause = ctx.Err()
-			}
-			if !atomic.CompareAndSwapInt32(&state, opRunning, opReported) && undo != nil {
-				undo(p, err)
-			}
-			return err
-		})
-	}
-	if ctx.Done() == nil {
-		run()
-		return <-res
-	}
-	go run()
-	select {
-	case err := <-res:
-		return err
-	case <-ctx.Done():
-	}
-	if interruptible {
-		t := time.NewTimer(cancelGrace)
-		defer t.Stop()
-		select {
-		case err := <-res:
-			return err
-		case <-t.C:
-		}
-	}
-	if atomic.CompareAndSwapInt32(&state, opRunning, opAbandoned) {
-		c.mu.Lock()
-		c.tail = finished
-		c.mu.Unlock()
-		return ctxError(what, ctx.Err())
-	}
-	return <-res // it finished meanwhile
-}
-
 // evented runs one *_start call on the handle (no network I/O on this
 // thread) and waits for its event on the client's completion queue: a
 // channel receive, so a waiting goroutine pins no OS thread. When ctx ends
 // first, dflockd_lease_cancel ends the operation (ACQUIRE_FAILED /
 // CANCELLED, nothing left held or queued on the server) and its event is
 // awaited still, so the handle is free again when this returns; a grant that
-// won the race with the cancel is reported as such. The handle stays
-// borrowed until then (Close cancels and waits).
+// won the race with the cancel is reported as such, a place in the queue
+// that won it is left (cancel again: the handle is idle now) and reported
+// as cancelled. The handle stays borrowed until then (Close cancels and
+// waits).
 func (l *Lease) evented(ctx context.Context, what string,
-	start func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status) error {
+	start func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status) outcome {
 	c := l.core
 	defer runtime.KeepAlive(l)
 	if err := ctx.Err(); err != nil {
-		return ctxError(what, err)
+		return outcome{err: ctxError(what, err)}
 	}
-	if err := c.awaitTail(ctx, what); err != nil {
-		return err
-	}
-	return c.h.use(what, func(p *C.dflockd_lease) error {
+	var o outcome
+	err := c.h.use(what, func(p *C.dflockd_lease) error {
 		ch, err := c.q.start(what, func(qp *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
 			return start(p, qp, tag, e)
 		})
@@ -189,48 +96,24 @@ func (l *Lease) evented(ctx context.Context, what string,
 			return err
 		}
 		select {
-		case err = <-ch:
+		case o = <-ch:
 		case <-ctx.Done():
 			// p stays valid: this closure holds the handle until the event.
 			C.dflockd_lease_cancel(p)
-			err = <-ch
+			o = <-ch
+			if o.err == nil && o.kind == C.DFLOCKD_EVENT_KIND_ENQUEUED {
+				C.dflockd_lease_cancel(p) // leaves the queue
+				o.err = ctxError(what, ctx.Err())
+			}
 		}
-		if e, ok := err.(*Error); ok && ctx.Err() != nil &&
+		if e, ok := o.err.(*Error); ok && ctx.Err() != nil &&
 			(e.Status == StatusCancelled || e.Status == StatusTimeout) {
 			e.cause = ctx.Err()
 		}
-		return err
+		return o.err
 	})
-}
-
-// awaitTail waits until a C call abandoned by an earlier operation on this
-// handle has finished (and its grant, if any, was given back).
-func (c *leaseCore) awaitTail(ctx context.Context, what string) error {
-	c.mu.Lock()
-	t := c.tail
-	c.mu.Unlock()
-	if t == nil {
-		return nil
-	}
-	select {
-	case <-t:
-		c.mu.Lock()
-		if c.tail == t {
-			c.tail = nil
-		}
-		c.mu.Unlock()
-		return nil
-	case <-ctx.Done():
-		return ctxError(what, ctx.Err())
-	}
-}
-
-// giveBack releases a grant (or a place in the queue) that the caller was
-// not told of because its context ended first.
-func giveBack(p *C.dflockd_lease, err error) {
-	if err == nil {
-		C.dflockd_lease_release(p, nil)
-	}
+	o.err = err
+	return o
 }
 
 // timeoutFrom is the C timeout in whole seconds for ctx: its deadline rounded
@@ -261,7 +144,7 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	t := timeoutFrom(ctx)
 	err := l.evented(ctx, "acquire", func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
 		return C.dflockd_lease_acquire_start(p, t, q, tag, e)
-	})
+	}).err
 	if err == nil {
 		l.core.granted()
 	}
@@ -269,42 +152,41 @@ func (l *Lease) Acquire(ctx context.Context) error {
 }
 
 // TryAcquire tries once without waiting in the queue: true if now held,
-// false if taken. Bounded by connect timeout + I/O timeout (ErrDeadline
-// against a hung server); ctx's end cancels it.
+// false if taken (nothing is left queued). Bounded by connect timeout + I/O
+// timeout (ErrDeadline against a hung server); ctx's end cancels it. Like
+// Acquire it runs on the event engine (dflockd_lease_try_acquire_start),
+// not in a thread, and keeps its place among the acquires of its key.
 func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
-	var ok C.bool
-	err := l.op(ctx, "try_acquire", true, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
-		return C.dflockd_lease_try_acquire(p, &ok, e)
-	}, func(p *C.dflockd_lease, err error) {
-		if err == nil && bool(ok) {
-			C.dflockd_lease_release(p, nil)
-		}
+	o := l.evented(ctx, "try_acquire", func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+		return C.dflockd_lease_try_acquire_start(p, q, tag, e)
 	})
-	if err != nil {
-		return false, err
+	if e, ok := o.err.(*Error); ok && e.Status == StatusTimeout && e.cause == nil {
+		return false, nil // taken: the server said so at once
 	}
-	if bool(ok) {
-		l.core.granted()
+	if o.err != nil {
+		return false, o.err
 	}
-	return bool(ok), nil
+	l.core.granted()
+	return true, nil
 }
 
 // Enqueue is phase 1 of a two-phase acquire: join the key's queue without
 // waiting. true: acquired at once (no Wait needed); false: queued, call Wait.
 // Bounded and cancelled as TryAcquire; a cancelled Enqueue leaves nothing
-// held or queued.
+// held or queued. It runs on the event engine (dflockd_lease_enqueue_start),
+// not in a thread, and keeps its place among the acquires of its key.
 func (l *Lease) Enqueue(ctx context.Context) (bool, error) {
-	var ok C.bool
-	err := l.op(ctx, "enqueue", true, func(p *C.dflockd_lease, e **C.dflockd_error) C.dflockd_status {
-		return C.dflockd_lease_enqueue(p, &ok, e)
-	}, giveBack)
-	if err != nil {
-		return false, err
+	o := l.evented(ctx, "enqueue", func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
+		return C.dflockd_lease_enqueue_start(p, q, tag, e)
+	})
+	if o.err != nil {
+		return false, o.err
 	}
-	if bool(ok) {
-		l.core.granted()
+	if o.kind == C.DFLOCKD_EVENT_KIND_ENQUEUED {
+		return false, nil
 	}
-	return bool(ok), nil
+	l.core.granted()
+	return true, nil
 }
 
 // Wait is phase 2: block until the queued lease is granted or ctx is done
@@ -315,7 +197,7 @@ func (l *Lease) Wait(ctx context.Context) error {
 	t := timeoutFrom(ctx)
 	err := l.evented(ctx, "wait", func(p *C.dflockd_lease, q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
 		return C.dflockd_lease_wait_start(p, t, q, tag, e)
-	})
+	}).err
 	if err == nil {
 		l.core.granted()
 	}
@@ -337,9 +219,6 @@ func (l *Lease) Release(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return ctxError("release", err)
 	}
-	if err := c.awaitTail(ctx, "release"); err != nil {
-		return err
-	}
 	return detach(ctx, "release", func() error {
 		return c.h.use("release", func(p *C.dflockd_lease) error {
 			ch, err := c.q.start("release", func(q *C.dflockd_events, tag C.uint64_t, e **C.dflockd_error) C.dflockd_status {
@@ -356,7 +235,7 @@ func (l *Lease) Release(ctx context.Context) error {
 				return err
 			}
 			// The handle stays borrowed until the outcome: Close waits.
-			return <-ch
+			return (<-ch).err
 		})
 	})
 }

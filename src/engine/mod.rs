@@ -5,6 +5,8 @@
 //! operations as its tasks.
 
 mod dial;
+mod lanes;
+pub(crate) mod op;
 pub(crate) mod ops;
 
 use std::sync::Arc;

@@ -1,18 +1,17 @@
-//! Evented operations: acquires and releases that the engine thread drives
+//! Evented operations: acquires, releases and stats that the engine thread drives
 //! from start to completion without blocking anyone, then reports on a
 //! completion queue (or, for `acquire_async`, to a callback run on the
 //! notifier thread: never on this one).
 //!
 //! The pieces, all owned by the engine thread (no locks of their own):
-//! - a *lane* per (client, server): the FIFO of operations waiting for a
-//!   connection. Requests leave in the order their operations were started
-//!   (the server's queue is FIFO; the library must not reorder on the way
-//!   there), so the head of the lane gets the next connection, whether it
-//!   comes from the client's idle pool or from a dial;
+//! - a *lane* per (client, server) (`lanes.rs`): the FIFO of operations
+//!   waiting for a connection, which also holds back an acquire while an
+//!   earlier one of its key has its `e` unanswered;
 //! - *dials* (`dial.rs`): connections being opened without blocking
 //!   (resolve, TCP connect, TLS handshake, `auth`), at most
-//!   [`MAX_DIALS`] per lane at once;
-//! - *operations*: requests on one connection, each reply awaited with a
+//!   `lanes::MAX_DIALS` per lane at once;
+//! - *operations* (their data in `op.rs`; the stages that settle a lease in
+//!   `ops/stages.rs`): requests on one connection, each reply awaited with a
 //!   deadline, then settled through the same lease code as the blocking
 //!   path (`Shared::hold`, including the rule that a grant read too late is
 //!   renewed before it is reported). An acquire is `e` then, if `queued`,
@@ -20,7 +19,10 @@
 //!   next acquire of the same key is sent only after the server has queued
 //!   this one. Requests on different connections reach a server in no
 //!   particular order; this is what keeps starts of one key in FIFO order.
-//!   A release is `r`.
+//!   A try is one `l` with timeout 0 (the server grants or answers
+//!   `timeout` at once and keeps nothing queued), ordered like an `e`; an
+//!   enqueue is `e` alone, which leaves a `queued` connection on the lease
+//!   for a later wait. A release is `r`; stats is `stats` (no lease).
 //!
 //! Each task has an id; its socket is registered in the engine's epoll with
 //! `TASK_BIT | id` (one-shot, re-armed after each event), and its deadline
@@ -31,262 +33,34 @@
 #![allow(clippy::boxed_local)]
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::dial::{Dial, Resolved, Step};
+use super::lanes::{Lane, LaneKey, Next, lane_key};
+use super::op::{Done, Mode, Op, Purpose, Stage, name, op_command};
+
+mod stages;
 use crate::client::ClientInner;
-use crate::clock::{Boot, Stamp};
+use crate::clock::Stamp;
 use crate::connection::{Connection, Grant, Started, earliest};
-use crate::events::{Event, EventKind, Queue};
-use crate::held::{DoneFn, Home, OpGuard, Shared};
+use crate::events::{Event, EventKind};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::notify::on_notifier;
-use crate::protocol::{Command, Kind, Op as Verb, Outcome, Request, Token};
+use crate::protocol::{Command, Op as Verb, Outcome, Request, Stats, Token};
 use crate::reactor::{Message, Reactor, TASK_BIT, Tasks};
-use crate::renewal::{self, RenewElsewhere};
+use crate::renewal::RenewElsewhere;
 use crate::{Error, ErrorKind, Result};
 
-/// Connections a lane opens at once.
-const MAX_DIALS: usize = 16;
 /// Pause before retrying a send on a connection another thread was using.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
-
-/// Where an operation's outcome goes.
-pub(crate) enum Done {
-    /// A completion queue: one event tagged `tag`.
-    Event { queue: Arc<Queue>, tag: u64 },
-    /// `acquire_async`'s callback, run on the notifier thread.
-    Call(DoneFn),
-}
-
-impl Done {
-    /// Report success of `kind` without any I/O (leaving a queue, a wait
-    /// whose enqueue already acquired). Only queue-bound starts take this
-    /// path; a callback would run on the caller's thread.
-    pub(crate) fn succeeded_at_once(self, kind: EventKind) {
-        match self {
-            Done::Event { queue, tag } => queue.push(Event {
-                tag,
-                kind,
-                error: None,
-            }),
-            Done::Call(f) => f(Ok(())),
-        }
-    }
-}
-
-/// What an operation does.
-pub(crate) enum Purpose {
-    /// `l`/`sl`; the guard keeps the handle busy until it ends.
-    Acquire {
-        timeout_s: u64,
-        lease_s: Option<u64>,
-        _guard: OpGuard,
-    },
-    /// `n`/`sn` of a held lease's grant `generation` whose home broke (on
-    /// a fresh connection), or is not watched (on the home); settled by
-    /// `renewal::finish`.
-    Renew {
-        generation: u64,
-        token: Token,
-        expires_at: Boot,
-    },
-    /// `r`/`sr` of a lease already taken off the handle.
-    Release {
-        token: Token,
-        /// The home connection failed: the release went to a fresh one.
-        retried: bool,
-    },
-}
-
-enum Stage {
-    /// In its lane, waiting for a connection.
-    Waiting,
-    /// The request `verb` went out on `conn` at `sent`; its reply is
-    /// awaited.
-    Asked {
-        conn: Arc<Connection>,
-        sent: Stamp,
-        verb: Verb,
-    },
-    /// A grant read too late to trust: a renewal went out at `sent` and
-    /// must be confirmed before the grant is reported.
-    Confirming {
-        conn: Arc<Connection>,
-        token: Token,
-        sent: Stamp,
-    },
-    /// `conn` was busy (another thread's call): send again at the timer.
-    Retry { conn: Arc<Connection> },
-    /// Being worked on (the engine took it out of its stage).
-    Moving,
-}
-
-/// An evented acquire or release.
-pub(crate) struct Op {
-    lease: Arc<Shared>,
-    purpose: Purpose,
-    done: Option<Done>,
-    server: usize,
-    redirects: u32,
-    /// The whole operation's bound (the call deadline of the blocking API).
-    deadline: Instant,
-    /// The current step's bound (a reply's deadline), at most `deadline`.
-    step_by: Instant,
-    stage: Stage,
-    /// Its `e` was sent and not answered yet: later acquires of the key
-    /// wait in the lane (see `Lane::enqueuing`).
-    enqueuing: bool,
-}
-
-impl Op {
-    /// An acquire of `lease` on its server.
-    pub(crate) fn acquire(lease: Arc<Shared>, guard: OpGuard, timeout_s: u64, done: Done) -> Op {
-        let deadline = lease.client.call_deadline(timeout_s);
-        let lease_s = lease.renew_ttl();
-        let server = lease.server;
-        Op {
-            lease,
-            purpose: Purpose::Acquire {
-                timeout_s,
-                lease_s,
-                _guard: guard,
-            },
-            done: Some(done),
-            server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: Stage::Waiting,
-            enqueuing: false,
-        }
-    }
-
-    /// A renewal of `lease`'s grant `generation` on `home`, or on a fresh
-    /// connection when `None`, by `deadline`.
-    pub(crate) fn renew(
-        lease: Arc<Shared>,
-        generation: u64,
-        token: Token,
-        server: usize,
-        home: Option<Arc<Connection>>,
-        expires_at: Boot,
-        deadline: Instant,
-    ) -> Op {
-        Op {
-            lease,
-            purpose: Purpose::Renew {
-                generation,
-                token,
-                expires_at,
-            },
-            done: None,
-            server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: home.map_or(Stage::Waiting, |conn| Stage::Retry { conn }),
-            enqueuing: false,
-        }
-    }
-
-    /// The second phase of a two-phase acquire: `w` on the connection that
-    /// enqueued (`home`).
-    pub(crate) fn wait(lease: Arc<Shared>, guard: OpGuard, home: Home, timeout_s: u64, done: Done) -> Op {
-        let mut op = Op::acquire(lease, guard, timeout_s, done);
-        op.server = home.server;
-        op.stage = Stage::Retry { conn: home.conn };
-        op
-    }
-
-    /// A release of `token`, said on `home` (or on a fresh connection if
-    /// the home is broken).
-    pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
-        let deadline = lease.client.call_deadline(0);
-        let mut op = Op {
-            lease,
-            purpose: Purpose::Release {
-                token,
-                retried: false,
-            },
-            done: Some(done),
-            server: home.server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: Stage::Waiting,
-            enqueuing: false,
-        };
-        if home.conn.is_broken() {
-            op.lease.client.checkin(home.server, home.conn); // dropped
-            if let Purpose::Release { retried, .. } = &mut op.purpose {
-                *retried = true;
-            }
-        } else {
-            op.stage = Stage::Retry { conn: home.conn };
-        }
-        op
-    }
-
-    fn is_acquire(&self) -> bool {
-        matches!(self.purpose, Purpose::Acquire { .. })
-    }
-
-    fn is_renewal(&self) -> bool {
-        matches!(self.purpose, Purpose::Renew { .. })
-    }
-
-    /// The key whose acquires must keep their order (none for releases).
-    fn ordered_key(&self) -> Option<String> {
-        self.is_acquire().then(|| self.lease.key.clone())
-    }
-
-    fn conn(&self) -> Option<&Arc<Connection>> {
-        match &self.stage {
-            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
-            Stage::Waiting | Stage::Moving => None,
-        }
-    }
-
-    fn failed_kind(&self) -> EventKind {
-        if self.is_acquire() {
-            EventKind::AcquireFailed
-        } else {
-            EventKind::ReleaseFailed
-        }
-    }
-}
 
 enum Task {
     Op(Box<Op>),
     Dial(Box<Dial>),
-}
-
-/// The lane of one (client, server): operations waiting for a connection,
-/// oldest first, and connections opened for them.
-struct Lane {
-    client: Arc<ClientInner>,
-    server: usize,
-    /// Operations that may go as soon as a connection is there (with the
-    /// key whose order they keep).
-    waiting: VecDeque<(u64, Option<String>)>,
-    /// Acquires held back because an earlier one of their key has its `e`
-    /// in flight, oldest first.
-    blocked: HashMap<String, VecDeque<u64>>,
-    /// Keys with an `e` in flight.
-    enqueuing: HashSet<String>,
-    conns: Vec<Arc<Connection>>,
-    dialing: usize,
-}
-
-type LaneKey = (usize, usize);
-
-fn lane_key(client: &Arc<ClientInner>, server: usize) -> LaneKey {
-    (Arc::as_ptr(client) as usize, server)
 }
 
 /// What other threads hand the engine thread.
@@ -389,17 +163,11 @@ impl Driver {
 
     /// Put `op` at the back of its server's lane.
     fn enqueue(&mut self, engine: &Reactor, id: u64, op: Box<Op>) {
-        let key = lane_key(&op.lease.client, op.server);
-        let lane = self.lanes.entry(key).or_insert_with(|| Lane {
-            client: Arc::clone(&op.lease.client),
-            server: op.server,
-            waiting: VecDeque::new(),
-            blocked: HashMap::new(),
-            enqueuing: HashSet::new(),
-            conns: Vec::new(),
-            dialing: 0,
-        });
-        lane.waiting.push_back((id, op.ordered_key()));
+        let key = lane_key(&op.client, op.server);
+        self.lanes
+            .entry(key)
+            .or_insert_with(|| Lane::new(Arc::clone(&op.client), op.server))
+            .push(id, op.ordered_key());
         self.timers.push(Reverse((op.step_by, id)));
         self.tasks.insert(id, Task::Op(op));
         self.pump(engine, key);
@@ -409,73 +177,54 @@ impl Driver {
     /// when none is idle.
     fn pump(&mut self, engine: &Reactor, key: LaneKey) {
         loop {
+            let tasks = &self.tasks;
             let Some(lane) = self.lanes.get_mut(&key) else {
                 return;
             };
-            let Some((id, ordered)) = lane.waiting.front().cloned() else {
-                if lane.dialing == 0 && lane.blocked.is_empty() && lane.enqueuing.is_empty() {
+            match lane.next(&|id| is_waiting(tasks, id)) {
+                Next::Go { id, conn, ordered } => {
+                    let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
+                        continue;
+                    };
+                    op.enqueuing = ordered;
+                    self.send(engine, id, op, conn);
+                }
+                Next::Dial(n) => {
+                    let (client, server) = lane.target();
+                    for _ in 0..n {
+                        self.dial(engine, key, Arc::clone(&client), server);
+                    }
+                    return;
+                }
+                Next::Empty => {
                     // Nobody waits: connections opened for ops that ended
                     // meanwhile go to the pool.
                     let lane = self.lanes.remove(&key).expect("lane present");
-                    for conn in lane.conns {
-                        lane.client.checkin(lane.server, conn);
+                    let (client, server, conns) = lane.into_spare();
+                    for conn in conns {
+                        client.checkin(server, conn);
                     }
+                    return;
                 }
-                return;
-            };
-            if !is_waiting(&self.tasks, id) {
-                lane.waiting.pop_front(); // ended meanwhile (deadline, cancel)
-                if let Some(k) = ordered.filter(|k| !lane.enqueuing.contains(k)) {
-                    // It may have been the one let through for its key.
-                    unblock(lane, &self.tasks, &k);
-                }
-                continue;
+                Next::Idle => return,
             }
-            if let Some(k) = ordered.as_ref().filter(|k| lane.enqueuing.contains(*k)) {
-                lane.waiting.pop_front();
-                lane.blocked.entry(k.clone()).or_default().push_back(id);
-                continue;
-            }
-            let conn = match lane.conns.pop() {
-                Some(conn) => Some(conn),
-                None => lane.client.pool_take(lane.server),
-            };
-            let Some(conn) = conn else {
-                let wanted = lane.waiting.len().min(MAX_DIALS);
-                let mut starts = Vec::new();
-                while lane.dialing < wanted {
-                    lane.dialing += 1;
-                    starts.push((Arc::clone(&lane.client), lane.server));
-                }
-                for (client, server) in starts {
-                    self.dial(engine, key, client, server);
-                }
-                return;
-            };
-            lane.waiting.pop_front();
-            if let Some(k) = ordered {
-                lane.enqueuing.insert(k);
-            }
-            let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
-                continue;
-            };
-            op.enqueuing = op.is_acquire();
-            self.send(engine, id, op, conn);
         }
     }
 
-    /// `op`'s `e` was answered (or will never be): the next acquire of its
-    /// key may go.
+    /// `op`'s ordered request (`e`, a try's `l`) was answered (or will
+    /// never be): the next operation of its key may go.
     fn enqueued(&mut self, op: &mut Op) {
         if !std::mem::take(&mut op.enqueuing) {
             return;
         }
-        let key = lane_key(&op.lease.client, op.server);
+        let (key, Some(k)) = (lane_key(&op.client, op.server), op.ordered_key()) else {
+            return;
+        };
+        let tasks = &self.tasks;
         let Some(lane) = self.lanes.get_mut(&key) else {
             return;
         };
-        lane.enqueuing.remove(&op.lease.key);
-        unblock(lane, &self.tasks, &op.lease.key);
+        lane.answered(&k, &|id| is_waiting(tasks, id));
         self.dirty.push(key);
     }
 
@@ -503,8 +252,7 @@ impl Driver {
                 let key = dial.lane();
                 drop(dial);
                 if let Some(lane) = self.lanes.get_mut(&key) {
-                    lane.dialing -= 1;
-                    lane.conns.push(conn);
+                    lane.dialed(conn);
                 }
                 self.pump(engine, key);
             }
@@ -514,15 +262,11 @@ impl Driver {
                 drop(dial);
                 // The oldest waiting operation fails with it, as a blocking
                 // call would have; the others get their own attempt.
-                let victim = self.lanes.get_mut(&key).and_then(|lane| {
-                    lane.dialing -= 1;
-                    while let Some((id, _)) = lane.waiting.pop_front() {
-                        if is_waiting(&self.tasks, id) {
-                            return Some(id);
-                        }
-                    }
-                    None
-                });
+                let tasks = &self.tasks;
+                let victim = self
+                    .lanes
+                    .get_mut(&key)
+                    .and_then(|lane| lane.dial_failed(&|id| is_waiting(tasks, id)));
                 if let Some(victim) = victim {
                     if let Some(Task::Op(op)) = self.tasks.remove(&victim) {
                         self.fail(engine, victim, op, e);
@@ -535,35 +279,43 @@ impl Driver {
 
     /// Send `op`'s request on `conn` without waiting.
     fn send(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
-        let lease = Arc::clone(&op.lease);
+        let Some(lease) = op.lease.clone() else {
+            // Stats: no lease, nothing to cancel.
+            self.send_request(engine, id, op, conn, &Request::Stats);
+            return;
+        };
         let (kind, key) = (lease.kind, lease.key.as_str());
-        let (req, verb) = match &op.purpose {
-            Purpose::Acquire { lease_s, .. } => (
-                Request::Enqueue {
-                    kind,
-                    key,
-                    limit: lease.limit,
-                    lease_s: *lease_s,
-                },
-                Verb::Enqueue,
-            ),
-            Purpose::Release { token, .. } => (
-                Request::Release {
-                    kind,
-                    key,
-                    token: token.as_str(),
-                },
-                Verb::Release,
-            ),
-            Purpose::Renew { token, .. } => (
-                Request::Renew {
-                    kind,
-                    key,
-                    token: token.as_str(),
-                    lease_s: lease.renew_ttl(),
-                },
-                Verb::Renew,
-            ),
+        let token = match &op.purpose {
+            Purpose::Release { token, .. } | Purpose::Renew { token, .. } => Some(*token),
+            Purpose::Acquire { .. } | Purpose::Stats => None,
+        };
+        let token = token.as_ref().map_or("", Token::as_str);
+        let req = match &op.purpose {
+            Purpose::Acquire {
+                mode: Mode::Try,
+                lease_s,
+                ..
+            } => Request::Acquire {
+                kind,
+                key,
+                timeout_s: 0,
+                limit: lease.limit,
+                lease_s: *lease_s,
+            },
+            Purpose::Acquire { lease_s, .. } => Request::Enqueue {
+                kind,
+                key,
+                limit: lease.limit,
+                lease_s: *lease_s,
+            },
+            Purpose::Release { .. } => Request::Release { kind, key, token },
+            Purpose::Renew { .. } => Request::Renew {
+                kind,
+                key,
+                token,
+                lease_s: lease.renew_ttl(),
+            },
+            Purpose::Stats => Request::Stats,
         };
         if op.is_acquire() && lease.cancel_requested() {
             op.stage = Stage::Retry { conn };
@@ -575,11 +327,23 @@ impl Driver {
             );
             return;
         }
+        self.send_request(engine, id, op, conn, &req);
+    }
+
+    /// Send `req` for `op` on `conn` without waiting; await its reply.
+    fn send_request(
+        &mut self,
+        engine: &Reactor,
+        id: u64,
+        mut op: Box<Op>,
+        conn: Arc<Connection>,
+        req: &Request,
+    ) {
         let sent = Stamp::now();
-        match conn.start_request_over(&req) {
+        match conn.start_request_over(req) {
             Ok(Started::Sent) => {
-                let reply_by = conn.reply_deadline(&req);
-                self.await_reply(engine, id, op, conn, reply_by, sent, verb);
+                let reply_by = conn.reply_deadline(req);
+                self.await_reply(engine, id, op, conn, reply_by, sent, req.command());
             }
             Ok(Started::Busy) => {
                 op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
@@ -606,16 +370,18 @@ impl Driver {
                     self.tasks.insert(id, Task::Op(op));
                     return;
                 };
-                let key = op.lease.key.clone();
-                match conn.poll_reply(op_command(&op), Some(&key)) {
+                let key = op.key().map(str::to_owned);
+                match conn.poll_reply(op_command(&op), key.as_deref()) {
                     Ok(None) if !hang_up => {
                         self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
                         self.tasks.insert(id, Task::Op(op));
                     }
                     Ok(None) => {
                         conn.mark_broken();
-                        let e =
-                            Error::new(ErrorKind::Io, format!("{key:?}: connection closed by the server"));
+                        let e = Error::new(
+                            ErrorKind::Io,
+                            format!("{}: connection closed by the server", op.what()),
+                        );
                         self.reply(engine, id, op, Err(e));
                     }
                     Ok(Some(outcome)) => self.reply(engine, id, op, Ok(outcome)),
@@ -636,7 +402,7 @@ impl Driver {
         let r = match (r, &conn) {
             (Err(_), Some(c)) if c.was_aborted() => Err(Error::new(
                 ErrorKind::Cancelled,
-                format!("{} {:?}: cancelled", name(&op), op.lease.key),
+                format!("{}: cancelled", op.what()),
             )),
             (r, _) => r,
         };
@@ -649,7 +415,7 @@ impl Driver {
                 };
                 match r {
                     Ok(Outcome::Renewed { lease_s }) => {
-                        bump(&op.lease.client.metrics.renewals);
+                        bump(&op.client.metrics.renewals);
                         self.granted(engine, id, op, Grant { token, lease_s }, sent);
                     }
                     Ok(_) | Err(_) => {
@@ -660,8 +426,8 @@ impl Driver {
                         let e = Error::new(
                             ErrorKind::LeaseLost,
                             format!(
-                                "acquire {:?}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?): {why}",
-                                op.lease.key
+                                "{}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?): {why}",
+                                op.what()
                             ),
                         );
                         conn.abort();
@@ -669,28 +435,35 @@ impl Driver {
                     }
                 }
             }
-            Stage::Asked { conn, sent, verb } => {
+            Stage::Asked { conn, sent, cmd } => {
                 op.stage = Stage::Asked {
                     conn: Arc::clone(&conn),
                     sent,
-                    verb,
+                    cmd,
                 };
-                if verb == Verb::Enqueue {
-                    self.enqueued(&mut op);
-                }
+                // The answer to an `e` (or a try's `l`): the next acquire
+                // of the key may go (a no-op for any other request).
+                self.enqueued(&mut op);
+                let enqueue = matches!(cmd, Command::Lease(_, Verb::Enqueue));
                 match r {
-                    Ok(Outcome::Queued) if verb == Verb::Enqueue => self.wait(engine, id, op, conn),
-                    Ok(Outcome::Granted { token, lease_s, .. }) => {
+                    Ok(Outcome::Queued) if enqueue && op.mode() == Some(Mode::Enqueue) => {
+                        self.queued(engine, id, op, conn)
+                    }
+                    Ok(Outcome::Queued) if enqueue => self.wait(engine, id, op, conn),
+                    Ok(Outcome::Granted { token, lease_s, .. }) if op.is_acquire() => {
                         let grant = Grant { token, lease_s };
-                        if op.lease.grant_is_late(sent, lease_s) {
+                        if op.lease.as_ref().is_some_and(|l| l.grant_is_late(sent, lease_s)) {
                             self.confirm(engine, id, op, conn, grant);
                         } else {
                             self.granted(engine, id, op, grant, sent);
                         }
                     }
-                    Ok(Outcome::Done) if !op.is_acquire() => {
-                        bump(&op.lease.client.metrics.releases);
+                    Ok(Outcome::Done) if matches!(op.purpose, Purpose::Release { .. }) => {
+                        bump(&op.client.metrics.releases);
                         self.succeed(engine, id, op);
+                    }
+                    Ok(Outcome::Stats(stats)) if op.is_stats() => {
+                        self.succeed_with(engine, id, op, EventKind::Stats, Some(stats));
                     }
                     Ok(other) => {
                         conn.mark_broken();
@@ -730,9 +503,9 @@ impl Driver {
     fn failed_reply(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>, e: Error) {
         if e.kind() == ErrorKind::NotLeader {
             self.disarm(engine, id);
-            op.lease.client.checkin(op.server, conn);
+            op.client.checkin(op.server, conn);
             op.stage = Stage::Waiting;
-            match op.lease.client.follow(e, op.server, &mut op.redirects) {
+            match op.client.follow(e, op.server, &mut op.redirects) {
                 Ok(server) => {
                     op.server = server;
                     op.step_by = op.deadline;
@@ -747,7 +520,7 @@ impl Driver {
             if !*retried && home_failed && matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol) {
                 *retried = true;
                 log!(Level::Warn, "{e}; releasing on a fresh connection");
-                bump(&op.lease.client.metrics.reconnects);
+                bump(&op.client.metrics.reconnects);
                 self.disarm(engine, id);
                 op.stage = Stage::Waiting;
                 drop(conn);
@@ -756,30 +529,6 @@ impl Driver {
             }
         }
         self.fail(engine, id, op, e);
-    }
-
-    /// A renewal's reply: settle it by the renewal policy; the connection
-    /// it came on becomes (or stays) the lease's home.
-    fn renewed(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
-        self.disarm(engine, id);
-        let Purpose::Renew {
-            generation,
-            expires_at,
-            ..
-        } = op.purpose
-        else {
-            return;
-        };
-        let (conn, sent) = match std::mem::replace(&mut op.stage, Stage::Moving) {
-            Stage::Asked { conn, sent, .. } => (Some(conn), sent),
-            other => (other.conn_owned(), Stamp::now()),
-        };
-        let result = r.and_then(|o| match o {
-            Outcome::Renewed { lease_s } => Ok(lease_s),
-            _ => Err(Error::new(ErrorKind::Protocol, "renew: unexpected reply")),
-        });
-        let home = conn.filter(|_| result.is_ok());
-        renewal::finish(&op.lease, generation, sent, expires_at, result, home);
     }
 
     /// `op`'s request `verb` went out on `conn` at `sent`: await its reply
@@ -794,139 +543,13 @@ impl Driver {
         conn: Arc<Connection>,
         reply_by: Instant,
         sent: Stamp,
-        verb: Verb,
+        cmd: Command,
     ) {
         op.step_by = earliest(reply_by, Some(op.deadline));
         self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
         self.timers.push(Reverse((op.step_by, id)));
-        op.stage = Stage::Asked { conn, sent, verb };
+        op.stage = Stage::Asked { conn, sent, cmd };
         self.tasks.insert(id, Task::Op(op));
-    }
-
-    /// Queued: wait for the grant on the connection that enqueued.
-    fn wait(&mut self, engine: &Reactor, id: u64, op: Box<Op>, conn: Arc<Connection>) {
-        let Purpose::Acquire { timeout_s, .. } = op.purpose else {
-            return;
-        };
-        let lease = Arc::clone(&op.lease);
-        let req = Request::Wait {
-            kind: lease.kind,
-            key: &lease.key,
-            timeout_s,
-        };
-        if lease.cancel_requested() {
-            conn.abort();
-            self.fail(
-                engine,
-                id,
-                op,
-                Error::new(ErrorKind::Cancelled, "acquire: cancelled"),
-            );
-            return;
-        }
-        let sent = Stamp::now();
-        match conn.start_request_over(&req) {
-            Ok(Started::Sent) => {
-                let reply_by = conn.reply_deadline(&req);
-                self.await_reply(engine, id, op, conn, reply_by, sent, Verb::Wait);
-            }
-            Ok(Started::Busy) => {
-                conn.abort();
-                let e = Error::new(ErrorKind::Io, "wait: connection busy");
-                self.fail(engine, id, op, e);
-            }
-            Err(e) => self.fail(engine, id, op, e),
-        }
-    }
-
-    /// A grant read too late to trust: renew it before reporting it.
-    fn confirm(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>, grant: Grant) {
-        let lease = Arc::clone(&op.lease);
-        let ttl = lease.renew_ttl();
-        let req = Request::Renew {
-            kind: lease.kind,
-            key: &lease.key,
-            token: grant.token.as_str(),
-            lease_s: ttl,
-        };
-        let sent = Stamp::now();
-        match conn.start_request_over(&req) {
-            Ok(Started::Sent) => {
-                op.step_by = earliest(sent.mono + lease.client.config.io_timeout, Some(op.deadline));
-                self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
-                self.timers.push(Reverse((op.step_by, id)));
-                op.stage = Stage::Confirming {
-                    conn,
-                    token: grant.token,
-                    sent,
-                };
-                self.tasks.insert(id, Task::Op(op));
-            }
-            Ok(Started::Busy) | Err(_) => {
-                conn.abort();
-                let e = Error::new(
-                    ErrorKind::LeaseLost,
-                    format!(
-                        "acquire {:?}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?)",
-                        lease.key
-                    ),
-                );
-                self.fail(engine, id, op, e);
-            }
-        }
-    }
-
-    /// Hold the grant (unless the acquire was cancelled meanwhile).
-    fn granted(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, grant: Grant, anchor: Stamp) {
-        self.disarm(engine, id);
-        let (Stage::Asked { conn, .. } | Stage::Confirming { conn, .. }) =
-            std::mem::replace(&mut op.stage, Stage::Moving)
-        else {
-            return;
-        };
-        let lease = Arc::clone(&op.lease);
-        let home = Home {
-            conn,
-            server: op.server,
-        };
-        if let Err(e) = super::ensure_running(&lease.client) {
-            drop_grant(&lease, grant.token, &home.conn);
-            self.fail(engine, id, op, e);
-            return;
-        }
-        match lease.hold(grant.token, grant.lease_s, home, anchor, "acquire") {
-            Ok(()) => self.succeed(engine, id, op),
-            Err((e, token, home)) => {
-                drop_grant(&lease, token, &home.conn);
-                op.stage = Stage::Retry { conn: home.conn };
-                self.fail(engine, id, op, e);
-            }
-        }
-    }
-
-    /// The handle of operation `id` was cancelled.
-    fn poke(&mut self, engine: &Reactor, id: u64) {
-        let Some(Task::Op(op)) = self.tasks.get(&id) else {
-            return;
-        };
-        if !op.is_acquire() || !op.lease.cancel_requested() {
-            return;
-        }
-        let Some(Task::Op(op)) = self.tasks.remove(&id) else {
-            return;
-        };
-        if let (Stage::Confirming { conn, token, .. }, Some(_)) = (&op.stage, op.conn()) {
-            drop_grant(&op.lease, *token, conn);
-        } else if let Some(conn) = op.conn() {
-            // Closing the connection takes the waiter out of the server's
-            // queue (and frees a grant that raced the cancel).
-            conn.abort();
-        }
-        let e = Error::new(
-            ErrorKind::Cancelled,
-            format!("acquire {:?}: cancelled", op.lease.key),
-        );
-        self.fail(engine, id, op, e);
     }
 
     /// Run the timers that are due; when the next one is.
@@ -973,7 +596,7 @@ impl Driver {
                             if let Some(conn) = other {
                                 conn.abort();
                             }
-                            bump(&op.lease.client.metrics.deadline_hits);
+                            bump(&op.client.metrics.deadline_hits);
                         }
                     }
                     let what = if matches!(op.stage, Stage::Waiting) {
@@ -981,10 +604,7 @@ impl Driver {
                     } else {
                         "no reply before the deadline"
                     };
-                    let e = Error::new(
-                        ErrorKind::Deadline,
-                        format!("{} {:?}: {what}", name(&op), op.lease.key),
-                    );
+                    let e = Error::new(ErrorKind::Deadline, format!("{}: {what}", op.what()));
                     log!(Level::Warn, "{e}");
                     self.fail(engine, id, op, e);
                 }
@@ -993,19 +613,31 @@ impl Driver {
         }
     }
 
-    fn succeed(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
-        self.disarm(engine, id);
-        if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
-            if !op.is_acquire() {
-                op.lease.client.checkin(op.server, conn);
-            }
-        }
+    /// A grant held or a release done.
+    fn succeed(&mut self, engine: &Reactor, id: u64, op: Box<Op>) {
         let kind = if op.is_acquire() {
             EventKind::Acquired
         } else {
             EventKind::Released
         };
-        complete(engine, *op, kind, None);
+        self.succeed_with(engine, id, op, kind, None);
+    }
+
+    fn succeed_with(
+        &mut self,
+        engine: &Reactor,
+        id: u64,
+        mut op: Box<Op>,
+        kind: EventKind,
+        stats: Option<Stats>,
+    ) {
+        self.disarm(engine, id);
+        if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
+            if !op.is_acquire() {
+                op.client.checkin(op.server, conn);
+            }
+        }
+        complete(engine, *op, kind, None, stats);
     }
 
     fn fail(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, e: Error) {
@@ -1018,13 +650,13 @@ impl Driver {
         if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
             // Usable after a refusal (`timeout`, a wrong token); dropped
             // by the pool when broken.
-            op.lease.client.checkin(op.server, conn);
+            op.client.checkin(op.server, conn);
         }
         if op.is_acquire() && e.kind() == ErrorKind::Timeout {
-            bump(&op.lease.client.metrics.acquire_timeouts);
+            bump(&op.client.metrics.acquire_timeouts);
         }
         let kind = op.failed_kind();
-        complete(engine, *op, kind, Some(e));
+        complete(engine, *op, kind, Some(e), None);
     }
 
     /// Register (or re-arm) `fd` for task `id`: readable or writable, and
@@ -1052,81 +684,25 @@ impl Drop for Driver {
     }
 }
 
-impl Stage {
-    fn conn_owned(self) -> Option<Arc<Connection>> {
-        match self {
-            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
-            Stage::Waiting | Stage::Moving => None,
-        }
-    }
-}
-
-/// The command whose reply `op` awaits.
-fn op_command(op: &Op) -> Command {
-    let verb = match op.stage {
-        Stage::Confirming { .. } => Verb::Renew,
-        Stage::Asked { verb, .. } => verb,
-        _ if op.is_acquire() => Verb::Enqueue,
-        _ => Verb::Release,
-    };
-    Command::Lease(op.lease.kind, verb)
-}
-
-/// Let the oldest live acquire held back for key `k` go next.
-fn unblock(lane: &mut Lane, tasks: &HashMap<u64, Task>, k: &str) {
-    let Some(q) = lane.blocked.get_mut(k) else {
-        return;
-    };
-    while let Some(id) = q.pop_front() {
-        if is_waiting(tasks, id) {
-            lane.waiting.push_front((id, Some(k.to_owned())));
-            break;
-        }
-    }
-    if q.is_empty() {
-        lane.blocked.remove(k);
-    }
-}
-
 fn is_waiting(tasks: &HashMap<u64, Task>, id: u64) -> bool {
     matches!(tasks.get(&id), Some(Task::Op(op)) if matches!(op.stage, Stage::Waiting))
-}
-
-fn name(op: &Op) -> &'static str {
-    if op.is_renewal() {
-        return "renew";
-    }
-    match (op.is_acquire(), op.lease.kind) {
-        (true, Kind::Lock) => "acquire",
-        (true, Kind::Semaphore) => "semaphore acquire",
-        (false, Kind::Lock) => "release",
-        (false, Kind::Semaphore) => "semaphore release",
-    }
-}
-
-/// Give back a grant nobody will hold, without waiting: the release goes
-/// out if the socket takes it, and closing the connection frees the grant
-/// on a server with auto-release either way.
-fn drop_grant(lease: &Shared, token: Token, conn: &Connection) {
-    let req = Request::Release {
-        kind: lease.kind,
-        key: &lease.key,
-        token: token.as_str(),
-    };
-    let _ = conn.start_request_over(&req);
-    conn.abort();
 }
 
 /// Deliver an operation's outcome. The handle is free again before anyone
 /// can see the event (its guard is dropped first), so the application may
 /// start the next operation as soon as it reads it.
-fn complete(engine: &Reactor, op: Op, kind: EventKind, error: Option<Error>) {
+fn complete(engine: &Reactor, op: Op, kind: EventKind, error: Option<Error>, stats: Option<Stats>) {
     let Op {
         lease, purpose, done, ..
     } = op;
     drop(purpose);
     match done {
-        Some(Done::Event { queue, tag }) => queue.push(Event { tag, kind, error }),
+        Some(Done::Event { queue, tag }) => queue.push(Event {
+            tag,
+            kind,
+            error,
+            stats,
+        }),
         Some(Done::Call(f)) => {
             let r = match error {
                 None => Ok(()),

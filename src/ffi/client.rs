@@ -301,6 +301,17 @@ unsafe fn client<'a>(p: *const dflockd_client) -> Result<&'a dflockd_client, Ffi
     Ok(c)
 }
 
+/// The `Client` behind a handle pointer (not inherited through `fork()`),
+/// for the exports of other files (`dflockd_client_stats_start`).
+///
+/// # Safety
+/// `p` is NULL or a live client handle (contract).
+pub(crate) unsafe fn client_ref<'a>(p: *const dflockd_client) -> Result<&'a Client, FfiError> {
+    // SAFETY: forwarded contract.
+    let c = unsafe { client(p) }?;
+    Ok(&c.client)
+}
+
 fn check_index(c: &dflockd_client, server: usize) -> Result<(), FfiError> {
     if server >= c.servers {
         return Err(FfiError::invalid(format!(

@@ -68,6 +68,26 @@ pub struct dflockd_error {
     status: dflockd_status,
     message: CString,
     leader: Option<CString>,
+    /// The reply a `DFLOCKD_EVENT_KIND_STATS` event carries (src/ffi/events.rs).
+    stats: Option<String>,
+}
+
+impl dflockd_error {
+    /// The detail object of a `STATS` event: status OK, a short message,
+    /// and the server's `stats` reply as JSON.
+    pub(crate) fn with_stats(message: String, json: String) -> dflockd_error {
+        dflockd_error {
+            status: dflockd_status::Ok,
+            message: c_string(message),
+            leader: None,
+            stats: Some(json),
+        }
+    }
+
+    /// The `stats` reply it carries, if any.
+    pub(crate) fn stats(&self) -> Option<&str> {
+        self.stats.as_deref()
+    }
 }
 
 fn c_string(s: String) -> CString {
@@ -96,6 +116,7 @@ impl From<FfiError> for dflockd_error {
             status: e.status,
             message: c_string(e.message),
             leader: e.leader.map(c_string),
+            stats: None,
         }
     }
 }

@@ -1,14 +1,16 @@
 //! `dflockd_events`: the completion queue, polled through one file
 //! descriptor on the application's own event loop (see src/engine/events.rs).
 
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int};
 
+use super::client::dflockd_client;
 use super::error::guard;
 use super::error::{FfiError, dflockd_error};
 use super::lease::dflockd_lease;
 use super::panic::guard_value;
 use super::ptr::{Out, free, give, handle};
 use super::status::dflockd_status;
+use super::strings::StrOut;
 use crate::events::{Event, EventKind, Events};
 
 /// A completion queue: events (`dflockd_event`) the library queues for the
@@ -31,12 +33,13 @@ pub struct dflockd_events {
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum dflockd_event_kind {
-    /// An acquire started with `dflockd_lease_acquire_start()` was granted:
-    /// the handle holds the lease.
+    /// An acquire started with `dflockd_lease_acquire_start()` (or
+    /// `dflockd_lease_try_acquire_start()`, `dflockd_lease_enqueue_start()`,
+    /// `dflockd_lease_wait_start()`) was granted: the handle holds the lease.
     Acquired = 1,
-    /// An acquire started with `dflockd_lease_acquire_start()` ended without
-    /// the lease: `status` says why (`TIMEOUT`, `CANCELLED`, `DEADLINE`,
-    /// `IO`, ...), `error` has the message.
+    /// An acquire started with one of those ended without the lease:
+    /// `status` says why (`TIMEOUT`, also for a try that found the key
+    /// taken; `CANCELLED`, `DEADLINE`, `IO`, ...), `error` has the message.
     AcquireFailed = 2,
     /// A release started with `dflockd_lease_release_start()` completed.
     Released = 3,
@@ -46,6 +49,20 @@ pub enum dflockd_event_kind {
     ReleaseFailed = 4,
     /// A lease watched with `dflockd_lease_watch_lost()` was lost.
     Lost = 5,
+    /// An enqueue started with `dflockd_lease_enqueue_start()` joined the
+    /// key's queue (`dflockd_lease_enqueue()`'s `acquired = false`): follow
+    /// with `dflockd_lease_wait_start()` (or `dflockd_lease_wait()`), or
+    /// leave the queue with a release. An enqueue that acquired at once
+    /// reports `ACQUIRED` instead, and one that failed `ACQUIRE_FAILED`.
+    Enqueued = 6,
+    /// A request started with `dflockd_client_stats_start()` was answered:
+    /// `status` is `DFLOCKD_STATUS_OK` and `error` is not NULL: it carries
+    /// the reply, read with `dflockd_event_stats()` (and freed with
+    /// `dflockd_error_free()`, like every event's `error`).
+    Stats = 7,
+    /// A request started with `dflockd_client_stats_start()` failed:
+    /// `status` says why, `error` has the message.
+    StatsFailed = 8,
 }
 
 /// One event taken from a queue.
@@ -60,8 +77,10 @@ pub struct dflockd_event {
     /// `DFLOCKD_STATUS_OK` for a success, else the failure's status (for
     /// `DFLOCKD_EVENT_KIND_LOST`: `DFLOCKD_STATUS_LEASE_LOST`).
     pub status: dflockd_status,
-    /// The detail of a failure or loss (NULL on success). The caller owns
-    /// it: free it with `dflockd_error_free()`.
+    /// The detail of a failure or loss; NULL on success, except for
+    /// `DFLOCKD_EVENT_KIND_STATS`, where it carries the reply (status OK;
+    /// read it with `dflockd_event_stats()`). The caller owns it: free it
+    /// with `dflockd_error_free()`.
     pub error: *mut dflockd_error,
 }
 
@@ -88,14 +107,21 @@ fn kind(k: EventKind) -> dflockd_event_kind {
         EventKind::AcquireFailed => dflockd_event_kind::AcquireFailed,
         EventKind::Released => dflockd_event_kind::Released,
         EventKind::ReleaseFailed => dflockd_event_kind::ReleaseFailed,
+        EventKind::Enqueued => dflockd_event_kind::Enqueued,
+        EventKind::Stats => dflockd_event_kind::Stats,
+        EventKind::StatsFailed => dflockd_event_kind::StatsFailed,
         _ => dflockd_event_kind::Lost,
     }
 }
 
 fn to_c(e: Event) -> dflockd_event {
-    let (status, error) = match e.error {
-        None => (dflockd_status::Ok, std::ptr::null_mut()),
-        Some(err) => {
+    let (status, error) = match (e.error, e.stats) {
+        (None, None) => (dflockd_status::Ok, std::ptr::null_mut()),
+        (None, Some(stats)) => {
+            let detail = dflockd_error::with_stats("stats".into(), stats.to_json());
+            (dflockd_status::Ok, Box::into_raw(Box::new(detail)))
+        }
+        (Some(err), _) => {
             let f = FfiError::from(err);
             (f.status, Box::into_raw(Box::new(dflockd_error::from(f))))
         }
@@ -273,4 +299,129 @@ pub extern "C" fn dflockd_lease_wait_start(
     err: *mut *mut dflockd_error,
 ) -> dflockd_status {
     on_lease_and_queue(lease, q, err, |l, q| l.wait_start(timeout_s, q, tag))
+}
+
+/// Start trying to acquire the lease once without blocking: one request
+/// (the one `dflockd_lease_try_acquire()` sends: `l` with timeout 0) runs on
+/// the library's event engine, and its outcome arrives on `q` as one event
+/// tagged `tag`: `DFLOCKD_EVENT_KIND_ACQUIRED` (the handle holds the lease)
+/// or `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED` with the status and message:
+/// `DFLOCKD_STATUS_TIMEOUT` means the key is taken (where
+/// `dflockd_lease_try_acquire()` reports `acquired = false`); the server
+/// answered at once and keeps nothing queued for this handle. The event
+/// comes within connect timeout + I/O timeout. It keeps its place among
+/// the starts of its key: it is sent only after an acquire of the key
+/// started before it was queued by the server, and one started after it
+/// is sent only once it was answered. `dflockd_lease_cancel()` ends it
+/// with `ACQUIRE_FAILED` / `DFLOCKD_STATUS_CANCELLED`, leaving nothing held
+/// or queued. The handle is busy until the event is queued.
+///
+/// Fails at once, with no event, only when the handle cannot start one
+/// (another operation is running, already held or enqueued) or after fork
+/// (`FORKED`).
+///
+/// No network I/O on the calling thread; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_try_acquire_start(
+    lease: *const dflockd_lease,
+    q: *mut dflockd_events,
+    tag: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    on_lease_and_queue(lease, q, err, |l, q| l.try_acquire_start(q, tag))
+}
+
+/// Two-phase acquire, phase 1, without blocking: join the key's queue on
+/// the event engine (the request `dflockd_lease_enqueue()` sends); the
+/// outcome arrives on `q` as one event tagged `tag`:
+/// `DFLOCKD_EVENT_KIND_ACQUIRED` (granted at once: the handle holds the
+/// lease), `DFLOCKD_EVENT_KIND_ENQUEUED` (queued: follow with
+/// `dflockd_lease_wait_start()` or `dflockd_lease_wait()`, which wait on
+/// the same connection, or leave the queue with a release) or
+/// `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED` with the status and message. The
+/// event comes within connect timeout + I/O timeout. Ordered with the
+/// other starts of its key as `dflockd_lease_acquire_start()` is.
+/// `dflockd_lease_cancel()` ends it with `ACQUIRE_FAILED` /
+/// `DFLOCKD_STATUS_CANCELLED`, leaving nothing held or queued (after
+/// `ENQUEUED` it leaves the queue, as after a blocking enqueue, and the
+/// next wait reports `CANCELLED`). The handle is busy until the event is
+/// queued.
+///
+/// Fails at once, with no event, only when the handle cannot start one
+/// (another operation is running, already held or enqueued) or after fork
+/// (`FORKED`).
+///
+/// No network I/O on the calling thread; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_enqueue_start(
+    lease: *const dflockd_lease,
+    q: *mut dflockd_events,
+    tag: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    on_lease_and_queue(lease, q, err, |l, q| l.enqueue_start(q, tag))
+}
+
+/// Start fetching server `server`'s statistics without blocking (an index
+/// below `dflockd_client_server_count()`): the `stats` request goes on a
+/// pooled connection, or one the event engine opens, and the outcome
+/// arrives on `q` as one event tagged `tag`: `DFLOCKD_EVENT_KIND_STATS`,
+/// whose reply `dflockd_event_stats()` reads (the JSON object that
+/// `dflockd_client_stats()` returns), or `DFLOCKD_EVENT_KIND_STATS_FAILED`
+/// with the status and message. The event comes within connect timeout +
+/// I/O timeout, as long as the client (or a lease made from it) lives:
+/// free them before it comes and it may never come. Nothing cancels it.
+///
+/// Fails at once, with no event, for a server index out of range
+/// (`INVALID_ARGUMENT`) or after fork (`FORKED`).
+///
+/// No network I/O on the calling thread; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_stats_start(
+    client: *const dflockd_client,
+    server: usize,
+    q: *mut dflockd_events,
+    tag: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        // SAFETY: NULL or a live client (contract).
+        let c = unsafe { super::client::client_ref(client) }?;
+        // SAFETY: NULL or a live queue (contract).
+        let q = unsafe { handle(q.cast_const(), "q") }?;
+        c.stats_start(server, &q.events, tag)?;
+        Ok(())
+    })
+}
+
+/// Copy the reply of a `DFLOCKD_EVENT_KIND_STATS` event (a JSON object:
+/// connections, locks, semaphores, idle keys, as `dflockd_client_stats()`
+/// gives it) into `buf` (see the output string conventions at the top of
+/// this header). The reply stays in the event's `error` object until that
+/// is freed, so after `BUFFER_TOO_SMALL` call again with the size needed
+/// (the same figures). `INVALID_ARGUMENT` for any other event.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_event_stats(
+    event: *const dflockd_event,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let out = StrOut::new(buf, cap, out_len)?;
+        // SAFETY: NULL or a live event (contract).
+        let event = unsafe { event.as_ref() }.ok_or_else(|| FfiError::null("event"))?;
+        // SAFETY: an event's `error` is NULL or a live object the caller
+        // has not freed yet (contract).
+        let detail = unsafe { event.error.as_ref() };
+        let json = detail
+            .filter(|_| event.kind == dflockd_event_kind::Stats)
+            .and_then(dflockd_error::stats)
+            .ok_or_else(|| FfiError::invalid("not a DFLOCKD_EVENT_KIND_STATS event"))?;
+        // SAFETY: checked caller buffer.
+        unsafe { out.write(json) }
+    })
 }

@@ -306,6 +306,44 @@ static void test_evented() {
     CHECK(q.poll().empty());
 }
 
+// try_acquire_start / enqueue_start / stats_start on one Events queue.
+static void test_evented_once() {
+    dflockd::TestServer s;
+    dflockd::Client c(dflockd::Config().servers(s.addr()));
+    dflockd::Lease a = c.lock("hpp-once"), b = c.lock("hpp-once");
+    dflockd::Events q;
+
+    a.try_acquire_start(q, 1);
+    auto evs = take_events(q, 1);
+    CHECK(evs.size() == 1 && evs[0].tag == 1 && evs[0].kind == DFLOCKD_EVENT_KIND_ACQUIRED && !evs[0].error);
+    CHECK(a.is_held());
+    b.try_acquire_start(q, 2); // taken: TIMEOUT, nothing queued
+    evs = take_events(q, 1);
+    CHECK(evs.size() == 1 && evs[0].kind == DFLOCKD_EVENT_KIND_ACQUIRE_FAILED &&
+          evs[0].status == DFLOCKD_STATUS_TIMEOUT && evs[0].error);
+    CHECK(waiters(c, "hpp-once") == 0);
+
+    b.enqueue_start(q, 3); // queued behind a
+    evs = take_events(q, 1);
+    CHECK(evs.size() == 1 && evs[0].tag == 3 && evs[0].kind == DFLOCKD_EVENT_KIND_ENQUEUED &&
+          evs[0].status == DFLOCKD_STATUS_OK && !evs[0].error && evs[0].stats.empty());
+    EXPECT_ERROR(DFLOCKD_STATUS_INVALID_ARGUMENT, b.enqueue_start(q, 99));
+    b.wait_start(10, q, 4);
+    a.release();
+    evs = take_events(q, 1);
+    CHECK(evs.size() == 1 && evs[0].tag == 4 && evs[0].kind == DFLOCKD_EVENT_KIND_ACQUIRED);
+    CHECK(b.is_held());
+
+    c.stats_start(0, q, 5);
+    EXPECT_ERROR(DFLOCKD_STATUS_INVALID_ARGUMENT, c.stats_start(7, q, 99));
+    evs = take_events(q, 1);
+    CHECK(evs.size() == 1 && evs[0].tag == 5 && evs[0].kind == DFLOCKD_EVENT_KIND_STATS &&
+          evs[0].status == DFLOCKD_STATUS_OK && !evs[0].error &&
+          evs[0].stats.find("\"key\":\"hpp-once\"") != std::string::npos);
+    b.release();
+    CHECK(q.poll().empty());
+}
+
 static void test_shard_callback() {
     dflockd::TestServer s0, s1;
     std::atomic<bool> fail{false};
@@ -475,6 +513,7 @@ int main() {
         test_client_and_lease();
         test_lost_lease();
         test_evented();
+        test_evented_once();
         test_shard_callback();
         test_tls_auth_and_conn();
         test_testserver_options_and_faults();

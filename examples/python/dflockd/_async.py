@@ -2,16 +2,15 @@
 queue (`dflockd_events_*`).
 
 One queue per event loop: its descriptor is watched with `loop.add_reader`, and
-each started operation (`dflockd_lease_acquire_start`, `_wait_start`,
-`_release_start`, `_watch_lost`) gets a tag whose event resolves a future. The
-library's event engine does the network I/O, so awaiting an acquire costs no
-thread. Cancelling the awaiting task cancels the acquire on the server
-(`dflockd_lease_cancel`) and waits for its CANCELLED event, leaving nothing held
-or queued (an acquire granted before the cancel landed is released again).
-
-`enqueue()` is blocking in the C API (it connects and sends `e`): it runs in the
-loop's default executor. Everything else runs on the loop's thread, in calls
-that never block.
+each started operation (`dflockd_lease_acquire_start`, `_try_acquire_start`,
+`_enqueue_start`, `_wait_start`, `_release_start`, `_watch_lost`,
+`dflockd_client_stats_start`) gets a tag whose event resolves a future. The
+library's event engine does the network I/O, so awaiting an acquire, a try, an
+enqueue or stats costs no thread. Cancelling the awaiting task cancels the
+operation on the server (`dflockd_lease_cancel`) and waits for its CANCELLED
+event, leaving nothing held or queued (a grant or a place in the queue that won
+the race is given back). Everything runs on the loop's thread, in calls that
+never block.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import asyncio
 import ctypes
 import inspect
 import itertools
+import json
 import logging
 import threading
 import weakref
@@ -34,7 +34,8 @@ log = logging.getLogger("dflockd")
 
 _BATCH = 64
 
-Handler = Callable[[int, int, "BaseException | None"], None]
+# (kind, status, exception of a failure, a STATS event's JSON)
+Handler = Callable[[int, int, "BaseException | None", "str | None"], None]
 
 
 # --- the completion queue of one event loop --------------------------------------------------
@@ -68,14 +69,16 @@ class _Queue:
         # Readiness is a hint: poll until fewer than asked for come back.
         while not self._freed:
             got = n.lib.dflockd_events_poll(self.ptr, self._buf, _BATCH)
-            events = [(e.tag, e.kind, e.status, e.error) for e in self._buf[:got]]
-            for tag, kind, status, error in events:
+            events = [(e.tag, e.kind, e.status, e.error, _stats_of(e)) for e in self._buf[:got]]
+            for tag, kind, status, error, stats in events:
                 exc = n.event_error(status, error) if (status != n.OK or error) else None
+                if kind == n.EVENT_STATS:  # its error object carried the reply (status OK)
+                    exc = None if stats is not None else n.take_error(n.PROTOCOL, None)
                 handler = self.handlers.pop(tag, None)
                 if handler is None:
                     continue
                 try:
-                    handler(kind, status, exc)
+                    handler(kind, status, exc, stats)
                 except Exception:  # noqa: BLE001 - never let one event stop the others
                     log.exception("dflockd: completion handler failed")
             if got < _BATCH:
@@ -118,12 +121,42 @@ def _queue() -> _Queue:
     return q
 
 
+def _stats_of(e: n.Event) -> str | None:
+    """A STATS event's reply (dflockd_event_stats), read before its error
+    object is freed."""
+    if e.kind != n.EVENT_STATS:
+        return None
+    try:
+        return n.out_string(n.lib.dflockd_event_stats, ctypes.byref(e))
+    except DflockdError:
+        return None
+
+
 def _future_handler(fut: asyncio.Future) -> Handler:
-    def done(kind: int, status: int, exc: BaseException | None) -> None:
+    def done(kind: int, status: int, exc: BaseException | None, stats: str | None) -> None:
         if not fut.done():
-            fut.set_result((kind, status, exc))
+            fut.set_result((kind, status, exc, stats))
 
     return done
+
+
+async def client_stats(h: n.Handle, server: int) -> dict[str, Any]:
+    """`Client.astats`: dflockd_client_stats_start, then its STATS or
+    STATS_FAILED event (no thread). Cancelled, the request finishes in the
+    library and its answer is dropped."""
+    q = _queue()
+    fut = asyncio.get_running_loop().create_future()
+    tag = q.add(_future_handler(fut))
+    try:
+        with h.use() as c:
+            n.call(n.lib.dflockd_client_stats_start, c, server, q.ptr, tag)
+    except BaseException:
+        q.discard(tag)
+        raise
+    kind, status, exc, stats = await fut
+    if kind == n.EVENT_STATS and stats is not None:
+        return json.loads(stats)
+    raise exc if exc is not None else n.take_error(status if status != n.OK else n.PROTOCOL, None)
 
 
 # --- the high-level types -------------------------------------------------------------------
@@ -158,27 +191,30 @@ class _AsyncBase(_Base):
             return await self._evented(n.lib.dflockd_lease_acquire_start, t)
 
     async def try_acquire(self) -> bool:
-        """Try once without waiting for the key: True if now held."""
+        """Try once without waiting for the key: True if now held, False if
+        taken (nothing is left queued). On the event engine
+        (dflockd_lease_try_acquire_start): no thread; cancelled, nothing held."""
         async with self._lock():
             await self._ready()
             await self._reset()
-            return await self._evented(n.lib.dflockd_lease_acquire_start, 0)
+            return await self._evented(n.lib.dflockd_lease_try_acquire_start)
 
     async def enqueue(self) -> str:
         """Two-phase, phase 1: "acquired" (held now) or "queued" (then wait()).
-        The C call blocks (connect + `e`), so it runs in the loop's default
-        executor; cancelled, the enqueue is undone once it has ended."""
+        On the event engine (dflockd_lease_enqueue_start): no thread; cancelled,
+        a grant or a place in the queue that won the race is given back."""
         async with self._lock():
             await self._ready()
             await self._reset()
-            h = self._handle()
-            fut = asyncio.get_running_loop().run_in_executor(None, _enqueue_blocking, h)
-            acquired = await self._await_op(fut, on_cancel=None, abandoned=self._abandoned_enqueue)
-            if acquired:
+            kind, status, exc = await self._started(n.lib.dflockd_lease_enqueue_start)
+            if kind == n.EVENT_ACQUIRED:
                 self._granted()
                 return "acquired"
-            self._state = _QUEUED
-            return "queued"
+            if kind == n.EVENT_ENQUEUED:
+                self._state = _QUEUED
+                return "queued"
+            self._state = _IDLE
+            raise exc if exc is not None else n.take_error(status, None)
 
     async def wait(self, timeout_s: int | None = None) -> bool:
         """Two-phase, phase 2 (on the event engine): True when granted (at once if
@@ -314,19 +350,26 @@ class _AsyncBase(_Base):
                 abandoned(fut.result())
             raise
 
-    async def _evented(self, start, timeout_s: int) -> bool:
-        """acquire_start / wait_start, then its ACQUIRED or ACQUIRE_FAILED event."""
+    async def _started(self, start, *args: int) -> tuple[int, int, BaseException | None]:
+        """`start(p, *args, queue, tag)` (a dflockd_lease_*_start of the acquire
+        family), then its event: (kind, status, exception)."""
         q = _queue()
         h = self._handle()
         fut = asyncio.get_running_loop().create_future()
         tag = q.add(_future_handler(fut))
         try:
             with h.use() as p:
-                n.call(start, p, timeout_s, q.ptr, tag)
+                n.call(start, p, *args, q.ptr, tag)
         except BaseException:
             q.discard(tag)
             raise
-        kind, status, exc = await self._await_op(fut, on_cancel=self._cancel_now, abandoned=self._abandoned_acquire)
+        kind, status, exc, _ = await self._await_op(fut, on_cancel=self._cancel_now, abandoned=self._abandoned_acquire)
+        return kind, status, exc
+
+    async def _evented(self, start, *args: int) -> bool:
+        """acquire_start / try_acquire_start / wait_start, then its ACQUIRED or
+        ACQUIRE_FAILED event: True, False on TIMEOUT, else raised."""
+        kind, status, exc = await self._started(start, *args)
         if kind == n.EVENT_ACQUIRED:
             self._granted()
             return True
@@ -336,16 +379,12 @@ class _AsyncBase(_Base):
         raise exc if exc is not None else n.take_error(status, None)
 
     def _abandoned_acquire(self, outcome) -> None:
-        kind, _status, _exc = outcome
-        if kind == n.EVENT_ACQUIRED:  # granted before the cancel landed: give it back
-            self._state = _HELD
+        kind = outcome[0]
+        if kind in (n.EVENT_ACQUIRED, n.EVENT_ENQUEUED):  # won the race with the cancel: give it back
+            self._state = _HELD if kind == n.EVENT_ACQUIRED else _QUEUED
             self._release_quietly()
         else:
             self._state = _IDLE
-
-    def _abandoned_enqueue(self, acquired: bool) -> None:
-        self._state = _HELD if acquired else _QUEUED
-        self._release_quietly()
 
     def _release_quietly(self) -> None:
         """release_start whose outcome nobody awaits (logged if it fails)."""
@@ -358,7 +397,7 @@ class _AsyncBase(_Base):
             q = _queue()
             key = self.key
 
-            def done(kind: int, _status: int, exc: BaseException | None) -> None:
+            def done(kind: int, _status: int, exc: BaseException | None, _stats: str | None) -> None:
                 if kind == n.EVENT_RELEASE_FAILED:
                     log.warning("%r: release after a cancelled acquire failed: %s", key, exc)
 
@@ -408,7 +447,7 @@ class _AsyncBase(_Base):
             log.warning("%s %r: release failed: %s", type(self).__name__, self.key, e)
             return False
         # Cancelled here, the release still completes (the handle let go already).
-        kind, _status, exc = await asyncio.shield(fut)
+        kind, _status, exc, _ = await asyncio.shield(fut)
         if kind == n.EVENT_RELEASED:
             return state == _HELD  # leaving the queue is not a release (False, as the reference)
         log.warning(
@@ -432,7 +471,7 @@ class _AsyncBase(_Base):
         me = weakref.ref(self)
         tag = 0
 
-        def lost(_kind: int, _status: int, exc: BaseException | None) -> None:
+        def lost(_kind: int, _status: int, exc: BaseException | None, _stats: str | None) -> None:
             obj = me()
             if obj is None or obj._watch is None or obj._watch[2] != tag:
                 return
@@ -469,13 +508,6 @@ class _AsyncBase(_Base):
         self._callback_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("on_lost callback for %r raised", self.key, exc_info=task.exception())
-
-
-def _enqueue_blocking(h: n.Handle) -> bool:
-    out = ctypes.c_bool()
-    with h.use() as p:
-        n.call(n.lib.dflockd_lease_enqueue, p, ctypes.byref(out))
-    return out.value
 
 
 class AsyncDistributedLock(_AsyncBase):

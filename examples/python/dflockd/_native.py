@@ -99,6 +99,9 @@ EVENT_ACQUIRE_FAILED = 2
 EVENT_RELEASED = 3
 EVENT_RELEASE_FAILED = 4
 EVENT_LOST = 5
+EVENT_ENQUEUED = 6
+EVENT_STATS = 7
+EVENT_STATS_FAILED = 8
 
 
 class Event(Structure):
@@ -211,6 +214,10 @@ _FUNCTIONS = {
     "dflockd_lease_acquire_start": (c_int32, [P, c_uint64, P, c_uint64, ERR]),
     "dflockd_lease_wait_start": (c_int32, [P, c_uint64, P, c_uint64, ERR]),
     "dflockd_lease_release_start": (c_int32, [P, P, c_uint64, ERR]),
+    "dflockd_lease_try_acquire_start": (c_int32, [P, P, c_uint64, ERR]),
+    "dflockd_lease_enqueue_start": (c_int32, [P, P, c_uint64, ERR]),
+    "dflockd_client_stats_start": (c_int32, [P, c_size_t, P, c_uint64, ERR]),
+    "dflockd_event_stats": (c_int32, [c_void_p, ctypes.c_char_p, c_size_t, POINTER(c_size_t), ERR]),
     "dflockd_testserver_options_new": (c_int32, [POINTER(P)]),
     "dflockd_testserver_options_free": (None, [P]),
     "dflockd_testserver_options_set_host": (c_int32, [P, S, c_size_t, ERR]),

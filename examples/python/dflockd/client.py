@@ -211,6 +211,16 @@ class Client:
         with self._h.use() as c:
             return json.loads(n.out_string(n.lib.dflockd_client_stats, c, server))
 
+    async def astats(self, server: int = 0) -> dict[str, Any]:
+        """`stats` for asyncio: the request runs on the library's event engine
+        (dflockd_client_stats_start) and this awaits its event on the running
+        loop's completion queue, without a thread."""
+        from ._async import client_stats
+
+        if server < 0:
+            raise ValueError(f"server index {server} is negative")
+        return await client_stats(self._h, server)
+
     def metrics(self) -> dict[str, int]:
         """The client's counters (acquires, renewals, renewal_retries, leases_lost,
         reconnects, deadline_hits, connections_opened, open_connections, ...)."""

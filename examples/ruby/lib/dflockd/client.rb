@@ -86,9 +86,18 @@ module DFlockd
 
     # Server `index`'s statistics as a JSON string. Bounded by
     # connect_timeout + io_timeout (DeadlineError against a hung server); it
-    # takes no timeout of its own: set io_timeout on the client.
+    # takes no timeout of its own: set io_timeout on the client. The request
+    # runs on the library's event engine (dflockd_client_stats_start) while
+    # this thread or fiber waits on the completion queue's fd; interrupted,
+    # the request finishes in the library and its answer is dropped.
     def stats(index = 0)
-      @handle.use { |p| Native.out_string(:dflockd_client_stats, p, index) }
+      raise ArgumentError, "server index #{index} is negative" if index.negative?
+
+      done = @handle.use do |p|
+        Events.current.run { |q, tag| Native.call(:dflockd_client_stats_start, p, index, q, tag) }
+      end
+      done.raise! unless done.kind == Native::EVENT_KIND_STATS
+      done.stats
     end
 
     # The client's counters as a DFlockd::Metrics (a Struct; #to_h for a

@@ -10,10 +10,13 @@ module DFlockd
   # (io_wait), so neither a Ruby thread nor a fiber sits in a blocking C call
   # while it waits. Two kinds of waits share it:
   #
-  # - operations (#run): acquire / two-phase wait / release are started with
-  #   dflockd_lease_{acquire,wait,release}_start under a fresh tag, and their
-  #   one completion event (ACQUIRED / ACQUIRE_FAILED, RELEASED /
-  #   RELEASE_FAILED) is stored in the tag's slot (@ops) by whoever drains;
+  # - operations (#run): acquire / try / enqueue / two-phase wait / release
+  #   are started with dflockd_lease_{acquire,try_acquire,enqueue,wait,
+  #   release}_start, stats with dflockd_client_stats_start, under a fresh
+  #   tag, and their one completion event (ACQUIRED / ENQUEUED /
+  #   ACQUIRE_FAILED, RELEASED / RELEASE_FAILED, STATS / STATS_FAILED) is
+  #   stored in the tag's slot (@ops) by whoever drains (a STATS event's
+  #   JSON read out at once);
   # - lost leases (Lease#wait_lost / #on_lost): LOST events for a lease's tag.
   #
   # One waiter at a time (the leader) waits on the fd and drains the queue with
@@ -83,9 +86,10 @@ module DFlockd
       @monitor = nil
     end
 
-    # One operation's event: kind (Native::EVENT_KIND_*), status, and the
-    # dflockd_error (owned: #raise! or #free it once).
-    Completion = Struct.new(:kind, :status, :error) do
+    # One operation's event: kind (Native::EVENT_KIND_*), status, the
+    # dflockd_error (owned: #raise! or #free it once), and a STATS event's
+    # reply (JSON).
+    Completion = Struct.new(:kind, :status, :error, :stats) do
       def free
         Native.free_error(error) if error
         self.error = nil
@@ -281,6 +285,14 @@ module DFlockd
         Native.free_error(ev[:error])
         @armed.delete(tag)
         lost << tag
+      elsif @ops.key?(tag) && @ops[tag].nil? && ev[:kind] == Native::EVENT_KIND_STATS
+        json = Native.event_stats(ev.pointer)
+        Native.free_error(ev[:error])
+        @ops[tag] = if json
+                      Completion.new(ev[:kind], ev[:status], nil, json)
+                    else
+                      Completion.new(Native::EVENT_KIND_STATS_FAILED, DFlockd::STATUS[:protocol], nil, nil)
+                    end
       elsif @ops.key?(tag) && @ops[tag].nil?
         @ops[tag] = Completion.new(ev[:kind], ev[:status], ev[:error].null? ? nil : ev[:error])
       else

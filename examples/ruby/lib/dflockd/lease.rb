@@ -35,16 +35,29 @@ module DFlockd
       self
     end
 
-    # Try once without queueing: true if now held, false if taken. Bounded
-    # by connect_timeout + io_timeout (DeadlineError against a hung server).
+    # Try once without queueing: true if now held, false if taken (nothing
+    # is left queued). Bounded by connect_timeout + io_timeout (DeadlineError
+    # against a hung server). Runs on the library's event engine
+    # (dflockd_lease_try_acquire_start) and waits as #acquire does;
+    # interrupted, it is cancelled, leaving nothing held.
     def try_acquire
-      flag { |p, out| Native.call(:dflockd_lease_try_acquire, p, out) }
+      done = use { |p| evented(p) { |q, tag| Native.call(:dflockd_lease_try_acquire_start, p, q, tag) } }
+      taken = done.status == DFlockd::STATUS[:timeout]
+      done.raise! unless done.kind == Native::EVENT_KIND_ACQUIRED || taken
+      done.free
+      !taken
     end
 
     # Two-phase, phase 1: join the queue. true = acquired at once, false =
-    # queued (call #wait). Bounded as #try_acquire.
+    # queued (call #wait). Bounded as #try_acquire, and runs as it does
+    # (dflockd_lease_enqueue_start); interrupted, it leaves nothing held or
+    # queued.
     def enqueue
-      flag { |p, out| Native.call(:dflockd_lease_enqueue, p, out) }
+      done = use { |p| evented(p) { |q, tag| Native.call(:dflockd_lease_enqueue_start, p, q, tag) } }
+      queued = done.kind == Native::EVENT_KIND_ENQUEUED
+      done.raise! unless done.kind == Native::EVENT_KIND_ACQUIRED || queued
+      done.free
+      !queued
     end
 
     # Two-phase, phase 2: wait for the grant (returns at once if #enqueue
@@ -248,17 +261,27 @@ module DFlockd
     # Events#run) and raise its failure. Interrupted: cancelled, and a grant
     # that won the race is released before the exception goes on.
     def evented_acquire(ptr, &start)
-      done = @events.run(cancel: -> { Native.dflockd_lease_cancel(ptr) },
-                         undo: ->(c) { undo_grant(ptr, c) }, &start)
+      done = evented(ptr, &start)
       done.raise! unless done.kind == Native::EVENT_KIND_ACQUIRED
       done.free
     end
 
+    # Run an operation of the acquire family started by the block (through
+    # Events#run): its Completion. Interrupted: cancelled, and a grant or a
+    # place in the queue that won the race is given back before the
+    # exception goes on.
+    def evented(ptr, &start)
+      @events.run(cancel: -> { Native.dflockd_lease_cancel(ptr) },
+                  undo: ->(c) { undo_grant(ptr, c) }, &start)
+    end
+
     # Nobody will learn of this grant (its waiter was interrupted): release
     # it, waiting for the release (interrupts are deferred meanwhile on a
-    # thread), ignoring its failure.
+    # thread), ignoring its failure. A place in the queue (ENQUEUED) is left
+    # by a cancel (the handle is idle again: no I/O).
     def undo_grant(ptr, completion)
       acquired = completion.kind == Native::EVENT_KIND_ACQUIRED
+      Native.dflockd_lease_cancel(ptr) if completion.kind == Native::EVENT_KIND_ENQUEUED
       completion.free
       return unless acquired
 
@@ -273,12 +296,6 @@ module DFlockd
     # gives up). Unlike held?, this stays true until the loss is recorded.
     def granted?
       use { |p| Native.dflockd_lease_fence(p, FFI::MemoryPointer.new(:uint64), nil).zero? }
-    end
-
-    def flag
-      out = FFI::MemoryPointer.new(:bool)
-      use { |p| yield p, out }
-      out.read(:bool)
     end
 
     def u64

@@ -67,6 +67,9 @@ module DFlockd
     EVENT_KIND_RELEASED = 3
     EVENT_KIND_RELEASE_FAILED = 4
     EVENT_KIND_LOST = 5
+    EVENT_KIND_ENQUEUED = 6
+    EVENT_KIND_STATS = 7
+    EVENT_KIND_STATS_FAILED = 8
 
     # [name, args, return, blocking?]: one row per C function used.
     FUNCTIONS = [
@@ -123,6 +126,10 @@ module DFlockd
       [:dflockd_lease_acquire_start, %i[pointer uint64 pointer uint64 pointer], :int, true],
       [:dflockd_lease_wait_start, %i[pointer uint64 pointer uint64 pointer], :int, true],
       [:dflockd_lease_release_start, %i[pointer pointer uint64 pointer], :int, true],
+      [:dflockd_lease_try_acquire_start, %i[pointer pointer uint64 pointer], :int, true],
+      [:dflockd_lease_enqueue_start, %i[pointer pointer uint64 pointer], :int, true],
+      [:dflockd_client_stats_start, %i[pointer size_t pointer uint64 pointer], :int, true],
+      [:dflockd_event_stats, %i[pointer pointer size_t pointer pointer], :int, false],
       [:dflockd_testserver_options_new, [:pointer], :int, false],
       [:dflockd_testserver_options_free, [:pointer], :void, false],
       [:dflockd_testserver_options_set_auth_token, %i[pointer pointer size_t pointer], :int, false],
@@ -191,6 +198,26 @@ module DFlockd
         return buf.read_bytes(needed).force_encoding(Encoding::UTF_8)
       end
       raise DFlockd::Error.new("#{name}: the output kept growing", DFlockd::STATUS[:buffer_too_small])
+    end
+
+    # The reply a STATS event carries (dflockd_event_stats), nil if it
+    # cannot be read. Never raises: it runs while the queue is drained.
+    def event_stats(event_ptr)
+      size = 4096
+      4.times do
+        buf = FFI::MemoryPointer.new(:char, size)
+        len = FFI::MemoryPointer.new(:size_t)
+        errp = FFI::MemoryPointer.new(:pointer)
+        status = dflockd_event_stats(event_ptr, buf, size, len, errp)
+        free_error(errp.read_pointer) unless status.zero?
+        needed = len.read(:size_t)
+        if status == DFlockd::STATUS[:buffer_too_small] && needed > size
+          size = needed
+          next
+        end
+        return status.zero? ? buf.read_bytes(needed).force_encoding(Encoding::UTF_8) : nil
+      end
+      nil
     end
 
     def free_error(ptr)

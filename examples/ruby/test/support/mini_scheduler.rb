@@ -66,7 +66,10 @@ class MiniScheduler
       readable, = IO.select(ios + [@wake_r], nil, nil, wait)
       @wake_r.read_nonblock(4096, exception: false) if readable&.include?(@wake_r)
       due = {}
-      @lock.synchronize { @ready.slice!(0..) }.each { |f| due[f] = :unblocked }
+      # An unblock that comes after its block timed out is stale: a fiber now
+      # parked on an IO must not be resumed with it (io_wait would return a
+      # Symbol, where IO#wait_readable expects an Integer).
+      @lock.synchronize { @ready.slice!(0..) }.each { |f| due[f] = :unblocked unless @parked.dig(f, 0) }
       t = now
       @parked.each do |f, (io, deadline)|
         if io && readable&.include?(io)

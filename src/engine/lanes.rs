@@ -1,0 +1,187 @@
+//! Lanes: one per (client, server), the FIFO of evented operations waiting
+//! for a connection, and the connections opened for them.
+//!
+//! Requests leave in the order their operations were started (the server's
+//! queue is FIFO; the library must not reorder on the way there), so the
+//! head of the lane gets the next connection, whether it comes from the
+//! client's idle pool or from a dial. Requests on different connections
+//! reach a server in no particular order, so an operation that keeps its
+//! key's order (an acquire's `e`, a try's `l`) is held back while an
+//! earlier one of the same key has its request unanswered: the server has
+//! queued (or answered) the earlier one before the next one is sent.
+//!
+//! Pure bookkeeping, owned by the engine thread: which operation is still
+//! waiting is asked of the caller (`is_waiting`), so this file names no
+//! operation type.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::client::ClientInner;
+use crate::connection::Connection;
+
+/// Connections a lane opens at once.
+pub(super) const MAX_DIALS: usize = 16;
+
+/// Which lane: (the client's address, server index).
+pub(super) type LaneKey = (usize, usize);
+
+pub(super) fn lane_key(client: &Arc<ClientInner>, server: usize) -> LaneKey {
+    (Arc::as_ptr(client) as usize, server)
+}
+
+/// What a lane wants done next.
+pub(super) enum Next {
+    /// Send operation `id` on `conn`. `ordered`: it took its key's turn;
+    /// call [`Lane::answered`] once its request is answered (or never will
+    /// be).
+    Go {
+        id: u64,
+        conn: Arc<Connection>,
+        ordered: bool,
+    },
+    /// Open `n` more connections (already counted as dialing).
+    Dial(usize),
+    /// Nothing waits, nothing is dialed or in its key's turn: the lane can
+    /// go (its spare connections back to the pool: [`Lane::into_spare`]).
+    Empty,
+    /// Nothing to do until a connection comes or a request is answered.
+    Idle,
+}
+
+/// The lane of one (client, server): operations waiting for a connection,
+/// oldest first, and connections opened for them.
+pub(super) struct Lane {
+    client: Arc<ClientInner>,
+    server: usize,
+    /// Operations that may go as soon as a connection is there (with the
+    /// key whose order they keep).
+    waiting: VecDeque<(u64, Option<String>)>,
+    /// Ordered operations held back because an earlier one of their key
+    /// has its request in flight, oldest first.
+    blocked: HashMap<String, VecDeque<u64>>,
+    /// Keys with an ordered request in flight.
+    enqueuing: HashSet<String>,
+    conns: Vec<Arc<Connection>>,
+    dialing: usize,
+}
+
+impl Lane {
+    pub(super) fn new(client: Arc<ClientInner>, server: usize) -> Lane {
+        Lane {
+            client,
+            server,
+            waiting: VecDeque::new(),
+            blocked: HashMap::new(),
+            enqueuing: HashSet::new(),
+            conns: Vec::new(),
+            dialing: 0,
+        }
+    }
+
+    /// Put operation `id` at the back; `ordered`: the key whose order it
+    /// keeps.
+    pub(super) fn push(&mut self, id: u64, ordered: Option<String>) {
+        self.waiting.push_back((id, ordered));
+    }
+
+    /// Hand the next connection to the oldest operation that may go.
+    pub(super) fn next(&mut self, is_waiting: &dyn Fn(u64) -> bool) -> Next {
+        loop {
+            let Some((id, ordered)) = self.waiting.front().cloned() else {
+                if self.dialing == 0 && self.blocked.is_empty() && self.enqueuing.is_empty() {
+                    return Next::Empty;
+                }
+                return Next::Idle;
+            };
+            if !is_waiting(id) {
+                self.waiting.pop_front(); // ended meanwhile (deadline, cancel)
+                if let Some(k) = ordered.filter(|k| !self.enqueuing.contains(k)) {
+                    // It may have been the one let through for its key.
+                    self.unblock(&k, is_waiting);
+                }
+                continue;
+            }
+            if let Some(k) = ordered.as_ref().filter(|k| self.enqueuing.contains(*k)) {
+                self.waiting.pop_front();
+                self.blocked.entry(k.clone()).or_default().push_back(id);
+                continue;
+            }
+            let conn = match self.conns.pop() {
+                Some(conn) => Some(conn),
+                None => self.client.pool_take(self.server),
+            };
+            let Some(conn) = conn else {
+                let wanted = self.waiting.len().min(MAX_DIALS);
+                let n = wanted.saturating_sub(self.dialing);
+                if n == 0 {
+                    return Next::Idle;
+                }
+                self.dialing += n;
+                return Next::Dial(n);
+            };
+            self.waiting.pop_front();
+            let ordered_now = ordered.is_some();
+            if let Some(k) = ordered {
+                self.enqueuing.insert(k);
+            }
+            return Next::Go {
+                id,
+                conn,
+                ordered: ordered_now,
+            };
+        }
+    }
+
+    /// The ordered request of key `key` was answered (or never will be):
+    /// the next operation of that key may go.
+    pub(super) fn answered(&mut self, key: &str, is_waiting: &dyn Fn(u64) -> bool) {
+        self.enqueuing.remove(key);
+        self.unblock(key, is_waiting);
+    }
+
+    /// A dial of this lane opened `conn`.
+    pub(super) fn dialed(&mut self, conn: Arc<Connection>) {
+        self.dialing -= 1;
+        self.conns.push(conn);
+    }
+
+    /// A dial of this lane failed: the oldest waiting operation (returned)
+    /// fails with it, as a blocking call would have; the others get their
+    /// own attempt.
+    pub(super) fn dial_failed(&mut self, is_waiting: &dyn Fn(u64) -> bool) -> Option<u64> {
+        self.dialing -= 1;
+        while let Some((id, _)) = self.waiting.pop_front() {
+            if is_waiting(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// The client and server this lane connects to.
+    pub(super) fn target(&self) -> (Arc<ClientInner>, usize) {
+        (Arc::clone(&self.client), self.server)
+    }
+
+    /// An empty lane's client, server and spare connections.
+    pub(super) fn into_spare(self) -> (Arc<ClientInner>, usize, Vec<Arc<Connection>>) {
+        (self.client, self.server, self.conns)
+    }
+
+    /// Let the oldest live operation held back for key `k` go next.
+    fn unblock(&mut self, k: &str, is_waiting: &dyn Fn(u64) -> bool) {
+        let Some(q) = self.blocked.get_mut(k) else {
+            return;
+        };
+        while let Some(id) = q.pop_front() {
+            if is_waiting(id) {
+                self.waiting.push_front((id, Some(k.to_owned())));
+                break;
+            }
+        }
+        if q.is_empty() {
+            self.blocked.remove(k);
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! One evented operation: what it does (`Purpose`), where its outcome goes
+//! (`Done`) and how far it got (`Stage`). The engine thread drives it
+//! (`ops.rs`); this file is its data and the small facts derived from it.
+
+// Operations stay boxed from start to end: they move between the task map
+// and the stage functions many times, a pointer each time.
+#![allow(clippy::boxed_local)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::client::ClientInner;
+use crate::clock::{Boot, Stamp};
+use crate::connection::Connection;
+use crate::events::{Event, EventKind, Queue};
+use crate::held::{DoneFn, Home, OpGuard, Shared};
+use crate::protocol::{Command, Kind, Op as Verb, Token};
+
+/// Where an operation's outcome goes.
+pub(crate) enum Done {
+    /// A completion queue: one event tagged `tag`.
+    Event { queue: Arc<Queue>, tag: u64 },
+    /// `acquire_async`'s callback, run on the notifier thread.
+    Call(DoneFn),
+}
+
+impl Done {
+    /// Report success of `kind` without any I/O (leaving a queue, a wait
+    /// whose enqueue already acquired). Only queue-bound starts take this
+    /// path; a callback would run on the caller's thread.
+    pub(crate) fn succeeded_at_once(self, kind: EventKind) {
+        match self {
+            Done::Event { queue, tag } => queue.push(Event {
+                tag,
+                kind,
+                error: None,
+                stats: None,
+            }),
+            Done::Call(f) => f(Ok(())),
+        }
+    }
+}
+
+/// Which acquire an `Acquire` purpose is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `e`, then `w` up to the timeout if queued.
+    Acquire,
+    /// One `l` with timeout 0 (the blocking `try_acquire`'s request): the
+    /// server grants or answers `timeout` at once and keeps nothing queued.
+    /// Ordered like an `e`: later acquires of the key wait for its answer.
+    Try,
+    /// `e` only (two-phase, phase 1): if queued, the connection becomes the
+    /// lease's `queued` home, for a later wait.
+    Enqueue,
+}
+
+/// What an operation does.
+pub(crate) enum Purpose {
+    /// Acquire by `mode`; the guard keeps the handle busy until it ends.
+    Acquire {
+        mode: Mode,
+        timeout_s: u64,
+        lease_s: Option<u64>,
+        _guard: OpGuard,
+    },
+    /// `n`/`sn` of a held lease's grant `generation` whose home broke (on
+    /// a fresh connection), or is not watched (on the home); settled by
+    /// `renewal::finish`.
+    Renew {
+        generation: u64,
+        token: Token,
+        expires_at: Boot,
+    },
+    /// `r`/`sr` of a lease already taken off the handle.
+    Release {
+        token: Token,
+        /// The home connection failed: the release went to a fresh one.
+        retried: bool,
+    },
+    /// `stats` of a server (no lease).
+    Stats,
+}
+
+pub(super) enum Stage {
+    /// In its lane, waiting for a connection.
+    Waiting,
+    /// The request `cmd` went out on `conn` at `sent`; its reply is
+    /// awaited.
+    Asked {
+        conn: Arc<Connection>,
+        sent: Stamp,
+        cmd: Command,
+    },
+    /// A grant read too late to trust: a renewal went out at `sent` and
+    /// must be confirmed before the grant is reported.
+    Confirming {
+        conn: Arc<Connection>,
+        token: Token,
+        sent: Stamp,
+    },
+    /// `conn` was busy (another thread's call): send again at the timer.
+    Retry { conn: Arc<Connection> },
+    /// Being worked on (the engine took it out of its stage).
+    Moving,
+}
+
+/// An evented acquire, release, renewal or stats.
+pub(crate) struct Op {
+    pub(super) client: Arc<ClientInner>,
+    /// The lease it works on (every purpose but `Stats` has one).
+    pub(super) lease: Option<Arc<Shared>>,
+    pub(super) purpose: Purpose,
+    pub(super) done: Option<Done>,
+    pub(super) server: usize,
+    pub(super) redirects: u32,
+    /// The whole operation's bound (the call deadline of the blocking API).
+    pub(super) deadline: Instant,
+    /// The current step's bound (a reply's deadline), at most `deadline`.
+    pub(super) step_by: Instant,
+    pub(super) stage: Stage,
+    /// Its `e` (or a try's `l`) was sent and not answered yet: later
+    /// acquires of the key wait in the lane (see `lanes.rs`).
+    pub(super) enqueuing: bool,
+}
+
+impl Op {
+    /// An acquire of `lease` on its server.
+    pub(crate) fn acquire(lease: Arc<Shared>, guard: OpGuard, timeout_s: u64, done: Done) -> Op {
+        Op::acquiring(lease, guard, Mode::Acquire, timeout_s, done)
+    }
+
+    /// A try (one `l` with timeout 0) or an enqueue (`e` only) of `lease`.
+    pub(crate) fn acquire_once(lease: Arc<Shared>, guard: OpGuard, mode: Mode, done: Done) -> Op {
+        Op::acquiring(lease, guard, mode, 0, done)
+    }
+
+    fn acquiring(lease: Arc<Shared>, guard: OpGuard, mode: Mode, timeout_s: u64, done: Done) -> Op {
+        let deadline = lease.client.call_deadline(timeout_s);
+        let lease_s = lease.renew_ttl();
+        let server = lease.server;
+        Op {
+            client: Arc::clone(&lease.client),
+            lease: Some(lease),
+            purpose: Purpose::Acquire {
+                mode,
+                timeout_s,
+                lease_s,
+                _guard: guard,
+            },
+            done: Some(done),
+            server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: Stage::Waiting,
+            enqueuing: false,
+        }
+    }
+
+    /// A renewal of `lease`'s grant `generation` on `home`, or on a fresh
+    /// connection when `None`, by `deadline`.
+    pub(crate) fn renew(
+        lease: Arc<Shared>,
+        generation: u64,
+        token: Token,
+        server: usize,
+        home: Option<Arc<Connection>>,
+        expires_at: Boot,
+        deadline: Instant,
+    ) -> Op {
+        Op {
+            client: Arc::clone(&lease.client),
+            lease: Some(lease),
+            purpose: Purpose::Renew {
+                generation,
+                token,
+                expires_at,
+            },
+            done: None,
+            server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: home.map_or(Stage::Waiting, |conn| Stage::Retry { conn }),
+            enqueuing: false,
+        }
+    }
+
+    /// The second phase of a two-phase acquire: `w` on the connection that
+    /// enqueued (`home`).
+    pub(crate) fn wait(lease: Arc<Shared>, guard: OpGuard, home: Home, timeout_s: u64, done: Done) -> Op {
+        let mut op = Op::acquire(lease, guard, timeout_s, done);
+        op.server = home.server;
+        op.stage = Stage::Retry { conn: home.conn };
+        op
+    }
+
+    /// A release of `token`, said on `home` (or on a fresh connection if
+    /// the home is broken).
+    pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
+        let deadline = lease.client.call_deadline(0);
+        let mut op = Op {
+            client: Arc::clone(&lease.client),
+            lease: Some(lease),
+            purpose: Purpose::Release {
+                token,
+                retried: false,
+            },
+            done: Some(done),
+            server: home.server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: Stage::Waiting,
+            enqueuing: false,
+        };
+        if home.conn.is_broken() {
+            op.client.checkin(home.server, home.conn); // dropped
+            if let Purpose::Release { retried, .. } = &mut op.purpose {
+                *retried = true;
+            }
+        } else {
+            op.stage = Stage::Retry { conn: home.conn };
+        }
+        op
+    }
+
+    /// `stats` of `client`'s server `server`, within connect + I/O timeout.
+    pub(crate) fn stats(client: Arc<ClientInner>, server: usize, done: Done) -> Op {
+        let deadline = client.call_deadline(0);
+        Op {
+            client,
+            lease: None,
+            purpose: Purpose::Stats,
+            done: Some(done),
+            server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: Stage::Waiting,
+            enqueuing: false,
+        }
+    }
+
+    /// The acquire's mode (`None`: not an acquire).
+    pub(super) fn mode(&self) -> Option<Mode> {
+        match self.purpose {
+            Purpose::Acquire { mode, .. } => Some(mode),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_stats(&self) -> bool {
+        matches!(self.purpose, Purpose::Stats)
+    }
+
+    /// The key it works on (none for stats).
+    pub(super) fn key(&self) -> Option<&str> {
+        self.lease.as_deref().map(|l| l.key.as_str())
+    }
+
+    /// What it is, for messages: `acquire "k"`, `stats of server 0`.
+    pub(super) fn what(&self) -> String {
+        match self.key() {
+            Some(key) => format!("{} {key:?}", name(self)),
+            None => format!("stats of server {}", self.server),
+        }
+    }
+
+    pub(super) fn is_acquire(&self) -> bool {
+        matches!(self.purpose, Purpose::Acquire { .. })
+    }
+
+    pub(super) fn is_renewal(&self) -> bool {
+        matches!(self.purpose, Purpose::Renew { .. })
+    }
+
+    /// The key whose acquires must keep their order (none for releases
+    /// and stats).
+    pub(super) fn ordered_key(&self) -> Option<String> {
+        self.key().filter(|_| self.is_acquire()).map(str::to_owned)
+    }
+
+    pub(super) fn conn(&self) -> Option<&Arc<Connection>> {
+        match &self.stage {
+            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
+            Stage::Waiting | Stage::Moving => None,
+        }
+    }
+
+    pub(super) fn failed_kind(&self) -> EventKind {
+        match self.purpose {
+            Purpose::Acquire { .. } => EventKind::AcquireFailed,
+            Purpose::Stats => EventKind::StatsFailed,
+            Purpose::Renew { .. } | Purpose::Release { .. } => EventKind::ReleaseFailed,
+        }
+    }
+}
+
+impl Stage {
+    pub(super) fn conn_owned(self) -> Option<Arc<Connection>> {
+        match self {
+            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
+            Stage::Waiting | Stage::Moving => None,
+        }
+    }
+}
+
+/// The command whose reply `op` awaits.
+pub(super) fn op_command(op: &Op) -> Command {
+    let Some(lease) = &op.lease else {
+        return Command::Stats;
+    };
+    let verb = match op.stage {
+        Stage::Confirming { .. } => Verb::Renew,
+        Stage::Asked { cmd, .. } => return cmd,
+        _ if op.is_acquire() => Verb::Enqueue,
+        _ => Verb::Release,
+    };
+    Command::Lease(lease.kind, verb)
+}
+
+pub(super) fn name(op: &Op) -> &'static str {
+    if op.is_renewal() {
+        return "renew";
+    }
+    let Some(lease) = &op.lease else {
+        return "stats";
+    };
+    match (op.mode(), lease.kind) {
+        (Some(Mode::Try), Kind::Lock) => "try acquire",
+        (Some(Mode::Try), Kind::Semaphore) => "semaphore try acquire",
+        (Some(Mode::Enqueue), Kind::Lock) => "enqueue",
+        (Some(Mode::Enqueue), Kind::Semaphore) => "semaphore enqueue",
+        (Some(Mode::Acquire), Kind::Lock) => "acquire",
+        (Some(Mode::Acquire), Kind::Semaphore) => "semaphore acquire",
+        (None, Kind::Lock) => "release",
+        (None, Kind::Semaphore) => "semaphore release",
+    }
+}

@@ -1,0 +1,233 @@
+//! The stages of the engine's operations that settle a lease: the wait of
+//! an acquire whose `e` was queued, the confirmation of a grant read too
+//! late to trust, holding a grant, keeping a `queued` enqueue's connection
+//! for its wait, a cancel, and a renewal's outcome. Methods of the driver
+//! (ops.rs), which calls them as replies come.
+
+// Operations stay boxed from start to end (see ops.rs).
+#![allow(clippy::boxed_local)]
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use super::Driver;
+use super::Task;
+use crate::clock::Stamp;
+use crate::connection::{Connection, Grant, Started, earliest};
+use crate::engine::op::{Op, Purpose, Stage};
+use crate::events::EventKind;
+use crate::held::{Home, Shared, cancelled};
+use crate::protocol::{Outcome, Request, Token};
+use crate::reactor::Reactor;
+use crate::renewal;
+use crate::sync::lock;
+use crate::{Error, ErrorKind, Result};
+
+impl Driver {
+    /// A renewal's reply: settle it by the renewal policy; the connection
+    /// it came on becomes (or stays) the lease's home.
+    pub(super) fn renewed(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, r: Result<Outcome>) {
+        self.disarm(engine, id);
+        let Purpose::Renew {
+            generation,
+            expires_at,
+            ..
+        } = op.purpose
+        else {
+            return;
+        };
+        let (conn, sent) = match std::mem::replace(&mut op.stage, Stage::Moving) {
+            Stage::Asked { conn, sent, .. } => (Some(conn), sent),
+            other => (other.conn_owned(), Stamp::now()),
+        };
+        let result = r.and_then(|o| match o {
+            Outcome::Renewed { lease_s } => Ok(lease_s),
+            _ => Err(Error::new(ErrorKind::Protocol, "renew: unexpected reply")),
+        });
+        let home = conn.filter(|_| result.is_ok());
+        if let Some(lease) = &op.lease {
+            renewal::finish(lease, generation, sent, expires_at, result, home);
+        }
+    }
+
+    /// Queued: wait for the grant on the connection that enqueued.
+    pub(super) fn wait(&mut self, engine: &Reactor, id: u64, op: Box<Op>, conn: Arc<Connection>) {
+        let Purpose::Acquire { timeout_s, .. } = op.purpose else {
+            return;
+        };
+        let Some(lease) = op.lease.clone() else {
+            return;
+        };
+        let req = Request::Wait {
+            kind: lease.kind,
+            key: &lease.key,
+            timeout_s,
+        };
+        if lease.cancel_requested() {
+            conn.abort();
+            self.fail(
+                engine,
+                id,
+                op,
+                Error::new(ErrorKind::Cancelled, "acquire: cancelled"),
+            );
+            return;
+        }
+        let sent = Stamp::now();
+        match conn.start_request_over(&req) {
+            Ok(Started::Sent) => {
+                let reply_by = conn.reply_deadline(&req);
+                self.await_reply(engine, id, op, conn, reply_by, sent, req.command());
+            }
+            Ok(Started::Busy) => {
+                conn.abort();
+                let e = Error::new(ErrorKind::Io, "wait: connection busy");
+                self.fail(engine, id, op, e);
+            }
+            Err(e) => self.fail(engine, id, op, e),
+        }
+    }
+
+    /// A grant read too late to trust: renew it before reporting it.
+    pub(super) fn confirm(
+        &mut self,
+        engine: &Reactor,
+        id: u64,
+        mut op: Box<Op>,
+        conn: Arc<Connection>,
+        grant: Grant,
+    ) {
+        let Some(lease) = op.lease.clone() else {
+            return;
+        };
+        let ttl = lease.renew_ttl();
+        let req = Request::Renew {
+            kind: lease.kind,
+            key: &lease.key,
+            token: grant.token.as_str(),
+            lease_s: ttl,
+        };
+        let sent = Stamp::now();
+        match conn.start_request_over(&req) {
+            Ok(Started::Sent) => {
+                op.step_by = earliest(sent.mono + lease.client.config.io_timeout, Some(op.deadline));
+                self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
+                self.timers.push(Reverse((op.step_by, id)));
+                op.stage = Stage::Confirming {
+                    conn,
+                    token: grant.token,
+                    sent,
+                };
+                self.tasks.insert(id, Task::Op(op));
+            }
+            Ok(Started::Busy) | Err(_) => {
+                conn.abort();
+                let e = Error::new(
+                    ErrorKind::LeaseLost,
+                    format!(
+                        "acquire {:?}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?)",
+                        lease.key
+                    ),
+                );
+                self.fail(engine, id, op, e);
+            }
+        }
+    }
+
+    /// Hold the grant (unless the acquire was cancelled meanwhile).
+    pub(super) fn granted(
+        &mut self,
+        engine: &Reactor,
+        id: u64,
+        mut op: Box<Op>,
+        grant: Grant,
+        anchor: Stamp,
+    ) {
+        self.disarm(engine, id);
+        let (Stage::Asked { conn, .. } | Stage::Confirming { conn, .. }) =
+            std::mem::replace(&mut op.stage, Stage::Moving)
+        else {
+            return;
+        };
+        let Some(lease) = op.lease.clone() else {
+            return;
+        };
+        let home = Home {
+            conn,
+            server: op.server,
+        };
+        if let Err(e) = crate::engine::ensure_running(&lease.client) {
+            drop_grant(&lease, grant.token, &home.conn);
+            self.fail(engine, id, op, e);
+            return;
+        }
+        match lease.hold(grant.token, grant.lease_s, home, anchor, "acquire") {
+            Ok(()) => self.succeed(engine, id, op),
+            Err((e, token, home)) => {
+                drop_grant(&lease, token, &home.conn);
+                op.stage = Stage::Retry { conn: home.conn };
+                self.fail(engine, id, op, e);
+            }
+        }
+    }
+
+    /// The handle of operation `id` was cancelled.
+    pub(super) fn poke(&mut self, engine: &Reactor, id: u64) {
+        let Some(Task::Op(op)) = self.tasks.get(&id) else {
+            return;
+        };
+        if !op.is_acquire() || !op.lease.as_ref().is_some_and(|l| l.cancel_requested()) {
+            return;
+        }
+        let Some(Task::Op(op)) = self.tasks.remove(&id) else {
+            return;
+        };
+        if let (Stage::Confirming { conn, token, .. }, Some(lease)) = (&op.stage, &op.lease) {
+            drop_grant(lease, *token, conn);
+        } else if let Some(conn) = op.conn() {
+            // Closing the connection takes the waiter out of the server's
+            // queue (and frees a grant that raced the cancel).
+            conn.abort();
+        }
+        let e = Error::new(ErrorKind::Cancelled, format!("{}: cancelled", op.what()));
+        self.fail(engine, id, op, e);
+    }
+
+    /// An enqueue answered `queued`: its connection becomes the lease's
+    /// queued home, where a later wait goes (as the blocking `enqueue`
+    /// leaves it), unless the enqueue was cancelled meanwhile: then closing
+    /// the connection leaves the queue.
+    pub(super) fn queued(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
+        self.disarm(engine, id);
+        op.stage = Stage::Moving;
+        let Some(lease) = op.lease.clone() else {
+            return;
+        };
+        let mut st = lock(&lease.state);
+        if st.cancel {
+            drop(st);
+            conn.abort();
+            self.fail(engine, id, op, cancelled("enqueue"));
+            return;
+        }
+        st.queued = Some(Home {
+            conn,
+            server: op.server,
+        });
+        drop(st);
+        self.succeed_with(engine, id, op, EventKind::Enqueued, None);
+    }
+}
+
+/// Give back a grant nobody will hold, without waiting: the release goes
+/// out if the socket takes it, and closing the connection frees the grant
+/// on a server with auto-release either way.
+fn drop_grant(lease: &Shared, token: Token, conn: &Connection) {
+    let req = Request::Release {
+        kind: lease.kind,
+        key: &lease.key,
+        token: token.as_str(),
+    };
+    let _ = conn.start_request_over(&req);
+    conn.abort();
+}
