@@ -433,3 +433,43 @@ fn a_paused_leader_is_replaced_and_comes_back_a_follower() {
     let mut n = Raw::connect(&c.addr(new).to_string());
     assert_eq!(n.req(&frame("n", &key("p"), &format!("{t} 60"))), "ok 60");
 }
+
+#[test]
+fn the_program_runs_a_cluster_and_prints_every_address() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    if skip_external("dflockd-testserver --cluster") {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dflockd-testserver"))
+        .args(["--cluster", "3", "--exit-on-stdin-eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let addrs: Vec<String> = (0..3)
+        .map(|_| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim().to_owned()
+        })
+        .collect();
+    let roles: Vec<String> = addrs
+        .iter()
+        .map(|a| {
+            stats_of(&mut Raw::connect(a))
+                .cluster
+                .expect("cluster object")
+                .role
+        })
+        .collect();
+    assert_eq!(roles.iter().filter(|r| *r == "leader").count(), 1, "{roles:?}");
+    drop(child.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "exits on stdin EOF");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(child.wait().unwrap().success());
+}
