@@ -12,5 +12,3 @@ pub const MAX_REPLY_LINE_BYTES: usize = 1024 * 1024;
 pub const MAX_SECONDS: u64 = 9_223_372_036;
 /// Length of a token in hex characters.
 pub const TOKEN_HEX_LEN: usize = 32;
-/// Longest `stable-ref` (cluster servers: 1 to 64 printable ASCII characters).
-pub const MAX_STABLE_REF_BYTES: usize = 64;

@@ -1,8 +1,6 @@
 //! Requests: encoded (and checked) by the client, parsed by the test server.
 
-use super::{
-    Command, InvalidRequest, Kind, MAX_AUTH_LINE_BYTES, MAX_LINE_BYTES, MAX_SECONDS, MAX_STABLE_REF_BYTES, Op,
-};
+use super::{Command, InvalidRequest, Kind, MAX_AUTH_LINE_BYTES, MAX_LINE_BYTES, MAX_SECONDS, Op};
 
 /// One request frame. Lease requests carry their [`Kind`]; `limit` is set
 /// exactly when `kind` is [`Kind::Semaphore`] on acquire and enqueue.
@@ -49,6 +47,9 @@ pub enum Request<'a> {
         timeout_s: u64,
     },
 }
+
+/// Longest `stable-ref` (cluster servers: 1 to 64 printable ASCII characters).
+const MAX_STABLE_REF_BYTES: usize = 64;
 
 /// Largest semaphore limit: the Go server parses it as an `int`.
 const MAX_LIMIT: u64 = i64::MAX as u64;
