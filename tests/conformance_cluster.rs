@@ -118,6 +118,7 @@ fn bare_hint_from_a_node_that_never_knew_a_leader() {
     let info = stats_of(&mut f).cluster.expect("cluster object");
     assert_eq!((info.leader_id.as_str(), info.leader_addr.as_str()), ("", ""));
     assert_eq!(info.term, 0);
+    assert_eq!(info.voters, ["n1", "n2", "n3"]);
     c.hold_elections(false);
     let leader = c
         .await_leader(ELECTION_DEADLINE)

@@ -396,7 +396,10 @@ impl TestCluster {
                 election_at: Some(Instant::now() + opts.election_delay),
                 election_delay: opts.election_delay,
                 hold: false,
-                log_index: 0,
+                // The bootstrap configuration entry: with the first
+                // leader's no-op, a fresh cluster shows commit_index 2
+                // (transcript cluster.log line 4).
+                log_index: 1,
             }),
             table: Arc::new(Mutex::new(table)),
             nodes: Mutex::new(vec![None; n]),
