@@ -166,6 +166,13 @@ fn fences_start_at_1_and_rise_across_two_failovers() {
     let mut g = Raw::connect(&c.addr(new).to_string());
     fences.push(fence(&token(&g.req(&frame("l", "k3", "0 60")))));
     c.restart(old).unwrap();
+    let mut back = Raw::connect(&c.addr(old).to_string());
+    assert_eq!(
+        back.req(&frame("l", "k9", "0")),
+        format!("error_not_leader {}", c.addr(new)),
+        "a restarted node follows"
+    );
+    assert_eq!(stats_of(&mut back).cluster.unwrap().role, "follower");
     let (_, third, _) = kill_leader(&c);
     let mut h = Raw::connect(&c.addr(third).to_string());
     fences.push(fence(&token(&h.req(&frame("se", "s1", "2 60")))));
@@ -411,6 +418,35 @@ fn a_drained_leader_hands_over_and_keeps_locks_and_waiters() {
     assert_eq!(c2.req(&frame("w", "q", "1")), "timeout");
     let mut b2 = embedded_with_ref(&c, new, "refB");
     assert_eq!(fence(&token(&b2.req(&frame("w", "q", "2")))), fence(&ta) + 1);
+}
+
+#[test]
+fn the_shutdown_timeout_bounds_a_drain_with_an_idle_client() {
+    let opts = ClusterOptions {
+        shutdown_timeout: Duration::from_millis(500),
+        ..ClusterOptions::default()
+    };
+    let Some(c) = cluster_with(opts, "shutdown timeout") else {
+        return;
+    };
+    let leader = c.await_leader(ELECTION_DEADLINE).unwrap();
+    let mut idle = Raw::connect(&c.addr(leader).to_string());
+    assert_eq!(idle.req(&frame("ping", "_", "_")), "ok");
+    let t0 = Instant::now();
+    c.drain(leader);
+    let new = c
+        .await_leader(ELECTION_DEADLINE)
+        .expect("hand-over at the shutdown timeout");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(450),
+        "waited for the client: {took:?}"
+    );
+    assert_ne!(new, leader);
+    assert!(
+        idle.closed_within(REPLY_DEADLINE),
+        "closed at the shutdown timeout"
+    );
 }
 
 #[test]
