@@ -4,12 +4,15 @@
 //! `127.0.0.1:PORT` on one line, and serves until SIGTERM/SIGINT (then
 //! drains like the 2.x server and exits 0) or, with `--exit-on-stdin-eof`,
 //! until its stdin closes (so it dies with the test that started it).
+//! With `--cluster N` it runs an embedded cluster of N nodes instead
+//! (`TestCluster`: one leader, follower hints, stable-ref, barrier) and
+//! prints each node's address on its own line once a leader is elected.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dflockd::testserver::{ServerOptions, TestServer, TlsIdentity};
+use dflockd::testserver::{ClusterOptions, ServerOptions, TestCluster, TestServer, TlsIdentity};
 
 const USAGE: &str = "usage: dflockd-testserver [--host H] [--port P] [--default-lease-ttl S]
   [--read-timeout S] [--lease-sweep-interval S] [--gc-interval S] [--gc-max-idle S]
@@ -17,8 +20,9 @@ const USAGE: &str = "usage: dflockd-testserver [--host H] [--port P] [--default-
   [--max-locks N] [--max-waiters N] [--max-connections N]
   [--auto-release-on-disconnect=true|false] [--shutdown-timeout S]
   [--follower [LEADER_HOST:PORT]] [--server-line 2.x|1.10] [--exit-on-stdin-eof]
-  [--help] [--version]
-Prints the bound address (127.0.0.1:PORT) on one stdout line.";
+  [--cluster N [--orphan-ttl S]] [--help] [--version]
+Prints the bound address (127.0.0.1:PORT) on one stdout line; with --cluster N,
+N nodes on ports PORT..PORT+N-1 (free ones without --port), one address a line.";
 
 /// What the command line asks for.
 enum Parsed {
@@ -34,6 +38,8 @@ struct Args {
     auth_token_file: Option<PathBuf>,
     shutdown_timeout: Duration,
     exit_on_stdin_eof: bool,
+    cluster: Option<usize>,
+    orphan_ttl: Option<Duration>,
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
@@ -54,6 +60,8 @@ fn parse(argv: Vec<String>) -> Result<Parsed, String> {
         auth_token_file: None,
         shutdown_timeout: Duration::from_secs(2),
         exit_on_stdin_eof: false,
+        cluster: None,
+        orphan_ttl: None,
     };
     let mut it = argv.into_iter().peekable();
     while let Some(arg) = it.next() {
@@ -86,7 +94,9 @@ fn parse(argv: Vec<String>) -> Result<Parsed, String> {
             }
             _ => {}
         }
-        const VALUE_FLAGS: [&str; 16] = [
+        const VALUE_FLAGS: [&str; 18] = [
+            "cluster",
+            "orphan-ttl",
             "host",
             "port",
             "default-lease-ttl",
@@ -129,6 +139,8 @@ fn parse(argv: Vec<String>) -> Result<Parsed, String> {
             "max-connections" => o.max_connections = number(&flag, &value)?,
             "shutdown-timeout" => a.shutdown_timeout = seconds(&flag, &value)?,
             "server-line" => o.line = value.parse()?,
+            "cluster" => a.cluster = Some(number(&flag, &value)?),
+            "orphan-ttl" => a.orphan_ttl = Some(seconds(&flag, &value)?),
             _ => return Err(format!("unknown flag --{flag}")),
         }
     }
@@ -181,7 +193,11 @@ fn main() {
         }
     };
     let signals = block_signals();
-    let server = match TestServer::start(args.opts) {
+    if let Some(nodes) = args.cluster {
+        run_cluster(nodes, &args, &signals);
+        return;
+    }
+    let server = match TestServer::start(args.opts.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("dflockd-testserver: cannot start: {e}");
@@ -193,6 +209,17 @@ fn main() {
         let _ = writeln!(out, "{}", server.addr());
         let _ = out.flush();
     }
+    wait_for_the_end(&args, &signals);
+    server.drain();
+    let deadline = Instant::now() + args.shutdown_timeout;
+    while server.connection_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.stop();
+}
+
+/// Block until SIGTERM/SIGINT (or stdin EOF with `--exit-on-stdin-eof`).
+fn wait_for_the_end(args: &Args, signals: &libc::sigset_t) {
     if args.exit_on_stdin_eof {
         std::thread::spawn(|| {
             let mut sink = [0u8; 256];
@@ -204,11 +231,43 @@ fn main() {
     }
     let mut sig: libc::c_int = 0;
     // SAFETY: waits for one of the blocked signals in `signals`.
-    unsafe { libc::sigwait(&signals, &mut sig) };
-    server.drain();
-    let deadline = Instant::now() + args.shutdown_timeout;
-    while server.connection_count() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+    unsafe { libc::sigwait(signals, &mut sig) };
+}
+
+/// `--cluster N`: serve an embedded cluster until the end, then stop it.
+fn run_cluster(nodes: usize, args: &Args, signals: &libc::sigset_t) {
+    let first = args.opts.port;
+    let ports = if first == 0 {
+        Vec::new()
+    } else {
+        (0..nodes).map(|i| first.saturating_add(i as u16)).collect()
+    };
+    let opts = ClusterOptions {
+        nodes,
+        server: args.opts.clone(),
+        ports,
+        orphan_ttl: args.orphan_ttl,
+        shutdown_timeout: args.shutdown_timeout,
+        ..ClusterOptions::default()
+    };
+    let cluster = match TestCluster::start(opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dflockd-testserver: cannot start the cluster: {e}");
+            std::process::exit(1);
+        }
+    };
+    if cluster.await_leader(Duration::from_secs(10)).is_none() {
+        eprintln!("dflockd-testserver: no leader elected");
+        std::process::exit(1);
     }
-    server.stop();
+    {
+        let mut out = std::io::stdout().lock();
+        for a in cluster.addrs() {
+            let _ = writeln!(out, "{a}");
+        }
+        let _ = out.flush();
+    }
+    wait_for_the_end(args, signals);
+    cluster.stop();
 }

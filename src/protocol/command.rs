@@ -48,16 +48,23 @@ pub enum Command {
     Ping,
     /// `stats`: the server's state as JSON.
     Stats,
+    /// `stable-ref`: set the connection's session identity (cluster servers).
+    StableRef,
+    /// `barrier`: a linearizable read barrier (`ok` once the leader's
+    /// no-op applied; single-node servers answer at once).
+    Barrier,
     /// A lease operation on a lock or a semaphore.
     Lease(Kind, Op),
 }
 
 /// `(wire name, command)` for every command; the single source for both
 /// directions of the mapping.
-const TABLE: [(&str, Command); 13] = [
+const TABLE: [(&str, Command); 15] = [
     ("auth", Command::Auth),
     ("ping", Command::Ping),
     ("stats", Command::Stats),
+    ("stable-ref", Command::StableRef),
+    ("barrier", Command::Barrier),
     ("l", Command::Lease(Kind::Lock, Op::Acquire)),
     ("r", Command::Lease(Kind::Lock, Op::Release)),
     ("n", Command::Lease(Kind::Lock, Op::Renew)),
@@ -114,9 +121,10 @@ impl Command {
     }
 
     /// Whether a cluster follower must refuse this command with
-    /// `error_not_leader` (everything but `ping`, `stats` and `auth`).
+    /// `error_not_leader`: every lease command and `barrier` (not `auth`,
+    /// `ping`, `stats`, `stable-ref`; docs/protocol.md "Cluster mode").
     pub fn is_mutating(self) -> bool {
-        matches!(self, Command::Lease(..))
+        matches!(self, Command::Lease(..) | Command::Barrier)
     }
 
     /// Whether the server may hold the reply back (a blocking acquire/wait).
@@ -136,7 +144,22 @@ mod tests {
             assert!(seen.insert(c.wire_name()));
             assert_eq!(Command::from_wire(c.wire_name()), Some(c));
         }
-        assert_eq!(seen.len(), 13);
+        assert_eq!(seen.len(), 15);
+    }
+
+    #[test]
+    fn followers_refuse_lease_commands_and_barrier_only() {
+        let refused: Vec<&str> = Command::all()
+            .filter(|c| c.is_mutating())
+            .map(|c| c.wire_name())
+            .collect();
+        assert_eq!(
+            refused,
+            ["barrier", "l", "r", "n", "e", "w", "sl", "sr", "sn", "se", "sw"]
+        );
+        assert_eq!(Command::from_wire("stable-ref"), Some(Command::StableRef));
+        assert_eq!(Command::StableRef.label(), "stable-ref");
+        assert_eq!(Command::Barrier.label(), "barrier");
     }
 
     #[test]

@@ -22,9 +22,9 @@ pub use command::{Command, Kind, Op};
 pub use framing::{LineBuffer, LineError};
 pub use limits::*;
 pub use reply::{Outcome, Refusal, Reply, parse_reply};
-pub use request::{Request, validate_key};
+pub use request::{Request, validate_key, validate_stable_ref};
 pub use shard::{crc32_ieee, crc32_shard};
-pub use stats::{IdleEntry, LockEntry, SemaphoreEntry, Stats};
+pub use stats::{ClusterInfo, IdleEntry, LockEntry, SemaphoreEntry, Stats};
 pub use status::Status;
 pub use token::{Token, fence_from_token};
 

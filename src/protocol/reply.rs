@@ -146,9 +146,15 @@ pub fn parse_reply(cmd: Command, line: &str) -> Result<Outcome, Refusal> {
         })
     };
     match (cmd, status, rest) {
-        (Command::Auth | Command::Ping | Command::Lease(_, Op::Release), Status::Ok, None) => {
-            Ok(Outcome::Done)
-        }
+        (
+            Command::Auth
+            | Command::Ping
+            | Command::StableRef
+            | Command::Barrier
+            | Command::Lease(_, Op::Release),
+            Status::Ok,
+            None,
+        ) => Ok(Outcome::Done),
         (Command::Lease(_, Op::Acquire | Op::Wait), Status::Ok, r) => grant(r, false),
         (Command::Lease(_, Op::Enqueue), Status::Acquired, r) => grant(r, true),
         (Command::Lease(_, Op::Enqueue), Status::Queued, None) => Ok(Outcome::Queued),
@@ -203,6 +209,16 @@ mod tests {
         );
         assert_eq!(parse_reply(Command::Ping, "ok"), Ok(Outcome::Done));
         assert_eq!(parse_reply(Command::Auth, "ok"), Ok(Outcome::Done));
+        assert_eq!(parse_reply(Command::Barrier, "ok"), Ok(Outcome::Done));
+        assert_eq!(parse_reply(Command::StableRef, "ok"), Ok(Outcome::Done));
+        assert_eq!(
+            parse_reply(Command::Barrier, "error_not_leader 127.0.0.1:17462"),
+            Err(Refusal::NotLeader(Some("127.0.0.1:17462".into())))
+        );
+        assert!(matches!(
+            parse_reply(Command::Barrier, "ok 1"),
+            Err(Refusal::Malformed(_))
+        ));
     }
 
     #[test]

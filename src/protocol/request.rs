@@ -15,6 +15,13 @@ pub enum Request<'a> {
     Ping,
     /// `stats`: the server's state as JSON.
     Stats,
+    /// `stable-ref` / `<ref>` / `_`: the connection's session identity.
+    StableRef {
+        /// 1-64 printable ASCII characters.
+        reference: &'a str,
+    },
+    /// `barrier` / `_` / `_`.
+    Barrier,
     /// `l`/`sl`: acquire, waiting up to `timeout_s` in the key's FIFO queue.
     Acquire {
         /// Lock or semaphore.
@@ -70,6 +77,9 @@ pub enum Request<'a> {
     },
 }
 
+/// Longest `stable-ref` (cluster servers: 1 to 64 printable ASCII characters).
+const MAX_STABLE_REF_BYTES: usize = 64;
+
 /// Largest semaphore limit: the Go server parses it as an `int`.
 const MAX_LIMIT: u64 = i64::MAX as u64;
 
@@ -87,6 +97,21 @@ pub fn validate_key(key: &str) -> Result<(), InvalidRequest> {
     }
     if key.contains([' ', '\t', '\r', '\n']) {
         return Err(InvalidRequest("key must not contain space, tab, CR or LF".into()));
+    }
+    Ok(())
+}
+
+/// Check a `stable-ref` as cluster servers do: 1 to 64 printable ASCII
+/// characters (`!` to `~`: the ref travels on the key line, which takes
+/// no space).
+pub fn validate_stable_ref(reference: &str) -> Result<(), InvalidRequest> {
+    if reference.is_empty()
+        || reference.len() > MAX_STABLE_REF_BYTES
+        || !reference.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(InvalidRequest(format!(
+            "stable ref must be 1 to {MAX_STABLE_REF_BYTES} printable ASCII characters"
+        )));
     }
     Ok(())
 }
@@ -160,6 +185,8 @@ impl<'a> Request<'a> {
             Request::Auth { .. } => Command::Auth,
             Request::Ping => Command::Ping,
             Request::Stats => Command::Stats,
+            Request::StableRef { .. } => Command::StableRef,
+            Request::Barrier => Command::Barrier,
             Request::Acquire { kind, .. } => Command::Lease(*kind, Op::Acquire),
             Request::Release { kind, .. } => Command::Lease(*kind, Op::Release),
             Request::Renew { kind, .. } => Command::Lease(*kind, Op::Renew),
@@ -196,7 +223,10 @@ impl<'a> Request<'a> {
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), InvalidRequest> {
         self.validate()?;
         let start = out.len();
-        let key = self.key().unwrap_or("_");
+        let key = match *self {
+            Request::StableRef { reference } => reference,
+            _ => self.key().unwrap_or("_"),
+        };
         for line in [self.command().wire_name(), key] {
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
@@ -204,7 +234,7 @@ impl<'a> Request<'a> {
         let arg = out.len();
         match *self {
             Request::Auth { secret } => out.extend_from_slice(secret.as_bytes()),
-            Request::Ping | Request::Stats => out.push(b'_'),
+            Request::Ping | Request::Stats | Request::StableRef { .. } | Request::Barrier => out.push(b'_'),
             Request::Acquire {
                 timeout_s,
                 limit,
@@ -246,7 +276,8 @@ impl<'a> Request<'a> {
                     )));
                 }
             }
-            Request::Ping | Request::Stats => {}
+            Request::Ping | Request::Stats | Request::Barrier => {}
+            Request::StableRef { reference } => validate_stable_ref(reference)?,
             Request::Acquire {
                 kind,
                 timeout_s,
@@ -288,6 +319,11 @@ impl<'a> Request<'a> {
             Command::Auth => return Ok(Request::Auth { secret: arg.trim() }),
             Command::Ping => return Ok(Request::Ping),
             Command::Stats => return Ok(Request::Stats),
+            Command::Barrier => return Ok(Request::Barrier),
+            Command::StableRef => {
+                validate_stable_ref(key).map_err(|_| ())?;
+                return Ok(Request::StableRef { reference: key });
+            }
             Command::Lease(kind, op) => (kind, op),
         };
         validate_key(key).map_err(|_| ())?;
@@ -442,6 +478,11 @@ mod tests {
         );
         assert_eq!(enc(Request::Ping).unwrap(), "ping\n_\n_\n");
         assert_eq!(enc(Request::Stats).unwrap(), "stats\n_\n_\n");
+        assert_eq!(enc(Request::Barrier).unwrap(), "barrier\n_\n_\n");
+        assert_eq!(
+            enc(Request::StableRef { reference: "refF" }).unwrap(),
+            "stable-ref\nrefF\n_\n"
+        );
         assert_eq!(
             enc(Request::Auth { secret: "s3cret" }).unwrap(),
             "auth\n_\ns3cret\n"
@@ -620,6 +661,24 @@ mod tests {
     }
 
     #[test]
+    fn stable_ref_is_1_to_64_printable_ascii() {
+        let ok = |r: &str| enc(Request::StableRef { reference: r }).is_ok();
+        assert!(ok("a"));
+        assert!(ok(&"f".repeat(64)));
+        assert!(ok("0123456789abcdef0123456789abcdef"));
+        assert!(ok("!~"));
+        for bad in ["", &"f".repeat(65), "a b", "é", "a\tb", "a\u{7f}"] {
+            assert!(!ok(bad), "{bad:?}");
+            assert_eq!(Request::parse("stable-ref", bad, "_"), Err(()), "{bad:?}");
+        }
+        assert_eq!(
+            Request::parse("stable-ref", "refF", "_"),
+            Ok(Request::StableRef { reference: "refF" })
+        );
+        assert_eq!(Request::parse("barrier", "_", "_"), Ok(Request::Barrier));
+    }
+
+    #[test]
     fn encode_then_parse_round_trips() {
         let reqs = [
             Request::Acquire {
@@ -646,6 +705,10 @@ mod tests {
                 key: "k",
                 timeout_s: 0,
             },
+            Request::StableRef {
+                reference: "0123456789abcdef0123456789abcdef",
+            },
+            Request::Barrier,
         ];
         for r in reqs {
             let s = enc(r.clone()).unwrap();

@@ -166,6 +166,8 @@ struct Conn {
     framer: Framer,
     authed: bool,
     behaviour: Behaviour,
+    /// This connection sent its `stable-ref` (a second one is refused).
+    has_stable_ref: bool,
 }
 
 /// Serve one accepted connection until it closes, then release what it
@@ -191,10 +193,17 @@ pub(super) fn serve(shared: Arc<Shared>, ctl: Arc<ConnCtl>, stream: TcpStream) {
                 discarding: false,
             },
             behaviour: shared.behaviour,
+            has_stable_ref: false,
         };
         conn.run();
-        let release = shared.opts.auto_release_on_disconnect;
-        shared.with_table(|t| t.drop_connection(ctl.id, release, Instant::now()));
+        if shared.severed() {
+            // A killed or drained cluster node: no disconnect cleanup.
+            let ttl = shared.node.as_ref().and_then(|n| n.orphan_ttl());
+            shared.with_table(|t| t.sever_connection(ctl.id, ttl, Instant::now()));
+        } else {
+            let release = shared.opts.auto_release_on_disconnect;
+            shared.with_table(|t| t.drop_connection(ctl.id, release, Instant::now()));
+        }
         shared.deregister(ctl.id);
         let _ = conn.io.tcp().shutdown(Shutdown::Both);
     } else {
@@ -319,9 +328,23 @@ impl Conn {
         let Ok(req) = Request::parse(&cmd, &key, &arg) else {
             return self.status(Status::Error);
         };
+        if self.shared.node.is_some() {
+            // A paused cluster node does nothing (as a stopped process),
+            // so it may find itself a follower when it resumes.
+            let (shared, ctl) = (&self.shared, &self.ctl);
+            shared
+                .faults
+                .wait_unpaused(&|| ctl.is_closed() || shared.stopping());
+            if self.cancelled() {
+                return Flow::Close;
+            }
+        }
         if req.command().is_mutating() {
-            if let Some(leader) = self.shared.faults.follower() {
+            if let Some(leader) = self.shared.not_leader() {
                 return self.reply(Reply::NotLeader(leader.as_deref()));
+            }
+            if let Some(node) = &self.shared.node {
+                node.append();
             }
         }
         let now = Instant::now();
@@ -335,9 +358,24 @@ impl Conn {
             Request::Ping => self.status(Status::Error),
             Request::Stats => {
                 let conns = self.shared.connection_count();
-                let stats: Stats = self.shared.with_table(|t| t.stats(conns, now));
+                let mut stats: Stats = self.shared.with_table(|t| t.stats(conns, now));
+                stats.cluster = self.shared.node.as_ref().map(|n| Box::new(n.info()));
                 self.reply(Reply::Stats(&stats))
             }
+            // Past the leader check: the leader answers once its no-op
+            // applied (at once here); single-node 2.x servers answer at once.
+            Request::Barrier if self.shared.node.is_some() || self.behaviour.barrier_ok => {
+                self.reply(Reply::Ok)
+            }
+            Request::Barrier => self.status(Status::Error),
+            // Any cluster node; once per connection. Single-node servers
+            // have no such command (nothing observed says otherwise).
+            Request::StableRef { reference } if self.shared.node.is_some() && !self.has_stable_ref => {
+                self.has_stable_ref = true;
+                self.shared.with_table(|t| t.set_stable_ref(id, reference));
+                self.reply(Reply::Ok)
+            }
+            Request::StableRef { .. } => self.status(Status::Error),
             Request::Acquire {
                 kind,
                 key,
@@ -368,7 +406,7 @@ impl Conn {
                 lease_s,
             } => match self
                 .shared
-                .with_table(|t| t.renew(kind, key, token, ttl(lease_s), now))
+                .with_table(|t| t.renew(kind, key, token, id, ttl(lease_s), now))
             {
                 Some(lease_s) => self.reply(Reply::Renewed { lease_s }),
                 None => self.status(Status::Error),
@@ -447,8 +485,12 @@ impl Conn {
                 return None;
             }
             if self.shared.draining() {
-                // Shutdown cuts off waiting requests with `error`.
-                self.shared.with_table(|t| t.abandon_wait(waiter, now));
+                // Shutdown cuts off waiting requests with `error`. A
+                // drained cluster node's waiter stays queued (orphaned
+                // when its connection closes).
+                if !self.shared.severed() {
+                    self.shared.with_table(|t| t.abandon_wait(waiter, now));
+                }
                 return Some(Err(Status::Error));
             }
             if deadline.is_some_and(|d| now >= d) {

@@ -50,6 +50,9 @@ pub(crate) struct Behaviour {
     /// While draining, requests get `error_draining` and a close (2.x);
     /// 1.10 keeps answering them until it exits.
     pub error_draining: bool,
+    /// `barrier` answers `ok` at once on a single node (the newest 2.x
+    /// servers); 1.10 has no such command (`error`).
+    pub barrier_ok: bool,
 }
 
 const V2: Behaviour = Behaviour {
@@ -60,6 +63,7 @@ const V2: Behaviour = Behaviour {
     max_auth_line: MAX_AUTH_LINE_BYTES,
     too_long_before_auth_is_auth_failure: false,
     error_draining: true,
+    barrier_ok: true,
 };
 
 const V1_10: Behaviour = Behaviour {
@@ -70,6 +74,7 @@ const V1_10: Behaviour = Behaviour {
     max_auth_line: MAX_LINE_BYTES,
     too_long_before_auth_is_auth_failure: true,
     error_draining: false,
+    barrier_ok: false,
 };
 
 impl ServerLine {

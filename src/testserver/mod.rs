@@ -7,6 +7,7 @@
 //! - `table`: the lock/semaphore table (FIFO queues, leases, fences, limits), pure.
 //! - `conn`: the per-connection loop (framing, auth, blocking requests).
 //! - `faults`: fault injection (pause, delay, hostile replies, refusal, follower).
+//! - `cluster`: [`TestCluster`], N nodes sharing one table, one leader at a time.
 //! - `tls`: rustls configuration and the plain/TLS transport.
 //! - this file: [`TestServer`], the accept loop, the lease sweeper, and
 //!   the controls that act on every connection (drop, drain, restart, stop).
@@ -25,6 +26,7 @@
 //! server.stop();
 //! ```
 
+mod cluster;
 mod conn;
 mod faults;
 mod line;
@@ -33,6 +35,7 @@ mod table;
 mod tls;
 mod wake;
 
+pub use cluster::{ClusterOptions, NodeState, TestCluster};
 pub use line::ServerLine;
 pub use options::{ServerOptions, TlsIdentity};
 
@@ -45,6 +48,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cluster::NodeLink;
 use conn::ConnCtl;
 use faults::Faults;
 use line::Behaviour;
@@ -100,11 +104,18 @@ struct Shared {
     /// `opts.line`'s behaviour where the lines differ.
     behaviour: Behaviour,
     tls: Option<Arc<rustls::ServerConfig>>,
-    table: Mutex<Table>,
+    /// The node's own table, or the one every node of a cluster shares.
+    table: Arc<Mutex<Table>>,
     faults: Faults,
     conns: Mutex<HashMap<ConnId, Arc<ConnCtl>>>,
     conn_threads: Mutex<Vec<JoinHandle<()>>>,
-    next_conn: AtomicU64,
+    /// Connection numbers (shared by a cluster's nodes: one table).
+    next_conn: Arc<AtomicU64>,
+    /// A cluster node's place in its cluster.
+    node: Option<NodeLink>,
+    /// Set when a cluster node is killed or drained: its connections end
+    /// without disconnect cleanup.
+    severed: AtomicBool,
     /// Requests blocked waiting for a grant now (see `blocked_requests`).
     blocked: AtomicU64,
     stopping: AtomicBool,
@@ -126,6 +137,19 @@ impl Shared {
         self.draining.load(Ordering::SeqCst)
     }
 
+    fn severed(&self) -> bool {
+        self.severed.load(Ordering::SeqCst)
+    }
+
+    /// `Some(leader hint)` when mutating commands must get
+    /// `error_not_leader`: a cluster follower, or follower mode.
+    fn not_leader(&self) -> Option<Option<String>> {
+        match &self.node {
+            Some(n) => n.refusal(),
+            None => self.faults.follower(),
+        }
+    }
+
     fn new_table(&self, first_fence: u64) -> Table {
         table_for(&self.opts, first_fence)
     }
@@ -138,14 +162,23 @@ impl Shared {
             (r, t.take_woken())
         };
         if !woken.is_empty() {
-            let conns = lock(&self.conns);
-            for id in woken {
-                if let Some(c) = conns.get(&id) {
-                    c.waker.wake();
-                }
+            match &self.node {
+                // Granted waiters may be connections of any node.
+                Some(n) => n.wake(&woken),
+                None => self.wake_ids(&woken),
             }
         }
         r
+    }
+
+    /// Wake these connections if they are this server's.
+    fn wake_ids(&self, ids: &[ConnId]) {
+        let conns = lock(&self.conns);
+        for id in ids {
+            if let Some(c) = conns.get(id) {
+                c.waker.wake();
+            }
+        }
     }
 
     fn connection_count(&self) -> u64 {
@@ -324,19 +357,34 @@ impl TestServer {
     /// Bind `opts.host:opts.port` and start serving.
     pub fn start(opts: ServerOptions) -> io::Result<TestServer> {
         opts.validate()?;
-        let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;
+        let table = Arc::new(Mutex::new(table_for(&opts, wall_clock_ns())));
         let listener = TcpListener::bind((opts.host.as_str(), opts.port))?;
+        TestServer::start_with(opts, listener, table, Arc::new(AtomicU64::new(1)), None)
+    }
+
+    /// Start a server on `table`; a cluster node (`node`) runs no sweeper
+    /// of its own (its cluster sweeps the shared table).
+    fn start_with(
+        opts: ServerOptions,
+        listener: TcpListener,
+        table: Arc<Mutex<Table>>,
+        next_conn: Arc<AtomicU64>,
+        node: Option<NodeLink>,
+    ) -> io::Result<TestServer> {
+        let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            table: Mutex::new(table_for(&opts, wall_clock_ns())),
+            table,
             behaviour: opts.line.behaviour(),
             faults: Faults::new(opts.follower.clone()),
             opts,
             tls,
             conns: Mutex::new(HashMap::new()),
             conn_threads: Mutex::new(Vec::new()),
-            next_conn: AtomicU64::new(1),
+            next_conn,
+            node,
+            severed: AtomicBool::new(false),
             blocked: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -344,13 +392,18 @@ impl TestServer {
             accept_waker: Waker::new()?,
             sweeper_stop: (Mutex::new(false), Condvar::new()),
         });
-        let s = shared.clone();
-        let sweeper = spawn("dflockd-sweeper", move || sweeper_loop(s))?;
+        let sweeper = if let Some(node) = &shared.node {
+            node.register(Arc::downgrade(&shared));
+            None
+        } else {
+            let s = shared.clone();
+            Some(spawn("dflockd-sweeper", move || sweeper_loop(s))?)
+        };
         let mut server = TestServer {
             shared,
             addr,
             acceptor: Mutex::new(None),
-            sweeper: Some(sweeper),
+            sweeper,
         };
         server.spawn_acceptor(listener)?;
         Ok(server)
@@ -433,6 +486,11 @@ impl TestServer {
     /// fences keep rising. Other fault settings stay as they are.
     pub fn restart(&self) -> io::Result<()> {
         let s = &self.shared;
+        if s.node.is_some() {
+            return Err(io::Error::other(
+                "a cluster node restarts through its TestCluster",
+            ));
+        }
         s.restarting.store(true, Ordering::SeqCst);
         s.close_all();
         s.reap_threads(true);

@@ -12,13 +12,15 @@
 //! "committed" (its lease restarted) when the waiting request observes it.
 //!
 //! The 1.10 line's differences (one key namespace, random tokens, waiters
-//! kept after their client left) come from [`Behaviour`] flags.
+//! kept after their client left) come from [`Behaviour`] flags. The cluster
+//! rules (one table shared by every node of a `TestCluster`) are in
+//! `table/cluster_rules.rs`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::line::{Behaviour, ServerLine};
-use crate::protocol::{IdleEntry, Kind, LockEntry, SemaphoreEntry, Stats, Status, Token};
+use crate::protocol::{Kind, Status, Token};
 
 /// A server-assigned connection number (`owner_conn_id` in `stats`).
 pub type ConnId = u64;
@@ -96,13 +98,16 @@ struct Waiter {
     orphan: Option<Orphan>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Orphan {
     /// `None`: a timeout too far away to represent; kept until granted.
     deadline: Option<Instant>,
     /// Release a grant at once (auto-release on disconnect) rather than
     /// let its lease run out.
     release_grant: bool,
+    /// Cluster: the stable ref a new connection may re-attach with (`w`),
+    /// keeping the waiter's place; grants to it are kept for it.
+    reattach: Option<String>,
 }
 
 /// A connection's pending two-phase state for one key.
@@ -125,7 +130,15 @@ pub struct Table {
     random: fn() -> u64,
     woken: Vec<ConnId>,
     behaviour: Behaviour,
+    /// Cluster rules (see `cluster_rules`): a successful renew rebinds the
+    /// holder; a queued grant's lease runs from the grant.
+    cluster: bool,
+    /// Each connection's `stable-ref` (cluster nodes).
+    refs: HashMap<ConnId, String>,
 }
+
+mod cluster_rules;
+mod view;
 
 fn secs(d: Duration) -> u64 {
     d.as_secs()
@@ -145,6 +158,8 @@ impl Table {
             random,
             woken: Vec::new(),
             behaviour: ServerLine::V2.behaviour(),
+            cluster: false,
+            refs: HashMap::new(),
         }
     }
 
@@ -268,11 +283,16 @@ impl Table {
                 lease: w.lease,
                 renewed_at: now,
             };
-            if let Some(orphan) = w.orphan {
+            if let Some(release_grant) = w
+                .orphan
+                .as_ref()
+                .filter(|o| o.reattach.is_none())
+                .map(|o| o.release_grant)
+            {
                 // Granted to a connection that is gone (1.10): the grant is
                 // auto-released at once, or held until its lease runs out.
                 self.waiters.remove(&id);
-                if !orphan.release_grant {
+                if !release_grant {
                     r.holders.insert(token, holder);
                 }
                 continue;
@@ -416,8 +436,8 @@ impl Table {
         let kind = self.space(kind);
         let ek = (conn, kind, key.to_owned());
         match self.enqueued.get(&ek) {
-            None => Start::Refused(Status::ErrorNotEnqueued),
             Some(Enqueued::Queued(id)) => Start::Blocked(*id),
+            None => self.reattach(kind, key, conn),
             Some(Enqueued::Acquired { .. }) => {
                 let Some(Enqueued::Acquired { token, lease }) = self.enqueued.remove(&ek) else {
                     return Start::Refused(Status::ErrorNotEnqueued);
@@ -454,14 +474,16 @@ impl Table {
             self.grant_next(kind, key, now);
             return Err(Status::ErrorLeaseExpired);
         }
-        h.renewed_at = now;
-        h.lease = lease;
         r.last_activity = now;
+        let lease_s = if self.cluster {
+            cluster_rules::lease_left_s(h, now)
+        } else {
+            h.renewed_at = now;
+            h.lease = lease;
+            secs(lease)
+        };
         let token = Token::parse(token).map_err(|_| Status::Error)?;
-        Ok(Grant {
-            token,
-            lease_s: secs(lease),
-        })
+        Ok(Grant { token, lease_s })
     }
 
     /// Remove a waiter and its two-phase state. Returns it.
@@ -488,6 +510,14 @@ impl Table {
         self.waiters.get(&id)?.granted.as_ref()?;
         let w = self.remove_waiter(id, now)?;
         let token = w.granted?;
+        if let Some(h) = self
+            .resources
+            .get_mut(&(w.kind, w.key.clone()))
+            .and_then(|r| r.holders.get_mut(&token))
+        {
+            // The waiter's connection (a re-attached one, in a cluster) owns it.
+            h.conn = w.conn;
+        }
         Some(self.commit(w.kind, &w.key, &token, w.lease, now))
     }
 
@@ -542,6 +572,7 @@ impl Table {
         w.orphan = Some(Orphan {
             deadline,
             release_grant,
+            reattach: None,
         });
     }
 
@@ -551,7 +582,11 @@ impl Table {
         let due: Vec<WaiterId> = self
             .waiters
             .iter()
-            .filter(|(_, w)| w.orphan.is_some_and(|o| o.deadline.is_some_and(|d| now >= d)))
+            .filter(|(_, w)| {
+                w.orphan
+                    .as_ref()
+                    .is_some_and(|o| o.deadline.is_some_and(|d| now >= d))
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -578,14 +613,17 @@ impl Table {
         true
     }
 
-    /// `n` / `sn`: the new lease in seconds, or `None` (`error`) when the
-    /// token is not held or already expired: an expired lease is never
-    /// revived.
+    /// `n` / `sn` from connection `conn`: the new lease in seconds, or
+    /// `None` (`error`) when the token is not held or already expired: an
+    /// expired lease is never revived. In a cluster the renewing
+    /// connection becomes the holder (docs/protocol.md, "Which connection
+    /// owns a lease"); a single node keeps the acquiring one.
     pub fn renew(
         &mut self,
         kind: Kind,
         key: &str,
         token: &str,
+        conn: ConnId,
         lease: Duration,
         now: Instant,
     ) -> Option<u64> {
@@ -603,6 +641,9 @@ impl Table {
         }
         h.renewed_at = now;
         h.lease = lease;
+        if self.cluster {
+            h.conn = conn;
+        }
         r.last_activity = now;
         Some(secs(lease))
     }
@@ -653,6 +694,7 @@ impl Table {
             }
         }
         self.enqueued.retain(|(c, _, _), _| *c != conn);
+        self.refs.remove(&conn);
         if release_held {
             for (sk, r) in self.resources.iter_mut() {
                 let before = r.holders.len();
@@ -672,56 +714,5 @@ impl Table {
     #[cfg(test)]
     pub fn is_waiting(&self, id: WaiterId) -> bool {
         self.waiters.get(&id).is_some_and(|w| w.granted.is_none())
-    }
-
-    /// The `stats` view, keys sorted.
-    pub fn stats(&self, connections: u64, now: Instant) -> Stats {
-        let mut keys: Vec<&SpaceKey> = self.resources.keys().collect();
-        keys.sort_by(|a, b| a.1.cmp(&b.1));
-        let mut s = Stats {
-            connections,
-            ..Stats::default()
-        };
-        for sk in keys {
-            let r = &self.resources[sk];
-            // Both lines list a key of limit 1 as a lock, held (`locks`,
-            // with `owner_conn_id`, `lease_expires_in_s`, `waiters`) or
-            // idle (`idle_locks`): on 2.x that includes a semaphore of
-            // limit 1 (transcript server-2.x.log line 52, key `s2`; the
-            // 1.10 transcript shows the same). Limit >= 2 is a semaphore.
-            let kind = if r.limit == 1 { Kind::Lock } else { Kind::Semaphore };
-            let key = sk.1.clone();
-            if r.holders.is_empty() {
-                let idle = IdleEntry {
-                    key,
-                    idle_s: now.saturating_duration_since(r.last_activity).as_secs_f64(),
-                };
-                match kind {
-                    Kind::Lock => s.idle_locks.push(idle),
-                    Kind::Semaphore => s.idle_semaphores.push(idle),
-                }
-                continue;
-            }
-            match kind {
-                Kind::Lock => {
-                    let h = r.holders.values().next().expect("non-empty");
-                    let left =
-                        h.lease.as_secs_f64() - now.saturating_duration_since(h.renewed_at).as_secs_f64();
-                    s.locks.push(LockEntry {
-                        key,
-                        owner_conn_id: h.conn,
-                        lease_expires_in_s: left,
-                        waiters: r.queue.len() as u64,
-                    });
-                }
-                Kind::Semaphore => s.semaphores.push(SemaphoreEntry {
-                    key,
-                    limit: r.limit,
-                    holders: r.holders.len() as u64,
-                    waiters: r.queue.len() as u64,
-                }),
-            }
-        }
-        s
     }
 }

@@ -106,7 +106,7 @@ fn expired_leases() {
     );
     // Renew never revives an expired lease.
     let g = granted(t.acquire(L, "x2", 1, 1, Duration::from_secs(1), t0));
-    assert_eq!(t.renew(L, "x2", g.token.as_str(), TTL, later), None);
+    assert_eq!(t.renew(L, "x2", g.token.as_str(), 1, TTL, later), None);
     // Swept: the `acquired` state is forgotten, wait is error_not_enqueued,
     // and the waiter behind gets the key.
     let Enqueue::Acquired(_) = t.enqueue(L, "x4", 1, 1, Duration::from_secs(1), t0) else {
@@ -128,11 +128,11 @@ fn renew_sets_new_lease() {
     let now = Instant::now();
     let g = granted(t.acquire(S, "s", 2, 1, TTL, now));
     assert_eq!(
-        t.renew(S, "s", g.token.as_str(), Duration::from_secs(7), now),
+        t.renew(S, "s", g.token.as_str(), 1, Duration::from_secs(7), now),
         Some(7)
     );
     assert_eq!(
-        t.renew(L, "s", g.token.as_str(), TTL, now),
+        t.renew(L, "s", g.token.as_str(), 1, TTL, now),
         None,
         "lock renew of a semaphore token"
     );
@@ -254,4 +254,93 @@ fn stats_lists_a_limit_1_semaphore_as_a_lock() {
     assert_eq!(keys(&s.idle_locks), ["s2"]);
     assert_eq!(keys(&s.idle_semaphores), ["s1"]);
     assert!(s.locks.is_empty() && s.semaphores.is_empty());
+}
+
+fn cluster_table() -> Table {
+    table(10, 0).in_cluster()
+}
+
+fn owner(t: &Table, now: Instant) -> u64 {
+    t.stats(0, now).locks[0].owner_conn_id
+}
+
+#[test]
+fn cluster_renewal_rebinds_the_holder() {
+    // docs/protocol.md "Which connection owns a lease": a single node keeps
+    // the acquiring connection, a cluster rebinds to the renewing one.
+    let now = Instant::now();
+    for (mut t, want) in [(table(10, 0), 1), (cluster_table(), 2)] {
+        let g = granted(t.acquire(L, "k", 1, 1, TTL, now));
+        assert_eq!(t.renew(L, "k", g.token.as_str(), 2, TTL, now), Some(33));
+        assert_eq!(owner(&t, now), want);
+        t.drop_connection(3 - want, true, now);
+        assert_eq!(t.stats(0, now).locks.len(), 1, "closing the other keeps it");
+        t.drop_connection(want, true, now);
+        assert!(t.stats(0, now).locks.is_empty(), "closing the owner releases it");
+    }
+}
+
+#[test]
+fn severed_connection_keeps_leases_and_drops_waiters_without_orphan_ttl() {
+    let mut t = cluster_table();
+    let now = Instant::now();
+    let g = granted(t.acquire(L, "k", 1, 1, TTL, now));
+    t.set_stable_ref(2, "refB");
+    assert_eq!(t.enqueue(L, "k", 1, 2, TTL, now), Enqueue::Queued);
+    t.sever_connection(1, None, now);
+    t.sever_connection(2, None, now);
+    let s = t.stats(0, now);
+    assert_eq!((s.locks.len(), s.locks[0].waiters), (1, 0));
+    t.set_stable_ref(3, "refB");
+    assert_eq!(t.wait(L, "k", 3, now), Start::Refused(Status::ErrorNotEnqueued));
+    assert!(t.release(L, "k", g.token.as_str(), now));
+}
+
+#[test]
+fn orphaned_waiter_reattaches_by_stable_ref_in_fifo_order() {
+    // Transcript cluster.log: B queued before C; after the failover B
+    // (re-attached) gets the lock, C times out; the grant's lease runs
+    // from the grant (`ok ... 58`).
+    let mut t = cluster_table();
+    let t0 = Instant::now();
+    let ttl = Some(Duration::from_secs(30));
+    let a = granted(t.acquire(L, "q", 1, 1, Duration::from_secs(60), t0));
+    for (conn, r) in [(2, "refB"), (3, "refC")] {
+        t.set_stable_ref(conn, r);
+        assert_eq!(
+            t.enqueue(L, "q", 1, conn, Duration::from_secs(60), t0),
+            Enqueue::Queued
+        );
+    }
+    for conn in [1, 2, 3] {
+        t.sever_connection(conn, ttl, t0);
+    }
+    assert_eq!(t.stats(0, t0).locks[0].waiters, 2);
+    t.set_stable_ref(13, "refC");
+    let c = blocked(t.wait(L, "q", 13, t0));
+    assert!(t.release(L, "q", a.token.as_str(), t0));
+    assert!(t.take_grant(c, t0).is_none(), "B keeps its place ahead of C");
+    let t1 = t0 + Duration::from_millis(1500);
+    assert_eq!(t.cancel_wait(c, t1), Err(Status::Timeout));
+    t.set_stable_ref(12, "refB");
+    let b = blocked(t.wait(L, "q", 12, t1));
+    let g = t.take_grant(b, t1).unwrap().unwrap();
+    assert_eq!(g.lease_s, 58);
+    assert_eq!(g.token.fence(), a.token.fence() + 1);
+    assert_eq!(owner(&t, t1), 12, "the re-attached connection holds it");
+}
+
+#[test]
+fn orphaned_waiter_is_dropped_after_the_orphan_ttl() {
+    let mut t = cluster_table();
+    let t0 = Instant::now();
+    granted(t.acquire(L, "k", 1, 1, TTL, t0));
+    t.set_stable_ref(2, "r");
+    assert_eq!(t.enqueue(L, "k", 1, 2, TTL, t0), Enqueue::Queued);
+    t.sever_connection(2, Some(Duration::from_secs(5)), t0);
+    t.sweep(t0 + Duration::from_secs(5));
+    assert_eq!(t.stats(0, t0).locks[0].waiters, 0);
+    t.set_stable_ref(3, "r");
+    let later = t0 + Duration::from_secs(6);
+    assert_eq!(t.wait(L, "k", 3, later), Start::Refused(Status::ErrorNotEnqueued));
 }

@@ -9,6 +9,12 @@
 //! suites skip ([`skip_unless_1_10`]). Every skip prints its reason. Tests
 //! needing the embedded server's options or fault controls skip against
 //! any external server ([`skip_external`]).
+//!
+//! The cluster suite (`conformance_cluster.rs`) runs against an embedded
+//! [`TestCluster`], or against the external cluster named by
+//! `DFLOCKD_TEST_CLUSTER=host:port,host:port,...` (with
+//! `DFLOCKD_TEST_AUTH_TOKEN`); its tests needing the embedded cluster's
+//! controls skip against one ([`cluster_with`]).
 #![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
@@ -16,7 +22,8 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dflockd::testserver::{ServerLine, ServerOptions, TestServer};
+use dflockd::protocol::Stats;
+use dflockd::testserver::{ClusterOptions, ServerLine, ServerOptions, TestCluster, TestServer};
 
 /// Replies that take longer than this are a failure (a hung server).
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
@@ -171,6 +178,121 @@ pub fn skip_external(test: &str) -> bool {
     false
 }
 
+/// The members of the external cluster (`DFLOCKD_TEST_CLUSTER`), if set.
+pub fn external_cluster() -> Option<Vec<String>> {
+    let v = std::env::var("DFLOCKD_TEST_CLUSTER").ok()?;
+    let members: Vec<String> = v
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    (!members.is_empty()).then_some(members)
+}
+
+/// The cluster a cluster test talks to.
+pub enum ClusterTarget {
+    Embedded(TestCluster),
+    External {
+        members: Vec<String>,
+        auth: Option<String>,
+    },
+}
+
+/// How long a leader may take to appear (elections took 0.43-0.84 s on a
+/// real cluster; generous for loaded machines).
+pub const ELECTION_DEADLINE: Duration = Duration::from_secs(5);
+
+impl ClusterTarget {
+    pub fn members(&self) -> Vec<String> {
+        match self {
+            ClusterTarget::Embedded(c) => c.addrs().iter().map(|a| a.to_string()).collect(),
+            ClusterTarget::External { members, .. } => members.clone(),
+        }
+    }
+
+    pub fn embedded(&self) -> Option<&TestCluster> {
+        match self {
+            ClusterTarget::Embedded(c) => Some(c),
+            ClusterTarget::External { .. } => None,
+        }
+    }
+
+    /// A connection to member `i`, authenticated when needed.
+    pub fn connect(&self, i: usize) -> Raw {
+        let addr = &self.members()[i];
+        let mut c = Raw::connect(addr);
+        if let ClusterTarget::External {
+            auth: Some(token), ..
+        } = self
+        {
+            assert_eq!(
+                c.req(format!("auth\n_\n{token}\n").as_bytes()),
+                "ok",
+                "auth to {addr}"
+            );
+        }
+        c
+    }
+
+    /// Member `i`'s `stats`, parsed.
+    pub fn stats(&self, i: usize) -> Stats {
+        stats_of(&mut self.connect(i))
+    }
+
+    /// The member that says it leads (waits for an election).
+    pub fn leader(&self) -> usize {
+        if let ClusterTarget::Embedded(c) = self {
+            return c
+                .await_leader(ELECTION_DEADLINE)
+                .expect("a leader within the deadline");
+        }
+        let n = self.members().len();
+        let mut found = None;
+        assert!(
+            eventually(ELECTION_DEADLINE, || {
+                found = (0..n).find(|&i| {
+                    // A member may be down: skip it.
+                    Raw::try_connect(&self.members()[i]).is_some()
+                        && self.stats(i).cluster.is_some_and(|c| c.role == "leader")
+                });
+                found.is_some()
+            }),
+            "no member says it leads"
+        );
+        found.unwrap()
+    }
+}
+
+/// `stats` on `c`, parsed.
+pub fn stats_of(c: &mut Raw) -> Stats {
+    let reply = c.req(&frame("stats", "_", "_"));
+    Stats::from_json(reply.strip_prefix("ok ").expect("ok <json>")).expect("stats JSON")
+}
+
+/// The cluster under test with default options: the external one if
+/// configured, else a fresh embedded 3-node cluster.
+pub fn cluster_target() -> ClusterTarget {
+    let auth = std::env::var("DFLOCKD_TEST_AUTH_TOKEN")
+        .ok()
+        .filter(|s| !s.is_empty());
+    match external_cluster() {
+        Some(members) => ClusterTarget::External { members, auth },
+        None => ClusterTarget::Embedded(
+            TestCluster::start(ClusterOptions::default()).expect("start test cluster"),
+        ),
+    }
+}
+
+/// An embedded cluster with these options (for tests needing its controls
+/// or options); `None` (and a printed reason) against an external cluster.
+pub fn cluster_with(opts: ClusterOptions, test: &str) -> Option<TestCluster> {
+    if external_cluster().is_some() {
+        eprintln!("skipping {test}: needs the embedded cluster's controls (DFLOCKD_TEST_CLUSTER is set)");
+        return None;
+    }
+    Some(TestCluster::start(opts).expect("start test cluster"))
+}
+
 /// A key unique to this test process, so runs against a shared external
 /// server never collide.
 pub fn key(name: &str) -> String {
@@ -232,6 +354,14 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// A connection, or `None` when the address refuses it.
+    pub fn try_connect(addr: &str) -> Option<Raw> {
+        TcpStream::connect(addr).ok().map(|stream| Raw {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
     pub fn connect(addr: &str) -> Raw {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).unwrap();
