@@ -284,13 +284,6 @@ impl Shared {
         Ok(Some((OpGuard(Arc::clone(self)), home)))
     }
 
-    /// Whether a grant of `lease_s` seconds anchored at `anchor` (its
-    /// request's send time) is read so late that its renewal is already
-    /// due: then it must be renewed before it is reported held.
-    pub(crate) fn grant_is_late(&self, anchor: Stamp, lease_s: u64) -> bool {
-        Life { lease_s, anchor }.is_late(interval(&self.client.config, lease_s), Stamp::now())
-    }
-
     /// Whether cancel() was called for the running operation.
     pub(crate) fn cancel_requested(&self) -> bool {
         lock(&self.state).cancel

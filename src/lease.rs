@@ -21,7 +21,7 @@ use crate::held::{Cadence, Home, OpGuard, Shared, State, cancelled, invalid, not
 pub use crate::held::{DoneFn, LostCallback};
 use crate::metrics::bump;
 use crate::operation::{Ask, Next, Operation, Via};
-use crate::protocol::{Kind, MAX_SECONDS, Request, Token, validate_key};
+use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
 use crate::runtime::Users;
 use crate::sync::lock;
 use crate::{Error, ErrorKind, Result};
@@ -459,7 +459,7 @@ impl Shared {
             };
             let sent = Stamp::now();
             op.sent(sent);
-            let req = self.request(&ask, lease_s);
+            let req = ask.request(self.kind, &self.key, self.limit, lease_s);
             let r = self.cancellable(&at.conn, what, || at.conn.call(&req, Some(cap)));
             if let (Via::Server, Err(e)) = (via, &r) {
                 if e.kind() == ErrorKind::NotLeader {
@@ -475,42 +475,6 @@ impl Shared {
             let failed = at.conn.is_broken() && !at.conn.was_aborted();
             home = Some(at);
             next = op.reply(r, Stamp::now(), failed);
-        }
-    }
-
-    /// The request `ask` of this handle (`lease_s`: the lease to ask for).
-    fn request<'a>(&'a self, ask: &'a Ask, lease_s: Option<u64>) -> Request<'a> {
-        let (kind, key, limit) = (self.kind, self.key.as_str(), self.limit);
-        match ask {
-            Ask::Acquire { timeout_s } => Request::Acquire {
-                kind,
-                key,
-                timeout_s: *timeout_s,
-                limit,
-                lease_s,
-            },
-            Ask::Enqueue => Request::Enqueue {
-                kind,
-                key,
-                limit,
-                lease_s,
-            },
-            Ask::Wait { timeout_s } => Request::Wait {
-                kind,
-                key,
-                timeout_s: *timeout_s,
-            },
-            Ask::Renew { token } => Request::Renew {
-                kind,
-                key,
-                token: token.as_str(),
-                lease_s,
-            },
-            Ask::Release { token } => Request::Release {
-                kind,
-                key,
-                token: token.as_str(),
-            },
         }
     }
 

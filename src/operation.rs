@@ -24,7 +24,7 @@
 
 use crate::clock::Stamp;
 use crate::held::{Cadence, Life};
-use crate::protocol::{Kind, Outcome, Token};
+use crate::protocol::{Kind, Outcome, Request, Token};
 use crate::{Error, ErrorKind};
 
 /// A request to send (the driver adds kind, key, limit and lease).
@@ -40,6 +40,50 @@ pub(crate) enum Ask {
     Renew { token: Token },
     /// `r`: release.
     Release { token: Token },
+}
+
+impl Ask {
+    /// The request, for a lease of `kind` on `key` (`limit` for a semaphore;
+    /// `lease_s`: the lease to ask for or renew to).
+    pub(crate) fn request<'a>(
+        &'a self,
+        kind: Kind,
+        key: &'a str,
+        limit: Option<u64>,
+        lease_s: Option<u64>,
+    ) -> Request<'a> {
+        match self {
+            Ask::Acquire { timeout_s } => Request::Acquire {
+                kind,
+                key,
+                timeout_s: *timeout_s,
+                limit,
+                lease_s,
+            },
+            Ask::Enqueue => Request::Enqueue {
+                kind,
+                key,
+                limit,
+                lease_s,
+            },
+            Ask::Wait { timeout_s } => Request::Wait {
+                kind,
+                key,
+                timeout_s: *timeout_s,
+            },
+            Ask::Renew { token } => Request::Renew {
+                kind,
+                key,
+                token: token.as_str(),
+                lease_s,
+            },
+            Ask::Release { token } => Request::Release {
+                kind,
+                key,
+                token: token.as_str(),
+            },
+        }
+    }
 }
 
 /// Which connection a request goes on.

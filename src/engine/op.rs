@@ -13,7 +13,8 @@ use crate::client::ClientInner;
 use crate::clock::{Boot, Stamp};
 use crate::connection::Connection;
 use crate::events::{Event, EventKind, Queue};
-use crate::held::{DoneFn, Home, OpGuard, Shared};
+use crate::held::{Cadence, DoneFn, Home, OpGuard, Shared};
+use crate::operation::{Ask, Next, Operation, Via};
 use crate::protocol::{Command, Kind, Op as Verb, Token};
 
 /// Where an operation's outcome goes.
@@ -60,7 +61,6 @@ pub(crate) enum Purpose {
     /// Acquire by `mode`; the guard keeps the handle busy until it ends.
     Acquire {
         mode: Mode,
-        timeout_s: u64,
         lease_s: Option<u64>,
         _guard: OpGuard,
     },
@@ -73,11 +73,7 @@ pub(crate) enum Purpose {
         expires_at: Boot,
     },
     /// `r`/`sr` of a lease already taken off the handle.
-    Release {
-        token: Token,
-        /// The home connection failed: the release went to a fresh one.
-        retried: bool,
-    },
+    Release,
     /// `stats` of a server (no lease).
     Stats,
 }
@@ -91,13 +87,6 @@ pub(super) enum Stage {
         conn: Arc<Connection>,
         sent: Stamp,
         cmd: Command,
-    },
-    /// A grant read too late to trust: a renewal went out at `sent` and
-    /// must be confirmed before the grant is reported.
-    Confirming {
-        conn: Arc<Connection>,
-        token: Token,
-        sent: Stamp,
     },
     /// `conn` was busy (another thread's call): send again at the timer.
     Retry { conn: Arc<Connection> },
@@ -119,6 +108,11 @@ pub(crate) struct Op {
     /// The current step's bound (a reply's deadline), at most `deadline`.
     pub(super) step_by: Instant,
     pub(super) stage: Stage,
+    /// For acquires, waits and releases: the operation machine that
+    /// decides what follows each reply (src/operation.rs, as on the
+    /// blocking path), and the request it asked for last (and where).
+    pub(super) machine: Option<Operation>,
+    pub(super) ask: Option<(Ask, Via)>,
     /// Its `e` (or a try's `l`) was sent and not answered yet: later
     /// acquires of the key wait in the lane (see `lanes.rs`).
     pub(super) enqueuing: bool,
@@ -139,12 +133,19 @@ impl Op {
         let deadline = lease.client.call_deadline(timeout_s);
         let lease_s = lease.renew_ttl();
         let server = lease.server;
-        Op {
+        let (kind, key, cadence) = (lease.kind, lease.key.as_str(), Cadence::of(&lease.client.config));
+        let machine = match mode {
+            // `e` then `w`: `e` is answered at once, which keeps starts of
+            // one key in order (see lanes.rs).
+            Mode::Acquire => Operation::acquire(kind, key, timeout_s, true, cadence),
+            Mode::Try => Operation::acquire(kind, key, 0, false, cadence),
+            Mode::Enqueue => Operation::enqueue(kind, key, cadence),
+        };
+        let mut op = Op {
             client: Arc::clone(&lease.client),
             lease: Some(lease),
             purpose: Purpose::Acquire {
                 mode,
-                timeout_s,
                 lease_s,
                 _guard: guard,
             },
@@ -154,7 +155,18 @@ impl Op {
             deadline,
             step_by: deadline,
             stage: Stage::Waiting,
+            machine: Some(machine),
+            ask: None,
             enqueuing: false,
+        };
+        op.first();
+        op
+    }
+
+    /// Ask the machine for its first request.
+    fn first(&mut self) {
+        if let Some(Next::Send { ask, via }) = self.machine.as_mut().map(Operation::first) {
+            self.ask = Some((ask, via));
         }
     }
 
@@ -183,6 +195,8 @@ impl Op {
             deadline,
             step_by: deadline,
             stage: home.map_or(Stage::Waiting, |conn| Stage::Retry { conn }),
+            machine: None,
+            ask: None,
             enqueuing: false,
         }
     }
@@ -190,7 +204,15 @@ impl Op {
     /// The second phase of a two-phase acquire: `w` on the connection that
     /// enqueued (`home`).
     pub(crate) fn wait(lease: Arc<Shared>, guard: OpGuard, home: Home, timeout_s: u64, done: Done) -> Op {
+        let machine = Operation::wait(
+            lease.kind,
+            &lease.key,
+            timeout_s,
+            Cadence::of(&lease.client.config),
+        );
         let mut op = Op::acquire(lease, guard, timeout_s, done);
+        op.machine = Some(machine);
+        op.first();
         op.server = home.server;
         op.stage = Stage::Retry { conn: home.conn };
         op
@@ -200,28 +222,27 @@ impl Op {
     /// the home is broken).
     pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
         let deadline = lease.client.call_deadline(0);
+        let usable = !home.conn.is_broken();
+        let machine = Operation::release(lease.kind, &lease.key, token, usable);
         let mut op = Op {
             client: Arc::clone(&lease.client),
             lease: Some(lease),
-            purpose: Purpose::Release {
-                token,
-                retried: false,
-            },
+            purpose: Purpose::Release,
             done: Some(done),
             server: home.server,
             redirects: 0,
             deadline,
             step_by: deadline,
             stage: Stage::Waiting,
+            machine: Some(machine),
+            ask: None,
             enqueuing: false,
         };
-        if home.conn.is_broken() {
-            op.client.checkin(home.server, home.conn); // dropped
-            if let Purpose::Release { retried, .. } = &mut op.purpose {
-                *retried = true;
-            }
-        } else {
+        op.first();
+        if usable {
             op.stage = Stage::Retry { conn: home.conn };
+        } else {
+            op.client.checkin(home.server, home.conn); // dropped
         }
         op
     }
@@ -239,6 +260,8 @@ impl Op {
             deadline,
             step_by: deadline,
             stage: Stage::Waiting,
+            machine: None,
+            ask: None,
             enqueuing: false,
         }
     }
@@ -249,10 +272,6 @@ impl Op {
             Purpose::Acquire { mode, .. } => Some(mode),
             _ => None,
         }
-    }
-
-    pub(super) fn is_stats(&self) -> bool {
-        matches!(self.purpose, Purpose::Stats)
     }
 
     /// The key it works on (none for stats).
@@ -284,7 +303,7 @@ impl Op {
 
     pub(super) fn conn(&self) -> Option<&Arc<Connection>> {
         match &self.stage {
-            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
+            Stage::Asked { conn, .. } | Stage::Retry { conn } => Some(conn),
             Stage::Waiting | Stage::Moving => None,
         }
     }
@@ -293,7 +312,7 @@ impl Op {
         match self.purpose {
             Purpose::Acquire { .. } => EventKind::AcquireFailed,
             Purpose::Stats => EventKind::StatsFailed,
-            Purpose::Renew { .. } | Purpose::Release { .. } => EventKind::ReleaseFailed,
+            Purpose::Renew { .. } | Purpose::Release => EventKind::ReleaseFailed,
         }
     }
 }
@@ -301,7 +320,7 @@ impl Op {
 impl Stage {
     pub(super) fn conn_owned(self) -> Option<Arc<Connection>> {
         match self {
-            Stage::Asked { conn, .. } | Stage::Confirming { conn, .. } | Stage::Retry { conn } => Some(conn),
+            Stage::Asked { conn, .. } | Stage::Retry { conn } => Some(conn),
             Stage::Waiting | Stage::Moving => None,
         }
     }
@@ -313,7 +332,6 @@ pub(super) fn op_command(op: &Op) -> Command {
         return Command::Stats;
     };
     let verb = match op.stage {
-        Stage::Confirming { .. } => Verb::Renew,
         Stage::Asked { cmd, .. } => return cmd,
         _ if op.is_acquire() => Verb::Enqueue,
         _ => Verb::Release,

@@ -40,17 +40,19 @@ use std::time::{Duration, Instant};
 
 use super::dial::{Dial, Resolved, Step};
 use super::lanes::{Lane, LaneKey, Next, lane_key};
-use super::op::{Done, Mode, Op, Purpose, Stage, name, op_command};
+use super::op::{Done, Op, Purpose, Stage, op_command};
 
 mod stages;
 use crate::client::ClientInner;
 use crate::clock::Stamp;
 use crate::connection::{Connection, Grant, Started, earliest};
 use crate::events::{Event, EventKind};
+use crate::held::cancelled;
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::notify::on_notifier;
-use crate::protocol::{Command, Op as Verb, Outcome, Request, Stats, Token};
+use crate::operation::{Ask, Next as OpNext, Via};
+use crate::protocol::{Command, Outcome, Request, Stats};
 use crate::reactor::{Message, Reactor, TASK_BIT, Tasks};
 use crate::renewal::RenewElsewhere;
 use crate::{Error, ErrorKind, Result};
@@ -148,13 +150,8 @@ impl Driver {
 
     fn start(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
         if let Stage::Retry { conn } = std::mem::replace(&mut op.stage, Stage::Moving) {
-            if op.is_acquire() {
-                // The second phase of a two-phase acquire.
-                self.wait(engine, id, op, conn);
-            } else {
-                // A release on the lease's home connection.
-                self.send(engine, id, op, conn);
-            }
+            // A wait on its enqueue's connection, a release on its home.
+            self.send(engine, id, op, conn);
         } else {
             op.stage = Stage::Waiting;
             self.enqueue(engine, id, op);
@@ -277,56 +274,40 @@ impl Driver {
         }
     }
 
-    /// Send `op`'s request on `conn` without waiting.
+    /// Send `op`'s request on `conn` without waiting: the one its machine
+    /// asked for (acquires, waits, releases), a renewal elsewhere, a stats.
     fn send(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
         let Some(lease) = op.lease.clone() else {
             // Stats: no lease, nothing to cancel.
             self.send_request(engine, id, op, conn, &Request::Stats);
             return;
         };
-        let (kind, key) = (lease.kind, lease.key.as_str());
-        let token = match &op.purpose {
-            Purpose::Release { token, .. } | Purpose::Renew { token, .. } => Some(*token),
-            Purpose::Acquire { .. } | Purpose::Stats => None,
-        };
-        let token = token.as_ref().map_or("", Token::as_str);
-        let req = match &op.purpose {
-            Purpose::Acquire {
-                mode: Mode::Try,
-                lease_s,
-                ..
-            } => Request::Acquire {
-                kind,
-                key,
-                timeout_s: 0,
-                limit: lease.limit,
-                lease_s: *lease_s,
-            },
-            Purpose::Acquire { lease_s, .. } => Request::Enqueue {
-                kind,
-                key,
-                limit: lease.limit,
-                lease_s: *lease_s,
-            },
-            Purpose::Release { .. } => Request::Release { kind, key, token },
-            Purpose::Renew { .. } => Request::Renew {
-                kind,
-                key,
-                token,
-                lease_s: lease.renew_ttl(),
-            },
-            Purpose::Stats => Request::Stats,
-        };
         if op.is_acquire() && lease.cancel_requested() {
+            if matches!(op.ask, Some((_, Via::Same))) {
+                // The connection holds our place in the queue (a wait after
+                // a queued `e`): closing it leaves the queue.
+                conn.abort();
+            }
             op.stage = Stage::Retry { conn };
-            self.fail(
-                engine,
-                id,
-                op,
-                Error::new(ErrorKind::Cancelled, "acquire: cancelled"),
-            );
+            let e = cancelled(&op.what());
+            self.fail(engine, id, op, e);
             return;
         }
+        let ask = match (&op.purpose, op.ask) {
+            (Purpose::Renew { token, .. }, _) => Ask::Renew { token: *token },
+            (_, Some((ask, _))) => ask,
+            (_, None) => {
+                op.stage = Stage::Retry { conn };
+                let e = Error::new(ErrorKind::Protocol, format!("{}: nothing to send", op.what()));
+                self.fail(engine, id, op, e);
+                return;
+            }
+        };
+        let lease_s = match op.purpose {
+            Purpose::Acquire { lease_s, .. } => lease_s,
+            _ => lease.renew_ttl(),
+        };
+        let req = ask.request(lease.kind, &lease.key, lease.limit, lease_s);
         self.send_request(engine, id, op, conn, &req);
     }
 
@@ -398,137 +379,102 @@ impl Driver {
             self.renewed(engine, id, op, r);
             return;
         }
-        let conn = op.conn().cloned();
-        let r = match (r, &conn) {
-            (Err(_), Some(c)) if c.was_aborted() => Err(Error::new(
-                ErrorKind::Cancelled,
-                format!("{}: cancelled", op.what()),
-            )),
-            (r, _) => r,
-        };
-        match std::mem::replace(&mut op.stage, Stage::Moving) {
-            Stage::Confirming { conn, token, sent } => {
-                op.stage = Stage::Confirming {
-                    conn: Arc::clone(&conn),
-                    token,
-                    sent,
-                };
-                match r {
-                    Ok(Outcome::Renewed { lease_s }) => {
-                        bump(&op.client.metrics.renewals);
-                        self.granted(engine, id, op, Grant { token, lease_s }, sent);
-                    }
-                    Ok(_) | Err(_) => {
-                        let why = match r {
-                            Err(e) => e.to_string(),
-                            Ok(_) => "unexpected reply".into(),
-                        };
-                        let e = Error::new(
-                            ErrorKind::LeaseLost,
-                            format!(
-                                "{}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?): {why}",
-                                op.what()
-                            ),
-                        );
-                        conn.abort();
-                        self.fail(engine, id, op, e);
-                    }
-                }
-            }
-            Stage::Asked { conn, sent, cmd } => {
-                op.stage = Stage::Asked {
-                    conn: Arc::clone(&conn),
-                    sent,
-                    cmd,
-                };
-                // The answer to an `e` (or a try's `l`): the next acquire
-                // of the key may go (a no-op for any other request).
-                self.enqueued(&mut op);
-                let enqueue = matches!(cmd, Command::Lease(_, Verb::Enqueue));
-                match r {
-                    Ok(Outcome::Queued) if enqueue && op.mode() == Some(Mode::Enqueue) => {
-                        self.queued(engine, id, op, conn)
-                    }
-                    Ok(Outcome::Queued) if enqueue => self.wait(engine, id, op, conn),
-                    Ok(Outcome::Granted { token, lease_s, .. }) if op.is_acquire() => {
-                        let grant = Grant { token, lease_s };
-                        if op.lease.as_ref().is_some_and(|l| l.grant_is_late(sent, lease_s)) {
-                            self.confirm(engine, id, op, conn, grant);
-                        } else {
-                            self.granted(engine, id, op, grant, sent);
-                        }
-                    }
-                    Ok(Outcome::Done) if matches!(op.purpose, Purpose::Release { .. }) => {
-                        bump(&op.client.metrics.releases);
-                        self.succeed(engine, id, op);
-                    }
-                    Ok(Outcome::Stats(stats)) if op.is_stats() => {
-                        self.succeed_with(engine, id, op, EventKind::Stats, Some(stats));
-                    }
-                    Ok(other) => {
-                        conn.mark_broken();
-                        let e = Error::new(
-                            ErrorKind::Protocol,
-                            format!("{}: unexpected reply {other:?}", name(&op)),
-                        );
-                        self.fail(engine, id, op, e);
-                    }
-                    Err(e) => self.failed_reply(engine, id, op, conn, e),
-                }
-            }
-            Stage::Retry { conn } => {
-                op.stage = Stage::Retry {
-                    conn: Arc::clone(&conn),
-                };
-                match r {
-                    Err(e) => self.failed_reply(engine, id, op, conn, e),
-                    Ok(_) => self.fail(
-                        engine,
-                        id,
-                        op,
-                        Error::new(ErrorKind::Protocol, "unexpected reply"),
-                    ),
-                }
-            }
+        let conn = match std::mem::replace(&mut op.stage, Stage::Moving) {
+            Stage::Asked { conn, .. } | Stage::Retry { conn } => conn,
             Stage::Waiting | Stage::Moving => {
                 if let Err(e) = r {
                     self.fail(engine, id, op, e);
                 }
+                return;
             }
-        }
-    }
-
-    /// A failed request: follow a leader redirect, retry a release on a
-    /// fresh connection when its home failed, else fail.
-    fn failed_reply(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>, e: Error) {
-        if e.kind() == ErrorKind::NotLeader {
-            self.disarm(engine, id);
-            op.client.checkin(op.server, conn);
-            op.stage = Stage::Waiting;
-            match op.client.follow(e, op.server, &mut op.redirects) {
-                Ok(server) => {
-                    op.server = server;
-                    op.step_by = op.deadline;
-                    self.enqueue(engine, id, op);
+        };
+        let r = match r {
+            Err(_) if conn.was_aborted() => Err(cancelled(&op.what())),
+            r => r,
+        };
+        // The answer to an `e` (or a try's `l`): the next acquire of the key
+        // may go (a no-op for any other request).
+        self.enqueued(&mut op);
+        if op.machine.is_none() {
+            // Stats.
+            op.stage = Stage::Retry { conn };
+            match r {
+                Ok(Outcome::Stats(stats)) => self.succeed_with(engine, id, op, EventKind::Stats, Some(stats)),
+                Ok(other) => {
+                    let e = Error::new(
+                        ErrorKind::Protocol,
+                        format!("{}: unexpected reply {other:?}", op.what()),
+                    );
+                    self.fail(engine, id, op, e);
                 }
                 Err(e) => self.fail(engine, id, op, e),
             }
             return;
         }
-        let home_failed = conn.is_broken() && !conn.was_aborted();
-        if let Purpose::Release { retried, .. } = &mut op.purpose {
-            if !*retried && home_failed && matches!(e.kind(), ErrorKind::Io | ErrorKind::Protocol) {
-                *retried = true;
-                log!(Level::Warn, "{e}; releasing on a fresh connection");
-                bump(&op.client.metrics.reconnects);
+        if let (Err(e), Some((_, Via::Server))) = (&r, op.ask) {
+            if e.kind() == ErrorKind::NotLeader {
+                // Follow the leader with the same first request.
                 self.disarm(engine, id);
-                op.stage = Stage::Waiting;
-                drop(conn);
-                self.enqueue(engine, id, op);
+                op.client.checkin(op.server, conn);
+                match op.client.follow(e.clone(), op.server, &mut op.redirects) {
+                    Ok(server) => {
+                        op.server = server;
+                        op.step_by = op.deadline;
+                        op.stage = Stage::Waiting;
+                        self.enqueue(engine, id, op);
+                    }
+                    Err(e) => self.fail(engine, id, op, e),
+                }
                 return;
             }
         }
-        self.fail(engine, id, op, e);
+        if matches!(op.ask, Some((Ask::Renew { .. }, _))) && r.is_ok() {
+            bump(&op.client.metrics.renewals);
+        }
+        let failed = conn.is_broken() && !conn.was_aborted();
+        let next = match op.machine.as_mut() {
+            Some(machine) => machine.reply(r, Stamp::now(), failed),
+            None => return,
+        };
+        match next {
+            OpNext::Send { ask, via } => {
+                op.ask = Some((ask, via));
+                if via == Via::Same {
+                    self.send(engine, id, op, conn);
+                    return;
+                }
+                // A new connection (a release whose home failed).
+                bump(&op.client.metrics.reconnects);
+                self.disarm(engine, id);
+                drop(conn);
+                op.stage = Stage::Waiting;
+                self.enqueue(engine, id, op);
+            }
+            OpNext::Hold {
+                token,
+                lease_s,
+                anchor,
+            } => {
+                op.stage = Stage::Retry { conn };
+                self.granted(engine, id, op, Grant { token, lease_s }, anchor);
+            }
+            OpNext::Queued => self.queued(engine, id, op, conn),
+            OpNext::Released => {
+                bump(&op.client.metrics.releases);
+                op.stage = Stage::Retry { conn };
+                self.succeed(engine, id, op);
+            }
+            OpNext::Failed(e) => {
+                op.stage = Stage::Retry { conn };
+                self.fail(engine, id, op, e);
+            }
+            OpNext::Abandon(e) => {
+                // Closing it frees a grant nobody will hold.
+                conn.abort();
+                op.stage = Stage::Retry { conn };
+                self.fail(engine, id, op, e);
+            }
+        }
     }
 
     /// `op`'s request `verb` went out on `conn` at `sent`: await its reply
@@ -548,6 +494,9 @@ impl Driver {
         op.step_by = earliest(reply_by, Some(op.deadline));
         self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
         self.timers.push(Reverse((op.step_by, id)));
+        if let Some(machine) = op.machine.as_mut() {
+            machine.sent(sent);
+        }
         op.stage = Stage::Asked { conn, sent, cmd };
         self.tasks.insert(id, Task::Op(op));
     }

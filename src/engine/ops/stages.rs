@@ -1,22 +1,22 @@
-//! The stages of the engine's operations that settle a lease: the wait of
-//! an acquire whose `e` was queued, the confirmation of a grant read too
-//! late to trust, holding a grant, keeping a `queued` enqueue's connection
-//! for its wait, a cancel, and a renewal's outcome. Methods of the driver
+//! The stages of the engine's operations that settle a lease: holding a
+//! grant, keeping a `queued` enqueue's connection for its wait, a cancel,
+//! and a renewal's outcome (what follows each reply is the operation
+//! machine's: src/operation.rs). Methods of the driver
 //! (ops.rs), which calls them as replies come.
 
 // Operations stay boxed from start to end (see ops.rs).
 #![allow(clippy::boxed_local)]
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 
 use super::Driver;
 use super::Task;
 use crate::clock::Stamp;
-use crate::connection::{Connection, Grant, Started, earliest};
+use crate::connection::{Connection, Grant};
 use crate::engine::op::{Op, Purpose, Stage};
 use crate::events::EventKind;
 use crate::held::{Home, Shared, cancelled};
+use crate::operation::Ask;
 use crate::protocol::{Outcome, Request, Token};
 use crate::reactor::Reactor;
 use crate::renewal;
@@ -50,90 +50,6 @@ impl Driver {
         }
     }
 
-    /// Queued: wait for the grant on the connection that enqueued.
-    pub(super) fn wait(&mut self, engine: &Reactor, id: u64, op: Box<Op>, conn: Arc<Connection>) {
-        let Purpose::Acquire { timeout_s, .. } = op.purpose else {
-            return;
-        };
-        let Some(lease) = op.lease.clone() else {
-            return;
-        };
-        let req = Request::Wait {
-            kind: lease.kind,
-            key: &lease.key,
-            timeout_s,
-        };
-        if lease.cancel_requested() {
-            conn.abort();
-            self.fail(
-                engine,
-                id,
-                op,
-                Error::new(ErrorKind::Cancelled, "acquire: cancelled"),
-            );
-            return;
-        }
-        let sent = Stamp::now();
-        match conn.start_request_over(&req) {
-            Ok(Started::Sent) => {
-                let reply_by = conn.reply_deadline(&req);
-                self.await_reply(engine, id, op, conn, reply_by, sent, req.command());
-            }
-            Ok(Started::Busy) => {
-                conn.abort();
-                let e = Error::new(ErrorKind::Io, "wait: connection busy");
-                self.fail(engine, id, op, e);
-            }
-            Err(e) => self.fail(engine, id, op, e),
-        }
-    }
-
-    /// A grant read too late to trust: renew it before reporting it.
-    pub(super) fn confirm(
-        &mut self,
-        engine: &Reactor,
-        id: u64,
-        mut op: Box<Op>,
-        conn: Arc<Connection>,
-        grant: Grant,
-    ) {
-        let Some(lease) = op.lease.clone() else {
-            return;
-        };
-        let ttl = lease.renew_ttl();
-        let req = Request::Renew {
-            kind: lease.kind,
-            key: &lease.key,
-            token: grant.token.as_str(),
-            lease_s: ttl,
-        };
-        let sent = Stamp::now();
-        match conn.start_request_over(&req) {
-            Ok(Started::Sent) => {
-                op.step_by = earliest(sent.mono + lease.client.config.io_timeout, Some(op.deadline));
-                self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
-                self.timers.push(Reverse((op.step_by, id)));
-                op.stage = Stage::Confirming {
-                    conn,
-                    token: grant.token,
-                    sent,
-                };
-                self.tasks.insert(id, Task::Op(op));
-            }
-            Ok(Started::Busy) | Err(_) => {
-                conn.abort();
-                let e = Error::new(
-                    ErrorKind::LeaseLost,
-                    format!(
-                        "acquire {:?}: granted, but the grant came too late to trust and it could not be confirmed (was this process paused?)",
-                        lease.key
-                    ),
-                );
-                self.fail(engine, id, op, e);
-            }
-        }
-    }
-
     /// Hold the grant (unless the acquire was cancelled meanwhile).
     pub(super) fn granted(
         &mut self,
@@ -144,7 +60,7 @@ impl Driver {
         anchor: Stamp,
     ) {
         self.disarm(engine, id);
-        let (Stage::Asked { conn, .. } | Stage::Confirming { conn, .. }) =
+        let (Stage::Asked { conn, .. } | Stage::Retry { conn }) =
             std::mem::replace(&mut op.stage, Stage::Moving)
         else {
             return;
@@ -182,8 +98,13 @@ impl Driver {
         let Some(Task::Op(op)) = self.tasks.remove(&id) else {
             return;
         };
-        if let (Stage::Confirming { conn, token, .. }, Some(lease)) = (&op.stage, &op.lease) {
-            drop_grant(lease, *token, conn);
+        let confirming = match op.ask {
+            // A late grant's confirming renewal is in flight: give it back.
+            Some((Ask::Renew { token }, _)) => Some(token),
+            _ => None,
+        };
+        if let (Some(token), Some(lease), Some(conn)) = (confirming, &op.lease, op.conn()) {
+            drop_grant(lease, token, conn);
         } else if let Some(conn) = op.conn() {
             // Closing the connection takes the waiter out of the server's
             // queue (and frees a grant that raced the cancel).
