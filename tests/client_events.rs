@@ -11,33 +11,9 @@ use std::time::{Duration, Instant};
 
 use client_common::*;
 use dflockd::ErrorKind;
-use dflockd::events::{Event, EventKind, Events};
+use dflockd::events::{EventKind, Events};
 use dflockd::testserver::{ServerOptions, TlsIdentity};
 use dflockd::transport::TlsOptions;
-
-/// Wait on the queue's fd (as an event loop would) for the next event,
-/// at most `within`.
-fn next_event(q: &Events, within: Duration) -> Option<Event> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(e) = q.poll(1).pop() {
-            return Some(e);
-        }
-        let left = deadline.checked_duration_since(Instant::now())?;
-        let mut p = libc::pollfd {
-            fd: q.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, ms.max(1)) };
-    }
-}
-
-fn event(q: &Events) -> Event {
-    next_event(q, Duration::from_secs(30)).expect("an event within 30 s")
-}
 
 #[test]
 fn acquire_start_and_release_start_report_on_the_queue() {

@@ -129,10 +129,41 @@ impl Op {
         Op::acquiring(lease, guard, mode, 0, done)
     }
 
+    /// An operation of `purpose` on `server`, bounded by `deadline`, in its
+    /// lane (`Stage::Waiting`); `machine` (if any) asked for its first
+    /// request already.
+    fn new(
+        client: Arc<ClientInner>,
+        lease: Option<Arc<Shared>>,
+        purpose: Purpose,
+        done: Option<Done>,
+        server: usize,
+        deadline: Instant,
+        machine: Option<Operation>,
+    ) -> Op {
+        let mut op = Op {
+            client,
+            lease,
+            purpose,
+            done,
+            server,
+            redirects: 0,
+            deadline,
+            step_by: deadline,
+            stage: Stage::Waiting,
+            machine,
+            ask: None,
+            enqueuing: false,
+        };
+        if let Some(Next::Send { ask, via }) = op.machine.as_mut().map(Operation::first) {
+            op.ask = Some((ask, via));
+        }
+        op
+    }
+
     fn acquiring(lease: Arc<Shared>, guard: OpGuard, mode: Mode, timeout_s: u64, done: Done) -> Op {
         let deadline = lease.client.call_deadline(timeout_s);
         let lease_s = lease.renew_ttl();
-        let server = lease.server;
         let (kind, key, cadence) = (lease.kind, lease.key.as_str(), Cadence::of(&lease.client.config));
         let machine = match mode {
             // `e` then `w`: `e` is answered at once, which keeps starts of
@@ -141,33 +172,21 @@ impl Op {
             Mode::Try => Operation::acquire(kind, key, 0, false, cadence),
             Mode::Enqueue => Operation::enqueue(kind, key, cadence),
         };
-        let mut op = Op {
-            client: Arc::clone(&lease.client),
-            lease: Some(lease),
-            purpose: Purpose::Acquire {
-                mode,
-                lease_s,
-                _guard: guard,
-            },
-            done: Some(done),
-            server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: Stage::Waiting,
-            machine: Some(machine),
-            ask: None,
-            enqueuing: false,
+        let purpose = Purpose::Acquire {
+            mode,
+            lease_s,
+            _guard: guard,
         };
-        op.first();
-        op
-    }
-
-    /// Ask the machine for its first request.
-    fn first(&mut self) {
-        if let Some(Next::Send { ask, via }) = self.machine.as_mut().map(Operation::first) {
-            self.ask = Some((ask, via));
-        }
+        let (client, server) = (Arc::clone(&lease.client), lease.server);
+        Op::new(
+            client,
+            Some(lease),
+            purpose,
+            Some(done),
+            server,
+            deadline,
+            Some(machine),
+        )
     }
 
     /// A renewal of `lease`'s grant `generation` on `home`, or on a fresh
@@ -181,39 +200,40 @@ impl Op {
         expires_at: Boot,
         deadline: Instant,
     ) -> Op {
-        Op {
-            client: Arc::clone(&lease.client),
-            lease: Some(lease),
-            purpose: Purpose::Renew {
-                generation,
-                token,
-                expires_at,
-            },
-            done: None,
-            server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: home.map_or(Stage::Waiting, |conn| Stage::Retry { conn }),
-            machine: None,
-            ask: None,
-            enqueuing: false,
+        let purpose = Purpose::Renew {
+            generation,
+            token,
+            expires_at,
+        };
+        let client = Arc::clone(&lease.client);
+        let mut op = Op::new(client, Some(lease), purpose, None, server, deadline, None);
+        if let Some(conn) = home {
+            op.stage = Stage::Retry { conn };
         }
+        op
     }
 
     /// The second phase of a two-phase acquire: `w` on the connection that
     /// enqueued (`home`).
     pub(crate) fn wait(lease: Arc<Shared>, guard: OpGuard, home: Home, timeout_s: u64, done: Done) -> Op {
-        let machine = Operation::wait(
-            lease.kind,
-            &lease.key,
-            timeout_s,
-            Cadence::of(&lease.client.config),
+        let deadline = lease.client.call_deadline(timeout_s);
+        let cadence = Cadence::of(&lease.client.config);
+        let machine = Operation::wait(lease.kind, &lease.key, timeout_s, cadence);
+        let purpose = Purpose::Acquire {
+            mode: Mode::Acquire,
+            lease_s: lease.renew_ttl(),
+            _guard: guard,
+        };
+        let client = Arc::clone(&lease.client);
+        let mut op = Op::new(
+            client,
+            Some(lease),
+            purpose,
+            Some(done),
+            home.server,
+            deadline,
+            Some(machine),
         );
-        let mut op = Op::acquire(lease, guard, timeout_s, done);
-        op.machine = Some(machine);
-        op.first();
-        op.server = home.server;
         op.stage = Stage::Retry { conn: home.conn };
         op
     }
@@ -224,21 +244,16 @@ impl Op {
         let deadline = lease.client.call_deadline(0);
         let usable = !home.conn.is_broken();
         let machine = Operation::release(lease.kind, &lease.key, token, usable);
-        let mut op = Op {
-            client: Arc::clone(&lease.client),
-            lease: Some(lease),
-            purpose: Purpose::Release,
-            done: Some(done),
-            server: home.server,
-            redirects: 0,
+        let client = Arc::clone(&lease.client);
+        let mut op = Op::new(
+            client,
+            Some(lease),
+            Purpose::Release,
+            Some(done),
+            home.server,
             deadline,
-            step_by: deadline,
-            stage: Stage::Waiting,
-            machine: Some(machine),
-            ask: None,
-            enqueuing: false,
-        };
-        op.first();
+            Some(machine),
+        );
         if usable {
             op.stage = Stage::Retry { conn: home.conn };
         } else {
@@ -250,20 +265,7 @@ impl Op {
     /// `stats` of `client`'s server `server`, within connect + I/O timeout.
     pub(crate) fn stats(client: Arc<ClientInner>, server: usize, done: Done) -> Op {
         let deadline = client.call_deadline(0);
-        Op {
-            client,
-            lease: None,
-            purpose: Purpose::Stats,
-            done: Some(done),
-            server,
-            redirects: 0,
-            deadline,
-            step_by: deadline,
-            stage: Stage::Waiting,
-            machine: None,
-            ask: None,
-            enqueuing: false,
-        }
+        Op::new(client, None, Purpose::Stats, Some(done), server, deadline, None)
     }
 
     /// The acquire's mode (`None`: not an acquire).

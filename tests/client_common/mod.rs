@@ -7,9 +7,10 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dflockd::client::{Client, Config};
+use dflockd::events::{Event, Events};
 use dflockd::testserver::{ServerOptions, TestServer};
 
 /// A server under test: embedded (with fault controls) or external.
@@ -125,4 +126,28 @@ pub fn lock_held_on_server(client: &Client, server: usize, key: &str) -> bool {
         .stats(server)
         .map(|s| s.locks.iter().any(|l| l.key == key))
         .unwrap_or(false)
+}
+
+/// Wait on the queue's fd (as an event loop would) for the next event,
+/// at most `within`.
+pub fn next_event(q: &Events, within: Duration) -> Option<Event> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(e) = q.poll(1).pop() {
+            return Some(e);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let mut p = libc::pollfd {
+            fd: q.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, ms.max(1)) };
+    }
+}
+
+pub fn event(q: &Events) -> Event {
+    next_event(q, Duration::from_secs(30)).expect("an event within 30 s")
 }
