@@ -278,3 +278,49 @@ impl ClientInner {
         Ok(next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Refusal;
+
+    fn not_leader(hint: Option<&str>) -> Error {
+        Error::from_refusal("acquire", Refusal::NotLeader(hint.map(str::to_owned)))
+    }
+
+    #[test]
+    fn redirects_follow_configured_hints_else_the_next_server_and_a_loop_ends() {
+        let mut cfg = Config::new(vec![
+            ("127.0.0.1".into(), 7001),
+            ("127.0.0.1".into(), 7002),
+            ("127.0.0.1".into(), 7003),
+        ]);
+        cfg.max_redirects = 3;
+        let client = Client::new(cfg).expect("client");
+        let inner = &client.inner;
+        let mut redirects = 0;
+        // A hint that names a configured member is followed.
+        assert_eq!(
+            inner
+                .follow(not_leader(Some("127.0.0.1:7003")), 0, &mut redirects)
+                .unwrap(),
+            2
+        );
+        // An unknown hint, or none, moves to the next member.
+        assert_eq!(
+            inner
+                .follow(not_leader(Some("10.9.9.9:1")), 2, &mut redirects)
+                .unwrap(),
+            0
+        );
+        assert_eq!(inner.follow(not_leader(None), 0, &mut redirects).unwrap(), 1);
+        // Two servers naming each other forever: the budget ends the loop,
+        // and the error keeps the last hint.
+        let e = inner
+            .follow(not_leader(Some("127.0.0.1:7001")), 1, &mut redirects)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotLeader);
+        assert_eq!(e.leader(), Some("127.0.0.1:7001"));
+        assert!(e.message().contains("gave up after 3 redirect(s)"), "{e}");
+    }
+}
