@@ -490,8 +490,11 @@ impl Reactor {
                 None => {
                     // Pooled: a close makes it broken, so it is not handed
                     // out again; readable left armed goes back to hang-up
-                    // only.
-                    if let Some(conn) = entry.conn.upgrade() {
+                    // only. Unless a task has registered the socket since
+                    // (an evented release on the former home): then this
+                    // event is stale, and re-registering would take the
+                    // task's readiness away from it.
+                    if let Some(conn) = entry.conn.upgrade().filter(|c| c.hang_ups_watched()) {
                         if hang_up {
                             conn.mark_broken();
                         }
