@@ -37,7 +37,7 @@ pub type LostFn = Box<dyn Fn(&Error) + Send + Sync>;
 /// what is held (best effort).
 ///
 /// A lease keeps its client's library threads running (see
-/// [`Client`](crate::client::Client)). Inherited through `fork()`, every
+/// [`Client`]). Inherited through `fork()`, every
 /// fallible method returns [`ErrorKind::Forked`], `is_held`/`is_lost` are
 /// false, `wait_lost` returns `true` at once with `lost_error` saying why,
 /// and dropping it sends nothing (it is leaked).
@@ -276,7 +276,7 @@ impl Lease {
         lock(&self.shared.state).lost.clone()
     }
 
-    /// Queue one [`EventKind::Lost`] event
+    /// Queue one [`EventKind::Lost`](crate::events::EventKind::Lost) event
     /// tagged `tag` on `events` when the lease held by this handle is lost
     /// (at once if it already was), for programs that wait on their own
     /// event loop: poll [`Events::fd`]. A release is not a loss and sends

@@ -1,5 +1,5 @@
 //! One authenticated connection to one server, with one method per
-//! command, and its two drivers over one [`Session`] (the FIFO of
+//! command, and its two drivers over one `Session` (the FIFO of
 //! outstanding requests, src/session.rs): `Connection::call` on the
 //! caller's thread (encode, write, read lines against a deadline until its
 //! reply, parse strictly, map refusals to [`Error`]s), and `start` /
