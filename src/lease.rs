@@ -400,6 +400,7 @@ impl Shared {
     ) -> Result<Ended> {
         let lease_s = self.requested_ttl();
         let (mut server, mut redirects) = (self.server, 0);
+        let (mut reused, mut stale_retried) = (false, false);
         let mut next = op.first();
         loop {
             let (ask, via) = match next {
@@ -448,11 +449,19 @@ impl Shared {
                     if let Some(h) = home.take() {
                         self.give_back(h);
                     }
-                    let conn = if via == Via::Server {
-                        self.client.checkout(server, Some(cap))?
-                    } else {
-                        bump(&self.client.metrics.reconnects);
-                        Arc::new(self.client.open(server, Some(cap))?)
+                    let pooled = match via {
+                        Via::Server if !stale_retried => self.client.pool_take(server),
+                        _ => None,
+                    };
+                    reused = pooled.is_some();
+                    let conn = match pooled {
+                        Some(conn) => conn,
+                        None => {
+                            if via == Via::Fresh {
+                                bump(&self.client.metrics.reconnects);
+                            }
+                            Arc::new(self.client.open(server, Some(cap))?)
+                        }
                     };
                     Home { conn, server }
                 }
@@ -462,6 +471,21 @@ impl Shared {
             let req = ask.request(self.kind, &self.key, self.limit, lease_s);
             let r = self.cancellable(&at.conn, what, || at.conn.call(&req, Some(cap)));
             if let (Via::Server, Err(e)) = (via, &r) {
+                if reused
+                    && !stale_retried
+                    && e.kind() == ErrorKind::Io
+                    && at.conn.is_broken()
+                    && !at.conn.was_aborted()
+                {
+                    // A pooled connection the server had closed just before
+                    // (its hang-up not yet seen by the reactor): the request
+                    // never reached a live server, so say it again, once, on
+                    // a new connection.
+                    stale_retried = true;
+                    self.give_back(at);
+                    next = op.first();
+                    continue;
+                }
                 if e.kind() == ErrorKind::NotLeader {
                     self.give_back(at);
                     server = self.client.follow(e.clone(), server, &mut redirects)?;
