@@ -40,10 +40,7 @@ impl Driver {
             Stage::Asked { conn, sent, .. } => (Some(conn), sent),
             other => (other.conn_owned(), Stamp::now()),
         };
-        let result = r.and_then(|o| match o {
-            Outcome::Renewed { lease_s } => Ok(lease_s),
-            _ => Err(Error::new(ErrorKind::Protocol, "renew: unexpected reply")),
-        });
+        let result = renewal::renewed(r);
         let home = conn.filter(|_| result.is_ok());
         if let Some(lease) = &op.lease {
             renewal::finish(lease, generation, sent, expires_at, result, home);
