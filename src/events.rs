@@ -42,6 +42,13 @@ pub enum EventKind {
     Stats = 7,
     /// That stats request failed (the event's error says why).
     StatsFailed = 8,
+    /// A watched held lease is in doubt: its connection went (in cluster
+    /// mode, a failover) and it is not reported held until a renewal
+    /// elsewhere confirms it (`Confirmed`) or the server refuses it
+    /// (`Lost`). The event's error says what happened to the connection.
+    Doubted = 9,
+    /// A doubted lease was confirmed by the server: held again.
+    Confirmed = 10,
 }
 
 /// One completion: the caller's tag, what happened, the error when it is a
@@ -156,6 +163,26 @@ pub(crate) fn lost(tag: u64, error: &Error) -> Event {
         } else {
             Error::new(ErrorKind::LeaseLost, error.message().to_owned())
         }),
+        stats: None,
+    }
+}
+
+/// The event for a watched lease falling in doubt.
+pub(crate) fn doubted(tag: u64, why: &Error) -> Event {
+    Event {
+        tag,
+        kind: EventKind::Doubted,
+        error: Some(why.clone()),
+        stats: None,
+    }
+}
+
+/// The event for a doubted lease confirmed.
+pub(crate) fn confirmed(tag: u64) -> Event {
+    Event {
+        tag,
+        kind: EventKind::Confirmed,
+        error: None,
         stats: None,
     }
 }

@@ -92,6 +92,10 @@ pub(crate) fn notify_lost(client: &ClientInner, callback: LostCallback, err: Err
 /// Called once when a held lease is lost, on a library thread.
 pub type LostCallback = Arc<dyn Fn(&Error) + Send + Sync>;
 
+/// Called on a library thread when a held lease falls in doubt (`false`)
+/// and when a doubted one is confirmed (`true`).
+pub type DoubtCallback = Arc<dyn Fn(bool) + Send + Sync>;
+
 /// What `Lease::acquire_async` calls when done.
 pub type DoneFn = Box<dyn FnOnce(Result<()>) + Send>;
 
@@ -153,9 +157,10 @@ pub(crate) struct Held {
     pub(crate) home: Home,
     /// When the next renewal is due (moved by retries and hang-ups).
     pub(crate) renew_at: Instant,
-    /// The server hung up the home connection: not reported held until a
-    /// renewal on a fresh connection confirms the lease.
-    pub(crate) hung_up: bool,
+    /// In doubt: the home connection went (the server hung up, it broke, or
+    /// in cluster mode its node is no longer the leader), so the lease is
+    /// not reported held until a renewal elsewhere confirms it.
+    pub(crate) doubted: bool,
     /// The event engine's hang-up watch on the home connection (removed
     /// when dropped: on release, loss or a new home).
     pub(crate) watch: Option<Watch>,
@@ -202,6 +207,7 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     pub(crate) lost_cv: Condvar,
     pub(crate) on_lost: Mutex<Option<LostCallback>>,
+    pub(crate) on_doubt: Mutex<Option<DoubtCallback>>,
     #[cfg(test)]
     pub(crate) panic_next_renewal: std::sync::atomic::AtomicBool,
 }
@@ -318,7 +324,7 @@ impl Shared {
             life,
             home,
             renew_at,
-            hung_up: false,
+            doubted: false,
             watch,
         });
         arm(self, &mut st.armed, renew_at);
@@ -362,12 +368,15 @@ impl Shared {
 
     /// The server hung up the home connection of grant `generation` (the
     /// engine saw EOF or a reset). With auto-release (the default, see
-    /// `Config::auto_release_on_disconnect`) the lease is lost at once.
-    /// Without it the server still has it: the lease is no longer reported
-    /// held, and a renewal on a fresh connection runs now, which confirms
-    /// it or ends it as lost.
+    /// `Config::auto_release_on_disconnect`) on a single server the lease
+    /// is lost at once. Without it, or in cluster mode (a dead or draining
+    /// node releases nothing, and a renewal elsewhere rebinds the lease to
+    /// its connection), the server may still have it: the lease is doubted
+    /// and a renewal on a fresh connection runs now, which confirms it or
+    /// ends it as lost.
     pub(crate) fn hung_up(self: &Arc<Self>, generation: u64) {
-        if self.client.config.auto_release_on_disconnect {
+        let config = &self.client.config;
+        if config.auto_release_on_disconnect && !config.cluster {
             // The server releases the lease when it processes the close, and
             // a renewal on a fresh connection could reach it first and be
             // accepted (the Go server closes the socket, then cleans up).
@@ -381,28 +390,32 @@ impl Shared {
             );
             return;
         }
+        let why = Error::new(ErrorKind::Io, "the server closed the lease's connection");
+        self.doubt_elsewhere(generation, why, Instant::now());
+    }
+
+    /// Doubt grant `generation` and renew it on a fresh connection at `at`
+    /// (its home is given up: closed once the lease has a new one).
+    pub(crate) fn doubt_elsewhere(self: &Arc<Self>, generation: u64, why: Error, at: Instant) {
+        if !self.doubt(generation, &why) {
+            return;
+        }
         let mut st = lock(&self.state);
         let st = &mut *st;
         if st.generation != generation {
             return;
         }
         let Some(held) = st.held.as_mut() else { return };
-        held.hung_up = true;
         held.home.conn.mark_broken();
-        let now = Instant::now();
-        held.renew_at = now;
-        log!(
-            Level::Warn,
-            "lease on {:?}: the server closed its connection; confirming it on a fresh connection",
-            self.key
-        );
-        arm(self, &mut st.armed, now);
+        held.renew_at = at;
+        arm(self, &mut st.armed, at);
     }
 
-    /// The home connection of grant `generation` broke on this side: stop
-    /// reporting the lease held until a renewal confirms it. `false` if that
-    /// grant is no longer held.
-    pub(crate) fn doubt(&self, generation: u64) -> bool {
+    /// Grant `generation` is in doubt (`why`: what happened to its
+    /// connection): stop reporting it held until a renewal confirms it, and
+    /// tell the watchers the first time. `false` if that grant is no longer
+    /// held.
+    pub(crate) fn doubt(&self, generation: u64, why: &Error) -> bool {
         let mut st = lock(&self.state);
         if st.generation != generation {
             return false;
@@ -410,15 +423,44 @@ impl Shared {
         let Some(held) = st.held.as_mut() else {
             return false;
         };
-        if !held.hung_up {
-            held.hung_up = true;
-            log!(
-                Level::Warn,
-                "lease on {:?}: its connection broke; waiting for the server to close it before confirming the lease on a fresh connection",
-                self.key
-            );
+        if held.doubted {
+            return true;
         }
+        held.doubted = true;
+        let watcher = st.lost_watcher.clone();
+        drop(st);
+        log!(
+            Level::Warn,
+            "lease on {:?} in doubt ({why}); confirming it on another connection",
+            self.key
+        );
+        if let Some((queue, tag)) = watcher {
+            if let Some(q) = queue.upgrade() {
+                q.push(events::doubted(tag, why));
+            }
+        }
+        self.tell_doubt(false);
         true
+    }
+
+    /// A renewal elsewhere confirmed doubted grant `generation`: held
+    /// again. Called with nothing locked, after the state says so.
+    pub(crate) fn confirmed(&self) {
+        bump(&self.client.metrics.leases_confirmed);
+        log!(Level::Info, "lease on {:?} confirmed: held again", self.key);
+        let watcher = lock(&self.state).lost_watcher.clone();
+        if let Some((queue, tag)) = watcher {
+            if let Some(q) = queue.upgrade() {
+                q.push(events::confirmed(tag));
+            }
+        }
+        self.tell_doubt(true);
+    }
+
+    fn tell_doubt(&self, confirmed: bool) {
+        if let Some(cb) = lock(&self.on_doubt).clone() {
+            on_notifier(&self.client.runtime, Box::new(move || cb(confirmed)));
+        }
     }
 
     /// Queue a LOST event on `queue` when the lease held by this handle is

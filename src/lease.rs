@@ -18,7 +18,7 @@ use crate::engine::{self, ensure_running};
 use crate::events::Events;
 use crate::fork::bury;
 use crate::held::{Cadence, Home, OpGuard, Shared, State, cancelled, invalid, notify_lost};
-pub use crate::held::{DoneFn, LostCallback};
+pub use crate::held::{DoneFn, DoubtCallback, LostCallback};
 use crate::metrics::bump;
 use crate::operation::{Ask, Next, Operation, Via};
 use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
@@ -30,6 +30,10 @@ mod starts;
 
 /// What [`Lease::on_lost`] takes.
 pub type LostFn = Box<dyn Fn(&Error) + Send + Sync>;
+
+/// What [`Lease::on_doubt`] takes: called with `false` when a held lease
+/// falls in doubt, `true` when it is confirmed again.
+pub type DoubtFn = Box<dyn Fn(bool) + Send + Sync>;
 
 /// A lock or semaphore on one key. All methods take `&self`, so another
 /// thread can [`cancel`](Lease::cancel) a blocked acquire or wait, or watch
@@ -101,6 +105,7 @@ impl Lease {
                 state: Mutex::new(State::default()),
                 lost_cv: Condvar::new(),
                 on_lost: Mutex::new(None),
+                on_doubt: Mutex::new(None),
                 #[cfg(test)]
                 panic_next_renewal: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -260,7 +265,26 @@ impl Lease {
             && lock(&self.shared.state)
                 .held
                 .as_ref()
-                .is_some_and(|h| !h.hung_up && h.life.held_at(Boot::now()))
+                .is_some_and(|h| !h.doubted && h.life.held_at(Boot::now()))
+    }
+
+    /// Whether the handle has a grant in doubt: its connection went (in
+    /// cluster mode, a leader failover) and a renewal elsewhere has not yet
+    /// confirmed it. [`is_held`](Lease::is_held) is false meanwhile; it ends
+    /// confirmed (held again) or lost.
+    pub fn is_doubted(&self) -> bool {
+        self.check_fork().is_ok() && lock(&self.shared.state).held.as_ref().is_some_and(|h| h.doubted)
+    }
+
+    /// Set (or clear) the callback run when a held lease falls in doubt
+    /// (`false`) and when it is confirmed (`true`). It runs on a library
+    /// thread, outside every lock; keep it short. A doubt ends in a
+    /// confirmation or a loss ([`on_lost`](Lease::on_lost)).
+    pub fn on_doubt(&self, callback: Option<DoubtFn>) {
+        if self.check_fork().is_err() {
+            return;
+        }
+        *lock(&self.shared.on_doubt) = callback.map(Arc::from);
     }
 
     /// Whether the last held lease was lost (cleared by the next grant).

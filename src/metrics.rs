@@ -34,6 +34,12 @@ pub struct MetricsSnapshot {
     pub open_connections: u64,
     /// Of those, idle in the pool now.
     pub idle_connections: u64,
+    /// Cluster mode: times the client's cached leader moved to another
+    /// member (a refusal, a dead or draining leader, an election).
+    pub failovers: u64,
+    /// Held leases doubted (their connection went; not reported held)
+    /// and then confirmed by a renewal elsewhere.
+    pub leases_confirmed: u64,
 }
 
 /// The live counters (gauges are derived when a snapshot is taken, except
@@ -51,6 +57,8 @@ pub(crate) struct Metrics {
     pub(crate) deadline_hits: AtomicU64,
     pub(crate) connections_opened: AtomicU64,
     pub(crate) open_connections: AtomicU64,
+    pub(crate) failovers: AtomicU64,
+    pub(crate) leases_confirmed: AtomicU64,
 }
 
 /// Add one to a counter.
@@ -78,6 +86,8 @@ impl Metrics {
             connections_opened: get(&self.connections_opened),
             open_connections: get(&self.open_connections),
             idle_connections,
+            failovers: get(&self.failovers),
+            leases_confirmed: get(&self.leases_confirmed),
         }
     }
 }

@@ -104,7 +104,7 @@ fn transient(e: &Error) -> bool {
 /// was late) gets the renewal on a fresh connection, opened by the engine
 /// without blocking (an evented operation, `Op::renew`).
 fn renew_once(lease: &Arc<Shared>, generation: u64) {
-    let (token, conn, server, life, watch, hung_up) = {
+    let (token, conn, server, life, watch, doubted) = {
         let st = lock(&lease.state);
         match &st.held {
             Some(h) if st.generation == generation => (
@@ -113,48 +113,32 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
                 h.home.server,
                 h.life,
                 h.watch.as_ref().map(Watch::key),
-                h.hung_up,
+                h.doubted,
             ),
             _ => return,
         }
     };
-    if conn.is_broken() && !hung_up {
-        // Broken on this side only (a malformed reply, a failed write): the
-        // server may still hold the connection open, and with it the lease,
-        // which it releases when that connection closes. Renewing on a
-        // fresh one first would be undone by that close (a rival would get
-        // the key while this lease still looked held). So: not held from
-        // now, half-close the home, and let the server's close (the
-        // engine's hang-up watch, `Shared::hung_up`) trigger the renewal
-        // on a fresh connection, which then tells the truth; without a
-        // watch to see that close, give the lease up at once.
-        if lease.client.config.auto_release_on_disconnect {
-            // Closing it releases the lease on the server: say so now.
-            conn.abort();
-            lease.lose(
-                generation,
-                Error::new(
-                    ErrorKind::Io,
-                    "its connection broke, and closing it releases the lease",
-                ),
-            );
-        } else if lease.doubt(generation) && watch.is_some() {
-            conn.half_close();
-            // If the server's close never comes, wake at the end of the
-            // lease and give it up.
-            let left = life.left(Boot::now()).unwrap_or_default();
-            reschedule(lease, generation, Instant::now() + left);
+    if conn.is_broken() && !doubted {
+        let broke = Error::new(ErrorKind::Io, "its connection broke");
+        if lease.client.config.cluster {
+            // A cluster renewal rebinds the lease to the connection it
+            // comes on, so closing this one afterwards releases nothing:
+            // renew elsewhere first (below), close the old home after.
+            lease.doubt(generation, &broke);
         } else {
-            conn.abort();
-            lease.lose(
-                generation,
-                Error::new(
-                    ErrorKind::Io,
-                    "its connection broke and its fate on the server cannot be known",
-                ),
-            );
+            // Broken on this side only (a malformed reply, a failed write):
+            // the server may still hold the connection open, and with it
+            // the lease, which it releases when that connection closes.
+            // Renewing on a fresh one first would be undone by that close
+            // (a rival would get the key while this lease still looked
+            // held). So: not held from now, half-close the home, and let
+            // the server's close (the engine's hang-up watch,
+            // `Shared::hung_up`) trigger the renewal on a fresh connection,
+            // which then tells the truth; without a watch to see that
+            // close, give the lease up at once.
+            give_up_broken_home(lease, generation, &conn, life, watch.is_some(), broke);
+            return;
         }
-        return;
     }
     #[cfg(test)]
     if lease
@@ -195,7 +179,7 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
                     conn: Arc::clone(&conn),
                     settle: Box::new(move |r| {
                         if let Some(lease) = owner.upgrade() {
-                            finish(&lease, generation, sent, expires_at, renewed(r), None);
+                            finish(&lease, generation, sent, expires_at, renewed(r), None, server);
                         }
                     }),
                 };
@@ -209,7 +193,7 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
                 }
             }
             Ok(Started::Busy) => reschedule(lease, generation, Instant::now() + BUSY_RETRY),
-            Err(e) => finish(lease, generation, sent, expires_at, Err(e), None),
+            Err(e) => finish(lease, generation, sent, expires_at, Err(e), None, server),
         }
         return;
     }
@@ -226,6 +210,13 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         // awaited as an operation of its own.
         Some(conn)
     };
+    // In cluster mode a renewal elsewhere goes to the leader, wherever the
+    // grant was made.
+    let server = if home.is_none() {
+        lease.client.route(server)
+    } else {
+        server
+    };
     engine.post(Box::new(RenewElsewhere {
         lease: Arc::clone(lease),
         generation,
@@ -235,6 +226,43 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         expires_at,
         deadline,
     }));
+}
+
+/// A home broken on this side of a single server (see `renew_once`).
+fn give_up_broken_home(
+    lease: &Arc<Shared>,
+    generation: u64,
+    conn: &Connection,
+    life: Life,
+    watched: bool,
+    broke: Error,
+) {
+    if lease.client.config.auto_release_on_disconnect {
+        // Closing it releases the lease on the server: say so now.
+        conn.abort();
+        lease.lose(
+            generation,
+            Error::new(
+                ErrorKind::Io,
+                "its connection broke, and closing it releases the lease",
+            ),
+        );
+    } else if lease.doubt(generation, &broke) && watched {
+        conn.half_close();
+        // If the server's close never comes, wake at the end of the lease
+        // and give it up.
+        let left = life.left(Boot::now()).unwrap_or_default();
+        reschedule(lease, generation, Instant::now() + left);
+    } else {
+        conn.abort();
+        lease.lose(
+            generation,
+            Error::new(
+                ErrorKind::Io,
+                "its connection broke and its fate on the server cannot be known",
+            ),
+        );
+    }
 }
 
 /// A renewal the reactor's tasks run as an evented operation (src/engine/):
@@ -258,10 +286,13 @@ pub(crate) fn renewed(r: crate::Result<Outcome>) -> crate::Result<u64> {
     })
 }
 
-/// What a renewal came to (on the engine thread): on
-/// success the lease is counted from `sent` and the next renewal armed; a
-/// transient failure is retried while the lease lasts; anything else (the
-/// server no longer has it) loses it. Never blocks.
+/// What a renewal sent to member `at` came to (on the engine thread): on
+/// success the lease is counted from `sent`, held again if it was in
+/// doubt, and the next renewal armed; a transient failure is retried while
+/// the lease lasts; in cluster mode, a member that is not the leader (or
+/// is gone) puts the lease in doubt and the renewal goes to the next
+/// member; anything else (the server no longer has it) loses it. Never
+/// blocks.
 pub(crate) fn finish(
     lease: &Arc<Shared>,
     generation: u64,
@@ -269,6 +300,7 @@ pub(crate) fn finish(
     expires_at: Boot,
     result: crate::Result<u64>,
     new_home: Option<Arc<Connection>>,
+    at: usize,
 ) {
     match result {
         Ok(lease_s) => {
@@ -282,18 +314,35 @@ pub(crate) fn finish(
                 lease_s,
                 anchor: sent,
             };
-            held.hung_up = false;
+            let was_doubted = std::mem::take(&mut held.doubted);
             if let Some(fresh) = new_home {
                 held.watch = lease.watch_home(&fresh, generation);
                 held.home.conn = fresh;
+                held.home.server = at;
             }
             drop(st);
+            lease.client.leader_answered(at);
+            if was_doubted {
+                lease.confirmed();
+            }
             let next = Life {
                 lease_s,
                 anchor: sent,
             }
             .renew_at(interval(&lease.client.config, lease_s));
             reschedule(lease, generation, next);
+        }
+        Err(e) if lease.client.reroute(&e, at).is_some() => {
+            // Cluster mode: `at` is not (or no longer) the leader, or cannot
+            // be reached. The lease may well be held on the leader: doubt
+            // it and renew it there, on a fresh connection.
+            let retry = Instant::now() + lease.client.election_backoff();
+            if Boot::now() + lease.client.election_backoff() < expires_at {
+                bump(&lease.client.metrics.renewal_retries);
+                lease.doubt_elsewhere(generation, e, retry);
+            } else {
+                lease.lose(generation, e);
+            }
         }
         Err(e) if transient(&e) => {
             if Boot::now() + RETRY_BACKOFF < expires_at {

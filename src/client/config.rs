@@ -70,6 +70,19 @@ pub struct Config {
     /// be wrongly accepted. Set false for servers that keep leases across
     /// disconnects: such a lease is then confirmed on a fresh connection.
     pub auto_release_on_disconnect: bool,
+    /// The servers are the members of one raft cluster, not shards
+    /// (default false). Every key goes to the leader: the client caches
+    /// it, follows `error_not_leader` hints that name a configured member
+    /// (else the next member), and moves to the next member on a refused
+    /// or broken connection or `error_draining`, backing off briefly while
+    /// an election runs, within each call's deadline. Held leases survive
+    /// a failover: doubted (not held) when their connection to the old
+    /// leader goes, then confirmed by a renewal on the new one (or lost if
+    /// it refuses). Each connection carries a random `stable-ref`, which a
+    /// waiter's replacement connection repeats so it keeps its place in
+    /// the queue (servers run with `--orphan-ttl`). Cannot be combined with
+    /// `shard`.
+    pub cluster: bool,
 }
 
 impl Config {
@@ -89,6 +102,7 @@ impl Config {
             max_redirects: 3,
             max_idle_per_server: 16,
             auto_release_on_disconnect: true,
+            cluster: false,
         }
     }
 
@@ -156,6 +170,9 @@ impl Config {
                 self.server_read_timeout
             ));
         }
+        if self.cluster && self.shard.is_some() {
+            return bad("a shard function has no use in cluster mode (every key goes to the leader)".into());
+        }
         Ok(())
     }
 }
@@ -202,6 +219,7 @@ impl std::fmt::Debug for Config {
             .field("server_read_timeout", &self.server_read_timeout)
             .field("shard", &self.shard.is_some())
             .field("max_redirects", &self.max_redirects)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }

@@ -2,14 +2,16 @@
 //! leader following) and a pool of idle connections per server.
 
 mod config;
+mod leader;
 mod pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use config::{Config, ShardFn};
+use leader::{Leadership, Left};
 use pool::Pool;
 
 use crate::connection::{ConnectOptions, Connection, Connector};
@@ -47,6 +49,8 @@ pub(crate) struct ClientInner {
     pub(crate) runtime: Arc<Runtime>,
     /// When (fork epoch) the client was made.
     pub(crate) stamp: ForkStamp,
+    /// Cluster mode: the leader cache (`None` when sharding).
+    leadership: Option<Mutex<Leadership>>,
 }
 
 impl Client {
@@ -59,7 +63,8 @@ impl Client {
             io_timeout: config.io_timeout,
             auth_token: config.auth_token.clone(),
             tls: config.tls.clone(),
-        })?;
+        })?
+        .with_stable_refs(config.cluster);
         let metrics = Arc::new(Metrics::default());
         let connector = connector.with_metrics(Arc::clone(&metrics));
         let pools = config
@@ -68,6 +73,9 @@ impl Client {
             .map(|_| Pool::new(config.max_idle_per_server, config.effective_keepalive()))
             .collect();
         let users = Users::join();
+        let leadership = config
+            .cluster
+            .then(|| Mutex::new(Leadership::new(config.servers.len())));
         Ok(Client {
             inner: Arc::new(ClientInner {
                 config,
@@ -76,6 +84,7 @@ impl Client {
                 metrics,
                 runtime: Arc::clone(users.runtime()),
                 stamp: ForkStamp::now(),
+                leadership,
             }),
             users,
         })
@@ -117,6 +126,44 @@ impl Client {
         let r = conn.stats_until(Some(cap));
         self.inner.checkin(server, conn);
         r
+    }
+
+    /// `barrier`: returns once everything acknowledged before it is applied
+    /// (a linearizable read barrier). In cluster mode it goes to the leader,
+    /// following it through redirects and elections; otherwise to every
+    /// server in turn (single-node 2.x servers answer at once; 1.10 has no
+    /// `barrier` and answers [`ErrorKind::Server`]). Within
+    /// `connect_timeout + io_timeout` (per server when sharding).
+    pub fn barrier(&self) -> Result<()> {
+        self.check_fork()?;
+        let inner = &self.inner;
+        if inner.leadership.is_none() {
+            for server in 0..inner.config.servers.len() {
+                let cap = inner.call_deadline(0);
+                let conn = inner.checkout(server, Some(cap))?;
+                let r = conn.barrier_until(Some(cap));
+                inner.checkin(server, conn);
+                r?;
+            }
+            return Ok(());
+        }
+        let cap = inner.call_deadline(0);
+        let mut at = inner.route(0);
+        let mut hops = 0;
+        loop {
+            let r = inner.checkout(at, Some(cap)).and_then(|conn| {
+                let r = conn.barrier_until(Some(cap));
+                inner.checkin(at, conn);
+                r
+            });
+            match r {
+                Ok(()) => {
+                    inner.leader_answered(at);
+                    return Ok(());
+                }
+                Err(e) => at = inner.reroute_blocking(e, at, &mut hops, cap)?,
+            }
+        }
     }
 
     /// The client's counters now (shared by its clones).
@@ -186,6 +233,82 @@ impl ClientInner {
                 ),
             )
         })
+    }
+
+    /// The server a request for a key routed to `fixed` goes to: `fixed`
+    /// when sharding, the cached leader in cluster mode.
+    pub(crate) fn route(&self, fixed: usize) -> usize {
+        match &self.leadership {
+            None => fixed,
+            Some(l) => crate::sync::lock(l).leader(),
+        }
+    }
+
+    /// Member `at` answered a mutating command (cluster mode): it is the
+    /// leader; said in the log when that is news.
+    pub(crate) fn leader_answered(&self, at: usize) {
+        let Some(l) = &self.leadership else { return };
+        if crate::sync::lock(l).confirm(at) {
+            let (host, port) = &self.config.servers[at];
+            log!(Level::Info, "cluster: member {at} ({host}:{port}) is the leader");
+        }
+    }
+
+    /// Cluster mode: where to go after member `at` failed with `e`, if `e`
+    /// says to look elsewhere (`error_not_leader`, `error_draining`, an
+    /// unreachable, broken or silent member). `None` when sharding or for
+    /// any other error.
+    pub(crate) fn reroute(&self, e: &Error, at: usize) -> Option<usize> {
+        let l = self.leadership.as_ref()?;
+        let why = match e.kind() {
+            ErrorKind::NotLeader => match e.leader().and_then(|a| self.find_server(a)) {
+                Some(m) => Left::Hint(m),
+                None => Left::NotLeader,
+            },
+            ErrorKind::Draining | ErrorKind::Io | ErrorKind::Deadline => Left::Down,
+            _ => return None,
+        };
+        let (next, failover) = crate::sync::lock(l).leave(at, why, Instant::now());
+        if e.kind() == ErrorKind::NotLeader {
+            bump(&self.metrics.redirects);
+        }
+        if failover {
+            bump(&self.metrics.failovers);
+        }
+        let (host, port) = &self.config.servers[next];
+        log!(Level::Warn, "cluster: {e}; trying member {next} ({host}:{port})");
+        Some(next)
+    }
+
+    /// [`reroute`](Self::reroute) for a blocking call bounded by `cap`: the
+    /// next member, after a short pause once every member was tried
+    /// (`hops` counts them), or `e` when it is not a routing error or the
+    /// time is up.
+    pub(crate) fn reroute_blocking(
+        &self,
+        e: Error,
+        at: usize,
+        hops: &mut usize,
+        cap: Instant,
+    ) -> Result<usize> {
+        let Some(next) = self.reroute(&e, at) else {
+            return Err(e);
+        };
+        *hops += 1;
+        if *hops % self.config.servers.len() == 0 {
+            let now = Instant::now();
+            if now + leader::BACKOFF >= cap {
+                return Err(e.context("no cluster leader answered before the deadline"));
+            }
+            std::thread::sleep(leader::BACKOFF);
+        }
+        Ok(next)
+    }
+
+    /// Pause between rounds of the cluster's members while no leader
+    /// answers.
+    pub(crate) fn election_backoff(&self) -> Duration {
+        leader::BACKOFF
     }
 
     /// The deadline of a whole call that lets the server wait `wait_s`

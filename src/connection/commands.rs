@@ -94,6 +94,26 @@ impl Connection {
         self.call(&Request::Ping, None).map(drop)
     }
 
+    /// `barrier`: answered once the cluster has applied everything before
+    /// it (a linearizable read barrier); a single-node 2.x server answers at
+    /// once. A cluster follower refuses it ([`ErrorKind::NotLeader`]).
+    pub fn barrier(&self) -> Result<()> {
+        self.call(&Request::Barrier, None).map(drop)
+    }
+
+    /// `barrier`, answered before `cap` too.
+    pub(crate) fn barrier_until(&self, cap: Option<Instant>) -> Result<()> {
+        self.call(&Request::Barrier, cap).map(drop)
+    }
+
+    /// `stable-ref`: name this connection's session (cluster servers; 1 to
+    /// 64 printable ASCII characters, once per connection). A waiter queued
+    /// by a connection with a ref keeps its place when a new connection
+    /// with the same ref sends `w` after a failover.
+    pub fn stable_ref(&self, reference: &str) -> Result<()> {
+        self.call(&Request::StableRef { reference }, None).map(drop)
+    }
+
     /// `stats`: the server's state, JSON parsed.
     pub fn stats(&self) -> Result<Stats> {
         self.stats_until(None)

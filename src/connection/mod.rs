@@ -85,6 +85,9 @@ pub(crate) struct Connector {
     tls: Option<TlsSetup>,
     /// The owning client's counters (none for a bare low-level connection).
     metrics: Option<Arc<Metrics>>,
+    /// Cluster mode: every connection names its session with a
+    /// `stable-ref` after `auth`.
+    stable_refs: bool,
 }
 
 impl Connector {
@@ -105,6 +108,7 @@ impl Connector {
             auth_token: opts.auth_token.clone(),
             tls: opts.tls.as_ref().map(TlsSetup::new).transpose()?,
             metrics: None,
+            stable_refs: false,
         })
     }
 
@@ -114,9 +118,35 @@ impl Connector {
         self
     }
 
+    /// Send a `stable-ref` (a new random one, or the one a waiter's
+    /// replacement connection repeats) on every connection (cluster mode).
+    pub(crate) fn with_stable_refs(mut self, on: bool) -> Connector {
+        self.stable_refs = on;
+        self
+    }
+
+    /// The `stable-ref` a new connection sends: `reference` (a replaced
+    /// connection's), else a new one; `None` unless in cluster mode.
+    pub(crate) fn stable_ref_for(&self, reference: Option<&str>) -> Option<String> {
+        self.stable_refs
+            .then(|| reference.map_or_else(crate::protocol::new_stable_ref, str::to_owned))
+    }
+
     /// Connect, handshake and authenticate within `connect_timeout`, and
     /// before `cap` when given (the caller's overall deadline).
     pub(crate) fn open(&self, host: &str, port: u16, cap: Option<Instant>) -> Result<Connection> {
+        self.open_as(host, port, cap, None)
+    }
+
+    /// [`open`](Self::open), in cluster mode naming the session
+    /// `reference` (a replaced connection's) or a new random ref.
+    pub(crate) fn open_as(
+        &self,
+        host: &str,
+        port: u16,
+        cap: Option<Instant>,
+        reference: Option<&str>,
+    ) -> Result<Connection> {
         let deadline = earliest(Instant::now() + self.connect_timeout, cap);
         let transport = match Transport::connect(host, port, deadline, self.tls.as_ref()) {
             Ok(t) => t,
@@ -135,6 +165,15 @@ impl Connector {
         let conn = self.wrap(transport, host, port);
         if let Some(secret) = &self.auth_token {
             conn.call(&Request::Auth { secret }, Some(deadline))?;
+        }
+        if let Some(reference) = self.stable_ref_for(reference) {
+            conn.call(
+                &Request::StableRef {
+                    reference: &reference,
+                },
+                Some(deadline),
+            )?;
+            conn.record_ref(reference);
         }
         Ok(conn)
     }
@@ -164,6 +203,7 @@ impl Connector {
             registration: AtomicU64::new(0),
             io_timeout: self.io_timeout,
             stamp: ForkStamp::now(),
+            stable_ref: std::sync::OnceLock::new(),
         }
     }
 
@@ -224,6 +264,9 @@ pub struct Connection {
     /// When (fork epoch) it was opened: inherited through fork(), it is
     /// refused before its mutex is touched (src/runtime.rs).
     stamp: ForkStamp,
+    /// The session name it sent (`stable-ref`, cluster mode): a
+    /// replacement repeats it so a queued waiter keeps its place.
+    stable_ref: std::sync::OnceLock<String>,
 }
 
 /// Ids of connections (see [`Connection::id`]).
@@ -323,6 +366,16 @@ impl Connection {
     /// This process's descriptor of the socket (for closing an inherited
     /// connection in a forked child without touching its mutex, and for the
     /// event engine's hang-up watch).
+    /// The `stable-ref` this connection sent (cluster mode).
+    pub(crate) fn sent_ref(&self) -> Option<&str> {
+        self.stable_ref.get().map(String::as_str)
+    }
+
+    /// Record the `stable-ref` it sent (once).
+    pub(crate) fn record_ref(&self, reference: String) {
+        let _ = self.stable_ref.set(reference);
+    }
+
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd
     }

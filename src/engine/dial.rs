@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::client::ClientInner;
 use crate::connection::{Connection, Started};
-use crate::protocol::Command;
+use crate::protocol::{Command, Request};
 use crate::reactor::Reactor;
 use crate::transport::{Transport, connect_result, connect_started};
 use crate::{Error, ErrorKind};
@@ -41,6 +41,8 @@ enum Stage {
     Connecting(TcpStream),
     Handshaking(Transport),
     Authing(Arc<Connection>),
+    /// Cluster mode: its `stable-ref` (sent) awaits its `ok`.
+    Naming(Arc<Connection>, String),
     Over,
 }
 
@@ -54,6 +56,9 @@ pub(crate) struct Dial {
     deadline: Instant,
     stage: Stage,
     last_error: Option<Error>,
+    /// Cluster mode: the `stable-ref` to repeat (a waiter's replacement
+    /// connection); `None`: a new one.
+    reference: Option<String>,
 }
 
 impl Dial {
@@ -112,6 +117,7 @@ impl Dial {
             deadline,
             stage: Stage::Resolving,
             last_error: None,
+            reference: None,
         }
     }
 
@@ -142,6 +148,7 @@ impl Dial {
             Stage::Authing(_) | Stage::Over => {
                 self.error(ErrorKind::Deadline, "auth: no reply before the deadline")
             }
+            Stage::Naming(..) => self.error(ErrorKind::Deadline, "stable-ref: no reply before the deadline"),
         };
         self.stage = Stage::Over;
         bump_deadline(&self.client);
@@ -201,7 +208,19 @@ impl Dial {
                     self.stage = Stage::Authing(conn);
                     Step::Wait { fd, read: true }
                 }
-                Ok(Some(_)) => Step::Connected(conn),
+                Ok(Some(_)) => self.name(conn),
+                Err(e) => Step::Failed(e),
+            },
+            Stage::Naming(conn, reference) => match conn.poll_reply(Command::StableRef, None) {
+                Ok(None) => {
+                    let fd = conn.raw_fd();
+                    self.stage = Stage::Naming(conn, reference);
+                    Step::Wait { fd, read: true }
+                }
+                Ok(Some(_)) => {
+                    conn.record_ref(reference);
+                    Step::Connected(conn)
+                }
                 Err(e) => Step::Failed(e),
             },
             other => {
@@ -222,7 +241,7 @@ impl Dial {
                 let connector = self.client.connector();
                 let conn = Arc::new(connector.wrap(t, &self.host, self.port));
                 let Some(auth) = connector.auth_request() else {
-                    return Step::Connected(conn);
+                    return self.name(conn);
                 };
                 match conn.start_request(&auth) {
                     Ok(Started::Sent) => {
@@ -234,6 +253,28 @@ impl Dial {
                     Err(e) => Step::Failed(e),
                 }
             }
+            Err(e) => Step::Failed(e),
+        }
+    }
+}
+
+impl Dial {
+    /// Authenticated: in cluster mode, name the session (`stable-ref`: the
+    /// replaced connection's, else a new one) before the connection is
+    /// used.
+    fn name(&mut self, conn: Arc<Connection>) -> Step {
+        let Some(reference) = self.client.connector().stable_ref_for(self.reference.as_deref()) else {
+            return Step::Connected(conn);
+        };
+        match conn.start_request(&Request::StableRef {
+            reference: &reference,
+        }) {
+            Ok(Started::Sent) => {
+                let fd = conn.raw_fd();
+                self.stage = Stage::Naming(conn, reference);
+                Step::Wait { fd, read: true }
+            }
+            Ok(Started::Busy) => Step::Failed(self.error(ErrorKind::Io, "stable-ref: connection busy")),
             Err(e) => Step::Failed(e),
         }
     }

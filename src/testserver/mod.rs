@@ -48,6 +48,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::protocol::random_u64;
+
 use cluster::NodeLink;
 use conn::ConnCtl;
 use faults::Faults;
@@ -63,21 +65,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // State behind these mutexes stays consistent even if a thread
     // panicked while holding one; keep serving.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// 64 random bits for a token's tail, from the OS.
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // The raw syscall (Linux >= 3.17), not glibc's getrandom() wrapper,
-    // which only exists from glibc 2.25: the shipped library loads on 2.17.
-    // SAFETY: getrandom writes at most 8 bytes into a live 8-byte buffer.
-    let n = unsafe { libc::syscall(libc::SYS_getrandom, b.as_mut_ptr(), b.len(), 0) };
-    if n != 8 {
-        // Never seen in practice; tokens stay unique through the fence.
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        return (t.as_nanos() as u64).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
-    }
-    u64::from_ne_bytes(b)
 }
 
 /// The fence seed: wall-clock nanoseconds, as the Go server without a

@@ -43,7 +43,7 @@ impl Driver {
         let result = renewal::renewed(r);
         let home = conn.filter(|_| result.is_ok());
         if let Some(lease) = &op.lease {
-            renewal::finish(lease, generation, sent, expires_at, result, home);
+            renewal::finish(lease, generation, sent, expires_at, result, home, op.server);
         }
     }
 
