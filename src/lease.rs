@@ -423,8 +423,14 @@ impl Shared {
         what: &str,
     ) -> Result<Ended> {
         let lease_s = self.requested_ttl();
-        let (mut server, mut redirects) = (self.server, 0);
+        let cluster = self.client.config.cluster;
+        let (mut server, mut redirects, mut hops) = (self.client.route(self.server), 0, 0);
+        if let (true, Some(h)) = (cluster, &home) {
+            // A release (or wait) starts on its home, wherever the leader is.
+            server = h.server;
+        }
         let (mut reused, mut stale_retried) = (false, false);
+        let mut reference: Option<String> = None;
         let mut next = op.first();
         loop {
             let (ask, via) = match next {
@@ -435,6 +441,7 @@ impl Shared {
                     anchor,
                 } => {
                     let home = home.expect("a grant came on a connection");
+                    self.client.leader_answered(home.server);
                     if let Err(e) = ensure_running(&self.client) {
                         self.release_grant(token, home);
                         return Err(e);
@@ -469,9 +476,18 @@ impl Shared {
             };
             let at = match via {
                 Via::Same => home.take().expect("Via::Same names a connection"),
-                Via::Server | Via::Fresh => {
+                Via::Server | Via::Fresh | Via::Reattach => {
+                    // The failed connection's session, for a re-attach
+                    // (kept across the members tried).
+                    if let (Via::Reattach, Some(h)) = (via, &home) {
+                        reference = h.conn.sent_ref().map(str::to_owned);
+                    }
+                    let reference = reference.as_deref().filter(|_| via == Via::Reattach);
                     if let Some(h) = home.take() {
                         self.give_back(h);
+                    }
+                    if via == Via::Reattach {
+                        server = self.client.route(server);
                     }
                     let pooled = match via {
                         Via::Server if !stale_retried => self.client.pool_take(server),
@@ -481,10 +497,20 @@ impl Shared {
                     let conn = match pooled {
                         Some(conn) => conn,
                         None => {
-                            if via == Via::Fresh {
+                            if via != Via::Server {
                                 bump(&self.client.metrics.reconnects);
                             }
-                            Arc::new(self.client.open(server, Some(cap))?)
+                            match self.client.open_as(server, Some(cap), reference) {
+                                Ok(conn) => Arc::new(conn),
+                                Err(e) => {
+                                    // Cluster mode: an unreachable member
+                                    // sends the request to the next one.
+                                    server = self.client.reroute_blocking(e, server, &mut hops, cap)?;
+                                    self.check_cancel(what)?;
+                                    next = Next::Send { ask, via };
+                                    continue;
+                                }
+                            }
                         }
                     };
                     Home { conn, server }
@@ -510,11 +536,34 @@ impl Shared {
                     next = op.first();
                     continue;
                 }
-                if e.kind() == ErrorKind::NotLeader {
-                    self.give_back(at);
-                    server = self.client.follow(e.clone(), server, &mut redirects)?;
-                    next = op.first();
-                    continue;
+            }
+            if let Err(e) = &r {
+                let refused = matches!(e.kind(), ErrorKind::NotLeader | ErrorKind::Draining);
+                match via {
+                    Via::Server | Via::Reattach if cluster && refused => {
+                        // Not the leader (or leaving): the same request to
+                        // the member the cluster points at.
+                        self.give_back(at);
+                        server = self.client.reroute_blocking(e.clone(), server, &mut hops, cap)?;
+                        self.check_cancel(what)?;
+                        next = Next::Send { ask, via };
+                        continue;
+                    }
+                    Via::Server if e.kind() == ErrorKind::NotLeader => {
+                        self.give_back(at);
+                        server = self.client.follow(e.clone(), server, &mut redirects)?;
+                        next = op.first();
+                        continue;
+                    }
+                    _ if cluster && refused && matches!(ask, Ask::Release { .. }) => {
+                        // A release on a home whose node is no longer the
+                        // leader: said again to the leader.
+                        self.give_back(at);
+                        server = self.client.reroute_blocking(e.clone(), server, &mut hops, cap)?;
+                        next = Next::Send { ask, via: Via::Fresh };
+                        continue;
+                    }
+                    _ => {}
                 }
             }
             if matches!(ask, Ask::Renew { .. }) && r.is_ok() {
@@ -526,13 +575,22 @@ impl Shared {
         }
     }
 
+    /// `Err(Cancelled)` if cancel() was called for the running operation.
+    fn check_cancel(&self, what: &str) -> Result<()> {
+        if self.cancel_requested() {
+            return Err(cancelled(what));
+        }
+        Ok(())
+    }
+
     fn cadence(&self) -> Cadence {
         Cadence::of(&self.client.config)
     }
 
     fn acquire(self: &Arc<Self>, _op: &OpGuard, timeout_s: u64) -> Result<()> {
         let cap = self.client.call_deadline(timeout_s);
-        let op = Operation::acquire(self.kind, &self.key, timeout_s, false, self.cadence());
+        let op = Operation::acquire(self.kind, &self.key, timeout_s, false, self.cadence())
+            .in_cluster(self.client.config.cluster);
         self.drive(op, None, cap, "acquire").map(drop)
     }
 
@@ -558,7 +616,8 @@ impl Shared {
         // On timeout the server removed us from the queue; the connection
         // itself is still good unless broken (given back either way).
         let cap = self.client.call_deadline(timeout_s);
-        let op = Operation::wait(self.kind, &self.key, timeout_s, self.cadence());
+        let op = Operation::wait(self.kind, &self.key, timeout_s, self.cadence())
+            .in_cluster(self.client.config.cluster);
         self.drive(op, Some(home), cap, "wait").map(drop)
     }
 

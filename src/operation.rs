@@ -97,6 +97,10 @@ pub(crate) enum Via {
     Same,
     /// A new connection, not the failed one.
     Fresh,
+    /// Cluster mode: a new connection to the leader that repeats the
+    /// failed connection's `stable-ref`, so a waiter queued there keeps its
+    /// place (`w` claims it).
+    Reattach,
 }
 
 /// What the driver does next.
@@ -155,6 +159,14 @@ pub(crate) struct Operation {
     cadence: Cadence,
     /// A release already went to a fresh connection.
     retried: bool,
+    /// Cluster mode: a waiter whose connection failed is re-attached on the
+    /// leader instead of failing.
+    cluster: bool,
+    /// A `w` re-attaching a waiter is in flight: `error_not_enqueued` means
+    /// the server kept no place for it (acquire afresh).
+    reattaching: bool,
+    /// When the first request went out (the wait's timeout counts from it).
+    first_sent: Option<Stamp>,
     /// For messages: "acquire", "semaphore wait", ...
     what: &'static str,
     key: String,
@@ -213,9 +225,18 @@ impl Operation {
             stage: Stage::Idle,
             cadence,
             retried: false,
+            cluster: false,
+            reattaching: false,
+            first_sent: None,
             what,
             key: key.to_owned(),
         }
+    }
+
+    /// Cluster mode (see [`Via::Reattach`]).
+    pub(crate) fn in_cluster(mut self, cluster: bool) -> Operation {
+        self.cluster = cluster;
+        self
     }
 
     /// The first request (again, after a leader redirect).
@@ -255,6 +276,7 @@ impl Operation {
 
     /// The request of the last [`Next::Send`] went out at `at`.
     pub(crate) fn sent(&mut self, at: Stamp) {
+        self.first_sent.get_or_insert(at);
         match &mut self.stage {
             Stage::Asked { sent, .. } | Stage::Confirming { sent, .. } => *sent = Some(at),
             Stage::Idle | Stage::Over => {}
@@ -335,12 +357,76 @@ impl Operation {
                 crate::log::log!(crate::log::Level::Warn, "{e}; releasing on a fresh connection");
                 self.send(Ask::Release { token }, Via::Fresh)
             }
+            (Ask::Wait { .. }, Err(e)) if self.reattaching && e.kind() == ErrorKind::NotEnqueued => {
+                // The new leader kept no place for this waiter (no
+                // `--orphan-ttl`, or it expired): queue again, same connection.
+                self.reattaching = false;
+                match self.timeout_left(now) {
+                    Some(timeout_s) => self.send(Ask::Acquire { timeout_s }, Via::Same),
+                    None => Next::Failed(Error::new(
+                        ErrorKind::Timeout,
+                        format!("{} {:?}: timed out across a failover", self.what, self.key),
+                    )),
+                }
+            }
+            (Ask::Acquire { .. } | Ask::Wait { .. }, Err(e))
+                if self.cluster && self.waiter_failed(&e, conn_failed) =>
+            {
+                // The node this waiter queued on died, was drained or lost
+                // the leadership: claim the place on the leader.
+                match self.timeout_left(now) {
+                    Some(timeout_s) => {
+                        crate::log::log!(
+                            crate::log::Level::Warn,
+                            "{e}; re-attaching the waiter on the cluster's leader"
+                        );
+                        self.reattaching = true;
+                        self.send(Ask::Wait { timeout_s }, Via::Reattach)
+                    }
+                    None => Next::Failed(e),
+                }
+            }
             (_, Err(e)) => Next::Failed(e),
             (_, Ok(other)) => Next::Abandon(Error::new(
                 ErrorKind::Protocol,
                 format!("{} {:?}: unexpected reply {other:?}", self.what, self.key),
             )),
         }
+    }
+
+    /// Whether `e` ended a blocked `l`/`w` because of its node, not because
+    /// of the request (cluster mode): the connection failed, or the node
+    /// answered `error` (a drain ends blocked waiters so), `error_draining`
+    /// or `error_not_leader`.
+    fn waiter_failed(&self, e: &Error, conn_failed: bool) -> bool {
+        let blocking = match self.stage_goal_timeout() {
+            Some(t) => t > 0,
+            None => false,
+        };
+        blocking
+            && (conn_failed
+                || matches!(
+                    e.kind(),
+                    ErrorKind::Io | ErrorKind::Server | ErrorKind::Draining | ErrorKind::NotLeader
+                ))
+    }
+
+    /// The goal's wait in seconds (acquire and wait goals).
+    fn stage_goal_timeout(&self) -> Option<u64> {
+        match self.goal {
+            Goal::Acquire { timeout_s, .. } | Goal::Wait { timeout_s } => Some(timeout_s),
+            Goal::Enqueue | Goal::Release { .. } => None,
+        }
+    }
+
+    /// Whole seconds left of the goal's wait at `now` (`None`: none).
+    fn timeout_left(&self, now: Stamp) -> Option<u64> {
+        let total = std::time::Duration::from_secs(self.stage_goal_timeout()?);
+        let elapsed = self.first_sent.map_or(std::time::Duration::ZERO, |t| {
+            now.mono.saturating_duration_since(t.mono)
+        });
+        let left = total.checked_sub(elapsed)?.as_secs();
+        (left > 0).then_some(left)
     }
 
     /// A grant that came too late to trust and was not confirmed.

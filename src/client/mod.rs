@@ -328,8 +328,19 @@ impl ClientInner {
     /// A fresh authenticated connection to server `idx`, opened within
     /// `connect_timeout` and before `cap`.
     pub(crate) fn open(&self, idx: usize, cap: Option<Instant>) -> Result<Connection> {
+        self.open_as(idx, cap, None)
+    }
+
+    /// [`open`](Self::open), in cluster mode repeating `reference` (a
+    /// replaced connection's `stable-ref`) instead of a new one.
+    pub(crate) fn open_as(
+        &self,
+        idx: usize,
+        cap: Option<Instant>,
+        reference: Option<&str>,
+    ) -> Result<Connection> {
         let (host, port) = self.server(idx)?;
-        self.connector.open(host, *port, cap)
+        self.connector.open_as(host, *port, cap, reference)
     }
 
     /// A live pooled connection to server `idx`, or a new one (opened

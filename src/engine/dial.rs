@@ -59,6 +59,9 @@ pub(crate) struct Dial {
     /// Cluster mode: the `stable-ref` to repeat (a waiter's replacement
     /// connection); `None`: a new one.
     reference: Option<String>,
+    /// The operation this dial is for alone (a re-attaching waiter), not
+    /// its lane.
+    owner: Option<u64>,
 }
 
 impl Dial {
@@ -118,11 +121,25 @@ impl Dial {
             stage: Stage::Resolving,
             last_error: None,
             reference: None,
+            owner: None,
         }
     }
 
     pub(crate) fn lane(&self) -> (usize, usize) {
         self.lane
+    }
+
+    /// Make this dial operation `op`'s own, repeating `reference` as its
+    /// `stable-ref` (set before the dial gets that far: a dial reaches
+    /// `name` only after a later event).
+    pub(crate) fn for_op(&mut self, op: u64, reference: Option<String>) {
+        self.owner = Some(op);
+        self.reference = reference;
+    }
+
+    /// The operation this dial is for alone, if any.
+    pub(crate) fn owner(&self) -> Option<u64> {
+        self.owner
     }
 
     pub(crate) fn deadline(&self) -> Instant {

@@ -90,6 +90,12 @@ pub(super) enum Stage {
     },
     /// `conn` was busy (another thread's call): send again at the timer.
     Retry { conn: Arc<Connection> },
+    /// Cluster mode: waiting out a pause between rounds of the members
+    /// (an election) until `step_by`, in no lane.
+    Parked,
+    /// Cluster mode: its own connection, repeating a failed connection's
+    /// `stable-ref`, is being opened (a waiter re-attaching; no lane).
+    Dialing,
     /// Being worked on (the engine took it out of its stage).
     Moving,
 }
@@ -103,6 +109,12 @@ pub(crate) struct Op {
     pub(super) done: Option<Done>,
     pub(super) server: usize,
     pub(super) redirects: u32,
+    /// Cluster mode: members tried since the last answer (a pause after
+    /// each round).
+    pub(super) hops: usize,
+    /// Cluster mode: the `stable-ref` a re-attaching waiter's connection
+    /// repeats.
+    pub(super) reference: Option<String>,
     /// The whole operation's bound (the call deadline of the blocking API).
     pub(super) deadline: Instant,
     /// The current step's bound (a reply's deadline), at most `deadline`.
@@ -148,6 +160,8 @@ impl Op {
             done,
             server,
             redirects: 0,
+            hops: 0,
+            reference: None,
             deadline,
             step_by: deadline,
             stage: Stage::Waiting,
@@ -168,7 +182,8 @@ impl Op {
         let machine = match mode {
             // `e` then `w`: `e` is answered at once, which keeps starts of
             // one key in order (see lanes.rs).
-            Mode::Acquire => Operation::acquire(kind, key, timeout_s, true, cadence),
+            Mode::Acquire => Operation::acquire(kind, key, timeout_s, true, cadence)
+                .in_cluster(lease.client.config.cluster),
             Mode::Try => Operation::acquire(kind, key, 0, false, cadence),
             Mode::Enqueue => Operation::enqueue(kind, key, cadence),
         };
@@ -177,7 +192,8 @@ impl Op {
             lease_s,
             _guard: guard,
         };
-        let (client, server) = (Arc::clone(&lease.client), lease.server);
+        // In cluster mode, to the leader.
+        let (client, server) = (Arc::clone(&lease.client), lease.client.route(lease.server));
         Op::new(
             client,
             Some(lease),
@@ -218,7 +234,8 @@ impl Op {
     pub(crate) fn wait(lease: Arc<Shared>, guard: OpGuard, home: Home, timeout_s: u64, done: Done) -> Op {
         let deadline = lease.client.call_deadline(timeout_s);
         let cadence = Cadence::of(&lease.client.config);
-        let machine = Operation::wait(lease.kind, &lease.key, timeout_s, cadence);
+        let machine = Operation::wait(lease.kind, &lease.key, timeout_s, cadence)
+            .in_cluster(lease.client.config.cluster);
         let purpose = Purpose::Acquire {
             mode: Mode::Acquire,
             lease_s: lease.renew_ttl(),
@@ -306,7 +323,7 @@ impl Op {
     pub(super) fn conn(&self) -> Option<&Arc<Connection>> {
         match &self.stage {
             Stage::Asked { conn, .. } | Stage::Retry { conn } => Some(conn),
-            Stage::Waiting | Stage::Moving => None,
+            Stage::Waiting | Stage::Parked | Stage::Dialing | Stage::Moving => None,
         }
     }
 
@@ -323,7 +340,7 @@ impl Stage {
     pub(super) fn conn_owned(self) -> Option<Arc<Connection>> {
         match self {
             Stage::Asked { conn, .. } | Stage::Retry { conn } => Some(conn),
-            Stage::Waiting | Stage::Moving => None,
+            Stage::Waiting | Stage::Parked | Stage::Dialing | Stage::Moving => None,
         }
     }
 }

@@ -246,6 +246,20 @@ impl Driver {
             Step::Connected(conn) => {
                 self.disarm(engine, id);
                 conn.set_registration(TASK_BIT | id); // the dial's registration stays
+                if let Some(owner) = dial.owner() {
+                    // A re-attaching waiter's own connection.
+                    match self.tasks.remove(&owner) {
+                        Some(Task::Op(mut op)) if matches!(op.stage, Stage::Dialing) => {
+                            op.stage = Stage::Moving;
+                            self.send(engine, owner, op, conn);
+                        }
+                        Some(task) => {
+                            self.tasks.insert(owner, task);
+                        }
+                        None => {}
+                    }
+                    return;
+                }
                 let key = dial.lane();
                 drop(dial);
                 if let Some(lane) = self.lanes.get_mut(&key) {
@@ -255,6 +269,12 @@ impl Driver {
             }
             Step::Failed(e) => {
                 self.disarm(engine, id);
+                if let Some(owner) = dial.owner() {
+                    if let Some(Task::Op(op)) = self.tasks.remove(&owner) {
+                        self.elsewhere_or_fail(engine, owner, op, e);
+                    }
+                    return;
+                }
                 let key = dial.lane();
                 drop(dial);
                 // The oldest waiting operation fails with it, as a blocking
@@ -266,7 +286,7 @@ impl Driver {
                     .and_then(|lane| lane.dial_failed(&|id| is_waiting(tasks, id)));
                 if let Some(victim) = victim {
                     if let Some(Task::Op(op)) = self.tasks.remove(&victim) {
-                        self.fail(engine, victim, op, e);
+                        self.elsewhere_or_fail(engine, victim, op, e);
                     }
                 }
                 self.pump(engine, key);
@@ -381,7 +401,7 @@ impl Driver {
         }
         let conn = match std::mem::replace(&mut op.stage, Stage::Moving) {
             Stage::Asked { conn, .. } | Stage::Retry { conn } => conn,
-            Stage::Waiting | Stage::Moving => {
+            Stage::Waiting | Stage::Parked | Stage::Dialing | Stage::Moving => {
                 if let Err(e) = r {
                     self.fail(engine, id, op, e);
                 }
@@ -410,6 +430,18 @@ impl Driver {
                 Err(e) => self.fail(engine, id, op, e),
             }
             return;
+        }
+        if let (Err(e), Some((_, Via::Server | Via::Reattach)), true) = (&r, op.ask, op.client.config.cluster)
+        {
+            if matches!(e.kind(), ErrorKind::NotLeader | ErrorKind::Draining) {
+                // Cluster mode: the same request to the member the cluster
+                // points at.
+                self.disarm(engine, id);
+                op.client.checkin(op.server, conn);
+                let e = e.clone();
+                self.elsewhere_or_fail(engine, id, op, e);
+                return;
+            }
         }
         if let (Err(e), Some((_, Via::Server))) = (&r, op.ask) {
             if e.kind() == ErrorKind::NotLeader {
@@ -441,6 +473,17 @@ impl Driver {
                 op.ask = Some((ask, via));
                 if via == Via::Same {
                     self.send(engine, id, op, conn);
+                    return;
+                }
+                if via == Via::Reattach {
+                    // A waiter whose node failed: its own connection to
+                    // the leader, under the failed connection's ref.
+                    self.disarm(engine, id);
+                    op.reference = conn.sent_ref().map(str::to_owned);
+                    conn.abort();
+                    drop(conn);
+                    op.server = op.client.route(op.server);
+                    self.dial_alone(engine, id, op);
                     return;
                 }
                 // A new connection (a release whose home failed).
@@ -525,6 +568,11 @@ impl Driver {
                         self.tasks.insert(id, Task::Op(op));
                         continue;
                     }
+                    if matches!(op.stage, Stage::Parked) && now < op.deadline {
+                        op.step_by = op.deadline;
+                        self.go_to_server(engine, id, op);
+                        continue;
+                    }
                     if let Stage::Retry { conn } = &op.stage {
                         if now < op.deadline {
                             let conn = Arc::clone(conn);
@@ -548,7 +596,7 @@ impl Driver {
                             bump(&op.client.metrics.deadline_hits);
                         }
                     }
-                    let what = if matches!(op.stage, Stage::Waiting) {
+                    let what = if matches!(op.stage, Stage::Waiting | Stage::Parked | Stage::Dialing) {
                         "no connection to the server before the deadline"
                     } else {
                         "no reply before the deadline"
@@ -560,6 +608,73 @@ impl Driver {
                 None => {}
             }
         }
+    }
+
+    /// Cluster mode: after `op`'s member failed with `e` (unreachable,
+    /// refused, draining, not the leader), send it to the member the
+    /// cluster points at, after a pause once every member was tried (an
+    /// election). Anything else (or no time left) fails it; renewals
+    /// settle by the renewal policy, which doubts the lease and reroutes
+    /// itself.
+    fn elsewhere_or_fail(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, e: Error) {
+        let next = match op.is_renewal() {
+            true => None,
+            false => op.client.reroute(&e, op.server),
+        };
+        let Some(next) = next else {
+            self.fail(engine, id, op, e);
+            return;
+        };
+        if let Some(lease) = op.lease.clone() {
+            if op.is_acquire() && lease.cancel_requested() {
+                let e = cancelled(&op.what());
+                self.fail(engine, id, op, e);
+                return;
+            }
+        }
+        self.enqueued(&mut op);
+        op.server = next;
+        op.hops += 1;
+        let now = Instant::now();
+        if op.hops % op.client.config.servers.len() == 0 {
+            let at = now + op.client.election_backoff();
+            if at >= op.deadline {
+                let e = e.context("no cluster leader answered before the deadline");
+                self.fail(engine, id, op, e);
+                return;
+            }
+            op.stage = Stage::Parked;
+            op.step_by = at;
+            self.timers.push(Reverse((at, id)));
+            self.tasks.insert(id, Task::Op(op));
+            return;
+        }
+        op.step_by = op.deadline;
+        self.go_to_server(engine, id, op);
+    }
+
+    /// Send `op` (again) to its server: its own connection for a waiter
+    /// re-attaching, else its server's lane.
+    fn go_to_server(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
+        if matches!(op.ask, Some((_, Via::Reattach))) {
+            self.dial_alone(engine, id, op);
+        } else {
+            op.stage = Stage::Waiting;
+            self.enqueue(engine, id, op);
+        }
+    }
+
+    /// Open a connection for `op` alone (a re-attaching waiter, repeating
+    /// its failed connection's `stable-ref`).
+    fn dial_alone(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
+        let dial_id = engine.next_id();
+        let key = lane_key(&op.client, op.server);
+        let (mut dial, step) = Dial::start(dial_id, key, Arc::clone(&op.client), op.server, engine);
+        dial.for_op(id, op.reference.clone());
+        op.stage = Stage::Dialing;
+        self.timers.push(Reverse((op.step_by, id)));
+        self.tasks.insert(id, Task::Op(op));
+        self.dial_step(engine, dial_id, Box::new(dial), step);
     }
 
     /// A grant held or a release done.
