@@ -343,43 +343,75 @@ fn await_event(events: &Events, within: Duration) -> dflockd::events::Event {
     got.expect("event")
 }
 
+/// A cluster with `--orphan-ttl` and a lock held on it, for two waiters to
+/// queue behind across a failover.
+struct Fifo {
+    c: TestCluster,
+    client: Client,
+    key: String,
+    holder: Lease,
+    leader: usize,
+}
+
+impl Fifo {
+    fn new(name: &str) -> Fifo {
+        let c = start(ClusterOptions {
+            orphan_ttl: Some(Duration::from_secs(30)),
+            ..ClusterOptions::default()
+        });
+        let client = client_of(&c, 0);
+        let key = key(name);
+        let holder = client.lock(&key).expect("lease");
+        holder.acquire(5).expect("acquire");
+        let leader = c.leader().expect("leader");
+        Fifo {
+            c,
+            client,
+            key,
+            holder,
+            leader,
+        }
+    }
+
+    /// Await `n` waiters blocked on the leader.
+    fn blocked(&self, n: usize) {
+        assert!(
+            wait_until(Duration::from_secs(5), || self.c.blocked_requests(self.leader)
+                == n),
+            "{n} waiter(s) blocked on the leader"
+        );
+    }
+
+    /// Kill the leader; once the holder is confirmed and both waiters have
+    /// re-attached on the new leader under their refs, let go.
+    fn fail_over_and_release(&self) {
+        self.c.kill(self.leader);
+        assert!(wait_until(FAILOVER, || self.holder.is_held()), "holder confirmed");
+        let new = self.c.leader().expect("leader");
+        assert!(
+            wait_until(FAILOVER, || self.c.blocked_requests(new) == 2),
+            "both waiters re-attached on the new leader"
+        );
+        self.holder.release().expect("release");
+    }
+}
+
 #[test]
 fn waiters_keep_their_fifo_place_across_a_failover_with_orphan_ttl() {
-    let c = start(ClusterOptions {
-        orphan_ttl: Some(Duration::from_secs(30)),
-        ..ClusterOptions::default()
-    });
-    let client = client_of(&c, 0);
-    let k = key("fifo");
-    let holder = client.lock(&k).expect("lease");
-    holder.acquire(5).expect("acquire");
-    let leader = c.leader().expect("leader");
+    let f = Fifo::new("fifo");
     let (tx, rx) = mpsc::channel();
     let mut waiters = Vec::new();
     for name in ["first", "second"] {
-        let w = Arc::new(client.lock(&k).expect("lease"));
+        let w = Arc::new(f.client.lock(&f.key).expect("lease"));
         let (w2, tx) = (Arc::clone(&w), tx.clone());
         std::thread::spawn(move || {
             let r = w2.acquire(30).map_err(|e| e.to_string());
             let _ = tx.send((name, r));
         });
-        let queued = waiters.len() + 1;
-        assert!(
-            wait_until(Duration::from_secs(5), || c.blocked_requests(leader) == queued),
-            "{name} blocked on the leader"
-        );
         waiters.push(w);
+        f.blocked(waiters.len());
     }
-    c.kill(leader);
-    assert!(wait_until(FAILOVER, || holder.is_held()), "holder confirmed");
-    // Both waiters re-attach under their refs; give them the time to, then
-    // let go: the first in line gets the lock.
-    let new = c.leader().expect("leader");
-    assert!(
-        wait_until(FAILOVER, || c.blocked_requests(new) == 2),
-        "both waiters re-attached on the new leader"
-    );
-    holder.release().expect("release");
+    f.fail_over_and_release();
     let (name, r) = rx.recv_timeout(Duration::from_secs(10)).expect("one granted");
     assert_eq!((name, r), ("first", Ok(())), "FIFO kept across the failover");
     waiters[0].release().expect("release");
@@ -389,36 +421,17 @@ fn waiters_keep_their_fifo_place_across_a_failover_with_orphan_ttl() {
 
 #[test]
 fn evented_waiters_keep_their_fifo_place_across_a_failover_with_orphan_ttl() {
-    let c = start(ClusterOptions {
-        orphan_ttl: Some(Duration::from_secs(30)),
-        ..ClusterOptions::default()
-    });
-    let client = client_of(&c, 0);
-    let k = key("evented-fifo");
-    let holder = client.lock(&k).expect("lease");
-    holder.acquire(5).expect("acquire");
-    let leader = c.leader().expect("leader");
+    let f = Fifo::new("evented-fifo");
     let events = Events::new().expect("events");
     let waiters: Vec<Lease> = (0..2)
         .map(|i| {
-            let w = client.lock(&k).expect("lease");
+            let w = f.client.lock(&f.key).expect("lease");
             w.acquire_start(30, &events, i).expect("start");
-            assert!(
-                wait_until(Duration::from_secs(5), || c.blocked_requests(leader)
-                    == i as usize + 1),
-                "waiter {i} blocked on the leader"
-            );
+            f.blocked(i as usize + 1);
             w
         })
         .collect();
-    c.kill(leader);
-    assert!(wait_until(FAILOVER, || holder.is_held()), "holder confirmed");
-    let new = c.leader().expect("leader");
-    assert!(
-        wait_until(FAILOVER, || c.blocked_requests(new) == 2),
-        "both waiters re-attached on the new leader"
-    );
-    holder.release().expect("release");
+    f.fail_over_and_release();
     let got = await_event(&events, Duration::from_secs(10));
     assert_eq!(
         (got.tag, got.kind),
