@@ -104,10 +104,12 @@ impl Client {
         &self.inner.config
     }
 
-    /// The index of the server that owns `key`.
+    /// The index of the server that owns `key` (in cluster mode, the member
+    /// the client takes for the leader now).
     pub fn server_for(&self, key: &str) -> Result<usize> {
         self.check_fork()?;
-        self.inner.server_for(key)
+        let fixed = self.inner.server_for(key)?;
+        Ok(self.inner.route(fixed))
     }
 
     /// A new authenticated connection to server `server` (not pooled; the
