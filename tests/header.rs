@@ -7,7 +7,7 @@
 //! intended change to the C API. It also checks that every public name in
 //! them carries the library's prefix.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
