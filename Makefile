@@ -39,10 +39,11 @@ C_EXAMPLES := quickstart semaphore_threads two_phase tls_auth event_loop libeven
 EX_FLAGS    = $$([ $$e = libevent ] && pkg-config --cflags --libs libevent)
 # Examples run a second time with arguments (event_loop --lose: leases lost mid-work).
 C_EXAMPLE_RUNS := "event_loop --lose"
-C_TESTS    := test_abi test_faults test_observe test_fork test_events test_engine test_starts
+C_TESTS    := test_abi test_faults test_observe test_fork test_events test_engine test_starts test_cluster
 # test_faults and test_events assert wall-clock bounds, which valgrind's slowdown would break; ASan runs them.
 # test_engine runs under valgrind with --no-timing (its behaviour checks, not its wall-clock bounds).
-VALGRIND_TESTS := test_abi test_observe test_fork
+# test_cluster's bounds (a failover confirmed within 15 s) leave valgrind's slowdown ample room.
+VALGRIND_TESTS := test_abi test_observe test_fork test_cluster
 # The standalone test server, for the C tests that freeze or kill a server process.
 TESTSERVER_BIN := $(ROOT)/target/debug/dflockd-testserver
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

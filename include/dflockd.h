@@ -360,6 +360,21 @@ typedef enum {
    * `status` says why, `error` has the message.
    */
   DFLOCKD_EVENT_KIND_STATS_FAILED = 8,
+  /**
+   * A held lease watched with `dflockd_lease_watch_lost()` is in doubt:
+   * its connection went (in cluster mode, a leader failover) and it is
+   * not reported held until a renewal on another connection confirms it
+   * (`CONFIRMED`) or the server refuses it (`LOST`). `status` and
+   * `error` say what happened to the connection (e.g. `IO`,
+   * `DRAINING`). The registration stays: the outcome comes on the same
+   * queue and tag.
+   */
+  DFLOCKD_EVENT_KIND_DOUBTED = 9,
+  /**
+   * A doubted lease watched with `dflockd_lease_watch_lost()` was
+   * confirmed by the server: held again (`status` OK, `error` NULL).
+   */
+  DFLOCKD_EVENT_KIND_CONFIRMED = 10,
 } dflockd_event_kind;
 
 /**
@@ -517,6 +532,16 @@ typedef struct {
    * Of those, idle in the pool now.
    */
   uint64_t idle_connections;
+  /**
+   * Cluster mode: times the client's idea of the leader moved to another
+   * member (a refusal, a dead or draining leader, an election).
+   */
+  uint64_t failovers;
+  /**
+   * Held leases doubted (their connection went: not reported held) and
+   * then confirmed held again by a renewal elsewhere.
+   */
+  uint64_t leases_confirmed;
 } dflockd_metrics;
 
 /**
@@ -572,6 +597,17 @@ typedef struct {
  * thread), must not block and must not call into this lease handle.
  */
 typedef void (*dflockd_lost_fn)(void *userdata, dflockd_status status, const dflockd_error *error);
+
+/**
+ * Called when a held lease falls in doubt (`confirmed` false: its
+ * connection went, e.g. a cluster leader failover; the lease is not
+ * reported held meanwhile) and again when a renewal elsewhere confirms it
+ * (`confirmed` true: held again). A doubt that ends in a loss calls the
+ * lost callback instead of a second call here. Runs on the library's
+ * notifier thread: it must be quick, must not block and must not call
+ * into this lease handle.
+ */
+typedef void (*dflockd_doubt_fn)(void *userdata, bool confirmed);
 
 /**
  * Called once when an asynchronous acquire completes (or is cancelled).
@@ -874,6 +910,30 @@ dflockd_status dflockd_config_set_auto_release_on_disconnect(dflockd_config *cfg
                                                              dflockd_error **err);
 
 /**
+ * Say whether the servers are the members of one raft cluster (`enabled`
+ * true) rather than shards (false, the default). In cluster mode every key
+ * goes to the leader: the client remembers which member leads, follows
+ * `error_not_leader` hints that name a configured member (else tries the
+ * next member), and moves on to the next member when one refuses the
+ * connection, breaks it, stays silent or answers `error_draining`,
+ * pausing briefly between rounds while an election runs; each call stays
+ * within its usual bound. Held leases survive a failover: when the
+ * connection to the old leader goes they are *doubted*
+ * (`dflockd_lease_is_doubted()` true, `dflockd_lease_is_held()` false,
+ * `DFLOCKD_EVENT_KIND_DOUBTED`, the doubt callback with `false`), then
+ * confirmed by a renewal on the new leader (held again,
+ * `DFLOCKD_EVENT_KIND_CONFIRMED`, the callback with `true`) or lost if it
+ * refuses. Each connection names its session with a random `stable-ref`,
+ * so a waiter keeps its place in the queue across a failover (servers run
+ * with `--orphan-ttl`). Cannot be combined with a shard callback
+ * (`dflockd_config_set_shard()`): `dflockd_client_new()` then fails with
+ * `DFLOCKD_STATUS_INVALID_ARGUMENT`.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_config_set_cluster(dflockd_config *cfg, bool enabled, dflockd_error **err);
+
+/**
  * Route keys with `callback` instead of the standard CRC-32 shard (see
  * `dflockd_shard_fn` for when and where it runs); NULL restores CRC-32.
  * `userdata` is passed back first on every call and must stay valid until
@@ -1045,6 +1105,21 @@ dflockd_status dflockd_client_stats(const dflockd_client *client,
                                     dflockd_error **err);
 
 /**
+ * `barrier`: return once everything the servers acknowledged before it is
+ * applied (a linearizable read barrier: a read made after it sees every
+ * write acknowledged before it). In cluster mode
+ * (`dflockd_config_set_cluster()`) it goes to the leader, following
+ * redirects and waiting out an election; otherwise it goes to every
+ * configured server in turn (a single-node 2.x server answers at once;
+ * 1.10 servers have no `barrier` and answer `DFLOCKD_STATUS_SERVER_ERROR`).
+ *
+ * Network I/O: on a pooled connection or a new one; returns within
+ * connect timeout + I/O timeout (cluster mode: redirects and elections
+ * included), or that per server when sharding.
+ */
+dflockd_status dflockd_client_barrier(const dflockd_client *client, dflockd_error **err);
+
+/**
  * Copy the client's counters into `*out`. Pass `out_size =
  * sizeof(dflockd_metrics)`: a program built against an older header (a
  * smaller struct) gets the fields it knows; fields a newer header adds
@@ -1096,6 +1171,36 @@ dflockd_status dflockd_conn_auth(const dflockd_conn *conn,
  * Network I/O: one request; returns within the I/O timeout.
  */
 dflockd_status dflockd_conn_ping(const dflockd_conn *conn, dflockd_error **err);
+
+/**
+ * `barrier`: answered once the server (a cluster leader) has applied
+ * everything acknowledged before it, a linearizable read barrier; a
+ * single-node 2.x server answers at once. A cluster follower refuses it
+ * with `DFLOCKD_STATUS_NOT_LEADER` (the leader it names, if any, in the
+ * error object); 1.10 servers answer `DFLOCKD_STATUS_SERVER_ERROR`.
+ *
+ * Network I/O: one request; returns within the I/O timeout.
+ */
+dflockd_status dflockd_conn_barrier(const dflockd_conn *conn, dflockd_error **err);
+
+/**
+ * `stable-ref`: name this connection's session `reference` (1 to 64
+ * printable ASCII characters, no space; once per connection) on a cluster
+ * server. A waiter queued on a connection with a ref keeps its place when
+ * a new connection that sent the same ref repeats the `w` after a failover
+ * (servers run with `--orphan-ttl`). A malformed ref is
+ * `DFLOCKD_STATUS_INVALID_ARGUMENT` (nothing sent); the server's refusal
+ * (a second ref, a server without the command) is
+ * `DFLOCKD_STATUS_SERVER_ERROR`. Clients in cluster mode send a random
+ * ref on every connection they open, including the ones of
+ * `dflockd_client_connect()`.
+ *
+ * Network I/O: one request; returns within the I/O timeout.
+ */
+dflockd_status dflockd_conn_stable_ref(const dflockd_conn *conn,
+                                       const char *reference,
+                                       size_t reference_len,
+                                       dflockd_error **err);
 
 /**
  * `stats`: the server's statistics as JSON into `buf` (as
@@ -1290,7 +1395,10 @@ size_t dflockd_events_poll(dflockd_events *q, dflockd_event *out, size_t cap);
  * Ask for one `DFLOCKD_EVENT_KIND_LOST` event tagged `tag` on `q` when the
  * lease held by this handle is lost (at once if it already was), so an
  * event loop learns of it without a callback or a waiting thread. A
- * release is not a loss and sends none. A lease handle has one
+ * release is not a loss and sends none. The same registration also gets a
+ * `DFLOCKD_EVENT_KIND_DOUBTED` event when a held lease falls in doubt
+ * and a `DFLOCKD_EVENT_KIND_CONFIRMED` event when it is confirmed again
+ * (neither ends the registration). A lease handle has one
  * registration: it stays, across releases and new acquires on this handle,
  * until the next loss fires it (call again after each LOST event to keep
  * watching), and a new call replaces it (queue and tag), so calling after
@@ -1646,6 +1754,17 @@ bool dflockd_lease_is_held(const dflockd_lease *lease);
 bool dflockd_lease_is_lost(const dflockd_lease *lease);
 
 /**
+ * Whether the handle's lease is in doubt right now: its connection went
+ * (in cluster mode, a leader failover; without auto-release on
+ * disconnect, a dropped connection) and a renewal on another connection
+ * has not yet confirmed it. `dflockd_lease_is_held()` is false meanwhile;
+ * the doubt ends confirmed (held again) or lost. False for NULL.
+ *
+ * No network I/O; returns at once.
+ */
+bool dflockd_lease_is_doubted(const dflockd_lease *lease);
+
+/**
  * Why the lease was lost, without a callback: returns
  * `DFLOCKD_STATUS_OK` while the handle's last lease is not lost, else the
  * error that ended it, with its detail in `*err` (the same status and
@@ -1684,6 +1803,23 @@ dflockd_status dflockd_lease_on_lost(const dflockd_lease *lease,
                                      dflockd_lost_fn callback,
                                      void *userdata,
                                      dflockd_error **err);
+
+/**
+ * Install (or with `callback` NULL, remove) the doubt callback: see
+ * `dflockd_doubt_fn` for when and on which thread it runs. `userdata` is
+ * passed back first and must stay valid until the callback is removed or
+ * the handle freed (a call already queued on the notifier may still run
+ * after a removal: keep `userdata` valid until the handle is freed if
+ * that matters). A polled alternative: `dflockd_lease_is_doubted()`, or
+ * the `DFLOCKD_EVENT_KIND_DOUBTED` / `DFLOCKD_EVENT_KIND_CONFIRMED` events
+ * of `dflockd_lease_watch_lost()`.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_lease_on_doubt(const dflockd_lease *lease,
+                                      dflockd_doubt_fn callback,
+                                      void *userdata,
+                                      dflockd_error **err);
 
 /**
  * Start an acquire that completes on a library thread (the generation's

@@ -16,6 +16,18 @@
 #include "dflockd.h"
 
 /**
+ * A running embedded cluster of dflockd nodes on loopback (a raft cluster
+ * double, not a real cluster): member `i` (0-based, node id `n{i+1}`)
+ * listens on `dflockd_testcluster_port(cluster, i)`; one member leads and
+ * serves mutating commands, the others refuse them with
+ * `error_not_leader <leader's address>`. A leader killed, paused or
+ * drained is replaced after the election delay. Thread-safe: every
+ * `const dflockd_testcluster *` function may be called from any thread.
+ * Stop and free it with `dflockd_testcluster_stop()`.
+ */
+typedef struct dflockd_testcluster dflockd_testcluster;
+
+/**
  * A running embedded dflockd server on loopback, for tests and demos.
  * Thread-safe: every `const dflockd_testserver *` function (fault
  * controls included) may be called from any thread. Stop and free it with
@@ -26,8 +38,11 @@ typedef struct dflockd_testserver dflockd_testserver;
 /**
  * Options for `dflockd_testserver_start()`: defaults as the real server
  * (127.0.0.1, an ephemeral port, lease 33 s, read timeout 23 s, sweep 1 s,
- * 1024 keys, no auth, no TLS). Not thread-safe; free with
- * `dflockd_testserver_options_free()`.
+ * 1024 keys, no auth, no TLS). `dflockd_testcluster_start()` takes them
+ * too, for every node of a cluster, with the cluster's own settings
+ * (`dflockd_testserver_options_set_election_delay_ms()`,
+ * `dflockd_testserver_options_set_orphan_ttl_ms()`). Not thread-safe;
+ * free with `dflockd_testserver_options_free()`.
  */
 typedef struct dflockd_testserver_options dflockd_testserver_options;
 
@@ -190,6 +205,30 @@ dflockd_status dflockd_testserver_options_set_follower(dflockd_testserver_option
                                                        dflockd_error **err);
 
 /**
+ * Cluster only (`dflockd_testcluster_start()`; a single server ignores
+ * it): the time from a leader's loss (killed, paused, drained) or the cold
+ * start to the next leader, in milliseconds (≥ 1; default 600).
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testserver_options_set_election_delay_ms(dflockd_testserver_options *opts,
+                                                                uint64_t delay_ms,
+                                                                dflockd_error **err);
+
+/**
+ * Cluster only (`dflockd_testcluster_start()`; a single server ignores
+ * it): dflockd's `--orphan-ttl` in milliseconds: how long a waiter queued
+ * on a connection that went with a dead or draining leader keeps its
+ * place for a new connection with the same `stable-ref`. 0 (the default)
+ * keeps none.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testserver_options_set_orphan_ttl_ms(dflockd_testserver_options *opts,
+                                                            uint64_t ttl_ms,
+                                                            dflockd_error **err);
+
+/**
  * Start a server (`opts` NULL = defaults; options are copied). It serves
  * on its own threads until `dflockd_testserver_stop()`.
  *
@@ -306,6 +345,159 @@ dflockd_status dflockd_testserver_restart(const dflockd_testserver *server, dflo
  * (promptly).
  */
 dflockd_status dflockd_testserver_drain(const dflockd_testserver *server);
+
+/**
+ * Start a cluster of `nodes` members (at least 1; 3 or 5 make a
+ * majority survive one or two losses) on ephemeral loopback ports, every
+ * member with the settings of `opts` (NULL = defaults; copied; the port
+ * and follower settings are ignored), the election delay and orphan TTL
+ * as `opts` sets them. The first leader is elected after the election
+ * delay: `dflockd_testcluster_await_leader()` waits for it (clients
+ * started earlier simply follow redirects or retry until then).
+ * `*cluster_out` receives the handle.
+ *
+ * Binds and listens on one port per member; no other network I/O;
+ * returns at once.
+ */
+dflockd_status dflockd_testcluster_start(size_t nodes,
+                                         const dflockd_testserver_options *opts,
+                                         dflockd_testcluster **cluster_out,
+                                         dflockd_error **err);
+
+/**
+ * Stop every member (connections closed, ports and threads freed) and
+ * free the handle. NULL is a no-op. Not concurrently with other calls on
+ * it.
+ *
+ * No I/O to other hosts; closes every connection and returns once the
+ * members' threads, woken, have ended (promptly).
+ */
+void dflockd_testcluster_stop(dflockd_testcluster *cluster);
+
+/**
+ * The number of members (0 for NULL).
+ *
+ * No network I/O; returns at once.
+ */
+size_t dflockd_testcluster_member_count(const dflockd_testcluster *cluster);
+
+/**
+ * The port member `i` listens on (0 for NULL or an index out of range).
+ * The port stays the member's across kill and restart.
+ *
+ * No network I/O; returns at once.
+ */
+uint16_t dflockd_testcluster_port(const dflockd_testcluster *cluster, size_t i);
+
+/**
+ * Every member's address, in member order, as `host:port` items separated
+ * by commas: the `DFLOCKD_SERVERS` format that `dflockd_config_set_servers()`
+ * takes (with `dflockd_config_set_cluster()`).
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testcluster_addrs(const dflockd_testcluster *cluster,
+                                         char *buf,
+                                         size_t cap,
+                                         size_t *out_len,
+                                         dflockd_error **err);
+
+/**
+ * The member that leads now (serves mutating commands), or -1 when there
+ * is none (an election is running, or NULL). A paused leader still counts
+ * until it is replaced.
+ *
+ * No network I/O; returns at once.
+ */
+int dflockd_testcluster_leader(const dflockd_testcluster *cluster);
+
+/**
+ * Wait up to `timeout_ms` milliseconds for a leader that is up and return
+ * its index, or -1 if none was elected in time (or for NULL).
+ *
+ * No network I/O; blocks the calling thread at most `timeout_ms`.
+ */
+int dflockd_testcluster_await_leader(const dflockd_testcluster *cluster, uint64_t timeout_ms);
+
+/**
+ * Fault: kill member `i` as SIGKILL would: its port refuses connections,
+ * every connection closes at once, nothing it held or queued is cleaned
+ * up (the shared table keeps the leases, as the cluster's log does). A
+ * killed leader is replaced after the election delay while a majority is
+ * up. `DFLOCKD_STATUS_INVALID_ARGUMENT` for an index out of range; a
+ * member already down is left as it is.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testcluster_kill(const dflockd_testcluster *cluster,
+                                        size_t i,
+                                        dflockd_error **err);
+
+/**
+ * Fault: stop member `i` as SIGSTOP would: it reads requests and answers
+ * nothing. A leader paused for longer than the election delay is replaced
+ * and, once resumed, follows.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testcluster_pause(const dflockd_testcluster *cluster,
+                                         size_t i,
+                                         dflockd_error **err);
+
+/**
+ * Let paused member `i` answer again (as a follower if it was replaced).
+ * Does nothing to a member that is not paused.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testcluster_resume(const dflockd_testcluster *cluster,
+                                          size_t i,
+                                          dflockd_error **err);
+
+/**
+ * Fault: shut member `i` down gracefully as SIGTERM would: new
+ * connections are refused, each connection gets `error_draining` on its
+ * next request and is closed (releasing nothing), waiting requests get
+ * `error`; shortly after its last client closed it is gone and, if it
+ * led, the next member leads at once.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testcluster_drain(const dflockd_testcluster *cluster,
+                                         size_t i,
+                                         dflockd_error **err);
+
+/**
+ * Start member `i`, which must be down (killed or drained away), again
+ * on its port, as a follower. `DFLOCKD_STATUS_IO` when it is still
+ * running or its port cannot be bound again.
+ *
+ * Binds and listens on the member's port; no other network I/O; returns
+ * at once.
+ */
+dflockd_status dflockd_testcluster_restart(const dflockd_testcluster *cluster,
+                                           size_t i,
+                                           dflockd_error **err);
+
+/**
+ * Fault: while `hold` is true no election completes (a cluster that has
+ * lost its majority); elections due meanwhile run once it is false again.
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testcluster_hold_elections(const dflockd_testcluster *cluster,
+                                                  bool hold,
+                                                  dflockd_error **err);
+
+/**
+ * Set the time from a leader's loss to its successor for later losses,
+ * in milliseconds (≥ 1).
+ *
+ * No network I/O; returns at once.
+ */
+dflockd_status dflockd_testcluster_set_election_delay_ms(const dflockd_testcluster *cluster,
+                                                         uint64_t delay_ms,
+                                                         dflockd_error **err);
 
 #ifdef __cplusplus
 }  // extern "C"

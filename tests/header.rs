@@ -7,7 +7,7 @@
 //! intended change to the C API. It also checks that every public name in
 //! them carries the library's prefix.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,19 +17,20 @@ fn config() -> cbindgen::Config {
     cbindgen::Config::from_file(root().join("cbindgen.toml")).expect("cbindgen.toml parses")
 }
 
-fn render(config: cbindgen::Config, src: &Path) -> String {
-    let bindings = cbindgen::Builder::new()
-        .with_config(config)
-        .with_src(src)
-        .generate()
-        .expect("cbindgen generates the header");
+fn render(config: cbindgen::Config, srcs: &[PathBuf]) -> String {
+    let mut builder = cbindgen::Builder::new().with_config(config);
+    for src in srcs {
+        builder = builder.with_src(src);
+    }
+    let bindings = builder.generate().expect("cbindgen generates the header");
     let mut out = Vec::new();
     bindings.write(&mut out);
     String::from_utf8(out).expect("header is UTF-8")
 }
 
-/// The test server's header: only src/ffi/testserver.rs, on top of
-/// dflockd.h (for dflockd_status and dflockd_error).
+/// The test server's header: only src/ffi/testserver.rs and
+/// src/ffi/testcluster.rs (the cluster double), on top of dflockd.h (for
+/// dflockd_status and dflockd_error).
 fn testserver_header() -> String {
     let mut c = config();
     c.include_guard = Some("DFLOCKD_TESTSERVER_H".into());
@@ -40,20 +41,32 @@ fn testserver_header() -> String {
          libdflockd was built with the `test-server` feature (the default).\n */"
             .into(),
     );
-    render(c, &root().join("src/ffi/testserver.rs"))
+    render(
+        c,
+        &[
+            root().join("src/ffi/testserver.rs"),
+            root().join("src/ffi/testcluster.rs"),
+        ],
+    )
 }
 
-/// Identifiers beginning with `dflockd_testserver` in `text`.
+/// The test server's and cluster's prefixes.
+const TEST_PREFIXES: [&str; 2] = ["dflockd_testserver", "dflockd_testcluster"];
+
+/// Identifiers beginning with `dflockd_testserver` or `dflockd_testcluster`
+/// in `text`.
 fn testserver_names(text: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("dflockd_testserver") {
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.push(tail[..end].to_owned());
-        rest = &tail[end..];
+    for prefix in TEST_PREFIXES {
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
     }
     names.sort();
     names.dedup();
@@ -64,7 +77,7 @@ fn testserver_names(text: &str) -> Vec<String> {
 fn client_header(testserver: &str) -> String {
     let mut c = config();
     c.export.exclude = testserver_names(testserver);
-    render(c, &root().join("src/lib.rs"))
+    render(c, &[root().join("src/lib.rs")])
 }
 
 fn check(path: &str, fresh: &str) {
@@ -103,10 +116,11 @@ fn the_client_header_has_no_test_server_item() {
     let client = client_header(&ts);
     let leaked: Vec<_> = declared_names(&client)
         .into_iter()
-        .filter(|n| n.starts_with("dflockd_testserver"))
+        .filter(|n| TEST_PREFIXES.iter().any(|p| n.starts_with(p)))
         .collect();
     assert!(leaked.is_empty(), "test server items in dflockd.h: {leaked:?}");
     assert!(ts.contains("dflockd_testserver_start"));
+    assert!(ts.contains("dflockd_testcluster_start"));
 }
 
 /// Every name a header declares: macros, typedefs, enum constants,

@@ -83,6 +83,8 @@ static const char *kind_name(dflockd_event_kind k) {
     case DFLOCKD_EVENT_KIND_ENQUEUED: return "ENQUEUED";
     case DFLOCKD_EVENT_KIND_STATS: return "STATS";
     case DFLOCKD_EVENT_KIND_STATS_FAILED: return "STATS_FAILED";
+    case DFLOCKD_EVENT_KIND_DOUBTED: return "DOUBTED";
+    case DFLOCKD_EVENT_KIND_CONFIRMED: return "CONFIRMED";
     }
     return "?";
 }

@@ -42,6 +42,7 @@ type options struct {
 	serverReadTO time.Duration
 	autoRelease  *bool
 	shard        func(key string, nServers int) int
+	cluster      bool
 }
 
 // WithServers sets the servers, each "host:port" (IPv6 as "[::1]:6388") or a
@@ -172,6 +173,18 @@ func WithShard(f func(key string, nServers int) int) Option {
 	return func(o *options) error { o.shard = f; return nil }
 }
 
+// WithCluster says the servers are the members of one raft cluster, not
+// shards (dflockd_config_set_cluster): every key goes to the leader, which
+// the client finds and follows (error_not_leader hints, the next member
+// when one refuses, breaks, stays silent or drains, a short pause while an
+// election runs), within each call's usual bound. Held leases survive a
+// failover: Doubted() is true (and Held() false) from the moment the old
+// leader's connection goes until a renewal on the new leader confirms the
+// lease (or it is lost: Lost() closes). Cannot be combined with WithShard.
+func WithCluster() Option {
+	return func(o *options) error { o.cluster = true; return nil }
+}
+
 // Client is a thread-safe dflockd client: configured servers, a pool of
 // authenticated connections, and key routing. Share one per process.
 type Client struct {
@@ -291,6 +304,9 @@ func (c *Client) configure(cfg *C.dflockd_config, o *options) error {
 		add(func(e **C.dflockd_error) C.dflockd_status {
 			return C.dflockd_config_set_auto_release_on_disconnect(cfg, C.bool(*o.autoRelease), e)
 		})
+	}
+	if o.cluster {
+		add(func(e **C.dflockd_error) C.dflockd_status { return C.dflockd_config_set_cluster(cfg, true, e) })
 	}
 	if o.shard != nil {
 		c.shardSlot = (*C.uintptr_t)(C.malloc(C.size_t(unsafe.Sizeof(C.uintptr_t(0)))))
@@ -422,6 +438,25 @@ func (c *Client) Stats(ctx context.Context, server int) (string, error) {
 	return out, nil
 }
 
+// Barrier returns once everything the servers acknowledged before it is
+// applied: a linearizable read barrier (dflockd_client_barrier). With
+// WithCluster it goes to the leader, following redirects and waiting out an
+// election; otherwise to every server in turn (1.10 servers answer
+// ErrServerError). The library bounds it by connect timeout + I/O timeout (per
+// server when sharding). It cannot be interrupted: when ctx is done first,
+// Barrier returns ErrCancelled at once and the request finishes in the
+// background.
+func (c *Client) Barrier(ctx context.Context) error {
+	return detach(ctx, "barrier", func() error {
+		err := c.h.use("barrier", func(p *C.dflockd_client) error {
+			var cerr *C.dflockd_error
+			return check(C.dflockd_client_barrier(p, &cerr), cerr)
+		})
+		runtime.KeepAlive(c)
+		return err
+	})
+}
+
 // Metrics is a snapshot of a client's counters (dflockd_metrics). Counters
 // only grow from the client's creation; OpenConnections and IdleConnections
 // are current values.
@@ -438,6 +473,8 @@ type Metrics struct {
 	ConnectionsOpened uint64 // connections opened, reconnects included
 	OpenConnections   uint64 // connections open now (in use, holding leases, or idle)
 	IdleConnections   uint64 // of those, idle in the pool now
+	Failovers         uint64 // cluster mode: times the client's leader moved to another member
+	LeasesConfirmed   uint64 // held leases doubted (connection gone) and then confirmed held again
 }
 
 // Metrics reads the client's counters. No network I/O; never blocks.
@@ -464,6 +501,8 @@ func (c *Client) Metrics() (Metrics, error) {
 		ConnectionsOpened: uint64(m.connections_opened),
 		OpenConnections:   uint64(m.open_connections),
 		IdleConnections:   uint64(m.idle_connections),
+		Failovers:         uint64(m.failovers),
+		LeasesConfirmed:   uint64(m.leases_confirmed),
 	}, nil
 }
 

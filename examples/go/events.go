@@ -19,8 +19,8 @@ import (
 // cgo call, so waiting costs no OS thread however many leases are watched or
 // acquires are pending.
 //
-// Two kinds of tags share one counter: a lease handle's tag (its LOST
-// events, leases) and an operation's tag (the one event of a *_start call:
+// Two kinds of tags share one counter: a lease handle's tag (its LOST,
+// DOUBTED and CONFIRMED events, leases) and an operation's tag (the one event of a *_start call:
 // ACQUIRED / ACQUIRE_FAILED / ENQUEUED / RELEASED / RELEASE_FAILED / STATS /
 // STATS_FAILED, ops), which the drainer turns into an outcome (an error, nil
 // on success, the kind, and a STATS event's JSON) and hands to the channel
@@ -158,17 +158,26 @@ func eventOutcome(ev *C.dflockd_event) outcome {
 	return o
 }
 
-// dispatch hands one event to whoever waits for its tag: a LOST event to
-// the lease handle watching with it, any other to the pending operation
+// dispatch hands one event to whoever waits for its tag: a LOST, DOUBTED or
+// CONFIRMED event to the lease handle watching with it, any other to the pending operation
 // (whose channel has room for it: it never blocks the drainer). An event
 // nobody waits for any more is dropped.
 func (q *eventQueue) dispatch(tag uint64, o outcome) {
 	q.mu.Lock()
-	if o.kind == C.DFLOCKD_EVENT_KIND_LOST {
+	switch o.kind {
+	case C.DFLOCKD_EVENT_KIND_LOST:
 		c := q.leases[tag]
 		q.mu.Unlock()
 		if c != nil {
 			c.lostEvent()
+		}
+		return
+	case C.DFLOCKD_EVENT_KIND_DOUBTED, C.DFLOCKD_EVENT_KIND_CONFIRMED:
+		// On the same registration as LOST; the registration stays.
+		c := q.leases[tag]
+		q.mu.Unlock()
+		if c != nil {
+			c.doubtEvent(o.kind == C.DFLOCKD_EVENT_KIND_CONFIRMED)
 		}
 		return
 	}

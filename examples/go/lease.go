@@ -35,6 +35,9 @@ type leaseCore struct {
 	used   bool   // lostCh belonged to a grant (replace it on the next)
 	wanted bool   // Lost() was called for lostCh
 	closed bool   // Close freed the C handle
+	// onDoubt (OnDoubt) keeps a registration armed while held: its DOUBTED
+	// and CONFIRMED events come on the same registration as LOST.
+	onDoubt func(confirmed bool)
 
 	// One dflockd_lease_watch_lost registration at most is outstanding. The
 	// library keeps it across releases and answers it with one LOST event at
@@ -306,6 +309,50 @@ func (l *Lease) Held() bool {
 	return held
 }
 
+// Doubted reports whether the handle's lease is in doubt right now: its
+// connection went (with WithCluster, a leader failover; with
+// WithAutoReleaseOnDisconnect(false), a dropped connection) and a renewal
+// elsewhere has not yet confirmed it. Held() is false meanwhile; the doubt
+// ends confirmed (held again) or lost (Lost() closes).
+func (l *Lease) Doubted() bool {
+	var doubted bool
+	_ = l.core.h.use("doubted", func(p *C.dflockd_lease) error {
+		doubted = bool(C.dflockd_lease_is_doubted(p))
+		return nil
+	})
+	runtime.KeepAlive(l)
+	return doubted
+}
+
+// OnDoubt sets (nil: removes) f, called with false when a held lease of
+// this handle falls in doubt and with true when it is confirmed held again
+// (a doubt that ends in a loss closes Lost() instead). Like Lost() it uses
+// the client's completion queue (the DOUBTED and CONFIRMED events of
+// dflockd_lease_watch_lost): f runs on the client's one event goroutine, in
+// order, so it must return quickly (hand the news to your own goroutine);
+// no library thread calls into Go.
+func (l *Lease) OnDoubt(f func(confirmed bool)) {
+	c := l.core
+	c.mu.Lock()
+	c.onDoubt = f
+	arm := c.armLocked()
+	c.mu.Unlock()
+	c.arm(arm)
+	runtime.KeepAlive(l)
+}
+
+// doubtEvent handles a DOUBTED (false) or CONFIRMED (true) event of this
+// handle's registration, on the queue's draining goroutine.
+func (c *leaseCore) doubtEvent(confirmed bool) {
+	c.mu.Lock()
+	f := c.onDoubt
+	closed := c.closed
+	c.mu.Unlock()
+	if f != nil && !closed {
+		f(confirmed)
+	}
+}
+
 // Lost returns a channel closed when the current lease (or, when nothing is
 // held, the next one granted) is lost: renewal failed until it would have
 // expired, the server refused it, or the server closed its connection (and
@@ -385,9 +432,10 @@ func (c *leaseCore) granted() {
 }
 
 // armLocked decides (under c.mu) whether a watch must be registered now: the
-// current grant's channel is wanted and no registration is outstanding.
+// current grant's channel is wanted (or a doubt callback is set) and no
+// registration is outstanding.
 func (c *leaseCore) armLocked() bool {
-	if !c.held || !c.wanted || c.armed || c.closed {
+	if !c.held || !(c.wanted || c.onDoubt != nil) || c.armed || c.closed {
 		return false
 	}
 	c.armed, c.cursor, c.cursorCh = true, c.gen, c.lostCh

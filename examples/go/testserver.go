@@ -24,26 +24,20 @@ type TestServerOptions struct {
 	// are released (a server run with --auto-release-on-disconnect=false;
 	// default: released at once).
 	NoAutoRelease bool
+	// ElectionDelay (StartTestCluster only): from a leader's loss, or the
+	// cold start, to the next leader (600 ms).
+	ElectionDelay time.Duration
+	// OrphanTTL (StartTestCluster only): dflockd's --orphan-ttl, how long a
+	// waiter of a lost leader's connection keeps its place (0: none).
+	OrphanTTL time.Duration
 }
 
-// TestServer is the library's embedded dflockd server on loopback, for
-// tests and demos, with fault controls. Safe for concurrent use.
-type TestServer struct {
-	h    *handle[*C.dflockd_testserver]
-	addr string
-}
-
-// StartTestServer starts an embedded server (opts may be nil).
-func StartTestServer(opts *TestServerOptions) (*TestServer, error) {
-	var o TestServerOptions
-	if opts != nil {
-		o = *opts
-	}
+// build makes the C options (the caller frees them).
+func (o *TestServerOptions) build() (*C.dflockd_testserver_options, error) {
 	var co *C.dflockd_testserver_options
 	if err := check(C.dflockd_testserver_options_new(&co), nil); err != nil {
 		return nil, err
 	}
-	defer C.dflockd_testserver_options_free(co)
 	var steps []func(e **C.dflockd_error) C.dflockd_status
 	if o.AuthToken != "" {
 		steps = append(steps, func(e **C.dflockd_error) C.dflockd_status {
@@ -83,6 +77,16 @@ func StartTestServer(opts *TestServerOptions) (*TestServer, error) {
 			return C.dflockd_testserver_options_set_max_waiters(co, C.size_t(o.MaxWaiters), e)
 		})
 	}
+	if o.ElectionDelay > 0 {
+		steps = append(steps, func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_testserver_options_set_election_delay_ms(co, C.uint64_t(o.ElectionDelay.Milliseconds()), e)
+		})
+	}
+	if o.OrphanTTL > 0 {
+		steps = append(steps, func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_testserver_options_set_orphan_ttl_ms(co, C.uint64_t(o.OrphanTTL.Milliseconds()), e)
+		})
+	}
 	if o.NoAutoRelease {
 		steps = append(steps, func(e **C.dflockd_error) C.dflockd_status {
 			return C.dflockd_testserver_options_set_auto_release(co, false, e)
@@ -91,9 +95,31 @@ func StartTestServer(opts *TestServerOptions) (*TestServer, error) {
 	for _, step := range steps {
 		var cerr *C.dflockd_error
 		if err := check(step(&cerr), cerr); err != nil {
+			C.dflockd_testserver_options_free(co)
 			return nil, err
 		}
 	}
+	return co, nil
+}
+
+// TestServer is the library's embedded dflockd server on loopback, for
+// tests and demos, with fault controls. Safe for concurrent use.
+type TestServer struct {
+	h    *handle[*C.dflockd_testserver]
+	addr string
+}
+
+// StartTestServer starts an embedded server (opts may be nil).
+func StartTestServer(opts *TestServerOptions) (*TestServer, error) {
+	var o TestServerOptions
+	if opts != nil {
+		o = *opts
+	}
+	co, err := o.build()
+	if err != nil {
+		return nil, err
+	}
+	defer C.dflockd_testserver_options_free(co)
 	var sp *C.dflockd_testserver
 	var cerr *C.dflockd_error
 	if err := check(C.dflockd_testserver_start(co, &sp, &cerr), cerr); err != nil {

@@ -70,6 +70,7 @@ fn core_config(d: &Draft) -> Result<Config, FfiError> {
         c.auto_release_on_disconnect = a;
     }
     c.default_lease_ttl_s = d.default_lease_s;
+    c.cluster = d.cluster;
     if let Some(s) = d.shard {
         c.shard = Some(Arc::new(move |key: &str, n: usize| s.call(key, n)));
     }
@@ -289,6 +290,29 @@ pub extern "C" fn dflockd_client_stats(
     })
 }
 
+/// `barrier`: return once everything the servers acknowledged before it is
+/// applied (a linearizable read barrier: a read made after it sees every
+/// write acknowledged before it). In cluster mode
+/// (`dflockd_config_set_cluster()`) it goes to the leader, following
+/// redirects and waiting out an election; otherwise it goes to every
+/// configured server in turn (a single-node 2.x server answers at once;
+/// 1.10 servers have no `barrier` and answer `DFLOCKD_STATUS_SERVER_ERROR`).
+///
+/// Network I/O: on a pooled connection or a new one; returns within
+/// connect timeout + I/O timeout (cluster mode: redirects and elections
+/// included), or that per server when sharding.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_client_barrier(
+    client: *const dflockd_client,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        // SAFETY: NULL or a live client (contract).
+        let c = unsafe { self::client(client) }?;
+        Ok(c.client.barrier()?)
+    })
+}
+
 /// Borrow the client behind a handle pointer, refusing one inherited
 /// through `fork()` (`DFLOCKD_STATUS_FORKED`).
 ///
@@ -356,6 +380,12 @@ pub struct dflockd_metrics {
     pub open_connections: u64,
     /// Of those, idle in the pool now.
     pub idle_connections: u64,
+    /// Cluster mode: times the client's idea of the leader moved to another
+    /// member (a refusal, a dead or draining leader, an election).
+    pub failovers: u64,
+    /// Held leases doubted (their connection went: not reported held) and
+    /// then confirmed held again by a renewal elsewhere.
+    pub leases_confirmed: u64,
 }
 
 /// Copy the client's counters into `*out`. Pass `out_size =
@@ -392,6 +422,8 @@ pub extern "C" fn dflockd_client_metrics(
             connections_opened: m.connections_opened,
             open_connections: m.open_connections,
             idle_connections: m.idle_connections,
+            failovers: m.failovers,
+            leases_confirmed: m.leases_confirmed,
         };
         let n = out_size.min(std::mem::size_of::<dflockd_metrics>());
         // SAFETY: `out` is non-NULL and, by contract, valid for `out_size`

@@ -65,6 +65,7 @@ pub(crate) struct Draft {
     pub renew_ratio: Option<f64>,
     pub shard: Option<ShardCallback>,
     pub auto_release_on_disconnect: Option<bool>,
+    pub cluster: bool,
 }
 
 /// Client configuration: servers, auth, TLS, timings, sharding.
@@ -445,6 +446,38 @@ pub extern "C" fn dflockd_config_set_auto_release_on_disconnect(
     })
 }
 
+/// Say whether the servers are the members of one raft cluster (`enabled`
+/// true) rather than shards (false, the default). In cluster mode every key
+/// goes to the leader: the client remembers which member leads, follows
+/// `error_not_leader` hints that name a configured member (else tries the
+/// next member), and moves on to the next member when one refuses the
+/// connection, breaks it, stays silent or answers `error_draining`,
+/// pausing briefly between rounds while an election runs; each call stays
+/// within its usual bound. Held leases survive a failover: when the
+/// connection to the old leader goes they are *doubted*
+/// (`dflockd_lease_is_doubted()` true, `dflockd_lease_is_held()` false,
+/// `DFLOCKD_EVENT_KIND_DOUBTED`, the doubt callback with `false`), then
+/// confirmed by a renewal on the new leader (held again,
+/// `DFLOCKD_EVENT_KIND_CONFIRMED`, the callback with `true`) or lost if it
+/// refuses. Each connection names its session with a random `stable-ref`,
+/// so a waiter keeps its place in the queue across a failover (servers run
+/// with `--orphan-ttl`). Cannot be combined with a shard callback
+/// (`dflockd_config_set_shard()`): `dflockd_client_new()` then fails with
+/// `DFLOCKD_STATUS_INVALID_ARGUMENT`.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_cluster(
+    cfg: *mut dflockd_config,
+    enabled: bool,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        d.cluster = enabled;
+        Ok(())
+    })
+}
+
 /// Route keys with `callback` instead of the standard CRC-32 shard (see
 /// `dflockd_shard_fn` for when and where it runs); NULL restores CRC-32.
 /// `userdata` is passed back first on every call and must stay valid until
@@ -523,6 +556,12 @@ mod tests {
             dflockd_status::Ok
         );
         assert!(unsafe { &*cfg }.draft.tls);
+        assert_eq!(dflockd_config_set_cluster(cfg, true, null), dflockd_status::Ok);
+        assert!(unsafe { &*cfg }.draft.cluster);
+        assert_eq!(
+            dflockd_config_set_cluster(std::ptr::null_mut(), true, null),
+            dflockd_status::NullParameter
+        );
         dflockd_config_free(cfg);
         dflockd_config_free(std::ptr::null_mut());
     }

@@ -262,6 +262,48 @@ pub extern "C" fn dflockd_conn_ping(
     guard(err, || Ok(self::conn(conn)?.ping()?))
 }
 
+/// `barrier`: answered once the server (a cluster leader) has applied
+/// everything acknowledged before it, a linearizable read barrier; a
+/// single-node 2.x server answers at once. A cluster follower refuses it
+/// with `DFLOCKD_STATUS_NOT_LEADER` (the leader it names, if any, in the
+/// error object); 1.10 servers answer `DFLOCKD_STATUS_SERVER_ERROR`.
+///
+/// Network I/O: one request; returns within the I/O timeout.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_conn_barrier(
+    conn: *const dflockd_conn,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || Ok(self::conn(conn)?.barrier()?))
+}
+
+/// `stable-ref`: name this connection's session `reference` (1 to 64
+/// printable ASCII characters, no space; once per connection) on a cluster
+/// server. A waiter queued on a connection with a ref keeps its place when
+/// a new connection that sent the same ref repeats the `w` after a failover
+/// (servers run with `--orphan-ttl`). A malformed ref is
+/// `DFLOCKD_STATUS_INVALID_ARGUMENT` (nothing sent); the server's refusal
+/// (a second ref, a server without the command) is
+/// `DFLOCKD_STATUS_SERVER_ERROR`. Clients in cluster mode send a random
+/// ref on every connection they open, including the ones of
+/// `dflockd_client_connect()`.
+///
+/// Network I/O: one request; returns within the I/O timeout.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_conn_stable_ref(
+    conn: *const dflockd_conn,
+    reference: *const c_char,
+    reference_len: usize,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let c = self::conn(conn)?;
+        // SAFETY: C contract.
+        let reference = unsafe { str_in(reference, reference_len, "reference") }?;
+        Ok(c.stable_ref(reference)?)
+    })
+}
+
 /// `stats`: the server's statistics as JSON into `buf` (as
 /// `dflockd_client_stats()`).
 ///

@@ -63,6 +63,17 @@ pub enum dflockd_event_kind {
     /// A request started with `dflockd_client_stats_start()` failed:
     /// `status` says why, `error` has the message.
     StatsFailed = 8,
+    /// A held lease watched with `dflockd_lease_watch_lost()` is in doubt:
+    /// its connection went (in cluster mode, a leader failover) and it is
+    /// not reported held until a renewal on another connection confirms it
+    /// (`CONFIRMED`) or the server refuses it (`LOST`). `status` and
+    /// `error` say what happened to the connection (e.g. `IO`,
+    /// `DRAINING`). The registration stays: the outcome comes on the same
+    /// queue and tag.
+    Doubted = 9,
+    /// A doubted lease watched with `dflockd_lease_watch_lost()` was
+    /// confirmed by the server: held again (`status` OK, `error` NULL).
+    Confirmed = 10,
 }
 
 /// One event taken from a queue.
@@ -110,7 +121,9 @@ fn kind(k: EventKind) -> dflockd_event_kind {
         EventKind::Enqueued => dflockd_event_kind::Enqueued,
         EventKind::Stats => dflockd_event_kind::Stats,
         EventKind::StatsFailed => dflockd_event_kind::StatsFailed,
-        _ => dflockd_event_kind::Lost,
+        EventKind::Doubted => dflockd_event_kind::Doubted,
+        EventKind::Confirmed => dflockd_event_kind::Confirmed,
+        EventKind::Lost => dflockd_event_kind::Lost,
     }
 }
 
@@ -206,7 +219,10 @@ pub extern "C" fn dflockd_events_poll(q: *mut dflockd_events, out: *mut dflockd_
 /// Ask for one `DFLOCKD_EVENT_KIND_LOST` event tagged `tag` on `q` when the
 /// lease held by this handle is lost (at once if it already was), so an
 /// event loop learns of it without a callback or a waiting thread. A
-/// release is not a loss and sends none. A lease handle has one
+/// release is not a loss and sends none. The same registration also gets a
+/// `DFLOCKD_EVENT_KIND_DOUBTED` event when a held lease falls in doubt
+/// and a `DFLOCKD_EVENT_KIND_CONFIRMED` event when it is confirmed again
+/// (neither ends the registration). A lease handle has one
 /// registration: it stays, across releases and new acquires on this handle,
 /// until the next loss fires it (call again after each LOST event to keep
 /// watching), and a new call replaces it (queue and tag), so calling after

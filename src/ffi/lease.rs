@@ -52,6 +52,16 @@ pub type dflockd_acquire_fn =
 pub type dflockd_lost_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, status: dflockd_status, error: *const dflockd_error)>;
 
+/// Called when a held lease falls in doubt (`confirmed` false: its
+/// connection went, e.g. a cluster leader failover; the lease is not
+/// reported held meanwhile) and again when a renewal elsewhere confirms it
+/// (`confirmed` true: held again). A doubt that ends in a loss calls the
+/// lost callback instead of a second call here. Runs on the library's
+/// notifier thread: it must be quick, must not block and must not call
+/// into this lease handle.
+#[allow(non_camel_case_types)]
+pub type dflockd_doubt_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, confirmed: bool)>;
+
 /// A C callback and its userdata, movable to a library thread.
 struct Callback {
     cb: unsafe extern "C" fn(*mut c_void, dflockd_status, *const dflockd_error),
@@ -74,6 +84,26 @@ impl Callback {
         guard_value((), || {
             // SAFETY: the C callback contract; ptr is valid for the call.
             unsafe { (self.cb)(self.userdata, status, ptr) }
+        });
+    }
+}
+
+/// A doubt callback and its userdata, movable to a library thread.
+struct DoubtCallback {
+    cb: unsafe extern "C" fn(*mut c_void, bool),
+    userdata: *mut c_void,
+}
+
+// SAFETY: dflockd_doubt_fn's documented contract: it runs on a library thread.
+unsafe impl Send for DoubtCallback {}
+unsafe impl Sync for DoubtCallback {}
+
+impl DoubtCallback {
+    fn call(&self, confirmed: bool) {
+        // A panic must not unwind into the library thread's caller.
+        guard_value((), || {
+            // SAFETY: the C callback contract.
+            unsafe { (self.cb)(self.userdata, confirmed) }
         });
     }
 }
@@ -344,6 +374,18 @@ pub extern "C" fn dflockd_lease_is_lost(lease: *const dflockd_lease) -> bool {
     guard_value(false, || self::lease(lease).is_ok_and(Lease::is_lost))
 }
 
+/// Whether the handle's lease is in doubt right now: its connection went
+/// (in cluster mode, a leader failover; without auto-release on
+/// disconnect, a dropped connection) and a renewal on another connection
+/// has not yet confirmed it. `dflockd_lease_is_held()` is false meanwhile;
+/// the doubt ends confirmed (held again) or lost. False for NULL.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_is_doubted(lease: *const dflockd_lease) -> bool {
+    guard_value(false, || self::lease(lease).is_ok_and(Lease::is_doubted))
+}
+
 /// Why the lease was lost, without a callback: returns
 /// `DFLOCKD_STATUS_OK` while the handle's last lease is not lost, else the
 /// error that ended it, with its detail in `*err` (the same status and
@@ -409,6 +451,33 @@ pub extern "C" fn dflockd_lease_on_lost(
             let cb = Callback { cb, userdata };
             Box::new(move |e: &crate::Error| cb.call(Some(e.clone())))
                 as Box<dyn Fn(&crate::Error) + Send + Sync>
+        }));
+        Ok(())
+    })
+}
+
+/// Install (or with `callback` NULL, remove) the doubt callback: see
+/// `dflockd_doubt_fn` for when and on which thread it runs. `userdata` is
+/// passed back first and must stay valid until the callback is removed or
+/// the handle freed (a call already queued on the notifier may still run
+/// after a removal: keep `userdata` valid until the handle is freed if
+/// that matters). A polled alternative: `dflockd_lease_is_doubted()`, or
+/// the `DFLOCKD_EVENT_KIND_DOUBTED` / `DFLOCKD_EVENT_KIND_CONFIRMED` events
+/// of `dflockd_lease_watch_lost()`.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_lease_on_doubt(
+    lease: *const dflockd_lease,
+    callback: dflockd_doubt_fn,
+    userdata: *mut c_void,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    guard(err, || {
+        let l = self::lease(lease)?;
+        l.on_doubt(callback.map(|cb| {
+            let cb = DoubtCallback { cb, userdata };
+            Box::new(move |confirmed: bool| cb.call(confirmed)) as Box<dyn Fn(bool) + Send + Sync>
         }));
         Ok(())
     })

@@ -29,4 +29,6 @@ pub mod conn;
 pub mod events;
 pub mod lease;
 #[cfg(feature = "test-server")]
+pub mod testcluster;
+#[cfg(feature = "test-server")]
 pub mod testserver;

@@ -16,11 +16,18 @@ use std::time::Duration;
 
 /// Options for `dflockd_testserver_start()`: defaults as the real server
 /// (127.0.0.1, an ephemeral port, lease 33 s, read timeout 23 s, sweep 1 s,
-/// 1024 keys, no auth, no TLS). Not thread-safe; free with
-/// `dflockd_testserver_options_free()`.
+/// 1024 keys, no auth, no TLS). `dflockd_testcluster_start()` takes them
+/// too, for every node of a cluster, with the cluster's own settings
+/// (`dflockd_testserver_options_set_election_delay_ms()`,
+/// `dflockd_testserver_options_set_orphan_ttl_ms()`). Not thread-safe;
+/// free with `dflockd_testserver_options_free()`.
 #[allow(non_camel_case_types)]
 pub struct dflockd_testserver_options {
-    opts: ServerOptions,
+    pub(super) opts: ServerOptions,
+    /// A cluster's election delay (`None`: the cluster default).
+    pub(super) election_delay: Option<Duration>,
+    /// A cluster's `--orphan-ttl` (`None`: waiters are not kept).
+    pub(super) orphan_ttl: Option<Duration>,
 }
 
 /// A running embedded dflockd server on loopback, for tests and demos.
@@ -37,10 +44,19 @@ fn with_opts(
     err: *mut *mut dflockd_error,
     f: impl FnOnce(&mut ServerOptions) -> Result<(), FfiError>,
 ) -> dflockd_status {
+    with_all_opts(o, err, |o| f(&mut o.opts))
+}
+
+/// [`with_opts`] for the options beyond one server's (a cluster's).
+fn with_all_opts(
+    o: *mut dflockd_testserver_options,
+    err: *mut *mut dflockd_error,
+    f: impl FnOnce(&mut dflockd_testserver_options) -> Result<(), FfiError>,
+) -> dflockd_status {
     guard(err, || {
         // SAFETY: NULL or live options, used by one thread (contract).
         let o = unsafe { o.as_mut() }.ok_or_else(|| FfiError::null("opts"))?;
-        f(&mut o.opts)
+        f(o)
     })
 }
 
@@ -57,14 +73,14 @@ fn control(s: *const dflockd_testserver, f: impl FnOnce(&TestServer)) -> dflockd
     })
 }
 
-fn millis(ms: u64, what: &str) -> Result<Duration, FfiError> {
+pub(super) fn millis(ms: u64, what: &str) -> Result<Duration, FfiError> {
     if ms == 0 {
         return Err(FfiError::invalid(format!("{what} must be at least 1 ms")));
     }
     Ok(Duration::from_millis(ms))
 }
 
-fn io_err(what: &str, e: std::io::Error) -> FfiError {
+pub(super) fn io_err(what: &str, e: std::io::Error) -> FfiError {
     FfiError::new(dflockd_status::Io, format!("{what}: {e}"))
 }
 
@@ -83,6 +99,8 @@ pub extern "C" fn dflockd_testserver_options_new(
                 out,
                 dflockd_testserver_options {
                     opts: ServerOptions::default(),
+                    election_delay: None,
+                    orphan_ttl: None,
                 },
             )
         };
@@ -360,6 +378,42 @@ pub extern "C" fn dflockd_testserver_options_set_follower(
     with_opts(opts, err, |o| {
         // SAFETY: C contract.
         o.follower = unsafe { follower_arg(follower, leader, leader_len) }?;
+        Ok(())
+    })
+}
+
+/// Cluster only (`dflockd_testcluster_start()`; a single server ignores
+/// it): the time from a leader's loss (killed, paused, drained) or the cold
+/// start to the next leader, in milliseconds (≥ 1; default 600).
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_testserver_options_set_election_delay_ms(
+    opts: *mut dflockd_testserver_options,
+    delay_ms: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_all_opts(opts, err, |o| {
+        o.election_delay = Some(millis(delay_ms, "election delay")?);
+        Ok(())
+    })
+}
+
+/// Cluster only (`dflockd_testcluster_start()`; a single server ignores
+/// it): dflockd's `--orphan-ttl` in milliseconds: how long a waiter queued
+/// on a connection that went with a dead or draining leader keeps its
+/// place for a new connection with the same `stable-ref`. 0 (the default)
+/// keeps none.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_testserver_options_set_orphan_ttl_ms(
+    opts: *mut dflockd_testserver_options,
+    ttl_ms: u64,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_all_opts(opts, err, |o| {
+        o.orphan_ttl = (ttl_ms != 0).then(|| Duration::from_millis(ttl_ms));
         Ok(())
     })
 }

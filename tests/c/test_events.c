@@ -5,7 +5,7 @@
  *     held within 50 ms, and a watched one yields one LOST event on the
  *     queue, noticed by poll(2) on the fd in this (single) thread;
  *   - on a server without auto-release the lease is confirmed on a fresh
- *     connection and held again, with no event;
+ *     connection and held again (DOUBTED, then CONFIRMED on the watch);
  *   - bad input gets a clear status; pending events are freed with the queue.
  * Also run under ASan and valgrind. Exit status = number of failed checks. */
 #define _POSIX_C_SOURCE 200809L
@@ -134,8 +134,9 @@ static void test_hang_up_is_a_loss(void) {
 
 /* Without auto-release the server still has the lease after the hang-up:
  * the engine hands it to an immediate renewal on a fresh connection (not
- * the next scheduled one, 10 s away), which confirms it: held, no event,
- * and a rival still cannot take it. (The unconfirmed window is one connect
+ * the next scheduled one, 10 s away), which confirms it: held, a DOUBTED
+ * then a CONFIRMED event on the watch (no LOST), and a rival still cannot
+ * take it. (The unconfirmed window is one connect
  * and one round trip: too short to sample reliably; the reconnect counter
  * shows the renewal ran at once.) */
 static void test_hang_up_without_auto_release_is_confirmed(void) {
@@ -146,6 +147,7 @@ static void test_hang_up_without_auto_release_is_confirmed(void) {
     dflockd_event ev[4];
     dflockd_metrics m;
     int64_t t0, took = -1;
+    size_t n = 0;
     bool got = true;
     EXPECT(DFLOCKD_STATUS_OK, dflockd_events_new(&q, E));
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_watch_lost(l, q, 7, E));
@@ -165,6 +167,19 @@ static void test_hang_up_without_auto_release_is_confirmed(void) {
     CHECK(took >= 0 && took <= 100000);
     CHECK(dflockd_lease_is_held(l));
     CHECK(!dflockd_lease_is_lost(l));
+    CHECK(!dflockd_lease_is_doubted(l));
+    /* The watch saw the doubt and its end: DOUBTED (why: the connection
+     * went), then CONFIRMED; no LOST. */
+    n = 0;
+    t0 = now_us();
+    while (n < 2 && now_us() - t0 < 2000000) {
+        n += dflockd_events_poll(q, ev + n, 4 - n);
+        if (n < 2) sleep_us(200);
+    }
+    CHECK(n == 2);
+    if (n >= 1) CHECK(ev[0].tag == 7 && ev[0].kind == DFLOCKD_EVENT_KIND_DOUBTED && ev[0].error != NULL);
+    if (n >= 2) CHECK(ev[1].tag == 7 && ev[1].kind == DFLOCKD_EVENT_KIND_CONFIRMED && ev[1].error == NULL);
+    while (n > 0) dflockd_error_free(ev[--n].error);
     CHECK(dflockd_events_poll(q, ev, 4) == 0);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_client_lock(other, S("ev/kept"), &rival, E));
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_try_acquire(rival, &got, E));

@@ -90,6 +90,8 @@ METRIC_FIELDS = (
     "connections_opened",
     "open_connections",
     "idle_connections",
+    "failovers",
+    "leases_confirmed",
 )
 
 
@@ -102,6 +104,8 @@ EVENT_LOST = 5
 EVENT_ENQUEUED = 6
 EVENT_STATS = 7
 EVENT_STATS_FAILED = 8
+EVENT_DOUBTED = 9
+EVENT_CONFIRMED = 10
 
 
 class Event(Structure):
@@ -148,6 +152,7 @@ _FUNCTIONS = {
     "dflockd_config_set_keepalive_ms": (c_int32, [P, c_uint64, ERR]),
     "dflockd_config_set_server_read_timeout_ms": (c_int32, [P, c_uint64, ERR]),
     "dflockd_config_set_auto_release_on_disconnect": (c_int32, [P, c_bool, ERR]),
+    "dflockd_config_set_cluster": (c_int32, [P, c_bool, ERR]),
     "dflockd_config_set_shard": (c_int32, [P, SHARD_FN, c_void_p, ERR]),
     "dflockd_fence_from_token": (c_int32, [S, c_size_t, POINTER(c_uint64), ERR]),
     "dflockd_shard": (c_int32, [S, c_size_t, c_size_t, POINTER(c_size_t), ERR]),
@@ -204,6 +209,7 @@ _FUNCTIONS = {
     "dflockd_lease_key": (c_int32, [P, c_void_p, c_size_t, POINTER(c_size_t), ERR]),
     "dflockd_lease_is_held": (c_bool, [P]),
     "dflockd_lease_is_lost": (c_bool, [P]),
+    "dflockd_lease_is_doubted": (c_bool, [P]),
     "dflockd_lease_lost_error": (c_int32, [P, ERR]),
     "dflockd_lease_wait_lost": (c_int32, [P, c_int64, POINTER(c_bool), ERR]),
     "dflockd_events_new": (c_int32, [POINTER(P), ERR]),
@@ -247,6 +253,19 @@ _FUNCTIONS = {
     "dflockd_testserver_set_follower": (c_int32, [P, c_bool, S, c_size_t, ERR]),
     "dflockd_testserver_restart": (c_int32, [P, ERR]),
     "dflockd_testserver_drain": (c_int32, [P]),
+    "dflockd_testserver_options_set_election_delay_ms": (c_int32, [P, c_uint64, ERR]),
+    "dflockd_testserver_options_set_orphan_ttl_ms": (c_int32, [P, c_uint64, ERR]),
+    "dflockd_testcluster_start": (c_int32, [c_size_t, P, POINTER(P), ERR]),
+    "dflockd_testcluster_stop": (None, [P]),
+    "dflockd_testcluster_member_count": (c_size_t, [P]),
+    "dflockd_testcluster_addrs": (c_int32, [P, c_void_p, c_size_t, POINTER(c_size_t), ERR]),
+    "dflockd_testcluster_leader": (ctypes.c_int, [P]),
+    "dflockd_testcluster_await_leader": (ctypes.c_int, [P, c_uint64]),
+    "dflockd_testcluster_kill": (c_int32, [P, c_size_t, ERR]),
+    "dflockd_testcluster_pause": (c_int32, [P, c_size_t, ERR]),
+    "dflockd_testcluster_resume": (c_int32, [P, c_size_t, ERR]),
+    "dflockd_testcluster_drain": (c_int32, [P, c_size_t, ERR]),
+    "dflockd_testcluster_restart": (c_int32, [P, c_size_t, ERR]),
 }
 
 

@@ -59,6 +59,7 @@ class _Base:
         keepalive_s: float | None = None,
         server_read_timeout_s: float | None = None,
         auto_release_on_disconnect: bool = True,
+        cluster: bool = False,
         on_lost: LostCallback | None = None,
         client: Client | None = None,
     ) -> None:
@@ -83,6 +84,7 @@ class _Base:
                 keepalive_s=keepalive_s,
                 server_read_timeout_s=server_read_timeout_s,
                 auto_release_on_disconnect=auto_release_on_disconnect,
+                cluster=cluster,
             )
         self.client = client
         self.servers = list(client.servers)
@@ -154,6 +156,17 @@ class _Base:
             return False
         with h.use() as p:
             return bool(n.lib.dflockd_lease_is_held(p))
+
+    def is_doubted(self) -> bool:
+        """Whether the lease is in doubt right now: its connection went (with
+        `cluster=True`, a leader failover) and a renewal elsewhere has not yet
+        confirmed it. `is_held()` is false meanwhile; it ends confirmed (held
+        again) or lost."""
+        h = self._h
+        if h is None or h.closed:
+            return False
+        with h.use() as p:
+            return bool(n.lib.dflockd_lease_is_doubted(p))
 
     def is_lost(self) -> bool:
         """Whether the last lease was lost (reset by the next grant)."""

@@ -85,6 +85,15 @@ class Client:
     complete request arrives for this long, releasing its leases. Set it when the
     servers run with another value: the keepalive in effect is at most half of it,
     so held leases are renewed in time whatever their TTL.
+
+    `cluster=True`: the servers are the members of one raft cluster, not shards
+    (dflockd_config_set_cluster). Every key goes to the leader, which the client
+    finds and follows (error_not_leader hints; the next member when one refuses,
+    breaks, stays silent or drains; a short pause during an election) within each
+    call's usual bound. Held leases survive a failover: `is_doubted()` is true (and
+    `is_held()` false) from the moment the old leader's connection goes until a
+    renewal on the new leader confirms the lease, or it is lost. Cannot be combined
+    with a custom `sharding_strategy`.
     """
 
     def __init__(
@@ -105,6 +114,7 @@ class Client:
         auto_release_on_disconnect: bool = True,
         default_lease_ttl_s: int | None = None,
         sharding_strategy: ShardingStrategy = stable_hash_shard,
+        cluster: bool = False,
     ) -> None:
         if ssl_context is not None:
             raise TypeError(_SSL_CONTEXT_HELP)
@@ -118,6 +128,8 @@ class Client:
         if server_read_timeout_s is not None:
             v.positive_duration(server_read_timeout_s, "server_read_timeout_s")
         v.boolean(auto_release_on_disconnect, "auto_release_on_disconnect")
+        v.boolean(cluster, "cluster")
+        self.cluster = cluster
         v.renew_ratio(renew_ratio)
         v.lease_ttl_s(default_lease_ttl_s)
         if not callable(sharding_strategy):
@@ -156,6 +168,8 @@ class Client:
             n.call(lib.dflockd_config_set_renew_ratio, cfg, float(renew_ratio))
             if default_lease_ttl_s is not None:
                 n.call(lib.dflockd_config_set_default_lease, cfg, default_lease_ttl_s)
+            if cluster:
+                n.call(lib.dflockd_config_set_cluster, cfg, True)
             if not is_crc32(sharding_strategy):
                 n.call(lib.dflockd_config_set_shard, cfg, _shard_callback(sharding_strategy), None)
             ptr = ctypes.c_void_p()
@@ -221,9 +235,19 @@ class Client:
             raise ValueError(f"server index {server} is negative")
         return await client_stats(self._h, server)
 
+    def barrier(self) -> None:
+        """A linearizable read barrier (dflockd_client_barrier): returns once
+        everything the servers acknowledged before it is applied. With
+        `cluster=True` it goes to the leader, following redirects and waiting out
+        an election; otherwise to every server in turn. Bounded by connect timeout
+        + I/O timeout (per server when sharding); the GIL is released meanwhile."""
+        with self._h.use() as c:
+            n.call(n.lib.dflockd_client_barrier, c)
+
     def metrics(self) -> dict[str, int]:
         """The client's counters (acquires, renewals, renewal_retries, leases_lost,
-        reconnects, deadline_hits, connections_opened, open_connections, ...)."""
+        reconnects, deadline_hits, connections_opened, open_connections, ...,
+        failovers, leases_confirmed)."""
         m = n.Metrics()
         with self._h.use() as c:
             n.call(n.lib.dflockd_client_metrics, c, ctypes.byref(m), ctypes.sizeof(m))

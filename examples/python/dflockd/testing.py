@@ -147,3 +147,95 @@ class TestServer:
 
     def __repr__(self) -> str:
         return f"TestServer({self.addr})"
+
+
+class TestCluster:
+    """The embedded raft cluster double (C `dflockd_testcluster_*`): `nodes` members
+    on loopback sharing one lock table, one of them leading, the others answering
+    `error_not_leader` with its address; a leader killed, paused or drained is
+    replaced after the election delay. For tests of `cluster=True` clients.
+
+        with TestCluster(3) as tc:
+            leader = tc.await_leader()
+            client = Client(tc.servers, cluster=True)
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, nodes: int = 3, *, election_delay_s: float | None = None,
+                 orphan_ttl_s: float | None = None) -> None:
+        lib = n.lib
+        opts = ctypes.c_void_p()
+        n.check(lib.dflockd_testserver_options_new(ctypes.byref(opts)))
+        try:
+            if election_delay_s is not None:
+                n.call(lib.dflockd_testserver_options_set_election_delay_ms, opts, int(election_delay_s * 1000))
+            if orphan_ttl_s is not None:
+                n.call(lib.dflockd_testserver_options_set_orphan_ttl_ms, opts, int(orphan_ttl_s * 1000))
+            ptr = ctypes.c_void_p()
+            n.call(lib.dflockd_testcluster_start, nodes, opts, ctypes.byref(ptr))
+        finally:
+            lib.dflockd_testserver_options_free(opts)
+        self._h = n.Handle(ptr, lib.dflockd_testcluster_stop, "test cluster")
+        with self._h.use() as p:
+            self.addrs: list[str] = n.out_string(lib.dflockd_testcluster_addrs, p).split(",")
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        """`servers=` for the client and the locks: [(host, port)], member order."""
+        out = []
+        for a in self.addrs:
+            host, _, port = a.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+    def leader(self) -> int | None:
+        """The member leading now, or None."""
+        with self._h.use() as p:
+            i = n.lib.dflockd_testcluster_leader(p)
+        return None if i < 0 else i
+
+    def await_leader(self, timeout_s: float = 5.0) -> int | None:
+        """Wait up to `timeout_s` for a leader that is up: its index, or None."""
+        with self._h.use() as p:
+            i = n.lib.dflockd_testcluster_await_leader(p, int(timeout_s * 1000))
+        return None if i < 0 else i
+
+    def _member(self, fn, i: int) -> None:
+        if i < 0:
+            raise ValueError(f"member index {i} is negative")
+        with self._h.use() as p:
+            n.call(fn, p, i)
+
+    def kill(self, i: int) -> None:
+        """SIGKILL member i: its port refuses connections, its connections close."""
+        self._member(n.lib.dflockd_testcluster_kill, i)
+
+    def pause(self, i: int) -> None:
+        """SIGSTOP member i: it answers nothing (a paused leader is replaced)."""
+        self._member(n.lib.dflockd_testcluster_pause, i)
+
+    def resume(self, i: int) -> None:
+        self._member(n.lib.dflockd_testcluster_resume, i)
+
+    def drain(self, i: int) -> None:
+        """SIGTERM member i: error_draining, then gone."""
+        self._member(n.lib.dflockd_testcluster_drain, i)
+
+    def restart(self, i: int) -> None:
+        """Start member i, which must be down, again on its port as a follower."""
+        self._member(n.lib.dflockd_testcluster_restart, i)
+
+    def stop(self) -> None:
+        self._h.close()
+
+    close = stop
+
+    def __enter__(self) -> TestCluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"TestCluster({','.join(self.addrs)})"

@@ -27,9 +27,19 @@ module DFlockd
     # complete request arrives for this long, releasing its leases. Set it
     # when the servers run with another value: the keepalive in effect is at
     # most half of it, so held leases are renewed in time whatever their TTL.
+    #
+    # cluster: true: the servers are the members of one raft cluster, not
+    # shards (dflockd_config_set_cluster). Every key goes to the leader, which
+    # the client finds and follows (error_not_leader hints, the next member
+    # when one refuses, breaks, stays silent or drains, a short pause during
+    # an election) within each call's usual bound. Held leases survive a
+    # failover: Lease#doubted? is true (and #held? false) from the moment the
+    # old leader's connection goes until a renewal on the new leader confirms
+    # the lease, or it is lost.
     def initialize(servers:, auth_token: nil, tls_ca_file: nil, tls_ca_pem: nil, tls_server_name: nil,
                    tls_system_roots: false, connect_timeout: nil, io_timeout: nil, default_lease: nil,
-                   renew_ratio: nil, keepalive: nil, server_read_timeout: nil, auto_release_on_disconnect: nil)
+                   renew_ratio: nil, keepalive: nil, server_read_timeout: nil, auto_release_on_disconnect: nil,
+                   cluster: false)
       cfgp = FFI::MemoryPointer.new(:pointer)
       Native.check(Native.dflockd_config_new(cfgp))
       cfg = FFI::AutoPointer.new(cfgp.read_pointer, Native.method(:dflockd_config_free))
@@ -50,6 +60,7 @@ module DFlockd
       unless auto_release_on_disconnect.nil?
         set.call(:dflockd_config_set_auto_release_on_disconnect, auto_release_on_disconnect ? true : false)
       end
+      set.call(:dflockd_config_set_cluster, true) if cluster
       out = FFI::MemoryPointer.new(:pointer)
       Native.call(:dflockd_client_new, cfg, out)
       @handle = Handle.new(out.read_pointer, :dflockd_client_free, "client")
@@ -98,6 +109,17 @@ module DFlockd
       end
       done.raise! unless done.kind == Native::EVENT_KIND_STATS
       done.stats
+    end
+
+    # A linearizable read barrier (dflockd_client_barrier): returns once
+    # everything the servers acknowledged before it is applied. With
+    # cluster: true it goes to the leader, following redirects and waiting
+    # out an election; otherwise to every server in turn. Bounded by
+    # connect_timeout + io_timeout (per server when sharding); the GVL is
+    # released meanwhile.
+    def barrier
+      @handle.use { |p| Native.call(:dflockd_client_barrier, p) }
+      nil
     end
 
     # The client's counters as a DFlockd::Metrics (a Struct; #to_h for a

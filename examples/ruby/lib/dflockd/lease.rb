@@ -120,6 +120,14 @@ module DFlockd
       use { |p| Native.dflockd_lease_is_held(p) }
     end
 
+    # Whether the lease is in doubt right now: its connection went (with
+    # cluster: true, a leader failover) and a renewal elsewhere has not yet
+    # confirmed it. held? is false meanwhile; it ends confirmed (held again)
+    # or lost.
+    def doubted?
+      use { |p| Native.dflockd_lease_is_doubted(p) }
+    end
+
     # Whether the lease this handle held was lost (reset by the next grant).
     def lost?
       use { |p| Native.dflockd_lease_is_lost(p) }

@@ -53,7 +53,7 @@ module DFlockd
       layout :acquires, :uint64, :acquire_timeouts, :uint64, :releases, :uint64, :renewals, :uint64,
              :renewal_retries, :uint64, :leases_lost, :uint64, :reconnects, :uint64, :redirects, :uint64,
              :deadline_hits, :uint64, :connections_opened, :uint64, :open_connections, :uint64,
-             :idle_connections, :uint64
+             :idle_connections, :uint64, :failovers, :uint64, :leases_confirmed, :uint64
     end
 
     # dflockd_event: one completion taken from a dflockd_events queue.
@@ -70,6 +70,8 @@ module DFlockd
     EVENT_KIND_ENQUEUED = 6
     EVENT_KIND_STATS = 7
     EVENT_KIND_STATS_FAILED = 8
+    EVENT_KIND_DOUBTED = 9
+    EVENT_KIND_CONFIRMED = 10
 
     # [name, args, return, blocking?]: one row per C function used.
     FUNCTIONS = [
@@ -95,6 +97,7 @@ module DFlockd
       [:dflockd_config_set_keepalive_ms, %i[pointer uint64 pointer], :int, false],
       [:dflockd_config_set_server_read_timeout_ms, %i[pointer uint64 pointer], :int, false],
       [:dflockd_config_set_auto_release_on_disconnect, %i[pointer bool pointer], :int, false],
+      [:dflockd_config_set_cluster, %i[pointer bool pointer], :int, false],
       [:dflockd_fence_from_token, %i[pointer size_t pointer pointer], :int, false],
       [:dflockd_shard, %i[pointer size_t size_t pointer pointer], :int, false],
       [:dflockd_client_new, %i[pointer pointer pointer], :int, true],
@@ -104,6 +107,7 @@ module DFlockd
       [:dflockd_client_semaphore, %i[pointer pointer size_t uint64 pointer pointer], :int, true],
       [:dflockd_client_stats, %i[pointer size_t pointer size_t pointer pointer], :int, true],
       [:dflockd_client_metrics, %i[pointer pointer size_t pointer], :int, true],
+      [:dflockd_client_barrier, %i[pointer pointer], :int, true],
       [:dflockd_lease_free, [:pointer], :void, true],
       [:dflockd_lease_acquire, %i[pointer uint64 pointer], :int, true],
       [:dflockd_lease_try_acquire, %i[pointer pointer pointer], :int, true],
@@ -117,6 +121,7 @@ module DFlockd
       [:dflockd_lease_set_ttl, %i[pointer uint64 pointer], :int, true],
       [:dflockd_lease_is_held, [:pointer], :bool, true],
       [:dflockd_lease_is_lost, [:pointer], :bool, true],
+      [:dflockd_lease_is_doubted, [:pointer], :bool, true],
       [:dflockd_lease_wait_lost, %i[pointer int64 pointer pointer], :int, true],
       [:dflockd_lease_watch_lost, %i[pointer pointer uint64 pointer], :int, true],
       [:dflockd_events_new, %i[pointer pointer], :int, true],
@@ -143,7 +148,19 @@ module DFlockd
       [:dflockd_testserver_pause, [:pointer], :int, true],
       [:dflockd_testserver_resume, [:pointer], :int, true],
       [:dflockd_testserver_drop_connections, [:pointer], :int, true],
-      [:dflockd_testserver_set_follower, %i[pointer bool pointer size_t pointer], :int, true]
+      [:dflockd_testserver_set_follower, %i[pointer bool pointer size_t pointer], :int, true],
+      [:dflockd_testserver_options_set_election_delay_ms, %i[pointer uint64 pointer], :int, false],
+      [:dflockd_testserver_options_set_orphan_ttl_ms, %i[pointer uint64 pointer], :int, false],
+      [:dflockd_testcluster_start, %i[size_t pointer pointer pointer], :int, true],
+      [:dflockd_testcluster_stop, [:pointer], :void, true],
+      [:dflockd_testcluster_addrs, %i[pointer pointer size_t pointer pointer], :int, true],
+      [:dflockd_testcluster_leader, [:pointer], :int, true],
+      [:dflockd_testcluster_await_leader, %i[pointer uint64], :int, true],
+      [:dflockd_testcluster_kill, %i[pointer size_t pointer], :int, true],
+      [:dflockd_testcluster_pause, %i[pointer size_t pointer], :int, true],
+      [:dflockd_testcluster_resume, %i[pointer size_t pointer], :int, true],
+      [:dflockd_testcluster_drain, %i[pointer size_t pointer], :int, true],
+      [:dflockd_testcluster_restart, %i[pointer size_t pointer], :int, true]
     ].freeze
 
     FUNCTIONS.each do |name, args, ret, blocking|

@@ -72,4 +72,67 @@ module DFlockd
       @handle.use { |p| Native.check(Native.public_send(fn, p)) }
     end
   end
+
+  # The library's embedded raft cluster double on loopback
+  # (dflockd_testcluster): `nodes` members sharing one lock table, one
+  # leading, the others answering error_not_leader with its address; a
+  # leader killed, paused or drained is replaced after the election delay.
+  # Thread-safe.
+  class TestCluster
+    attr_reader :addrs
+
+    def self.start(nodes = 3, **opts)
+      new(nodes, **opts)
+    end
+
+    # election_delay / orphan_ttl in seconds (defaults 0.6 / none).
+    def initialize(nodes = 3, election_delay: nil, orphan_ttl: nil)
+      optp = FFI::MemoryPointer.new(:pointer)
+      Native.check(Native.dflockd_testserver_options_new(optp))
+      opts = FFI::AutoPointer.new(optp.read_pointer, Native.method(:dflockd_testserver_options_free))
+      if election_delay
+        Native.call(:dflockd_testserver_options_set_election_delay_ms, opts, (election_delay * 1000).ceil)
+      end
+      Native.call(:dflockd_testserver_options_set_orphan_ttl_ms, opts, (orphan_ttl * 1000).ceil) if orphan_ttl
+      out = FFI::MemoryPointer.new(:pointer)
+      Native.call(:dflockd_testcluster_start, nodes, opts, out)
+      @handle = Handle.new(out.read_pointer, :dflockd_testcluster_stop, "test cluster")
+      @addrs = @handle.use { |p| Native.out_string(:dflockd_testcluster_addrs, p) }.split(",")
+    ensure
+      opts&.free
+    end
+
+    # The member leading now, or nil.
+    def leader
+      i = @handle.use { |p| Native.dflockd_testcluster_leader(p) }
+      i.negative? ? nil : i
+    end
+
+    # Wait up to `timeout` seconds for a leader that is up; its index or nil.
+    def await_leader(timeout = 5)
+      i = @handle.use { |p| Native.dflockd_testcluster_await_leader(p, (timeout * 1000).ceil) }
+      i.negative? ? nil : i
+    end
+
+    # Faults on member i (SIGKILL, SIGSTOP, SIGCONT, SIGTERM) and a restart
+    # of a member that is down.
+    def kill(i) = control(:dflockd_testcluster_kill, i)
+    def pause(i) = control(:dflockd_testcluster_pause, i)
+    def resume(i) = control(:dflockd_testcluster_resume, i)
+    def drain(i) = control(:dflockd_testcluster_drain, i)
+    def restart(i) = control(:dflockd_testcluster_restart, i)
+
+    def stop
+      @handle.close
+    end
+
+    private
+
+    def control(fn, i)
+      raise InvalidArgumentError.new("member index #{i} is negative", STATUS[:invalid_argument]) if i.negative?
+
+      @handle.use { |p| Native.call(fn, p, i) }
+      nil
+    end
+  end
 end
