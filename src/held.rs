@@ -434,11 +434,7 @@ impl Shared {
             "lease on {:?} in doubt ({why}); confirming it on another connection",
             self.key
         );
-        if let Some((queue, tag)) = watcher {
-            if let Some(q) = queue.upgrade() {
-                q.push(events::doubted(tag, why));
-            }
-        }
+        tell_watcher(watcher, |tag| events::doubted(tag, why));
         self.tell_doubt(false);
         true
     }
@@ -449,11 +445,7 @@ impl Shared {
         bump(&self.client.metrics.leases_confirmed);
         log!(Level::Info, "lease on {:?} confirmed: held again", self.key);
         let watcher = lock(&self.state).lost_watcher.clone();
-        if let Some((queue, tag)) = watcher {
-            if let Some(q) = queue.upgrade() {
-                q.push(events::confirmed(tag));
-            }
-        }
+        tell_watcher(watcher, events::confirmed);
         self.tell_doubt(true);
     }
 
@@ -496,17 +488,23 @@ impl Shared {
         let watcher = st.lost_watcher.take();
         drop(st);
         log!(Level::Error, "{err}");
-        if let Some((queue, tag)) = watcher {
-            if let Some(q) = queue.upgrade() {
-                q.push(events::lost(tag, &err));
-            }
-        }
+        tell_watcher(watcher, |tag| events::lost(tag, &err));
         if let Some(h) = held {
             h.home.conn.abort();
         }
         self.lost_cv.notify_all();
         if let Some(cb) = lock(&self.on_lost).clone() {
             notify_lost(&self.client, cb, err);
+        }
+    }
+}
+
+/// Queue the event `make` builds for the lease's watch registration (its
+/// queue and tag), if it has one and the queue still lives.
+fn tell_watcher(watcher: Option<(Weak<Queue>, u64)>, make: impl FnOnce(u64) -> events::Event) {
+    if let Some((queue, tag)) = watcher {
+        if let Some(q) = queue.upgrade() {
+            q.push(make(tag));
         }
     }
 }
