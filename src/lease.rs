@@ -424,11 +424,11 @@ impl Shared {
     ) -> Result<Ended> {
         let lease_s = self.requested_ttl();
         let cluster = self.client.config.cluster;
-        let (mut server, mut redirects, mut hops) = (self.client.route(self.server), 0, 0);
-        if let (true, Some(h)) = (cluster, &home) {
-            // A release (or wait) starts on its home, wherever the leader is.
-            server = h.server;
-        }
+        // A release (or wait) starts on its home, wherever the leader is.
+        let mut server = home
+            .as_ref()
+            .map_or_else(|| self.client.route(self.server), |h| h.server);
+        let (mut redirects, mut hops) = (0, 0);
         let (mut reused, mut stale_retried) = (false, false);
         let mut reference: Option<String> = None;
         let mut next = op.first();
@@ -539,31 +539,25 @@ impl Shared {
             }
             if let Err(e) = &r {
                 let refused = matches!(e.kind(), ErrorKind::NotLeader | ErrorKind::Draining);
-                match via {
-                    Via::Server | Via::Reattach if cluster && refused => {
-                        // Not the leader (or leaving): the same request to
-                        // the member the cluster points at.
-                        self.give_back(at);
-                        server = self.client.reroute_blocking(e.clone(), server, &mut hops, cap)?;
+                let release = matches!(ask, Ask::Release { .. });
+                if cluster && refused && (via != Via::Same || release) {
+                    // Not the leader (or leaving): the same request to the
+                    // member the cluster points at (a release on a home
+                    // whose node lost the leadership, on a new connection).
+                    self.give_back(at);
+                    server = self.client.reroute_blocking(e.clone(), server, &mut hops, cap)?;
+                    if !release {
                         self.check_cancel(what)?;
-                        next = Next::Send { ask, via };
-                        continue;
                     }
-                    Via::Server if e.kind() == ErrorKind::NotLeader => {
-                        self.give_back(at);
-                        server = self.client.follow(e.clone(), server, &mut redirects)?;
-                        next = op.first();
-                        continue;
-                    }
-                    _ if cluster && refused && matches!(ask, Ask::Release { .. }) => {
-                        // A release on a home whose node is no longer the
-                        // leader: said again to the leader.
-                        self.give_back(at);
-                        server = self.client.reroute_blocking(e.clone(), server, &mut hops, cap)?;
-                        next = Next::Send { ask, via: Via::Fresh };
-                        continue;
-                    }
-                    _ => {}
+                    let via = if via == Via::Same { Via::Fresh } else { via };
+                    next = Next::Send { ask, via };
+                    continue;
+                }
+                if via == Via::Server && e.kind() == ErrorKind::NotLeader {
+                    self.give_back(at);
+                    server = self.client.follow(e.clone(), server, &mut redirects)?;
+                    next = op.first();
+                    continue;
                 }
             }
             if matches!(ask, Ask::Renew { .. }) && r.is_ok() {

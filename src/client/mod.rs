@@ -282,10 +282,35 @@ impl ClientInner {
         Some(next)
     }
 
-    /// [`reroute`](Self::reroute) for a blocking call bounded by `cap`: the
-    /// next member, after a short pause once every member was tried
-    /// (`hops` counts them), or `e` when it is not a routing error or the
-    /// time is up.
+    /// [`reroute`](Self::reroute) for a call bounded by `cap`: the member to
+    /// try next, and when to (`Some`: after a pause, once every member was
+    /// tried since the last answer, which `hops` counts: an election is
+    /// running). `Err(e)` when `e` is not a routing error, or when the
+    /// pause would pass `cap`. Both drivers use it: the blocking one sleeps
+    /// the pause, the engine parks the operation.
+    pub(crate) fn reroute_within(
+        &self,
+        e: Error,
+        at: usize,
+        hops: &mut usize,
+        cap: Instant,
+    ) -> Result<(usize, Option<Instant>)> {
+        let Some(next) = self.reroute(&e, at) else {
+            return Err(e);
+        };
+        *hops += 1;
+        if *hops % self.config.servers.len() != 0 {
+            return Ok((next, None));
+        }
+        let resume = Instant::now() + leader::BACKOFF;
+        if resume >= cap {
+            return Err(e.context("no cluster leader answered before the deadline"));
+        }
+        Ok((next, Some(resume)))
+    }
+
+    /// [`reroute_within`](Self::reroute_within) on the caller's thread:
+    /// sleeps the pause, if any.
     pub(crate) fn reroute_blocking(
         &self,
         e: Error,
@@ -293,16 +318,9 @@ impl ClientInner {
         hops: &mut usize,
         cap: Instant,
     ) -> Result<usize> {
-        let Some(next) = self.reroute(&e, at) else {
-            return Err(e);
-        };
-        *hops += 1;
-        if *hops % self.config.servers.len() == 0 {
-            let now = Instant::now();
-            if now + leader::BACKOFF >= cap {
-                return Err(e.context("no cluster leader answered before the deadline"));
-            }
-            std::thread::sleep(leader::BACKOFF);
+        let (next, resume) = self.reroute_within(e, at, hops, cap)?;
+        if let Some(resume) = resume {
+            std::thread::sleep(resume.saturating_duration_since(Instant::now()));
         }
         Ok(next)
     }

@@ -42,6 +42,7 @@ use super::dial::{Dial, Resolved, Step};
 use super::lanes::{Lane, LaneKey, Next, lane_key};
 use super::op::{Done, Op, Purpose, Stage, op_command};
 
+mod reroute;
 mod stages;
 use crate::client::ClientInner;
 use crate::clock::Stamp;
@@ -608,73 +609,6 @@ impl Driver {
                 None => {}
             }
         }
-    }
-
-    /// Cluster mode: after `op`'s member failed with `e` (unreachable,
-    /// refused, draining, not the leader), send it to the member the
-    /// cluster points at, after a pause once every member was tried (an
-    /// election). Anything else (or no time left) fails it; renewals
-    /// settle by the renewal policy, which doubts the lease and reroutes
-    /// itself.
-    fn elsewhere_or_fail(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, e: Error) {
-        let next = match op.is_renewal() {
-            true => None,
-            false => op.client.reroute(&e, op.server),
-        };
-        let Some(next) = next else {
-            self.fail(engine, id, op, e);
-            return;
-        };
-        if let Some(lease) = op.lease.clone() {
-            if op.is_acquire() && lease.cancel_requested() {
-                let e = cancelled(&op.what());
-                self.fail(engine, id, op, e);
-                return;
-            }
-        }
-        self.enqueued(&mut op);
-        op.server = next;
-        op.hops += 1;
-        let now = Instant::now();
-        if op.hops % op.client.config.servers.len() == 0 {
-            let at = now + op.client.election_backoff();
-            if at >= op.deadline {
-                let e = e.context("no cluster leader answered before the deadline");
-                self.fail(engine, id, op, e);
-                return;
-            }
-            op.stage = Stage::Parked;
-            op.step_by = at;
-            self.timers.push(Reverse((at, id)));
-            self.tasks.insert(id, Task::Op(op));
-            return;
-        }
-        op.step_by = op.deadline;
-        self.go_to_server(engine, id, op);
-    }
-
-    /// Send `op` (again) to its server: its own connection for a waiter
-    /// re-attaching, else its server's lane.
-    fn go_to_server(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
-        if matches!(op.ask, Some((_, Via::Reattach))) {
-            self.dial_alone(engine, id, op);
-        } else {
-            op.stage = Stage::Waiting;
-            self.enqueue(engine, id, op);
-        }
-    }
-
-    /// Open a connection for `op` alone (a re-attaching waiter, repeating
-    /// its failed connection's `stable-ref`).
-    fn dial_alone(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>) {
-        let dial_id = engine.next_id();
-        let key = lane_key(&op.client, op.server);
-        let (mut dial, step) = Dial::start(dial_id, key, Arc::clone(&op.client), op.server, engine);
-        dial.for_op(id, op.reference.clone());
-        op.stage = Stage::Dialing;
-        self.timers.push(Reverse((op.step_by, id)));
-        self.tasks.insert(id, Task::Op(op));
-        self.dial_step(engine, dial_id, Box::new(dial), step);
     }
 
     /// A grant held or a release done.
