@@ -42,6 +42,18 @@ fn client_of(c: &TestCluster, first: usize) -> Client {
     Client::new(cfg).expect("client")
 }
 
+/// Await `lease` confirmed after a failover: the client saw its home go
+/// (right after a kill, `is_held` is still true until the hang-up is
+/// read), doubted it and had the new leader confirm it.
+fn assert_confirmed(client: &Client, lease: &Lease) {
+    assert!(
+        wait_until(FAILOVER, || client.metrics().leases_confirmed >= 1
+            && lease.is_held()),
+        "lease confirmed on the new leader: {:?}",
+        client.metrics()
+    );
+}
+
 /// A follower of `c`.
 fn follower(c: &TestCluster) -> usize {
     (c.leader().expect("leader") + 1) % c.len()
@@ -189,7 +201,7 @@ fn a_blocked_acquire_rides_through_a_leader_kill() {
     c.kill(leader);
     // The holder is confirmed on the new leader, then lets go: the waiter,
     // re-queued there, gets the lock within its timeout.
-    assert!(wait_until(FAILOVER, || holder.is_held()), "holder confirmed");
+    assert_confirmed(&client, &holder);
     holder.release().expect("release");
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(30)).expect("answered"),
@@ -305,7 +317,7 @@ fn an_evented_acquire_rides_through_a_leader_kill() {
         "the waiter blocked in its `w` on the leader"
     );
     c.kill(leader);
-    assert!(wait_until(FAILOVER, || holder.is_held()), "holder confirmed");
+    assert_confirmed(&client, &holder);
     holder.release().expect("release");
     let got = await_event(&events, Duration::from_secs(30));
     assert_eq!((got.tag, got.kind), (7, EventKind::Acquired), "{:?}", got.error);
@@ -324,10 +336,7 @@ fn an_evented_acquire_started_during_the_election_is_granted_by_the_new_leader()
     l.acquire_start(10, &events, 1).expect("start");
     let got = await_event(&events, Duration::from_secs(20));
     assert_eq!(got.kind, EventKind::Acquired, "{:?}", got.error);
-    assert!(
-        wait_until(FAILOVER, || warm.is_held()),
-        "the earlier lease confirmed"
-    );
+    assert_confirmed(&client, &warm);
 }
 
 /// The next event on `events`, within `within`.
@@ -386,7 +395,7 @@ impl Fifo {
     /// re-attached on the new leader under their refs, let go.
     fn fail_over_and_release(&self) {
         self.c.kill(self.leader);
-        assert!(wait_until(FAILOVER, || self.holder.is_held()), "holder confirmed");
+        assert_confirmed(&self.client, &self.holder);
         let new = self.c.leader().expect("leader");
         assert!(
             wait_until(FAILOVER, || self.c.blocked_requests(new) == 2),
