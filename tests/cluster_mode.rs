@@ -452,3 +452,33 @@ fn evented_waiters_keep_their_fifo_place_across_a_failover_with_orphan_ttl() {
     let got = await_event(&events, Duration::from_secs(10));
     assert_eq!((got.tag, got.kind), (1, EventKind::Acquired), "{:?}", got.error);
 }
+
+#[test]
+fn calls_stay_bounded_when_no_member_leads() {
+    let c = start(ClusterOptions::default());
+    let client = client_of(&c, 0);
+    let warm = client.lock(&key("bounded-warm")).expect("lease");
+    warm.acquire(1).expect("acquire");
+    warm.release().expect("release");
+    // The leader freezes and no election follows: every member is silent
+    // or refuses, for longer than any call may take.
+    c.hold_elections(true);
+    c.pause(c.leader().expect("leader"));
+    let cfg = client.config();
+    let bound = cfg.connect_timeout + cfg.io_timeout + Duration::from_millis(500);
+    let b = client.clone();
+    let barrier = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        (b.barrier().map_err(|e| e.kind()), t0.elapsed())
+    });
+    let l = client.lock(&key("bounded")).expect("lease");
+    let t0 = Instant::now();
+    let tried = l.try_acquire();
+    let took = t0.elapsed();
+    assert!(tried.is_err(), "no leader, no grant: {tried:?}");
+    assert!(took <= bound, "try_acquire took {took:?} (bound {bound:?})");
+    let (r, took) = barrier.join().expect("barrier thread");
+    assert!(r.is_err(), "{r:?}");
+    assert!(took <= bound, "barrier took {took:?} (bound {bound:?})");
+    c.hold_elections(false);
+}
