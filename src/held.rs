@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{ClientInner, Config};
 use crate::clock::{Boot, Stamp};
-use crate::connection::Connection;
+use crate::connection::{Connection, HomeTicket};
 use crate::events::{self, Queue};
 use crate::log::{Level, log};
 use crate::metrics::bump;
@@ -164,6 +164,8 @@ pub(crate) struct Held {
     /// The event engine's hang-up watch on the home connection (removed
     /// when dropped: on release, loss or a new home).
     pub(crate) watch: Option<Watch>,
+    /// Counts this lease on its home (which may carry others).
+    pub(crate) ticket: HomeTicket,
 }
 
 /// Everything a lease handle knows, under one mutex.
@@ -319,6 +321,8 @@ impl Shared {
         st.generation += 1;
         st.lost = None;
         let watch = self.watch_home(&home.conn, st.generation);
+        let ticket = HomeTicket::new(&home.conn);
+        self.client.add_home(home.server, &home.conn);
         st.held = Some(Held {
             token,
             life,
@@ -326,6 +330,7 @@ impl Shared {
             renew_at,
             doubted: false,
             watch,
+            ticket,
         });
         arm(self, &mut st.armed, renew_at);
         Ok(())
@@ -352,11 +357,16 @@ impl Shared {
         st.generation += 1;
         drop(st);
         let Held {
-            token, home, watch, ..
+            token,
+            home,
+            watch,
+            ticket,
+            ..
         } = held;
         // Unregister before the connection can go back to the pool or to
         // the engine's release (either may register the same socket).
         drop(watch);
+        drop(ticket);
         Ok(Some((token, home)))
     }
 
@@ -490,7 +500,11 @@ impl Shared {
         log!(Level::Error, "{err}");
         tell_watcher(watcher, |tag| events::lost(tag, &err));
         if let Some(h) = held {
-            h.home.conn.abort();
+            let conn = Arc::clone(&h.home.conn);
+            drop(h);
+            // A home shared with other leases stays: the server ends this
+            // one at its expiry (it is no longer renewed).
+            conn.abort_unless_shared();
         }
         self.lost_cv.notify_all();
         if let Some(cb) = lock(&self.on_lost).clone() {

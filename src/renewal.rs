@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Boot, Stamp};
-use crate::connection::{Connection, Started};
+use crate::connection::{Connection, HomeTicket, Started};
 use crate::held::{Life, Shared, arm, interval};
 use crate::log::{Level, log};
 use crate::metrics::bump;
@@ -169,8 +169,18 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         lease_s: ttl,
     };
     if let (false, Some(watch)) = (conn.is_broken(), watch) {
-        match conn.start_request(&request) {
+        // Renewals due together on one (shared) home go out in one write.
+        let batched = reactor::in_round();
+        let started = if batched {
+            conn.queue_request(&request)
+        } else {
+            conn.start_request(&request)
+        };
+        match started {
             Ok(Started::Sent) => {
+                if batched {
+                    reactor::cork(&conn);
+                }
                 let owner = Arc::downgrade(lease);
                 let pending = Pending {
                     command: request.command(),
@@ -184,10 +194,10 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
                     }),
                 };
                 if let Err(pending) = engine.await_reply(watch, pending) {
-                    // The watch went away meanwhile (released, lost or
-                    // re-homed) or is busy: give the reply up and try again
-                    // shortly (a no-op if the grant is gone). Never leave a
-                    // held lease without a renewal on its way.
+                    // The connection is no longer registered (cannot
+                    // happen while the watch lives): give the reply up and
+                    // try again shortly (a no-op if the grant is gone).
+                    // Never leave a held lease without a renewal on its way.
                     pending.conn.abandon_reply();
                     reschedule(lease, generation, Instant::now() + BUSY_RETRY);
                 }
@@ -317,6 +327,8 @@ pub(crate) fn finish(
             let was_doubted = std::mem::take(&mut held.doubted);
             if let Some(fresh) = new_home {
                 held.watch = lease.watch_home(&fresh, generation);
+                held.ticket = HomeTicket::new(&fresh);
+                lease.client.add_home(at, &fresh);
                 held.home.conn = fresh;
                 held.home.server = at;
             }

@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use config::{Config, ShardFn};
+pub use config::{Config, DEFAULT_MAX_LEASES_PER_CONNECTION, MAX_LEASES_PER_CONNECTION, ShardFn};
 use leader::{Leadership, Left};
 use pool::Pool;
 
@@ -379,6 +379,27 @@ impl ClientInner {
     /// blocks (the engine hands these to evented operations).
     pub(crate) fn pool_take(&self, idx: usize) -> Option<Arc<Connection>> {
         self.pools.get(idx)?.take()
+    }
+
+    /// A home of server `idx` with room for another lease that a request
+    /// can go on now (see `Config::max_leases_per_connection`); never
+    /// blocks.
+    pub(crate) fn home_with_room(&self, idx: usize) -> Option<Arc<Connection>> {
+        self.pools
+            .get(idx)?
+            .home_with_room(self.config.max_leases_per_connection)
+    }
+
+    /// `conn`, of server `idx`, carries a held lease now.
+    pub(crate) fn add_home(&self, idx: usize, conn: &Arc<Connection>) {
+        if let Some(pool) = self.pools.get(idx) {
+            pool.add_home(conn);
+        }
+    }
+
+    /// Connections carrying held leases, over all servers.
+    pub(crate) fn home_count(&self) -> usize {
+        self.pools.iter().map(Pool::home_count).sum()
     }
 
     /// How this client opens connections.

@@ -1,18 +1,24 @@
-//! Idle authenticated connections of one server, reused across leases so
-//! a lock does not cost a TCP (and TLS) handshake.
+//! The connections of one server that the client keeps: idle ones, reused
+//! across leases so a lock does not cost a TCP (and TLS) handshake, and
+//! *homes*, the connections that carry held leases, which take more of
+//! them up to `Config::max_leases_per_connection`.
 //!
 //! The server closes a connection that stays silent for its read timeout,
 //! so an idle connection is only handed out again if it has been idle for
 //! less than `keepalive` and a non-blocking peek finds it neither closed
-//! nor carrying unexpected bytes.
+//! nor carrying unexpected bytes. Homes are kept alive by their leases'
+//! renewals and watched by the reactor, which marks them broken on a
+//! hang-up.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 
 pub(crate) struct Pool {
     idle: Mutex<Vec<(Arc<Connection>, Instant)>>,
+    /// Connections with held leases (held alive by those leases).
+    homes: Mutex<Vec<Weak<Connection>>>,
     max_idle: usize,
     max_idle_time: Duration,
 }
@@ -21,13 +27,14 @@ impl Pool {
     pub(crate) fn new(max_idle: usize, max_idle_time: Duration) -> Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
+            homes: Mutex::new(Vec::new()),
             max_idle,
             max_idle_time,
         }
     }
 
-    /// The most recently used live idle connection, if any. Stale ones
-    /// met on the way are dropped (closing them).
+    /// The most recently used live idle connection, if any, for one
+    /// caller alone. Stale ones met on the way are dropped (closing them).
     pub(crate) fn take(&self) -> Option<Arc<Connection>> {
         loop {
             let (conn, since) = self.idle.lock().ok()?.pop()?;
@@ -37,10 +44,44 @@ impl Pool {
         }
     }
 
+    /// A home with room for another lease (fewer than `max_leases` on it)
+    /// that a request can go on now without waiting behind a call; `None`
+    /// if there is none. Homes whose leases are all gone, or that broke,
+    /// leave the list.
+    pub(crate) fn home_with_room(&self, max_leases: usize) -> Option<Arc<Connection>> {
+        let mut homes = self.homes.lock().ok()?;
+        let mut found = None;
+        homes.retain(|w| {
+            let Some(conn) = w.upgrade() else { return false };
+            let n = conn.homed();
+            if n == 0 || conn.is_broken() {
+                return false;
+            }
+            if found.is_none() && n < max_leases && conn.takes_more_now() {
+                found = Some(conn);
+            }
+            true
+        });
+        found
+    }
+
+    /// `conn` carries a held lease now: list it among the homes (once).
+    pub(crate) fn add_home(&self, conn: &Arc<Connection>) {
+        let Ok(mut homes) = self.homes.lock() else { return };
+        let ptr = Arc::as_ptr(conn);
+        if !homes.iter().any(|w| w.as_ptr() == ptr) {
+            homes.push(Arc::downgrade(conn));
+        }
+    }
+
     /// Return a connection after use. Broken ones, and ones beyond the
-    /// idle cap, are dropped.
+    /// idle cap, are dropped; a home with leases left stays a home.
     pub(crate) fn put(&self, conn: Arc<Connection>) {
         if conn.is_broken() {
+            return;
+        }
+        if conn.homed() > 0 {
+            self.add_home(&conn);
             return;
         }
         let Ok(mut idle) = self.idle.lock() else { return };
@@ -55,5 +96,17 @@ impl Pool {
     /// Number of idle connections held (for tests and diagnostics).
     pub(crate) fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Number of homes (connections carrying held leases).
+    pub(crate) fn home_count(&self) -> usize {
+        self.homes
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|w| w.upgrade().is_some_and(|c| c.homed() > 0))
+                    .count()
+            })
+            .unwrap_or(0)
     }
 }

@@ -13,9 +13,10 @@
 //! outstanding, is marked broken and refuses further use: the byte stream
 //! may be out of sync.
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::fork::ForkStamp;
@@ -196,7 +197,10 @@ impl Connector {
                 transport,
                 frame: Vec::with_capacity(64),
                 session: Session::default(),
+                for_reactor: VecDeque::new(),
             }),
+            homed: AtomicUsize::new(0),
+            nudge: OnceLock::new(),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -224,6 +228,11 @@ struct Io {
     frame: Vec<u8>,
     /// What was sent and whose each coming reply is.
     session: Session,
+    /// Reply lines for the reactor that a blocking call read on its way to
+    /// its own (a shared home: the call was pipelined behind renewals),
+    /// in order; the reactor collects them ([`Connection::poll_reply`])
+    /// when nudged.
+    for_reactor: VecDeque<String>,
 }
 
 impl Io {
@@ -267,6 +276,32 @@ pub struct Connection {
     /// The session name it sent (`stable-ref`, cluster mode): a
     /// replacement repeats it so a queued waiter keeps its place.
     stable_ref: std::sync::OnceLock<String>,
+    /// Held leases whose home this is ([`HomeTicket`]).
+    homed: AtomicUsize,
+    /// Tells the reactor that a blocking call read replies it awaits
+    /// (set by the reactor when it first awaits one here).
+    nudge: OnceLock<Nudge>,
+}
+
+/// How a connection tells the reactor it holds replies for it (the
+/// connection's id is the argument).
+pub(crate) type Nudge = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// One held lease living on a connection: counted while it lives, so the
+/// pool knows which connections are homes and how full (src/client/pool.rs).
+pub(crate) struct HomeTicket(Arc<Connection>);
+
+impl HomeTicket {
+    pub(crate) fn new(conn: &Arc<Connection>) -> HomeTicket {
+        conn.homed.fetch_add(1, Ordering::AcqRel);
+        HomeTicket(Arc::clone(conn))
+    }
+}
+
+impl Drop for HomeTicket {
+    fn drop(&mut self) {
+        self.0.homed.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Ids of connections (see [`Connection::id`]).
@@ -274,6 +309,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The flag of a registration token that says readable is armed too.
 pub(crate) const READ_ARMED: u64 = 1 << 63;
+/// The flag of a registration token that says writable is armed too
+/// (queued renewals the socket did not take at once). Connection ids never
+/// reach bit 61.
+pub(crate) const WRITE_ARMED: u64 = 1 << 61;
 
 /// Default [`ConnectOptions::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -363,6 +402,28 @@ impl Connection {
         self.broken.store(true, Ordering::Release);
     }
 
+    /// How many held leases live on this connection.
+    pub(crate) fn homed(&self) -> usize {
+        self.homed.load(Ordering::Acquire)
+    }
+
+    /// Close the connection if no other held lease lives on it (a lease
+    /// that is lost closes its home so the server frees it; a shared home
+    /// stays for the others, and that lease ends with its TTL).
+    pub(crate) fn abort_unless_shared(&self) {
+        if self.homed() == 0 {
+            self.abort();
+        }
+    }
+
+    /// For the reactor: how to tell it that a blocking call read replies it
+    /// awaits (set once).
+    pub(crate) fn set_nudge(&self, nudge: impl FnOnce() -> Nudge) {
+        if self.nudge.get().is_none() {
+            let _ = self.nudge.set(nudge());
+        }
+    }
+
     /// This process's descriptor of the socket (for closing an inherited
     /// connection in a forked child without touching its mutex, and for the
     /// event engine's hang-up watch).
@@ -396,7 +457,7 @@ impl Connection {
     /// connection's own token: then a server's close marks it broken at
     /// once, and the pool needs no peek to know it is alive.
     pub(crate) fn hang_ups_watched(&self) -> bool {
-        self.registration.load(Ordering::Acquire) & !READ_ARMED == self.id
+        self.registration.load(Ordering::Acquire) & !(READ_ARMED | WRITE_ARMED) == self.id
     }
 
     pub(crate) fn was_aborted(&self) -> bool {
@@ -411,6 +472,27 @@ impl Connection {
         }
         match self.io.try_lock() {
             Ok(io) => io.session.is_idle() && io.transport.looks_alive(!self.hang_ups_watched()),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the reactor awaits a reply here (never blocks: `false`
+    /// while a call holds the connection).
+    fn reactor_awaits(&self) -> bool {
+        self.io
+            .try_lock()
+            .is_ok_and(|io| io.session.awaits(Waiter::Reactor) || !io.for_reactor.is_empty())
+    }
+
+    /// Whether a non-blocking request could go on now, pipelined (a shared
+    /// home): not broken, no call running on it, nothing blocking
+    /// outstanding. Never blocks.
+    pub(crate) fn takes_more_now(&self) -> bool {
+        if self.is_broken() {
+            return false;
+        }
+        match self.io.try_lock() {
+            Ok(io) => io.session.admit(false).is_ok() && !io.session.awaits(Waiter::Caller),
             Err(_) => false,
         }
     }
@@ -433,7 +515,15 @@ impl Connection {
     /// takes; each is logged (DEBUG, WARN for a deadline) and deadlines
     /// are counted.
     pub(crate) fn call(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
-        let r = self.exchange_checked(req, cap);
+        let mut stashed = false;
+        let r = self.exchange_checked(req, cap, &mut stashed);
+        // The reactor gave up reading while this call held the connection:
+        // tell it to look again (replies kept for it, or still to come).
+        if stashed || self.reactor_awaits() {
+            if let Some(nudge) = self.nudge.get() {
+                nudge(self.id);
+            }
+        }
         let what = What {
             cmd: req.command(),
             key: req.key(),
@@ -457,7 +547,7 @@ impl Connection {
         }
     }
 
-    fn exchange_checked(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
+    fn exchange_checked(&self, req: &Request, cap: Option<Instant>, stashed: &mut bool) -> Result<Outcome> {
         let cmd = req.command();
         let what = What { cmd, key: req.key() };
         self.check_fork()?;
@@ -469,9 +559,12 @@ impl Connection {
             return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
         }
         let io = &mut *io;
-        // The reactor's request was sent first: its reply comes first, and
-        // is now owed (dropped when read).
-        if io.session.awaits(Waiter::Reactor) && !io.session.give_up(Waiter::Reactor) {
+        // The reactor's requests were sent first: their replies come first.
+        // A request the server may hold back goes only where nothing else
+        // is awaited, so those become owed (dropped when read: the renewal
+        // of a lease released meanwhile); behind any other request they are
+        // read in turn and kept for the reactor (a shared home).
+        if req.may_block() && io.session.awaits(Waiter::Reactor) && !io.session.give_up(Waiter::Reactor) {
             self.broken.store(true, Ordering::Release);
         }
         if self.is_broken() || io.session.admit(req.may_block()).is_err() {
@@ -507,6 +600,14 @@ impl Connection {
                     waiter: Waiter::Caller,
                     ..
                 } => break line,
+                Delivery::Reply {
+                    waiter: Waiter::Reactor,
+                    ..
+                } => {
+                    io.for_reactor.push_back(line);
+                    *stashed = true;
+                    continue;
+                }
                 Delivery::Reply { .. } | Delivery::Stray => {
                     self.broken.store(true, Ordering::Release);
                     return Err(stray(&what));
@@ -560,7 +661,37 @@ impl Connection {
     /// readable, or given up with [`Connection::abandon_reply`] at its
     /// deadline. Only for requests whose late reply is harmless (renew).
     pub(crate) fn start_request(&self, req: &Request) -> Result<Started> {
-        self.start(req, false)
+        self.start(req, false, true)
+    }
+
+    /// [`Connection::start_request`] for one of a batch (renewals due
+    /// together on a shared home): the frame is queued, and written with
+    /// the others by [`Connection::flush_queued`] (one write).
+    pub(crate) fn queue_request(&self, req: &Request) -> Result<Started> {
+        self.start(req, false, false)
+    }
+
+    /// Without waiting: write what the socket takes of the queued frames.
+    /// `Ok(false)`: some are left, to write once it is writable (`Busy`: a
+    /// call holds the connection, and its send writes them first).
+    pub(crate) fn flush_queued(&self) -> Result<bool> {
+        let Ok(mut io) = self.io.try_lock() else {
+            return Ok(true);
+        };
+        let what = "renewals";
+        match io.transport.try_flush(&what) {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                io.session.break_off();
+                self.broken.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether queued bytes wait for the socket to take them.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.io.try_lock().is_ok_and(|io| io.transport.wants_write())
     }
 
     /// [`Connection::start_request`] for the engine's own operations on a
@@ -568,10 +699,10 @@ impl Connection {
     /// a renewal awaited): an awaited reply becomes an owed one, read and
     /// dropped before this request's reply.
     pub(crate) fn start_request_over(&self, req: &Request) -> Result<Started> {
-        self.start(req, true)
+        self.start(req, true, true)
     }
 
-    fn start(&self, req: &Request, take_over: bool) -> Result<Started> {
+    fn start(&self, req: &Request, take_over: bool, flush: bool) -> Result<Started> {
         let what = What {
             cmd: req.command(),
             key: req.key(),
@@ -587,19 +718,20 @@ impl Connection {
             return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
         }
         let io = &mut *io;
-        if io.session.awaits(Waiter::Reactor) {
-            if !take_over {
-                return Ok(Started::Busy);
-            }
+        let awaited = io.session.awaits(Waiter::Reactor) || !io.for_reactor.is_empty();
+        if awaited && take_over {
+            // The engine's own request on a connection it now owns alone:
+            // the replies the reactor awaited become owed.
+            io.for_reactor.clear();
             if !io.session.give_up(Waiter::Reactor) {
                 self.broken.store(true, Ordering::Release);
                 return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
             }
-        }
-        if !take_over {
+        } else if !awaited {
             // A home sits idle between renewals: whatever arrived meanwhile
             // is an owed reply, or a reply to nothing (a violation), never
-            // the answer to this renewal.
+            // the answer to this renewal. (Behind awaited replies, what
+            // arrived is theirs: the reactor reads it.)
             self.drain(io, &what)?;
         }
         if io.session.admit(req.may_block()).is_err() {
@@ -607,10 +739,21 @@ impl Connection {
         }
         io.frame.clear();
         req.encode(&mut io.frame)?;
+        if !flush {
+            io.transport.queue(&io.frame, &what)?;
+            io.session.sent(what.cmd, req.may_block(), Waiter::Reactor);
+            return Ok(Started::Sent);
+        }
         match io.transport.try_send(&io.frame, &what) {
             Ok(true) => {
                 io.session.sent(what.cmd, req.may_block(), Waiter::Reactor);
                 log!(Level::Debug, "{what} on {}: sent (engine)", self.peer);
+                Ok(Started::Sent)
+            }
+            Ok(false) if !take_over => {
+                // The rest stays queued, in order: the reactor writes it
+                // when the socket is writable (it awaits this reply).
+                io.session.sent(what.cmd, req.may_block(), Waiter::Reactor);
                 Ok(Started::Sent)
             }
             Ok(false) => {
@@ -661,6 +804,16 @@ impl Connection {
             return Ok(None);
         };
         let io = &mut *io;
+        if let Some(line) = io.for_reactor.pop_front() {
+            // Read by a blocking call pipelined behind it.
+            let r = self.interpret(cmd, &what, &line);
+            self.observe(&what, &r);
+            return r.map(Some);
+        }
+        if self.is_broken() {
+            // Out of step: no further line can be attributed.
+            return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
+        }
         if !io.session.awaits(Waiter::Reactor) {
             return Err(Error::new(
                 ErrorKind::Cancelled,
@@ -704,6 +857,7 @@ impl Connection {
             bump(&m.deadline_hits);
         }
         if let Ok(mut io) = self.io.try_lock() {
+            io.for_reactor.clear();
             if !io.session.give_up(Waiter::Reactor) {
                 self.broken.store(true, Ordering::Release);
             }

@@ -71,6 +71,9 @@ fn core_config(d: &Draft) -> Result<Config, FfiError> {
     }
     c.default_lease_ttl_s = d.default_lease_s;
     c.cluster = d.cluster;
+    if let Some(n) = d.max_leases_per_connection {
+        c.max_leases_per_connection = n;
+    }
     if let Some(s) = d.shard {
         c.shard = Some(Arc::new(move |key: &str, n: usize| s.call(key, n)));
     }

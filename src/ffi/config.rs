@@ -66,6 +66,7 @@ pub(crate) struct Draft {
     pub shard: Option<ShardCallback>,
     pub auto_release_on_disconnect: Option<bool>,
     pub cluster: bool,
+    pub max_leases_per_connection: Option<usize>,
 }
 
 /// Client configuration: servers, auth, TLS, timings, sharding.
@@ -442,6 +443,36 @@ pub extern "C" fn dflockd_config_set_auto_release_on_disconnect(
 ) -> dflockd_status {
     with_config(cfg, err, |d| {
         d.auto_release_on_disconnect = Some(enabled);
+        Ok(())
+    })
+}
+
+/// Set the most held leases one connection carries (1..=65536; default
+/// 1024; 1: one connection per lease, as the Python and Go clients do).
+/// Held leases share their connections: their renewals go out together,
+/// pipelined, so 100,000 leases need about a hundred sockets, not 100,000.
+/// The trade-off is the blast radius: when a connection drops, every lease
+/// on it is reported lost (or, with auto-release off or in cluster mode,
+/// doubted and confirmed elsewhere), each as for a single one. An acquire
+/// that must wait still gets a connection of its own while it waits.
+/// Out of range: `DFLOCKD_STATUS_INVALID_ARGUMENT`.
+///
+/// No network I/O; returns at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn dflockd_config_set_max_leases_per_connection(
+    cfg: *mut dflockd_config,
+    max_leases: u32,
+    err: *mut *mut dflockd_error,
+) -> dflockd_status {
+    with_config(cfg, err, |d| {
+        let n = max_leases as usize;
+        if !(1..=crate::client::MAX_LEASES_PER_CONNECTION).contains(&n) {
+            return Err(FfiError::invalid(format!(
+                "max_leases_per_connection must be 1..={}, got {n}",
+                crate::client::MAX_LEASES_PER_CONNECTION
+            )));
+        }
+        d.max_leases_per_connection = Some(n);
         Ok(())
     })
 }

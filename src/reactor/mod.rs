@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use crate::connection::{Connection, READ_ARMED};
+use crate::connection::{Connection, READ_ARMED, WRITE_ARMED};
 use crate::log::{self, Level, log};
 use crate::notify;
 use crate::protocol::Outcome;
@@ -81,6 +81,29 @@ const WAKER: u64 = u64::MAX;
 thread_local! {
     /// Set on the engine thread: it needs no wake-up to see a new timer.
     static ON_ENGINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Connections with renewals queued during this round of wake-ups,
+    /// written together when the round ends ([`corked`]).
+    static CORKED: std::cell::RefCell<Vec<Arc<Connection>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Set while the reactor runs a round of wake-ups.
+    static IN_ROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// During a round of wake-ups ([`in_round`]): `conn` has a request
+/// queued ([`Connection::queue_request`]) that the end of the round
+/// writes, with the others queued there, in one write.
+pub(crate) fn cork(conn: &Arc<Connection>) {
+    CORKED.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.iter().any(|x| Arc::ptr_eq(x, conn)) {
+            c.push(Arc::clone(conn));
+        }
+    });
+}
+
+/// Whether requests may be queued for the end of the round (on the
+/// reactor's thread, in a round of wake-ups), see [`cork`].
+pub(crate) fn in_round() -> bool {
+    IN_ROUND.with(std::cell::Cell::get)
 }
 
 pub(crate) struct Reactor {
@@ -102,10 +125,18 @@ pub(crate) struct Reactor {
 /// it (also written alone, when only a deadline changed).
 pub(crate) struct Inbox {
     items: Mutex<Vec<Message>>,
+    /// Connections where a blocking call read replies the reactor awaits
+    /// (or held the connection while they came): their ids.
+    nudged: Mutex<Vec<u64>>,
     waker: OwnedFd,
 }
 
 impl Inbox {
+    fn nudge(&self, conn: u64) {
+        lock(&self.nudged).push(conn);
+        self.wake();
+    }
+
     pub(crate) fn push(&self, item: Message) {
         lock(&self.items).push(item);
         self.wake();
@@ -178,6 +209,7 @@ impl Reactor {
             epoll,
             inbox: Arc::new(Inbox {
                 items: Mutex::new(Vec::new()),
+                nudged: Mutex::new(Vec::new()),
                 waker,
             }),
             stopped: AtomicBool::new(false),
@@ -218,10 +250,16 @@ impl Reactor {
             if due.is_empty() {
                 return next;
             }
+            IN_ROUND.with(|r| r.set(true));
             for e in due {
                 if let Some(owner) = e.owner.upgrade() {
                     owner.due(e.due);
                 }
+            }
+            IN_ROUND.with(|r| r.set(false));
+            let corked = CORKED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            for conn in &corked {
+                self.flush(conn);
             }
         }
     }
@@ -286,36 +324,28 @@ impl Reactor {
         generation: u64,
         conn: &Arc<Connection>,
     ) -> Option<Watch> {
-        let key = {
-            let mut s = lock(&self.slots);
-            s.sweep();
-            s.next_id += 1;
-            let seq = s.next_id;
-            let entry = s.entries.entry(conn.id()).or_insert_with(|| Entry {
-                conn: Arc::downgrade(conn),
-                watched: None,
-            });
-            let was_watched = entry
-                .watched
-                .replace(Watched {
-                    owner,
-                    generation,
-                    seq,
-                    renewal: None,
-                })
-                .is_some();
-            if !was_watched {
-                s.watched += 1;
-            }
-            WatchKey { conn: conn.id(), seq }
-        };
+        let inbox = Arc::clone(&self.inbox);
+        conn.set_nudge(move || Arc::new(move |id| inbox.nudge(id)));
+        let mut s = lock(&self.slots);
+        s.sweep();
+        s.next_id += 1;
+        let seq = s.next_id;
+        let entry = s.entries.entry(conn.id()).or_insert_with(|| Entry::new(conn));
+        entry.watchers.push(Watched {
+            owner,
+            generation,
+            seq,
+        });
+        let read = !entry.awaited.is_empty();
+        s.watched += 1;
         let watch = Watch {
             engine: Arc::downgrade(self),
-            key,
+            key: WatchKey { conn: conn.id(), seq },
             _conn: Arc::clone(conn),
         };
-        if !self.register(conn, false) {
-            drop(watch); // removes the entry's watch
+        if !self.register(conn, read, conn.wants_write()) {
+            drop(s);
+            drop(watch); // removes the watcher
             return None;
         }
         Some(watch)
@@ -326,8 +356,8 @@ impl Reactor {
     /// closes), readable too while a reply is awaited. No syscall when the
     /// registration already is so, which is the case for a pooled home
     /// connection: an acquire+release pair costs no `epoll_ctl`.
-    fn register(&self, conn: &Connection, read: bool) -> bool {
-        let token = conn.id() | if read { READ_ARMED } else { 0 };
+    fn register(&self, conn: &Connection, read: bool, write: bool) -> bool {
+        let token = conn.id() | if read { READ_ARMED } else { 0 } | if write { WRITE_ARMED } else { 0 };
         let old = conn.set_registration(token);
         if old == token {
             return true;
@@ -335,6 +365,9 @@ impl Reactor {
         let mut bits = libc::EPOLLRDHUP | libc::EPOLLET;
         if read {
             bits |= libc::EPOLLIN;
+        }
+        if write {
+            bits |= libc::EPOLLOUT;
         }
         let ok = self.ctl(conn.raw_fd(), conn.id(), bits as u32, old != 0);
         if !ok {
@@ -370,8 +403,9 @@ impl Reactor {
     fn unwatch(&self, w: &Watch) {
         let mut s = lock(&self.slots);
         if let Some(entry) = s.entries.get_mut(&w.key.conn) {
-            if entry.watched.as_ref().is_some_and(|x| x.seq == w.key.seq) {
-                entry.watched = None;
+            let before = entry.watchers.len();
+            entry.watchers.retain(|x| x.seq != w.key.seq);
+            if entry.watchers.len() < before {
                 s.watched -= 1;
             }
         }
@@ -381,39 +415,46 @@ impl Reactor {
         self.inbox.wake();
     }
 
-    /// Await the reply of a renewal sent on the watched connection `key`;
-    /// `Err(pending)` back if that watch is gone (the lease was released,
-    /// lost or re-homed meanwhile) or already awaits one.
+    /// Await the reply of a renewal sent on the watched connection `key`,
+    /// behind the replies already awaited there (a shared home pipelines
+    /// its leases' renewals: the server answers them in order). `Err(
+    /// pending)` back if the connection is no longer registered.
     pub(crate) fn await_reply(&self, key: WatchKey, pending: Pending) -> Result<(), Pending> {
         {
             let mut s = lock(&self.slots);
             let s = &mut *s;
-            let Some(Entry { watched: Some(w), .. }) = s.entries.get_mut(&key.conn) else {
-                return Err(pending);
-            };
-            if w.seq != key.seq || w.renewal.is_some() {
-                return Err(pending);
-            }
             s.next_id += 1;
             let id = s.next_id;
+            let Some(entry) = s.entries.get_mut(&key.conn) else {
+                return Err(pending);
+            };
             let (deadline, conn) = (pending.deadline, Arc::clone(&pending.conn));
-            w.renewal = Some((id, Box::new(pending)));
-            // Under the lock: the watch (and so the connection) lives.
-            self.register(&conn, true);
-            s.deadlines.push(Reverse((deadline, id, key.conn, key.seq)));
+            entry.awaited.push_back((id, Box::new(pending)));
+            s.awaited += 1;
+            // Under the lock: the entry (and so the connection) lives.
+            self.register(&conn, true, conn.wants_write());
+            s.deadlines.push(Reverse((deadline, id, key.conn)));
             // Replies that came in time leave their deadline behind until
-            // it passes; keep those from piling up (each watch has at most
-            // one live deadline).
-            if s.deadlines.len() > 2 * s.watched + 1024 {
+            // it passes; keep those from piling up.
+            if s.deadlines.len() > 2 * s.awaited + 1024 {
                 let entries = &s.entries;
-                s.deadlines.retain(|Reverse((_, id, conn, seq))| {
-                    matches!(entries.get(conn), Some(Entry { watched: Some(w), .. })
-                        if w.seq == *seq && w.renewal.as_ref().is_some_and(|(i, _)| i == id))
+                s.deadlines.retain(|Reverse((_, id, conn))| {
+                    entries
+                        .get(conn)
+                        .is_some_and(|e| e.awaited.iter().any(|(i, _)| i == id))
                 });
             }
         }
         self.wake(); // the earliest deadline may have changed
         Ok(())
+    }
+
+    /// Write the renewals queued on `conn` during a round of wake-ups (one
+    /// write for all of them); arm writable for what the socket did not
+    /// take.
+    fn flush(&self, conn: &Arc<Connection>) {
+        let _ = conn.flush_queued(); // a failure breaks it: the hang-up follows
+        self.rearm(conn.id());
     }
 
     fn run(&self) {
@@ -453,6 +494,7 @@ impl Reactor {
                     let mut counter: u64 = 0;
                     // SAFETY: reading 8 bytes into a live u64 from our eventfd.
                     unsafe { libc::read(self.inbox.waker.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+                    self.run_nudged();
                     let items = std::mem::take(&mut *lock(&self.inbox.items));
                     for item in items {
                         tasks.handle(self, item);
@@ -477,94 +519,139 @@ impl Reactor {
         }
     }
 
-    /// One event on a connection registered under its id.
+    /// One event on a connection registered under its id (`bits` 0: a
+    /// nudge, read what is there).
     fn on_event(&self, id: u64, bits: u32) {
         let hang_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
-        let (awaited, seq) = {
-            let mut s = lock(&self.slots);
-            let Some(entry) = s.entries.get_mut(&id) else {
+        let conn = {
+            let s = lock(&self.slots);
+            let Some(entry) = s.entries.get(&id) else {
                 return;
             };
-            match entry.watched.as_mut() {
-                Some(w) => (w.renewal.take(), w.seq),
-                None => {
-                    // Pooled: a close makes it broken, so it is not handed
-                    // out again; readable left armed goes back to hang-up
-                    // only. Unless a task has registered the socket since
-                    // (an evented release on the former home): then this
-                    // event is stale, and re-registering would take the
-                    // task's readiness away from it.
-                    if let Some(conn) = entry.conn.upgrade().filter(|c| c.hang_ups_watched()) {
-                        if hang_up {
-                            conn.mark_broken();
-                        }
-                        self.register(&conn, false);
+            let conn = entry.conn.upgrade();
+            if entry.watchers.is_empty() && entry.awaited.is_empty() {
+                // Pooled: a close makes it broken, so it is not handed
+                // out again; readable left armed goes back to hang-up
+                // only. Unless a task has registered the socket since
+                // (an evented release on the former home): then this
+                // event is stale, and re-registering would take the
+                // task's readiness away from it.
+                if let Some(conn) = conn.filter(|c| c.hang_ups_watched()) {
+                    if hang_up {
+                        conn.mark_broken();
                     }
+                    self.register(&conn, false, false);
+                }
+                return;
+            }
+            match conn {
+                Some(conn) => conn,
+                None => return,
+            }
+        };
+        if bits & libc::EPOLLOUT as u32 != 0 {
+            let _ = conn.flush_queued();
+        }
+        // Replies (possibly the last bytes before a close) first, outside
+        // the lock: settling one may end its lease and so drop its watch.
+        self.collect(id, &conn);
+        if hang_up {
+            // Edge-triggered: it fires once. Every lease on the connection
+            // moves on (a fresh connection with a new watch, or lost); the
+            // replies still awaited will not come.
+            conn.mark_broken();
+            let (owners, dropped) = {
+                let mut s = lock(&self.slots);
+                let Some(entry) = s.entries.get_mut(&id) else {
                     return;
+                };
+                let owners: Vec<_> = entry
+                    .watchers
+                    .iter()
+                    .map(|w| (w.owner.upgrade(), w.generation))
+                    .collect();
+                let dropped = std::mem::take(&mut entry.awaited);
+                s.awaited -= dropped.len();
+                (owners, dropped)
+            };
+            drop(dropped);
+            for (owner, generation) in owners {
+                if let Some(owner) = owner {
+                    owner.hung_up(generation);
                 }
             }
-        };
-        // A reply (possibly the last bytes before a close) first, outside
-        // the lock: settling it may end the lease and so drop its watch.
-        let mut still_awaited = None;
-        if let Some((rid, p)) = awaited {
-            match p.conn.poll_reply(p.command, Some(&p.key)) {
-                Ok(None) if !hang_up => still_awaited = Some((rid, p)),
-                Ok(None) => {} // the hang-up path renews afresh
-                Ok(Some(outcome)) => settle(*p, Ok(outcome)),
-                Err(e) => settle(*p, Err(e)),
+            return;
+        }
+        self.rearm(id);
+    }
+
+    /// Read the replies awaited on `conn` (registered as `id`) that have
+    /// arrived, in order, and settle each.
+    fn collect(&self, id: u64, conn: &Connection) {
+        loop {
+            let head = {
+                let s = lock(&self.slots);
+                let Some(entry) = s.entries.get(&id) else { return };
+                match entry.awaited.front() {
+                    Some((pid, p)) => (*pid, p.command, p.key.clone()),
+                    None => return,
+                }
+            };
+            let (pid, command, key) = head;
+            let r = match conn.poll_reply(command, Some(&key)) {
+                Ok(None) => return, // not yet (or a call holds it: it nudges)
+                Ok(Some(outcome)) => Ok(outcome),
+                Err(e) => Err(e),
+            };
+            let p = {
+                let mut s = lock(&self.slots);
+                let s = &mut *s;
+                let Some(entry) = s.entries.get_mut(&id) else {
+                    return;
+                };
+                if entry.awaited.front().is_none_or(|(i, _)| *i != pid) {
+                    continue;
+                }
+                s.awaited -= 1;
+                entry.awaited.pop_front().map(|(_, p)| p)
+            };
+            if let Some(p) = p {
+                settle(*p, r);
             }
-        }
-        let mut s = lock(&self.slots);
-        let Some(entry) = s.entries.get_mut(&id) else {
-            return;
-        };
-        let conn = entry.conn.upgrade();
-        let Some(w) = entry.watched.as_mut().filter(|w| w.seq == seq) else {
-            return;
-        };
-        if hang_up {
-            // Edge-triggered: it fires once. The lease moves on (a fresh
-            // connection with a new watch, or lost).
-            let (owner, generation) = (w.owner.upgrade(), w.generation);
-            w.renewal = None;
-            drop(s);
-            if let Some(owner) = owner {
-                owner.hung_up(generation);
-            }
-            return;
-        }
-        // The next renewal may have been sent and registered while this
-        // one was being settled: keep the newer one.
-        if w.renewal.is_none() {
-            w.renewal = still_awaited;
-        }
-        let read = w.renewal.is_some();
-        if let Some(conn) = conn {
-            self.register(&conn, read);
         }
     }
 
-    /// Put a watched connection's registration back to hang-up only
-    /// (readable only while a reply is still awaited).
-    fn rearm(&self, key: WatchKey) {
+    /// Put a connection's registration to what it needs now: hang-up,
+    /// readable while replies are awaited, writable while queued bytes
+    /// wait.
+    fn rearm(&self, id: u64) {
         let s = lock(&self.slots);
-        if let Some(entry) = s.entries.get(&key.conn) {
-            if let (Some(w), Some(conn)) = (entry.watched.as_ref(), entry.conn.upgrade()) {
-                if w.seq == key.seq {
-                    self.register(&conn, w.renewal.is_some());
+        if let Some(entry) = s.entries.get(&id) {
+            if let Some(conn) = entry.conn.upgrade() {
+                if conn.hang_ups_watched() {
+                    self.register(&conn, !entry.awaited.is_empty(), conn.wants_write());
                 }
             }
+        }
+    }
+
+    /// The connections nudged since the last round: read what they hold.
+    fn run_nudged(&self) {
+        let ids = std::mem::take(&mut *lock(&self.inbox.nudged));
+        for id in ids {
+            self.on_event(id, 0);
         }
     }
 
     /// Give up the replies whose deadline passed; the time until the next
-    /// deadline, in whole milliseconds rounded up (-1: none).
+    /// deadline, in whole milliseconds rounded up (-1: none). Replies
+    /// awaited behind a late one on the same connection cannot come
+    /// before it: they are given up with it.
     fn expire_replies(&self) -> c_int {
         loop {
             let now = Instant::now();
             let mut s = lock(&self.slots);
-            let Some(&Reverse((deadline, id, conn, seq))) = s.deadlines.peek() else {
+            let Some(&Reverse((deadline, id, conn))) = s.deadlines.peek() else {
                 return -1;
             };
             if deadline > now {
@@ -572,25 +659,31 @@ impl Reactor {
                 return c_int::try_from(ms).unwrap_or(c_int::MAX);
             }
             s.deadlines.pop();
-            let expired = match s.entries.get_mut(&conn) {
-                Some(Entry { watched: Some(w), .. })
-                    if w.seq == seq && w.renewal.as_ref().is_some_and(|(i, _)| *i == id) =>
-                {
-                    w.renewal.take()
-                }
-                _ => None,
+            if !s.is_awaited(conn, id) {
+                continue;
+            }
+            let expired = {
+                let s = &mut *s;
+                let Some(entry) = s.entries.get_mut(&conn) else {
+                    continue;
+                };
+                let expired = std::mem::take(&mut entry.awaited);
+                s.awaited -= expired.len();
+                expired
             };
             drop(s);
-            if let Some((_, p)) = expired {
-                p.conn.abandon_reply();
+            if let Some((_, first)) = expired.front() {
+                first.conn.abandon_reply();
+            }
+            for (_, p) in expired {
                 let e = Error::new(
                     ErrorKind::Deadline,
                     format!("{} {:?}: no reply before the deadline", p.command.label(), p.key),
                 );
                 log!(Level::Warn, "{e}");
                 settle(*p, Err(e));
-                self.rearm(WatchKey { conn, seq });
             }
+            self.rearm(conn);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! above without naming their types.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -24,23 +24,34 @@ pub(crate) trait Timed: Send + Sync {
     fn due(self: Arc<Self>, due: Instant);
 }
 
-/// Who watches a connection: the owner (and which grant of it), and the
-/// renewal reply awaited on it.
+/// Who watches a connection: the owner (and which grant of it).
 pub(super) struct Watched {
     pub(super) owner: Weak<dyn Watcher>,
     pub(super) generation: u64,
-    /// Tells this watch from an earlier one of the same connection.
+    /// Tells this watch from the connection's other and earlier ones.
     pub(super) seq: u64,
-    /// Boxed: only while a reply is awaited (every held lease has one).
-    pub(super) renewal: Option<(u64, Box<Pending>)>,
 }
 
 /// A connection the reactor has registered under its own id: kept while
 /// the connection lives (swept when it is gone), watched or not, so a
-/// hang-up of a pooled connection marks it broken.
+/// hang-up of a pooled connection marks it broken. A home shared by many
+/// leases has a watch for each, and their renewals' replies awaited in the
+/// order the requests went out (the order the server answers them).
+#[derive(Default)]
 pub(super) struct Entry {
     pub(super) conn: Weak<Connection>,
-    pub(super) watched: Option<Watched>,
+    pub(super) watchers: Vec<Watched>,
+    /// (pending id, the request awaited), oldest first.
+    pub(super) awaited: VecDeque<(u64, Box<Pending>)>,
+}
+
+impl Entry {
+    pub(super) fn new(conn: &Arc<Connection>) -> Entry {
+        Entry {
+            conn: Arc::downgrade(conn),
+            ..Entry::default()
+        }
+    }
 }
 
 /// A request sent on a watched connection whose reply the reactor awaits
@@ -64,12 +75,15 @@ pub(crate) struct WatchKey {
 }
 
 /// Registered connections by id, and the deadlines of awaited replies:
-/// (deadline, pending id, connection id, watch seq).
+/// (deadline, pending id, connection id).
 #[derive(Default)]
 pub(super) struct Slots {
     pub(super) entries: HashMap<u64, Entry>,
+    /// Watches over all entries.
     pub(super) watched: usize,
-    pub(super) deadlines: BinaryHeap<Reverse<(Instant, u64, u64, u64)>>,
+    /// Replies awaited over all entries.
+    pub(super) awaited: usize,
+    pub(super) deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     pub(super) next_id: u64,
 }
 
@@ -79,8 +93,15 @@ impl Slots {
     pub(super) fn sweep(&mut self) {
         if self.entries.len() > 2 * self.watched + 1024 {
             self.entries
-                .retain(|_, e| e.watched.is_some() || e.conn.strong_count() > 0);
+                .retain(|_, e| !e.watchers.is_empty() || e.conn.strong_count() > 0);
         }
+    }
+
+    /// Whether pending `id` is still awaited on connection `conn`.
+    pub(super) fn is_awaited(&self, conn: u64, id: u64) -> bool {
+        self.entries
+            .get(&conn)
+            .is_some_and(|e| e.awaited.iter().any(|(i, _)| *i == id))
     }
 }
 

@@ -262,6 +262,19 @@ impl Transport {
     /// longer be used, since a later write would interleave).
     pub(crate) fn try_send(&mut self, frame: &[u8], what: &dyn Display) -> Result<bool> {
         self.wire.queue(frame, what)?;
+        self.try_flush(what)
+    }
+
+    /// Queue `frame` without writing it (one of a batch: the frames queued
+    /// together go out in one write, [`Transport::try_flush`]).
+    pub(crate) fn queue(&mut self, frame: &[u8], what: &dyn Display) -> Result<()> {
+        self.wire.queue(frame, what)
+    }
+
+    /// Without waiting: write what the socket takes of the queued bytes.
+    /// `Ok(false)`: some are left (write again once it is writable; a
+    /// blocking send writes them first, so the order holds).
+    pub(crate) fn try_flush(&mut self, what: &dyn Display) -> Result<bool> {
         let mut sock = NonBlocking(self.raw_fd());
         while self.wire.wants_write() {
             if !self.wire.write_to(&mut sock, what)? {
@@ -269,6 +282,11 @@ impl Transport {
             }
         }
         Ok(true)
+    }
+
+    /// Whether queued bytes wait to be written.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.wire.wants_write()
     }
 
     /// Without waiting (the event engine): the next reply line if it has
