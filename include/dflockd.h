@@ -128,19 +128,6 @@
 #define DFLOCKD_TOKEN_HEX_LEN 32
 
 /**
- * Default [`Config::max_leases_per_connection`]: 1,024 leases per
- * connection keeps 100,000 leases under 100 sockets, while one dropped
- * connection costs at most about 1 % of them; a burst of 1,024 renewals
- * (~100 KB) fits a socket's send buffer once the kernel has grown it.
- */
-#define DEFAULT_MAX_LEASES_PER_CONNECTION 1024
-
-/**
- * Largest [`Config::max_leases_per_connection`].
- */
-#define MAX_LEASES_PER_CONNECTION 65536
-
-/**
  * Major version of the headers you compiled against.
  */
 #define DFLOCKD_VERSION_MAJOR 0

@@ -83,8 +83,9 @@ pub struct Config {
     /// the queue (servers run with `--orphan-ttl`). Cannot be combined with
     /// `shard`.
     pub cluster: bool,
-    /// Most held leases one connection carries (default
-    /// [`DEFAULT_MAX_LEASES_PER_CONNECTION`]; 1: a connection per lease, as
+    /// Most held leases one connection carries (1..=65,536; default 1,024,
+    /// which keeps 100,000 leases under 100 sockets while one dropped
+    /// connection costs about 1 % of them; 1: a connection per lease, as
     /// the Python and Go clients do). Held leases share their *home*
     /// connections: their renewals go out together, pipelined, so a client
     /// holding 100,000 leases needs about a hundred sockets instead of
@@ -96,16 +97,17 @@ pub struct Config {
     pub max_leases_per_connection: usize,
 }
 
-/// Default [`Config::max_leases_per_connection`]: 1,024 leases per
-/// connection keeps 100,000 leases under 100 sockets, while one dropped
-/// connection costs at most about 1 % of them; a burst of 1,024 renewals
-/// (~100 KB) fits a socket's send buffer once the kernel has grown it.
-pub const DEFAULT_MAX_LEASES_PER_CONNECTION: usize = 1024;
-
-/// Largest [`Config::max_leases_per_connection`].
-pub const MAX_LEASES_PER_CONNECTION: usize = 65_536;
-
 impl Config {
+    /// Default [`Config::max_leases_per_connection`]: 1,024 leases per
+    /// connection keep 100,000 leases under 100 sockets, while one dropped
+    /// connection costs at most about 1 % of them; a burst of 1,024
+    /// renewals (~100 KB) fits a socket's send buffer once the kernel has
+    /// grown it.
+    pub(crate) const DEFAULT_MAX_LEASES_PER_CONNECTION: usize = 1024;
+
+    /// Largest [`Config::max_leases_per_connection`].
+    pub(crate) const MAX_LEASES_PER_CONNECTION: usize = 65_536;
+
     /// A configuration with the defaults documented on each field.
     pub fn new(servers: Vec<(String, u16)>) -> Config {
         Config {
@@ -123,7 +125,7 @@ impl Config {
             max_idle_per_server: 16,
             auto_release_on_disconnect: true,
             cluster: false,
-            max_leases_per_connection: DEFAULT_MAX_LEASES_PER_CONNECTION,
+            max_leases_per_connection: Config::DEFAULT_MAX_LEASES_PER_CONNECTION,
         }
     }
 
@@ -191,9 +193,10 @@ impl Config {
                 self.server_read_timeout
             ));
         }
-        if !(1..=MAX_LEASES_PER_CONNECTION).contains(&self.max_leases_per_connection) {
+        if !(1..=Config::MAX_LEASES_PER_CONNECTION).contains(&self.max_leases_per_connection) {
             return bad(format!(
-                "max_leases_per_connection must be 1..={MAX_LEASES_PER_CONNECTION}, got {}",
+                "max_leases_per_connection must be 1..={}, got {}",
+                Config::MAX_LEASES_PER_CONNECTION,
                 self.max_leases_per_connection
             ));
         }

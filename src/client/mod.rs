@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use config::{Config, DEFAULT_MAX_LEASES_PER_CONNECTION, MAX_LEASES_PER_CONNECTION, ShardFn};
+pub use config::{Config, ShardFn};
 use leader::{Leadership, Left};
 use pool::Pool;
 

@@ -466,10 +466,10 @@ pub extern "C" fn dflockd_config_set_max_leases_per_connection(
 ) -> dflockd_status {
     with_config(cfg, err, |d| {
         let n = max_leases as usize;
-        if !(1..=crate::client::MAX_LEASES_PER_CONNECTION).contains(&n) {
+        if !(1..=crate::client::Config::MAX_LEASES_PER_CONNECTION).contains(&n) {
             return Err(FfiError::invalid(format!(
                 "max_leases_per_connection must be 1..={}, got {n}",
-                crate::client::MAX_LEASES_PER_CONNECTION
+                crate::client::Config::MAX_LEASES_PER_CONNECTION
             )));
         }
         d.max_leases_per_connection = Some(n);
