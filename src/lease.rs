@@ -468,15 +468,32 @@ impl Shared {
                 }
                 Next::Abandon(e) => {
                     if let Some(h) = home {
-                        // Closing it frees a grant nobody will hold.
-                        h.conn.abort();
+                        // Closing it frees a grant nobody will hold (a home
+                        // other leases live on stays: that grant expires).
+                        h.conn.abort_unless_shared();
                     }
                     return Err(e);
                 }
             };
+            let on_home = match via {
+                Via::Home => {
+                    if let Some(h) = home.take() {
+                        self.give_back(h);
+                    }
+                    self.client.home_with_room(server)
+                }
+                _ => None,
+            };
             let at = match via {
+                Via::Home if on_home.is_some() => {
+                    reused = true;
+                    Home {
+                        conn: on_home.expect("checked"),
+                        server,
+                    }
+                }
                 Via::Same => home.take().expect("Via::Same names a connection"),
-                Via::Server | Via::Fresh | Via::Reattach => {
+                Via::Server | Via::Fresh | Via::Reattach | Via::Home => {
                     // The failed connection's session, for a re-attach
                     // (kept across the members tried).
                     if let (Via::Reattach, Some(h)) = (via, &home) {
@@ -490,14 +507,14 @@ impl Shared {
                         server = self.client.route(server);
                     }
                     let pooled = match via {
-                        Via::Server if !stale_retried => self.client.pool_take(server),
+                        Via::Server | Via::Home if !stale_retried => self.client.pool_take(server),
                         _ => None,
                     };
                     reused = pooled.is_some();
                     let conn = match pooled {
                         Some(conn) => conn,
                         None => {
-                            if via != Via::Server {
+                            if !matches!(via, Via::Server | Via::Home) {
                                 bump(&self.client.metrics.reconnects);
                             }
                             match self.client.open_as(server, Some(cap), reference) {
@@ -519,8 +536,16 @@ impl Shared {
             let sent = Stamp::now();
             op.sent(sent);
             let req = ask.request(self.kind, &self.key, self.limit, lease_s);
-            let r = self.cancellable(&at.conn, what, || at.conn.call(&req, Some(cap)));
-            if let (Via::Server, Err(e)) = (via, &r) {
+            let r = if at.conn.homed() > 0 {
+                // A home other leases live on: never aborted by a cancel
+                // (the request is answered at once; a grant a cancel raced
+                // is released by `hold`'s caller).
+                self.check_cancel(what)
+                    .and_then(|()| at.conn.call(&req, Some(cap)))
+            } else {
+                self.cancellable(&at.conn, what, || at.conn.call(&req, Some(cap)))
+            };
+            if let (Via::Server | Via::Home, Err(e)) = (via, &r) {
                 if reused
                     && !stale_retried
                     && e.kind() == ErrorKind::Io
@@ -553,7 +578,7 @@ impl Shared {
                     next = Next::Send { ask, via };
                     continue;
                 }
-                if via == Via::Server && e.kind() == ErrorKind::NotLeader {
+                if matches!(via, Via::Server | Via::Home) && e.kind() == ErrorKind::NotLeader {
                     self.give_back(at);
                     server = self.client.follow(e.clone(), server, &mut redirects)?;
                     next = op.first();
@@ -582,9 +607,23 @@ impl Shared {
     }
 
     fn acquire(self: &Arc<Self>, _op: &OpGuard, timeout_s: u64) -> Result<()> {
+        if timeout_s > MAX_SECONDS {
+            // Refused as its request would be (a try on a home goes first,
+            // and carries no timeout).
+            let (kind, key, limit) = (self.kind, self.key.as_str(), self.limit);
+            crate::protocol::Request::Acquire {
+                kind,
+                key,
+                timeout_s,
+                limit,
+                lease_s: None,
+            }
+            .encode(&mut Vec::new())?;
+        }
         let cap = self.client.call_deadline(timeout_s);
         let op = Operation::acquire(self.kind, &self.key, timeout_s, false, self.cadence())
-            .in_cluster(self.client.config.cluster);
+            .in_cluster(self.client.config.cluster)
+            .sharing(self.client.config.max_leases_per_connection > 1);
         self.drive(op, None, cap, "acquire").map(drop)
     }
 

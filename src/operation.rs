@@ -101,6 +101,10 @@ pub(crate) enum Via {
     /// failed connection's `stable-ref`, so a waiter queued there keeps its
     /// place (`w` claims it).
     Reattach,
+    /// A *home* of the key's server (a connection carrying held leases,
+    /// with room for one more), else as [`Via::Server`]: only for a request
+    /// the server answers at once, pipelined behind the home's renewals.
+    Home,
 }
 
 /// What the driver does next.
@@ -167,6 +171,12 @@ pub(crate) struct Operation {
     reattaching: bool,
     /// When the first request went out (the wait's timeout counts from it).
     first_sent: Option<Stamp>,
+    /// Leases share connections: an acquire first tries the key on a home
+    /// (`l` with timeout 0, answered at once), and only waits, on a
+    /// connection of its own, if the key is taken.
+    shared: bool,
+    /// That try is in flight.
+    trying_home: bool,
     /// For messages: "acquire", "semaphore wait", ...
     what: &'static str,
     key: String,
@@ -228,6 +238,8 @@ impl Operation {
             cluster: false,
             reattaching: false,
             first_sent: None,
+            shared: false,
+            trying_home: false,
             what,
             key: key.to_owned(),
         }
@@ -239,9 +251,24 @@ impl Operation {
         self
     }
 
+    /// Held leases share connections (`Config::max_leases_per_connection`
+    /// above 1): a one-phase acquire starts with a try on a home.
+    pub(crate) fn sharing(mut self, shared: bool) -> Operation {
+        self.shared = shared;
+        self
+    }
+
     /// The first request (again, after a leader redirect).
     pub(crate) fn first(&mut self) -> Next {
         let (ask, via) = match self.goal {
+            Goal::Acquire {
+                timeout_s,
+                two_phase: false,
+            } if self.shared => {
+                // Answered at once: granted on the home, or `timeout`.
+                self.trying_home = timeout_s > 0;
+                (Ask::Acquire { timeout_s: 0 }, Via::Home)
+            }
             Goal::Acquire { timeout_s, two_phase } => {
                 let ask = if two_phase {
                     Ask::Enqueue
@@ -341,6 +368,17 @@ impl Operation {
                         lease_s,
                         anchor: sent,
                     }
+                }
+            }
+            (Ask::Acquire { .. }, Err(e))
+                if std::mem::take(&mut self.trying_home)
+                    && (e.kind() == ErrorKind::Timeout || conn_failed) =>
+            {
+                // The key is taken (or the home failed under the try):
+                // wait for it on a connection of its own.
+                match self.goal {
+                    Goal::Acquire { timeout_s, .. } => self.send(Ask::Acquire { timeout_s }, Via::Server),
+                    _ => Next::Failed(e),
                 }
             }
             (Ask::Enqueue, Ok(Outcome::Queued)) => match self.goal {

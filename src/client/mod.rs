@@ -181,6 +181,15 @@ impl Client {
         }
         self.inner.pools.get(server).map_or(0, Pool::idle_count)
     }
+
+    /// Connections that carry held leases, over all servers (each carries
+    /// up to `Config::max_leases_per_connection`).
+    pub fn home_connections(&self) -> usize {
+        if self.check_fork().is_err() {
+            return 0;
+        }
+        self.inner.home_count()
+    }
 }
 
 impl Drop for Client {

@@ -259,7 +259,10 @@ impl Op {
     /// the home is broken).
     pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
         let deadline = lease.client.call_deadline(0);
-        let usable = !home.conn.is_broken();
+        // A home other leases still live on is the reactor's to read (their
+        // renewals' replies and hang-up): the release goes on another
+        // connection (any connection may release a token).
+        let usable = !home.conn.is_broken() && home.conn.homed() == 0;
         let machine = Operation::release(lease.kind, &lease.key, token, usable);
         let client = Arc::clone(&lease.client);
         let mut op = Op::new(
