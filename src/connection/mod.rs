@@ -24,6 +24,7 @@ use crate::log::{Level, log};
 use crate::metrics::{Metrics, bump};
 use crate::protocol::{Command, MAX_SECONDS, Outcome, Refusal, Request, Token, parse_reply};
 use crate::session::{Delivery, Session, Waiter};
+use crate::sync::lock;
 use crate::transport::{TlsOptions, TlsSetup, Transport, shutdown_fd};
 use crate::{Error, ErrorKind, Result};
 
@@ -201,6 +202,7 @@ impl Connector {
             }),
             homed: AtomicUsize::new(0),
             nudge: OnceLock::new(),
+            outbox: Mutex::new(Vec::new()),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -281,6 +283,10 @@ pub struct Connection {
     /// Tells the reactor that a blocking call read replies it awaits
     /// (set by the reactor when it first awaits one here).
     nudge: OnceLock<Nudge>,
+    /// Renewals the reactor sent while a call held the connection: the
+    /// next holder of `io` puts them on the wire, ahead of its own request
+    /// (so a busy home never holds a renewal back for long).
+    outbox: Mutex<Vec<(Command, Vec<u8>)>>,
 }
 
 /// How a connection tells the reactor it holds replies for it (the
@@ -517,6 +523,7 @@ impl Connection {
     pub(crate) fn call(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
         let mut stashed = false;
         let r = self.exchange_checked(req, cap, &mut stashed);
+        stashed |= self.post_outbox();
         // The reactor gave up reading while this call held the connection:
         // tell it to look again (replies kept for it, or still to come).
         if stashed || self.reactor_awaits() {
@@ -559,6 +566,8 @@ impl Connection {
             return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
         }
         let io = &mut *io;
+        let posted = self.take_outbox(io, &what)?;
+        *stashed |= posted;
         // The reactor's requests were sent first: their replies come first.
         // A request the server may hold back goes only where nothing else
         // is awaited, so those become owed (dropped when read: the renewal
@@ -709,7 +718,20 @@ impl Connection {
         };
         self.check_fork()?;
         let Ok(mut io) = self.io.try_lock() else {
-            return Ok(Started::Busy);
+            if take_over || req.may_block() || self.is_broken() {
+                return Ok(Started::Busy);
+            }
+            // A call holds the connection: it puts this request on the
+            // wire when it is done (or the next holder does, first).
+            let mut frame = Vec::with_capacity(64);
+            req.encode(&mut frame)?;
+            lock(&self.outbox).push((what.cmd, frame));
+            if self.post_outbox() {
+                if let Some(nudge) = self.nudge.get() {
+                    nudge(self.id);
+                }
+            }
+            return Ok(Started::Sent);
         };
         if self.was_aborted() {
             return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
@@ -718,6 +740,7 @@ impl Connection {
             return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
         }
         let io = &mut *io;
+        self.take_outbox(io, &what)?;
         let awaited = io.session.awaits(Waiter::Reactor) || !io.for_reactor.is_empty();
         if awaited && take_over {
             // The engine's own request on a connection it now owns alone:
@@ -769,6 +792,49 @@ impl Connection {
                 self.broken.store(true, Ordering::Release);
                 Err(e)
             }
+        }
+    }
+
+    /// Put the renewals the outbox holds on the wire (queued, in order,
+    /// each awaited by the reactor). `true` if there were any.
+    fn take_outbox(&self, io: &mut Io, what: &dyn std::fmt::Display) -> Result<bool> {
+        let posted = std::mem::take(&mut *lock(&self.outbox));
+        if posted.is_empty() {
+            return Ok(false);
+        }
+        for (cmd, frame) in &posted {
+            if let Err(e) = io.transport.queue(frame, what) {
+                io.session.break_off();
+                self.broken.store(true, Ordering::Release);
+                return Err(e);
+            }
+            io.session.sent(*cmd, false, Waiter::Reactor);
+        }
+        Ok(true)
+    }
+
+    /// If renewals wait in the outbox and no call holds the connection:
+    /// write them now (what the socket does not take waits for the
+    /// reactor's writable event). `true` if any were posted (the caller
+    /// nudges the reactor).
+    fn post_outbox(&self) -> bool {
+        if lock(&self.outbox).is_empty() {
+            return false;
+        }
+        let Ok(mut io) = self.io.try_lock() else {
+            return false; // the holder posts them when done
+        };
+        let io = &mut *io;
+        match self.take_outbox(io, &"renewals") {
+            Ok(true) => {
+                if io.transport.try_flush(&"renewals").is_err() {
+                    io.session.break_off();
+                    self.broken.store(true, Ordering::Release);
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(_) => true,
         }
     }
 

@@ -1,0 +1,288 @@
+//! Held leases share connections (`Config::max_leases_per_connection`,
+//! default 1,024): a few sockets carry thousands of leases, their renewals
+//! pipelined; a dropped home reports every lease on it at once; FIFO and
+//! cancel stay exact; hostile replies on a shared home give no lease
+//! another's outcome. Default client settings throughout (a lease length
+//! is the user's choice, set per lock where a test must see renewals).
+
+mod client_common;
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use client_common::*;
+use dflockd::ErrorKind;
+use dflockd::client::Client;
+use dflockd::lease::Lease;
+use dflockd::testserver::ServerOptions;
+
+fn roomy() -> ServerOptions {
+    ServerOptions {
+        max_locks: 20_000,
+        ..ServerOptions::default()
+    }
+}
+
+/// `n` held locks of `lease_s` seconds (`None`: the server's default).
+fn hold_many(client: &Client, prefix: &str, n: usize, lease_s: Option<u64>) -> Vec<Lease> {
+    (0..n)
+        .map(|_| {
+            let lease = client.lock(&key(prefix)).expect("lease");
+            lease.set_lease_ttl(lease_s).expect("ttl");
+            lease.acquire(10).expect("acquire");
+            lease
+        })
+        .collect()
+}
+
+/// None of `leases` can be taken by another client.
+fn rivals_cannot_take(srv: &Srv, leases: &[Lease]) {
+    let rival = srv.client();
+    for lease in leases.iter().step_by(leases.len().div_ceil(50).max(1)) {
+        let r = rival.lock(lease.key()).expect("lease");
+        assert!(!r.try_acquire().expect("try"), "{} is still held", lease.key());
+    }
+}
+
+#[test]
+fn thousands_of_held_leases_share_a_few_connections_and_stay_renewed() {
+    if skip_external("thousands_of_held_leases_share_a_few_connections_and_stay_renewed") {
+        return;
+    }
+    let srv = embedded(roomy());
+    let client = srv.client();
+    let leases = hold_many(&client, "share", 3_000, Some(2));
+    let m = client.metrics();
+    assert!(
+        client.home_connections() <= 3,
+        "3,000 leases on {} homes",
+        client.home_connections()
+    );
+    assert!(m.open_connections <= 4, "{} sockets", m.open_connections);
+    // Two rounds of renewals (every second for a 2 s lease), pipelined.
+    let start = m.renewals;
+    assert!(
+        wait_until(Duration::from_secs(20), || client.metrics().renewals
+            >= start + 6_000),
+        "renewals: {}",
+        client.metrics().renewals - start
+    );
+    assert_eq!(client.metrics().leases_lost, 0);
+    assert!(leases.iter().all(Lease::is_held));
+    rivals_cannot_take(&srv, &leases);
+    for lease in &leases {
+        lease.release().expect("release");
+    }
+    assert_eq!(client.home_connections(), 0);
+    assert_eq!(client.metrics().leases_lost, 0);
+}
+
+#[test]
+fn a_cap_of_one_gives_every_lease_its_own_connection() {
+    if skip_external("a_cap_of_one_gives_every_lease_its_own_connection") {
+        return;
+    }
+    let srv = embedded(roomy());
+    let client = srv.client_with(|c| c.max_leases_per_connection = 1);
+    let leases = hold_many(&client, "cap1", 40, None);
+    assert_eq!(client.home_connections(), 40);
+    for lease in &leases {
+        lease.release().expect("release");
+    }
+    assert_eq!(client.home_connections(), 0);
+}
+
+#[test]
+fn a_dropped_shared_home_reports_every_lease_on_it_lost_within_50_ms() {
+    if skip_external("a_dropped_shared_home_reports_every_lease_on_it_lost_within_50_ms") {
+        return;
+    }
+    let srv = embedded(roomy());
+    let client = srv.client();
+    let leases = hold_many(&client, "drop", 500, None);
+    assert_eq!(client.home_connections(), 1);
+    let lost_at = Arc::new(Mutex::new(Vec::new()));
+    for lease in &leases {
+        let lost_at = Arc::clone(&lost_at);
+        lease.on_lost(Some(Box::new(move |e| {
+            lost_at.lock().unwrap().push((e.kind(), Instant::now()));
+        })));
+    }
+    let dropped = Instant::now();
+    srv.ts().drop_connections();
+    assert!(
+        wait_until(Duration::from_secs(5), || lost_at.lock().unwrap().len() == 500),
+        "{} of 500 reported lost",
+        lost_at.lock().unwrap().len()
+    );
+    // is_held() turns false before the callback runs.
+    assert!(leases.iter().all(|l| !l.is_held()));
+    let lost_at = lost_at.lock().unwrap();
+    assert!(lost_at.iter().all(|(k, _)| *k == ErrorKind::LeaseLost));
+    let last = lost_at.iter().map(|(_, t)| *t - dropped).max().unwrap();
+    assert!(
+        last <= Duration::from_millis(50),
+        "the last loss came after {last:?}"
+    );
+    // New work reconnects.
+    let fresh = client.lock(&key("drop-after")).expect("lease");
+    fresh.acquire(5).expect("acquire after the drop");
+    fresh.release().expect("release");
+}
+
+#[test]
+fn without_auto_release_the_leases_of_a_dropped_home_are_confirmed_elsewhere() {
+    if skip_external("without_auto_release_the_leases_of_a_dropped_home_are_confirmed_elsewhere") {
+        return;
+    }
+    let srv = embedded(ServerOptions {
+        auto_release_on_disconnect: false,
+        ..roomy()
+    });
+    let client = srv.client_with(|c| c.auto_release_on_disconnect = false);
+    let leases = hold_many(&client, "confirm", 200, None);
+    let tokens: Vec<_> = leases.iter().map(|l| l.token().expect("token")).collect();
+    srv.ts().drop_connections();
+    assert!(
+        wait_until(Duration::from_secs(10), || client.metrics().leases_confirmed
+            >= 200),
+        "{} of 200 confirmed",
+        client.metrics().leases_confirmed
+    );
+    assert_eq!(client.metrics().leases_lost, 0);
+    assert!(leases.iter().all(Lease::is_held));
+    let now: Vec<_> = leases.iter().map(|l| l.token().expect("token")).collect();
+    assert_eq!(tokens, now, "the same grants, confirmed");
+    rivals_cannot_take(&srv, &leases);
+}
+
+#[test]
+fn hostile_replies_on_a_shared_home_give_no_lease_another_outcome() {
+    if skip_external("hostile_replies_on_a_shared_home_give_no_lease_another_outcome") {
+        return;
+    }
+    let srv = embedded(roomy());
+    let client = srv.client();
+    let leases = hold_many(&client, "hostile", 100, Some(2));
+    assert_eq!(client.home_connections(), 1);
+    // Every reply becomes two lines: the first renewal's answer brings a
+    // line that answers nothing sent, so the home is out of step.
+    srv.ts().set_hostile_reply(Some(b"ok 30\nok 30\n".to_vec()));
+    assert!(
+        wait_until(Duration::from_secs(10), || leases.iter().all(Lease::is_lost)),
+        "{} of 100 lost",
+        leases.iter().filter(|l| l.is_lost()).count()
+    );
+    srv.ts().set_hostile_reply(None);
+    assert!(leases.iter().all(|l| !l.is_held()));
+    // Closing the home freed them on the server.
+    let rival = srv.client();
+    for lease in leases.iter().step_by(10) {
+        let r = rival.lock(lease.key()).expect("lease");
+        assert!(
+            wait_until(Duration::from_secs(5), || r.try_acquire().unwrap_or(false)),
+            "{} was freed",
+            lease.key()
+        );
+    }
+}
+
+#[test]
+fn starts_on_one_key_are_granted_in_start_order_with_shared_homes() {
+    let srv = any_server();
+    let client = srv.client();
+    let k = key("fifo");
+    let holder = srv.client().lock(&k).expect("lease");
+    holder.acquire(5).expect("holder");
+    // Leases held on the client's home while others wait.
+    let _held = hold_many(&client, "fifo-other", 20, None);
+    let (tx, rx) = mpsc::channel();
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let lease = client.lock(&k).expect("lease");
+        let tx = tx.clone();
+        waiters.push(thread::spawn(move || {
+            lease.acquire(30).expect("acquire");
+            tx.send(i).unwrap();
+            lease.release().expect("release");
+        }));
+        assert!(
+            wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == i + 1),
+            "waiter {i} queued"
+        );
+    }
+    holder.release().expect("release");
+    let order: Vec<_> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(order, vec![0, 1, 2]);
+    for w in waiters {
+        w.join().unwrap();
+    }
+}
+
+#[test]
+fn a_cancelled_acquire_leaves_the_shared_home_and_its_leases_alone() {
+    let srv = any_server();
+    let client = srv.client();
+    let held = hold_many(&client, "cancel-home", 10, None);
+    let homes = client.home_connections();
+    let k = key("cancel");
+    let holder = srv.client().lock(&k).expect("lease");
+    holder.acquire(5).expect("holder");
+    let lease = Arc::new(client.lock(&k).expect("lease"));
+    let waiting = Arc::clone(&lease);
+    let t = thread::spawn(move || waiting.acquire(30));
+    assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 1));
+    lease.cancel();
+    let r = t.join().unwrap();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
+    assert_waiter_gone(&client, &k);
+    assert!(!lease.is_held());
+    assert!(held.iter().all(Lease::is_held));
+    assert_eq!(client.home_connections(), homes);
+    assert_eq!(client.metrics().leases_lost, 0);
+    rivals_cannot_take(&srv, &held);
+}
+
+#[test]
+fn busy_callers_on_shared_homes_do_not_starve_renewals() {
+    if skip_external("busy_callers_on_shared_homes_do_not_starve_renewals") {
+        return;
+    }
+    let srv = embedded(roomy());
+    let client = srv.client();
+    let held = hold_many(&client, "busy-held", 500, Some(2));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let client = client.clone();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let lease = client.lock(&key(&format!("busy-{i}"))).expect("lease");
+                let mut pairs = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    lease.acquire(5).expect("acquire");
+                    lease.release().expect("release");
+                    pairs += 1;
+                }
+                pairs
+            })
+        })
+        .collect();
+    // Three rounds of renewals under load.
+    let start = client.metrics().renewals;
+    let renewed = wait_until(Duration::from_secs(20), || {
+        client.metrics().renewals >= start + 1_500
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let pairs: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(renewed, "renewals: {}", client.metrics().renewals - start);
+    assert!(pairs > 0);
+    if let Some(l) = held.iter().find(|l| l.is_lost()) {
+        panic!("lost under load: {:?}", l.lost_error());
+    }
+    assert_eq!(client.metrics().leases_lost, 0);
+    assert!(held.iter().all(Lease::is_held));
+}
