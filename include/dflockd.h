@@ -542,6 +542,16 @@ typedef struct {
    * then confirmed held again by a renewal elsewhere.
    */
   uint64_t leases_confirmed;
+  /**
+   * Connections carrying held leases now (each carries up to
+   * `dflockd_config_set_max_leases_per_connection()` of them).
+   */
+  uint64_t home_connections;
+  /**
+   * The latest a renewal went out after it was due, in microseconds
+   * (the worst since the client was made).
+   */
+  uint64_t renewal_lateness_max_us;
 } dflockd_metrics;
 
 /**

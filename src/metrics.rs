@@ -40,6 +40,12 @@ pub struct MetricsSnapshot {
     /// Held leases doubted (their connection went; not reported held)
     /// and then confirmed by a renewal elsewhere.
     pub leases_confirmed: u64,
+    /// Connections carrying held leases now (each up to
+    /// `Config::max_leases_per_connection`).
+    pub home_connections: u64,
+    /// The latest a renewal went out after it was due, in microseconds
+    /// (worst since the client was made): how far the reactor fell behind.
+    pub renewal_lateness_max_us: u64,
 }
 
 /// The live counters (gauges are derived when a snapshot is taken, except
@@ -59,6 +65,7 @@ pub(crate) struct Metrics {
     pub(crate) open_connections: AtomicU64,
     pub(crate) failovers: AtomicU64,
     pub(crate) leases_confirmed: AtomicU64,
+    pub(crate) renewal_lateness_max_us: AtomicU64,
 }
 
 /// Add one to a counter.
@@ -71,7 +78,13 @@ impl Metrics {
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, idle_connections: u64) -> MetricsSnapshot {
+    /// A renewal went out `late` after it was due.
+    pub(crate) fn renewal_late(&self, late: std::time::Duration) {
+        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        self.renewal_lateness_max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, idle_connections: u64, home_connections: u64) -> MetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MetricsSnapshot {
             acquires: get(&self.acquires),
@@ -88,6 +101,8 @@ impl Metrics {
             idle_connections,
             failovers: get(&self.failovers),
             leases_confirmed: get(&self.leases_confirmed),
+            home_connections,
+            renewal_lateness_max_us: get(&self.renewal_lateness_max_us),
         }
     }
 }

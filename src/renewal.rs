@@ -104,7 +104,7 @@ fn transient(e: &Error) -> bool {
 /// was late) gets the renewal on a fresh connection, opened by the engine
 /// without blocking (an evented operation, `Op::renew`).
 fn renew_once(lease: &Arc<Shared>, generation: u64) {
-    let (token, conn, server, life, watch, doubted) = {
+    let (token, conn, server, life, watch, doubted, due) = {
         let st = lock(&lease.state);
         match &st.held {
             Some(h) if st.generation == generation => (
@@ -114,10 +114,15 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
                 h.life,
                 h.watch.as_ref().map(Watch::key),
                 h.doubted,
+                h.renew_at,
             ),
             _ => return,
         }
     };
+    lease
+        .client
+        .metrics
+        .renewal_late(Instant::now().saturating_duration_since(due));
     if conn.is_broken() && !doubted {
         let broke = Error::new(ErrorKind::Io, "its connection broke");
         if lease.client.config.cluster {

@@ -68,7 +68,10 @@ fn thousands_of_held_leases_share_a_few_connections_and_stay_renewed() {
         "renewals: {}",
         client.metrics().renewals - start
     );
-    assert_eq!(client.metrics().leases_lost, 0);
+    let m = client.metrics();
+    assert_eq!(m.leases_lost, 0);
+    assert_eq!(m.home_connections, client.home_connections() as u64);
+    eprintln!("worst renewal lateness: {} us", m.renewal_lateness_max_us);
     assert!(leases.iter().all(Lease::is_held));
     rivals_cannot_take(&srv, &leases);
     for lease in &leases {

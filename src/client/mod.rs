@@ -171,7 +171,9 @@ impl Client {
     /// The client's counters now (shared by its clones).
     pub fn metrics(&self) -> MetricsSnapshot {
         let idle = self.inner.pools.iter().map(Pool::idle_count).sum::<usize>();
-        self.inner.metrics.snapshot(idle as u64)
+        self.inner
+            .metrics
+            .snapshot(idle as u64, self.inner.home_count() as u64)
     }
 
     /// Idle pooled connections to `server` (diagnostics and tests).

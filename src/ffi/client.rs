@@ -389,6 +389,12 @@ pub struct dflockd_metrics {
     /// Held leases doubted (their connection went: not reported held) and
     /// then confirmed held again by a renewal elsewhere.
     pub leases_confirmed: u64,
+    /// Connections carrying held leases now (each carries up to
+    /// `dflockd_config_set_max_leases_per_connection()` of them).
+    pub home_connections: u64,
+    /// The latest a renewal went out after it was due, in microseconds
+    /// (the worst since the client was made).
+    pub renewal_lateness_max_us: u64,
 }
 
 /// Copy the client's counters into `*out`. Pass `out_size =
@@ -427,6 +433,8 @@ pub extern "C" fn dflockd_client_metrics(
             idle_connections: m.idle_connections,
             failovers: m.failovers,
             leases_confirmed: m.leases_confirmed,
+            home_connections: m.home_connections,
+            renewal_lateness_max_us: m.renewal_lateness_max_us,
         };
         let n = out_size.min(std::mem::size_of::<dflockd_metrics>());
         // SAFETY: `out` is non-NULL and, by contract, valid for `out_size`

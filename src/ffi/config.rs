@@ -593,6 +593,17 @@ mod tests {
             dflockd_config_set_cluster(std::ptr::null_mut(), true, null),
             dflockd_status::NullParameter
         );
+        for bad in [0, 65_537] {
+            assert_eq!(
+                dflockd_config_set_max_leases_per_connection(cfg, bad, null),
+                dflockd_status::InvalidArgument
+            );
+        }
+        assert_eq!(
+            dflockd_config_set_max_leases_per_connection(cfg, 1, null),
+            dflockd_status::Ok
+        );
+        assert_eq!(unsafe { &*cfg }.draft.max_leases_per_connection, Some(1));
         dflockd_config_free(cfg);
         dflockd_config_free(std::ptr::null_mut());
     }

@@ -366,6 +366,52 @@ static void test_hostile_reply(void) {
     dflockd_testserver_stop(s);
 }
 
+/* ---- held leases share connections (max_leases_per_connection) ---- */
+static void shared_homes_with(dflockd_testserver *s, uint32_t cap, size_t n, uint64_t want_homes) {
+    char addr[64], key[32];
+    size_t len = 0, i;
+    dflockd_config *cfg = NULL;
+    dflockd_client *c = NULL;
+    dflockd_lease **ls = calloc(n, sizeof *ls);
+    dflockd_metrics m;
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_testserver_addr(s, addr, sizeof addr, &len, E));
+    EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_config_new(&cfg));
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_servers(cfg, addr, len, E));
+    EXPECT(DFLOCKD_STATUS_INVALID_ARGUMENT, dflockd_config_set_max_leases_per_connection(cfg, 0, E));
+    EXPECT(DFLOCKD_STATUS_INVALID_ARGUMENT, dflockd_config_set_max_leases_per_connection(cfg, 65537, E));
+    EXPECT(DFLOCKD_STATUS_NULL_PARAMETER, dflockd_config_set_max_leases_per_connection(NULL, 1, E));
+    if (cap != 0) {
+        EXPECT(DFLOCKD_STATUS_OK, dflockd_config_set_max_leases_per_connection(cfg, cap, E));
+    }
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_new(cfg, &c, E));
+    dflockd_config_free(cfg);
+    for (i = 0; i < n; i++) {
+        int kl = snprintf(key, sizeof key, "share-%u-%zu", (unsigned)cap, i);
+        EXPECT(DFLOCKD_STATUS_OK, dflockd_client_lock(c, key, (size_t)kl, &ls[i], E));
+        EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_acquire(ls[i], 5, E));
+    }
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_metrics(c, &m, sizeof m, E));
+    CHECK(m.home_connections == want_homes);
+    CHECK(m.open_connections <= want_homes + 1);
+    for (i = 0; i < n; i++) {
+        CHECK(dflockd_lease_is_held(ls[i]));
+        EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_release(ls[i], E));
+        dflockd_lease_free(ls[i]);
+    }
+    EXPECT(DFLOCKD_STATUS_OK, dflockd_client_metrics(c, &m, sizeof m, E));
+    CHECK(m.home_connections == 0 && m.leases_lost == 0);
+    free(ls);
+    dflockd_client_free(c);
+}
+
+static void test_shared_homes(void) {
+    dflockd_testserver *s = start_server(33);
+    shared_homes_with(s, 0, 300, 1); /* the default: 1,024 a connection */
+    shared_homes_with(s, 100, 250, 3);
+    shared_homes_with(s, 1, 20, 20); /* a connection per lease */
+    dflockd_testserver_stop(s);
+}
+
 int main(void) {
     dflockd_testserver *s;
     dflockd_client *c;
@@ -382,6 +428,7 @@ int main(void) {
     dflockd_testserver_stop(s);
     test_lost_lease();
     test_hostile_reply();
+    test_shared_homes();
     printf("test_abi: %d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }
