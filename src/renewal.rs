@@ -173,64 +173,102 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         token: token.as_str(),
         lease_s: ttl,
     };
-    if let (false, Some(watch)) = (conn.is_broken(), watch) {
-        // Renewals due together on one (shared) home go out in one write.
-        let batched = reactor::in_round();
-        let started = if batched {
-            conn.queue_request(&request)
+    // Where: the home while it is usable; after it broke (cluster mode:
+    // the leader, wherever the grant was made), another home of that
+    // server with room, which the renewal then makes this lease's home.
+    let (target, moving, at) = match (conn.is_broken(), watch) {
+        (false, Some(_)) => (Some(conn), false, server),
+        (false, None) => {
+            // Not watched (the engine could not register it): on the home,
+            // awaited as an operation of its own.
+            post_elsewhere(lease, generation, token, server, Some(conn), expires_at, deadline);
+            return;
+        }
+        (true, _) => {
+            let at = lease.client.route(server);
+            (
+                lease.client.home_with_room(at).filter(|c| c.hang_ups_watched()),
+                true,
+                at,
+            )
+        }
+    };
+    let Some(conn) = target else {
+        // No home to move to: one renewal opens a fresh connection (which
+        // becomes a home); the others due meanwhile wait for it, briefly,
+        // instead of each opening its own.
+        if lease.client.claim_opening(at) {
+            log!(
+                Level::Warn,
+                "renew {:?}: its connection broke; renewing on a fresh connection",
+                lease.key
+            );
+            bump(&lease.client.metrics.reconnects);
+            post_elsewhere(lease, generation, token, at, None, expires_at, deadline);
         } else {
-            conn.start_request(&request)
-        };
-        match started {
-            Ok(Started::Sent) => {
-                if batched {
-                    reactor::cork(&conn);
-                }
-                let owner = Arc::downgrade(lease);
-                let pending = Pending {
-                    command: request.command(),
-                    key: lease.key.clone(),
-                    deadline,
-                    conn: Arc::clone(&conn),
-                    settle: Box::new(move |r| {
-                        if let Some(lease) = owner.upgrade() {
-                            finish(&lease, generation, sent, expires_at, renewed(r), None, server);
-                        }
-                    }),
-                };
-                if let Err(pending) = engine.await_reply(watch, pending) {
-                    // The connection is no longer registered (cannot
-                    // happen while the watch lives): give the reply up and
-                    // try again shortly (a no-op if the grant is gone).
-                    // Never leave a held lease without a renewal on its way.
-                    pending.conn.abandon_reply();
-                    reschedule(lease, generation, Instant::now() + BUSY_RETRY);
-                }
-            }
-            Ok(Started::Busy) => reschedule(lease, generation, Instant::now() + BUSY_RETRY),
-            Err(e) => finish(lease, generation, sent, expires_at, Err(e), None, server),
+            reschedule(lease, generation, Instant::now() + BUSY_RETRY);
         }
         return;
-    }
-    let home = if conn.is_broken() {
-        log!(
-            Level::Warn,
-            "renew {:?}: its connection broke; renewing on a fresh connection",
-            lease.key
-        );
-        bump(&lease.client.metrics.reconnects);
-        None
-    } else {
-        // Not watched (the engine could not register it): on the home,
-        // awaited as an operation of its own.
-        Some(conn)
     };
-    // In cluster mode a renewal elsewhere goes to the leader, wherever the
-    // grant was made.
-    let server = if home.is_none() {
-        lease.client.route(server)
+    // Renewals due together on one (shared) home go out in one write.
+    let batched = reactor::in_round();
+    let started = if batched {
+        conn.queue_request(&request)
     } else {
-        server
+        conn.start_request(&request)
+    };
+    match started {
+        Ok(Started::Sent) => {
+            if batched {
+                reactor::cork(&conn);
+            }
+            let owner = Arc::downgrade(lease);
+            let new_home = moving.then(|| Arc::clone(&conn));
+            let pending = Pending {
+                command: request.command(),
+                key: lease.key.clone(),
+                deadline,
+                conn: Arc::clone(&conn),
+                settle: Box::new(move |r| {
+                    if let Some(lease) = owner.upgrade() {
+                        finish(&lease, generation, sent, expires_at, renewed(r), new_home, at);
+                    }
+                }),
+            };
+            if let Err(pending) = engine.await_reply(conn.id(), pending) {
+                // The connection is no longer registered (cannot happen
+                // while a watch lives): give the reply up and try again
+                // shortly (a no-op if the grant is gone). Never leave a
+                // held lease without a renewal on its way.
+                pending.conn.abandon_reply();
+                reschedule(lease, generation, Instant::now() + BUSY_RETRY);
+            }
+        }
+        Ok(Started::Busy) => reschedule(lease, generation, Instant::now() + BUSY_RETRY),
+        Err(e) if moving => {
+            // That home failed under us: not this lease's; try again.
+            log!(Level::Debug, "renew {:?} on another home: {e}", lease.key);
+            reschedule(lease, generation, Instant::now() + BUSY_RETRY);
+        }
+        Err(e) => finish(lease, generation, sent, expires_at, Err(e), None, at),
+    }
+}
+
+/// Hand a renewal to the evented operations: on `home` (unwatched) or a
+/// fresh connection to `server`.
+#[allow(clippy::too_many_arguments)]
+fn post_elsewhere(
+    lease: &Arc<Shared>,
+    generation: u64,
+    token: Token,
+    server: usize,
+    home: Option<Arc<Connection>>,
+    expires_at: Boot,
+    deadline: Instant,
+) {
+    let Some(engine) = reactor::started(&lease.client.runtime) else {
+        lease.lose(generation, Error::new(ErrorKind::Io, "the event engine is gone"));
+        return;
     };
     engine.post(Box::new(RenewElsewhere {
         lease: Arc::clone(lease),
@@ -331,6 +369,7 @@ pub(crate) fn finish(
             };
             let was_doubted = std::mem::take(&mut held.doubted);
             if let Some(fresh) = new_home {
+                lease.client.opened(at);
                 held.watch = lease.watch_home(&fresh, generation);
                 held.ticket = HomeTicket::new(&fresh);
                 lease.client.add_home(at, &fresh);

@@ -145,6 +145,13 @@ fn leases_survive(kill: impl FnOnce(&TestCluster, usize), n: usize) {
     assert_eq!(m.leases_lost, 0, "{m:?}");
     assert!(m.failovers >= 1, "{m:?}");
     assert_eq!(m.leases_confirmed, n as u64, "{m:?}");
+    // They moved together: onto a few connections to the new leader, not
+    // one each (the old leader's connections close as their leases leave).
+    assert!(
+        wait_until(Duration::from_secs(5), || client.metrics().open_connections <= 4),
+        "connections after the failover: {:?}",
+        client.metrics()
+    );
     assert!(
         wait_until(Duration::from_secs(5), || confirms.load(Ordering::SeqCst) == n),
         "a confirmation callback per lease"

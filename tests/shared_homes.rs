@@ -157,6 +157,12 @@ fn without_auto_release_the_leases_of_a_dropped_home_are_confirmed_elsewhere() {
     assert!(leases.iter().all(Lease::is_held));
     let now: Vec<_> = leases.iter().map(|l| l.token().expect("token")).collect();
     assert_eq!(tokens, now, "the same grants, confirmed");
+    // Confirmed together on a few fresh connections, not one each.
+    assert!(
+        client.home_connections() <= 3,
+        "{} homes after the confirmations",
+        client.home_connections()
+    );
     rivals_cannot_take(&srv, &leases);
 }
 

@@ -51,7 +51,14 @@ pub(crate) struct ClientInner {
     pub(crate) stamp: ForkStamp,
     /// Cluster mode: the leader cache (`None` when sharding).
     leadership: Option<Mutex<Leadership>>,
+    /// Per server: when a renewal last set out to open a fresh connection
+    /// (to move leases off a broken home), so the others wait for it.
+    opening: Mutex<Vec<Option<Instant>>>,
 }
+
+/// How long the leases of a broken home wait for the fresh connection one
+/// of them opens before another opens one too (a dial that failed).
+const OPENING_WINDOW: Duration = Duration::from_millis(100);
 
 impl Client {
     /// Validate `config` and build the TLS configuration (reads CA files;
@@ -73,6 +80,7 @@ impl Client {
             .map(|_| Pool::new(config.max_idle_per_server, config.effective_keepalive()))
             .collect();
         let users = Users::join();
+        let n_servers = config.servers.len();
         let leadership = config
             .cluster
             .then(|| Mutex::new(Leadership::new(config.servers.len())));
@@ -84,6 +92,7 @@ impl Client {
                 metrics,
                 runtime: Arc::clone(users.runtime()),
                 stamp: ForkStamp::now(),
+                opening: Mutex::new(vec![None; n_servers]),
                 leadership,
             }),
             users,
@@ -405,6 +414,29 @@ impl ClientInner {
     pub(crate) fn add_home(&self, idx: usize, conn: &Arc<Connection>) {
         if let Some(pool) = self.pools.get(idx) {
             pool.add_home(conn);
+        }
+    }
+
+    /// Whether the caller is the one to open a fresh connection to server
+    /// `idx` for leases whose home broke (none was set out to in the last
+    /// [`OPENING_WINDOW`]); the others wait for it ([`Self::opened`]).
+    pub(crate) fn claim_opening(&self, idx: usize) -> bool {
+        let mut opening = crate::sync::lock(&self.opening);
+        let Some(slot) = opening.get_mut(idx) else {
+            return true;
+        };
+        let now = Instant::now();
+        if slot.is_some_and(|t| now.duration_since(t) < OPENING_WINDOW) {
+            return false;
+        }
+        *slot = Some(now);
+        true
+    }
+
+    /// A fresh connection to server `idx` became a home.
+    pub(crate) fn opened(&self, idx: usize) {
+        if let Some(slot) = crate::sync::lock(&self.opening).get_mut(idx) {
+            *slot = None;
         }
     }
 

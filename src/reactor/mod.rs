@@ -415,17 +415,17 @@ impl Reactor {
         self.inbox.wake();
     }
 
-    /// Await the reply of a renewal sent on the watched connection `key`,
+    /// Await the reply of a renewal sent on the registered connection `conn_id`,
     /// behind the replies already awaited there (a shared home pipelines
     /// its leases' renewals: the server answers them in order). `Err(
     /// pending)` back if the connection is no longer registered.
-    pub(crate) fn await_reply(&self, key: WatchKey, pending: Pending) -> Result<(), Pending> {
+    pub(crate) fn await_reply(&self, conn_id: u64, pending: Pending) -> Result<(), Pending> {
         {
             let mut s = lock(&self.slots);
             let s = &mut *s;
             s.next_id += 1;
             let id = s.next_id;
-            let Some(entry) = s.entries.get_mut(&key.conn) else {
+            let Some(entry) = s.entries.get_mut(&conn_id) else {
                 return Err(pending);
             };
             let (deadline, conn) = (pending.deadline, Arc::clone(&pending.conn));
@@ -433,7 +433,7 @@ impl Reactor {
             s.awaited += 1;
             // Under the lock: the entry (and so the connection) lives.
             self.register(&conn, true, conn.wants_write());
-            s.deadlines.push(Reverse((deadline, id, key.conn)));
+            s.deadlines.push(Reverse((deadline, id, conn_id)));
             // Replies that came in time leave their deadline behind until
             // it passes; keep those from piling up.
             if s.deadlines.len() > 2 * s.awaited + 1024 {
