@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 
+thread_local! {
+    /// The id of the home this thread last put a lease on.
+    static LAST_HOME: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 pub(crate) struct Pool {
     idle: Mutex<Vec<(Arc<Connection>, Instant)>>,
     /// Connections with held leases (held alive by those leases).
@@ -50,18 +55,29 @@ impl Pool {
     /// leave the list.
     pub(crate) fn home_with_room(&self, max_leases: usize) -> Option<Arc<Connection>> {
         let mut homes = self.homes.lock().ok()?;
-        let mut found = None;
+        let hint = LAST_HOME.with(std::cell::Cell::get);
+        let mut found: Option<Arc<Connection>> = None;
         homes.retain(|w| {
             let Some(conn) = w.upgrade() else { return false };
             let n = conn.homed();
             if n == 0 || conn.is_broken() {
                 return false;
             }
-            if found.is_none() && n < max_leases && conn.takes_more_now() {
+            let better = match &found {
+                None => true,
+                // The home this thread used last, if it can take one more:
+                // threads that acquire and release in turn then keep to
+                // their own home and seldom wait for another's call.
+                Some(f) => f.id() != hint && conn.id() == hint,
+            };
+            if better && n < max_leases && conn.takes_more_now() {
                 found = Some(conn);
             }
             true
         });
+        if let Some(f) = &found {
+            LAST_HOME.with(|h| h.set(f.id()));
+        }
         found
     }
 
