@@ -43,6 +43,7 @@ type options struct {
 	autoRelease  *bool
 	shard        func(key string, nServers int) int
 	cluster      bool
+	maxLeases    *int
 }
 
 // WithServers sets the servers, each "host:port" (IPv6 as "[::1]:6388") or a
@@ -185,6 +186,15 @@ func WithCluster() Option {
 	return func(o *options) error { o.cluster = true; return nil }
 }
 
+// WithMaxLeasesPerConnection sets how many held leases one connection
+// carries (dflockd_config_set_max_leases_per_connection; 1..65536, default
+// 1024; 1 gives every lease its own connection, as the Go client does).
+// Shared connections keep 100,000 leases to about a hundred sockets; when
+// one drops, every lease on it is reported lost (Lost() closes for each).
+func WithMaxLeasesPerConnection(n int) Option {
+	return func(o *options) error { o.maxLeases = &n; return nil }
+}
+
 // Client is a thread-safe dflockd client: configured servers, a pool of
 // authenticated connections, and key routing. Share one per process.
 type Client struct {
@@ -307,6 +317,15 @@ func (c *Client) configure(cfg *C.dflockd_config, o *options) error {
 	}
 	if o.cluster {
 		add(func(e **C.dflockd_error) C.dflockd_status { return C.dflockd_config_set_cluster(cfg, true, e) })
+	}
+	if o.maxLeases != nil {
+		n := *o.maxLeases
+		if n < 0 || n > 1<<31 {
+			n = 0 // refused by the library with its message
+		}
+		add(func(e **C.dflockd_error) C.dflockd_status {
+			return C.dflockd_config_set_max_leases_per_connection(cfg, C.uint32_t(n), e)
+		})
 	}
 	if o.shard != nil {
 		c.shardSlot = (*C.uintptr_t)(C.malloc(C.size_t(unsafe.Sizeof(C.uintptr_t(0)))))
@@ -461,20 +480,22 @@ func (c *Client) Barrier(ctx context.Context) error {
 // only grow from the client's creation; OpenConnections and IdleConnections
 // are current values.
 type Metrics struct {
-	Acquires          uint64 // grants reported to the caller (Acquire, TryAcquire, Enqueue, Wait)
-	AcquireTimeouts   uint64 // acquires and waits the server answered `timeout` (a TryAcquire that found the key taken too)
-	Releases          uint64 // successful releases
-	Renewals          uint64 // successful renewals
-	RenewalRetries    uint64 // renewal attempts that failed transiently and were retried
-	LeasesLost        uint64 // held leases lost
-	Reconnects        uint64 // connections opened to replace a broken one
-	Redirects         uint64 // error_not_leader redirects followed
-	DeadlineHits      uint64 // requests and connection attempts that hit their deadline
-	ConnectionsOpened uint64 // connections opened, reconnects included
-	OpenConnections   uint64 // connections open now (in use, holding leases, or idle)
-	IdleConnections   uint64 // of those, idle in the pool now
-	Failovers         uint64 // cluster mode: times the client's leader moved to another member
-	LeasesConfirmed   uint64 // held leases doubted (connection gone) and then confirmed held again
+	Acquires                 uint64 // grants reported to the caller (Acquire, TryAcquire, Enqueue, Wait)
+	AcquireTimeouts          uint64 // acquires and waits the server answered `timeout` (a TryAcquire that found the key taken too)
+	Releases                 uint64 // successful releases
+	Renewals                 uint64 // successful renewals
+	RenewalRetries           uint64 // renewal attempts that failed transiently and were retried
+	LeasesLost               uint64 // held leases lost
+	Reconnects               uint64 // connections opened to replace a broken one
+	Redirects                uint64 // error_not_leader redirects followed
+	DeadlineHits             uint64 // requests and connection attempts that hit their deadline
+	ConnectionsOpened        uint64 // connections opened, reconnects included
+	OpenConnections          uint64 // connections open now (in use, holding leases, or idle)
+	IdleConnections          uint64 // of those, idle in the pool now
+	Failovers                uint64 // cluster mode: times the client's leader moved to another member
+	LeasesConfirmed          uint64 // held leases doubted (connection gone) and then confirmed held again
+	HomeConnections          uint64 // connections carrying held leases now
+	RenewalLatenessMaxMicros uint64 // the latest a renewal went out after it was due, in µs
 }
 
 // Metrics reads the client's counters. No network I/O; never blocks.
@@ -489,20 +510,22 @@ func (c *Client) Metrics() (Metrics, error) {
 		return Metrics{}, err
 	}
 	return Metrics{
-		Acquires:          uint64(m.acquires),
-		AcquireTimeouts:   uint64(m.acquire_timeouts),
-		Releases:          uint64(m.releases),
-		Renewals:          uint64(m.renewals),
-		RenewalRetries:    uint64(m.renewal_retries),
-		LeasesLost:        uint64(m.leases_lost),
-		Reconnects:        uint64(m.reconnects),
-		Redirects:         uint64(m.redirects),
-		DeadlineHits:      uint64(m.deadline_hits),
-		ConnectionsOpened: uint64(m.connections_opened),
-		OpenConnections:   uint64(m.open_connections),
-		IdleConnections:   uint64(m.idle_connections),
-		Failovers:         uint64(m.failovers),
-		LeasesConfirmed:   uint64(m.leases_confirmed),
+		Acquires:                 uint64(m.acquires),
+		AcquireTimeouts:          uint64(m.acquire_timeouts),
+		Releases:                 uint64(m.releases),
+		Renewals:                 uint64(m.renewals),
+		RenewalRetries:           uint64(m.renewal_retries),
+		LeasesLost:               uint64(m.leases_lost),
+		Reconnects:               uint64(m.reconnects),
+		Redirects:                uint64(m.redirects),
+		DeadlineHits:             uint64(m.deadline_hits),
+		ConnectionsOpened:        uint64(m.connections_opened),
+		OpenConnections:          uint64(m.open_connections),
+		IdleConnections:          uint64(m.idle_connections),
+		Failovers:                uint64(m.failovers),
+		LeasesConfirmed:          uint64(m.leases_confirmed),
+		HomeConnections:          uint64(m.home_connections),
+		RenewalLatenessMaxMicros: uint64(m.renewal_lateness_max_us),
 	}, nil
 }
 

@@ -92,6 +92,8 @@ METRIC_FIELDS = (
     "idle_connections",
     "failovers",
     "leases_confirmed",
+    "home_connections",
+    "renewal_lateness_max_us",
 )
 
 
@@ -153,6 +155,7 @@ _FUNCTIONS = {
     "dflockd_config_set_server_read_timeout_ms": (c_int32, [P, c_uint64, ERR]),
     "dflockd_config_set_auto_release_on_disconnect": (c_int32, [P, c_bool, ERR]),
     "dflockd_config_set_cluster": (c_int32, [P, c_bool, ERR]),
+    "dflockd_config_set_max_leases_per_connection": (c_int32, [P, c_uint32, ERR]),
     "dflockd_config_set_shard": (c_int32, [P, SHARD_FN, c_void_p, ERR]),
     "dflockd_fence_from_token": (c_int32, [S, c_size_t, POINTER(c_uint64), ERR]),
     "dflockd_shard": (c_int32, [S, c_size_t, c_size_t, POINTER(c_size_t), ERR]),

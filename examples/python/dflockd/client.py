@@ -94,6 +94,11 @@ class Client:
     `is_held()` false) from the moment the old leader's connection goes until a
     renewal on the new leader confirms the lease, or it is lost. Cannot be combined
     with a custom `sharding_strategy`.
+
+    `max_leases_per_connection` (default 1024, 1..65536): held leases share
+    connections, their renewals pipelined, so thousands of leases need a few
+    sockets; 1 gives each lease its own (as dflockd-client does). When a shared
+    connection drops, every lease on it is reported lost.
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class Client:
         default_lease_ttl_s: int | None = None,
         sharding_strategy: ShardingStrategy = stable_hash_shard,
         cluster: bool = False,
+        max_leases_per_connection: int | None = None,
     ) -> None:
         if ssl_context is not None:
             raise TypeError(_SSL_CONTEXT_HELP)
@@ -170,6 +176,11 @@ class Client:
                 n.call(lib.dflockd_config_set_default_lease, cfg, default_lease_ttl_s)
             if cluster:
                 n.call(lib.dflockd_config_set_cluster, cfg, True)
+            if max_leases_per_connection is not None:
+                if isinstance(max_leases_per_connection, bool) or not isinstance(max_leases_per_connection, int):
+                    raise TypeError("max_leases_per_connection must be an int")
+                m = max_leases_per_connection if 0 <= max_leases_per_connection < 2**32 else 0
+                n.call(lib.dflockd_config_set_max_leases_per_connection, cfg, m)
             if not is_crc32(sharding_strategy):
                 n.call(lib.dflockd_config_set_shard, cfg, _shard_callback(sharding_strategy), None)
             ptr = ctypes.c_void_p()

@@ -320,3 +320,27 @@ def test_custom_sharding_errors_are_the_reference_ones(server):
         SyncDistributedLock("k", servers=server.servers, sharding_strategy=lambda k, n: 5)
     with pytest.raises(TypeError):
         SyncDistributedLock("k", servers=server.servers, sharding_strategy=lambda k, n: "0")
+
+
+def test_held_locks_share_connections(server, key):
+    with Client(server.servers) as c:
+        locks = [c.lock(f"{key}-{i}") for i in range(200)]
+        for lk in locks:
+            assert lk.acquire()
+        m = c.metrics()
+        assert m["home_connections"] == 1, m  # 200 leases on one connection
+        assert m["open_connections"] <= 2, m
+        for lk in locks:
+            assert lk.release()
+            lk.close()
+        assert c.metrics()["home_connections"] == 0
+    with Client(server.servers, max_leases_per_connection=1) as c:
+        locks = [c.lock(f"{key}-one-{i}") for i in range(10)]
+        for lk in locks:
+            assert lk.acquire()
+        assert c.metrics()["home_connections"] == 10  # one each, as dflockd-client
+        for lk in locks:
+            lk.release()
+            lk.close()
+    with pytest.raises(ValueError, match="max_leases_per_connection"):
+        Client(server.servers, max_leases_per_connection=0)

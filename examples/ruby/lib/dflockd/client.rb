@@ -36,10 +36,14 @@ module DFlockd
     # failover: Lease#doubted? is true (and #held? false) from the moment the
     # old leader's connection goes until a renewal on the new leader confirms
     # the lease, or it is lost.
+    #
+    # max_leases_per_connection (default 1024, 1..65536): held leases share
+    # connections, their renewals pipelined; 1 gives each its own. When a
+    # shared connection drops, every lease on it is reported lost.
     def initialize(servers:, auth_token: nil, tls_ca_file: nil, tls_ca_pem: nil, tls_server_name: nil,
                    tls_system_roots: false, connect_timeout: nil, io_timeout: nil, default_lease: nil,
                    renew_ratio: nil, keepalive: nil, server_read_timeout: nil, auto_release_on_disconnect: nil,
-                   cluster: false)
+                   cluster: false, max_leases_per_connection: nil)
       cfgp = FFI::MemoryPointer.new(:pointer)
       Native.check(Native.dflockd_config_new(cfgp))
       cfg = FFI::AutoPointer.new(cfgp.read_pointer, Native.method(:dflockd_config_free))
@@ -61,6 +65,10 @@ module DFlockd
         set.call(:dflockd_config_set_auto_release_on_disconnect, auto_release_on_disconnect ? true : false)
       end
       set.call(:dflockd_config_set_cluster, true) if cluster
+      if max_leases_per_connection
+        n = Integer(max_leases_per_connection)
+        set.call(:dflockd_config_set_max_leases_per_connection, n.between?(0, 2**32 - 1) ? n : 0)
+      end
       out = FFI::MemoryPointer.new(:pointer)
       Native.call(:dflockd_client_new, cfg, out)
       @handle = Handle.new(out.read_pointer, :dflockd_client_free, "client")

@@ -53,7 +53,8 @@ module DFlockd
       layout :acquires, :uint64, :acquire_timeouts, :uint64, :releases, :uint64, :renewals, :uint64,
              :renewal_retries, :uint64, :leases_lost, :uint64, :reconnects, :uint64, :redirects, :uint64,
              :deadline_hits, :uint64, :connections_opened, :uint64, :open_connections, :uint64,
-             :idle_connections, :uint64, :failovers, :uint64, :leases_confirmed, :uint64
+             :idle_connections, :uint64, :failovers, :uint64, :leases_confirmed, :uint64,
+             :home_connections, :uint64, :renewal_lateness_max_us, :uint64
     end
 
     # dflockd_event: one completion taken from a dflockd_events queue.
@@ -98,6 +99,7 @@ module DFlockd
       [:dflockd_config_set_server_read_timeout_ms, %i[pointer uint64 pointer], :int, false],
       [:dflockd_config_set_auto_release_on_disconnect, %i[pointer bool pointer], :int, false],
       [:dflockd_config_set_cluster, %i[pointer bool pointer], :int, false],
+      [:dflockd_config_set_max_leases_per_connection, %i[pointer uint32 pointer], :int, false],
       [:dflockd_fence_from_token, %i[pointer size_t pointer pointer], :int, false],
       [:dflockd_shard, %i[pointer size_t size_t pointer pointer], :int, false],
       [:dflockd_client_new, %i[pointer pointer pointer], :int, true],
