@@ -213,9 +213,9 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
     // Renewals due together on one (shared) home go out in one write.
     let batched = reactor::in_round();
     let started = if batched {
-        conn.queue_request(&request)
+        conn.queue_request(&request, deadline)
     } else {
-        conn.start_request(&request)
+        conn.start_request_until(&request, deadline)
     };
     match started {
         Ok(Started::Sent) => {

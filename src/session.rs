@@ -18,9 +18,13 @@
 //! - [`Session::admit`] decides what may be sent now: nothing goes after a
 //!   blocking request (`l`/`w` with a timeout), whose reply may be held back
 //!   for as long as it waits, and a blocking request goes only where every
-//!   earlier reply is owed (the server answers those at once).
+//!   earlier reply is owed (the server answers those at once);
+//! - each request carries its reply deadline, and [`Session::expire`] says
+//!   who gives up at `now` (the time is an argument): a late request and
+//!   every one behind it, since the server answers in order.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::protocol::{Command, Op};
 
@@ -42,6 +46,17 @@ struct Outstanding {
     /// timeout).
     blocking: bool,
     waiter: Waiter,
+    /// When its waiter gives up.
+    deadline: Instant,
+}
+
+/// Who gave up at [`Session::expire`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Expired {
+    /// The last `reactor` requests the reactor awaited (in FIFO order).
+    pub(crate) reactor: usize,
+    /// The caller's request.
+    pub(crate) caller: bool,
 }
 
 /// What a reply line is.
@@ -98,15 +113,53 @@ impl Session {
         Ok(())
     }
 
-    /// `command` was written whole, for `waiter`. (Only after
-    /// [`Session::admit`] said yes.) Deadlines are the drivers': at its
-    /// deadline a waiter gives up ([`Session::give_up`]).
-    pub(crate) fn sent(&mut self, command: Command, blocking: bool, waiter: Waiter) {
+    /// `command` was written whole (or queued to be, in order), for
+    /// `waiter`, whose reply is due by `deadline`. (Only after
+    /// [`Session::admit`] said yes.)
+    pub(crate) fn sent(&mut self, command: Command, blocking: bool, waiter: Waiter, deadline: Instant) {
         self.fifo.push_back(Outstanding {
             command,
             blocking,
             waiter,
+            deadline,
         });
+    }
+
+    /// The earliest deadline of a request whose waiter still waits.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.fifo
+            .iter()
+            .filter(|o| o.waiter != Waiter::Nobody)
+            .map(|o| o.deadline)
+            .min()
+    }
+
+    /// At `now`, the first request past its deadline and every one behind
+    /// it give up (none of them can be answered before it): replies that
+    /// are harmless when late become owed, any other breaks the session.
+    /// Requests ahead of it keep waiting.
+    pub(crate) fn expire(&mut self, now: Instant) -> Expired {
+        let mut out = Expired::default();
+        let Some(first) = self
+            .fifo
+            .iter()
+            .position(|o| o.waiter != Waiter::Nobody && o.deadline <= now)
+        else {
+            return out;
+        };
+        for o in self.fifo.iter_mut().skip(first) {
+            match o.waiter {
+                Waiter::Nobody => continue,
+                Waiter::Reactor => out.reactor += 1,
+                Waiter::Caller => out.caller = true,
+            }
+            if harmless_late(o.command) {
+                o.waiter = Waiter::Nobody;
+            } else {
+                self.broken = true;
+            }
+        }
+        out
     }
 
     /// A write failed part-way: the server may have read part of a frame,
@@ -117,6 +170,11 @@ impl Session {
 
     #[cfg(test)]
     pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Whether the stream can no longer be trusted.
+    pub(crate) fn is_broken_now(&self) -> bool {
         self.broken
     }
 
@@ -172,11 +230,67 @@ mod tests {
     const RELEASE: Command = Command::Lease(Kind::Lock, Op::Release);
     const ENQUEUE: Command = Command::Lease(Kind::Semaphore, Op::Enqueue);
 
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_late_request_and_every_one_behind_it_give_up_and_the_ones_ahead_wait() {
+        use std::time::Duration;
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let mut s = Session::default();
+        s.sent(RENEW, false, Waiter::Reactor, t0 + 5 * sec); // a long deadline
+        s.sent(RENEW, false, Waiter::Reactor, t0 + sec); // a lease about to end
+        s.sent(RELEASE, false, Waiter::Reactor, t0 + 9 * sec);
+        assert_eq!(s.next_deadline(), Some(t0 + sec));
+        assert_eq!(s.expire(t0), Expired::default(), "nothing late yet");
+        // At 1 s the second is late, and the third cannot come before it.
+        let e = s.expire(t0 + sec);
+        assert_eq!(
+            e,
+            Expired {
+                reactor: 2,
+                caller: false
+            }
+        );
+        assert!(
+            s.is_broken(),
+            "a late release reply must not be read as another's"
+        );
+        let mut s = Session::default();
+        s.sent(RENEW, false, Waiter::Reactor, t0 + 5 * sec);
+        s.sent(RENEW, false, Waiter::Reactor, t0 + sec);
+        assert_eq!(s.expire(t0 + sec).reactor, 1);
+        assert!(!s.is_broken(), "late renewals are owed, the stream stays in step");
+        assert_eq!(s.next_deadline(), Some(t0 + 5 * sec), "the first one still waits");
+        assert!(matches!(
+            s.on_line(),
+            Delivery::Reply {
+                waiter: Waiter::Reactor,
+                ..
+            }
+        ));
+        assert_eq!(s.on_line(), Delivery::Owed);
+        assert_eq!(s.next_deadline(), None);
+        // A late grant breaks it.
+        let mut s = Session::default();
+        s.sent(ACQUIRE, true, Waiter::Caller, t0 + sec);
+        assert_eq!(
+            s.expire(t0 + 2 * sec),
+            Expired {
+                reactor: 0,
+                caller: true
+            }
+        );
+        assert!(s.is_broken());
+    }
+
     #[test]
     fn replies_go_to_the_head_in_order() {
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor);
-        s.sent(RELEASE, false, Waiter::Caller);
+        s.sent(RENEW, false, Waiter::Reactor, far());
+        s.sent(RELEASE, false, Waiter::Caller, far());
         assert_eq!(
             s.on_line(),
             Delivery::Reply {
@@ -207,12 +321,12 @@ mod tests {
     #[test]
     fn a_late_renew_reply_is_owed_and_dropped_then_the_next_reply_is_right() {
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor);
+        s.sent(RENEW, false, Waiter::Reactor, far());
         assert!(s.give_up(Waiter::Reactor), "a late renew reply is harmless");
         assert!(!s.awaits(Waiter::Reactor));
         // A blocking acquire may follow an owed reply (answered at once).
         assert_eq!(s.admit(true), Ok(()));
-        s.sent(ACQUIRE, true, Waiter::Caller);
+        s.sent(ACQUIRE, true, Waiter::Caller, far());
         assert_eq!(s.on_line(), Delivery::Owed);
         assert_eq!(
             s.on_line(),
@@ -228,22 +342,22 @@ mod tests {
         // A grant read after its waiter gave up must never be read as
         // another request's answer.
         let mut s = Session::default();
-        s.sent(ENQUEUE, false, Waiter::Reactor);
+        s.sent(ENQUEUE, false, Waiter::Reactor, far());
         assert!(!s.give_up(Waiter::Reactor));
         assert!(s.is_broken());
         let mut s = Session::default();
-        s.sent(ACQUIRE, true, Waiter::Caller);
+        s.sent(ACQUIRE, true, Waiter::Caller, far());
         assert!(!s.give_up(Waiter::Caller));
     }
 
     #[test]
     fn a_caller_taking_over_turns_the_reactors_renewal_into_an_owed_reply() {
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor);
+        s.sent(RENEW, false, Waiter::Reactor, far());
         assert!(s.awaits(Waiter::Reactor));
         assert!(s.give_up(Waiter::Reactor));
         assert!(!s.awaits(Waiter::Reactor));
-        s.sent(RELEASE, false, Waiter::Caller);
+        s.sent(RELEASE, false, Waiter::Caller, far());
         assert_eq!(s.on_line(), Delivery::Owed);
         assert_eq!(
             s.on_line(),
@@ -257,11 +371,11 @@ mod tests {
     #[test]
     fn nothing_goes_behind_a_blocking_request_and_it_goes_only_on_an_idle_session() {
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor);
+        s.sent(RENEW, false, Waiter::Reactor, far());
         assert_eq!(s.admit(true), Err(Refused::NotIdle));
         assert_eq!(s.admit(false), Ok(()), "pipelined behind a renew");
         let mut s = Session::default();
-        s.sent(ACQUIRE, true, Waiter::Caller);
+        s.sent(ACQUIRE, true, Waiter::Caller, far());
         assert_eq!(s.admit(false), Err(Refused::BehindBlocking));
         assert_eq!(s.admit(false), Err(Refused::BehindBlocking));
     }

@@ -295,3 +295,30 @@ fn busy_callers_on_shared_homes_do_not_starve_renewals() {
     assert_eq!(client.metrics().leases_lost, 0);
     assert!(held.iter().all(Lease::is_held));
 }
+
+#[test]
+fn a_short_pause_of_the_server_loses_no_lease_of_a_shared_home() {
+    if skip_external("a_short_pause_of_the_server_loses_no_lease_of_a_shared_home") {
+        return;
+    }
+    let srv = embedded(roomy());
+    let client = srv.client();
+    let leases = hold_many(&client, "pause", 300, Some(3));
+    // Through two rounds of renewals, a pause each time some are in flight.
+    for _ in 0..2 {
+        let start = client.metrics().renewals;
+        assert!(wait_until(Duration::from_secs(5), || client.metrics().renewals > start));
+        srv.ts().pause();
+        thread::sleep(Duration::from_millis(600)); // the fault itself: a frozen server
+        srv.ts().resume();
+    }
+    let start = client.metrics().renewals;
+    assert!(
+        wait_until(Duration::from_secs(10), || client.metrics().renewals
+            >= start + 600),
+        "renewals resumed"
+    );
+    assert_eq!(client.metrics().leases_lost, 0, "{:?}", client.metrics());
+    assert!(leases.iter().all(Lease::is_held));
+    rivals_cannot_take(&srv, &leases);
+}

@@ -286,7 +286,7 @@ pub struct Connection {
     /// Renewals the reactor sent while a call held the connection: the
     /// next holder of `io` puts them on the wire, ahead of its own request
     /// (so a busy home never holds a renewal back for long).
-    outbox: Mutex<Vec<(Command, Vec<u8>)>>,
+    outbox: Mutex<Vec<(Command, Vec<u8>, Instant)>>,
 }
 
 /// How a connection tells the reactor it holds replies for it (the
@@ -588,7 +588,7 @@ impl Connection {
             self.broken.store(true, Ordering::Release);
             return Err(self.cancelled_or(e, &what));
         }
-        io.session.sent(cmd, req.may_block(), Waiter::Caller);
+        io.session.sent(cmd, req.may_block(), Waiter::Caller, deadline);
         let line = loop {
             let line = match io.transport.read_line(deadline, &what) {
                 Ok(line) => line,
@@ -596,6 +596,11 @@ impl Connection {
                     // Only a reply that is merely late and harmless keeps
                     // the stream in step (it stays owed).
                     let late = e.kind() == ErrorKind::Deadline;
+                    if late {
+                        // The session's rule: this request (the last) and
+                        // any earlier one past its deadline give up.
+                        io.session.expire(Instant::now());
+                    }
                     if !late || !io.session.give_up(Waiter::Caller) {
                         io.session.break_off();
                         self.broken.store(true, Ordering::Release);
@@ -670,14 +675,20 @@ impl Connection {
     /// readable, or given up with [`Connection::abandon_reply`] at its
     /// deadline. Only for requests whose late reply is harmless (renew).
     pub(crate) fn start_request(&self, req: &Request) -> Result<Started> {
-        self.start(req, false, true)
+        self.start(req, false, true, None)
+    }
+
+    /// [`Connection::start_request`] whose reply is due by `deadline` (a
+    /// renewal's, shorter than the connection's own).
+    pub(crate) fn start_request_until(&self, req: &Request, deadline: Instant) -> Result<Started> {
+        self.start(req, false, true, Some(deadline))
     }
 
     /// [`Connection::start_request`] for one of a batch (renewals due
     /// together on a shared home): the frame is queued, and written with
     /// the others by [`Connection::flush_queued`] (one write).
-    pub(crate) fn queue_request(&self, req: &Request) -> Result<Started> {
-        self.start(req, false, false)
+    pub(crate) fn queue_request(&self, req: &Request, deadline: Instant) -> Result<Started> {
+        self.start(req, false, false, Some(deadline))
     }
 
     /// Without waiting: write what the socket takes of the queued frames.
@@ -708,10 +719,17 @@ impl Connection {
     /// a renewal awaited): an awaited reply becomes an owed one, read and
     /// dropped before this request's reply.
     pub(crate) fn start_request_over(&self, req: &Request) -> Result<Started> {
-        self.start(req, true, true)
+        self.start(req, true, true, None)
     }
 
-    fn start(&self, req: &Request, take_over: bool, flush: bool) -> Result<Started> {
+    fn start(
+        &self,
+        req: &Request,
+        take_over: bool,
+        flush: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Started> {
+        let deadline = deadline.unwrap_or_else(|| self.reply_deadline(req));
         let what = What {
             cmd: req.command(),
             key: req.key(),
@@ -725,7 +743,7 @@ impl Connection {
             // wire when it is done (or the next holder does, first).
             let mut frame = Vec::with_capacity(64);
             req.encode(&mut frame)?;
-            lock(&self.outbox).push((what.cmd, frame));
+            lock(&self.outbox).push((what.cmd, frame, deadline));
             if self.post_outbox() {
                 if let Some(nudge) = self.nudge.get() {
                     nudge(self.id);
@@ -764,19 +782,22 @@ impl Connection {
         req.encode(&mut io.frame)?;
         if !flush {
             io.transport.queue(&io.frame, &what)?;
-            io.session.sent(what.cmd, req.may_block(), Waiter::Reactor);
+            io.session
+                .sent(what.cmd, req.may_block(), Waiter::Reactor, deadline);
             return Ok(Started::Sent);
         }
         match io.transport.try_send(&io.frame, &what) {
             Ok(true) => {
-                io.session.sent(what.cmd, req.may_block(), Waiter::Reactor);
+                io.session
+                    .sent(what.cmd, req.may_block(), Waiter::Reactor, deadline);
                 log!(Level::Debug, "{what} on {}: sent (engine)", self.peer);
                 Ok(Started::Sent)
             }
             Ok(false) if !take_over => {
                 // The rest stays queued, in order: the reactor writes it
                 // when the socket is writable (it awaits this reply).
-                io.session.sent(what.cmd, req.may_block(), Waiter::Reactor);
+                io.session
+                    .sent(what.cmd, req.may_block(), Waiter::Reactor, deadline);
                 Ok(Started::Sent)
             }
             Ok(false) => {
@@ -802,13 +823,13 @@ impl Connection {
         if posted.is_empty() {
             return Ok(false);
         }
-        for (cmd, frame) in &posted {
+        for (cmd, frame, deadline) in &posted {
             if let Err(e) = io.transport.queue(frame, what) {
                 io.session.break_off();
                 self.broken.store(true, Ordering::Release);
                 return Err(e);
             }
-            io.session.sent(*cmd, false, Waiter::Reactor);
+            io.session.sent(*cmd, false, Waiter::Reactor, *deadline);
         }
         Ok(true)
     }
@@ -913,6 +934,24 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// For the reactor, at `now`: the session's late requests (and those
+    /// behind them) give up ([`Session::expire`]); how many of the
+    /// reactor's, the last ones it awaits here. `None` while a call holds
+    /// the connection (its own deadline covers them; ask again shortly).
+    pub(crate) fn expire_replies(&self, now: Instant) -> Option<(usize, Option<Instant>)> {
+        let mut io = self.io.try_lock().ok()?;
+        let expired = io.session.expire(now);
+        if expired.reactor > 0 {
+            if let Some(m) = &self.metrics {
+                bump(&m.deadline_hits);
+            }
+        }
+        if io.session.is_broken_now() {
+            self.broken.store(true, Ordering::Release);
+        }
+        Some((expired.reactor, io.session.next_deadline()))
     }
 
     /// For the event engine: stop waiting for the reply of `start_request`

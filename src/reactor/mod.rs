@@ -433,16 +433,13 @@ impl Reactor {
             s.awaited += 1;
             // Under the lock: the entry (and so the connection) lives.
             self.register(&conn, true, conn.wants_write());
-            s.deadlines.push(Reverse((deadline, id, conn_id)));
+            s.deadlines.push(Reverse((deadline, conn_id)));
             // Replies that came in time leave their deadline behind until
             // it passes; keep those from piling up.
             if s.deadlines.len() > 2 * s.awaited + 1024 {
                 let entries = &s.entries;
-                s.deadlines.retain(|Reverse((_, id, conn))| {
-                    entries
-                        .get(conn)
-                        .is_some_and(|e| e.awaited.iter().any(|(i, _)| i == id))
-                });
+                s.deadlines
+                    .retain(|Reverse((_, conn))| entries.get(conn).is_some_and(|e| !e.awaited.is_empty()));
             }
         }
         self.wake(); // the earliest deadline may have changed
@@ -644,14 +641,16 @@ impl Reactor {
     }
 
     /// Give up the replies whose deadline passed; the time until the next
-    /// deadline, in whole milliseconds rounded up (-1: none). Replies
-    /// awaited behind a late one on the same connection cannot come
-    /// before it: they are given up with it.
+    /// deadline, in whole milliseconds rounded up (-1: none). Which ones
+    /// give up is the session's rule (`Session::expire`: a late request
+    /// and every one behind it on its connection); they are the last ones
+    /// this connection's entry awaits.
     fn expire_replies(&self) -> c_int {
         loop {
             let now = Instant::now();
-            let mut s = lock(&self.slots);
-            let Some(&Reverse((deadline, id, conn))) = s.deadlines.peek() else {
+            let mut guard = lock(&self.slots);
+            let s = &mut *guard;
+            let Some(&Reverse((deadline, conn_id))) = s.deadlines.peek() else {
                 return -1;
             };
             if deadline > now {
@@ -659,22 +658,27 @@ impl Reactor {
                 return c_int::try_from(ms).unwrap_or(c_int::MAX);
             }
             s.deadlines.pop();
-            if !s.is_awaited(conn, id) {
+            let Some(entry) = s.entries.get_mut(&conn_id) else {
+                continue;
+            };
+            if entry.awaited.is_empty() {
                 continue;
             }
-            let expired = {
-                let s = &mut *s;
-                let Some(entry) = s.entries.get_mut(&conn) else {
-                    continue;
-                };
-                let expired = std::mem::take(&mut entry.awaited);
-                s.awaited -= expired.len();
-                expired
+            let Some(conn) = entry.conn.upgrade() else {
+                continue;
             };
-            drop(s);
-            if let Some((_, first)) = expired.front() {
-                first.conn.abandon_reply();
+            let Some((late, next)) = conn.expire_replies(now) else {
+                // A call holds the connection: look again shortly.
+                s.deadlines.push(Reverse((now + BUSY_LOOK_AGAIN, conn_id)));
+                continue;
+            };
+            let late = late.min(entry.awaited.len());
+            let expired = entry.awaited.split_off(entry.awaited.len() - late);
+            s.awaited -= expired.len();
+            if let Some(next) = next {
+                s.deadlines.push(Reverse((next, conn_id)));
             }
+            drop(guard);
             for (_, p) in expired {
                 let e = Error::new(
                     ErrorKind::Deadline,
@@ -683,10 +687,14 @@ impl Reactor {
                 log!(Level::Warn, "{e}");
                 settle(*p, Err(e));
             }
-            self.rearm(conn);
+            self.rearm(conn_id);
         }
     }
 }
+
+/// How soon to look again at a connection whose replies are overdue while
+/// a call holds it.
+const BUSY_LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Hand an awaited reply's outcome to its owner.
 fn settle(p: Pending, r: Result<Outcome>) {

@@ -75,7 +75,7 @@ pub(crate) struct WatchKey {
 }
 
 /// Registered connections by id, and the deadlines of awaited replies:
-/// (deadline, pending id, connection id).
+/// (deadline, connection id).
 #[derive(Default)]
 pub(super) struct Slots {
     pub(super) entries: HashMap<u64, Entry>,
@@ -83,7 +83,7 @@ pub(super) struct Slots {
     pub(super) watched: usize,
     /// Replies awaited over all entries.
     pub(super) awaited: usize,
-    pub(super) deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    pub(super) deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     pub(super) next_id: u64,
 }
 
@@ -95,13 +95,6 @@ impl Slots {
             self.entries
                 .retain(|_, e| !e.watchers.is_empty() || e.conn.strong_count() > 0);
         }
-    }
-
-    /// Whether pending `id` is still awaited on connection `conn`.
-    pub(super) fn is_awaited(&self, conn: u64, id: u64) -> bool {
-        self.entries
-            .get(&conn)
-            .is_some_and(|e| e.awaited.iter().any(|(i, _)| *i == id))
     }
 }
 
