@@ -237,7 +237,7 @@ impl Lease {
     /// The current token while held.
     pub fn token(&self) -> Option<Token> {
         self.check_fork().ok()?;
-        lock(&self.shared.state).held.as_ref().map(|h| h.token)
+        lock(&self.shared.state).lease.grant().map(|h| h.token)
     }
 
     /// The fence (first 16 hex digits of the token) while held; it rises
@@ -249,7 +249,7 @@ impl Lease {
     /// The lease length the server granted (or last renewed to), while held.
     pub fn lease_ttl_s(&self) -> Option<u64> {
         self.check_fork().ok()?;
-        lock(&self.shared.state).held.as_ref().map(|h| h.life.lease_s)
+        lock(&self.shared.state).lease.grant().map(|h| h.life.lease_s)
     }
 
     /// Whether the lease is held and, as far as the client knows, not
@@ -261,11 +261,7 @@ impl Lease {
     /// the fence ([`Lease::fence`]) with every write to the guarded
     /// resource and have it refuse older fences: that covers the window.
     pub fn is_held(&self) -> bool {
-        self.check_fork().is_ok()
-            && lock(&self.shared.state)
-                .held
-                .as_ref()
-                .is_some_and(|h| !h.doubted && h.life.held_at(Boot::now()))
+        self.check_fork().is_ok() && lock(&self.shared.state).lease.is_held(Boot::now())
     }
 
     /// Whether the handle has a grant in doubt: its connection went (in
@@ -273,7 +269,7 @@ impl Lease {
     /// confirmed it. [`is_held`](Lease::is_held) is false meanwhile; it ends
     /// confirmed (held again) or lost.
     pub fn is_doubted(&self) -> bool {
-        self.check_fork().is_ok() && lock(&self.shared.state).held.as_ref().is_some_and(|h| h.doubted)
+        self.check_fork().is_ok() && lock(&self.shared.state).lease.grant().is_some_and(|h| h.doubted)
     }
 
     /// Set (or clear) the callback run when a held lease falls in doubt
@@ -289,7 +285,7 @@ impl Lease {
 
     /// Whether the last held lease was lost (cleared by the next grant).
     pub fn is_lost(&self) -> bool {
-        self.check_fork().is_ok() && lock(&self.shared.state).lost.is_some()
+        self.check_fork().is_ok() && lock(&self.shared.state).lease.lost().is_some()
     }
 
     /// The error the lease was lost with.
@@ -297,7 +293,7 @@ impl Lease {
         if let Err(e) = self.check_fork() {
             return Some(e);
         }
-        lock(&self.shared.state).lost.clone()
+        lock(&self.shared.state).lease.lost().cloned()
     }
 
     /// Queue one [`EventKind::Lost`](crate::events::EventKind::Lost) event
@@ -322,7 +318,7 @@ impl Lease {
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = lock(&self.shared.state);
-        while st.lost.is_none() {
+        while st.lease.lost().is_none() {
             st = match deadline {
                 None => self.shared.lost_cv.wait(st).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
@@ -349,7 +345,7 @@ impl Lease {
         }
         let callback: Option<LostCallback> = callback.map(Arc::from);
         *lock(&self.shared.on_lost) = callback.clone();
-        let lost = lock(&self.shared.state).lost.clone();
+        let lost = lock(&self.shared.state).lease.lost().cloned();
         if let (Some(cb), Some(err)) = (callback, lost) {
             notify_lost(&self.shared.client, cb, err);
         }

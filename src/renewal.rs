@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{Boot, Stamp};
 use crate::connection::{Connection, HomeTicket, Started};
-use crate::held::{Life, Shared, arm, interval};
+use crate::held::{Due, Failure, Home, Life, Residence, Shared, after_failure, arm, interval};
 use crate::log::{Level, log};
 use crate::metrics::bump;
 use crate::protocol::{Outcome, Request, Token};
@@ -59,32 +59,22 @@ fn on_wake_up(lease: &Arc<Shared>, due: Instant) {
 
 /// Set the next renewal of `generation` (if still current) to `at`.
 fn reschedule(lease: &Arc<Shared>, generation: u64, at: Instant) {
-    let mut st = lock(&lease.state);
-    let st = &mut *st;
-    if st.generation != generation {
-        return;
-    }
-    if let Some(held) = st.held.as_mut() {
-        held.renew_at = at;
-        arm(lease, &mut st.armed, at);
-    }
+    let due = lock(&lease.state).lease.reschedule(generation, at);
+    arm(lease, due);
 }
 
 /// For a wake-up at `due`: the generation to renew now, or `None` (stale
 /// wake-up, nothing held, or not due yet: then re-armed for `renew_at`).
 fn due_generation(lease: &Arc<Shared>, due: Instant) -> Option<u64> {
-    let mut st = lock(&lease.state);
-    let st = &mut *st;
-    if st.armed != Some(due) {
-        return None;
+    let r = lock(&lease.state).lease.due(due, Instant::now());
+    match r {
+        Due::Renew(generation) => Some(generation),
+        Due::NotYet(at) => {
+            arm(lease, Some(at));
+            None
+        }
+        Due::Stale => None,
     }
-    st.armed = None;
-    let renew_at = st.held.as_ref()?.renew_at;
-    if Instant::now() < renew_at {
-        arm(lease, &mut st.armed, renew_at);
-        return None;
-    }
-    Some(st.generation)
 }
 
 /// Whether a renew failure may go away by itself (retry) rather than mean
@@ -106,17 +96,17 @@ fn transient(e: &Error) -> bool {
 fn renew_once(lease: &Arc<Shared>, generation: u64) {
     let (token, conn, server, life, watch, doubted, due) = {
         let st = lock(&lease.state);
-        match &st.held {
-            Some(h) if st.generation == generation => (
+        match st.lease.grant_of(generation) {
+            Some(h) => (
                 h.token,
-                Arc::clone(&h.home.conn),
-                h.home.server,
+                Arc::clone(&h.home.home.conn),
+                h.home.home.server,
                 h.life,
-                h.watch.as_ref().map(Watch::key),
+                h.home.watch.as_ref().map(Watch::key),
                 h.doubted,
                 h.renew_at,
             ),
-            _ => return,
+            None => return,
         }
     };
     lease
@@ -358,64 +348,65 @@ pub(crate) fn finish(
     match result {
         Ok(lease_s) => {
             bump(&lease.client.metrics.renewals);
-            let mut st = lock(&lease.state);
-            if st.generation != generation {
-                return;
-            }
-            let Some(held) = st.held.as_mut() else { return };
-            held.life = Life {
-                lease_s,
-                anchor: sent,
-            };
-            let was_doubted = std::mem::take(&mut held.doubted);
-            if let Some(fresh) = new_home {
+            let cadence = interval(&lease.client.config, lease_s);
+            let residence = new_home.map(|fresh| Residence {
+                watch: lease.watch_home(&fresh, generation),
+                ticket: HomeTicket::new(&fresh),
+                home: Home {
+                    conn: fresh,
+                    server: at,
+                },
+            });
+            let moved = residence.as_ref().map(|r| Arc::clone(&r.home.conn));
+            let r = lock(&lease.state)
+                .lease
+                .renewed(generation, lease_s, sent, cadence, residence);
+            let Some(r) = r else { return };
+            if let Some(fresh) = moved {
                 lease.client.opened(at);
-                held.watch = lease.watch_home(&fresh, generation);
-                held.ticket = HomeTicket::new(&fresh);
                 lease.client.add_home(at, &fresh);
-                held.home.conn = fresh;
-                held.home.server = at;
             }
-            drop(st);
+            // The home it left is dropped after the state's lock (closed
+            // once no other lease lives there).
+            drop(r.old_home);
+            arm(lease, r.arm);
             lease.client.leader_answered(at);
-            if was_doubted {
+            if r.confirmed {
                 lease.confirmed();
             }
-            let next = Life {
-                lease_s,
-                anchor: sent,
-            }
-            .renew_at(interval(&lease.client.config, lease_s));
-            reschedule(lease, generation, next);
         }
-        Err(e) if lease.client.reroute(&e, at).is_some() => {
-            // Cluster mode: `at` is not (or no longer) the leader, or cannot
-            // be reached. The lease may well be held on the leader: doubt
-            // it and renew it there, on a fresh connection.
-            let retry = Instant::now() + lease.client.election_backoff();
-            if Boot::now() + lease.client.election_backoff() < expires_at {
-                bump(&lease.client.metrics.renewal_retries);
-                lease.doubt_elsewhere(generation, e, retry);
-            } else {
-                lease.lose(generation, e);
+        Err(e) => {
+            let rerouted = lease.client.reroute(&e, at).is_some();
+            let backoffs = (lease.client.election_backoff(), RETRY_BACKOFF);
+            match after_failure(
+                rerouted,
+                transient(&e),
+                Stamp::now(),
+                expires_at,
+                backoffs.0,
+                backoffs.1,
+            ) {
+                Failure::Elsewhere(retry) => {
+                    // Cluster mode: `at` is not (or no longer) the leader, or
+                    // cannot be reached. The lease may well be held on the
+                    // leader: doubt it and renew it there, on another
+                    // connection.
+                    bump(&lease.client.metrics.renewal_retries);
+                    lease.doubt_elsewhere(generation, e, retry);
+                }
+                Failure::Retry(retry) => {
+                    bump(&lease.client.metrics.renewal_retries);
+                    log!(
+                        Level::Warn,
+                        "{e}; retrying the renewal in {} ms ({} ms left on the lease)",
+                        RETRY_BACKOFF.as_millis(),
+                        expires_at.saturating_duration_since(Boot::now()).as_millis()
+                    );
+                    reschedule(lease, generation, retry);
+                }
+                Failure::Lose => lease.lose(generation, e),
             }
         }
-        Err(e) if transient(&e) => {
-            if Boot::now() + RETRY_BACKOFF < expires_at {
-                let retry = Instant::now() + RETRY_BACKOFF;
-                bump(&lease.client.metrics.renewal_retries);
-                log!(
-                    Level::Warn,
-                    "{e}; retrying the renewal in {} ms ({} ms left on the lease)",
-                    RETRY_BACKOFF.as_millis(),
-                    expires_at.saturating_duration_since(Boot::now()).as_millis()
-                );
-                reschedule(lease, generation, retry);
-            } else {
-                lease.lose(generation, e);
-            }
-        }
-        Err(e) => lease.lose(generation, e),
     }
 }
 

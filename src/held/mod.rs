@@ -1,9 +1,9 @@
-//! A lease's state and its transitions, shared by the handle (src/lease.rs),
-//! the evented operations (src/engine/) and the renewal policy
-//! (src/renewal.rs): granted (`hold`), released (`take_for_release`), hung
-//! up, doubted, lost. Every transition bumps the grant *generation*, so a
-//! renewal, a watch or a wake-up that belongs to an older grant does
-//! nothing.
+//! A lease handle's state, shared by the handle (src/lease.rs), the evented
+//! operations (src/engine/) and the renewal policy (src/renewal.rs): the
+//! pure lease machine (`machine.rs`: granted, released, doubted, confirmed,
+//! lost, by generation) run under the handle's mutex, and the side effects
+//! of its transitions here: wake-ups armed in the reactor, hang-up watches,
+//! the home's ticket, watchers told, callbacks run, homes closed.
 //!
 //! A held lease pins the connection it was granted on (its *home*): the
 //! server releases a lease when that connection closes, so the home stays
@@ -14,8 +14,14 @@
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+mod machine;
+
+#[cfg(test)]
+pub(crate) use machine::MIN_INTERVAL;
+pub(crate) use machine::{Cadence, Due, Failure, HangUp, Life, Machine, after_failure, on_hang_up};
+
 use crate::client::{ClientInner, Config};
-use crate::clock::{Boot, Stamp};
+use crate::clock::Stamp;
 use crate::connection::{Connection, HomeTicket};
 use crate::events::{self, Queue};
 use crate::log::{Level, log};
@@ -26,39 +32,10 @@ use crate::reactor::{self, Timed, Watch, Watcher};
 use crate::sync::lock;
 use crate::{Error, ErrorKind, Result};
 
-/// Shortest renew interval, whatever the lease and ratio.
-pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(50);
-
-/// How often leases are renewed: every `min(lease × ratio, keepalive)`,
-/// which also keeps a home from the server's idle timeout whatever the lease
-/// (the keepalive in effect is at most half the server's read timeout).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Cadence {
-    ratio: f64,
-    keepalive: Duration,
-}
-
 impl Cadence {
-    pub(crate) fn new(ratio: f64, keepalive: Duration) -> Cadence {
-        Cadence { ratio, keepalive }
-    }
-
     /// The cadence `config` asks for.
     pub(crate) fn of(config: &Config) -> Cadence {
         Cadence::new(config.renew_ratio, config.effective_keepalive())
-    }
-
-    /// Time between renewals of a lease of `lease_s` seconds.
-    pub(crate) fn interval(&self, lease_s: u64) -> Duration {
-        let by_ratio = Duration::from_secs(lease_s).mul_f64(self.ratio);
-        by_ratio.min(self.keepalive).max(MIN_INTERVAL)
-    }
-}
-
-impl Default for Cadence {
-    /// The library's defaults (renew at half the lease, at least every 10 s).
-    fn default() -> Cadence {
-        Cadence::new(0.5, Duration::from_secs(10))
     }
 }
 
@@ -67,19 +44,15 @@ pub(crate) fn interval(config: &Config, lease_s: u64) -> Duration {
     Cadence::of(config).interval(lease_s)
 }
 
-/// Make sure `lease` is woken at `due` (or earlier). Called with its state
-/// locked; `armed` is that state's pending wake-up.
-pub(crate) fn arm(lease: &Arc<Shared>, armed: &mut Option<Instant>, due: Instant) {
-    if armed.is_some_and(|a| a <= due) {
-        return;
-    }
+/// Ask the reactor to wake `lease` at `due`, when the lease machine says
+/// so (a transition returned it).
+pub(crate) fn arm(lease: &Arc<Shared>, due: Option<Instant>) {
+    let Some(due) = due else { return };
     // Callers made sure the reactor runs before holding a lease.
-    let Some(reactor) = reactor::started(&lease.client.runtime) else {
-        return;
-    };
-    *armed = Some(due);
-    let owner: Weak<dyn Timed> = Arc::downgrade(lease) as Weak<dyn Timed>;
-    reactor.wake_at(owner, due);
+    if let Some(reactor) = reactor::started(&lease.client.runtime) {
+        let owner: Weak<dyn Timed> = Arc::downgrade(lease) as Weak<dyn Timed>;
+        reactor.wake_at(owner, due);
+    }
 }
 
 /// Run a lost-lease callback on the notifier thread of `client`'s
@@ -105,68 +78,17 @@ pub(crate) struct Home {
     pub(crate) server: usize,
 }
 
-/// How long a held lease lasts: counted from the send time of the request
-/// that granted or last renewed it (the *anchor*: the server's lease clock
-/// cannot have started earlier), so always on the safe side. Pure: `now` is
-/// an argument, and expiry runs on CLOCK_BOOTTIME (src/clock.rs), so a
-/// suspend of this machine counts against the lease as it does on the
-/// server.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Life {
-    /// The lease the server granted (or last renewed to), in seconds.
-    pub(crate) lease_s: u64,
-    pub(crate) anchor: Stamp,
-}
-
-impl Life {
-    /// When the server drops the lease unless renewed.
-    pub(crate) fn expires_at(&self) -> Boot {
-        self.anchor.boot + Duration::from_secs(self.lease_s)
-    }
-
-    /// Whether the lease can still be held at `now`.
-    pub(crate) fn held_at(&self, now: Boot) -> bool {
-        now < self.expires_at()
-    }
-
-    /// Time left on the lease at `now` (`None`: expired).
-    pub(crate) fn left(&self, now: Boot) -> Option<Duration> {
-        self.expires_at()
-            .checked_duration_since(now)
-            .filter(|d| !d.is_zero())
-    }
-
-    /// When its renewal is due, renewing every `interval`.
-    pub(crate) fn renew_at(&self, interval: Duration) -> Instant {
-        self.anchor.mono + interval
-    }
-
-    /// Whether, read at `now`, the grant is so late that its renewal was
-    /// already due (a long queue wait, this process frozen, the machine
-    /// suspended): it must be confirmed by a renewal before it is reported
-    /// held.
-    pub(crate) fn is_late(&self, interval: Duration, now: Stamp) -> bool {
-        now.mono >= self.anchor.mono + interval || now.boot >= self.anchor.boot + interval
-    }
+/// Where a held lease lives, as the lease machine keeps it: its home, the
+/// reactor's hang-up watch on it (removed when dropped: on release, loss or
+/// a new home), and its ticket on the home (which may carry others).
+pub(crate) struct Residence {
+    pub(crate) home: Home,
+    pub(crate) watch: Option<Watch>,
+    pub(crate) ticket: HomeTicket,
 }
 
 /// A grant the handle holds.
-pub(crate) struct Held {
-    pub(crate) token: Token,
-    pub(crate) life: Life,
-    pub(crate) home: Home,
-    /// When the next renewal is due (moved by retries and hang-ups).
-    pub(crate) renew_at: Instant,
-    /// In doubt: the home connection went (the server hung up, it broke, or
-    /// in cluster mode its node is no longer the leader), so the lease is
-    /// not reported held until a renewal elsewhere confirms it.
-    pub(crate) doubted: bool,
-    /// The event engine's hang-up watch on the home connection (removed
-    /// when dropped: on release, loss or a new home).
-    pub(crate) watch: Option<Watch>,
-    /// Counts this lease on its home (which may carry others).
-    pub(crate) ticket: HomeTicket,
-}
+pub(crate) type Held = machine::Grant<Residence>;
 
 /// Everything a lease handle knows, under one mutex.
 #[derive(Default)]
@@ -189,13 +111,8 @@ pub(crate) struct State {
     /// cancel() ended a two-phase acquire between enqueue and wait: the
     /// next wait reports Cancelled (not NotEnqueued).
     pub(crate) queue_cancelled: bool,
-    pub(crate) held: Option<Held>,
-    pub(crate) lost: Option<Error>,
-    /// Bumped on every grant, release and loss; a renewal scheduled for an
-    /// older generation does nothing.
-    pub(crate) generation: u64,
-    /// The pending scheduler wake-up for this lease, if any.
-    pub(crate) armed: Option<Instant>,
+    /// The grant, if any, and what ended the last one (src/held/machine.rs).
+    pub(crate) lease: Machine<Residence>,
 }
 
 /// The state of one lease handle, shared with the library's threads (the
@@ -255,7 +172,7 @@ impl Shared {
                 "{what}: another operation is running on this handle"
             )));
         }
-        if st.held.is_some() {
+        if st.lease.grant().is_some() {
             return Err(invalid(format!("{what}: already held; release first")));
         }
         if st.queued.is_some() {
@@ -275,7 +192,7 @@ impl Shared {
         if st.busy {
             return Err(invalid("wait: another operation is running on this handle"));
         }
-        if st.held.is_some() {
+        if st.lease.grant().is_some() {
             return Ok(None);
         }
         let Some(home) = st.queued.take() else {
@@ -317,22 +234,14 @@ impl Shared {
         let st = &mut *st;
         bump(&self.client.metrics.acquires);
         let life = Life { lease_s, anchor };
-        let renew_at = life.renew_at(interval(&self.client.config, lease_s));
-        st.generation += 1;
-        st.lost = None;
-        let watch = self.watch_home(&home.conn, st.generation);
+        let watch = self.watch_home(&home.conn, st.lease.generation() + 1);
         let ticket = HomeTicket::new(&home.conn);
         self.client.add_home(home.server, &home.conn);
-        st.held = Some(Held {
-            token,
-            life,
-            home,
-            renew_at,
-            doubted: false,
-            watch,
-            ticket,
-        });
-        arm(self, &mut st.armed, renew_at);
+        let residence = Residence { home, watch, ticket };
+        let due = st
+            .lease
+            .hold(token, life, residence, interval(&self.client.config, lease_s));
+        arm(self, due);
         Ok(())
     }
 
@@ -348,19 +257,14 @@ impl Shared {
             home.conn.abort();
             return Ok(None);
         }
-        let Some(held) = st.held.take() else {
-            return Err(match &st.lost {
-                Some(e) => Error::new(ErrorKind::LeaseLost, format!("release: lease was lost: {e}")),
-                None => Error::new(ErrorKind::NotHeld, "release: not held"),
-            });
-        };
-        st.generation += 1;
+        let held = st.lease.release().map_err(|lost| match lost {
+            Some(e) => Error::new(ErrorKind::LeaseLost, format!("release: lease was lost: {e}")),
+            None => Error::new(ErrorKind::NotHeld, "release: not held"),
+        })?;
         drop(st);
         let Held {
             token,
-            home,
-            watch,
-            ticket,
+            home: Residence { home, watch, ticket },
             ..
         } = held;
         // Unregister before the connection can go back to the pool or to
@@ -386,7 +290,7 @@ impl Shared {
     /// ends it as lost.
     pub(crate) fn hung_up(self: &Arc<Self>, generation: u64) {
         let config = &self.client.config;
-        if config.auto_release_on_disconnect && !config.cluster {
+        if on_hang_up(config.auto_release_on_disconnect, config.cluster) == HangUp::Lose {
             // The server releases the lease when it processes the close, and
             // a renewal on a fresh connection could reach it first and be
             // accepted (the Go server closes the socket, then cleans up).
@@ -411,14 +315,13 @@ impl Shared {
             return;
         }
         let mut st = lock(&self.state);
-        let st = &mut *st;
-        if st.generation != generation {
+        let Some(held) = st.lease.grant_of(generation) else {
             return;
-        }
-        let Some(held) = st.held.as_mut() else { return };
-        held.home.conn.mark_broken();
-        held.renew_at = at;
-        arm(self, &mut st.armed, at);
+        };
+        held.home.home.conn.mark_broken();
+        let due = st.lease.reschedule(generation, at);
+        drop(st);
+        arm(self, due);
     }
 
     /// Grant `generation` is in doubt (`why`: what happened to its
@@ -427,16 +330,11 @@ impl Shared {
     /// held.
     pub(crate) fn doubt(&self, generation: u64, why: &Error) -> bool {
         let mut st = lock(&self.state);
-        if st.generation != generation {
-            return false;
+        match st.lease.doubt(generation) {
+            None => return false,
+            Some(false) => return true,
+            Some(true) => {}
         }
-        let Some(held) = st.held.as_mut() else {
-            return false;
-        };
-        if held.doubted {
-            return true;
-        }
-        held.doubted = true;
         let watcher = st.lost_watcher.clone();
         drop(st);
         log!(
@@ -470,7 +368,7 @@ impl Shared {
     /// one replaces the last, so registering on every grant costs nothing.
     pub(crate) fn watch_lost(&self, queue: &Arc<Queue>, tag: u64) {
         let mut st = lock(&self.state);
-        if let Some(err) = st.lost.clone() {
+        if let Some(err) = st.lease.lost().cloned() {
             drop(st);
             queue.push(events::lost(tag, &err));
             return;
@@ -482,11 +380,9 @@ impl Shared {
     /// (so the server frees it if it still had it) and notify.
     pub(crate) fn lose(&self, generation: u64, err: Error) {
         let mut st = lock(&self.state);
-        if st.generation != generation || st.held.is_none() {
+        if st.lease.grant_of(generation).is_none() {
             return;
         }
-        let held = st.held.take();
-        st.generation += 1;
         let err = Error::new(
             ErrorKind::LeaseLost,
             format!("lease on {:?} lost: {err}", self.key),
@@ -494,13 +390,13 @@ impl Shared {
         // Counted before anyone can see the loss (is_lost, an event), so
         // the counter never lags it; logged before any event is queued.
         bump(&self.client.metrics.leases_lost);
-        st.lost = Some(err.clone());
+        let held = st.lease.lose(generation, err.clone());
         let watcher = st.lost_watcher.take();
         drop(st);
         log!(Level::Error, "{err}");
         tell_watcher(watcher, |tag| events::lost(tag, &err));
         if let Some(h) = held {
-            let conn = Arc::clone(&h.home.conn);
+            let conn = Arc::clone(&h.home.home.conn);
             drop(h);
             // A home shared with other leases stays: the server ends this
             // one at its expiry (it is no longer renewed).
@@ -526,68 +422,5 @@ fn tell_watcher(watcher: Option<(Weak<Queue>, u64)>, make: impl FnOnce(u64) -> e
 impl Watcher for Shared {
     fn hung_up(self: Arc<Self>, generation: u64) {
         Shared::hung_up(&self, generation);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SEC: Duration = Duration::from_secs(1);
-
-    /// A suspend of `d`: the boot clock runs on, the monotonic one does not.
-    fn suspended(t: Stamp, d: Duration) -> Stamp {
-        Stamp {
-            mono: t.mono,
-            boot: t.boot + d,
-        }
-    }
-
-    #[test]
-    fn a_lease_runs_from_the_send_time_of_its_grant() {
-        let sent = Stamp::now();
-        let life = Life {
-            lease_s: 10,
-            anchor: sent,
-        };
-        assert!(life.held_at(sent.after(9 * SEC).boot));
-        assert!(!life.held_at(sent.after(10 * SEC).boot));
-        assert_eq!(life.left(sent.after(4 * SEC).boot), Some(6 * SEC));
-        assert_eq!(life.left(sent.after(11 * SEC).boot), None);
-        assert_eq!(life.renew_at(5 * SEC), sent.mono + 5 * SEC);
-    }
-
-    #[test]
-    fn a_suspend_longer_than_the_time_left_ends_the_lease() {
-        let sent = Stamp::now();
-        let life = Life {
-            lease_s: 10,
-            anchor: sent,
-        };
-        // 3 s in, the machine sleeps for 30 s: on the monotonic clock only 3 s
-        // passed, but the server's lease ran out during the suspend.
-        let resumed = suspended(sent.after(3 * SEC), 30 * SEC);
-        assert!(!life.held_at(resumed.boot), "not held after the suspend");
-        assert_eq!(life.left(resumed.boot), None, "nothing left to renew");
-        // A suspend shorter than the time left keeps it, minus the suspend.
-        let short = suspended(sent.after(3 * SEC), 2 * SEC);
-        assert!(life.held_at(short.boot));
-        assert_eq!(life.left(short.boot), Some(5 * SEC));
-    }
-
-    #[test]
-    fn a_grant_read_after_a_suspend_or_a_freeze_is_late() {
-        let sent = Stamp::now();
-        let life = Life {
-            lease_s: 10,
-            anchor: sent,
-        };
-        let interval = 5 * SEC;
-        assert!(!life.is_late(interval, sent.after(4 * SEC)));
-        assert!(life.is_late(interval, sent.after(5 * SEC)), "frozen process");
-        assert!(
-            life.is_late(interval, suspended(sent.after(SEC), 6 * SEC)),
-            "suspended machine"
-        );
     }
 }
