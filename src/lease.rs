@@ -12,21 +12,23 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientInner};
-use crate::clock::{Boot, Stamp};
-use crate::connection::Connection;
-use crate::engine::{self, ensure_running};
+use crate::clock::Boot;
+use crate::engine;
 use crate::events::Events;
 use crate::fork::bury;
 use crate::held::{Cadence, Home, OpGuard, Shared, State, cancelled, invalid, notify_lost};
 pub use crate::held::{DoneFn, DoubtCallback, LostCallback};
 use crate::metrics::bump;
-use crate::operation::{Ask, Next, Operation, Via};
+use crate::operation::Operation;
 use crate::protocol::{Kind, MAX_SECONDS, Token, validate_key};
 use crate::runtime::Users;
 use crate::sync::lock;
 use crate::{Error, ErrorKind, Result};
 
+mod drive;
 mod starts;
+
+use drive::Ended;
 
 /// What [`Lease::on_lost`] takes.
 pub type LostFn = Box<dyn Fn(&Error) + Send + Sync>;
@@ -376,228 +378,7 @@ impl std::fmt::Debug for Lease {
     }
 }
 
-/// How a blocking operation ended.
-enum Ended {
-    /// The handle holds the lease.
-    Held,
-    /// Enqueued behind others, on this connection.
-    Queued(Home),
-    /// Released.
-    Released,
-}
-
 impl Shared {
-    /// Run `f` (a blocking call on `conn`) so that cancel() can abort it.
-    fn cancellable<T>(&self, conn: &Arc<Connection>, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        {
-            let mut st = lock(&self.state);
-            if st.cancel {
-                return Err(cancelled(what));
-            }
-            st.in_flight = Some(Arc::clone(conn));
-        }
-        let r = f();
-        lock(&self.state).in_flight = None;
-        r
-    }
-
-    /// Give a connection back after a failed attempt.
-    fn give_back(&self, home: Home) {
-        self.client.checkin(home.server, home.conn);
-    }
-
-    /// Run `op` on the caller's thread until it ends: the blocking driver of
-    /// the operation machine (src/operation.rs). `home`: the connection
-    /// `Via::Same` starts on (the enqueue's for a wait, the home for a
-    /// release). Every request is cancellable and answered before `cap`; a
-    /// leader redirect of the first request is followed.
-    fn drive(
-        self: &Arc<Self>,
-        mut op: Operation,
-        mut home: Option<Home>,
-        cap: Instant,
-        what: &str,
-    ) -> Result<Ended> {
-        let lease_s = self.requested_ttl();
-        let cluster = self.client.config.cluster;
-        // A release (or wait) starts on its home, wherever the leader is.
-        let mut server = home
-            .as_ref()
-            .map_or_else(|| self.client.route(self.server), |h| h.server);
-        let (mut redirects, mut hops) = (0, 0);
-        let (mut reused, mut stale_retried) = (false, false);
-        let mut reference: Option<String> = None;
-        let mut next = op.first();
-        loop {
-            let (ask, via) = match next {
-                Next::Send { ask, via } => (ask, via),
-                Next::Hold {
-                    token,
-                    lease_s,
-                    anchor,
-                } => {
-                    let home = home.expect("a grant came on a connection");
-                    self.client.leader_answered(home.server);
-                    if let Err(e) = ensure_running(&self.client) {
-                        self.release_grant(token, home);
-                        return Err(e);
-                    }
-                    return match self.hold(token, lease_s, home, anchor, what) {
-                        Ok(()) => Ok(Ended::Held),
-                        Err((e, token, home)) => {
-                            self.release_grant(token, home);
-                            Err(e)
-                        }
-                    };
-                }
-                Next::Queued => return Ok(Ended::Queued(home.expect("queued on a connection"))),
-                Next::Released | Next::Failed(_) => {
-                    if let Some(h) = home {
-                        // Usable after a refusal (`timeout`, a wrong token);
-                        // dropped by the pool when broken.
-                        self.give_back(h);
-                    }
-                    return match next {
-                        Next::Failed(e) => Err(e),
-                        _ => Ok(Ended::Released),
-                    };
-                }
-                Next::Abandon(e) => {
-                    if let Some(h) = home {
-                        // Closing it frees a grant nobody will hold (a home
-                        // other leases live on stays: that grant expires).
-                        h.conn.abort_unless_shared();
-                    }
-                    return Err(e);
-                }
-            };
-            let on_home = match via {
-                Via::Home => {
-                    if let Some(h) = home.take() {
-                        self.give_back(h);
-                    }
-                    self.client.home_with_room(server)
-                }
-                _ => None,
-            };
-            let at = match via {
-                Via::Home if on_home.is_some() => {
-                    reused = true;
-                    Home {
-                        conn: on_home.expect("checked"),
-                        server,
-                    }
-                }
-                Via::Same => home.take().expect("Via::Same names a connection"),
-                Via::Server | Via::Fresh | Via::Reattach | Via::Home => {
-                    // The failed connection's session, for a re-attach
-                    // (kept across the members tried).
-                    if let (Via::Reattach, Some(h)) = (via, &home) {
-                        reference = h.conn.sent_ref().map(str::to_owned);
-                    }
-                    let reference = reference.as_deref().filter(|_| via == Via::Reattach);
-                    if let Some(h) = home.take() {
-                        self.give_back(h);
-                    }
-                    if via == Via::Reattach {
-                        server = self.client.route(server);
-                    }
-                    let pooled = match via {
-                        Via::Server | Via::Home if !stale_retried => self.client.pool_take(server),
-                        _ => None,
-                    };
-                    reused = pooled.is_some();
-                    let conn = match pooled {
-                        Some(conn) => conn,
-                        None => {
-                            if !matches!(via, Via::Server | Via::Home) {
-                                bump(&self.client.metrics.reconnects);
-                            }
-                            match self.client.open_as(server, Some(cap), reference) {
-                                Ok(conn) => Arc::new(conn),
-                                Err(e) => {
-                                    // Cluster mode: an unreachable member
-                                    // sends the request to the next one.
-                                    server = self.client.reroute_blocking(e, server, &mut hops, cap)?;
-                                    self.check_cancel(what)?;
-                                    next = Next::Send { ask, via };
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    Home { conn, server }
-                }
-            };
-            let sent = Stamp::now();
-            op.sent(sent);
-            let req = ask.request(self.kind, &self.key, self.limit, lease_s);
-            let r = if at.conn.homed() > 0 {
-                // A home other leases live on: never aborted by a cancel
-                // (the request is answered at once; a grant a cancel raced
-                // is released by `hold`'s caller).
-                self.check_cancel(what)
-                    .and_then(|()| at.conn.call(&req, Some(cap)))
-            } else {
-                self.cancellable(&at.conn, what, || at.conn.call(&req, Some(cap)))
-            };
-            if let (Via::Server | Via::Home, Err(e)) = (via, &r) {
-                if reused
-                    && !stale_retried
-                    && e.kind() == ErrorKind::Io
-                    && at.conn.is_broken()
-                    && !at.conn.was_aborted()
-                {
-                    // A pooled connection the server had closed just before
-                    // (its hang-up not yet seen by the reactor): the request
-                    // never reached a live server, so say it again, once, on
-                    // a new connection.
-                    stale_retried = true;
-                    self.give_back(at);
-                    next = op.first();
-                    continue;
-                }
-            }
-            if let Err(e) = &r {
-                let refused = matches!(e.kind(), ErrorKind::NotLeader | ErrorKind::Draining);
-                let release = matches!(ask, Ask::Release { .. });
-                if cluster && refused && (via != Via::Same || release) {
-                    // Not the leader (or leaving): the same request to the
-                    // member the cluster points at (a release on a home
-                    // whose node lost the leadership, on a new connection).
-                    self.give_back(at);
-                    server = self.client.reroute_blocking(e.clone(), server, &mut hops, cap)?;
-                    if !release {
-                        self.check_cancel(what)?;
-                    }
-                    let via = if via == Via::Same { Via::Fresh } else { via };
-                    next = Next::Send { ask, via };
-                    continue;
-                }
-                if matches!(via, Via::Server | Via::Home) && e.kind() == ErrorKind::NotLeader {
-                    self.give_back(at);
-                    server = self.client.follow(e.clone(), server, &mut redirects)?;
-                    next = op.first();
-                    continue;
-                }
-            }
-            if matches!(ask, Ask::Renew { .. }) && r.is_ok() {
-                bump(&self.client.metrics.renewals);
-            }
-            let failed = at.conn.is_broken() && !at.conn.was_aborted();
-            home = Some(at);
-            next = op.reply(r, Stamp::now(), failed);
-        }
-    }
-
-    /// `Err(Cancelled)` if cancel() was called for the running operation.
-    fn check_cancel(&self, what: &str) -> Result<()> {
-        if self.cancel_requested() {
-            return Err(cancelled(what));
-        }
-        Ok(())
-    }
-
     fn cadence(&self) -> Cadence {
         Cadence::of(&self.client.config)
     }

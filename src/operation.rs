@@ -372,10 +372,11 @@ impl Operation {
             }
             (Ask::Acquire { .. }, Err(e))
                 if std::mem::take(&mut self.trying_home)
-                    && (e.kind() == ErrorKind::Timeout || conn_failed) =>
+                    && (e.kind() == ErrorKind::Timeout || (conn_failed && e.kind() == ErrorKind::Io)) =>
             {
-                // The key is taken (or the home failed under the try):
-                // wait for it on a connection of its own.
+                // The key is taken (or the home broke under the try): wait
+                // for it on a connection of its own. (A silent server fails
+                // the acquire here: trying again would double its bound.)
                 match self.goal {
                     Goal::Acquire { timeout_s, .. } => self.send(Ask::Acquire { timeout_s }, Via::Server),
                     _ => Next::Failed(e),

@@ -521,8 +521,24 @@ impl Connection {
     /// takes; each is logged (DEBUG, WARN for a deadline) and deadlines
     /// are counted.
     pub(crate) fn call(&self, req: &Request, cap: Option<Instant>) -> Result<Outcome> {
+        self.call_with(req, cap, true)
+            .map(|r| r.expect("a call that waits for the connection"))
+    }
+
+    /// [`Connection::call`], or `Ok(None)` at once when another call holds
+    /// the connection (a shared home: waiting behind that call would add its
+    /// whole bound to this one's; the caller goes elsewhere).
+    pub(crate) fn try_call(&self, req: &Request, cap: Option<Instant>) -> Result<Option<Outcome>> {
+        self.call_with(req, cap, false)
+    }
+
+    fn call_with(&self, req: &Request, cap: Option<Instant>, wait: bool) -> Result<Option<Outcome>> {
         let mut stashed = false;
-        let r = self.exchange_checked(req, cap, &mut stashed);
+        let r = match self.exchange_checked(req, cap, &mut stashed, wait) {
+            Ok(None) => return Ok(None),
+            Ok(Some(outcome)) => Ok(outcome),
+            Err(e) => Err(e),
+        };
         stashed |= self.post_outbox();
         // The reactor gave up reading while this call held the connection:
         // tell it to look again (replies kept for it, or still to come).
@@ -536,7 +552,7 @@ impl Connection {
             key: req.key(),
         };
         self.observe(&what, &r);
-        r
+        r.map(Some)
     }
 
     /// Log a request's outcome (DEBUG; WARN for a deadline, which is also
@@ -554,14 +570,26 @@ impl Connection {
         }
     }
 
-    fn exchange_checked(&self, req: &Request, cap: Option<Instant>, stashed: &mut bool) -> Result<Outcome> {
+    fn exchange_checked(
+        &self,
+        req: &Request,
+        cap: Option<Instant>,
+        stashed: &mut bool,
+        wait: bool,
+    ) -> Result<Option<Outcome>> {
         let cmd = req.command();
         let what = What { cmd, key: req.key() };
         self.check_fork()?;
-        let mut io = self
-            .io
-            .lock()
-            .map_err(|_| Error::new(ErrorKind::Io, format!("{what}: connection poisoned")))?;
+        let poisoned = || Error::new(ErrorKind::Io, format!("{what}: connection poisoned"));
+        let mut io = if wait {
+            self.io.lock().map_err(|_| poisoned())?
+        } else {
+            match self.io.try_lock() {
+                Ok(io) => io,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+            }
+        };
         if self.was_aborted() {
             return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
         }
@@ -635,7 +663,7 @@ impl Connection {
             self.broken.store(true, Ordering::Release);
             return Err(stray(&what));
         }
-        self.interpret(cmd, &what, &line)
+        self.interpret(cmd, &what, &line).map(Some)
     }
 
     /// `e`, or `Cancelled` if the connection was aborted meanwhile (cancel).

@@ -52,6 +52,33 @@ static int64_t now_ms(void) {
 
 /* ---- fake servers on loopback --------------------------------------------------------- */
 
+/* Wait (at most 5 s) until process `pid` is stopped: SIGSTOP takes effect
+ * asynchronously, and a request on a connection already open would
+ * otherwise be answered before the stop. */
+static int await_stopped(pid_t pid) {
+    char path[64], buf[256];
+    int i;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    for (i = 0; i < 500; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = 0;
+        char *close_paren;
+        if (f != NULL) {
+            n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+        }
+        buf[n] = '\0';
+        close_paren = strrchr(buf, ')');
+        if (close_paren != NULL && close_paren[1] == ' ' && (close_paren[2] == 'T' || close_paren[2] == 't'))
+            return 1;
+        {
+            struct timespec t = {0, 10 * 1000 * 1000};
+            nanosleep(&t, NULL);
+        }
+    }
+    return 0;
+}
+
 static int listener(int backlog, char *addr, size_t cap) {
     struct sockaddr_in sa;
     socklen_t len = sizeof sa;
@@ -282,6 +309,7 @@ static void test_bounds(void) {
         size_t h;
         EXPECT_ST(DFLOCKD_STATUS_OK, dflockd_testserver_pause(ts));
         CHECK(kill(pid, SIGSTOP) == 0);
+        CHECK(await_stopped(pid));
         for (h = 0; h < sizeof hung / sizeof hung[0]; h++) {
             enum op ops[] = {OP_TRY, OP_ACQUIRE1, OP_ENQUEUE, OP_STATS};
             size_t k;

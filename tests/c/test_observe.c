@@ -141,7 +141,8 @@ static void test_operations(void) {
     m = metrics(c);
     CHECK(m.acquires == 1);
     CHECK(m.acquire_timeouts == 1);
-    CHECK(m.connections_opened >= 2 && m.open_connections >= 1);
+    /* The try went on a's connection (held leases share it). */
+    CHECK(m.connections_opened == 1 && m.open_connections == 1 && m.home_connections == 1);
     /* A 2 s lease renews every second. */
     AWAIT_METRIC(c, renewals, 2, 5000);
     EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_release(a, E));
@@ -153,11 +154,11 @@ static void test_operations(void) {
     CHECK(count_msgs(DFLOCKD_LOG_LEVEL_DEBUG, "acquire \"obs/a\"", "granted") >= 1);
     CHECK(count_msgs(DFLOCKD_LOG_LEVEL_DEBUG, "release \"obs/a\"", NULL) >= 1);
     CHECK(count_msgs(DFLOCKD_LOG_LEVEL_DEBUG, "renew \"obs/a\"", "renewed") >= 2);
-    CHECK(count_msgs(DFLOCKD_LOG_LEVEL_INFO, "connected to", addr) >= 2);
+    CHECK(count_msgs(DFLOCKD_LOG_LEVEL_INFO, "connected to", addr) >= 1);
     dflockd_lease_free(a);
     dflockd_lease_free(b);
     dflockd_client_free(c);
-    CHECK(count_msgs(DFLOCKD_LOG_LEVEL_INFO, "closed connection to", addr) >= 2);
+    CHECK(count_msgs(DFLOCKD_LOG_LEVEL_INFO, "closed connection to", addr) >= 1);
     dflockd_testserver_stop(s);
 }
 
