@@ -3,24 +3,99 @@
 //! blocking anyone (`ops.rs`), over connections opened without blocking
 //! (`dial.rs`). This module starts the reactor of a generation with these
 //! operations as its tasks.
+//!
+//! The operations' state (`ops::Driver`) sits behind one lock, so the
+//! non-blocking steps run on whichever thread has something to do: the
+//! thread that starts an operation sends its request (a pooled connection,
+//! a non-blocking send), the thread that drains a completion queue reads
+//! the replies its fd reported (`events::Ready`) and sends what follows,
+//! and the reactor's thread keeps the deadlines, dials, cancels and the
+//! operations that report to a callback. Each operation is in the driver's
+//! task map or in the hands of the one thread holding the lock.
 
 mod dial;
 mod lanes;
 pub(crate) mod op;
 pub(crate) mod ops;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::client::ClientInner;
-use crate::notify::notifier;
+use crate::events::Ready;
+use crate::log;
+use crate::notify::{self, notifier};
 use crate::reactor::{self, Reactor};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Slot};
+use crate::sync::lock;
 use crate::{Error, ErrorKind};
+
+/// A generation's evented operations: their driver and its reactor.
+pub(crate) struct Engine {
+    reactor: Arc<Reactor>,
+    driver: Arc<Mutex<ops::Driver>>,
+}
+
+impl Engine {
+    /// A fresh id for an operation.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.reactor.next_id()
+    }
+
+    /// Start operation `id` on this thread: it goes as far as it can
+    /// without waiting (a pooled connection and a non-blocking send, or a
+    /// place in its lane), then the reply or the reactor carries it on.
+    pub(crate) fn start(&self, id: u64, op: Box<op::Op>) {
+        self.run_here(|d, r| d.start_here(r, id, op));
+    }
+
+    /// Run `f` on the driver on this thread, under its lock. Log lines go
+    /// to the notifier (no application code under the lock); the reactor is
+    /// woken if a deadline earlier than its sleep was set.
+    fn run_here<R>(&self, f: impl FnOnce(&mut ops::Driver, &Reactor) -> R) -> R {
+        let deferring = log::begin_deferring();
+        let (r, wake) = {
+            let mut d = lock(&self.driver);
+            let r = f(&mut d, &self.reactor);
+            let wake = d.settle_here(&self.reactor);
+            (r, wake)
+        };
+        if wake {
+            self.reactor.post(Box::new(ops::Wake));
+        }
+        if deferring {
+            let lines = log::end_deferring();
+            if let (false, Some(rt)) = (lines.is_empty(), self.reactor.runtime()) {
+                notify::log_lines(&rt, lines);
+            }
+        }
+        r
+    }
+}
+
+impl Ready for Engine {
+    fn ready(&self, id: u64, bits: u32) {
+        self.run_here(|d, r| d.ready_here(r, id, bits));
+    }
+}
+
+/// The evented operations of `rt` (their reactor started on first use);
+/// `None` if they cannot run.
+pub(crate) fn evented(rt: &Arc<Runtime>) -> Option<&Arc<Engine>> {
+    rt.service(Slot::Evented, || {
+        let driver = Arc::new(Mutex::new(ops::Driver::default()));
+        let shell = ops::Shell(Arc::clone(&driver));
+        let reactor = Arc::clone(reactor::start(rt, move || Box::new(shell))?);
+        let engine = Arc::new(Engine { reactor, driver });
+        let me: Weak<dyn Ready> = Arc::downgrade(&(Arc::clone(&engine) as Arc<dyn Ready>));
+        lock(&engine.driver).set_me(me);
+        Some(engine)
+    })
+}
 
 /// The reactor of `rt`, started on first use with the evented operations
 /// as its tasks; `None` if it cannot run.
 pub(crate) fn engine(rt: &Arc<Runtime>) -> Option<&Arc<Reactor>> {
-    reactor::start(rt, || Box::new(ops::Driver::default()))
+    evented(rt).map(|e| &e.reactor)
 }
 
 /// Tell the engine of `rt` to look at operation `id` again (its handle was

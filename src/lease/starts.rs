@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use super::Lease;
 use crate::client::Client;
 use crate::engine::op::{Done, Mode, Op};
-use crate::engine::ops::Inbound;
 use crate::engine::{self, ensure_running};
 use crate::events::{EventKind, Events};
 use crate::held::{DoneFn, Shared};
@@ -36,13 +35,13 @@ impl Client {
     pub fn stats_start(&self, server: usize, events: &Events, tag: u64) -> Result<()> {
         self.check_fork()?;
         self.inner.server(server)?;
-        let engine = engine::engine(&self.inner.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.inner.runtime).ok_or_else(no_engine)?;
         let done = Done::Event {
             queue: Arc::clone(&events.queue),
             tag,
         };
         let op = Op::stats(Arc::clone(&self.inner), server, done);
-        engine.post(Box::new(Inbound::Start(engine.next_id(), Box::new(op))));
+        engine.start(engine.next_id(), Box::new(op));
         Ok(())
     }
 }
@@ -199,12 +198,12 @@ impl Shared {
         }
         .encode(&mut Vec::new())?;
         Request::Wait { kind, key, timeout_s }.encode(&mut Vec::new())?;
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
         let guard = self.begin("acquire")?;
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::acquire(Arc::clone(self), guard, timeout_s, done());
-        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
+        engine.start(id, Box::new(op));
         Ok(())
     }
 
@@ -235,12 +234,12 @@ impl Shared {
             }
             .encode(&mut Vec::new())?;
         }
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
         let guard = self.begin(what)?;
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::acquire_once(Arc::clone(self), guard, mode, done);
-        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
+        engine.start(id, Box::new(op));
         Ok(())
     }
 
@@ -248,7 +247,7 @@ impl Shared {
     fn start_wait(self: &Arc<Self>, timeout_s: u64, done: Done) -> Result<()> {
         let (kind, key) = (self.kind, self.key.as_str());
         Request::Wait { kind, key, timeout_s }.encode(&mut Vec::new())?;
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
         let Some((guard, home)) = self.begin_wait()? else {
             done.succeeded_at_once(EventKind::Acquired);
             return Ok(());
@@ -256,19 +255,19 @@ impl Shared {
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::wait(Arc::clone(self), guard, home, timeout_s, done);
-        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
+        engine.start(id, Box::new(op));
         Ok(())
     }
 
     /// Take the lease off the handle and hand its release to the engine.
     fn start_release(self: &Arc<Self>, done: Done) -> Result<()> {
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
         let Some((token, home)) = self.take_for_release()? else {
             done.succeeded_at_once(EventKind::Released);
             return Ok(());
         };
         let op = Op::release(Arc::clone(self), token, home, done);
-        engine.post(Box::new(Inbound::Start(engine.next_id(), Box::new(op))));
+        engine.start(engine.next_id(), Box::new(op));
         Ok(())
     }
 }
