@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::fork::ForkStamp;
@@ -89,8 +90,19 @@ const READY_BATCH: usize = 16;
 /// At most this many batches per poll.
 const READY_ROUNDS: usize = 16;
 
+/// The waiting events and whether the eventfd is signalled for them.
+#[derive(Default)]
+struct Waiting {
+    events: VecDeque<Event>,
+    signalled: bool,
+}
+
 pub(crate) struct Queue {
-    events: Mutex<VecDeque<Event>>,
+    events: Mutex<Waiting>,
+    /// Threads in [`Queue::read_ready`]: each takes the events afterwards,
+    /// so a push meanwhile leaves the eventfd alone (two syscalls per event
+    /// saved); `take` signals what it leaves behind.
+    draining: AtomicUsize,
     fd: OwnedFd,
     /// The epoll set the application polls: `fd` and awaited sockets.
     epoll: OwnedFd,
@@ -139,7 +151,8 @@ impl Events {
         }
         Ok(Events {
             queue: Arc::new(Queue {
-                events: Mutex::new(VecDeque::new()),
+                events: Mutex::new(Waiting::default()),
+                draining: AtomicUsize::new(0),
                 fd,
                 epoll,
                 drivers: Mutex::new(Vec::new()),
@@ -172,21 +185,36 @@ impl std::fmt::Debug for Events {
 }
 
 impl Queue {
-    /// Queue an event; makes the fd readable if the queue was empty.
+    /// Queue an event; makes the fd readable if it is not (unless a
+    /// thread draining this queue will take it).
     pub(crate) fn push(&self, event: Event) {
         if !self.stamp.is_current() {
             return;
         }
-        let mut q = lock(&self.events);
-        if q.is_empty() {
+        let mut w = lock(&self.events);
+        w.events.push_back(event);
+        if !w.signalled && self.draining.load(Ordering::SeqCst) == 0 {
+            self.signal(&mut w, true);
+        }
+    }
+
+    /// Make the eventfd readable (`on`) or not; under the events lock.
+    fn signal(&self, w: &mut Waiting, on: bool) {
+        if on {
             let one: u64 = 1;
             // SAFETY: 8 bytes from a live u64 to our eventfd (non-blocking;
-            // it cannot be full: it is written only on empty → non-empty).
+            // it cannot be full: it is written only when not signalled).
             unsafe {
                 libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8);
             }
+        } else {
+            let mut counter: u64 = 0;
+            // SAFETY: reading 8 bytes into a live u64 from our eventfd.
+            unsafe {
+                libc::read(self.fd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8);
+            }
         }
-        q.push_back(event);
+        w.signalled = on;
     }
 
     /// Await a reply on socket `fd` for task `id` of `driver` here:
@@ -274,16 +302,17 @@ impl Queue {
         if !self.stamp.is_current() {
             return Vec::new();
         }
+        self.draining.fetch_add(1, Ordering::SeqCst);
         self.read_ready();
-        let mut q = lock(&self.events);
-        let n = max.min(q.len());
-        let out: Vec<Event> = q.drain(..n).collect();
-        if n > 0 && q.is_empty() {
-            let mut counter: u64 = 0;
-            // SAFETY: reading 8 bytes into a live u64 from our eventfd.
-            unsafe {
-                libc::read(self.fd.as_raw_fd(), (&mut counter as *mut u64).cast(), 8);
-            }
+        self.draining.fetch_sub(1, Ordering::SeqCst);
+        let mut w = lock(&self.events);
+        let n = max.min(w.events.len());
+        let out: Vec<Event> = w.events.drain(..n).collect();
+        // Readable exactly while events wait (pushes during read_ready
+        // left the signal to this).
+        let left = !w.events.is_empty();
+        if left != w.signalled {
+            self.signal(&mut w, left);
         }
         out
     }

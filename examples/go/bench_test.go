@@ -97,6 +97,17 @@ func TestBenchPairs(t *testing.T) {
 			return leases[i].Release(ctx)
 		}
 		cPair := func(i int) error { return blocking[i].pair() }
+		if only := os.Getenv("GOBENCH_ONLY"); only != "" {
+			// Profiling aid: one side alone for 3 s (GOBENCH_ONLY=go|c).
+			f := goPair
+			if only == "c" {
+				f = cPair
+			}
+			for r := 0; r < 6; r++ {
+				fmt.Printf("GOBENCH_ONLY %s goroutines=%d pairs_per_s=%.0f\n", only, n, benchSlicePairs(t, n, f))
+			}
+			continue
+		}
 		// Warm up both (connections pooled, threads started).
 		benchSlicePairs(t, n, goPair)
 		benchSlicePairs(t, n, cPair)
