@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use super::dial::{Dial, Resolved, Step};
 use super::lanes::{Lane, LaneKey, Next, lane_key};
-use super::op::{Done, Op, Purpose, Stage, op_command};
+use super::op::{Done, Mode, Op, Purpose, Stage, op_command};
 
 mod reroute;
 mod stages;
@@ -61,6 +61,12 @@ use crate::{Error, ErrorKind, Result};
 
 /// Pause before retrying a send on a connection another thread was using.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
+
+/// How long an acquire's `e` reply may wait for the application to drain
+/// its queue before the engine reads it (and sends the `w`) itself. The
+/// nudges of all operations share the reactor's wake-ups: at most one per
+/// `NUDGE` while acquires start.
+const NUDGE: Duration = Duration::from_millis(5);
 
 enum Task {
     Op(Box<Op>),
@@ -442,8 +448,8 @@ impl Driver {
                 self.dial_step(engine, id, dial, step);
             }
             Some(Task::Op(op)) => {
-                if let Some((op, conn)) = self.read_reply(engine, id, op, hang_up) {
-                    self.arm_reply(engine, id, &op, &conn);
+                if let Some((mut op, conn)) = self.read_reply(engine, id, op, hang_up) {
+                    self.arm_reply(engine, id, &mut op, &conn);
                     self.tasks.insert(id, Task::Op(op));
                 }
             }
@@ -499,7 +505,7 @@ impl Driver {
     /// reports to, so the application's own poll wakes on the reply and
     /// reads it (no handoff through this thread), else (a callback, a
     /// renewal, a queue that cannot take it) in the reactor.
-    fn arm_reply(&mut self, engine: &Reactor, id: u64, op: &Op, conn: &Connection) {
+    fn arm_reply(&mut self, engine: &Reactor, id: u64, op: &mut Op, conn: &Connection) {
         let others_wait = op.enqueuing
             && op.ordered_key().is_some_and(|k| {
                 self.lanes
@@ -508,9 +514,36 @@ impl Driver {
             });
         if let (Some(Done::Event { queue, .. }), Some(me), false) = (&op.done, &self.me, others_wait) {
             if queue.arm(me, conn.raw_fd(), id) {
+                // An `e` that may be answered `queued` leads to the `w`:
+                // the engine reads it after NUDGE if nobody did.
+                let acquiring = matches!(
+                    op.purpose,
+                    Purpose::Acquire {
+                        mode: Mode::Acquire,
+                        ..
+                    }
+                );
+                op.nudge = match op.ask {
+                    Some((Ask::Enqueue, _)) if acquiring && op.nudge.is_none() => {
+                        let at = Instant::now() + NUDGE;
+                        self.timers.push(Reverse((at, id)));
+                        Some(at)
+                    }
+                    Some((Ask::Enqueue, _)) if acquiring => op.nudge,
+                    _ => None,
+                };
+                if op.client.config.cluster
+                    && matches!(op.ask, Some((Ask::Wait { .. } | Ask::Acquire { .. }, _)))
+                {
+                    // Cluster mode: a waiter whose member fails re-attaches
+                    // on the leader at once (its FIFO place is kept only
+                    // for the server's orphan TTL), drained or not.
+                    self.arm(engine, id, Some(conn), conn.raw_fd(), true);
+                }
                 return;
             }
         }
+        op.nudge = None;
         self.arm(engine, id, Some(conn), conn.raw_fd(), true);
     }
 
@@ -656,7 +689,7 @@ impl Driver {
         cmd: Command,
     ) {
         op.step_by = earliest(reply_by, Some(op.deadline));
-        self.arm_reply(engine, id, &op, &conn);
+        self.arm_reply(engine, id, &mut op, &conn);
         self.timers.push(Reverse((op.step_by, id)));
         if let Some(machine) = op.machine.as_mut() {
             machine.sent(sent);
@@ -685,6 +718,18 @@ impl Driver {
                     }
                 }
                 Some(Task::Op(mut op)) => {
+                    if op.nudge.is_some_and(|at| now >= at) && now < op.step_by {
+                        // Its `e` reply was left for the application's
+                        // drain: read it here, else watch for it here too.
+                        op.nudge = None;
+                        if matches!(op.stage, Stage::Asked { .. }) {
+                            if let Some((op, conn)) = self.read_reply(engine, id, op, false) {
+                                self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
+                                self.tasks.insert(id, Task::Op(op));
+                            }
+                            continue;
+                        }
+                    }
                     if now < op.step_by {
                         self.tasks.insert(id, Task::Op(op));
                         continue;

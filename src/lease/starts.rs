@@ -1,8 +1,9 @@
 //! The starts of the evented operations on a lease handle (and of a
-//! client's stats): checked here, on the caller's thread, without network
-//! I/O, then handed to the event engine (src/engine/), which reports the
-//! outcome on a completion queue (or, for `acquire_async`, to a callback on
-//! the notifier thread).
+//! client's stats): checked here, then started on the caller's thread
+//! (`engine::Engine::start`: a pooled connection and a non-blocking send
+//! when one is ready, never a wait); the event engine (src/engine/) carries
+//! them on and reports the outcome on a completion queue (or, for
+//! `acquire_async`, to a callback on the notifier thread).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
@@ -75,8 +76,10 @@ impl Lease {
     }
 
     /// Start an acquire on the event engine, waiting up to `timeout_s`
-    /// seconds (0 = try once) without blocking this thread: no name
-    /// resolution, connect or send happens here. Its outcome arrives on
+    /// seconds (0 = try once) without blocking this thread: only
+    /// non-blocking steps happen here (a send on a pooled connection, the
+    /// start of a non-blocking connect; name resolution goes to a resolver
+    /// thread). Its outcome arrives on
     /// `events` as one [`EventKind::Acquired`](crate::events::EventKind)
     /// or `AcquireFailed` event tagged `tag`. Acquires of one key started
     /// one after another are sent (and so granted) in that order.
