@@ -18,7 +18,8 @@ mod lanes;
 pub(crate) mod op;
 pub(crate) mod ops;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
 
 use crate::client::ClientInner;
 use crate::events::Ready;
@@ -33,6 +34,8 @@ use crate::{Error, ErrorKind};
 pub(crate) struct Engine {
     reactor: Arc<Reactor>,
     driver: Arc<Mutex<ops::Driver>>,
+    /// The driver's count of starts handed to the reactor and not run yet.
+    deferred: Arc<AtomicUsize>,
 }
 
 impl Engine {
@@ -44,21 +47,27 @@ impl Engine {
     /// Start operation `id` on this thread: it goes as far as it can
     /// without waiting (a pooled connection and a non-blocking send, or a
     /// place in its lane), then the reply or the reactor carries it on.
+    /// When another thread holds the driver (or starts handed over earlier
+    /// have not run yet), it goes to the reactor instead: this thread never
+    /// waits for a lock here (a blocked cgo call costs Go an OS thread).
     pub(crate) fn start(&self, id: u64, op: Box<op::Op>) {
-        self.run_here(|d, r| d.start_here(r, id, op));
+        if self.deferred.load(Ordering::SeqCst) == 0 {
+            if let Some(mut d) = try_lock(&self.driver) {
+                self.run_locked(&mut d, |d, r| d.start_here(r, id, op));
+                return;
+            }
+        }
+        self.deferred.fetch_add(1, Ordering::SeqCst);
+        self.reactor.post(Box::new(ops::Inbound::Deferred(id, op)));
     }
 
-    /// Run `f` on the driver on this thread, under its lock. Log lines go
-    /// to the notifier (no application code under the lock); the reactor is
-    /// woken if a deadline earlier than its sleep was set.
-    fn run_here<R>(&self, f: impl FnOnce(&mut ops::Driver, &Reactor) -> R) -> R {
+    /// Run `f` on the locked driver on this thread. Log lines go to the
+    /// notifier (no application code under the lock); the reactor is woken
+    /// if a deadline earlier than its sleep was set.
+    fn run_locked(&self, d: &mut ops::Driver, f: impl FnOnce(&mut ops::Driver, &Reactor)) {
         let deferring = log::begin_deferring();
-        let (r, wake) = {
-            let mut d = lock(&self.driver);
-            let r = f(&mut d, &self.reactor);
-            let wake = d.settle_here(&self.reactor);
-            (r, wake)
-        };
+        f(d, &self.reactor);
+        let wake = d.settle_here(&self.reactor);
         if wake {
             self.reactor.post(Box::new(ops::Wake));
         }
@@ -68,13 +77,26 @@ impl Engine {
                 notify::log_lines(&rt, lines);
             }
         }
-        r
     }
 }
 
 impl Ready for Engine {
     fn ready(&self, id: u64, bits: u32) {
-        self.run_here(|d, r| d.ready_here(r, id, bits));
+        match try_lock(&self.driver) {
+            Some(mut d) => self.run_locked(&mut d, |d, r| d.ready_here(r, id, bits)),
+            // Busy: the reactor reads it (the registration fired already).
+            None => self.reactor.post(Box::new(ops::Inbound::Ready(id, bits))),
+        }
+    }
+}
+
+/// The lock if it is free now (a poisoned one too: the driver's state
+/// stays consistent between steps).
+fn try_lock<T>(m: &Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
     }
 }
 
@@ -82,10 +104,16 @@ impl Ready for Engine {
 /// `None` if they cannot run.
 pub(crate) fn evented(rt: &Arc<Runtime>) -> Option<&Arc<Engine>> {
     rt.service(Slot::Evented, || {
-        let driver = Arc::new(Mutex::new(ops::Driver::default()));
+        let driver = ops::Driver::default();
+        let deferred = Arc::clone(&driver.deferred);
+        let driver = Arc::new(Mutex::new(driver));
         let shell = ops::Shell(Arc::clone(&driver));
         let reactor = Arc::clone(reactor::start(rt, move || Box::new(shell))?);
-        let engine = Arc::new(Engine { reactor, driver });
+        let engine = Arc::new(Engine {
+            reactor,
+            driver,
+            deferred,
+        });
         let me: Weak<dyn Ready> = Arc::downgrade(&(Arc::clone(&engine) as Arc<dyn Ready>));
         lock(&engine.driver).set_me(me);
         Some(engine)

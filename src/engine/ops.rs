@@ -35,6 +35,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,12 @@ pub(crate) enum Inbound {
     Start(u64, Box<Op>),
     /// Look at operation `id` again: its handle was cancelled.
     Poke(u64),
+    /// A start another thread could not run itself (the driver was busy);
+    /// `Driver::deferred` counts these until they have run.
+    Deferred(u64, Box<Op>),
+    /// Socket readiness a completion queue's drain could not hand over
+    /// itself (the driver was busy).
+    Ready(u64, u32),
 }
 
 /// A message that only wakes the reactor (to see an earlier deadline).
@@ -122,6 +129,9 @@ pub(crate) struct Driver {
     /// When the reactor wakes next for these deadlines (it last asked);
     /// an earlier one set on another thread wakes it.
     planned: Option<Instant>,
+    /// Starts posted to the reactor because the driver was busy and not run
+    /// yet: while any are, later starts are posted too (start order).
+    pub(super) deferred: Arc<AtomicUsize>,
     tasks: HashMap<u64, Task>,
     registered: HashMap<u64, RawFd>,
     lanes: HashMap<LaneKey, Lane>,
@@ -219,6 +229,13 @@ impl Driver {
         match inbound {
             Inbound::Start(id, op) => self.start(engine, id, op),
             Inbound::Poke(id) => self.poke(engine, id),
+            Inbound::Deferred(id, op) => {
+                self.start(engine, id, op);
+                // Under the lock, after the start: a later start of the
+                // same thread that sees 0 runs after this one.
+                self.deferred.fetch_sub(1, Ordering::SeqCst);
+            }
+            Inbound::Ready(id, bits) => self.on_event_one(engine, id, bits),
         }
     }
 
