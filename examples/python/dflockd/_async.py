@@ -145,15 +145,20 @@ class _Outcome:
     (no shield: one loop iteration less per operation), replaced by a fresh
     one when that task is cancelled, since the event still comes."""
 
-    __slots__ = ("fut",)
+    __slots__ = ("fut", "early")
 
     def __init__(self, fut: asyncio.Future) -> None:
         self.fut = fut
+        # The event, when it came after the task's cancel had cancelled
+        # `fut` but before the task's except clause ran.
+        self.early: tuple | None = None
 
     def handler(self) -> Handler:
         def done(kind: int, status: int, exc: BaseException | None, stats: str | None) -> None:
             if not self.fut.done():
                 self.fut.set_result((kind, status, exc, stats))
+            elif self.fut.cancelled():
+                self.early = (kind, status, exc, stats)
 
         return done
 
@@ -359,9 +364,12 @@ class _AsyncBase(_Base):
         except asyncio.CancelledError:
             fut = out.fut
             if not fut.done() or fut.cancelled():
-                # Cancelled with the task: the outcome goes to a fresh future.
+                # Cancelled with the task: the outcome goes to a fresh future
+                # (or came already, in between).
                 fut = asyncio.get_running_loop().create_future()
                 out.fut = self._pending = fut
+                if out.early is not None:
+                    fut.set_result(out.early)
             if on_cancel is not None:
                 on_cancel()
             try:
