@@ -62,7 +62,7 @@ skipped = [ -e $(B)/.skip-$(1) ]
 
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
         run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby bindings-prefix \
-        install release uninstall install-check bench bench-build bench-handoff bench-installed bench-instructions clean test-external \
+        install release uninstall install-check bench bench-build bench-handoff bench-go bench-ruby bench-installed bench-instructions clean test-external \
         test-python python-ref bench-python testserver-bin
 
 # `make` builds the debug library the tests and demo use (lib) and the release build that
@@ -514,6 +514,8 @@ bench: bench-build
 	@$(MAKE) --no-print-directory bench-installed
 	@$(MAKE) --no-print-directory bench-handoff
 	@$(MAKE) --no-print-directory bench-python
+	@$(MAKE) --no-print-directory bench-go
+	@$(MAKE) --no-print-directory bench-ruby
 	@$(MAKE) --no-print-directory bench-instructions
 
 # Issue 15: the same C ABI bench against the library as installed (`make release`: the size-tuned
@@ -529,6 +531,24 @@ bench-installed: bench-build release
 bench-handoff: bench-build
 	@echo "=== Handoff of one contended key: completion queue in one poll() loop vs threads blocked in acquire (benches/c/abi_handoff.c) ==="
 	@set -o pipefail; $(call with_server,./$(BENCH)/abi_handoff | tee $(BENCH)/handoff.txt)
+
+# Issue 17: Go Acquire+Release pairs/s (evented, through the completion queue) beside the C API's
+# blocking pairs in the same process (examples/go/bench_test.go, -tags dflockd_bench), 1 and 10
+# goroutines; the release library (build/bench) through LD_LIBRARY_PATH (the binding's RUNPATH
+# names build/lib, the debug build; ldd shows which one loads).
+bench-go: bench-build lib
+	$(call need,go,go)
+	@$(call skipped,go) || { cd examples/go && go test -c -tags "dflockd_local dflockd_bench" -o $(ROOT)/$(BENCH)/go_bench.test . ; }
+	@$(call skipped,go) || { echo "=== Go binding Acquire+Release (evented) beside the C API's blocking pairs (examples/go/bench_test.go) ==="; \
+	  LD_LIBRARY_PATH=$(ROOT)/$(BENCH) ldd $(BENCH)/go_bench.test | grep libdflockd; \
+	  set -o pipefail; $(call with_server,LD_LIBRARY_PATH=$(ROOT)/$(BENCH) ./$(BENCH)/go_bench.test -test.run '^TestBenchPairs$$' -test.count=1 | tee $(BENCH)/go.txt); }
+
+# Ruby's Lease#acquire/#release (evented, IO#wait_readable on the queue's fd) beside the C API's
+# blocking calls through the same gem, one process (examples/ruby/bench/bench.rb).
+bench-ruby: bench-build
+	$(call need,ruby,ruby)
+	@$(call skipped,ruby) || { echo "=== Ruby: evented acquire+release beside the C API's blocking calls (examples/ruby/bench/bench.rb) ==="; \
+	  set -o pipefail; $(call with_server,DFLOCKD_LIB=$(ROOT)/$(BENCH)/libdflockd.so.$(MAJOR) ruby examples/ruby/bench/bench.rb | tee $(BENCH)/ruby.txt); }
 
 bench-instructions: bench-build
 	$(call need,valgrind,bench-instructions)

@@ -428,9 +428,10 @@ typedef struct dflockd_error dflockd_error;
 /**
  * A completion queue: events (`dflockd_event`) the library queues for the
  * application to take with `dflockd_events_poll()`, and a file descriptor
- * (`dflockd_events_fd()`) that is readable exactly while events wait, for
- * epoll, poll, select, libevent, libuv, asyncio or Go's netpoller. No
- * library thread ever calls application code on this path.
+ * (`dflockd_events_fd()`) that is readable while events wait (or a reply
+ * for one of its operations arrived, which `dflockd_events_poll()` then
+ * reads), for epoll, poll, select, libevent, libuv, asyncio or Go's
+ * netpoller. No library thread ever calls application code on this path.
  *
  * Made by `dflockd_events_new()`, freed by `dflockd_events_free()`.
  * Thread-safe: every function may be called from any thread, also while
@@ -1400,10 +1401,14 @@ dflockd_status dflockd_events_new(dflockd_events **out, dflockd_error **err);
 void dflockd_events_free(dflockd_events *q);
 
 /**
- * The descriptor that is readable while events wait (-1 for NULL). Only
- * poll it; never read, write or close it: `dflockd_events_poll()` resets
- * it when it empties the queue. Treat readiness as a hint and poll until
- * `dflockd_events_poll()` returns fewer than you asked for.
+ * The descriptor that is readable while events wait (-1 for NULL): an
+ * epoll descriptor that holds the queue's eventfd and the sockets of the
+ * evented operations reporting to this queue whose replies are awaited,
+ * so the application's own poll wakes when a reply arrives. Only poll it;
+ * never read, write or close it: `dflockd_events_poll()` reads the
+ * replies and resets it when it empties the queue. Treat readiness as a
+ * hint (a reply may lead to the next request rather than to an event) and
+ * poll until `dflockd_events_poll()` returns fewer than you asked for.
  *
  * No network I/O; returns at once.
  */
@@ -1413,8 +1418,13 @@ int dflockd_events_fd(const dflockd_events *q);
  * Take up to `cap` waiting events into `out[0..n]`, oldest first, and
  * return `n`; never blocks (0 when none wait, or for NULL arguments). The
  * caller owns each event's `error` (free it with `dflockd_error_free()`).
+ * First it reads, on this thread, the replies that arrived for operations
+ * reporting to this queue and carries those operations on (their event,
+ * or their next request, sent without waiting): that is how an evented
+ * acquire or release needs no library thread in between.
  *
- * No network I/O; returns at once.
+ * Non-blocking reads and sends only (a bounded number of replies per
+ * call); returns at once.
  */
 size_t dflockd_events_poll(dflockd_events *q, dflockd_event *out, size_t cap);
 
@@ -1439,10 +1449,12 @@ dflockd_status dflockd_lease_watch_lost(const dflockd_lease *lease,
                                         dflockd_error **err);
 
 /**
- * Start acquiring the lease without blocking: the acquire (name
- * resolution, connect, TLS, auth, the request and the wait for the grant,
- * up to `timeout_s` seconds; 0 = try once) runs on the library's event
- * engine, and its outcome arrives on `q` as one event tagged `tag`:
+ * Start acquiring the lease without blocking: the request goes out on
+ * this thread when a pooled connection is idle (a non-blocking send);
+ * what must wait (name resolution, connect, TLS, auth, the wait for the
+ * grant, up to `timeout_s` seconds; 0 = try once) runs on the library's
+ * event engine or is read by `dflockd_events_poll()` on `q`, and its
+ * outcome arrives on `q` as one event tagged `tag`:
  * `DFLOCKD_EVENT_KIND_ACQUIRED` (the handle holds the lease) or
  * `DFLOCKD_EVENT_KIND_ACQUIRE_FAILED` with the status and message. The
  * event comes within the same bound as a blocking acquire's (connect
@@ -1456,7 +1468,8 @@ dflockd_status dflockd_lease_watch_lost(const dflockd_lease *lease,
  * (another operation is running, already held or enqueued, or `timeout_s`
  * above `DFLOCKD_MAX_SECONDS`: `INVALID_ARGUMENT`) or after fork (`FORKED`).
  *
- * No network I/O on the calling thread; returns at once.
+ * Never blocks: non-blocking sends (and connect starts) only on this
+ * thread; returns at once.
  */
 dflockd_status dflockd_lease_acquire_start(const dflockd_lease *lease,
                                            uint64_t timeout_s,
@@ -1477,7 +1490,8 @@ dflockd_status dflockd_lease_acquire_start(const dflockd_lease *lease,
  * (`DFLOCKD_STATUS_NOT_HELD`, or `DFLOCKD_STATUS_LEASE_LOST` if it was
  * lost) or after fork (`FORKED`).
  *
- * No network I/O on the calling thread; returns at once.
+ * Never blocks: non-blocking sends (and connect starts) only on this
+ * thread; returns at once.
  */
 dflockd_status dflockd_lease_release_start(const dflockd_lease *lease,
                                            dflockd_events *q,
@@ -1499,7 +1513,8 @@ dflockd_status dflockd_lease_release_start(const dflockd_lease *lease,
  * `timeout_s` is above `DFLOCKD_MAX_SECONDS` (`INVALID_ARGUMENT`) or after
  * fork (`FORKED`).
  *
- * No network I/O on the calling thread; returns at once.
+ * Never blocks: non-blocking sends (and connect starts) only on this
+ * thread; returns at once.
  */
 dflockd_status dflockd_lease_wait_start(const dflockd_lease *lease,
                                         uint64_t timeout_s,
@@ -1527,7 +1542,8 @@ dflockd_status dflockd_lease_wait_start(const dflockd_lease *lease,
  * (another operation is running, already held or enqueued) or after fork
  * (`FORKED`).
  *
- * No network I/O on the calling thread; returns at once.
+ * Never blocks: non-blocking sends (and connect starts) only on this
+ * thread; returns at once.
  */
 dflockd_status dflockd_lease_try_acquire_start(const dflockd_lease *lease,
                                                dflockd_events *q,
@@ -1555,7 +1571,8 @@ dflockd_status dflockd_lease_try_acquire_start(const dflockd_lease *lease,
  * (another operation is running, already held or enqueued) or after fork
  * (`FORKED`).
  *
- * No network I/O on the calling thread; returns at once.
+ * Never blocks: non-blocking sends (and connect starts) only on this
+ * thread; returns at once.
  */
 dflockd_status dflockd_lease_enqueue_start(const dflockd_lease *lease,
                                            dflockd_events *q,
@@ -1576,7 +1593,8 @@ dflockd_status dflockd_lease_enqueue_start(const dflockd_lease *lease,
  * Fails at once, with no event, for a server index out of range
  * (`INVALID_ARGUMENT`) or after fork (`FORKED`).
  *
- * No network I/O on the calling thread; returns at once.
+ * Never blocks: non-blocking sends (and connect starts) only on this
+ * thread; returns at once.
  */
 dflockd_status dflockd_client_stats_start(const dflockd_client *client,
                                           size_t server,

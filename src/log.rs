@@ -105,6 +105,25 @@ pub(crate) fn defer_on_this_thread() {
     DEFERRED.with(|d| *d.borrow_mut() = Some(Deferred::default()));
 }
 
+/// Defer this thread's messages until [`end_deferring`], unless it defers
+/// already (an engine thread): whether it started now.
+pub(crate) fn begin_deferring() -> bool {
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_some() {
+            return false;
+        }
+        *d = Some(Deferred::default());
+        true
+    })
+}
+
+/// Stop deferring (after [`begin_deferring`] returned true): the messages
+/// kept meanwhile.
+pub(crate) fn end_deferring() -> Deferred {
+    DEFERRED.with(|d| d.borrow_mut().take().unwrap_or_default())
+}
+
 /// The messages this thread deferred since the last call.
 pub(crate) fn take_deferred() -> Deferred {
     DEFERRED.with(|d| d.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default())

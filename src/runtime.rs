@@ -77,11 +77,14 @@ pub(crate) trait Service: Send + Sync {
 pub(crate) enum Slot {
     /// The notifier (`src/notify.rs`).
     Notifier = 0,
-    /// The event engine (`src/engine/`).
+    /// The event engine's reactor (`src/reactor/`).
     Engine = 1,
+    /// The evented operations' driver, shared by the reactor and the
+    /// threads that start operations or drain their queues (`src/engine/`).
+    Evented = 2,
 }
 
-const SLOTS: usize = 2;
+const SLOTS: usize = 3;
 
 #[derive(Default)]
 struct Threads {

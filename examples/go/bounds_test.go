@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -60,8 +61,45 @@ func stoppedServer(t *testing.T) (string, func()) {
 		if err := proc.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+		awaitStopped(t, proc)
 	}
 	return addr, stop
+}
+
+// awaitStopped waits (up to 10 s) until every thread of proc is stopped:
+// SIGSTOP takes effect asynchronously, and a request sent at once (an
+// evented start sends on the caller's thread) could otherwise still be
+// answered.
+func awaitStopped(t *testing.T, proc *os.Process) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", proc.Pid)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tasks, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatalf("awaitStopped: %v", err)
+		}
+		stopped := len(tasks) > 0
+		for _, task := range tasks {
+			stat, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+			if err != nil {
+				continue // the thread ended
+			}
+			// The state follows the parenthesised command name.
+			i := strings.LastIndexByte(string(stat), ')')
+			if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d did not stop within 10 s of SIGSTOP", proc.Pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // silentServer accepts at the TCP level (the kernel completes the handshake)

@@ -128,6 +128,12 @@ func (q *eventQueue) drain(rc syscall.RawConn) {
 					ev.error = nil
 					q.dispatch(tag, o)
 				}
+				if n < eventBatch {
+					// The queue was emptied (a poll takes all it has up to
+					// the batch), and what comes later is a new edge: one
+					// cgo call saved per wake-up.
+					return false
+				}
 			}
 		})
 		if err != nil {

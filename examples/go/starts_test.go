@@ -43,6 +43,7 @@ func TestStartsCostNoThreads(t *testing.T) {
 	if err := proc.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	awaitStopped(t, proc)
 	resumed := false
 	resume := func() {
 		if !resumed {

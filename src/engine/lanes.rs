@@ -14,7 +14,7 @@
 //! waiting is asked of the caller (`is_waiting`), so this file names no
 //! operation type.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::client::ClientInner;
@@ -60,8 +60,11 @@ pub(super) struct Lane {
     /// Ordered operations held back because an earlier one of their key
     /// has its request in flight, oldest first.
     blocked: HashMap<String, VecDeque<u64>>,
-    /// Keys with an ordered request in flight.
-    enqueuing: HashSet<String>,
+    /// Keys with an ordered request in flight, and whose it is.
+    enqueuing: HashMap<String, u64>,
+    /// Operations whose ordered request others now wait behind (since the
+    /// last [`Lane::take_blockers`]).
+    blockers: Vec<u64>,
     conns: Vec<Arc<Connection>>,
     dialing: usize,
 }
@@ -73,7 +76,8 @@ impl Lane {
             server,
             waiting: VecDeque::new(),
             blocked: HashMap::new(),
-            enqueuing: HashSet::new(),
+            enqueuing: HashMap::new(),
+            blockers: Vec::new(),
             conns: Vec::new(),
             dialing: 0,
         }
@@ -96,13 +100,16 @@ impl Lane {
             };
             if !is_waiting(id) {
                 self.waiting.pop_front(); // ended meanwhile (deadline, cancel)
-                if let Some(k) = ordered.filter(|k| !self.enqueuing.contains(k)) {
+                if let Some(k) = ordered.filter(|k| !self.enqueuing.contains_key(k)) {
                     // It may have been the one let through for its key.
                     self.unblock(&k, is_waiting);
                 }
                 continue;
             }
-            if let Some(k) = ordered.as_ref().filter(|k| self.enqueuing.contains(*k)) {
+            if let Some(k) = ordered.as_ref().filter(|k| self.enqueuing.contains_key(*k)) {
+                if !self.blocked.contains_key(k) {
+                    self.blockers.extend(self.enqueuing.get(k));
+                }
                 self.waiting.pop_front();
                 self.blocked.entry(k.clone()).or_default().push_back(id);
                 continue;
@@ -123,7 +130,7 @@ impl Lane {
             self.waiting.pop_front();
             let ordered_now = ordered.is_some();
             if let Some(k) = ordered {
-                self.enqueuing.insert(k);
+                self.enqueuing.insert(k, id);
             }
             return Next::Go {
                 id,
@@ -138,6 +145,17 @@ impl Lane {
     pub(super) fn answered(&mut self, key: &str, is_waiting: &dyn Fn(u64) -> bool) {
         self.enqueuing.remove(key);
         self.unblock(key, is_waiting);
+    }
+
+    /// Whether operations of key `key` wait behind its ordered request in
+    /// flight (whose reply should then be read without delay).
+    pub(super) fn has_blocked(&self, key: &str) -> bool {
+        self.blocked.contains_key(key)
+    }
+
+    /// The operations others began to wait behind since the last call.
+    pub(super) fn take_blockers(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.blockers)
     }
 
     /// A dial of this lane opened `conn`.

@@ -128,6 +128,11 @@ pub(crate) struct Op {
     /// Its `e` (or a try's `l`) was sent and not answered yet: later
     /// acquires of the key wait in the lane (see `lanes.rs`).
     pub(super) enqueuing: bool,
+    /// An acquire's `e` awaited on its completion queue's fd: when the
+    /// engine looks at it anyway (`ops::NUDGE` after the send), so the `w`
+    /// that follows a `queued` goes out whether or not the application
+    /// drains its queue meanwhile.
+    pub(super) nudge: Option<Instant>,
 }
 
 impl Op {
@@ -168,6 +173,7 @@ impl Op {
             machine,
             ask: None,
             enqueuing: false,
+            nudge: None,
         };
         if let Some(Next::Send { ask, via }) = op.machine.as_mut().map(Operation::first) {
             op.ask = Some((ask, via));

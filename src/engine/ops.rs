@@ -35,19 +35,20 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::dial::{Dial, Resolved, Step};
 use super::lanes::{Lane, LaneKey, Next, lane_key};
-use super::op::{Done, Op, Purpose, Stage, op_command};
+use super::op::{Done, Mode, Op, Purpose, Stage, op_command};
 
 mod reroute;
 mod stages;
 use crate::client::ClientInner;
 use crate::clock::Stamp;
 use crate::connection::{Connection, Grant, Started, earliest};
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, Ready};
 use crate::held::cancelled;
 use crate::log::{Level, log};
 use crate::metrics::bump;
@@ -56,10 +57,17 @@ use crate::operation::{Ask, Next as OpNext, Via};
 use crate::protocol::{Command, Outcome, Request, Stats};
 use crate::reactor::{Message, Reactor, TASK_BIT, Tasks};
 use crate::renewal::RenewElsewhere;
+use crate::sync::lock;
 use crate::{Error, ErrorKind, Result};
 
 /// Pause before retrying a send on a connection another thread was using.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
+
+/// How long an acquire's `e` reply may wait for the application to drain
+/// its queue before the engine reads it (and sends the `w`) itself. The
+/// nudges of all operations share the reactor's wake-ups: at most one per
+/// `NUDGE` while acquires start.
+const NUDGE: Duration = Duration::from_millis(5);
 
 enum Task {
     Op(Box<Op>),
@@ -72,11 +80,58 @@ pub(crate) enum Inbound {
     Start(u64, Box<Op>),
     /// Look at operation `id` again: its handle was cancelled.
     Poke(u64),
+    /// A start another thread could not run itself (the driver was busy);
+    /// `Driver::deferred` counts these until they have run.
+    Deferred(u64, Box<Op>),
+    /// Socket readiness a completion queue's drain could not hand over
+    /// itself (the driver was busy).
+    Ready(u64, u32),
 }
 
-/// The engine thread's operations, dials, lanes and their deadlines.
+/// A message that only wakes the reactor (to see an earlier deadline).
+pub(crate) struct Wake;
+
+/// The reactor's side of the driver: each call takes the lock.
+pub(crate) struct Shell(pub(crate) Arc<Mutex<Driver>>);
+
+impl Tasks for Shell {
+    fn handle(&mut self, engine: &Reactor, message: Message) {
+        lock(&self.0).handle(engine, message);
+    }
+
+    fn on_event(&mut self, engine: &Reactor, id: u64, bits: u32) {
+        lock(&self.0).on_event(engine, id, bits);
+    }
+
+    fn expire(&mut self, engine: &Reactor) -> Option<Instant> {
+        let mut d = lock(&self.0);
+        let next = d.expire(engine);
+        d.planned = next;
+        next
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        // The reactor stopped (the generation is over): its operations go
+        // now, as they did with its thread (they hold their clients).
+        let old = std::mem::take(&mut *lock(&self.0));
+        drop(old);
+    }
+}
+
+/// The engine's operations, dials, lanes and their deadlines.
 #[derive(Default)]
 pub(crate) struct Driver {
+    /// The engine, as the completion queues that read replies for it
+    /// name it.
+    me: Option<Weak<dyn Ready>>,
+    /// When the reactor wakes next for these deadlines (it last asked);
+    /// an earlier one set on another thread wakes it.
+    planned: Option<Instant>,
+    /// Starts posted to the reactor because the driver was busy and not run
+    /// yet: while any are, later starts are posted too (start order).
+    pub(super) deferred: Arc<AtomicUsize>,
     tasks: HashMap<u64, Task>,
     registered: HashMap<u64, RawFd>,
     lanes: HashMap<LaneKey, Lane>,
@@ -136,6 +191,34 @@ impl Tasks for Driver {
 }
 
 impl Driver {
+    pub(super) fn set_me(&mut self, me: Weak<dyn Ready>) {
+        self.me = Some(me);
+    }
+
+    /// Start operation `id` on the calling thread.
+    pub(super) fn start_here(&mut self, engine: &Reactor, id: u64, op: Box<Op>) {
+        self.handle_one(engine, Inbound::Start(id, op));
+    }
+
+    /// A completion queue's fd reported task `id`'s socket: read it here.
+    pub(super) fn ready_here(&mut self, engine: &Reactor, id: u64, bits: u32) {
+        self.on_event_one(engine, id, bits);
+    }
+
+    /// After work on another thread: pump the lanes it touched; whether the
+    /// reactor must wake for a deadline earlier than its planned wake-up.
+    pub(super) fn settle_here(&mut self, engine: &Reactor) -> bool {
+        self.pump_dirty(engine);
+        let Some(&Reverse((next, _))) = self.timers.peek() else {
+            return false;
+        };
+        if self.planned.is_some_and(|p| p <= next) {
+            return false;
+        }
+        self.planned = Some(next);
+        true
+    }
+
     fn pump_dirty(&mut self, engine: &Reactor) {
         while let Some(key) = self.dirty.pop() {
             self.pump(engine, key);
@@ -146,6 +229,13 @@ impl Driver {
         match inbound {
             Inbound::Start(id, op) => self.start(engine, id, op),
             Inbound::Poke(id) => self.poke(engine, id),
+            Inbound::Deferred(id, op) => {
+                self.start(engine, id, op);
+                // Under the lock, after the start: a later start of the
+                // same thread that sees 0 runs after this one.
+                self.deferred.fetch_sub(1, Ordering::SeqCst);
+            }
+            Inbound::Ready(id, bits) => self.on_event_one(engine, id, bits),
         }
     }
 
@@ -179,7 +269,12 @@ impl Driver {
             let Some(lane) = self.lanes.get_mut(&key) else {
                 return;
             };
-            match lane.next(&|id| is_waiting(tasks, id)) {
+            let next = lane.next(&|id| is_waiting(tasks, id));
+            let blockers = lane.take_blockers();
+            for blocker in blockers {
+                self.read_promptly(engine, blocker);
+            }
+            match next {
                 Next::Go { id, conn, ordered } => {
                     let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
                         continue;
@@ -188,7 +283,9 @@ impl Driver {
                     self.send(engine, id, op, conn);
                 }
                 Next::Dial(n) => {
-                    let (client, server) = lane.target();
+                    let Some((client, server)) = self.lanes.get(&key).map(Lane::target) else {
+                        return;
+                    };
                     for _ in 0..n {
                         self.dial(engine, key, Arc::clone(&client), server);
                     }
@@ -368,30 +465,103 @@ impl Driver {
                 self.dial_step(engine, id, dial, step);
             }
             Some(Task::Op(op)) => {
-                let Some(conn) = op.conn().cloned() else {
+                if let Some((mut op, conn)) = self.read_reply(engine, id, op, hang_up) {
+                    self.arm_reply(engine, id, &mut op, &conn);
                     self.tasks.insert(id, Task::Op(op));
-                    return;
-                };
-                let key = op.key().map(str::to_owned);
-                match conn.poll_reply(op_command(&op), key.as_deref()) {
-                    Ok(None) if !hang_up => {
-                        self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
-                        self.tasks.insert(id, Task::Op(op));
-                    }
-                    Ok(None) => {
-                        conn.mark_broken();
-                        let e = Error::new(
-                            ErrorKind::Io,
-                            format!("{}: connection closed by the server", op.what()),
-                        );
-                        self.reply(engine, id, op, Err(e));
-                    }
-                    Ok(Some(outcome)) => self.reply(engine, id, op, Ok(outcome)),
-                    Err(e) => self.reply(engine, id, op, Err(e)),
                 }
             }
             None => {}
         }
+    }
+
+    /// Read `op`'s reply if it came (and act on it); `op` and its
+    /// connection back when nothing is there yet.
+    fn read_reply(
+        &mut self,
+        engine: &Reactor,
+        id: u64,
+        op: Box<Op>,
+        hang_up: bool,
+    ) -> Option<(Box<Op>, Arc<Connection>)> {
+        let Some(conn) = op.conn().cloned() else {
+            self.tasks.insert(id, Task::Op(op));
+            return None;
+        };
+        let key = op.key().map(str::to_owned);
+        match conn.poll_reply(op_command(&op), key.as_deref()) {
+            Ok(None) if !hang_up => return Some((op, conn)),
+            Ok(None) => {
+                conn.mark_broken();
+                let e = Error::new(
+                    ErrorKind::Io,
+                    format!("{}: connection closed by the server", op.what()),
+                );
+                self.reply(engine, id, op, Err(e));
+            }
+            Ok(Some(outcome)) => self.reply(engine, id, op, Ok(outcome)),
+            Err(e) => self.reply(engine, id, op, Err(e)),
+        }
+        None
+    }
+
+    /// Others of its key now wait behind operation `id`'s ordered request:
+    /// have its reply read when it comes (this thread), not when the
+    /// application next drains its queue.
+    fn read_promptly(&mut self, engine: &Reactor, id: u64) {
+        let conn = match self.tasks.get(&id) {
+            Some(Task::Op(op)) => match &op.stage {
+                Stage::Asked { conn, .. } => Arc::clone(conn),
+                _ => return, // armed (by `arm_reply`) when it is sent
+            },
+            _ => return,
+        };
+        self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
+    }
+
+    /// Await `op`'s reply on `conn`: on the fd of the completion queue it
+    /// reports to, so the application's own poll wakes on the reply and
+    /// reads it (no handoff through this thread), else (a callback, a
+    /// renewal, a queue that cannot take it) in the reactor.
+    fn arm_reply(&mut self, engine: &Reactor, id: u64, op: &mut Op, conn: &Connection) {
+        let others_wait = op.enqueuing
+            && op.ordered_key().is_some_and(|k| {
+                self.lanes
+                    .get(&lane_key(&op.client, op.server))
+                    .is_some_and(|lane| lane.has_blocked(&k))
+            });
+        if let (Some(Done::Event { queue, .. }), Some(me), false) = (&op.done, &self.me, others_wait) {
+            if queue.arm(me, conn.raw_fd(), id) {
+                // An `e` that may be answered `queued` leads to the `w`:
+                // the engine reads it after NUDGE if nobody did.
+                let acquiring = matches!(
+                    op.purpose,
+                    Purpose::Acquire {
+                        mode: Mode::Acquire,
+                        ..
+                    }
+                );
+                op.nudge = match op.ask {
+                    Some((Ask::Enqueue, _)) if acquiring && op.nudge.is_none() => {
+                        let at = Instant::now() + NUDGE;
+                        self.timers.push(Reverse((at, id)));
+                        Some(at)
+                    }
+                    Some((Ask::Enqueue, _)) if acquiring => op.nudge,
+                    _ => None,
+                };
+                if op.client.config.cluster
+                    && matches!(op.ask, Some((Ask::Wait { .. } | Ask::Acquire { .. }, _)))
+                {
+                    // Cluster mode: a waiter whose member fails re-attaches
+                    // on the leader at once (its FIFO place is kept only
+                    // for the server's orphan TTL), drained or not.
+                    self.arm(engine, id, Some(conn), conn.raw_fd(), true);
+                }
+                return;
+            }
+        }
+        op.nudge = None;
+        self.arm(engine, id, Some(conn), conn.raw_fd(), true);
     }
 
     /// The reply (or failure) of `op`'s request.
@@ -536,7 +706,7 @@ impl Driver {
         cmd: Command,
     ) {
         op.step_by = earliest(reply_by, Some(op.deadline));
-        self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
+        self.arm_reply(engine, id, &mut op, &conn);
         self.timers.push(Reverse((op.step_by, id)));
         if let Some(machine) = op.machine.as_mut() {
             machine.sent(sent);
@@ -565,6 +735,18 @@ impl Driver {
                     }
                 }
                 Some(Task::Op(mut op)) => {
+                    if op.nudge.is_some_and(|at| now >= at) && now < op.step_by {
+                        // Its `e` reply was left for the application's
+                        // drain: read it here, else watch for it here too.
+                        op.nudge = None;
+                        if matches!(op.stage, Stage::Asked { .. }) {
+                            if let Some((op, conn)) = self.read_reply(engine, id, op, false) {
+                                self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
+                                self.tasks.insert(id, Task::Op(op));
+                            }
+                            continue;
+                        }
+                    }
                     if now < op.step_by {
                         self.tasks.insert(id, Task::Op(op));
                         continue;
@@ -580,6 +762,14 @@ impl Driver {
                             op.stage = Stage::Moving;
                             self.send(engine, id, op, conn);
                             continue;
+                        }
+                    }
+                    if matches!(op.stage, Stage::Asked { .. }) && !op.is_renewal() {
+                        // A reply the application's poll has not read yet
+                        // (its queue's fd was not drained) is still in time.
+                        match self.read_reply(engine, id, op, false) {
+                            Some((back, _)) => op = back,
+                            None => continue,
                         }
                     }
                     match op.conn() {

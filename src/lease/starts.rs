@@ -1,8 +1,9 @@
 //! The starts of the evented operations on a lease handle (and of a
-//! client's stats): checked here, on the caller's thread, without network
-//! I/O, then handed to the event engine (src/engine/), which reports the
-//! outcome on a completion queue (or, for `acquire_async`, to a callback on
-//! the notifier thread).
+//! client's stats): checked here, then started on the caller's thread
+//! (`engine::Engine::start`: a pooled connection and a non-blocking send
+//! when one is ready, never a wait); the event engine (src/engine/) carries
+//! them on and reports the outcome on a completion queue (or, for
+//! `acquire_async`, to a callback on the notifier thread).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use super::Lease;
 use crate::client::Client;
 use crate::engine::op::{Done, Mode, Op};
-use crate::engine::ops::Inbound;
 use crate::engine::{self, ensure_running};
 use crate::events::{EventKind, Events};
 use crate::held::{DoneFn, Shared};
@@ -36,13 +36,13 @@ impl Client {
     pub fn stats_start(&self, server: usize, events: &Events, tag: u64) -> Result<()> {
         self.check_fork()?;
         self.inner.server(server)?;
-        let engine = engine::engine(&self.inner.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.inner.runtime).ok_or_else(no_engine)?;
         let done = Done::Event {
             queue: Arc::clone(&events.queue),
             tag,
         };
         let op = Op::stats(Arc::clone(&self.inner), server, done);
-        engine.post(Box::new(Inbound::Start(engine.next_id(), Box::new(op))));
+        engine.start(engine.next_id(), Box::new(op));
         Ok(())
     }
 }
@@ -76,8 +76,10 @@ impl Lease {
     }
 
     /// Start an acquire on the event engine, waiting up to `timeout_s`
-    /// seconds (0 = try once) without blocking this thread: no name
-    /// resolution, connect or send happens here. Its outcome arrives on
+    /// seconds (0 = try once) without blocking this thread: only
+    /// non-blocking steps happen here (a send on a pooled connection, the
+    /// start of a non-blocking connect; name resolution goes to a resolver
+    /// thread). Its outcome arrives on
     /// `events` as one [`EventKind::Acquired`](crate::events::EventKind)
     /// or `AcquireFailed` event tagged `tag`. Acquires of one key started
     /// one after another are sent (and so granted) in that order.
@@ -199,12 +201,12 @@ impl Shared {
         }
         .encode(&mut Vec::new())?;
         Request::Wait { kind, key, timeout_s }.encode(&mut Vec::new())?;
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
         let guard = self.begin("acquire")?;
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::acquire(Arc::clone(self), guard, timeout_s, done());
-        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
+        engine.start(id, Box::new(op));
         Ok(())
     }
 
@@ -235,12 +237,12 @@ impl Shared {
             }
             .encode(&mut Vec::new())?;
         }
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
         let guard = self.begin(what)?;
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::acquire_once(Arc::clone(self), guard, mode, done);
-        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
+        engine.start(id, Box::new(op));
         Ok(())
     }
 
@@ -248,7 +250,7 @@ impl Shared {
     fn start_wait(self: &Arc<Self>, timeout_s: u64, done: Done) -> Result<()> {
         let (kind, key) = (self.kind, self.key.as_str());
         Request::Wait { kind, key, timeout_s }.encode(&mut Vec::new())?;
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
         let Some((guard, home)) = self.begin_wait()? else {
             done.succeeded_at_once(EventKind::Acquired);
             return Ok(());
@@ -256,19 +258,19 @@ impl Shared {
         let id = engine.next_id();
         lock(&self.state).evented = Some(id);
         let op = Op::wait(Arc::clone(self), guard, home, timeout_s, done);
-        engine.post(Box::new(Inbound::Start(id, Box::new(op))));
+        engine.start(id, Box::new(op));
         Ok(())
     }
 
     /// Take the lease off the handle and hand its release to the engine.
     fn start_release(self: &Arc<Self>, done: Done) -> Result<()> {
-        let engine = engine::engine(&self.client.runtime).ok_or_else(no_engine)?;
+        let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
         let Some((token, home)) = self.take_for_release()? else {
             done.succeeded_at_once(EventKind::Released);
             return Ok(());
         };
         let op = Op::release(Arc::clone(self), token, home, done);
-        engine.post(Box::new(Inbound::Start(engine.next_id(), Box::new(op))));
+        engine.start(engine.next_id(), Box::new(op));
         Ok(())
     }
 }

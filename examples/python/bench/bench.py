@@ -1,8 +1,9 @@
 """acquire+release pairs/s of this package next to the reference client
 (dflockd-client 2.1.1), same server, same process, same API calls, at 1 and 10
-threads (each thread its own lock object on its own key); and this package's
-asyncio types at 1 and 10 tasks on one event loop (one thread), each task its own
-lock on its own key.
+threads (each thread its own lock object on its own key); and the asyncio types
+of this package (and of the reference, when installed) at 1 and 10 tasks on one
+event loop (one thread), each task its own lock on its own key, with the ratios
+asyncio/sync (this package) and asyncio this package/reference.
 
     make bench-python   # a standalone release dflockd-testserver, release library
 
@@ -15,6 +16,7 @@ two clients (BENCH_ROUNDS, default 3) so drift hits both; the median is printed.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import statistics
 import sys
@@ -95,7 +97,10 @@ def run_async(make_lock, tasks: int, tag: str) -> float:
         await asyncio.gather(*workers)
         elapsed = time.perf_counter() - t0
         for lock in locks:
-            await lock.aclose()
+            close = getattr(lock, "aclose", None) or getattr(lock, "close", None)
+            done = close() if close is not None else None
+            if inspect.isawaitable(done):
+                await done
         return sum(counts) / elapsed
 
     return asyncio.run(go())
@@ -112,12 +117,15 @@ def main() -> int:
         servers = srv.servers
     clients = {"dflockd (libdflockd)": lambda k: dflockd.SyncDistributedLock(k, servers=servers)}
     async_name = "dflockd asyncio (tasks)"
+    ref_async_name = "dflockd-client asyncio"
+    asyncs = {async_name: lambda k: dflockd.AsyncDistributedLock(k, servers=servers)}
     ref_note = ""
     if (REF_DIR / "dflockd_client").is_dir():
         sys.path.append(str(REF_DIR))
         import dflockd_client
 
         clients["dflockd-client 2.1.1"] = lambda k: dflockd_client.SyncDistributedLock(k, servers=servers)
+        asyncs[ref_async_name] = lambda k: dflockd_client.AsyncDistributedLock(k, servers=servers)
     else:
         ref_note = f"(reference client not installed in {REF_DIR}: run `make python-ref`)"
     print(f"server {servers[0][0]}:{servers[0][1]}{' (embedded)' if srv else ''}; python {sys.version.split()[0]}; "
@@ -130,13 +138,16 @@ def main() -> int:
                 rate = run(clients[name], threads, f"{r}{len(name)}")
                 results.setdefault((name, threads), []).append(rate)
                 print(f"PYBENCH client={name.split()[0]} threads={threads} round={r} pairs_per_s={rate:.0f}", flush=True)
-            rate = run_async(lambda k: dflockd.AsyncDistributedLock(k, servers=servers), threads, f"{r}a")
-            results.setdefault((async_name, threads), []).append(rate)
-            print(f"PYBENCH client=dflockd-asyncio tasks={threads} round={r} pairs_per_s={rate:.0f}", flush=True)
+            for aname, make in asyncs.items():
+                rate = run_async(make, threads, f"{r}a{len(aname)}")
+                results.setdefault((aname, threads), []).append(rate)
+                label = "dflockd-asyncio" if aname == async_name else "dflockd-client-asyncio"
+                print(f"PYBENCH client={label} tasks={threads} round={r} pairs_per_s={rate:.0f}", flush=True)
     names = list(clients)
     print()
     header = f"{'threads':>7}  " + "  ".join(f"{n:>22}" for n in names) + ("  ratio (lib / reference)" if len(names) == 2 else "")
-    header += f"  {async_name:>24}"
+    header += "".join(f"  {a:>24}" for a in asyncs)
+    header += "  asyncio/sync (lib)" + ("  asyncio lib/reference" if len(asyncs) == 2 else "")
     print("acquire+release pairs/s, median of rounds (asyncio: that many tasks on one loop, one thread)")
     print(header)
     for threads in THREADS:
@@ -144,8 +155,14 @@ def main() -> int:
         row = f"{threads:>7}  " + "  ".join(f"{m:>22.0f}" for m in med)
         if len(med) == 2:
             row += f"  {med[0] / med[1]:>23.1f}x"
-        row += f"  {statistics.median(results[(async_name, threads)]):>24.0f}"
+        amed = [statistics.median(results[(a, threads)]) for a in asyncs]
+        row += "".join(f"  {m:>24.0f}" for m in amed)
+        row += f"  {amed[0] / med[0]:>17.2f}x"
+        if len(amed) == 2:
+            row += f"  {amed[0] / amed[1]:>20.1f}x"
         print(row)
+        print(f"PYBENCH_RATIO threads={threads} asyncio_over_sync={amed[0] / med[0]:.4f}"
+              + (f" asyncio_over_reference_asyncio={amed[0] / amed[1]:.4f}" if len(amed) == 2 else ""))
     if ref_note:
         print(ref_note)
     if srv:

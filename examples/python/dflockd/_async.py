@@ -140,6 +140,29 @@ def _future_handler(fut: asyncio.Future) -> Handler:
     return done
 
 
+class _Outcome:
+    """Where an operation's event goes: the future its task awaits directly
+    (no shield: one loop iteration less per operation), replaced by a fresh
+    one when that task is cancelled, since the event still comes."""
+
+    __slots__ = ("fut", "early")
+
+    def __init__(self, fut: asyncio.Future) -> None:
+        self.fut = fut
+        # The event, when it came after the task's cancel had cancelled
+        # `fut` but before the task's except clause ran.
+        self.early: tuple | None = None
+
+    def handler(self) -> Handler:
+        def done(kind: int, status: int, exc: BaseException | None, stats: str | None) -> None:
+            if not self.fut.done():
+                self.fut.set_result((kind, status, exc, stats))
+            elif self.fut.cancelled():
+                self.early = (kind, status, exc, stats)
+
+        return done
+
+
 async def client_stats(h: n.Handle, server: int) -> dict[str, Any]:
     """`Client.astats`: dflockd_client_stats_start, then its STATS or
     STATS_FAILED event (no thread). Cancelled, the request finishes in the
@@ -331,14 +354,22 @@ class _AsyncBase(_Base):
         except DflockdError:
             pass
 
-    async def _await_op(self, fut: asyncio.Future, *, on_cancel, abandoned):
+    async def _await_op(self, out: _Outcome, *, on_cancel, abandoned):
         """Await an operation's outcome. Cancelled: `on_cancel()` (the C cancel),
         then wait for the outcome and undo it (`abandoned(result)`) before
         re-raising; cancelled again meanwhile, the undo runs when it arrives."""
-        self._pending = fut
+        self._pending = out.fut
         try:
-            return await asyncio.shield(fut)
+            return await out.fut
         except asyncio.CancelledError:
+            fut = out.fut
+            if not fut.done() or fut.cancelled():
+                # Cancelled with the task: the outcome goes to a fresh future
+                # (or came already, in between).
+                fut = asyncio.get_running_loop().create_future()
+                out.fut = self._pending = fut
+                if out.early is not None:
+                    fut.set_result(out.early)
             if on_cancel is not None:
                 on_cancel()
             try:
@@ -355,15 +386,15 @@ class _AsyncBase(_Base):
         family), then its event: (kind, status, exception)."""
         q = _queue()
         h = self._handle()
-        fut = asyncio.get_running_loop().create_future()
-        tag = q.add(_future_handler(fut))
+        out = _Outcome(asyncio.get_running_loop().create_future())
+        tag = q.add(out.handler())
         try:
             with h.use() as p:
                 n.call(start, p, *args, q.ptr, tag)
         except BaseException:
             q.discard(tag)
             raise
-        kind, status, exc, _ = await self._await_op(fut, on_cancel=self._cancel_now, abandoned=self._abandoned_acquire)
+        kind, status, exc, _ = await self._await_op(out, on_cancel=self._cancel_now, abandoned=self._abandoned_acquire)
         return kind, status, exc
 
     async def _evented(self, start, *args: int) -> bool:
@@ -446,8 +477,9 @@ class _AsyncBase(_Base):
             q.discard(tag)
             log.warning("%s %r: release failed: %s", type(self).__name__, self.key, e)
             return False
-        # Cancelled here, the release still completes (the handle let go already).
-        kind, _status, exc, _ = await asyncio.shield(fut)
+        # Cancelled here, the release still completes (the handle let go
+        # already); its event then finds the future cancelled and is dropped.
+        kind, _status, exc, _ = await fut
         if kind == n.EVENT_RELEASED:
             return state == _HELD  # leaving the queue is not a release (False, as the reference)
         log.warning(
