@@ -93,7 +93,7 @@ impl Life {
 }
 
 /// A grant the handle holds.
-pub(crate) struct Grant<H> {
+pub(crate) struct Holding<H> {
     pub(crate) token: Token,
     pub(crate) life: Life,
     pub(crate) home: H,
@@ -107,7 +107,7 @@ pub(crate) struct Grant<H> {
 
 /// A lease handle's grant state.
 pub(crate) struct Machine<H> {
-    held: Option<Grant<H>>,
+    held: Option<Holding<H>>,
     lost: Option<Error>,
     generation: u64,
     /// The wake-up asked of the reactor, if any (at most one matters).
@@ -211,16 +211,16 @@ impl<H> Machine<H> {
         self.generation
     }
 
-    pub(crate) fn grant(&self) -> Option<&Grant<H>> {
+    pub(crate) fn grant(&self) -> Option<&Holding<H>> {
         self.held.as_ref()
     }
 
     /// The grant of `generation`, if it is still the one held.
-    pub(crate) fn grant_of(&self, generation: u64) -> Option<&Grant<H>> {
+    pub(crate) fn grant_of(&self, generation: u64) -> Option<&Holding<H>> {
         self.held.as_ref().filter(|_| self.generation == generation)
     }
 
-    pub(crate) fn grant_of_mut(&mut self, generation: u64) -> Option<&mut Grant<H>> {
+    pub(crate) fn grant_of_mut(&mut self, generation: u64) -> Option<&mut Holding<H>> {
         self.held.as_mut().filter(|_| self.generation == generation)
     }
 
@@ -251,7 +251,7 @@ impl<H> Machine<H> {
         let renew_at = life.renew_at(interval);
         self.generation += 1;
         self.lost = None;
-        self.held = Some(Grant {
+        self.held = Some(Holding {
             token,
             life,
             home,
@@ -263,7 +263,7 @@ impl<H> Machine<H> {
 
     /// A release lets the grant go: its token and home. `Err` with the
     /// loss (if it was lost) when nothing is held.
-    pub(crate) fn release(&mut self) -> Result<Grant<H>, Option<Error>> {
+    pub(crate) fn release(&mut self) -> Result<Holding<H>, Option<Error>> {
         match self.held.take() {
             Some(g) => {
                 self.generation += 1;
@@ -338,7 +338,7 @@ impl<H> Machine<H> {
 
     /// Grant `generation` is lost (`err`): it ends, and its home comes back
     /// for the driver to close. `None` if that grant is gone already.
-    pub(crate) fn lose(&mut self, generation: u64, err: Error) -> Option<Grant<H>> {
+    pub(crate) fn lose(&mut self, generation: u64, err: Error) -> Option<Holding<H>> {
         if self.generation != generation {
             return None;
         }

@@ -88,7 +88,7 @@ pub(crate) struct Residence {
 }
 
 /// A grant the handle holds.
-pub(crate) type Held = machine::Grant<Residence>;
+pub(crate) type Held = machine::Holding<Residence>;
 
 /// Everything a lease handle knows, under one mutex.
 #[derive(Default)]
