@@ -252,7 +252,8 @@ impl Operation {
     }
 
     /// Held leases share connections (`Config::max_leases_per_connection`
-    /// above 1): a one-phase acquire starts with a try on a home.
+    /// above 1): an acquire starts with a try on a home (then, if the key
+    /// is taken, `l` or `e` then `w` on a connection of its own).
     pub(crate) fn sharing(mut self, shared: bool) -> Operation {
         self.shared = shared;
         self
@@ -261,10 +262,7 @@ impl Operation {
     /// The first request (again, after a leader redirect).
     pub(crate) fn first(&mut self) -> Next {
         let (ask, via) = match self.goal {
-            Goal::Acquire {
-                timeout_s,
-                two_phase: false,
-            } if self.shared => {
+            Goal::Acquire { timeout_s, .. } if self.shared => {
                 // Answered at once: granted on the home, or `timeout`.
                 self.trying_home = timeout_s > 0;
                 (Ask::Acquire { timeout_s: 0 }, Via::Home)
@@ -378,6 +376,7 @@ impl Operation {
                 // for it on a connection of its own. (A silent server fails
                 // the acquire here: trying again would double its bound.)
                 match self.goal {
+                    Goal::Acquire { two_phase: true, .. } => self.send(Ask::Enqueue, Via::Server),
                     Goal::Acquire { timeout_s, .. } => self.send(Ask::Acquire { timeout_s }, Via::Server),
                     _ => Next::Failed(e),
                 }
@@ -599,6 +598,48 @@ mod tests {
             enq.reply(Ok(Outcome::Queued), Stamp::now(), false),
             Next::Queued
         ));
+    }
+
+    #[test]
+    fn a_shared_acquire_tries_on_a_home_then_waits_on_its_own_connection() {
+        let now = Stamp::now();
+        for two_phase in [false, true] {
+            let mut op = Operation::acquire(Kind::Lock, "k", 9, two_phase, cadence()).sharing(true);
+            assert!(matches!(
+                op.first(),
+                Next::Send {
+                    ask: Ask::Acquire { timeout_s: 0 },
+                    via: Via::Home
+                }
+            ));
+            op.sent(now);
+            let taken = Error::new(ErrorKind::Timeout, "taken");
+            let want = if two_phase {
+                Ask::Enqueue
+            } else {
+                Ask::Acquire { timeout_s: 9 }
+            };
+            assert!(
+                matches!(op.reply(Err(taken), now, false), Next::Send { ask, via: Via::Server } if ask == want)
+            );
+        }
+        // Granted on the home: held there.
+        let mut op = Operation::acquire(Kind::Lock, "k", 9, true, cadence()).sharing(true);
+        op.first();
+        op.sent(now);
+        assert!(matches!(op.reply(granted(10), now, false), Next::Hold { .. }));
+        // A silent home fails the acquire (no second try elsewhere).
+        let mut op = Operation::acquire(Kind::Lock, "k", 9, false, cadence()).sharing(true);
+        op.first();
+        op.sent(now);
+        let late = Error::new(ErrorKind::Deadline, "silent");
+        assert!(matches!(op.reply(Err(late), now, true), Next::Failed(_)));
+        // A try alone is the try itself.
+        let mut op = Operation::acquire(Kind::Lock, "k", 0, false, cadence()).sharing(true);
+        assert!(matches!(op.first(), Next::Send { via: Via::Home, .. }));
+        op.sent(now);
+        let taken = Error::new(ErrorKind::Timeout, "taken");
+        assert!(matches!(op.reply(Err(taken), now, false), Next::Failed(_)));
     }
 
     #[test]

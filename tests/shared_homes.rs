@@ -335,3 +335,50 @@ fn a_short_pause_of_the_server_loses_no_lease_of_a_shared_home() {
     assert!(leases.iter().all(Lease::is_held));
     rivals_cannot_take(&srv, &leases);
 }
+
+#[test]
+fn evented_acquires_share_homes_too() {
+    use dflockd::events::{EventKind, Events};
+    if skip_external("evented_acquires_share_homes_too") {
+        return;
+    }
+    let srv = embedded(roomy());
+    let client = srv.client();
+    let q = Events::new().expect("events");
+    // One after another: every lease joins the first one's connection.
+    let mut leases = Vec::new();
+    for i in 0..300u64 {
+        let lease = client.lock(&key("ev-share")).expect("lease");
+        lease.acquire_start(10, &q, i).expect("start");
+        assert_eq!(event(&q).kind, EventKind::Acquired);
+        leases.push(lease);
+    }
+    assert_eq!(client.home_connections(), 1);
+    // 1,000 started at once: the first ones open connections (at most a
+    // lane's dials), the rest join them.
+    for i in 0..1_000u64 {
+        let lease = client.lock(&key("ev-burst")).expect("lease");
+        lease.acquire_start(10, &q, 1_000 + i).expect("start");
+        leases.push(lease);
+    }
+    for _ in 0..1_000 {
+        let e = event(&q);
+        assert_eq!(e.kind, EventKind::Acquired, "{:?}", e.error);
+    }
+    let m = client.metrics();
+    assert!(m.home_connections <= 20, "{m:?}");
+    assert!(m.open_connections <= 24, "{m:?}");
+    // A taken key: the try on a home finds it taken, the wait goes on a
+    // connection of its own, and the grant comes in order.
+    let k = key("ev-taken");
+    let holder = srv.client().lock(&k).expect("lease");
+    holder.acquire(5).expect("holder");
+    let waiter = client.lock(&k).expect("lease");
+    waiter.acquire_start(10, &q, 9_999).expect("start");
+    assert!(wait_until(Duration::from_secs(5), || lock_waiters(&client, &k) == 1));
+    holder.release().expect("release");
+    assert_eq!(event(&q).tag, 9_999);
+    assert!(waiter.is_held());
+    assert!(leases.iter().all(Lease::is_held));
+    assert_eq!(client.metrics().leases_lost, 0);
+}

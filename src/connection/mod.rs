@@ -286,8 +286,12 @@ pub struct Connection {
     /// Renewals the reactor sent while a call held the connection: the
     /// next holder of `io` puts them on the wire, ahead of its own request
     /// (so a busy home never holds a renewal back for long).
-    outbox: Mutex<Vec<(Command, Vec<u8>, Instant)>>,
+    outbox: Mutex<Vec<Posted>>,
 }
+
+/// A request waiting in a connection's outbox: its command, its frame,
+/// its reply deadline and who awaits the reply.
+type Posted = (Command, Vec<u8>, Instant, Waiter);
 
 /// How a connection tells the reactor it holds replies for it (the
 /// connection's id is the argument).
@@ -750,12 +754,31 @@ impl Connection {
         self.start(req, true, true, None)
     }
 
+    /// For the event engine: send `req` without waiting, pipelined like
+    /// [`Connection::start_request`], and drop its reply when it comes
+    /// (nobody awaits it: a release of a grant a cancel raced, on a home
+    /// other leases share).
+    pub(crate) fn start_request_forget(&self, req: &Request) -> Result<Started> {
+        self.start_as(req, false, true, None, Waiter::Nobody)
+    }
+
     fn start(
         &self,
         req: &Request,
         take_over: bool,
         flush: bool,
         deadline: Option<Instant>,
+    ) -> Result<Started> {
+        self.start_as(req, take_over, flush, deadline, Waiter::Reactor)
+    }
+
+    fn start_as(
+        &self,
+        req: &Request,
+        take_over: bool,
+        flush: bool,
+        deadline: Option<Instant>,
+        waiter: Waiter,
     ) -> Result<Started> {
         let deadline = deadline.unwrap_or_else(|| self.reply_deadline(req));
         let what = What {
@@ -771,7 +794,7 @@ impl Connection {
             // wire when it is done (or the next holder does, first).
             let mut frame = Vec::with_capacity(64);
             req.encode(&mut frame)?;
-            lock(&self.outbox).push((what.cmd, frame, deadline));
+            lock(&self.outbox).push((what.cmd, frame, deadline, waiter));
             if self.post_outbox() {
                 if let Some(nudge) = self.nudge.get() {
                     nudge(self.id);
@@ -810,22 +833,19 @@ impl Connection {
         req.encode(&mut io.frame)?;
         if !flush {
             io.transport.queue(&io.frame, &what)?;
-            io.session
-                .sent(what.cmd, req.may_block(), Waiter::Reactor, deadline);
+            io.session.sent(what.cmd, req.may_block(), waiter, deadline);
             return Ok(Started::Sent);
         }
         match io.transport.try_send(&io.frame, &what) {
             Ok(true) => {
-                io.session
-                    .sent(what.cmd, req.may_block(), Waiter::Reactor, deadline);
+                io.session.sent(what.cmd, req.may_block(), waiter, deadline);
                 log!(Level::Debug, "{what} on {}: sent (engine)", self.peer);
                 Ok(Started::Sent)
             }
             Ok(false) if !take_over => {
                 // The rest stays queued, in order: the reactor writes it
                 // when the socket is writable (it awaits this reply).
-                io.session
-                    .sent(what.cmd, req.may_block(), Waiter::Reactor, deadline);
+                io.session.sent(what.cmd, req.may_block(), waiter, deadline);
                 Ok(Started::Sent)
             }
             Ok(false) => {
@@ -851,13 +871,13 @@ impl Connection {
         if posted.is_empty() {
             return Ok(false);
         }
-        for (cmd, frame, deadline) in &posted {
+        for (cmd, frame, deadline, waiter) in &posted {
             if let Err(e) = io.transport.queue(frame, what) {
                 io.session.break_off();
                 self.broken.store(true, Ordering::Release);
                 return Err(e);
             }
-            io.session.sent(*cmd, false, Waiter::Reactor, *deadline);
+            io.session.sent(*cmd, false, *waiter, *deadline);
         }
         Ok(true)
     }

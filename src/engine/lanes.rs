@@ -42,6 +42,14 @@ pub(super) enum Next {
     },
     /// Open `n` more connections (already counted as dialing).
     Dial(usize),
+    /// Send operation `id`'s first request (answered at once) on `conn`, a
+    /// home other leases live on: no idle connection was left, and this
+    /// spares opening one (`ordered` as for `Go`).
+    Home {
+        id: u64,
+        conn: Arc<Connection>,
+        ordered: bool,
+    },
     /// Nothing waits, nothing is dialed or in its key's turn: the lane can
     /// go (its spare connections back to the pool: [`Lane::into_spare`]).
     Empty,
@@ -56,7 +64,8 @@ pub(super) struct Lane {
     server: usize,
     /// Operations that may go as soon as a connection is there (with the
     /// key whose order they keep).
-    waiting: VecDeque<(u64, Option<String>)>,
+    /// (id, the key whose order it keeps, whether it may go on a home).
+    waiting: VecDeque<(u64, Option<String>, bool)>,
     /// Ordered operations held back because an earlier one of their key
     /// has its request in flight, oldest first.
     blocked: HashMap<String, VecDeque<u64>>,
@@ -84,15 +93,15 @@ impl Lane {
     }
 
     /// Put operation `id` at the back; `ordered`: the key whose order it
-    /// keeps.
-    pub(super) fn push(&mut self, id: u64, ordered: Option<String>) {
-        self.waiting.push_back((id, ordered));
+    /// keeps; `homeable`: its request may go on a home (answered at once).
+    pub(super) fn push(&mut self, id: u64, ordered: Option<String>, homeable: bool) {
+        self.waiting.push_back((id, ordered, homeable));
     }
 
     /// Hand the next connection to the oldest operation that may go.
     pub(super) fn next(&mut self, is_waiting: &dyn Fn(u64) -> bool) -> Next {
         loop {
-            let Some((id, ordered)) = self.waiting.front().cloned() else {
+            let Some((id, ordered, homeable)) = self.waiting.front().cloned() else {
                 if self.dialing == 0 && self.blocked.is_empty() && self.enqueuing.is_empty() {
                     return Next::Empty;
                 }
@@ -106,7 +115,12 @@ impl Lane {
                 }
                 continue;
             }
-            if let Some(k) = ordered.as_ref().filter(|k| self.enqueuing.contains_key(*k)) {
+            // (An operation whose try on a home found its key taken comes
+            // back holding its key's turn: it goes on.)
+            if let Some(k) = ordered
+                .as_ref()
+                .filter(|k| self.enqueuing.get(*k).is_some_and(|&owner| owner != id))
+            {
                 if !self.blocked.contains_key(k) {
                     self.blockers.extend(self.enqueuing.get(k));
                 }
@@ -118,6 +132,22 @@ impl Lane {
                 Some(conn) => Some(conn),
                 None => self.client.pool_take(self.server),
             };
+            let home = match (&conn, homeable) {
+                (None, true) => self.client.home_with_room(self.server),
+                _ => None,
+            };
+            if let Some(conn) = home {
+                self.waiting.pop_front();
+                let ordered_now = ordered.is_some();
+                if let Some(k) = ordered {
+                    self.enqueuing.insert(k, id);
+                }
+                return Next::Home {
+                    id,
+                    conn,
+                    ordered: ordered_now,
+                };
+            }
             let Some(conn) = conn else {
                 let wanted = self.waiting.len().min(MAX_DIALS);
                 let n = wanted.saturating_sub(self.dialing);
@@ -169,7 +199,7 @@ impl Lane {
     /// own attempt.
     pub(super) fn dial_failed(&mut self, is_waiting: &dyn Fn(u64) -> bool) -> Option<u64> {
         self.dialing -= 1;
-        while let Some((id, _)) = self.waiting.pop_front() {
+        while let Some((id, _, _)) = self.waiting.pop_front() {
             if is_waiting(id) {
                 return Some(id);
             }
@@ -194,7 +224,7 @@ impl Lane {
         };
         while let Some(id) = q.pop_front() {
             if is_waiting(id) {
-                self.waiting.push_front((id, Some(k.to_owned())));
+                self.waiting.push_front((id, Some(k.to_owned()), false));
                 break;
             }
         }

@@ -128,6 +128,9 @@ pub(crate) struct Op {
     /// Its `e` (or a try's `l`) was sent and not answered yet: later
     /// acquires of the key wait in the lane (see `lanes.rs`).
     pub(super) enqueuing: bool,
+    /// Its request went on a shared home: the reactor reads the reply
+    /// (`ops/home.rs`), and the home is never closed for it.
+    pub(super) on_home: bool,
     /// An acquire's `e` awaited on its completion queue's fd: when the
     /// engine looks at it anyway (`ops::NUDGE` after the send), so the `w`
     /// that follows a `queued` goes out whether or not the application
@@ -173,6 +176,7 @@ impl Op {
             machine,
             ask: None,
             enqueuing: false,
+            on_home: false,
             nudge: None,
         };
         if let Some(Next::Send { ask, via }) = op.machine.as_mut().map(Operation::first) {
@@ -185,12 +189,15 @@ impl Op {
         let deadline = lease.client.call_deadline(timeout_s);
         let lease_s = lease.renew_ttl();
         let (kind, key, cadence) = (lease.kind, lease.key.as_str(), Cadence::of(&lease.client.config));
+        // Held leases share connections: an acquire tries its key on a home.
+        let shared = lease.client.config.max_leases_per_connection > 1;
         let machine = match mode {
             // `e` then `w`: `e` is answered at once, which keeps starts of
             // one key in order (see lanes.rs).
             Mode::Acquire => Operation::acquire(kind, key, timeout_s, true, cadence)
-                .in_cluster(lease.client.config.cluster),
-            Mode::Try => Operation::acquire(kind, key, 0, false, cadence),
+                .in_cluster(lease.client.config.cluster)
+                .sharing(shared),
+            Mode::Try => Operation::acquire(kind, key, 0, false, cadence).sharing(shared),
             Mode::Enqueue => Operation::enqueue(kind, key, cadence),
         };
         let purpose = Purpose::Acquire {
@@ -325,6 +332,12 @@ impl Op {
 
     /// The key whose acquires must keep their order (none for releases
     /// and stats).
+    /// Whether its next request may go on a home: the try an acquire
+    /// starts with (answered at once).
+    pub(super) fn homeable(&self) -> bool {
+        matches!(self.ask, Some((_, crate::operation::Via::Home)))
+    }
+
     pub(super) fn ordered_key(&self) -> Option<String> {
         self.key().filter(|_| self.is_acquire()).map(str::to_owned)
     }

@@ -43,7 +43,10 @@ use super::dial::{Dial, Resolved, Step};
 use super::lanes::{Lane, LaneKey, Next, lane_key};
 use super::op::{Done, Mode, Op, Purpose, Stage, op_command};
 
+mod home;
 mod reroute;
+
+use home::keeps_turn;
 mod stages;
 use crate::client::ClientInner;
 use crate::clock::Stamp;
@@ -86,6 +89,9 @@ pub(crate) enum Inbound {
     /// Socket readiness a completion queue's drain could not hand over
     /// itself (the driver was busy).
     Ready(u64, u32),
+    /// The reply to operation `id`'s request on a shared home, read by the
+    /// reactor (`ops/home.rs`).
+    HomeReply(u64, Result<Outcome>),
 }
 
 /// A message that only wakes the reactor (to see an earlier deadline).
@@ -236,6 +242,7 @@ impl Driver {
                 self.deferred.fetch_sub(1, Ordering::SeqCst);
             }
             Inbound::Ready(id, bits) => self.on_event_one(engine, id, bits),
+            Inbound::HomeReply(id, r) => self.home_reply(engine, id, r),
         }
     }
 
@@ -255,7 +262,7 @@ impl Driver {
         self.lanes
             .entry(key)
             .or_insert_with(|| Lane::new(Arc::clone(&op.client), op.server))
-            .push(id, op.ordered_key());
+            .push(id, op.ordered_key(), op.homeable());
         self.timers.push(Reverse((op.step_by, id)));
         self.tasks.insert(id, Task::Op(op));
         self.pump(engine, key);
@@ -281,6 +288,13 @@ impl Driver {
                     };
                     op.enqueuing = ordered;
                     self.send(engine, id, op, conn);
+                }
+                Next::Home { id, conn, ordered } => {
+                    let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
+                        continue; // the home stays with its leases
+                    };
+                    op.enqueuing = ordered;
+                    self.try_on_home(engine, id, op, conn);
                 }
                 Next::Dial(n) => {
                     let Some((client, server)) = self.lanes.get(&key).map(Lane::target) else {
@@ -509,6 +523,8 @@ impl Driver {
     /// application next drains its queue.
     fn read_promptly(&mut self, engine: &Reactor, id: u64) {
         let conn = match self.tasks.get(&id) {
+            // On a home the reactor reads it as soon as it comes.
+            Some(Task::Op(op)) if op.on_home => return,
             Some(Task::Op(op)) => match &op.stage {
                 Stage::Asked { conn, .. } => Arc::clone(conn),
                 _ => return, // armed (by `arm_reply`) when it is sent
@@ -540,13 +556,16 @@ impl Driver {
                         ..
                     }
                 );
+                // (So does the try a shared acquire starts with: `timeout`
+                // leads to the `e`.)
+                let leads_on = matches!(op.ask, Some((Ask::Enqueue | Ask::Acquire { timeout_s: 0 }, _)));
                 op.nudge = match op.ask {
-                    Some((Ask::Enqueue, _)) if acquiring && op.nudge.is_none() => {
+                    Some(_) if leads_on && acquiring && op.nudge.is_none() => {
                         let at = Instant::now() + NUDGE;
                         self.timers.push(Reverse((at, id)));
                         Some(at)
                     }
-                    Some((Ask::Enqueue, _)) if acquiring => op.nudge,
+                    Some(_) if leads_on && acquiring => op.nudge,
                     _ => None,
                 };
                 if op.client.config.cluster
@@ -584,8 +603,12 @@ impl Driver {
             r => r,
         };
         // The answer to an `e` (or a try's `l`): the next acquire of the key
-        // may go (a no-op for any other request).
-        self.enqueued(&mut op);
+        // may go (a no-op for any other request). A try on a home that
+        // found the key taken keeps the turn for the `e` that follows.
+        op.on_home = false;
+        if !keeps_turn(&op, &r) {
+            self.enqueued(&mut op);
+        }
         if op.machine.is_none() {
             // Stats.
             op.stage = Stage::Retry { conn };
@@ -602,7 +625,8 @@ impl Driver {
             }
             return;
         }
-        if let (Err(e), Some((_, Via::Server | Via::Reattach)), true) = (&r, op.ask, op.client.config.cluster)
+        if let (Err(e), Some((_, Via::Server | Via::Reattach | Via::Home)), true) =
+            (&r, op.ask, op.client.config.cluster)
         {
             if matches!(e.kind(), ErrorKind::NotLeader | ErrorKind::Draining) {
                 // Cluster mode: the same request to the member the cluster
@@ -614,7 +638,7 @@ impl Driver {
                 return;
             }
         }
-        if let (Err(e), Some((_, Via::Server))) = (&r, op.ask) {
+        if let (Err(e), Some((_, Via::Server | Via::Home))) = (&r, op.ask) {
             if e.kind() == ErrorKind::NotLeader {
                 // Follow the leader with the same first request.
                 self.disarm(engine, id);
@@ -657,10 +681,16 @@ impl Driver {
                     self.dial_alone(engine, id, op);
                     return;
                 }
-                // A new connection (a release whose home failed).
-                bump(&op.client.metrics.reconnects);
+                // A new connection (a release whose home failed), or one
+                // of its own (a try on a home found the key taken).
                 self.disarm(engine, id);
-                drop(conn);
+                if via == Via::Fresh {
+                    bump(&op.client.metrics.reconnects);
+                    drop(conn);
+                } else {
+                    // In step and reusable (a home stays a home).
+                    op.client.checkin(op.server, conn);
+                }
                 op.stage = Stage::Waiting;
                 self.enqueue(engine, id, op);
             }
@@ -763,6 +793,19 @@ impl Driver {
                             self.send(engine, id, op, conn);
                             continue;
                         }
+                    }
+                    if op.on_home {
+                        // Its home's replies are the reactor's (which expires
+                        // this one too); the home stays for its leases.
+                        bump(&op.client.metrics.deadline_hits);
+                        op.on_home = false;
+                        let e = Error::new(
+                            ErrorKind::Deadline,
+                            format!("{}: no reply before the deadline", op.what()),
+                        );
+                        log!(Level::Warn, "{e}");
+                        self.fail(engine, id, op, e);
+                        continue;
                     }
                     if matches!(op.stage, Stage::Asked { .. }) && !op.is_renewal() {
                         // A reply the application's poll has not read yet

@@ -92,6 +92,12 @@ impl Driver {
         if !op.is_acquire() || !op.lease.as_ref().is_some_and(|l| l.cancel_requested()) {
             return;
         }
+        if op.on_home {
+            // Its try on a shared home is answered at once, and closing the
+            // home would end the leases on it: the reply settles the
+            // cancel (a grant is released then).
+            return;
+        }
         let Some(Task::Op(op)) = self.tasks.remove(&id) else {
             return;
         };
@@ -146,6 +152,12 @@ fn drop_grant(lease: &Shared, token: Token, conn: &Connection) {
         key: &lease.key,
         token: token.as_str(),
     };
+    if conn.homed() > 0 {
+        // A home other leases live on: release it there, pipelined, and
+        // leave the connection to them.
+        let _ = conn.start_request_forget(&req);
+        return;
+    }
     let _ = conn.start_request_over(&req);
     conn.abort();
 }
