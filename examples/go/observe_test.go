@@ -109,7 +109,8 @@ func TestLogAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := c.Metrics()
-	if m.Acquires != 1 || m.AcquireTimeouts != 1 || m.Releases != 1 || m.ConnectionsOpened < 2 || m.OpenConnections < 1 {
+	// (The try went on a's connection: held leases share it.)
+	if m.Acquires != 1 || m.AcquireTimeouts != 1 || m.Releases != 1 || m.ConnectionsOpened < 1 || m.OpenConnections < 1 {
 		t.Errorf("after acquire, busy try, release: %+v", m)
 	}
 
@@ -155,7 +156,7 @@ func TestLogAndMetrics(t *testing.T) {
 	if rec.await(func(n int) bool { return n >= 3 }, LogDebug, `"`+busyKey+`"`) < 3 {
 		t.Error("no DEBUG messages for the acquire, try and release")
 	}
-	if rec.count(LogInfo, "connected to", srv.Addr()) < 2 {
+	if rec.count(LogInfo, "connected to", srv.Addr()) < 1 {
 		t.Error("no INFO message per connection opened")
 	}
 	if len(tokens) != 2 {

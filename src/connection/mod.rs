@@ -421,9 +421,21 @@ impl Connection {
     /// that is lost closes its home so the server frees it; a shared home
     /// stays for the others, and that lease ends with its TTL).
     pub(crate) fn abort_unless_shared(&self) {
-        if self.homed() == 0 {
+        if self.homed() == 0 && self.is_quiet() {
             self.abort();
         }
+    }
+
+    /// Whether nothing but owed replies is outstanding (no request of
+    /// anyone else in flight that closing it would fail). Never blocks:
+    /// `false` while a call holds it.
+    fn is_quiet(&self) -> bool {
+        lock(&self.outbox).is_empty()
+            && self.io.try_lock().is_ok_and(|io| {
+                io.for_reactor.is_empty()
+                    && !io.session.awaits(Waiter::Reactor)
+                    && !io.session.awaits(Waiter::Caller)
+            })
     }
 
     /// For the reactor: how to tell it that a blocking call read replies it

@@ -599,7 +599,8 @@ impl Driver {
             }
         };
         let r = match r {
-            Err(_) if conn.was_aborted() => Err(cancelled(&op.what())),
+            // (A shared home is never closed for a cancel: closed, it failed.)
+            Err(_) if conn.was_aborted() && !op.on_home => Err(cancelled(&op.what())),
             r => r,
         };
         // The answer to an `e` (or a try's `l`): the next acquire of the key
@@ -795,15 +796,14 @@ impl Driver {
                         }
                     }
                     if op.on_home {
-                        // Its home's replies are the reactor's (which expires
-                        // this one too); the home stays for its leases.
-                        bump(&op.client.metrics.deadline_hits);
+                        // Its home's replies are the reactor's, which gives
+                        // this one up at the same deadline (and logs and
+                        // counts it); the home stays for its leases.
                         op.on_home = false;
                         let e = Error::new(
                             ErrorKind::Deadline,
                             format!("{}: no reply before the deadline", op.what()),
                         );
-                        log!(Level::Warn, "{e}");
                         self.fail(engine, id, op, e);
                         continue;
                     }
