@@ -743,6 +743,8 @@ impl Connection {
             return Ok(true);
         };
         let what = "renewals";
+        let io = &mut *io;
+        self.take_outbox(io, &what)?;
         match io.transport.try_flush(&what) {
             Ok(done) => Ok(done),
             Err(e) => {
@@ -823,6 +825,11 @@ impl Connection {
         let io = &mut *io;
         self.take_outbox(io, &what)?;
         let awaited = io.session.awaits(Waiter::Reactor) || !io.for_reactor.is_empty();
+        if awaited && take_over && (!io.for_reactor.is_empty() || !io.session.reactor_replies_harmless()) {
+            // Another operation's request (a try on what was a shared home)
+            // is still answered here: try again once it is.
+            return Ok(Started::Busy);
+        }
         if awaited && take_over {
             // The engine's own request on a connection it now owns alone:
             // the replies the reactor awaited become owed.
@@ -956,6 +963,12 @@ impl Connection {
             let r = self.interpret(cmd, &what, &line);
             self.observe(&what, &r);
             return r.map(Some);
+        }
+        // Requests posted while someone held the connection go out now (the
+        // one awaited may be among them), in order after those sent.
+        if self.take_outbox(io, &what)? && io.transport.try_flush(&what).is_err() {
+            io.session.break_off();
+            self.broken.store(true, Ordering::Release);
         }
         if self.is_broken() {
             // Out of step: no further line can be attributed.
