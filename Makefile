@@ -10,6 +10,8 @@
 #                  instruction counts (not part of `make test`)
 #   make bench-instructions   only the instruction counts (needs valgrind)
 #   make bench-handoff        only the handoff of one key: completion queue poll() loop vs blocking
+#   make bench-scale          100,000 leases held by one client for 120 s: lost, sockets, threads,
+#                             RSS, worst renewal lateness beside the targets (issue 17)
 #
 # A missing tool (gcc, g++, valgrind, go, ruby) is reported loudly and its step skipped;
 # with CI=true it is an error instead.
@@ -62,7 +64,7 @@ skipped = [ -e $(B)/.skip-$(1) ]
 
 .PHONY: all lib demo test rust-checks fmt-check clippy cargo-test c-examples c-tests cpp-tests \
         run-c asan valgrind symbols-check static-libs-check static-example test-go test-ruby bindings-prefix \
-        install release uninstall install-check bench bench-build bench-handoff bench-installed bench-instructions clean test-external \
+        install release uninstall install-check bench bench-build bench-handoff bench-scale bench-installed bench-instructions clean test-external \
         test-python python-ref bench-python testserver-bin
 
 # `make` builds the debug library the tests and demo use (lib) and the release build that
@@ -515,6 +517,7 @@ bench: bench-build
 	@$(MAKE) --no-print-directory bench-handoff
 	@$(MAKE) --no-print-directory bench-python
 	@$(MAKE) --no-print-directory bench-instructions
+	@$(MAKE) --no-print-directory bench-scale
 
 # Issue 15: the same C ABI bench against the library as installed (`make release`: the size-tuned
 # `shipped` profile), beside the raw-socket floor in the same process: the targets are >= 0.95x the
@@ -529,6 +532,19 @@ bench-installed: bench-build release
 bench-handoff: bench-build
 	@echo "=== Handoff of one contended key: completion queue in one poll() loop vs threads blocked in acquire (benches/c/abi_handoff.c) ==="
 	@set -o pipefail; $(call with_server,./$(BENCH)/abi_handoff | tee $(BENCH)/handoff.txt)
+
+# Issue 17: one client holds SCALE_LEASES leases on one dflockd-testserver process
+# (--max-locks 200000, default lease 33 s) for SCALE_SECONDS; targets: 0 lost, <= 128 sockets,
+# <= 4 library threads, RSS <= 128 MiB; the worst renewal lateness is printed
+# (benches/rust/scale.rs; how each number is measured: benches/rust/scale/hold.rs).
+# DFLOCKD_MAX_LEASES_PER_CONNECTION=N sets the client's cap of leases per connection.
+SCALE_LEASES  ?= 100000
+SCALE_SECONDS ?= 120
+bench-scale:
+	$(CARGO) build --release --bin dflockd-testserver --example scale
+	@echo "=== $(SCALE_LEASES) leases from one client on one server for $(SCALE_SECONDS) s (benches/rust/scale.rs) ==="
+	@mkdir -p $(B)/bench
+	@set -o pipefail; ./target/release/examples/scale $(SCALE_LEASES) $(SCALE_SECONDS) | tee $(B)/bench/scale.txt
 
 bench-instructions: bench-build
 	$(call need,valgrind,bench-instructions)
