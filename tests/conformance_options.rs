@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Raw, embedded, granted, token};
+use common::{Raw, embedded, eventually, granted, token};
 use dflockd::testserver::{ServerLine, ServerOptions, TlsIdentity};
 
 fn opts() -> ServerOptions {
@@ -370,4 +370,36 @@ fn follower_refuses_mutations_and_answers_ping_and_stats() {
     assert_eq!(a.req(b"l\nk\n5\n"), "error_not_leader");
     s.set_follower(None);
     token(&a.req(b"l\nk\n5\n"));
+}
+
+/// A blocked `l` takes its connection out of the server's event loop onto
+/// a thread and back: what the client pipelined behind it meanwhile is
+/// answered in order after the grant, and the connection blocks and
+/// serves pipelined bursts again afterwards.
+#[test]
+fn pipelined_frames_behind_a_blocked_acquire_are_answered_in_order() {
+    let Some(s) = embedded(opts(), "pipelined_behind_blocked") else {
+        return;
+    };
+    let addr = s.addr().to_string();
+    let mut holder = Raw::connect(&addr);
+    let mut c = Raw::connect(&addr);
+    for round in 0..2 {
+        let held = token(&holder.req(b"l\npb-k\n5\n"));
+        // Blocks; a ping and a burst of acquires wait behind it.
+        let mut burst = b"l\npb-k\n10\nping\n_\n_\n".to_vec();
+        for i in 0..200 {
+            burst.extend_from_slice(format!("l\npb-{round}-{i}\n0\n").as_bytes());
+        }
+        c.send(&burst);
+        assert!(eventually(Duration::from_secs(5), || s.blocked_requests() == 1));
+        c.assert_silent(Duration::from_millis(50));
+        assert_eq!(holder.req(format!("r\npb-k\n{held}\n").as_bytes()), "ok");
+        let mine = token(&c.line());
+        assert_eq!(c.line(), "ok", "round {round}: the ping, after the grant");
+        for _ in 0..200 {
+            token(&c.line());
+        }
+        assert_eq!(c.req(format!("r\npb-k\n{mine}\n").as_bytes()), "ok");
+    }
 }

@@ -5,7 +5,9 @@
 //! frame into `out` without ever blocking; whatever would block (a queued
 //! `l`/`w`, a reply held by a pause or a delay, the pause after a failed
 //! `auth`, a paused cluster node) is left in `deferred` and the loop hands
-//! the connection to a thread of its own ([`resume`]), for good. *Thread
+//! the connection to a thread of its own ([`resume`]), which does it and
+//! gives the connection back to the loop when nothing holds it (no pause
+//! or reply delay), else serves it to the end. *Thread
 //! mode* (TLS connections from the start): blocking I/O. A blocking `l`/`w`
 //! waits in `poll(2)` on its socket and its [`Waker`], so it notices at once
 //! both a grant (woken by whoever granted it) and the client going away
@@ -255,6 +257,13 @@ pub(super) fn resume(mut conn: Conn, flow: Flow) {
         }
     };
     if flow == Flow::Continue && !conn.cancelled() {
+        let plain = matches!(conn.io, Transport::Plain(_));
+        if plain && shared.faults.reply_now().is_some() && conn.io.tcp().set_nonblocking(true).is_ok() {
+            // Nothing blocks now: back to the event loop (its waker kept).
+            conn.out = Some(Vec::new());
+            return shared.inbox.submit(&shared, conn);
+        }
+        let _ = conn.io.tcp().set_nonblocking(false);
         conn.run();
     }
     end(&shared, id, Some(conn.io));

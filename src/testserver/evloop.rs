@@ -3,11 +3,12 @@
 //! and writing the replies of one read together.
 //!
 //! A connection leaves the loop for a thread of its own (`conn::resume`)
-//! the first time a request would block: a queued `l`/`w`, a reply held by
-//! a pause or a reply delay, a failed `auth`, a paused cluster node, an
-//! idle timeout reached while paused. It never comes back; its thread then
-//! serves it exactly as before the loop existed. TLS connections get their
-//! thread at once (`conn::serve_tls`).
+//! when a request would block: a queued `l`/`w`, a reply held by a pause or
+//! a reply delay, a failed `auth`, a paused cluster node, an idle timeout
+//! reached while paused. The thread does that as before the loop existed,
+//! then submits the connection back (with what it buffered meanwhile),
+//! unless a pause or a reply delay is on: then it serves it to the end.
+//! TLS connections get their thread at once (`conn::serve_tls`).
 //!
 //! Bounds: a connection whose unwritten replies reach [`OUT_HIGH`] is not
 //! read until they drain (the kernel's buffers hold the rest), and one
@@ -47,9 +48,16 @@ impl Inbox {
         })
     }
 
-    pub fn submit(&self, conn: Conn) {
+    /// Serve `conn` in the loop; closed at once if the server is stopping
+    /// (the loop may have ended).
+    pub fn submit(&self, shared: &Shared, conn: Conn) {
         lock(&self.pending).push(conn);
         self.waker.wake();
+        if shared.stopping() {
+            for c in std::mem::take(&mut *lock(&self.pending)) {
+                conn::end(shared, c.ctl.id, Some(c.io));
+            }
+        }
     }
 
     /// Make the loop look at the server's state (stop).
@@ -192,6 +200,8 @@ impl EventLoop {
                 timer_at: deadline,
             },
         );
+        // One back from a thread may have frames buffered already.
+        self.step(id);
     }
 
     /// Readiness on a connection: read, answer, write.
@@ -358,6 +368,7 @@ impl EventLoop {
                 conn::resume(c, flow);
             }
         });
+        self.shared.reap_threads(false);
         match spawned {
             Ok(h) => lock(&self.shared.conn_threads).push(h),
             Err(_) => {

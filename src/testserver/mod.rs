@@ -263,7 +263,7 @@ impl Shared {
                 return self.deregister(id);
             }
             let conn = Conn::new(self, ctl, tls::Transport::Plain(stream), true);
-            return self.inbox.submit(conn);
+            return self.inbox.submit(self, conn);
         }
         self.reap_threads(false);
         if ctl.arm_waker().is_err() {

@@ -62,6 +62,8 @@ pub struct Report {
     pub max_age_s: f64,
     pub renew_interval_s: f64,
     pub samples: usize,
+    /// Why a `stats` sample failed (the last failure), if one did.
+    pub stats_error: Option<String>,
 }
 
 impl Report {
@@ -80,7 +82,7 @@ impl Report {
         format!(
             "SCALE acquired={} acquire_s={:.2} lost={} lost_metric={} not_held_seen={} missing_on_server={} \
              sockets={} threads={} rss_mib={:.1} renewals={} connections_opened={} max_age_s={:.3} \
-             interval_s={:.1} lateness_s={:.3} samples={}",
+             interval_s={:.1} lateness_s={:.3} samples={} stats_error={:?}",
             self.acquired,
             self.acquire_s,
             self.lost(),
@@ -96,6 +98,7 @@ impl Report {
             self.renew_interval_s,
             self.lateness_s(),
             self.samples,
+            self.stats_error.as_deref().unwrap_or(""),
         )
     }
 }
@@ -247,19 +250,24 @@ pub fn run(plan: &Plan) -> Report {
         r.not_held_seen = r.not_held_seen.max(not_held);
         observe(&mut r);
         if Instant::now() >= next_sample {
-            if let Ok(keys) = server_leases(plan) {
-                r.samples += 1;
-                for (_, left) in keys {
-                    r.max_age_s = r.max_age_s.max(plan.lease_s - left);
+            match server_leases(plan) {
+                Ok(keys) => {
+                    r.samples += 1;
+                    for (_, left) in keys {
+                        r.max_age_s = r.max_age_s.max(plan.lease_s - left);
+                    }
                 }
+                Err(e) => r.stats_error = Some(e.to_string()),
             }
             next_sample = Instant::now() + plan.sample_every;
         }
         std::thread::sleep(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())));
     }
     observe(&mut r);
-    let on_server = server_leases(plan).map(|k| k.len()).unwrap_or(0);
-    r.missing_on_server = held.len().saturating_sub(on_server);
+    match server_leases(plan) {
+        Ok(keys) => r.missing_on_server = held.len().saturating_sub(keys.len()),
+        Err(e) => r.stats_error = Some(format!("final stats: {e}")),
+    }
     r.not_held_seen = r.not_held_seen.max(held.iter().filter(|l| !l.is_held()).count());
     let m = client.metrics();
     r.lost_metric = m.leases_lost;
