@@ -264,9 +264,11 @@ impl EventLoop {
         if slot.closing && !pending {
             return self.close(id);
         }
-        let mut want = libc::EPOLLRDHUP as u32;
+        // Level-triggered: a half-closed peer keeps EPOLLRDHUP up, so it is
+        // watched only while reading (hang-ups and errors always wake us).
+        let mut want = 0;
         if !slot.eof && !slot.closing && slot.conn.out.as_ref().is_none_or(|o| o.len() < OUT_HIGH) {
-            want |= libc::EPOLLIN as u32;
+            want |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         }
         if pending {
             want |= libc::EPOLLOUT as u32;
