@@ -125,8 +125,8 @@ pub(super) enum Flow {
 /// What a loop-mode connection could not do without blocking; its thread
 /// does it first ([`resume`]).
 pub(super) enum Deferred {
-    /// Send this reply (faults applied already to nothing: pause, delay
-    /// and hostile replies apply on the thread).
+    /// Send this reply, held and replaced as the faults say (pause,
+    /// delay, hostile replies) on the thread.
     Reply(Vec<u8>),
     /// `error_auth`, the pause, the close.
     AuthFailed,
@@ -229,8 +229,9 @@ pub(super) fn serve_tls(shared: Arc<Shared>, ctl: Arc<ConnCtl>, stream: TcpStrea
     end(&shared, id, Some(conn.io));
 }
 
-/// A loop-mode connection's own thread from now on: write what the loop
-/// had not, do what it deferred, then serve in thread mode until it closes.
+/// A loop-mode connection's thread: write what the loop had not, do what
+/// it deferred, then give the connection back to the loop, or (a pause or
+/// reply delay on, or TLS) serve it in thread mode until it closes.
 pub(super) fn resume(mut conn: Conn, flow: Flow) {
     let shared = conn.shared.clone();
     let id = conn.ctl.id;

@@ -16,7 +16,8 @@
 //! rules (one table shared by every node of a `TestCluster`) are in
 //! `table/cluster_rules.rs`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::line::{Behaviour, ServerLine};
@@ -82,7 +83,7 @@ struct Resource {
     holders: BTreeMap<String, Holder>,
     queue: VecDeque<WaiterId>,
     last_activity: Instant,
-    /// Its entry in `Table::sweeps`: no later than its earliest expiry.
+    /// Its live entry in `Table::sweeps`: no later than its earliest expiry.
     sweep_at: Option<Instant>,
 }
 
@@ -137,9 +138,9 @@ pub struct Table {
     cluster: bool,
     /// Each connection's `stable-ref` (cluster nodes).
     refs: HashMap<ConnId, String>,
-    /// When each key with holders is next looked at by the sweep (one
-    /// entry per key; `expiry.rs`).
-    sweeps: BTreeSet<SweepEntry>,
+    /// When keys with holders are next looked at by the sweep (one live
+    /// entry per key, the one its `sweep_at` names; `expiry.rs`).
+    sweeps: BinaryHeap<Reverse<SweepEntry>>,
     /// The keys each connection may hold (a superset): a closing
     /// connection releases without a scan of every key.
     held_by: HashMap<ConnId, HashSet<SpaceKey>>,
@@ -171,7 +172,7 @@ impl Table {
             behaviour: ServerLine::V2.behaviour(),
             cluster: false,
             refs: HashMap::new(),
-            sweeps: BTreeSet::new(),
+            sweeps: BinaryHeap::new(),
             held_by: HashMap::new(),
         }
     }

@@ -1,12 +1,16 @@
 //! What time and closing connections do to the table, without a scan of
 //! every key: the lease sweep looks only at keys whose earliest expiry has
-//! come (`Table::sweeps`, one entry per key with holders, never later than
-//! its earliest expiry: a renewal moves nothing, the sweep re-files the key
-//! when it finds the lease renewed), and a closing connection releases only
-//! the keys it may hold (`Table::held_by`). The idle-key collection still
-//! looks at every key, every `--gc-interval` (5 s): a few milliseconds at
-//! 200,000 keys.
+//! come (`Table::sweeps`, a heap with one live entry per key with holders,
+//! never later than its earliest expiry: a renewal moves nothing, the sweep
+//! re-files the key when it finds the lease renewed), and a closing
+//! connection releases only the keys it may hold (`Table::held_by`). An
+//! entry superseded by an earlier one, or left by a collected key, is
+//! dropped when its time comes (a heap, not an ordered set: less code in
+//! the shipped library); so the heap holds at most the live keys plus those
+//! collected within one lease. The idle-key collection still looks at every
+//! key, every `--gc-interval` (5 s): a few milliseconds at 200,000 keys.
 
+use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
 use super::{ConnId, SpaceKey, Table, WaiterId};
@@ -33,15 +37,11 @@ impl Table {
         let Some(r) = self.resources.get_mut(sk) else {
             return;
         };
-        match r.sweep_at {
-            Some(t) if t <= at => return,
-            Some(t) => {
-                self.sweeps.remove(&entry(t, sk));
-            }
-            None => {}
+        if r.sweep_at.is_some_and(|t| t <= at) {
+            return;
         }
         r.sweep_at = Some(at);
-        self.sweeps.insert(entry(at, sk));
+        self.sweeps.push(Reverse(entry(at, sk)));
     }
 
     /// `conn` gave up a slot of `sk`: forget the key for it unless it
@@ -86,8 +86,8 @@ impl Table {
     /// slot to the next waiter. Looks only at keys whose time has come.
     pub fn sweep(&mut self, now: Instant) {
         self.expire_orphans(now);
-        while self.sweeps.first().is_some_and(|e| e.0 <= now) {
-            let Some((at, sem, key)) = self.sweeps.pop_first() else {
+        while self.sweeps.peek().is_some_and(|e| e.0.0 <= now) {
+            let Some(Reverse((at, sem, key))) = self.sweeps.pop() else {
                 break;
             };
             let kind = if sem { Kind::Semaphore } else { Kind::Lock };
@@ -110,17 +110,10 @@ impl Table {
     /// Garbage-collect keys idle (no holder, no waiter) for `max_idle`;
     /// until then they count towards `max_locks`.
     pub fn collect_idle(&mut self, now: Instant, max_idle: Duration) {
-        let sweeps = &mut self.sweeps;
-        self.resources.retain(|sk, r| {
-            let idle = r.holders.is_empty()
+        self.resources.retain(|_, r| {
+            !(r.holders.is_empty()
                 && r.queue.is_empty()
-                && now.saturating_duration_since(r.last_activity) >= max_idle;
-            if idle {
-                if let Some(t) = r.sweep_at {
-                    sweeps.remove(&entry(t, sk));
-                }
-            }
-            !idle
+                && now.saturating_duration_since(r.last_activity) >= max_idle)
         });
     }
 
