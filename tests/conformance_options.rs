@@ -403,3 +403,44 @@ fn pipelined_frames_behind_a_blocked_acquire_are_answered_in_order() {
         assert_eq!(c.req(format!("r\npb-k\n{mine}\n").as_bytes()), "ok");
     }
 }
+
+/// 20,000 pipelined acquires in one write: the replies (about 760 KB) are
+/// more than the server buffers for one connection before it writes, so
+/// it must write, then go back to the frames it already read (a client
+/// that sent everything waits for replies only). Read while writing, as a
+/// client must.
+#[test]
+fn a_burst_whose_replies_outgrow_the_server_buffer_is_answered_in_full() {
+    let Some(s) = embedded(
+        ServerOptions {
+            max_locks: 30_000,
+            ..opts()
+        },
+        "big_burst",
+    ) else {
+        return;
+    };
+    const N: usize = 20_000;
+    let stream = TcpStream::connect(s.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let burst: Vec<u8> = (0..N)
+        .flat_map(|i| format!("l\nbig-{i}\n0\n").into_bytes())
+        .collect();
+    let sending = std::thread::spawn(move || writer.write_all(&burst));
+    let started = Instant::now();
+    let mut reader = std::io::BufReader::new(stream);
+    for i in 0..N {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).expect("reply");
+        assert!(line.starts_with("ok "), "reply {i}: {line:?}");
+    }
+    sending.join().expect("writer").expect("write");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -141,8 +141,10 @@ pub(super) enum Deferred {
 
 /// What the event loop does next with a loop-mode connection.
 pub(super) enum Step {
-    /// Wait for more bytes (or for `out` to drain).
+    /// Wait for more bytes.
     Wait,
+    /// `out` is full: write some, then pump again (frames may be buffered).
+    Full,
     /// Flush `out`, then close.
     Close,
     /// Give the connection a thread: `deferred` is set; the flow is that
@@ -312,7 +314,7 @@ impl Conn {
     pub fn pump(&mut self, eof: bool, out_limit: usize) -> Step {
         loop {
             if self.out.as_ref().is_some_and(|o| o.len() >= out_limit) {
-                return Step::Wait;
+                return Step::Full;
             }
             let incoming = if self.too_long {
                 Incoming::TooLong

@@ -238,24 +238,37 @@ impl EventLoop {
     /// Answer what is buffered, write what can be written, and register
     /// what the connection waits for next.
     fn step(&mut self, id: ConnId) {
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return;
-        };
         let now = Instant::now();
-        if !slot.closing {
-            let answered = slot.conn.answered;
-            let step = slot.conn.pump(slot.eof, OUT_HIGH);
-            if slot.conn.answered != answered {
-                slot.deadline = now + self.shared.opts.read_timeout;
+        // Answer, write, and answer again while writing made room: the
+        // client may be waiting for replies to frames already buffered.
+        loop {
+            let Some(slot) = self.slots.get_mut(&id) else {
+                return;
+            };
+            let mut full = false;
+            if !slot.closing {
+                let answered = slot.conn.answered;
+                let step = slot.conn.pump(slot.eof, OUT_HIGH);
+                if slot.conn.answered != answered {
+                    slot.deadline = now + self.shared.opts.read_timeout;
+                }
+                match step {
+                    Step::Wait => {}
+                    Step::Full => full = true,
+                    Step::Close => slot.closing = true,
+                    Step::Handoff(flow) => return self.handoff(id, flow),
+                }
             }
-            match step {
-                Step::Wait => {}
-                Step::Close => slot.closing = true,
-                Step::Handoff(flow) => return self.handoff(id, flow),
+            if self.flush(id).is_err() {
+                return self.close(id);
             }
-        }
-        if self.flush(id).is_err() {
-            return self.close(id);
+            let room = self
+                .slots
+                .get(&id)
+                .is_some_and(|s| s.conn.out.as_ref().is_some_and(|o| o.len() < OUT_HIGH));
+            if !(full && room) {
+                break;
+            }
         }
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
@@ -340,7 +353,7 @@ impl EventLoop {
                         self.handoff(id, flow);
                         continue;
                     }
-                    Step::Close | Step::Wait => slot.closing = true,
+                    Step::Close | Step::Wait | Step::Full => slot.closing = true,
                 }
                 self.step(id);
                 continue;
