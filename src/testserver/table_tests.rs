@@ -344,3 +344,49 @@ fn orphaned_waiter_is_dropped_after_the_orphan_ttl() {
     let later = t0 + Duration::from_secs(6);
     assert_eq!(t.wait(L, "k", 3, later), Start::Refused(Status::ErrorNotEnqueued));
 }
+
+#[test]
+fn sweep_follows_renewals_and_shortened_leases() {
+    let mut t = table(10, 0);
+    let t0 = Instant::now();
+    let s = |n| t0 + Duration::from_secs(n);
+    let a = granted(t.acquire(L, "a", 1, 1, TTL, t0));
+    let b = granted(t.acquire(L, "b", 1, 1, TTL, t0));
+    let w = blocked(t.acquire(L, "a", 1, 2, TTL, t0));
+    // Renewed at 20 s: still held at 40 s, when its first expiry has passed.
+    assert_eq!(t.renew(L, "a", a.token.as_str(), 1, TTL, s(20)), Some(33));
+    // Shortened to 2 s at 10 s: the sweep must come by 12 s, not 33 s.
+    assert_eq!(
+        t.renew(L, "b", b.token.as_str(), 1, Duration::from_secs(2), s(10)),
+        Some(2)
+    );
+    let w2 = blocked(t.acquire(L, "b", 1, 3, TTL, s(10)));
+    t.sweep(s(12));
+    assert!(t.take_grant(w2, s(12)).is_some(), "b expired at 12 s");
+    t.sweep(s(40));
+    assert!(t.take_grant(w, s(40)).is_none(), "a was renewed");
+    t.sweep(s(53));
+    assert!(t.take_grant(w, s(53)).is_some(), "a expired at 53 s");
+}
+
+#[test]
+fn disconnect_releases_only_what_the_connection_holds() {
+    let mut t = table(10, 0);
+    let now = Instant::now();
+    let mine = granted(t.acquire(L, "mine", 1, 1, TTL, now));
+    granted(t.acquire(L, "theirs", 1, 2, TTL, now));
+    granted(t.acquire(S, "sem", 2, 1, TTL, now));
+    granted(t.acquire(S, "sem", 2, 1, TTL, now));
+    // Released and taken again by someone else: not the closer's any more.
+    assert!(t.release(L, "mine", mine.token.as_str(), now));
+    granted(t.acquire(L, "mine", 1, 3, TTL, now));
+    let w = blocked(t.acquire(S, "sem", 2, 4, TTL, now));
+    t.drop_connection(1, true, now);
+    assert!(t.take_grant(w, now).is_some(), "both semaphore slots released");
+    assert!(blocked_or_refused(t.acquire(L, "mine", 1, 5, TTL, now)));
+    assert!(blocked_or_refused(t.acquire(L, "theirs", 1, 5, TTL, now)));
+}
+
+fn blocked_or_refused(s: Start) -> bool {
+    !matches!(s, Start::Granted(_))
+}
