@@ -89,9 +89,10 @@ fn twenty_thousand_leases_under_a_descriptor_limit_of_1024() {
     print!("{stdout}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "child failed: {:?}", out.status);
+    // (The harness may print "test NAME ... " on the same line first.)
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("SCALE "))
+        .find_map(|l| l.find("SCALE ").map(|i| &l[i..]))
         .expect("the child's SCALE line");
     assert_eq!(field(line, "acquired") as usize, LEASES, "{line}");
     assert_eq!(field(line, "lost") as usize, 0, "{line}");
