@@ -202,45 +202,45 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
     };
     // Renewals due together on one (shared) home go out in one write.
     let batched = reactor::in_round();
-    let started = if batched {
-        conn.queue_request(&request, deadline)
-    } else {
-        conn.start_request_until(&request, deadline)
+    let owner = Arc::downgrade(lease);
+    let new_home = moving.then(|| Arc::clone(&conn));
+    let pending = Pending {
+        command: request.command(),
+        key: lease.key.clone(),
+        deadline,
+        conn: Arc::clone(&conn),
+        settle: Box::new(move |r| {
+            if let Some(lease) = owner.upgrade() {
+                finish(&lease, generation, sent, expires_at, renewed(r), new_home, at);
+            }
+        }),
     };
+    let started = engine.send_awaited(
+        || {
+            if batched {
+                conn.queue_request(&request, deadline)
+            } else {
+                conn.start_request_until(&request, deadline)
+            }
+        },
+        pending,
+    );
     match started {
         Ok(Started::Sent) => {
             if batched {
                 reactor::cork(&conn);
             }
-            let owner = Arc::downgrade(lease);
-            let new_home = moving.then(|| Arc::clone(&conn));
-            let pending = Pending {
-                command: request.command(),
-                key: lease.key.clone(),
-                deadline,
-                conn: Arc::clone(&conn),
-                settle: Box::new(move |r| {
-                    if let Some(lease) = owner.upgrade() {
-                        finish(&lease, generation, sent, expires_at, renewed(r), new_home, at);
-                    }
-                }),
-            };
-            if let Err(pending) = engine.await_reply(conn.id(), pending) {
-                // The connection is no longer registered (cannot happen
-                // while a watch lives): give the reply up and try again
-                // shortly (a no-op if the grant is gone). Never leave a
-                // held lease without a renewal on its way.
-                pending.conn.abandon_reply();
-                reschedule(lease, generation, Instant::now() + BUSY_RETRY);
-            }
         }
-        Ok(Started::Busy) => reschedule(lease, generation, Instant::now() + BUSY_RETRY),
-        Err(e) if moving => {
+        // Not registered (cannot happen while a watch lives), or busy: try
+        // again shortly (a no-op if the grant is gone). Never leave a held
+        // lease without a renewal on its way.
+        Ok(Started::Busy) | Err(None) => reschedule(lease, generation, Instant::now() + BUSY_RETRY),
+        Err(Some(e)) if moving => {
             // That home failed under us: not this lease's; try again.
             log!(Level::Debug, "renew {:?} on another home: {e}", lease.key);
             reschedule(lease, generation, Instant::now() + BUSY_RETRY);
         }
-        Err(e) => finish(lease, generation, sent, expires_at, Err(e), None, at),
+        Err(Some(e)) => finish(lease, generation, sent, expires_at, Err(e), None, at),
     }
 }
 

@@ -184,16 +184,6 @@ impl Session {
         !self.broken && self.fifo.is_empty()
     }
 
-    /// Whether every reply the reactor awaits may be given up harmlessly
-    /// (renewals): another reactor request (a try on a shared home) must
-    /// not be, so a take-over waits for it.
-    pub(crate) fn reactor_replies_harmless(&self) -> bool {
-        self.fifo
-            .iter()
-            .filter(|o| o.waiter == Waiter::Reactor)
-            .all(|o| harmless_late(o.command))
-    }
-
     /// Whether `waiter` has a reply outstanding.
     pub(crate) fn awaits(&self, waiter: Waiter) -> bool {
         self.fifo.iter().any(|o| o.waiter == waiter)

@@ -825,20 +825,14 @@ impl Connection {
         let io = &mut *io;
         self.take_outbox(io, &what)?;
         let awaited = io.session.awaits(Waiter::Reactor) || !io.for_reactor.is_empty();
-        if awaited && take_over && (!io.for_reactor.is_empty() || !io.session.reactor_replies_harmless()) {
-            // Another operation's request (a try on what was a shared home)
-            // is still answered here: try again once it is.
+        if awaited && take_over {
+            // The reactor awaits replies here (a renewal of the lease being
+            // released, another start's try on what was a shared home): it
+            // reads them in order, so this request waits until it has (a
+            // reply taken over here would reach the wrong reader).
             return Ok(Started::Busy);
         }
-        if awaited && take_over {
-            // The engine's own request on a connection it now owns alone:
-            // the replies the reactor awaited become owed.
-            io.for_reactor.clear();
-            if !io.session.give_up(Waiter::Reactor) {
-                self.broken.store(true, Ordering::Release);
-                return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
-            }
-        } else if !awaited {
+        if !awaited {
             // A home sits idle between renewals: whatever arrived meanwhile
             // is an owed reply, or a reply to nothing (a violation), never
             // the answer to this renewal. (Behind awaited replies, what

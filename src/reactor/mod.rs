@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use crate::connection::{Connection, READ_ARMED, WRITE_ARMED};
+use crate::connection::{Connection, READ_ARMED, Started, WRITE_ARMED};
 use crate::log::{self, Level, log};
 use crate::notify;
 use crate::protocol::Outcome;
@@ -415,18 +415,35 @@ impl Reactor {
         self.inbox.wake();
     }
 
-    /// Await the reply of a renewal sent on the registered connection `conn_id`,
-    /// behind the replies already awaited there (a shared home pipelines
-    /// its leases' renewals: the server answers them in order). `Err(
-    /// pending)` back if the connection is no longer registered.
-    pub(crate) fn await_reply(&self, conn_id: u64, pending: Pending) -> Result<(), Pending> {
+    /// Send a request with `send` on `pending.conn` (registered here) and
+    /// await its reply, behind the replies already awaited there (a shared
+    /// home pipelines its leases' renewals and other starts' tries: the
+    /// server answers them in order). Sending and registering happen under
+    /// this reactor's lock, so requests from several threads on one
+    /// connection are awaited in the order they went out. `Ok(Busy)` and
+    /// errors from `send` come back as they are (nothing awaited);
+    /// `Err(None)`: the connection is not registered (nothing sent).
+    pub(crate) fn send_awaited(
+        &self,
+        send: impl FnOnce() -> Result<Started>,
+        pending: Pending,
+    ) -> std::result::Result<Started, Option<Error>> {
         {
             let mut s = lock(&self.slots);
             let s = &mut *s;
+            let conn_id = pending.conn.id();
+            if !s.entries.contains_key(&conn_id) {
+                return Err(None);
+            }
+            match send() {
+                Ok(Started::Sent) => {}
+                Ok(Started::Busy) => return Ok(Started::Busy),
+                Err(e) => return Err(Some(e)),
+            }
             s.next_id += 1;
             let id = s.next_id;
             let Some(entry) = s.entries.get_mut(&conn_id) else {
-                return Err(pending);
+                return Ok(Started::Sent); // cannot happen: checked above
             };
             let (deadline, conn) = (pending.deadline, Arc::clone(&pending.conn));
             entry.awaited.push_back((id, Box::new(pending)));
@@ -443,7 +460,7 @@ impl Reactor {
             }
         }
         self.wake(); // the earliest deadline may have changed
-        Ok(())
+        Ok(Started::Sent)
     }
 
     /// Write the renewals queued on `conn` during a round of wake-ups (one

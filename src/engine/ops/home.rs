@@ -18,7 +18,7 @@ use crate::engine::op::{Mode, Op, Purpose, Stage};
 use crate::operation::{Ask, Via};
 use crate::protocol::Outcome;
 use crate::reactor::{Pending, Reactor};
-use crate::{Error, ErrorKind, Result};
+use crate::{ErrorKind, Result};
 
 impl Driver {
     /// Send `op`'s first request on `conn`, a home with room.
@@ -35,25 +35,16 @@ impl Driver {
         let req = ask.request(lease.kind, &lease.key, lease.limit, lease_s);
         let sent = Stamp::now();
         let reply_by = earliest(conn.reply_deadline(&req), Some(op.deadline));
-        match conn.start_request_until(&req, reply_by) {
+        let inbox = engine.inbox();
+        let pending = Pending {
+            command: req.command(),
+            key: lease.key.clone(),
+            deadline: reply_by,
+            conn: Arc::clone(&conn),
+            settle: Box::new(move |r| inbox.push(Box::new(Inbound::HomeReply(id, r)))),
+        };
+        match engine.send_awaited(|| conn.start_request_until(&req, reply_by), pending) {
             Ok(Started::Sent) => {
-                let inbox = engine.inbox();
-                let pending = Pending {
-                    command: req.command(),
-                    key: lease.key.clone(),
-                    deadline: reply_by,
-                    conn: Arc::clone(&conn),
-                    settle: Box::new(move |r| inbox.push(Box::new(Inbound::HomeReply(id, r)))),
-                };
-                if let Err(p) = engine.await_reply(conn.id(), pending) {
-                    // Not registered with the reactor (a home always is):
-                    // nobody would read the reply.
-                    p.conn.abandon_reply();
-                    op.stage = Stage::Retry { conn };
-                    let e = Error::new(ErrorKind::Io, format!("{}: its home is not watched", op.what()));
-                    self.reply(engine, id, op, Err(e));
-                    return;
-                }
                 op.on_home = true;
                 op.step_by = reply_by;
                 self.timers.push(Reverse((reply_by, id)));
@@ -68,7 +59,8 @@ impl Driver {
                 self.tasks.insert(id, Task::Op(op));
             }
             Ok(Started::Busy) | Err(_) => {
-                // The home broke meanwhile: the usual way (an idle or a new
+                // The home broke meanwhile (or is not watched: nobody would
+                // read the reply there): the usual way (an idle or a new
                 // connection), as if no home had room.
                 op.ask = Some((ask, Via::Server));
                 op.stage = Stage::Waiting;
