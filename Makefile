@@ -354,8 +354,10 @@ MINOR        := $(word 2,$(subst ., ,$(VERSION)))
 # bounded log and resolver threads, the evented try/enqueue/stats calls and the cluster double's hooks
 # in the test server's shared paths took it to ~2.04 MiB, so the cap is 2.1 MiB. The lever for
 # real savings is the test server itself (~150 KB of the .so with its C API, rustls' server side
-# and RSA signing), which a production build leaves out with TESTSERVER=no.
-MAX_SO_BYTES := 2202009
+# and RSA signing), which a production build leaves out with TESTSERVER=no. Issue 17.4 (evented
+# steps run on the starting and draining threads: the queue's epoll set, the engine's shared
+# driver and its busy fallbacks) added 12 KB (2,192,336 -> 2,204,624 bytes), so the cap is 2.115 MiB.
+MAX_SO_BYTES := 2217738
 ifeq ($(TESTSERVER),no)
 CARGO_FEATURES := --no-default-features
 else
