@@ -1408,7 +1408,10 @@ void dflockd_events_free(dflockd_events *q);
  * never read, write or close it: `dflockd_events_poll()` reads the
  * replies and resets it when it empties the queue. Treat readiness as a
  * hint (a reply may lead to the next request rather than to an event) and
- * poll until `dflockd_events_poll()` returns fewer than you asked for.
+ * poll until `dflockd_events_poll()` returns fewer than you asked for. A
+ * queue left unpolled does not stall its operations: the library reads
+ * replies that waited there for more than 250 ms itself (a grant is then
+ * held and renewed; its event waits for the next poll).
  *
  * No network I/O; returns at once.
  */
@@ -1710,7 +1713,10 @@ dflockd_status dflockd_lease_release(const dflockd_lease *lease, dflockd_error *
  * acquire is in progress. Callable from any thread. A
  * connection still being opened for the call is not interrupted: the call
  * returns CANCELLED as soon as that connect ends (within the connect
- * timeout), before sending anything.
+ * timeout), before sending anything. An evented operation whose request
+ * was sent reports CANCELLED once the server has closed the half-closed
+ * connection (so it dropped the waiter before a release sent next can
+ * reach it), at most 250 ms after the cancel.
  *
  * No network I/O (shuts the in-flight connection down); returns at once.
  */

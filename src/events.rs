@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use crate::fork::ForkStamp;
 use crate::protocol::Stats;
@@ -91,10 +92,11 @@ const READY_BATCH: usize = 16;
 const READY_ROUNDS: usize = 16;
 
 /// The waiting events and whether the eventfd is signalled for them.
-#[derive(Default)]
 struct Waiting {
     events: VecDeque<Event>,
     signalled: bool,
+    /// When the application last polled (for the engine's sweep).
+    polled: Instant,
 }
 
 pub(crate) struct Queue {
@@ -151,7 +153,11 @@ impl Events {
         }
         Ok(Events {
             queue: Arc::new(Queue {
-                events: Mutex::new(Waiting::default()),
+                events: Mutex::new(Waiting {
+                    events: VecDeque::new(),
+                    signalled: false,
+                    polled: Instant::now(),
+                }),
                 draining: AtomicUsize::new(0),
                 fd,
                 epoll,
@@ -298,6 +304,19 @@ impl Queue {
         }
     }
 
+    /// For the engine: read the replies that wait here if the application
+    /// has not polled for `idle` (their operations then go on as if it had;
+    /// their events wait for its next poll).
+    pub(crate) fn read_ready_if_idle(&self, idle: Duration, now: Instant) {
+        if !self.stamp.is_current() {
+            return;
+        }
+        let polled = lock(&self.events).polled;
+        if now.saturating_duration_since(polled) >= idle {
+            self.read_ready();
+        }
+    }
+
     pub(crate) fn take(&self, max: usize) -> Vec<Event> {
         if !self.stamp.is_current() {
             return Vec::new();
@@ -306,6 +325,7 @@ impl Queue {
         self.read_ready();
         self.draining.fetch_sub(1, Ordering::SeqCst);
         let mut w = lock(&self.events);
+        w.polled = Instant::now();
         let n = max.min(w.events.len());
         let out: Vec<Event> = w.events.drain(..n).collect();
         // Readable exactly while events wait (pushes during read_ready

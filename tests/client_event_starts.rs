@@ -300,3 +300,36 @@ fn a_stats_start_that_cannot_connect_reports_stats_failed() {
     assert_eq!(kind_of(&e), Some(ErrorKind::Io));
     assert!(e.stats.is_none());
 }
+
+#[test]
+fn replies_nobody_drains_are_still_read_by_the_engine() {
+    // A reply is read by whoever drains the queue (the queue's fd holds the
+    // awaited sockets); when nobody does, the engine reads it (its sweep of
+    // queues not polled for 250 ms), so the try is granted and held, not
+    // left unread until its deadline.
+    let srv = any_server();
+    let client = srv.client();
+    let k = key("undrained");
+    let q = Events::new().unwrap();
+    let lease = client.lock(&k).unwrap();
+    lease.try_acquire_start(&q, 1).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || lease.is_held()),
+        "granted without a poll of the queue"
+    );
+    let e = event(&q);
+    assert_eq!((e.tag, e.kind), (1, EventKind::Acquired), "{:?}", e.error);
+    assert_eq!(client.metrics().deadline_hits, 0, "read in time, not timed out");
+    // An acquire's `w` goes out after a `queued` nobody drained: the waiter
+    // is granted by the server once the holder lets go, and holds it.
+    let waiter = client.lock(&k).unwrap();
+    waiter.acquire_start(30, &q, 2).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&client, &k) == 1));
+    lease.release().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || waiter.is_held()),
+        "the grant was read without a poll of the queue"
+    );
+    let e = event(&q);
+    assert_eq!((e.tag, e.kind), (2, EventKind::Acquired), "{:?}", e.error);
+}

@@ -136,6 +136,10 @@ pub(crate) struct Op {
     /// that follows a `queued` goes out whether or not the application
     /// drains its queue meanwhile.
     pub(super) nudge: Option<Instant>,
+    /// Cancelled while its request was awaited: its connection is
+    /// half-closed and the server's close is awaited (bounded), so the
+    /// `Cancelled` event comes after the server dropped the waiter.
+    pub(super) cancelling: bool,
 }
 
 impl Op {
@@ -178,6 +182,7 @@ impl Op {
             enqueuing: false,
             on_home: false,
             nudge: None,
+            cancelling: false,
         };
         if let Some(Next::Send { ask, via }) = op.machine.as_mut().map(Operation::first) {
             op.ask = Some((ask, via));

@@ -51,7 +51,7 @@ mod stages;
 use crate::client::ClientInner;
 use crate::clock::Stamp;
 use crate::connection::{Connection, Grant, Started, earliest};
-use crate::events::{Event, EventKind, Ready};
+use crate::events::{Event, EventKind, Queue, Ready};
 use crate::held::cancelled;
 use crate::log::{Level, log};
 use crate::metrics::bump;
@@ -71,6 +71,19 @@ const BUSY_RETRY: Duration = Duration::from_millis(20);
 /// nudges of all operations share the reactor's wake-ups: at most one per
 /// `NUDGE` while acquires start.
 const NUDGE: Duration = Duration::from_millis(5);
+
+/// How long a reply may sit unread on a completion queue nobody drains
+/// before the engine reads it (a grant is then held and renewed, as if
+/// drained): the engine looks at such queues this often while operations
+/// await replies on them.
+const SWEEP: Duration = Duration::from_millis(250);
+
+/// How long a cancelled operation awaits the server's close of its
+/// half-closed connection before it reports `Cancelled` anyway.
+const CANCEL_CLOSE_WAIT: Duration = Duration::from_millis(250);
+
+/// The timer id of that look (task ids stay below `TASK_BIT`).
+const SWEEP_ID: u64 = u64::MAX;
 
 enum Task {
     Op(Box<Op>),
@@ -138,6 +151,10 @@ pub(crate) struct Driver {
     /// Starts posted to the reactor because the driver was busy and not run
     /// yet: while any are, later starts are posted too (start order).
     pub(super) deferred: Arc<AtomicUsize>,
+    /// Queues replies were armed on, for the sweep (`SWEEP`).
+    queues: Vec<Weak<Queue>>,
+    /// The sweep's timer is set.
+    sweeping: bool,
     tasks: HashMap<u64, Task>,
     registered: HashMap<u64, RawFd>,
     lanes: HashMap<LaneKey, Lane>,
@@ -501,6 +518,17 @@ impl Driver {
             self.tasks.insert(id, Task::Op(op));
             return None;
         };
+        if op.cancelling {
+            // Whatever the server still says (a raced grant) is dropped;
+            // its close (EOF, or an error) ends the operation.
+            if !server_closed(&conn, op_command(&op), op.key()) {
+                return Some((op, conn));
+            }
+            conn.abort();
+            let e = cancelled(&op.what());
+            self.fail(engine, id, op, e);
+            return None;
+        }
         let key = op.key().map(str::to_owned);
         match conn.poll_reply(op_command(&op), key.as_deref()) {
             Ok(None) if !hang_up => return Some((op, conn)),
@@ -539,6 +567,11 @@ impl Driver {
     /// reads it (no handoff through this thread), else (a callback, a
     /// renewal, a queue that cannot take it) in the reactor.
     fn arm_reply(&mut self, engine: &Reactor, id: u64, op: &mut Op, conn: &Connection) {
+        if op.cancelling {
+            // Awaiting the server's close: the engine watches it.
+            self.arm(engine, id, Some(conn), conn.raw_fd(), true);
+            return;
+        }
         let others_wait = op.enqueuing
             && op.ordered_key().is_some_and(|k| {
                 self.lanes
@@ -547,6 +580,15 @@ impl Driver {
             });
         if let (Some(Done::Event { queue, .. }), Some(me), false) = (&op.done, &self.me, others_wait) {
             if queue.arm(me, conn.raw_fd(), id) {
+                let weak = Arc::downgrade(queue);
+                if !self.queues.iter().any(|q| Weak::ptr_eq(q, &weak)) {
+                    self.queues.retain(|q| q.strong_count() > 0);
+                    self.queues.push(weak);
+                }
+                if !self.sweeping {
+                    self.sweeping = true;
+                    self.timers.push(Reverse((Instant::now() + SWEEP, SWEEP_ID)));
+                }
                 // An `e` that may be answered `queued` leads to the `w`:
                 // the engine reads it after NUDGE if nobody did.
                 let acquiring = matches!(
@@ -756,6 +798,10 @@ impl Driver {
                 return Some(when);
             }
             self.timers.pop();
+            if id == SWEEP_ID {
+                self.sweep(now);
+                continue;
+            }
             match self.tasks.remove(&id) {
                 Some(Task::Dial(mut dial)) => {
                     if now >= dial.deadline() {
@@ -780,6 +826,15 @@ impl Driver {
                     }
                     if now < op.step_by {
                         self.tasks.insert(id, Task::Op(op));
+                        continue;
+                    }
+                    if op.cancelling {
+                        // The server did not close in time: report anyway.
+                        if let Some(conn) = op.conn() {
+                            conn.abort();
+                        }
+                        let e = cancelled(&op.what());
+                        self.fail(engine, id, op, e);
                         continue;
                     }
                     if matches!(op.stage, Stage::Parked) && now < op.deadline {
@@ -841,6 +896,26 @@ impl Driver {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Read the replies waiting on queues nobody drained for `SWEEP` (the
+    /// queue hands them back here, through the inbox: this thread holds
+    /// the driver); again in `SWEEP` while replies are awaited on queues.
+    fn sweep(&mut self, now: Instant) {
+        self.queues.retain(|q| q.strong_count() > 0);
+        for q in self.queues.iter().filter_map(Weak::upgrade) {
+            q.read_ready_if_idle(SWEEP, now);
+        }
+        let awaited = self.tasks.values().any(|t| {
+            matches!(t, Task::Op(op) if matches!(op.stage, Stage::Asked { .. })
+                && matches!(op.done, Some(Done::Event { .. })))
+        });
+        self.sweeping = awaited;
+        if awaited {
+            self.timers.push(Reverse((now + SWEEP, SWEEP_ID)));
+        } else {
+            self.queues.clear();
         }
     }
 
@@ -913,6 +988,31 @@ impl Drop for Driver {
         // nobody is left to tell. Sockets close with their tasks.
         self.registered.clear();
     }
+}
+
+/// Whether the server closed `conn` (after our half-close): pending replies
+/// are read and dropped first; then EOF or an error is a close, nothing
+/// yet (EAGAIN) is not.
+fn server_closed(conn: &Connection, cmd: Command, key: Option<&str>) -> bool {
+    loop {
+        match conn.poll_reply(cmd, key) {
+            Ok(Some(_)) => continue,
+            Ok(None) => return false,
+            // EOF, or nothing awaited any more: look at the socket itself.
+            Err(_) => break,
+        }
+    }
+    let mut byte = 0u8;
+    // SAFETY: a 1-byte peek into a live byte on the connection's open fd.
+    let n = unsafe {
+        libc::recv(
+            conn.raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    !(n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN))
 }
 
 fn is_waiting(tasks: &HashMap<u64, Task>, id: u64) -> bool {

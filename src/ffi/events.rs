@@ -185,7 +185,10 @@ pub extern "C" fn dflockd_events_free(q: *mut dflockd_events) {
 /// never read, write or close it: `dflockd_events_poll()` reads the
 /// replies and resets it when it empties the queue. Treat readiness as a
 /// hint (a reply may lead to the next request rather than to an event) and
-/// poll until `dflockd_events_poll()` returns fewer than you asked for.
+/// poll until `dflockd_events_poll()` returns fewer than you asked for. A
+/// queue left unpolled does not stall its operations: the library reads
+/// replies that waited there for more than 250 ms itself (a grant is then
+/// held and renewed; its event waits for the next poll).
 ///
 /// No network I/O; returns at once.
 #[unsafe(no_mangle)]

@@ -240,7 +240,10 @@ pub extern "C" fn dflockd_lease_release(
 /// acquire is in progress. Callable from any thread. A
 /// connection still being opened for the call is not interrupted: the call
 /// returns CANCELLED as soon as that connect ends (within the connect
-/// timeout), before sending anything.
+/// timeout), before sending anything. An evented operation whose request
+/// was sent reports CANCELLED once the server has closed the half-closed
+/// connection (so it dropped the waiter before a release sent next can
+/// reach it), at most 250 ms after the cancel.
 ///
 /// No network I/O (shuts the in-flight connection down); returns at once.
 #[unsafe(no_mangle)]

@@ -106,6 +106,22 @@ impl Driver {
             Some((Ask::Renew { token }, _)) => Some(token),
             _ => None,
         };
+        if let (None, Stage::Asked { conn, .. }) = (confirming, &op.stage) {
+            // Half-close and await the server's close (bounded): the event
+            // then comes after the server dropped the waiter (or released a
+            // grant that raced the cancel), so a release the application
+            // sends next cannot hand the key to this waiter first.
+            let conn = Arc::clone(conn);
+            conn.half_close();
+            let mut op = op;
+            op.cancelling = true;
+            op.nudge = None;
+            op.step_by = std::cmp::min(op.step_by, std::time::Instant::now() + super::CANCEL_CLOSE_WAIT);
+            self.timers.push(std::cmp::Reverse((op.step_by, id)));
+            self.arm(engine, id, Some(&conn), conn.raw_fd(), true);
+            self.tasks.insert(id, Task::Op(op));
+            return;
+        }
         if let (Some(token), Some(lease), Some(conn)) = (confirming, &op.lease, op.conn()) {
             drop_grant(lease, token, conn);
         } else if let Some(conn) = op.conn() {
