@@ -137,16 +137,8 @@ impl Lane {
                 _ => None,
             };
             if let Some(conn) = home {
-                self.waiting.pop_front();
-                let ordered_now = ordered.is_some();
-                if let Some(k) = ordered {
-                    self.enqueuing.insert(k, id);
-                }
-                return Next::Home {
-                    id,
-                    conn,
-                    ordered: ordered_now,
-                };
+                let ordered = self.take_turn(id, ordered);
+                return Next::Home { id, conn, ordered };
             }
             let Some(conn) = conn else {
                 let wanted = self.waiting.len().min(MAX_DIALS);
@@ -157,17 +149,18 @@ impl Lane {
                 self.dialing += n;
                 return Next::Dial(n);
             };
-            self.waiting.pop_front();
-            let ordered_now = ordered.is_some();
-            if let Some(k) = ordered {
-                self.enqueuing.insert(k, id);
-            }
-            return Next::Go {
-                id,
-                conn,
-                ordered: ordered_now,
-            };
+            let ordered = self.take_turn(id, ordered);
+            return Next::Go { id, conn, ordered };
         }
+    }
+
+    /// Operation `id` (at the front) leaves the lane with a connection; an
+    /// ordered one takes its key's turn. Whether it did.
+    fn take_turn(&mut self, id: u64, ordered: Option<String>) -> bool {
+        self.waiting.pop_front();
+        let Some(k) = ordered else { return false };
+        self.enqueuing.insert(k, id);
+        true
     }
 
     /// The ordered request of key `key` was answered (or never will be):
