@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Raw, embedded, eventually, granted, token};
+use common::{Raw, embedded, granted, token};
 use dflockd::testserver::{ServerLine, ServerOptions, TlsIdentity};
 
 fn opts() -> ServerOptions {
@@ -370,77 +370,4 @@ fn follower_refuses_mutations_and_answers_ping_and_stats() {
     assert_eq!(a.req(b"l\nk\n5\n"), "error_not_leader");
     s.set_follower(None);
     token(&a.req(b"l\nk\n5\n"));
-}
-
-/// A blocked `l` takes its connection out of the server's event loop onto
-/// a thread and back: what the client pipelined behind it meanwhile is
-/// answered in order after the grant, and the connection blocks and
-/// serves pipelined bursts again afterwards.
-#[test]
-fn pipelined_frames_behind_a_blocked_acquire_are_answered_in_order() {
-    let Some(s) = embedded(opts(), "pipelined_behind_blocked") else {
-        return;
-    };
-    let addr = s.addr().to_string();
-    let mut holder = Raw::connect(&addr);
-    let mut c = Raw::connect(&addr);
-    for round in 0..2 {
-        let held = token(&holder.req(b"l\npb-k\n5\n"));
-        // Blocks; a ping and a burst of acquires wait behind it.
-        let mut burst = b"l\npb-k\n10\nping\n_\n_\n".to_vec();
-        for i in 0..200 {
-            burst.extend_from_slice(format!("l\npb-{round}-{i}\n0\n").as_bytes());
-        }
-        c.send(&burst);
-        assert!(eventually(Duration::from_secs(5), || s.blocked_requests() == 1));
-        c.assert_silent(Duration::from_millis(50));
-        assert_eq!(holder.req(format!("r\npb-k\n{held}\n").as_bytes()), "ok");
-        let mine = token(&c.line());
-        assert_eq!(c.line(), "ok", "round {round}: the ping, after the grant");
-        for _ in 0..200 {
-            token(&c.line());
-        }
-        assert_eq!(c.req(format!("r\npb-k\n{mine}\n").as_bytes()), "ok");
-    }
-}
-
-/// 20,000 pipelined acquires in one write: the replies (about 760 KB) are
-/// more than the server buffers for one connection before it writes, so
-/// it must write, then go back to the frames it already read (a client
-/// that sent everything waits for replies only). Read while writing, as a
-/// client must.
-#[test]
-fn a_burst_whose_replies_outgrow_the_server_buffer_is_answered_in_full() {
-    let Some(s) = embedded(
-        ServerOptions {
-            max_locks: 30_000,
-            ..opts()
-        },
-        "big_burst",
-    ) else {
-        return;
-    };
-    const N: usize = 20_000;
-    let stream = TcpStream::connect(s.addr()).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let burst: Vec<u8> = (0..N)
-        .flat_map(|i| format!("l\nbig-{i}\n0\n").into_bytes())
-        .collect();
-    let sending = std::thread::spawn(move || writer.write_all(&burst));
-    let started = Instant::now();
-    let mut reader = std::io::BufReader::new(stream);
-    for i in 0..N {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut reader, &mut line).expect("reply");
-        assert!(line.starts_with("ok "), "reply {i}: {line:?}");
-    }
-    sending.join().expect("writer").expect("write");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }

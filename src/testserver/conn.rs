@@ -1,38 +1,31 @@
-//! One connection: read a three-line frame, answer it, repeat.
+//! The per-connection loop: read a three-line frame, answer it, repeat.
 //!
-//! Two modes over the same [`Conn`]. *Loop mode* (`out` is `Some`): the
-//! event loop (`evloop.rs`) feeds it bytes and it answers every complete
-//! frame into `out` without ever blocking; whatever would block (a queued
-//! `l`/`w`, a reply held by a pause or a delay, the pause after a failed
-//! `auth`, a paused cluster node) is left in `deferred` and the loop hands
-//! the connection to a thread of its own ([`resume`]), which does it and
-//! gives the connection back to the loop when nothing holds it (no pause
-//! or reply delay), else serves it to the end. *Thread
-//! mode* (TLS connections from the start): blocking I/O. A blocking `l`/`w`
-//! waits in `poll(2)` on its socket and its [`Waker`], so it notices at once
-//! both a grant (woken by whoever granted it) and the client going away
-//! (its waiter is then dropped), without spinning.
+//! One thread per connection with blocking I/O. A blocking `l`/`w` waits in
+//! `poll(2)` on its socket and its [`Waker`], so it notices at once both a
+//! grant (woken by whoever granted it) and the client going away (its
+//! waiter is then dropped), without spinning.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::framer::{Frame, Framer};
 use super::line::Behaviour;
 use super::table::{ConnId, Enqueue, Grant, Start, WaiterId};
 use super::tls::Transport;
 use super::wake::{self, Waker};
-use crate::protocol::{LineBuffer, MAX_AUTH_LINE_BYTES, MAX_LINE_BYTES, Reply, Request, Stats, Status};
+use crate::protocol::{
+    LineBuffer, LineError, MAX_AUTH_LINE_BYTES, MAX_LINE_BYTES, Reply, Request, Stats, Status,
+};
 
 /// How long the server waits after `error_auth` before closing (as the
 /// Go server does, to slow down guessing).
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(100);
 /// A stuck client cannot hold a reply (and so `stop()`) for longer.
-pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes a blocked request buffers from a client that keeps sending
 /// before the connection is closed.
 const MAX_BUFFERED_WHILE_BLOCKED: usize = MAX_AUTH_LINE_BYTES + 4 * MAX_LINE_BYTES;
@@ -42,38 +35,17 @@ pub(super) struct ConnCtl {
     pub id: ConnId,
     fd: RawFd,
     closed: AtomicBool,
-    /// Only a connection served by a thread of its own has one (it may
-    /// block); the event loop's never wait.
-    waker: OnceLock<Waker>,
+    pub waker: Waker,
 }
 
 impl ConnCtl {
-    pub fn new(id: ConnId, stream: &TcpStream) -> ConnCtl {
-        ConnCtl {
+    pub fn new(id: ConnId, stream: &TcpStream) -> io::Result<ConnCtl> {
+        Ok(ConnCtl {
             id,
             fd: stream.as_raw_fd(),
             closed: AtomicBool::new(false),
-            waker: OnceLock::new(),
-        }
-    }
-
-    /// Give the connection its waker before a thread serves it.
-    pub fn arm_waker(&self) -> io::Result<()> {
-        if self.waker.get().is_none() {
-            let _ = self.waker.set(Waker::new()?);
-        }
-        Ok(())
-    }
-
-    /// Interrupt the connection's blocked request, if it has a thread.
-    pub fn wake(&self) {
-        if let Some(w) = self.waker.get() {
-            w.wake();
-        }
-    }
-
-    fn waker(&self) -> &Waker {
-        self.waker.get().expect("a thread-mode connection has a waker")
+            waker: Waker::new()?,
+        })
     }
 
     /// Close the connection from another thread. Call only while the
@@ -84,7 +56,7 @@ impl ConnCtl {
         self.closed.store(true, Ordering::SeqCst);
         // SAFETY: shutdown(2) on a descriptor that is open (see above).
         unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
-        self.wake();
+        self.waker.wake();
     }
 
     fn is_closed(&self) -> bool {
@@ -108,7 +80,72 @@ impl ConnCtl {
     }
 }
 
-pub(super) enum Incoming {
+/// Splits the byte stream into three-line frames. A line that is not UTF-8
+/// is kept as `None` so the frame stays aligned and gets `error`.
+///
+/// An over-long line is answered as the 2.x server does (transcripts and
+/// docs/protocol.md "Framing"): at once when its `\n` has arrived; with
+/// no `\n` yet, only when the `\n` comes (at once) or the read timeout
+/// passes. Meanwhile its bytes are discarded, so nothing is buffered
+/// without bound. The 1.10 transcripts do not show the no-`\n` case, so
+/// both lines behave the same here.
+struct Framer {
+    buf: LineBuffer,
+    lines: Vec<Option<String>>,
+    /// Longest `auth` argument line (the server line's).
+    max_auth_line: usize,
+    /// An over-long line with no `\n` yet: bytes are dropped until one.
+    discarding: bool,
+}
+
+type Frame = [Option<String>; 3];
+
+impl Framer {
+    /// The next complete frame; `Err` when a line is over its limit (the
+    /// stream can no longer be trusted).
+    fn next(&mut self) -> Result<Option<Frame>, ()> {
+        while self.lines.len() < 3 {
+            let is_auth_arg = self.lines.len() == 2 && self.lines[0].as_deref() == Some("auth");
+            let max = if is_auth_arg {
+                self.max_auth_line
+            } else {
+                MAX_LINE_BYTES
+            };
+            let pending = self.buf.pending();
+            match self.buf.next_line(max) {
+                Ok(Some(line)) => self.lines.push(Some(line)),
+                Ok(None) => return Ok(None),
+                Err(LineError::NotUtf8) => self.lines.push(None),
+                // The buffer consumed a complete over-long line: answer now.
+                Err(LineError::TooLong) if self.buf.pending() < pending => return Err(()),
+                Err(LineError::TooLong) => {
+                    // No `\n` yet: every buffered byte belongs to this line.
+                    self.buf = LineBuffer::default();
+                    self.discarding = true;
+                    return Ok(None);
+                }
+            }
+        }
+        let mut it = self.lines.drain(..);
+        Ok(Some([
+            it.next().flatten(),
+            it.next().flatten(),
+            it.next().flatten(),
+        ]))
+    }
+
+    /// Take bytes read from the client. `Err` when they end an over-long
+    /// line that was being discarded (answer it at once).
+    fn feed(&mut self, data: &[u8]) -> Result<(), ()> {
+        if !self.discarding {
+            self.buf.extend(data);
+            return Ok(());
+        }
+        if data.contains(&b'\n') { Err(()) } else { Ok(()) }
+    }
+}
+
+enum Incoming {
     Frame(Frame),
     TooLong,
     IdleTimeout,
@@ -116,67 +153,38 @@ pub(super) enum Incoming {
 }
 
 /// What to do after answering.
-#[derive(Clone, Copy, PartialEq)]
-pub(super) enum Flow {
+#[derive(PartialEq)]
+enum Flow {
     Continue,
     Close,
 }
 
-/// What a loop-mode connection could not do without blocking; its thread
-/// does it first ([`resume`]).
-pub(super) enum Deferred {
-    /// Send this reply, held and replaced as the faults say (pause,
-    /// delay, hostile replies) on the thread.
-    Reply(Vec<u8>),
-    /// `error_auth`, the pause, the close.
-    AuthFailed,
-    /// A queued `l`/`w`: wait for its grant.
-    Block(WaiterId, u64),
-    /// Handle this frame (a paused cluster node handles nothing).
-    Frame(Frame),
-    /// The idle timeout passed while the server was paused: wait for the
-    /// resume, then a fresh timeout.
-    Unpause,
-}
-
-/// What the event loop does next with a loop-mode connection.
-pub(super) enum Step {
-    /// Wait for more bytes.
-    Wait,
-    /// `out` is full: write some, then pump again (frames may be buffered).
-    Full,
-    /// Flush `out`, then close.
-    Close,
-    /// Give the connection a thread: `deferred` is set; the flow is that
-    /// of the request that deferred.
-    Handoff(Flow),
-}
-
-pub(super) struct Conn {
+struct Conn {
     shared: Arc<Shared>,
-    pub ctl: Arc<ConnCtl>,
-    pub io: Transport,
+    ctl: Arc<ConnCtl>,
+    io: Transport,
     framer: Framer,
     authed: bool,
     behaviour: Behaviour,
     /// This connection sent its `stable-ref` (a second one is refused).
     has_stable_ref: bool,
-    /// Loop mode: replies not written yet. `None`: thread mode.
-    pub out: Option<Vec<u8>>,
-    pub deferred: Option<Deferred>,
-    /// Frames answered (the loop restarts the idle timeout when it moves).
-    pub answered: u64,
-    /// Loop mode: an over-long line ended while discarding; answer it.
-    too_long: bool,
 }
 
-impl Conn {
-    /// A connection on `io`: served by the event loop when `in_loop`.
-    pub fn new(shared: &Arc<Shared>, ctl: Arc<ConnCtl>, io: Transport, in_loop: bool) -> Conn {
-        Conn {
+/// Serve one accepted connection until it closes, then release what it
+/// held and deregister it.
+pub(super) fn serve(shared: Arc<Shared>, ctl: Arc<ConnCtl>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = stream.set_read_timeout(Some(shared.opts.read_timeout));
+    let io = match &shared.tls {
+        None => Some(Transport::Plain(stream)),
+        Some(config) => Transport::accept_tls(config.clone(), stream).ok(),
+    };
+    if let Some(io) = io {
+        let mut conn = Conn {
             authed: shared.opts.auth_token.is_none(),
             shared: shared.clone(),
-            ctl,
+            ctl: ctl.clone(),
             io,
             framer: Framer {
                 buf: LineBuffer::default(),
@@ -186,90 +194,21 @@ impl Conn {
             },
             behaviour: shared.behaviour,
             has_stable_ref: false,
-            out: in_loop.then(Vec::new),
-            deferred: None,
-            answered: 0,
-            too_long: false,
-        }
-    }
-}
-
-/// The connection closed: release what it held (as the line and the
-/// cluster say), deregister it, then close the socket.
-pub(super) fn end(shared: &Shared, id: ConnId, io: Option<Transport>) {
-    if io.is_some() {
+        };
+        conn.run();
         if shared.severed() {
             // A killed or drained cluster node: no disconnect cleanup.
             let ttl = shared.node.as_ref().and_then(|n| n.orphan_ttl());
-            shared.with_table(|t| t.sever_connection(id, ttl, Instant::now()));
+            shared.with_table(|t| t.sever_connection(ctl.id, ttl, Instant::now()));
         } else {
             let release = shared.opts.auto_release_on_disconnect;
-            shared.with_table(|t| t.drop_connection(id, release, Instant::now()));
+            shared.with_table(|t| t.drop_connection(ctl.id, release, Instant::now()));
         }
-    }
-    shared.deregister(id);
-    if let Some(io) = io {
-        let _ = io.tcp().shutdown(Shutdown::Both);
-    }
-}
-
-/// Serve one accepted TLS connection on this thread until it closes.
-pub(super) fn serve_tls(shared: Arc<Shared>, ctl: Arc<ConnCtl>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let _ = stream.set_read_timeout(Some(shared.opts.read_timeout));
-    let id = ctl.id;
-    let io = match &shared.tls {
-        Some(config) => Transport::accept_tls(config.clone(), stream).ok(),
-        None => Some(Transport::Plain(stream)),
-    };
-    let Some(io) = io else {
-        return end(&shared, id, None);
-    };
-    let mut conn = Conn::new(&shared, ctl, io, false);
-    conn.run();
-    end(&shared, id, Some(conn.io));
-}
-
-/// A loop-mode connection's thread: write what the loop had not, do what
-/// it deferred, then give the connection back to the loop, or (a pause or
-/// reply delay on, or TLS) serve it in thread mode until it closes.
-pub(super) fn resume(mut conn: Conn, flow: Flow) {
-    let shared = conn.shared.clone();
-    let id = conn.ctl.id;
-    let _ = conn.io.tcp().set_nonblocking(false);
-    let _ = conn.io.tcp().set_write_timeout(Some(WRITE_TIMEOUT));
-    let pending = conn.out.take().unwrap_or_default();
-    let flow = if conn.io.write_all(&pending).is_err() {
-        Flow::Close
+        shared.deregister(ctl.id);
+        let _ = conn.io.tcp().shutdown(Shutdown::Both);
     } else {
-        match conn.deferred.take() {
-            Some(Deferred::Reply(bytes)) => match conn.send_bytes(bytes) {
-                Ok(()) => flow,
-                Err(_) => Flow::Close,
-            },
-            Some(Deferred::AuthFailed) => conn.auth_failed(),
-            Some(Deferred::Block(waiter, timeout_s)) => conn.finish(Start::Blocked(waiter), timeout_s),
-            Some(Deferred::Frame(frame)) => conn.handle(frame),
-            Some(Deferred::Unpause) => {
-                let (s, ctl) = (&conn.shared, &conn.ctl);
-                s.faults.wait_unpaused(&|| ctl.is_closed() || s.stopping());
-                Flow::Continue
-            }
-            None => flow,
-        }
-    };
-    if flow == Flow::Continue && !conn.cancelled() {
-        let plain = matches!(conn.io, Transport::Plain(_));
-        if plain && shared.faults.reply_now().is_some() && conn.io.tcp().set_nonblocking(true).is_ok() {
-            // Nothing blocks now: back to the event loop (its waker kept).
-            conn.out = Some(Vec::new());
-            return shared.inbox.submit(&shared, conn);
-        }
-        let _ = conn.io.tcp().set_nonblocking(false);
-        conn.run();
+        shared.deregister(ctl.id);
     }
-    end(&shared, id, Some(conn.io));
 }
 
 impl Conn {
@@ -279,81 +218,20 @@ impl Conn {
 
     fn run(&mut self) {
         loop {
-            let incoming = self.next_frame();
-            if self.answer(incoming) == Flow::Close || self.cancelled() {
+            let flow = match self.next_frame() {
+                Incoming::Frame(frame) => self.handle(frame),
+                Incoming::TooLong if !self.authed && self.behaviour.too_long_before_auth_is_auth_failure => {
+                    self.auth_failed()
+                }
+                Incoming::TooLong | Incoming::IdleTimeout => {
+                    let _ = self.send(&Reply::Status(Status::Error));
+                    Flow::Close
+                }
+                Incoming::Gone => Flow::Close,
+            };
+            if flow == Flow::Close || self.cancelled() {
                 return;
             }
-        }
-    }
-
-    /// Answer what came in.
-    fn answer(&mut self, incoming: Incoming) -> Flow {
-        self.answered += 1;
-        match incoming {
-            Incoming::Frame(frame) => self.handle(frame),
-            Incoming::TooLong if !self.authed && self.behaviour.too_long_before_auth_is_auth_failure => {
-                self.auth_failed()
-            }
-            Incoming::TooLong | Incoming::IdleTimeout => {
-                let _ = self.send(&Reply::Status(Status::Error));
-                Flow::Close
-            }
-            Incoming::Gone => Flow::Close,
-        }
-    }
-
-    /// Loop mode: take bytes read from the client.
-    pub fn feed(&mut self, data: &[u8]) {
-        if self.framer.feed(data).is_err() {
-            self.too_long = true;
-        }
-    }
-
-    /// Loop mode: answer every complete frame while `out` holds less than
-    /// `out_limit` bytes. `eof`: the client sent everything it will.
-    pub fn pump(&mut self, eof: bool, out_limit: usize) -> Step {
-        loop {
-            if self.out.as_ref().is_some_and(|o| o.len() >= out_limit) {
-                return Step::Full;
-            }
-            let incoming = if self.too_long {
-                Incoming::TooLong
-            } else {
-                match self.framer.next() {
-                    Ok(Some(frame)) => Incoming::Frame(frame),
-                    Err(()) => Incoming::TooLong,
-                    Ok(None) if eof => Incoming::Gone,
-                    Ok(None) => return Step::Wait,
-                }
-            };
-            self.too_long = false;
-            let flow = self.answer(incoming);
-            if self.deferred.is_some() {
-                return Step::Handoff(flow);
-            }
-            if flow == Flow::Close || self.cancelled() {
-                return Step::Close;
-            }
-        }
-    }
-
-    /// Loop mode: the idle timeout passed with no complete frame. While
-    /// paused it does not count (the thread waits for the resume).
-    pub fn timed_out(&mut self) -> Step {
-        if self.shared.faults.is_paused() {
-            self.deferred = Some(Deferred::Unpause);
-            return Step::Handoff(Flow::Continue);
-        }
-        let incoming = if self.framer.discarding {
-            Incoming::TooLong
-        } else {
-            Incoming::IdleTimeout
-        };
-        let flow = self.answer(incoming);
-        if self.deferred.is_some() {
-            Step::Handoff(flow)
-        } else {
-            Step::Close
         }
     }
 
@@ -406,25 +284,6 @@ impl Conn {
     fn send(&mut self, reply: &Reply) -> io::Result<()> {
         let mut out = Vec::with_capacity(48);
         reply.encode(&mut out);
-        if self.out.is_none() {
-            return self.send_bytes(out);
-        }
-        if self.cancelled() {
-            return Err(io::ErrorKind::ConnectionAborted.into());
-        }
-        // Loop mode: a reply the faults would hold waits on a thread.
-        match self.shared.faults.reply_now() {
-            Some(hostile) => {
-                let buf = self.out.as_mut().expect("loop mode");
-                buf.extend_from_slice(hostile.as_deref().unwrap_or(&out));
-            }
-            None => self.deferred = Some(Deferred::Reply(out)),
-        }
-        Ok(())
-    }
-
-    /// Thread mode: hold the reply as the faults say, then write it.
-    fn send_bytes(&mut self, mut out: Vec<u8>) -> io::Result<()> {
         let (shared, ctl) = (&self.shared, &self.ctl);
         if let Some(raw) = shared
             .faults
@@ -452,11 +311,6 @@ impl Conn {
     }
 
     fn handle(&mut self, frame: Frame) -> Flow {
-        if self.out.is_some() && self.shared.node.is_some() && self.shared.faults.is_paused() {
-            // A paused cluster node handles nothing: on a thread, later.
-            self.deferred = Some(Deferred::Frame(frame));
-            return Flow::Continue;
-        }
         if self.shared.draining() && self.behaviour.error_draining {
             let _ = self.send(&Reply::Status(Status::ErrorDraining));
             return Flow::Close;
@@ -584,10 +438,6 @@ impl Conn {
     }
 
     fn auth_failed(&mut self) -> Flow {
-        if self.out.is_some() {
-            self.deferred = Some(Deferred::AuthFailed);
-            return Flow::Close;
-        }
         if self.send(&Reply::Status(Status::ErrorAuth)).is_ok() {
             std::thread::sleep(AUTH_FAILURE_DELAY);
         }
@@ -599,10 +449,6 @@ impl Conn {
         match start {
             Start::Granted(Grant { token, lease_s }) => self.reply(Reply::Granted { token, lease_s }),
             Start::Refused(s) => self.status(s),
-            Start::Blocked(waiter) if self.out.is_some() => {
-                self.deferred = Some(Deferred::Block(waiter, timeout_s));
-                Flow::Continue
-            }
             Start::Blocked(waiter) => match self.block(waiter, timeout_s) {
                 Some(Ok(Grant { token, lease_s })) => self.reply(Reply::Granted { token, lease_s }),
                 Some(Err(s)) => self.status(s),
@@ -658,7 +504,7 @@ impl Conn {
                 return None;
             }
             let fd = self.io.tcp().as_raw_fd();
-            let ready = wake::wait(fd, true, self.ctl.waker(), deadline.map(|d| d - now));
+            let ready = wake::wait(fd, true, &self.ctl.waker, deadline.map(|d| d - now));
             if ready.hangup {
                 return None;
             }

@@ -83,17 +83,6 @@ impl Faults {
         }
     }
 
-    /// Without waiting: `None` when a reply must be held now (paused, or
-    /// a delay set), else the bytes to send instead of the normal reply
-    /// (hostile replies), as [`before_reply`](Self::before_reply) would.
-    pub fn reply_now(&self) -> Option<Option<Vec<u8>>> {
-        let st = self.lock();
-        if st.paused || !st.delay.is_zero() {
-            return None;
-        }
-        Some(st.hostile.clone())
-    }
-
     /// Hold a reply as the faults say (pause, then delay) and return the
     /// bytes to send instead of `normal`, if hostile replies are on.
     pub fn before_reply(&self, cancelled: &dyn Fn() -> bool) -> Option<Vec<u8>> {

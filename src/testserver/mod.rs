@@ -5,10 +5,7 @@
 //! Where things are:
 //! - `options`: [`ServerOptions`] and [`TlsIdentity`], the real server's settings.
 //! - `table`: the lock/semaphore table (FIFO queues, leases, fences, limits), pure.
-//! - `conn`: one connection (framing, auth, blocking requests), in the
-//!   event loop or on a thread of its own.
-//! - `evloop`: the epoll thread serving every plaintext connection until
-//!   one must block (then it gets a thread).
+//! - `conn`: the per-connection loop (framing, auth, blocking requests).
 //! - `faults`: fault injection (pause, delay, hostile replies, refusal, follower).
 //! - `cluster`: [`TestCluster`], N nodes sharing one table, one leader at a time.
 //! - `tls`: rustls configuration and the plain/TLS transport.
@@ -31,9 +28,7 @@
 
 mod cluster;
 mod conn;
-mod evloop;
 mod faults;
-mod framer;
 mod line;
 mod options;
 mod table;
@@ -56,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::protocol::random_u64;
 
 use cluster::NodeLink;
-use conn::{Conn, ConnCtl};
+use conn::ConnCtl;
 use faults::Faults;
 use line::Behaviour;
 use table::{ConnId, Limits, Table};
@@ -116,8 +111,6 @@ struct Shared {
     restarting: AtomicBool,
     /// Wakes the accept loop (stop, drain).
     accept_waker: Waker,
-    /// New plaintext connections for the event loop.
-    inbox: evloop::Inbox,
     /// Wakes the sweeper on stop.
     sweeper_stop: (Mutex<bool>, Condvar),
 }
@@ -170,7 +163,7 @@ impl Shared {
         let conns = lock(&self.conns);
         for id in ids {
             if let Some(c) = conns.get(id) {
-                c.wake();
+                c.waker.wake();
             }
         }
     }
@@ -199,7 +192,7 @@ impl Shared {
 
     fn wake_all_connections(&self) {
         for c in lock(&self.conns).values() {
-            c.wake();
+            c.waker.wake();
         }
         self.faults.wake_all();
     }
@@ -224,29 +217,18 @@ impl Shared {
         }
     }
 
-    /// Wait (up to 10 s) until these connections have released what they
-    /// held and deregistered.
-    fn await_gone(&self, ids: &[ConnId]) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let conns = lock(&self.conns);
-            if ids.iter().all(|id| !conns.contains_key(id)) {
-                return;
-            }
-            drop(conns);
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
     /// A new client connection: refuse it, reset it (over
-    /// `max_connections`), or serve it: in the event loop (plaintext) or
-    /// on its own thread (TLS).
+    /// `max_connections`), or serve it on its own thread.
     fn admit(self: &Arc<Self>, stream: TcpStream) {
         if self.faults.refusing() || self.restarting.load(Ordering::SeqCst) || self.draining() {
             return; // dropped: closed at once
         }
+        let _ = stream.set_nonblocking(false);
         let id = self.next_conn.fetch_add(1, Ordering::SeqCst);
-        let ctl = Arc::new(ConnCtl::new(id, &stream));
+        let ctl = match ConnCtl::new(id, &stream) {
+            Ok(c) => Arc::new(c),
+            Err(_) => return,
+        };
         {
             let mut conns = lock(&self.conns);
             let max = self.opts.max_connections;
@@ -257,21 +239,10 @@ impl Shared {
             }
             conns.insert(id, ctl.clone());
         }
-        if self.tls.is_none() {
-            let _ = stream.set_nodelay(true);
-            if stream.set_nonblocking(true).is_err() {
-                return self.deregister(id);
-            }
-            let conn = Conn::new(self, ctl, tls::Transport::Plain(stream), true);
-            return self.inbox.submit(self, conn);
-        }
         self.reap_threads(false);
-        if ctl.arm_waker().is_err() {
-            return self.deregister(id);
-        }
         let shared = self.clone();
         let spawned = spawn(&format!("dflockd-conn-{id}"), move || {
-            conn::serve_tls(shared, ctl, stream)
+            conn::serve(shared, ctl, stream)
         });
         match spawned {
             Ok(h) => lock(&self.conn_threads).push(h),
@@ -367,7 +338,6 @@ pub struct TestServer {
     addr: SocketAddr,
     acceptor: Mutex<Option<JoinHandle<()>>>,
     sweeper: Option<JoinHandle<()>>,
-    evloop: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -407,7 +377,6 @@ impl TestServer {
             draining: AtomicBool::new(false),
             restarting: AtomicBool::new(false),
             accept_waker: Waker::new()?,
-            inbox: evloop::Inbox::new()?,
             sweeper_stop: (Mutex::new(false), Condvar::new()),
         });
         let sweeper = if let Some(node) = &shared.node {
@@ -417,16 +386,11 @@ impl TestServer {
             let s = shared.clone();
             Some(spawn("dflockd-sweeper", move || sweeper_loop(s))?)
         };
-        let s = shared.clone();
-        // Named like the connection threads it replaces (tests that count
-        // the client's threads leave out `dflockd-conn*`).
-        let evloop = Some(spawn("dflockd-conn-loop", move || evloop::run(s))?);
         let mut server = TestServer {
             shared,
             addr,
             acceptor: Mutex::new(None),
             sweeper,
-            evloop,
         };
         server.spawn_acceptor(listener)?;
         Ok(server)
@@ -464,7 +428,15 @@ impl TestServer {
     /// what it held and dropped its waiters, as on a client disconnect.
     pub fn drop_connections(&self) {
         let ids = self.shared.close_all();
-        self.shared.await_gone(&ids);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let conns = lock(&self.shared.conns);
+            if ids.iter().all(|id| !conns.contains_key(id)) {
+                return;
+            }
+            drop(conns);
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Write `raw` now, unsolicited, to every plaintext client connection,
@@ -507,9 +479,8 @@ impl TestServer {
             ));
         }
         s.restarting.store(true, Ordering::SeqCst);
-        let ids = s.close_all();
+        s.close_all();
         s.reap_threads(true);
-        s.await_gone(&ids);
         {
             let mut t = lock(&s.table);
             let first = t.next_fence().max(wall_clock_ns());
@@ -579,10 +550,6 @@ impl TestServer {
             let _ = h.join();
         }
         s.close_all();
-        s.inbox.wake();
-        if let Some(h) = self.evloop.take() {
-            let _ = h.join();
-        }
         s.reap_threads(true);
     }
 }

@@ -16,8 +16,7 @@
 //! rules (one table shared by every node of a `TestCluster`) are in
 //! `table/cluster_rules.rs`.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::line::{Behaviour, ServerLine};
@@ -83,8 +82,6 @@ struct Resource {
     holders: BTreeMap<String, Holder>,
     queue: VecDeque<WaiterId>,
     last_activity: Instant,
-    /// Its live entry in `Table::sweeps`: no later than its earliest expiry.
-    sweep_at: Option<Instant>,
 }
 
 struct Waiter {
@@ -138,19 +135,10 @@ pub struct Table {
     cluster: bool,
     /// Each connection's `stable-ref` (cluster nodes).
     refs: HashMap<ConnId, String>,
-    /// When keys with holders are next looked at by the sweep (one live
-    /// entry per key, the one its `sweep_at` names; `expiry.rs`).
-    sweeps: BinaryHeap<Reverse<SweepEntry>>,
-    /// The keys each connection may hold (a superset): a closing
-    /// connection releases without a scan of every key.
-    held_by: HashMap<ConnId, HashSet<SpaceKey>>,
 }
 
 mod cluster_rules;
-mod expiry;
 mod view;
-
-use expiry::SweepEntry;
 
 fn secs(d: Duration) -> u64 {
     d.as_secs()
@@ -172,8 +160,6 @@ impl Table {
             behaviour: ServerLine::V2.behaviour(),
             cluster: false,
             refs: HashMap::new(),
-            sweeps: BinaryHeap::new(),
-            held_by: HashMap::new(),
         }
     }
 
@@ -236,7 +222,6 @@ impl Table {
                 holders: BTreeMap::new(),
                 queue: VecDeque::new(),
                 last_activity: now,
-                sweep_at: None,
             },
         );
         Ok(())
@@ -263,7 +248,6 @@ impl Table {
         r.last_activity = now;
         for (token, conn) in &expired {
             self.forget_acquired(*conn, kind, key, token);
-            self.unheld(*conn, &sk);
         }
         self.grant_next(kind, key, now);
     }
@@ -294,10 +278,9 @@ impl Table {
             let Some(w) = self.waiters.get_mut(&id) else {
                 continue;
             };
-            let (conn, lease) = (w.conn, w.lease);
             let holder = Holder {
-                conn,
-                lease,
+                conn: w.conn,
+                lease: w.lease,
                 renewed_at: now,
             };
             if let Some(release_grant) = w
@@ -311,14 +294,12 @@ impl Table {
                 self.waiters.remove(&id);
                 if !release_grant {
                     r.holders.insert(token, holder);
-                    self.note_holder(conn, &sk, now, lease);
                 }
                 continue;
             }
             r.holders.insert(token.clone(), holder);
             w.granted = Some(token);
             self.woken.push(w.conn);
-            self.note_holder(conn, &sk, now, lease);
         }
     }
 
@@ -378,7 +359,6 @@ impl Table {
                 renewed_at: now,
             },
         );
-        self.note_holder(conn, &sk, now, lease);
         Some(token)
     }
 
@@ -500,7 +480,6 @@ impl Table {
         } else {
             h.renewed_at = now;
             h.lease = lease;
-            self.schedule(&sk, now.checked_add(lease));
             secs(lease)
         };
         let token = Token::parse(token).map_err(|_| Status::Error)?;
@@ -538,8 +517,6 @@ impl Table {
         {
             // The waiter's connection (a re-attached one, in a cluster) owns it.
             h.conn = w.conn;
-            let sk = (w.kind, w.key.clone());
-            self.held_by.entry(w.conn).or_default().insert(sk);
         }
         Some(self.commit(w.kind, &w.key, &token, w.lease, now))
     }
@@ -599,6 +576,26 @@ impl Table {
         });
     }
 
+    /// Remove kept waiters (see [`orphan_wait`](Self::orphan_wait)) whose
+    /// timeout passed.
+    fn expire_orphans(&mut self, now: Instant) {
+        let due: Vec<WaiterId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| {
+                w.orphan
+                    .as_ref()
+                    .is_some_and(|o| o.deadline.is_some_and(|d| now >= d))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(w) = self.remove_waiter(id, now) {
+                self.grant_next(w.kind, &w.key, now);
+            }
+        }
+    }
+
     /// `r` / `sr`. Like the Go server, a held token is released even if its
     /// lease ran out but was not swept yet.
     pub fn release(&mut self, kind: Kind, key: &str, token: &str, now: Instant) -> bool {
@@ -612,7 +609,6 @@ impl Table {
         };
         r.last_activity = now;
         self.forget_acquired(h.conn, kind, key, token);
-        self.unheld(h.conn, &sk);
         self.grant_next(kind, key, now);
         true
     }
@@ -647,11 +643,71 @@ impl Table {
         h.lease = lease;
         if self.cluster {
             h.conn = conn;
-            self.held_by.entry(conn).or_default().insert(sk.clone());
         }
         r.last_activity = now;
-        self.schedule(&sk, now.checked_add(lease));
         Some(secs(lease))
+    }
+
+    /// The periodic lease sweep: evict every expired lease and pass its
+    /// slot to the next waiter.
+    pub fn sweep(&mut self, now: Instant) {
+        self.expire_orphans(now);
+        let keys: Vec<SpaceKey> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.holders.values().any(|h| h.expired(now)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (kind, key) in keys {
+            self.evict_expired(kind, &key, now);
+        }
+    }
+
+    /// Garbage-collect keys idle (no holder, no waiter) for `max_idle`;
+    /// until then they count towards `max_locks`.
+    pub fn collect_idle(&mut self, now: Instant, max_idle: Duration) {
+        self.resources.retain(|_, r| {
+            !(r.holders.is_empty()
+                && r.queue.is_empty()
+                && now.saturating_duration_since(r.last_activity) >= max_idle)
+        });
+    }
+
+    /// A connection closed: drop its waiters and two-phase state and, when
+    /// `release_held`, release everything it holds.
+    pub fn drop_connection(&mut self, conn: ConnId, release_held: bool, now: Instant) {
+        let ids: Vec<WaiterId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.conn == conn && w.orphan.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut touched: Vec<SpaceKey> = Vec::new();
+        for id in ids {
+            if let Some(w) = self.remove_waiter(id, now) {
+                if let Some(token) = &w.granted {
+                    if let Some(r) = self.resources.get_mut(&(w.kind, w.key.clone())) {
+                        r.holders.remove(token);
+                    }
+                }
+                touched.push((w.kind, w.key));
+            }
+        }
+        self.enqueued.retain(|(c, _, _), _| *c != conn);
+        self.refs.remove(&conn);
+        if release_held {
+            for (sk, r) in self.resources.iter_mut() {
+                let before = r.holders.len();
+                r.holders.retain(|_, h| h.conn != conn);
+                if r.holders.len() != before {
+                    r.last_activity = now;
+                    touched.push(sk.clone());
+                }
+            }
+        }
+        for (kind, key) in touched {
+            self.grant_next(kind, &key, now);
+        }
     }
 
     /// Whether a queued request is still queued (not granted, not removed).

@@ -1,50 +1,67 @@
-//! An eventfd waker: lets one thread interrupt another blocked in `poll(2)`
-//! or `epoll_wait(2)` (a blocked `l`/`w` watching its socket, the accept
-//! loop, the event loop). One descriptor each.
+//! A self-pipe: lets one thread interrupt another blocked in `poll(2)`
+//! (a blocked `l`/`w` watching its socket, the accept loop).
 
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
 pub(super) struct Waker {
-    fd: RawFd,
+    read: RawFd,
+    write: RawFd,
+}
+
+fn set_flags(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor this module owns.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl < 0
+            || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0
+            || libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Waker {
     pub fn new() -> io::Result<Waker> {
-        // SAFETY: eventfd(2) with no pointers.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe() writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Waker { fd })
+        let w = Waker {
+            read: fds[0],
+            write: fds[1],
+        };
+        set_flags(w.read)?;
+        set_flags(w.write)?;
+        Ok(w)
     }
 
-    /// The descriptor to watch for readability.
-    pub fn fd(&self) -> RawFd {
-        self.fd
-    }
-
-    /// Make the next (or current) wait return.
+    /// Make the next (or current) [`wait`] return.
     pub fn wake(&self) {
-        let one = 1u64;
-        // SAFETY: writes 8 bytes from a live u64; a saturated counter
-        // (EAGAIN) already means "woken".
-        unsafe { libc::write(self.fd, (&one as *const u64).cast(), 8) };
+        let b = 1u8;
+        // SAFETY: writes one byte from a live buffer; a full pipe (EAGAIN)
+        // already means "woken".
+        unsafe { libc::write(self.write, (&b as *const u8).cast(), 1) };
     }
 
-    /// Reset after a wake-up.
-    pub fn drain(&self) {
-        let mut n = 0u64;
-        // SAFETY: reads 8 bytes into a live u64.
-        unsafe { libc::read(self.fd, (&mut n as *mut u64).cast(), 8) };
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a live buffer of the given size.
+        while unsafe { libc::read(self.read, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }
 
 impl Drop for Waker {
     fn drop(&mut self) {
-        // SAFETY: the descriptor is owned by this Waker.
-        unsafe { libc::close(self.fd) };
+        // SAFETY: both descriptors are owned by this Waker.
+        unsafe {
+            libc::close(self.read);
+            libc::close(self.write);
+        }
     }
 }
 
@@ -59,7 +76,10 @@ pub(super) struct Readiness {
 /// Wait until `fd` is ready (readable if `want_read`, and always hang-up),
 /// `waker` is woken, or `timeout` passes.
 pub(super) fn wait(fd: RawFd, want_read: bool, waker: &Waker, timeout: Option<Duration>) -> Readiness {
+    #[cfg(target_os = "linux")]
     let hup = libc::POLLRDHUP;
+    #[cfg(not(target_os = "linux"))]
+    let hup = 0;
     let mut fds = [
         libc::pollfd {
             fd,
@@ -67,7 +87,7 @@ pub(super) fn wait(fd: RawFd, want_read: bool, waker: &Waker, timeout: Option<Du
             revents: 0,
         },
         libc::pollfd {
-            fd: waker.fd,
+            fd: waker.read,
             events: libc::POLLIN,
             revents: 0,
         },
