@@ -354,16 +354,13 @@ MINOR        := $(word 2,$(subst ., ,$(VERSION)))
 # Largest installed (stripped) shared library allowed, TLS and the test server included. Issue 10
 # set 2 MiB (met with 11 KB to spare); the one-core layering (session, operation machine, reactor),
 # bounded log and resolver threads, the evented try/enqueue/stats calls and the cluster double's hooks
-# in the test server's shared paths took it to ~2.04 MiB, so the cap was 2.1 MiB. Issue 17's test
-# server (the epoll loop beside the thread per blocking connection, the table's expiry heap and
-# per-connection index) added ~29 KB (2,192,336 -> 2,221,008 bytes; an ordered set instead of the
-# heap cost 16 KB more), so the cap is 2.15 MiB. The lever for
+# in the test server's shared paths took it to ~2.04 MiB, so the cap was 2.1 MiB. The lever for
 # real savings is the test server itself (~150 KB of the .so with its C API, rustls' server side
 # and RSA signing), which a production build leaves out with TESTSERVER=no. Issue 17.4 (evented
 # steps run on the starting and draining threads: the queue's epoll set, the engine's shared
 # driver and its busy fallbacks) added 12 KB, and shared homes (the lease machine, the reactor's
-# per-connection FIFO of awaited replies, the outbox, the evented try on a home) ~33 KB:
-# measured 2,266,064 bytes with all three, so the cap is 2.18 MiB.
+# per-connection FIFO of awaited replies, the outbox, the evented try on a home) ~33 KB; with a
+# test-server event loop since left out it measured 2,266,064 bytes, so the cap is 2.18 MiB.
 MAX_SO_BYTES := 2285895
 ifeq ($(TESTSERVER),no)
 CARGO_FEATURES := --no-default-features
