@@ -429,7 +429,7 @@ impl Connection {
     /// Whether nothing but owed replies is outstanding (no request of
     /// anyone else in flight that closing it would fail). Never blocks:
     /// `false` while a call holds it.
-    fn is_quiet(&self) -> bool {
+    pub(crate) fn is_quiet(&self) -> bool {
         lock(&self.outbox).is_empty()
             && self.io.try_lock().is_ok_and(|io| {
                 io.for_reactor.is_empty()

@@ -100,6 +100,13 @@ pub(super) enum Stage {
     Moving,
 }
 
+/// Whether evented acquires try their key on a shared home first
+/// (`ops/home.rs`). Off: under valgrind's slowness a release on a home that
+/// had a try on it lost its reply about one run in eight (test_engine), so
+/// evented acquires take an idle or new connection each, as before shared
+/// homes; blocking acquires share. To be turned on once that race is found.
+const EVENTED_HOMES: bool = false;
+
 /// An evented acquire, release, renewal or stats.
 pub(crate) struct Op {
     pub(super) client: Arc<ClientInner>,
@@ -194,8 +201,9 @@ impl Op {
         let deadline = lease.client.call_deadline(timeout_s);
         let lease_s = lease.renew_ttl();
         let (kind, key, cadence) = (lease.kind, lease.key.as_str(), Cadence::of(&lease.client.config));
-        // Held leases share connections: an acquire tries its key on a home.
-        let shared = lease.client.config.max_leases_per_connection > 1;
+        // Held leases share connections: an acquire tries its key on a home
+        // (off for evented acquires for now, see EVENTED_HOMES).
+        let shared = EVENTED_HOMES && lease.client.config.max_leases_per_connection > 1;
         let machine = match mode {
             // `e` then `w`: `e` is answered at once, which keeps starts of
             // one key in order (see lanes.rs).
@@ -280,7 +288,9 @@ impl Op {
         // A home other leases still live on is the reactor's to read (their
         // renewals' replies and hang-up): the release goes on another
         // connection (any connection may release a token).
-        let usable = !home.conn.is_broken() && home.conn.homed() == 0;
+        // (Nor one where anything else is awaited: a take-over there would
+        // wait for it.)
+        let usable = !home.conn.is_broken() && home.conn.homed() == 0 && home.conn.is_quiet();
         let machine = Operation::release(lease.kind, &lease.key, token, usable);
         let client = Arc::clone(&lease.client);
         let mut op = Op::new(
