@@ -168,13 +168,8 @@ impl Session {
         self.broken = true;
     }
 
-    #[cfg(test)]
-    pub(crate) fn is_broken(&self) -> bool {
-        self.broken
-    }
-
     /// Whether the stream can no longer be trusted.
-    pub(crate) fn is_broken_now(&self) -> bool {
+    pub(crate) fn is_broken(&self) -> bool {
         self.broken
     }
 

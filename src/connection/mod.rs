@@ -1015,7 +1015,7 @@ impl Connection {
                 bump(&m.deadline_hits);
             }
         }
-        if io.session.is_broken_now() {
+        if io.session.is_broken() {
             self.broken.store(true, Ordering::Release);
         }
         Some((expired.reactor, io.session.next_deadline()))
