@@ -10,10 +10,10 @@
 //!
 //! The fd the application polls is an epoll set holding that eventfd and,
 //! one-shot, the sockets of the evented operations reporting here whose
-//! replies are awaited ([`Queue::arm`]). A reply thus wakes the
+//! replies are awaited (`Queue::arm`). A reply thus wakes the
 //! application's own loop directly, and [`Events::poll`] reads it on the
 //! caller's thread (non-blocking) and runs what follows through the engine
-//! ([`Ready`]): the next request, or the event. No library thread hands
+//! (`Ready`): the next request, or the event. No library thread hands
 //! anything over in between; the engine's thread keeps the deadlines.
 
 use std::collections::VecDeque;
