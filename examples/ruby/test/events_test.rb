@@ -164,7 +164,12 @@ class EventsTest < Minitest::Test
         end
       end
       # Every fiber is parked in its acquire: all queued on the server.
-      await("#{FIBERS} acquires queued", 20) { keys.sum { |k| waiters(c, k) } == FIBERS }
+      # (The message names what did arrive, per key, and what the engine holds, should it stall.)
+      queued = nil
+      await(-> { "#{FIBERS} acquires queued (queued per key: #{queued.inspect}, running: #{DFlockd::Events.current.running})" }, 20) do
+        queued = keys.map { |k| waiters(c, k) }
+        queued.sum == FIBERS
+      end
       waiting = native_threads
       t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       holders.each(&:release)

@@ -67,11 +67,11 @@ module DFlockdTestHelper
     "rb-#{name.sub(/^test_/, '')}-#{Process.clock_gettime(Process::CLOCK_REALTIME, :nanosecond)}-#{@@seq}"
   end
 
-  # Wait (bounded) until the block is truthy.
+  # Wait (bounded) until the block is truthy; `what` may be a lambda (a message built on failure).
   def await(what, timeout = 5)
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
     until (v = yield)
-      flunk "#{what}: not within #{timeout}s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+      flunk "#{what.respond_to?(:call) ? what.call : what}: not within #{timeout}s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
       sleep 0.005
     end
     v
