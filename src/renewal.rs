@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Boot, Stamp};
-use crate::connection::{Connection, HomeTicket, Started};
+use crate::connection::{Connection, HomeTicket, Sending, Started};
 use crate::held::{Due, Failure, Home, Life, Residence, Shared, after_failure, arm, interval};
 use crate::log::{Level, log};
 use crate::metrics::bump;
@@ -177,7 +177,11 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         (true, _) => {
             let at = lease.client.route(server);
             (
-                lease.client.home_with_room(at).filter(|c| c.hang_ups_watched()),
+                lease
+                    .client
+                    .home_with_room(at, Sending::Posted)
+                    .map(|r| Arc::clone(r.conn()))
+                    .filter(|c| c.hang_ups_watched()),
                 true,
                 at,
             )
@@ -216,11 +220,11 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         }),
     };
     let started = engine.send_awaited(
-        || {
+        |reader| {
             if batched {
-                conn.queue_request(&request, deadline)
+                conn.queue_request(&request, deadline, reader)
             } else {
-                conn.start_request_until(&request, deadline)
+                conn.start_request_until(&request, deadline, reader)
             }
         },
         pending,

@@ -33,8 +33,11 @@ use crate::protocol::{Command, Op};
 pub(crate) enum Waiter {
     /// A blocking call on the caller's thread.
     Caller,
-    /// The reactor (a renewal or an evented operation).
-    Reactor,
+    /// The reactor's reader with this id (an awaited renewal or try, an
+    /// evented operation's task). Each reply names its reader, so a line
+    /// read by one reader for another is kept for it, never taken as its
+    /// own.
+    Reactor(u64),
     /// Nobody any more: the reply is owed, dropped when it comes.
     Nobody,
 }
@@ -53,8 +56,8 @@ struct Outstanding {
 /// Who gave up at [`Session::expire`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Expired {
-    /// The last `reactor` requests the reactor awaited (in FIFO order).
-    pub(crate) reactor: usize,
+    /// The reactor's readers that gave up (in FIFO order).
+    pub(crate) reactor: Vec<u64>,
     /// The caller's request.
     pub(crate) caller: bool,
 }
@@ -150,7 +153,7 @@ impl Session {
         for o in self.fifo.iter_mut().skip(first) {
             match o.waiter {
                 Waiter::Nobody => continue,
-                Waiter::Reactor => out.reactor += 1,
+                Waiter::Reactor(id) => out.reactor.push(id),
                 Waiter::Caller => out.caller = true,
             }
             if harmless_late(o.command) {
@@ -184,6 +187,11 @@ impl Session {
         self.fifo.iter().any(|o| o.waiter == waiter)
     }
 
+    /// Whether any of the reactor's readers has a reply outstanding.
+    pub(crate) fn awaits_reactor(&self) -> bool {
+        self.fifo.iter().any(|o| matches!(o.waiter, Waiter::Reactor(_)))
+    }
+
     /// A complete reply line arrived: whose it is.
     pub(crate) fn on_line(&mut self) -> Delivery {
         match self.fifo.pop_front() {
@@ -204,7 +212,18 @@ impl Session {
     /// harmless; otherwise the session breaks. Returns whether it is still
     /// usable.
     pub(crate) fn give_up(&mut self, waiter: Waiter) -> bool {
-        for o in self.fifo.iter_mut().filter(|o| o.waiter == waiter) {
+        self.give_up_where(|w| w == waiter)
+    }
+
+    /// [`Session::give_up`] for every reader of the reactor (a blocking
+    /// request takes the connection over: it goes only where nothing else
+    /// is awaited).
+    pub(crate) fn give_up_reactor(&mut self) -> bool {
+        self.give_up_where(|w| matches!(w, Waiter::Reactor(_)))
+    }
+
+    fn give_up_where(&mut self, which: impl Fn(Waiter) -> bool) -> bool {
+        for o in self.fifo.iter_mut().filter(|o| which(o.waiter)) {
             if harmless_late(o.command) {
                 o.waiter = Waiter::Nobody;
             } else {
@@ -235,9 +254,9 @@ mod tests {
         let t0 = Instant::now();
         let sec = Duration::from_secs(1);
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor, t0 + 5 * sec); // a long deadline
-        s.sent(RENEW, false, Waiter::Reactor, t0 + sec); // a lease about to end
-        s.sent(RELEASE, false, Waiter::Reactor, t0 + 9 * sec);
+        s.sent(RENEW, false, Waiter::Reactor(1), t0 + 5 * sec); // a long deadline
+        s.sent(RENEW, false, Waiter::Reactor(2), t0 + sec); // a lease about to end
+        s.sent(RELEASE, false, Waiter::Reactor(3), t0 + 9 * sec);
         assert_eq!(s.next_deadline(), Some(t0 + sec));
         assert_eq!(s.expire(t0), Expired::default(), "nothing late yet");
         // At 1 s the second is late, and the third cannot come before it.
@@ -245,7 +264,7 @@ mod tests {
         assert_eq!(
             e,
             Expired {
-                reactor: 2,
+                reactor: vec![2, 3],
                 caller: false
             }
         );
@@ -254,15 +273,15 @@ mod tests {
             "a late release reply must not be read as another's"
         );
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor, t0 + 5 * sec);
-        s.sent(RENEW, false, Waiter::Reactor, t0 + sec);
-        assert_eq!(s.expire(t0 + sec).reactor, 1);
+        s.sent(RENEW, false, Waiter::Reactor(1), t0 + 5 * sec);
+        s.sent(RENEW, false, Waiter::Reactor(2), t0 + sec);
+        assert_eq!(s.expire(t0 + sec).reactor, vec![2]);
         assert!(!s.is_broken(), "late renewals are owed, the stream stays in step");
         assert_eq!(s.next_deadline(), Some(t0 + 5 * sec), "the first one still waits");
         assert!(matches!(
             s.on_line(),
             Delivery::Reply {
-                waiter: Waiter::Reactor,
+                waiter: Waiter::Reactor(1),
                 ..
             }
         ));
@@ -274,7 +293,7 @@ mod tests {
         assert_eq!(
             s.expire(t0 + 2 * sec),
             Expired {
-                reactor: 0,
+                reactor: vec![],
                 caller: true
             }
         );
@@ -284,13 +303,13 @@ mod tests {
     #[test]
     fn replies_go_to_the_head_in_order() {
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor, far());
+        s.sent(RENEW, false, Waiter::Reactor(1), far());
         s.sent(RELEASE, false, Waiter::Caller, far());
         assert_eq!(
             s.on_line(),
             Delivery::Reply {
                 command: RENEW,
-                waiter: Waiter::Reactor
+                waiter: Waiter::Reactor(1)
             }
         );
         assert_eq!(
@@ -316,9 +335,9 @@ mod tests {
     #[test]
     fn a_late_renew_reply_is_owed_and_dropped_then_the_next_reply_is_right() {
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor, far());
-        assert!(s.give_up(Waiter::Reactor), "a late renew reply is harmless");
-        assert!(!s.awaits(Waiter::Reactor));
+        s.sent(RENEW, false, Waiter::Reactor(1), far());
+        assert!(s.give_up(Waiter::Reactor(1)), "a late renew reply is harmless");
+        assert!(!s.awaits(Waiter::Reactor(1)));
         // A blocking acquire may follow an owed reply (answered at once).
         assert_eq!(s.admit(true), Ok(()));
         s.sent(ACQUIRE, true, Waiter::Caller, far());
@@ -337,8 +356,8 @@ mod tests {
         // A grant read after its waiter gave up must never be read as
         // another request's answer.
         let mut s = Session::default();
-        s.sent(ENQUEUE, false, Waiter::Reactor, far());
-        assert!(!s.give_up(Waiter::Reactor));
+        s.sent(ENQUEUE, false, Waiter::Reactor(1), far());
+        assert!(!s.give_up(Waiter::Reactor(1)));
         assert!(s.is_broken());
         let mut s = Session::default();
         s.sent(ACQUIRE, true, Waiter::Caller, far());
@@ -348,10 +367,10 @@ mod tests {
     #[test]
     fn a_caller_taking_over_turns_the_reactors_renewal_into_an_owed_reply() {
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor, far());
-        assert!(s.awaits(Waiter::Reactor));
-        assert!(s.give_up(Waiter::Reactor));
-        assert!(!s.awaits(Waiter::Reactor));
+        s.sent(RENEW, false, Waiter::Reactor(1), far());
+        assert!(s.awaits(Waiter::Reactor(1)));
+        assert!(s.give_up(Waiter::Reactor(1)));
+        assert!(!s.awaits(Waiter::Reactor(1)));
         s.sent(RELEASE, false, Waiter::Caller, far());
         assert_eq!(s.on_line(), Delivery::Owed);
         assert_eq!(
@@ -366,7 +385,7 @@ mod tests {
     #[test]
     fn nothing_goes_behind_a_blocking_request_and_it_goes_only_on_an_idle_session() {
         let mut s = Session::default();
-        s.sent(RENEW, false, Waiter::Reactor, far());
+        s.sent(RENEW, false, Waiter::Reactor(1), far());
         assert_eq!(s.admit(true), Err(Refused::NotIdle));
         assert_eq!(s.admit(false), Ok(()), "pipelined behind a renew");
         let mut s = Session::default();

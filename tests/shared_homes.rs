@@ -337,7 +337,6 @@ fn a_short_pause_of_the_server_loses_no_lease_of_a_shared_home() {
 }
 
 #[test]
-#[ignore = "evented acquires on shared homes are off (engine/op.rs EVENTED_HOMES)"]
 fn evented_acquires_share_homes_too() {
     use dflockd::events::{EventKind, Events};
     if skip_external("evented_acquires_share_homes_too") {

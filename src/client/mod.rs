@@ -14,7 +14,7 @@ pub use config::{Config, ShardFn};
 use leader::{Leadership, Left};
 use pool::Pool;
 
-use crate::connection::{ConnectOptions, Connection, Connector};
+use crate::connection::{ConnectOptions, Connection, Connector, Reservation, Sending};
 use crate::fork::{ForkStamp, bury};
 use crate::log::{Level, log};
 use crate::metrics::{Metrics, MetricsSnapshot, bump};
@@ -402,12 +402,12 @@ impl ClientInner {
     }
 
     /// A home of server `idx` with room for another lease that a request
-    /// can go on now (see `Config::max_leases_per_connection`); never
-    /// blocks.
-    pub(crate) fn home_with_room(&self, idx: usize) -> Option<Arc<Connection>> {
+    /// sent `how` can go on now (see `Config::max_leases_per_connection`);
+    /// never blocks.
+    pub(crate) fn home_with_room(&self, idx: usize, how: Sending) -> Option<Reservation> {
         self.pools
             .get(idx)?
-            .home_with_room(self.config.max_leases_per_connection)
+            .home_with_room(self.config.max_leases_per_connection, how)
     }
 
     /// `conn`, of server `idx`, carries a held lease now.

@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Reservation, Sending};
 
 thread_local! {
     /// The id of the home this thread last put a lease on.
@@ -49,11 +49,11 @@ impl Pool {
         }
     }
 
-    /// A home with room for another lease (fewer than `max_leases` on it)
-    /// that a request can go on now without waiting behind a call; `None`
-    /// if there is none. Homes whose leases are all gone, or that broke,
+    /// A home with room for another lease (fewer than `max_leases` on it
+    /// or on their way there) that a request sent `how` can go on now, and
+    /// a place reserved on it for the lease; `None` if there is none. Homes whose leases are all gone, or that broke,
     /// leave the list.
-    pub(crate) fn home_with_room(&self, max_leases: usize) -> Option<Arc<Connection>> {
+    pub(crate) fn home_with_room(&self, max_leases: usize, how: Sending) -> Option<Reservation> {
         let mut homes = self.homes.lock().ok()?;
         let hint = LAST_HOME.with(std::cell::Cell::get);
         let mut found: Option<Arc<Connection>> = None;
@@ -70,15 +70,15 @@ impl Pool {
                 // their own home and seldom wait for another's call.
                 Some(f) => f.id() != hint && conn.id() == hint,
             };
-            if better && n < max_leases && conn.takes_more_now() {
+            if better && conn.load() < max_leases && conn.takes_more_now(how) {
                 found = Some(conn);
             }
             true
         });
-        if let Some(f) = &found {
-            LAST_HOME.with(|h| h.set(f.id()));
-        }
-        found
+        let found = found?;
+        LAST_HOME.with(|h| h.set(found.id()));
+        // (Under the list's lock: two takers never both get the last place.)
+        Some(Reservation::new(&found))
     }
 
     /// `conn` carries a held lease now: list it among the homes (once).

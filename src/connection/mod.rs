@@ -203,6 +203,7 @@ impl Connector {
             homed: AtomicUsize::new(0),
             nudge: OnceLock::new(),
             outbox: Mutex::new(Vec::new()),
+            reserved: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -232,9 +233,9 @@ struct Io {
     session: Session,
     /// Reply lines for the reactor that a blocking call read on its way to
     /// its own (a shared home: the call was pipelined behind renewals),
-    /// in order; the reactor collects them ([`Connection::poll_reply`])
-    /// when nudged.
-    for_reactor: VecDeque<String>,
+    /// in order, each with its reader's id; each reader collects its own
+    /// ([`Connection::poll_reply`]) when the reactor is nudged.
+    for_reactor: VecDeque<(u64, String)>,
 }
 
 impl Io {
@@ -243,6 +244,22 @@ impl Io {
     fn stray_input(&self) -> bool {
         self.session.is_idle() && self.transport.pending_input() > 0
     }
+}
+
+/// The reader id of a connection's only user before anyone else can have
+/// it (a dial's auth and `stable-ref`, a grant given back on a connection
+/// about to close). Reactor ids start at 1.
+pub(crate) const OWN_READER: u64 = 0;
+
+/// How a request would go on a shared home ([`Connection::takes_more_now`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sending {
+    /// By a call on this thread: it needs the connection now.
+    Call,
+    /// Without waiting (evented, renewals): while a call holds the
+    /// connection it waits in the outbox, and that call writes it first
+    /// when done.
+    Posted,
 }
 
 /// What [`Connection::start_request`] did.
@@ -287,6 +304,9 @@ pub struct Connection {
     /// next holder of `io` puts them on the wire, ahead of its own request
     /// (so a busy home never holds a renewal back for long).
     outbox: Mutex<Vec<Posted>>,
+    /// Leases on their way here: tries sent, not answered yet
+    /// ([`Reservation`]).
+    reserved: AtomicUsize,
 }
 
 /// A request waiting in a connection's outbox: its command, its frame,
@@ -311,6 +331,30 @@ impl HomeTicket {
 impl Drop for HomeTicket {
     fn drop(&mut self) {
         self.0.homed.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A place on a shared home for a lease whose try is on its way there:
+/// counted with the leases it holds, so a burst of tries never fills a
+/// home beyond its cap. Dropped once the try is answered (a grant has its
+/// [`HomeTicket`] by then).
+pub(crate) struct Reservation(Arc<Connection>);
+
+impl Reservation {
+    pub(crate) fn new(conn: &Arc<Connection>) -> Reservation {
+        conn.reserved.fetch_add(1, Ordering::AcqRel);
+        Reservation(Arc::clone(conn))
+    }
+
+    /// The home it is on.
+    pub(crate) fn conn(&self) -> &Arc<Connection> {
+        &self.0
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.reserved.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -417,6 +461,11 @@ impl Connection {
         self.homed.load(Ordering::Acquire)
     }
 
+    /// Its held leases and the ones on their way ([`Reservation`]).
+    pub(crate) fn load(&self) -> usize {
+        self.homed() + self.reserved.load(Ordering::Acquire)
+    }
+
     /// Close the connection if no other held lease lives on it (a lease
     /// that is lost closes its home so the server frees it; a shared home
     /// stays for the others, and that lease ends with its TTL).
@@ -433,7 +482,7 @@ impl Connection {
         lock(&self.outbox).is_empty()
             && self.io.try_lock().is_ok_and(|io| {
                 io.for_reactor.is_empty()
-                    && !io.session.awaits(Waiter::Reactor)
+                    && !io.session.awaits_reactor()
                     && !io.session.awaits(Waiter::Caller)
             })
     }
@@ -503,19 +552,20 @@ impl Connection {
     fn reactor_awaits(&self) -> bool {
         self.io
             .try_lock()
-            .is_ok_and(|io| io.session.awaits(Waiter::Reactor) || !io.for_reactor.is_empty())
+            .is_ok_and(|io| io.session.awaits_reactor() || !io.for_reactor.is_empty())
     }
 
     /// Whether a non-blocking request could go on now, pipelined (a shared
-    /// home): not broken, no call running on it, nothing blocking
-    /// outstanding. Never blocks.
-    pub(crate) fn takes_more_now(&self) -> bool {
+    /// home): not broken, nothing blocking outstanding, and no call running
+    /// on it, unless the request is `Sending::Posted` (the call writes it
+    /// when done). Never blocks.
+    pub(crate) fn takes_more_now(&self, how: Sending) -> bool {
         if self.is_broken() {
             return false;
         }
         match self.io.try_lock() {
             Ok(io) => io.session.admit(false).is_ok() && !io.session.awaits(Waiter::Caller),
-            Err(_) => false,
+            Err(_) => how == Sending::Posted,
         }
     }
 
@@ -617,7 +667,7 @@ impl Connection {
         // is awaited, so those become owed (dropped when read: the renewal
         // of a lease released meanwhile); behind any other request they are
         // read in turn and kept for the reactor (a shared home).
-        if req.may_block() && io.session.awaits(Waiter::Reactor) && !io.session.give_up(Waiter::Reactor) {
+        if req.may_block() && io.session.awaits_reactor() && !io.session.give_up_reactor() {
             self.broken.store(true, Ordering::Release);
         }
         if self.is_broken() || io.session.admit(req.may_block()).is_err() {
@@ -659,10 +709,10 @@ impl Connection {
                     ..
                 } => break line,
                 Delivery::Reply {
-                    waiter: Waiter::Reactor,
+                    waiter: Waiter::Reactor(reader),
                     ..
                 } => {
-                    io.for_reactor.push_back(line);
+                    io.for_reactor.push_back((reader, line));
                     *stashed = true;
                     continue;
                 }
@@ -718,21 +768,27 @@ impl Connection {
     /// is collected with [`Connection::poll_reply`] when the socket is
     /// readable, or given up with [`Connection::abandon_reply`] at its
     /// deadline. Only for requests whose late reply is harmless (renew).
-    pub(crate) fn start_request(&self, req: &Request) -> Result<Started> {
-        self.start(req, false, true, None)
+    /// `reader`: who collects the reply (a reactor-unique id).
+    pub(crate) fn start_request(&self, req: &Request, reader: u64) -> Result<Started> {
+        self.start_as(req, false, true, None, Waiter::Reactor(reader))
     }
 
     /// [`Connection::start_request`] whose reply is due by `deadline` (a
     /// renewal's, shorter than the connection's own).
-    pub(crate) fn start_request_until(&self, req: &Request, deadline: Instant) -> Result<Started> {
-        self.start(req, false, true, Some(deadline))
+    pub(crate) fn start_request_until(
+        &self,
+        req: &Request,
+        deadline: Instant,
+        reader: u64,
+    ) -> Result<Started> {
+        self.start_as(req, false, true, Some(deadline), Waiter::Reactor(reader))
     }
 
     /// [`Connection::start_request`] for one of a batch (renewals due
     /// together on a shared home): the frame is queued, and written with
     /// the others by [`Connection::flush_queued`] (one write).
-    pub(crate) fn queue_request(&self, req: &Request, deadline: Instant) -> Result<Started> {
-        self.start(req, false, false, Some(deadline))
+    pub(crate) fn queue_request(&self, req: &Request, deadline: Instant, reader: u64) -> Result<Started> {
+        self.start_as(req, false, false, Some(deadline), Waiter::Reactor(reader))
     }
 
     /// Without waiting: write what the socket takes of the queued frames.
@@ -764,8 +820,8 @@ impl Connection {
     /// connection it owns now (a release on the home of a lease that had
     /// a renewal awaited): an awaited reply becomes an owed one, read and
     /// dropped before this request's reply.
-    pub(crate) fn start_request_over(&self, req: &Request) -> Result<Started> {
-        self.start(req, true, true, None)
+    pub(crate) fn start_request_over(&self, req: &Request, reader: u64) -> Result<Started> {
+        self.start_as(req, true, true, None, Waiter::Reactor(reader))
     }
 
     /// For the event engine: send `req` without waiting, pipelined like
@@ -774,16 +830,6 @@ impl Connection {
     /// other leases share).
     pub(crate) fn start_request_forget(&self, req: &Request) -> Result<Started> {
         self.start_as(req, false, true, None, Waiter::Nobody)
-    }
-
-    fn start(
-        &self,
-        req: &Request,
-        take_over: bool,
-        flush: bool,
-        deadline: Option<Instant>,
-    ) -> Result<Started> {
-        self.start_as(req, take_over, flush, deadline, Waiter::Reactor)
     }
 
     fn start_as(
@@ -824,7 +870,7 @@ impl Connection {
         }
         let io = &mut *io;
         self.take_outbox(io, &what)?;
-        let awaited = io.session.awaits(Waiter::Reactor) || !io.for_reactor.is_empty();
+        let awaited = io.session.awaits_reactor() || !io.for_reactor.is_empty();
         if awaited && take_over {
             // The reactor awaits replies here (a renewal of the lease being
             // released, another start's try on what was a shared home): it
@@ -942,18 +988,21 @@ impl Connection {
         }
     }
 
-    /// For the event engine: the reply to the request `start_request`
-    /// sent, if it has arrived (`Ok(None)`: not yet, or a call holds the
-    /// connection now). `Err(Cancelled)` when a blocking call took over
-    /// the connection first (the reply became an owed one).
-    pub(crate) fn poll_reply(&self, cmd: Command, key: Option<&str>) -> Result<Option<Outcome>> {
+    /// For the event engine: the reply to `reader`'s request, if it has
+    /// arrived (`Ok(None)`: not yet, or a call holds the connection now).
+    /// `Err(Cancelled)` when a blocking call took over the connection
+    /// first (the reply became an owed one). Replies for other readers
+    /// read on the way are kept for them, and the reactor is nudged to
+    /// hand them over: a reply never reaches the wrong reader.
+    pub(crate) fn poll_reply(&self, reader: u64, cmd: Command, key: Option<&str>) -> Result<Option<Outcome>> {
         let what = What { cmd, key };
         let Ok(mut io) = self.io.try_lock() else {
             return Ok(None);
         };
         let io = &mut *io;
-        if let Some(line) = io.for_reactor.pop_front() {
-            // Read by a blocking call pipelined behind it.
+        if let Some(at) = io.for_reactor.iter().position(|(r, _)| *r == reader) {
+            // Read by another reader on its way to its own reply.
+            let (_, line) = io.for_reactor.remove(at).unwrap_or_default();
             let r = self.interpret(cmd, &what, &line);
             self.observe(&what, &r);
             return r.map(Some);
@@ -968,49 +1017,71 @@ impl Connection {
             // Out of step: no further line can be attributed.
             return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
         }
-        if !io.session.awaits(Waiter::Reactor) {
+        if !io.session.awaits(Waiter::Reactor(reader)) {
             return Err(Error::new(
                 ErrorKind::Cancelled,
                 format!("{what}: another call took over the connection"),
             ));
         }
-        loop {
+        let mut kept = false;
+        let r = loop {
             let line = match io.transport.try_read_line(&what) {
                 Ok(Some(line)) => line,
-                Ok(None) => return Ok(None),
+                Ok(None) => break Ok(None),
                 Err(e) => {
                     io.session.break_off();
                     self.broken.store(true, Ordering::Release);
-                    return Err(e);
+                    break Err(e);
                 }
             };
             match io.session.on_line() {
                 Delivery::Owed => continue,
                 Delivery::Reply {
-                    waiter: Waiter::Reactor,
+                    waiter: Waiter::Reactor(r),
+                    ..
+                } if r != reader => {
+                    io.for_reactor.push_back((r, line));
+                    kept = true;
+                }
+                Delivery::Reply {
+                    waiter: Waiter::Reactor(_),
                     ..
                 } if !io.stray_input() => {
                     let r = self.interpret(cmd, &what, &line);
                     self.observe(&what, &r);
-                    return r.map(Some);
+                    break r.map(Some);
                 }
                 _ => {
                     io.session.break_off();
                     self.broken.store(true, Ordering::Release);
-                    return Err(stray(&what));
+                    break Err(stray(&what));
                 }
             }
+        };
+        if kept {
+            if let Some(nudge) = self.nudge.get() {
+                nudge(self.id);
+            }
+        }
+        r
+    }
+
+    /// The readers whose replies another reader read and kept for them.
+    pub(crate) fn kept_for(&self) -> Vec<u64> {
+        match self.io.try_lock() {
+            Ok(io) => io.for_reactor.iter().map(|(r, _)| *r).collect(),
+            Err(_) => Vec::new(),
         }
     }
 
     /// For the reactor, at `now`: the session's late requests (and those
-    /// behind them) give up ([`Session::expire`]); how many of the
-    /// reactor's, the last ones it awaits here. `None` while a call holds
-    /// the connection (its own deadline covers them; ask again shortly).
-    pub(crate) fn expire_replies(&self, now: Instant) -> Option<(usize, Option<Instant>)> {
+    /// behind them) give up ([`Session::expire`]); the reactor's readers
+    /// among them, in order. `None` while a call holds the connection (its
+    /// own deadline covers them; ask again shortly).
+    pub(crate) fn expire_replies(&self, now: Instant) -> Option<(Vec<u64>, Option<Instant>)> {
         let mut io = self.io.try_lock().ok()?;
         let expired = io.session.expire(now);
-        if expired.reactor > 0 {
+        if !expired.reactor.is_empty() {
             if let Some(m) = &self.metrics {
                 bump(&m.deadline_hits);
             }
@@ -1021,16 +1092,16 @@ impl Connection {
         Some((expired.reactor, io.session.next_deadline()))
     }
 
-    /// For the event engine: stop waiting for the reply of `start_request`
-    /// (its deadline passed); it stays owed, read and dropped before the
-    /// next reply.
-    pub(crate) fn abandon_reply(&self) {
+    /// For the event engine: `reader` stops waiting for its reply (its
+    /// deadline passed); it stays owed, read and dropped before the next
+    /// reply.
+    pub(crate) fn abandon_reply(&self, reader: u64) {
         if let Some(m) = &self.metrics {
             bump(&m.deadline_hits);
         }
         if let Ok(mut io) = self.io.try_lock() {
-            io.for_reactor.clear();
-            if !io.session.give_up(Waiter::Reactor) {
+            io.for_reactor.retain(|(r, _)| *r != reader);
+            if !io.session.give_up(Waiter::Reactor(reader)) {
                 self.broken.store(true, Ordering::Release);
             }
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::client::ClientInner;
-use crate::connection::{Connection, Started};
+use crate::connection::{Connection, OWN_READER, Started};
 use crate::protocol::{Command, Request};
 use crate::reactor::Reactor;
 use crate::transport::{Transport, connect_result, connect_started};
@@ -219,7 +219,7 @@ impl Dial {
                 }
             },
             Stage::Handshaking(t) => self.handshake(t),
-            Stage::Authing(conn) => match conn.poll_reply(Command::Auth, None) {
+            Stage::Authing(conn) => match conn.poll_reply(OWN_READER, Command::Auth, None) {
                 Ok(None) => {
                     let fd = conn.raw_fd();
                     self.stage = Stage::Authing(conn);
@@ -228,7 +228,7 @@ impl Dial {
                 Ok(Some(_)) => self.name(conn),
                 Err(e) => Step::Failed(e),
             },
-            Stage::Naming(conn, reference) => match conn.poll_reply(Command::StableRef, None) {
+            Stage::Naming(conn, reference) => match conn.poll_reply(OWN_READER, Command::StableRef, None) {
                 Ok(None) => {
                     let fd = conn.raw_fd();
                     self.stage = Stage::Naming(conn, reference);
@@ -260,7 +260,7 @@ impl Dial {
                 let Some(auth) = connector.auth_request() else {
                     return self.name(conn);
                 };
-                match conn.start_request(&auth) {
+                match conn.start_request(&auth, OWN_READER) {
                     Ok(Started::Sent) => {
                         let fd = conn.raw_fd();
                         self.stage = Stage::Authing(conn);
@@ -283,9 +283,12 @@ impl Dial {
         let Some(reference) = self.client.connector().stable_ref_for(self.reference.as_deref()) else {
             return Step::Connected(conn);
         };
-        match conn.start_request(&Request::StableRef {
-            reference: &reference,
-        }) {
+        match conn.start_request(
+            &Request::StableRef {
+                reference: &reference,
+            },
+            OWN_READER,
+        ) {
             Ok(Started::Sent) => {
                 let fd = conn.raw_fd();
                 self.stage = Stage::Naming(conn, reference);

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::client::ClientInner;
-use crate::connection::Connection;
+use crate::connection::{Connection, Reservation, Sending};
 
 /// Connections a lane opens at once.
 pub(super) const MAX_DIALS: usize = 16;
@@ -44,10 +44,10 @@ pub(super) enum Next {
     Dial(usize),
     /// Send operation `id`'s first request (answered at once) on `conn`, a
     /// home other leases live on: no idle connection was left, and this
-    /// spares opening one (`ordered` as for `Go`).
+    /// spares opening one (`ordered` as for `Go`); `room`: its place there.
     Home {
         id: u64,
-        conn: Arc<Connection>,
+        room: Reservation,
         ordered: bool,
     },
     /// Nothing waits, nothing is dialed or in its key's turn: the lane can
@@ -133,15 +133,20 @@ impl Lane {
                 None => self.client.pool_take(self.server),
             };
             let home = match (&conn, homeable) {
-                (None, true) => self.client.home_with_room(self.server),
+                (None, true) => self.client.home_with_room(self.server, Sending::Posted),
                 _ => None,
             };
-            if let Some(conn) = home {
+            if let Some(room) = home {
                 let ordered = self.take_turn(id, ordered);
-                return Next::Home { id, conn, ordered };
+                return Next::Home { id, room, ordered };
             }
             let Some(conn) = conn else {
-                let wanted = self.waiting.len().min(MAX_DIALS);
+                // Requests answered at once (tries) need one connection
+                // between them: the first grant makes it a home the others
+                // join, so they open one at a time; requests that wait on
+                // their connection need one each.
+                let most = if homeable { 1 } else { MAX_DIALS };
+                let wanted = self.waiting.len().min(most);
                 let n = wanted.saturating_sub(self.dialing);
                 if n == 0 {
                     return Next::Idle;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::client::ClientInner;
 use crate::clock::{Boot, Stamp};
-use crate::connection::Connection;
+use crate::connection::{Connection, Reservation};
 use crate::events::{Event, EventKind, Queue};
 use crate::held::{Cadence, DoneFn, Home, OpGuard, Shared};
 use crate::operation::{Ask, Next, Operation, Via};
@@ -100,13 +100,6 @@ pub(super) enum Stage {
     Moving,
 }
 
-/// Whether evented acquires try their key on a shared home first
-/// (`ops/home.rs`). Off: under valgrind's slowness a release on a home that
-/// had a try on it lost its reply about one run in eight (test_engine), so
-/// evented acquires take an idle or new connection each, as before shared
-/// homes; blocking acquires share. To be turned on once that race is found.
-const EVENTED_HOMES: bool = false;
-
 /// An evented acquire, release, renewal or stats.
 pub(crate) struct Op {
     pub(super) client: Arc<ClientInner>,
@@ -138,6 +131,8 @@ pub(crate) struct Op {
     /// Its request went on a shared home: the reactor reads the reply
     /// (`ops/home.rs`), and the home is never closed for it.
     pub(super) on_home: bool,
+    /// Its place on that home while its try is unanswered.
+    pub(super) room: Option<Reservation>,
     /// An acquire's `e` awaited on its completion queue's fd: when the
     /// engine looks at it anyway (`ops::NUDGE` after the send), so the `w`
     /// that follows a `queued` goes out whether or not the application
@@ -188,6 +183,7 @@ impl Op {
             ask: None,
             enqueuing: false,
             on_home: false,
+            room: None,
             nudge: None,
             cancelling: false,
         };
@@ -202,8 +198,8 @@ impl Op {
         let lease_s = lease.renew_ttl();
         let (kind, key, cadence) = (lease.kind, lease.key.as_str(), Cadence::of(&lease.client.config));
         // Held leases share connections: an acquire tries its key on a home
-        // (off for evented acquires for now, see EVENTED_HOMES).
-        let shared = EVENTED_HOMES && lease.client.config.max_leases_per_connection > 1;
+        // first (ops/home.rs).
+        let shared = lease.client.config.max_leases_per_connection > 1;
         let machine = match mode {
             // `e` then `w`: `e` is answered at once, which keeps starts of
             // one key in order (see lanes.rs).
@@ -285,12 +281,11 @@ impl Op {
     /// the home is broken).
     pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
         let deadline = lease.client.call_deadline(0);
-        // A home other leases still live on is the reactor's to read (their
-        // renewals' replies and hang-up): the release goes on another
-        // connection (any connection may release a token).
-        // (Nor one where anything else is awaited: a take-over there would
-        // wait for it.)
-        let usable = !home.conn.is_broken() && home.conn.homed() == 0 && home.conn.is_quiet();
+        // On a home other leases live on, the release is one more request
+        // the reactor reads there, pipelined behind their renewals (see
+        // ops/home.rs); a broken home is left for a fresh connection (any
+        // connection may release a token).
+        let usable = !home.conn.is_broken();
         let machine = Operation::release(lease.kind, &lease.key, token, usable);
         let client = Arc::clone(&lease.client);
         let mut op = Op::new(

@@ -46,7 +46,7 @@ use super::op::{Done, Mode, Op, Purpose, Stage, op_command};
 mod home;
 mod reroute;
 
-use home::keeps_turn;
+use home::{OnHome, keeps_turn};
 mod stages;
 use crate::client::ClientInner;
 use crate::clock::Stamp;
@@ -159,6 +159,8 @@ pub(crate) struct Driver {
     registered: HashMap<u64, RawFd>,
     lanes: HashMap<LaneKey, Lane>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Operations that ended while their reply on a home was awaited.
+    abandoned: HashMap<u64, home::Abandoned>,
     /// Lanes to pump again once the current event is handled (a loop, not
     /// recursion: a chain of cancelled acquires of one key would otherwise
     /// nest one pump per operation).
@@ -306,11 +308,13 @@ impl Driver {
                     op.enqueuing = ordered;
                     self.send(engine, id, op, conn);
                 }
-                Next::Home { id, conn, ordered } => {
+                Next::Home { id, room, ordered } => {
                     let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
                         continue; // the home stays with its leases
                     };
                     op.enqueuing = ordered;
+                    let conn = Arc::clone(room.conn());
+                    op.room = Some(room);
                     self.try_on_home(engine, id, op, conn);
                 }
                 Next::Dial(n) => {
@@ -460,17 +464,38 @@ impl Driver {
         self.send_request(engine, id, op, conn, &req);
     }
 
-    /// Send `req` for `op` on `conn` without waiting; await its reply.
-    fn send_request(
-        &mut self,
-        engine: &Reactor,
-        id: u64,
-        mut op: Box<Op>,
-        conn: Arc<Connection>,
-        req: &Request,
-    ) {
+    /// Send `req` for `op` on `conn` without waiting; await its reply: on
+    /// a home the reactor watches, as one more of the requests it reads
+    /// there in order (a release pipelined behind the other leases'
+    /// renewals); on the operation's own connection, read by the task.
+    fn send_request(&mut self, engine: &Reactor, id: u64, op: Box<Op>, conn: Arc<Connection>, req: &Request) {
         let sent = Stamp::now();
-        match conn.start_request_over(req) {
+        // (A blocking request never goes on a home; a connection without
+        // held leases is the operation's own, even if the reactor still
+        // watches it from its last lease.)
+        let shared = !req.may_block() && conn.homed() > 0;
+        let on_home = if shared {
+            self.send_on_home(engine, id, op, Arc::clone(&conn), req)
+        } else {
+            OnHome::NotWatched(op)
+        };
+        let mut op = match on_home {
+            OnHome::Sent => return,
+            OnHome::NotWatched(op) => op,
+            OnHome::Busy(mut op) => {
+                op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
+                self.timers.push(Reverse((op.step_by, id)));
+                op.stage = Stage::Retry { conn };
+                self.tasks.insert(id, Task::Op(op));
+                return;
+            }
+            OnHome::Failed(mut op, e) => {
+                op.stage = Stage::Retry { conn };
+                self.reply(engine, id, op, Err(e));
+                return;
+            }
+        };
+        match conn.start_request_over(req, id) {
             Ok(Started::Sent) => {
                 let reply_by = conn.reply_deadline(req);
                 self.await_reply(engine, id, op, conn, reply_by, sent, req.command());
@@ -494,6 +519,11 @@ impl Driver {
             Some(Task::Dial(mut dial)) => {
                 let step = dial.ready();
                 self.dial_step(engine, id, dial, step);
+            }
+            // Its reply is the reactor's to read (a home): never this
+            // task's (a stale registration firing, a kept line's nudge).
+            Some(Task::Op(op)) if op.on_home => {
+                self.tasks.insert(id, Task::Op(op));
             }
             Some(Task::Op(op)) => {
                 if let Some((mut op, conn)) = self.read_reply(engine, id, op, hang_up) {
@@ -521,7 +551,7 @@ impl Driver {
         if op.cancelling {
             // Whatever the server still says (a raced grant) is dropped;
             // its close (EOF, or an error) ends the operation.
-            if !server_closed(&conn, op_command(&op), op.key()) {
+            if !server_closed(&conn, id, op_command(&op), op.key()) {
                 return Some((op, conn));
             }
             conn.abort();
@@ -530,7 +560,7 @@ impl Driver {
             return None;
         }
         let key = op.key().map(str::to_owned);
-        match conn.poll_reply(op_command(&op), key.as_deref()) {
+        match conn.poll_reply(id, op_command(&op), key.as_deref()) {
             Ok(None) if !hang_up => return Some((op, conn)),
             Ok(None) => {
                 conn.mark_broken();
@@ -874,7 +904,7 @@ impl Driver {
                         // A late renew reply is harmless: owed, dropped
                         // when it comes (the home must stay open); counted
                         // there.
-                        Some(conn) if op.is_renewal() => conn.abandon_reply(),
+                        Some(conn) if op.is_renewal() => conn.abandon_reply(id),
                         other => {
                             // The stream is out of step now (a late grant
                             // must not be read as another answer): close it,
@@ -993,9 +1023,9 @@ impl Drop for Driver {
 /// Whether the server closed `conn` (after our half-close): pending replies
 /// are read and dropped first; then EOF or an error is a close, nothing
 /// yet (EAGAIN) is not.
-fn server_closed(conn: &Connection, cmd: Command, key: Option<&str>) -> bool {
+fn server_closed(conn: &Connection, reader: u64, cmd: Command, key: Option<&str>) -> bool {
     loop {
-        match conn.poll_reply(cmd, key) {
+        match conn.poll_reply(reader, cmd, key) {
             Ok(Some(_)) => continue,
             Ok(None) => return false,
             // EOF, or nothing awaited any more: look at the socket itself.

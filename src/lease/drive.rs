@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::clock::Stamp;
-use crate::connection::Connection;
+use crate::connection::{Connection, Sending};
 use crate::engine::ensure_running;
 use crate::held::{Home, Shared, cancelled};
 use crate::metrics::bump;
@@ -115,7 +115,9 @@ impl Shared {
                     if let Some(h) = home.take() {
                         self.give_back(h);
                     }
-                    self.client.home_with_room(server)
+                    self.client
+                        .home_with_room(server, Sending::Call)
+                        .map(|r| Arc::clone(r.conn()))
                 }
                 _ => None,
             };

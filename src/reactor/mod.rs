@@ -420,12 +420,14 @@ impl Reactor {
     /// home pipelines its leases' renewals and other starts' tries: the
     /// server answers them in order). Sending and registering happen under
     /// this reactor's lock, so requests from several threads on one
-    /// connection are awaited in the order they went out. `Ok(Busy)` and
-    /// errors from `send` come back as they are (nothing awaited);
-    /// `Err(None)`: the connection is not registered (nothing sent).
+    /// connection are awaited in the order they went out. `send` gets the
+    /// reply's reader id (unique among this reactor's tasks and awaited
+    /// replies). `Ok(Busy)` and errors from `send` come back as they are
+    /// (nothing awaited); `Err(None)`: the connection is not registered
+    /// (nothing sent).
     pub(crate) fn send_awaited(
         &self,
-        send: impl FnOnce() -> Result<Started>,
+        send: impl FnOnce(u64) -> Result<Started>,
         pending: Pending,
     ) -> std::result::Result<Started, Option<Error>> {
         {
@@ -435,13 +437,12 @@ impl Reactor {
             if !s.entries.contains_key(&conn_id) {
                 return Err(None);
             }
-            match send() {
+            let id = self.next_id();
+            match send(id) {
                 Ok(Started::Sent) => {}
                 Ok(Started::Busy) => return Ok(Started::Busy),
                 Err(e) => return Err(Some(e)),
             }
-            s.next_id += 1;
-            let id = s.next_id;
             let Some(entry) = s.entries.get_mut(&conn_id) else {
                 return Ok(Started::Sent); // cannot happen: checked above
             };
@@ -508,7 +509,7 @@ impl Reactor {
                     let mut counter: u64 = 0;
                     // SAFETY: reading 8 bytes into a live u64 from our eventfd.
                     unsafe { libc::read(self.inbox.waker.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
-                    self.run_nudged();
+                    self.run_nudged(&mut *tasks);
                     let items = std::mem::take(&mut *lock(&self.inbox.items));
                     for item in items {
                         tasks.handle(self, item);
@@ -612,7 +613,7 @@ impl Reactor {
                 }
             };
             let (pid, command, key) = head;
-            let r = match conn.poll_reply(command, Some(&key)) {
+            let r = match conn.poll_reply(pid, command, Some(&key)) {
                 Ok(None) => return, // not yet (or a call holds it: it nudges)
                 Ok(Some(outcome)) => Ok(outcome),
                 Err(e) => Err(e),
@@ -649,11 +650,17 @@ impl Reactor {
         }
     }
 
-    /// The connections nudged since the last round: read what they hold.
-    fn run_nudged(&self) {
+    /// The connections nudged since the last round: read what they hold,
+    /// and tell the tasks whose replies another reader kept for them
+    /// (read as if their socket was readable).
+    fn run_nudged(&self, tasks: &mut dyn Tasks) {
         let ids = std::mem::take(&mut *lock(&self.inbox.nudged));
         for id in ids {
             self.on_event(id, 0);
+            let conn = lock(&self.slots).entries.get(&id).and_then(|e| e.conn.upgrade());
+            for reader in conn.map(|c| c.kept_for()).unwrap_or_default() {
+                tasks.on_event(self, reader, libc::EPOLLIN as u32);
+            }
         }
     }
 
@@ -689,8 +696,11 @@ impl Reactor {
                 s.deadlines.push(Reverse((now + BUSY_LOOK_AGAIN, conn_id)));
                 continue;
             };
-            let late = late.min(entry.awaited.len());
-            let expired = entry.awaited.split_off(entry.awaited.len() - late);
+            let (expired, kept): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
+                std::mem::take(&mut entry.awaited)
+                    .into_iter()
+                    .partition(|(i, _)| late.contains(i));
+            entry.awaited = kept;
             s.awaited -= expired.len();
             if let Some(next) = next {
                 s.deadlines.push(Reverse((next, conn_id)));

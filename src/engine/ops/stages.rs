@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::Driver;
 use super::Task;
 use crate::clock::Stamp;
-use crate::connection::{Connection, Grant};
+use crate::connection::{Connection, Grant, OWN_READER};
 use crate::engine::op::{Op, Purpose, Stage};
 use crate::events::EventKind;
 use crate::held::{Home, Shared, cancelled};
@@ -92,15 +92,23 @@ impl Driver {
         if !op.is_acquire() || !op.lease.as_ref().is_some_and(|l| l.cancel_requested()) {
             return;
         }
-        if op.on_home {
-            // Its try on a shared home is answered at once, and closing the
-            // home would end the leases on it: the reply settles the
-            // cancel (a grant is released then).
-            return;
-        }
-        let Some(Task::Op(op)) = self.tasks.remove(&id) else {
+        let on_home = op.on_home;
+        let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
             return;
         };
+        if on_home {
+            // Its try on a shared home: closing the home would end the
+            // leases on it, so the reply stays the reactor's to read (it
+            // comes at once, unless the server stalls) and a grant in it
+            // is given back there; the operation ends now.
+            if let (Some(lease), Some(conn)) = (&op.lease, op.conn()) {
+                self.abandon_on_home(id, lease, conn);
+            }
+            op.on_home = false;
+            op.stage = Stage::Moving;
+            self.fail(engine, id, op, cancelled("acquire"));
+            return;
+        }
         let confirming = match op.ask {
             // A late grant's confirming renewal is in flight: give it back.
             Some((Ask::Renew { token }, _)) => Some(token),
@@ -174,6 +182,6 @@ fn drop_grant(lease: &Shared, token: Token, conn: &Connection) {
         let _ = conn.start_request_forget(&req);
         return;
     }
-    let _ = conn.start_request_over(&req);
+    let _ = conn.start_request_over(&req, OWN_READER);
     conn.abort();
 }
