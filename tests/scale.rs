@@ -25,6 +25,15 @@ const NOFILE: u64 = 1024;
 const MAX_SOCKETS: usize = 128;
 const CHILD: &str = "DFLOCKD_SCALE_CHILD";
 
+/// Dials failing at once: acquires started together, each needing a
+/// connection of its own, under this descriptor limit.
+const DIALS_STARTED: usize = 1000;
+const DIALS_NOFILE: u64 = 64;
+/// The child's thread stacks (`RUST_MIN_STACK`): small, so a pump nested
+/// per failed dial on the engine thread overflows at once instead of
+/// only on a debug build with enough acquires waiting.
+const DIALS_STACK: &str = "262144";
+
 fn lower_nofile(to: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -107,4 +116,94 @@ fn twenty_thousand_leases_under_a_descriptor_limit_of_1024() {
         field(line, "renewals") as usize >= LEASES,
         "every lease renewed at least once: {line}"
     );
+}
+
+/// The child of the test below: start `DIALS_STARTED` acquires at once on
+/// one connection each (`max_leases_per_connection` 1) under a limit of
+/// `DIALS_NOFILE` descriptors, so most of their dials fail at once
+/// (`EMFILE`) while the others wait in the lane; every acquire must end
+/// (granted, or failed with that error), and the engine thread live.
+fn dials_child(addr: &str) {
+    use dflockd::client::{Client, Config};
+    use dflockd::events::{EventKind, Events};
+    lower_nofile(DIALS_NOFILE);
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let mut config = Config::new(vec![(host.to_owned(), port.parse().expect("port"))]);
+    config.max_leases_per_connection = 1;
+    let client = Client::new(config).expect("client");
+    let prefix = format!("dials-{}-", std::process::id());
+    let leases: Vec<_> = (0..DIALS_STARTED)
+        .map(|i| client.lock(&format!("{prefix}{i}")).expect("lease"))
+        .collect();
+    let q = Events::new().expect("events");
+    for (i, l) in leases.iter().enumerate() {
+        l.acquire_start(10, &q, i as u64).expect("acquire_start");
+    }
+    let (mut acquired, mut emfile, mut other) = (0usize, 0usize, Vec::new());
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while acquired + emfile + other.len() < DIALS_STARTED && std::time::Instant::now() < end {
+        let mut p = libc::pollfd {
+            fd: q.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 100) };
+        for e in q.poll(4096) {
+            match (e.kind, &e.error) {
+                (EventKind::Acquired, _) => acquired += 1,
+                (EventKind::AcquireFailed, Some(err)) if err.to_string().contains("os error 24") => {
+                    emfile += 1
+                }
+                _ => other.push(format!("{:?} {:?}", e.kind, e.error)),
+            }
+        }
+    }
+    println!(
+        "DIALS acquired={acquired} emfile={emfile} other={} first_other={:?}",
+        other.len(),
+        other.first()
+    );
+}
+
+/// Acquires that each need a connection, started together under a low
+/// descriptor limit: their dials fail at once (`EMFILE`), and each failure
+/// pumps the lane again. That pump once nested inside the one that started
+/// the dial (pump -> dial -> failed -> pump ...), one level per waiting
+/// acquire, and overflowed the engine thread's stack (this is how
+/// `twenty_thousand_leases_under_a_descriptor_limit_of_1024` crashed).
+/// Run in a child for its own RLIMIT_NOFILE and small thread stacks.
+#[test]
+fn dials_failing_at_once_do_not_nest_on_the_engine_thread() {
+    if std::env::var("DFLOCKD_SCALE_MODE").as_deref() == Ok("dials") {
+        if let Ok(addr) = std::env::var(CHILD) {
+            return dials_child(&addr);
+        }
+    }
+    let server = TestServer::start(ServerOptions::default()).expect("server");
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "dials_failing_at_once_do_not_nest_on_the_engine_thread",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, server.addr().to_string())
+        .env("DFLOCKD_SCALE_MODE", "dials")
+        .env("RUST_MIN_STACK", DIALS_STACK)
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "child failed: {:?}", out.status);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("DIALS ").map(|i| &l[i..]))
+        .expect("the child's DIALS line");
+    let (acquired, emfile) = (field(line, "acquired") as usize, field(line, "emfile") as usize);
+    assert_eq!(field(line, "other") as usize, 0, "{line}");
+    assert_eq!(acquired + emfile, DIALS_STARTED, "every acquire ended: {line}");
+    assert!(acquired > 0 && emfile > 0, "{line}");
 }
