@@ -7,6 +7,13 @@
 //! before creating the client, so the rest of this binary is unaffected;
 //! the server is embedded here (its descriptors are this process's). The
 //! measuring is `benches/rust/scale/hold.rs`, shared with `make bench-scale`.
+//!
+//! The leases are acquired with blocking calls from a few threads (each
+//! tries its key on a shared home first). The same with evented acquires
+//! (`acquire_start`, 1,000 in flight) is ignored while evented acquires do
+//! not share homes (`EVENTED_HOMES` in src/engine/op.rs): each then takes
+//! a connection of its own, and 20,000 connections do not fit in 1,024
+//! descriptors (the acquires fail with EMFILE).
 
 #[path = "../benches/rust/scale/hold.rs"]
 mod hold;
@@ -24,6 +31,8 @@ const NOFILE: u64 = 1024;
 /// The bound for 100,000 leases; 20,000 need far fewer.
 const MAX_SOCKETS: usize = 128;
 const CHILD: &str = "DFLOCKD_SCALE_CHILD";
+/// Threads making the blocking acquires.
+const BLOCKING_THREADS: usize = 8;
 
 /// Dials failing at once: acquires started together, each needing a
 /// connection of its own, under this descriptor limit.
@@ -47,8 +56,10 @@ fn lower_nofile(to: u64) {
     }
 }
 
-/// The child: hold the leases under the lowered limit, print the report.
-fn child(addr: &str) {
+/// The child: hold the leases under the lowered limit (acquired with
+/// blocking calls from `blocking_threads` threads, or evented when 0),
+/// print the report.
+fn child(addr: &str, blocking_threads: usize) {
     lower_nofile(NOFILE);
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let plan = hold::Plan {
@@ -59,6 +70,7 @@ fn child(addr: &str) {
         prefix: format!("nofile-{}-", std::process::id()),
         lease_s: 33.0,
         sample_every: Duration::from_secs(3),
+        blocking_threads,
     };
     let r = hold::run(&plan);
     if let Some(e) = &r.first_error {
@@ -74,12 +86,9 @@ fn field(line: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
 }
 
-#[test]
-#[ignore = "the client's engine thread overflowed its stack once in CI on this test (debug build, 20,000 leases under 1,024 descriptors) and it ran 278 s in another run; to investigate before it runs again (closing note of 2026-12-07)"]
-fn twenty_thousand_leases_under_a_descriptor_limit_of_1024() {
-    if let Ok(addr) = std::env::var(CHILD) {
-        return child(&addr);
-    }
+/// Run `test` (this binary's test of that name) as the child against an
+/// embedded server; check its SCALE line.
+fn hold_in_child(test: &str) {
     let server = TestServer::start(ServerOptions {
         max_locks: 200_000,
         ..ServerOptions::default()
@@ -88,7 +97,7 @@ fn twenty_thousand_leases_under_a_descriptor_limit_of_1024() {
     let out = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "twenty_thousand_leases_under_a_descriptor_limit_of_1024",
+            test,
             "--include-ignored",
             "--nocapture",
             "--test-threads=1",
@@ -116,6 +125,23 @@ fn twenty_thousand_leases_under_a_descriptor_limit_of_1024() {
         field(line, "renewals") as usize >= LEASES,
         "every lease renewed at least once: {line}"
     );
+}
+
+#[test]
+fn twenty_thousand_leases_under_a_descriptor_limit_of_1024() {
+    if let Ok(addr) = std::env::var(CHILD) {
+        return child(&addr, BLOCKING_THREADS);
+    }
+    hold_in_child("twenty_thousand_leases_under_a_descriptor_limit_of_1024");
+}
+
+#[test]
+#[ignore = "evented acquires do not share homes yet (EVENTED_HOMES in src/engine/op.rs): each takes a connection of its own, and 20,000 do not fit in 1,024 descriptors"]
+fn twenty_thousand_evented_acquires_under_a_descriptor_limit_of_1024() {
+    if let Ok(addr) = std::env::var(CHILD) {
+        return child(&addr, 0);
+    }
+    hold_in_child("twenty_thousand_evented_acquires_under_a_descriptor_limit_of_1024");
 }
 
 /// The child of the test below: start `DIALS_STARTED` acquires at once on
@@ -175,10 +201,8 @@ fn dials_child(addr: &str) {
 /// Run in a child for its own RLIMIT_NOFILE and small thread stacks.
 #[test]
 fn dials_failing_at_once_do_not_nest_on_the_engine_thread() {
-    if std::env::var("DFLOCKD_SCALE_MODE").as_deref() == Ok("dials") {
-        if let Ok(addr) = std::env::var(CHILD) {
-            return dials_child(&addr);
-        }
+    if let Ok(addr) = std::env::var(CHILD) {
+        return dials_child(&addr);
     }
     let server = TestServer::start(ServerOptions::default()).expect("server");
     let out = Command::new(std::env::current_exe().expect("test binary"))
@@ -190,7 +214,6 @@ fn dials_failing_at_once_do_not_nest_on_the_engine_thread() {
             "--test-threads=1",
         ])
         .env(CHILD, server.addr().to_string())
-        .env("DFLOCKD_SCALE_MODE", "dials")
         .env("RUST_MIN_STACK", DIALS_STACK)
         .output()
         .expect("run the child");
