@@ -65,6 +65,7 @@ fn main() {
         prefix: format!("scale-{}-", std::process::id()),
         lease_s: 33.0,
         sample_every: Duration::from_secs(5),
+        blocking_threads: 0,
     };
     println!(
         "bench-scale: {leases} leases from one client on {addr} for {seconds} s (cap per connection: {})",

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::client::ClientInner;
 use crate::connection::{Connection, Reservation, Sending};
@@ -39,6 +40,8 @@ pub(super) enum Next {
         id: u64,
         conn: Arc<Connection>,
         ordered: bool,
+        /// A try that makes `conn` a home (keep it until answered).
+        homing: Option<Homing>,
     },
     /// Open `n` more connections (already counted as dialing).
     Dial(usize),
@@ -76,6 +79,20 @@ pub(super) struct Lane {
     blockers: Vec<u64>,
     conns: Vec<Arc<Connection>>,
     dialing: usize,
+    /// Tries sent on connections that are no home yet: each becomes one
+    /// with its grant ([`Homing`]).
+    homing: Arc<AtomicUsize>,
+}
+
+/// A try on a connection that becomes a home with its grant: while it is
+/// unanswered, the lane's other tries wait to join that home instead of
+/// opening connections of their own. Dropped when it is answered.
+pub(crate) struct Homing(Arc<AtomicUsize>);
+
+impl Drop for Homing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Lane {
@@ -89,6 +106,7 @@ impl Lane {
             blockers: Vec::new(),
             conns: Vec::new(),
             dialing: 0,
+            homing: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -145,6 +163,9 @@ impl Lane {
                 // between them: the first grant makes it a home the others
                 // join, so they open one at a time; requests that wait on
                 // their connection need one each.
+                if homeable && self.homing.load(Ordering::Acquire) > 0 {
+                    return Next::Idle;
+                }
                 let most = if homeable { 1 } else { MAX_DIALS };
                 let wanted = self.waiting.len().min(most);
                 let n = wanted.saturating_sub(self.dialing);
@@ -155,7 +176,16 @@ impl Lane {
                 return Next::Dial(n);
             };
             let ordered = self.take_turn(id, ordered);
-            return Next::Go { id, conn, ordered };
+            let homing = homeable.then(|| {
+                self.homing.fetch_add(1, Ordering::AcqRel);
+                Homing(Arc::clone(&self.homing))
+            });
+            return Next::Go {
+                id,
+                conn,
+                ordered,
+                homing,
+            };
         }
     }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::client::ClientInner;
 use crate::clock::{Boot, Stamp};
 use crate::connection::{Connection, Reservation};
+use crate::engine::lanes::Homing;
 use crate::events::{Event, EventKind, Queue};
 use crate::held::{Cadence, DoneFn, Home, OpGuard, Shared};
 use crate::operation::{Ask, Next, Operation, Via};
@@ -133,6 +134,8 @@ pub(crate) struct Op {
     pub(super) on_home: bool,
     /// Its place on that home while its try is unanswered.
     pub(super) room: Option<Reservation>,
+    /// Its try may make its connection a home ([`super::lanes::Homing`]).
+    pub(super) homing: Option<Homing>,
     /// An acquire's `e` awaited on its completion queue's fd: when the
     /// engine looks at it anyway (`ops::NUDGE` after the send), so the `w`
     /// that follows a `queued` goes out whether or not the application
@@ -184,6 +187,7 @@ impl Op {
             enqueuing: false,
             on_home: false,
             room: None,
+            homing: None,
             nudge: None,
             cancelling: false,
         };

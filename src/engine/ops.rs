@@ -161,9 +161,12 @@ pub(crate) struct Driver {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Operations that ended while their reply on a home was awaited.
     abandoned: HashMap<u64, home::Abandoned>,
-    /// Lanes to pump again once the current event is handled (a loop, not
-    /// recursion: a chain of cancelled acquires of one key would otherwise
-    /// nest one pump per operation).
+    /// Lanes to pump once the current event is handled ([`Driver::pump_dirty`],
+    /// a loop run by the entry points only). Nothing below them pumps a
+    /// lane itself, so pumps never nest: a chain of cancelled acquires of
+    /// one key, or dials that fail at once (`EMFILE` with hundreds of
+    /// acquires waiting), would otherwise nest a pump per operation on the
+    /// reactor's stack.
     dirty: Vec<LaneKey>,
 }
 
@@ -244,9 +247,20 @@ impl Driver {
         true
     }
 
+    /// Pump the lanes marked dirty until none is. Called by the entry
+    /// points (`handle`, `on_event`, `expire_timers`, `settle_here`) only:
+    /// work a pump starts may mark lanes again, and they are pumped here,
+    /// in this loop, never from inside it.
     fn pump_dirty(&mut self, engine: &Reactor) {
         while let Some(key) = self.dirty.pop() {
             self.pump(engine, key);
+        }
+    }
+
+    /// Mark lane `key` for the next [`Driver::pump_dirty`].
+    fn mark_dirty(&mut self, key: LaneKey) {
+        if !self.dirty.contains(&key) {
+            self.dirty.push(key);
         }
     }
 
@@ -271,12 +285,12 @@ impl Driver {
             self.send(engine, id, op, conn);
         } else {
             op.stage = Stage::Waiting;
-            self.enqueue(engine, id, op);
+            self.enqueue(id, op);
         }
     }
 
     /// Put `op` at the back of its server's lane.
-    fn enqueue(&mut self, engine: &Reactor, id: u64, op: Box<Op>) {
+    fn enqueue(&mut self, id: u64, op: Box<Op>) {
         let key = lane_key(&op.client, op.server);
         self.lanes
             .entry(key)
@@ -284,7 +298,7 @@ impl Driver {
             .push(id, op.ordered_key(), op.homeable());
         self.timers.push(Reverse((op.step_by, id)));
         self.tasks.insert(id, Task::Op(op));
-        self.pump(engine, key);
+        self.mark_dirty(key);
     }
 
     /// Hand connections to the lane's oldest waiting operations; open more
@@ -301,11 +315,17 @@ impl Driver {
                 self.read_promptly(engine, blocker);
             }
             match next {
-                Next::Go { id, conn, ordered } => {
+                Next::Go {
+                    id,
+                    conn,
+                    ordered,
+                    homing,
+                } => {
                     let Some(Task::Op(mut op)) = self.tasks.remove(&id) else {
                         continue;
                     };
                     op.enqueuing = ordered;
+                    op.homing = homing;
                     self.send(engine, id, op, conn);
                 }
                 Next::Home { id, room, ordered } => {
@@ -341,9 +361,18 @@ impl Driver {
         }
     }
 
+    /// `op`'s try that would make its connection a home was answered (or
+    /// never will be): the lane's other tries go on.
+    fn homed_or_not(&mut self, op: &mut Op) {
+        if op.homing.take().is_some() {
+            self.mark_dirty(lane_key(&op.client, op.server));
+        }
+    }
+
     /// `op`'s ordered request (`e`, a try's `l`) was answered (or will
     /// never be): the next operation of its key may go.
     fn enqueued(&mut self, op: &mut Op) {
+        self.homed_or_not(op);
         if !std::mem::take(&mut op.enqueuing) {
             return;
         }
@@ -355,7 +384,7 @@ impl Driver {
             return;
         };
         lane.answered(&k, &|id| is_waiting(tasks, id));
-        self.dirty.push(key);
+        self.mark_dirty(key);
     }
 
     fn dial(&mut self, engine: &Reactor, key: LaneKey, client: Arc<ClientInner>, server: usize) {
@@ -398,7 +427,7 @@ impl Driver {
                 if let Some(lane) = self.lanes.get_mut(&key) {
                     lane.dialed(conn);
                 }
-                self.pump(engine, key);
+                self.mark_dirty(key);
             }
             Step::Failed(e) => {
                 self.disarm(engine, id);
@@ -422,7 +451,9 @@ impl Driver {
                         self.elsewhere_or_fail(engine, victim, op, e);
                     }
                 }
-                self.pump(engine, key);
+                // Not pumped here: a dial failing at once (EMFILE) is
+                // started by a pump, which would nest one more per failure.
+                self.mark_dirty(key);
             }
         }
     }
@@ -661,6 +692,12 @@ impl Driver {
             self.renewed(engine, id, op, r);
             return;
         }
+        // (Dropped after this reply is acted on: a grant has made its
+        // connection a home by then.)
+        let homing = op.homing.take();
+        if homing.is_some() {
+            self.mark_dirty(lane_key(&op.client, op.server));
+        }
         let conn = match std::mem::replace(&mut op.stage, Stage::Moving) {
             Stage::Asked { conn, .. } | Stage::Retry { conn } => conn,
             Stage::Waiting | Stage::Parked | Stage::Dialing | Stage::Moving => {
@@ -721,7 +758,7 @@ impl Driver {
                         op.server = server;
                         op.step_by = op.deadline;
                         op.stage = Stage::Waiting;
-                        self.enqueue(engine, id, op);
+                        self.enqueue(id, op);
                     }
                     Err(e) => self.fail(engine, id, op, e),
                 }
@@ -765,7 +802,7 @@ impl Driver {
                     op.client.checkin(op.server, conn);
                 }
                 op.stage = Stage::Waiting;
-                self.enqueue(engine, id, op);
+                self.enqueue(id, op);
             }
             OpNext::Hold {
                 token,

@@ -47,7 +47,7 @@ impl Driver {
     pub(super) fn try_on_home(&mut self, engine: &Reactor, id: u64, mut op: Box<Op>, conn: Arc<Connection>) {
         let (Some(lease), Some((ask, _))) = (op.lease.clone(), op.ask) else {
             op.stage = Stage::Waiting;
-            self.enqueue(engine, id, op);
+            self.enqueue(id, op);
             return;
         };
         let lease_s = match op.purpose {
@@ -64,7 +64,7 @@ impl Driver {
                 // connection), as if no home had room.
                 op.ask = Some((ask, Via::Server));
                 op.stage = Stage::Waiting;
-                self.enqueue(engine, id, op);
+                self.enqueue(id, op);
             }
         }
     }

@@ -65,7 +65,7 @@ impl Driver {
             self.dial_alone(engine, id, op);
         } else {
             op.stage = Stage::Waiting;
-            self.enqueue(engine, id, op);
+            self.enqueue(id, op);
         }
     }
 
