@@ -318,6 +318,23 @@ fn renewal_rebinds_the_holder_to_the_renewing_connection() {
 }
 
 #[test]
+fn a_blocked_acquire_granted_while_it_waits_answers_the_lease_it_asked_for() {
+    // The server's promotion replies with the waiter's own lease; only a
+    // `w` that comes after the grant gets the seconds left of it.
+    let c = cluster_target();
+    let leader = c.leader();
+    let k = key("blocked-lease");
+    let mut a = c.connect(leader);
+    let mut b = c.connect(leader);
+    let t = granted(&a.req(&frame("l", &k, "0 60")), 60);
+    b.send(&frame("l", &k, "10 5"));
+    b.assert_silent(Duration::from_millis(100));
+    assert_eq!(a.req(&frame("r", &k, &t)), "ok");
+    let t2 = granted(&b.line(), 5);
+    assert_eq!(b.req(&frame("r", &k, &t2)), "ok");
+}
+
+#[test]
 fn a_waiter_reattached_by_stable_ref_keeps_its_fifo_place_after_a_kill() {
     let opts = ClusterOptions {
         orphan_ttl: Some(Duration::from_secs(30)),

@@ -435,30 +435,44 @@ impl Table {
     pub fn wait(&mut self, kind: Kind, key: &str, conn: ConnId, now: Instant) -> Start {
         let kind = self.space(kind);
         let ek = (conn, kind, key.to_owned());
-        match self.enqueued.get(&ek) {
-            Some(Enqueued::Queued(id)) => Start::Blocked(*id),
-            None => self.reattach(kind, key, conn),
+        let id = match self.enqueued.get(&ek) {
+            Some(Enqueued::Queued(id)) => *id,
+            None => match self.reattach(kind, key, conn) {
+                Start::Blocked(id) => id,
+                other => return other,
+            },
             Some(Enqueued::Acquired { .. }) => {
                 let Some(Enqueued::Acquired { token, lease }) = self.enqueued.remove(&ek) else {
                     return Start::Refused(Status::ErrorNotEnqueued);
                 };
-                match self.commit(kind, key, &token, lease, now) {
+                return match self.commit(kind, key, &token, lease, true, now) {
                     Ok(g) => Start::Granted(g),
                     Err(s) => Start::Refused(s),
-                }
+                };
             }
+        };
+        // A grant made before this `w` came is picked up now (in a cluster
+        // with the seconds left of it); else the `w` blocks.
+        match self.take_grant_as(id, true, now) {
+            Some(Ok(g)) => Start::Granted(g),
+            Some(Err(s)) => Start::Refused(s),
+            None => Start::Blocked(id),
         }
     }
 
     /// A granted token is observed by its requester: restart its lease
     /// (a grant via `w` runs a full TTL from now). `error_lease_expired` if
-    /// it expired in between.
+    /// it expired in between. In a cluster the lease runs from the grant:
+    /// a request blocked on it when it was granted (`later` false) answers
+    /// with the lease it asked for, like the real server's promotion; one
+    /// that picks up an earlier grant (`later`) with the whole seconds left.
     fn commit(
         &mut self,
         kind: Kind,
         key: &str,
         token: &str,
         lease: Duration,
+        later: bool,
         now: Instant,
     ) -> Result<Grant, Status> {
         let sk = (kind, key.to_owned());
@@ -475,8 +489,10 @@ impl Table {
             return Err(Status::ErrorLeaseExpired);
         }
         r.last_activity = now;
-        let lease_s = if self.cluster {
+        let lease_s = if self.cluster && later {
             cluster_rules::lease_left_s(h, now)
+        } else if self.cluster {
+            secs(h.lease)
         } else {
             h.renewed_at = now;
             h.lease = lease;
@@ -507,6 +523,12 @@ impl Table {
     /// its lease restarted, `Some(Err(error_lease_expired))` if the grant
     /// expired before it was observed, `None` while still queued.
     pub fn take_grant(&mut self, id: WaiterId, now: Instant) -> Option<Result<Grant, Status>> {
+        self.take_grant_as(id, false, now)
+    }
+
+    /// [`take_grant`](Self::take_grant); `later`: by a `w` that came after
+    /// the grant (see [`commit`](Self::commit)).
+    fn take_grant_as(&mut self, id: WaiterId, later: bool, now: Instant) -> Option<Result<Grant, Status>> {
         self.waiters.get(&id)?.granted.as_ref()?;
         let w = self.remove_waiter(id, now)?;
         let token = w.granted?;
@@ -518,7 +540,7 @@ impl Table {
             // The waiter's connection (a re-attached one, in a cluster) owns it.
             h.conn = w.conn;
         }
-        Some(self.commit(w.kind, &w.key, &token, w.lease, now))
+        Some(self.commit(w.kind, &w.key, &token, w.lease, later, now))
     }
 
     /// The blocked request's timeout ran out: a grant that raced it wins,

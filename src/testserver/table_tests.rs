@@ -213,8 +213,7 @@ fn grant_via_wait_restarts_the_lease() {
     assert!(t.release(L, "k", g.token.as_str(), t0));
     // Granted at t0, observed by `w` 9 s later: 10 s from then.
     let t9 = t0 + Duration::from_secs(9);
-    let id = blocked(t.wait(L, "k", 2, t9));
-    let g2 = t.take_grant(id, t9).unwrap().unwrap();
+    let g2 = granted(t.wait(L, "k", 2, t9));
     assert_eq!(g2.lease_s, 10);
     let s = t.stats(1, t9);
     assert!((s.locks[0].lease_expires_in_s - 10.0).abs() < 0.001);
@@ -323,11 +322,31 @@ fn orphaned_waiter_reattaches_by_stable_ref_in_fifo_order() {
     let t1 = t0 + Duration::from_millis(1500);
     assert_eq!(t.cancel_wait(c, t1), Err(Status::Timeout));
     t.set_stable_ref(12, "refB");
-    let b = blocked(t.wait(L, "q", 12, t1));
-    let g = t.take_grant(b, t1).unwrap().unwrap();
+    let g = granted(t.wait(L, "q", 12, t1));
     assert_eq!(g.lease_s, 58);
     assert_eq!(g.token.fence(), a.token.fence() + 1);
     assert_eq!(owner(&t, t1), 12, "the re-attached connection holds it");
+}
+
+#[test]
+fn a_request_blocked_when_granted_answers_the_lease_it_asked_for() {
+    // The real server's promotion replies with the waiter's lease; only a
+    // `w` that comes after the grant gets the seconds left. Here the
+    // blocked requests look at their grants 10 ms after it was made.
+    let mut t = cluster_table();
+    let t0 = Instant::now();
+    let later = t0 + Duration::from_millis(10);
+    let five = Duration::from_secs(5);
+    let a = granted(t.acquire(L, "k", 1, 1, TTL, t0));
+    let l = blocked(t.acquire(L, "k", 1, 2, five, t0));
+    assert!(t.release(L, "k", a.token.as_str(), t0));
+    assert_eq!(t.take_grant(l, later).unwrap().unwrap().lease_s, 5);
+    // A `w` blocked on an `e`, and a grant that races a timeout.
+    let b = granted(t.acquire(L, "j", 1, 1, TTL, t0));
+    assert_eq!(t.enqueue(L, "j", 1, 3, five, t0), Enqueue::Queued);
+    let w = blocked(t.wait(L, "j", 3, t0));
+    assert!(t.release(L, "j", b.token.as_str(), t0));
+    assert_eq!(t.cancel_wait(w, later).unwrap().lease_s, 5);
 }
 
 #[test]

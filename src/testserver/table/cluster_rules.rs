@@ -10,7 +10,8 @@
 //!   with `w`;
 //! - a queued grant's lease runs from the grant: the `w` that picks it up
 //!   later gets the whole seconds left (transcript cluster.log: `ok ... 59`,
-//!   `ok ... 58`), not a fresh lease.
+//!   `ok ... 58`), not a fresh lease; a request blocked on the waiter when
+//!   it is granted answers with the lease it asked for (`Table::commit`).
 //!
 //! Choices where nothing was observed (documented in docs/protocol.md):
 //! without an orphan TTL (or without a ref) the waiters of such a
