@@ -456,9 +456,12 @@ impl Shared {
     }
 
     fn release_once(self: &Arc<Self>) -> Result<()> {
-        let Some((token, home)) = self.take_for_release()? else {
+        let Some((token, home, room)) = self.take_for_release()? else {
             return Ok(());
         };
+        // (This thread holds the home for the release: its place there
+        // can go now, so the home returns to the idle pool after it.)
+        drop(room);
         let cap = self.client.call_deadline(0);
         let op = Operation::release(self.kind, &self.key, token, !home.conn.is_broken());
         self.drive(op, Some(home), cap, "release").map(drop)

@@ -100,6 +100,14 @@ impl Pool {
             self.add_home(&conn);
             return;
         }
+        if conn.load() > 0 || !conn.is_quiet() {
+            // Others' requests are still in flight there (releases and
+            // tries on what was a shared home a moment ago): whoever takes
+            // it from the idle list expects it to itself (a blocking `l`
+            // could not go, nor anything behind one). It closes once they
+            // are answered.
+            return;
+        }
         let Ok(mut idle) = self.idle.lock() else { return };
         // Oldest first: drop the ones that went stale meanwhile.
         let fresh = idle.partition_point(|(_, since)| since.elapsed() >= self.max_idle_time);

@@ -309,6 +309,41 @@ pub struct Connection {
     reserved: AtomicUsize,
 }
 
+/// A connection's io while one thread holds it. Letting go of it writes
+/// what was posted to the outbox meanwhile: a poster that found the io
+/// held left its request there, for the holder to send when done
+/// (`Connection::post_outbox`); without this, a request posted while the
+/// reactor or a task only read a reply there would wait for the next
+/// holder, which may never come (its reply then missed its deadline).
+struct HeldIo<'a> {
+    conn: &'a Connection,
+    io: Option<std::sync::MutexGuard<'a, Io>>,
+}
+
+impl std::ops::Deref for HeldIo<'_> {
+    type Target = Io;
+    fn deref(&self) -> &Io {
+        self.io.as_deref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for HeldIo<'_> {
+    fn deref_mut(&mut self) -> &mut Io {
+        self.io.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for HeldIo<'_> {
+    fn drop(&mut self) {
+        self.io = None;
+        if self.conn.post_outbox() {
+            if let Some(nudge) = self.conn.nudge.get() {
+                nudge(self.conn.id);
+            }
+        }
+    }
+}
+
 /// A request waiting in a connection's outbox: its command, its frame,
 /// its reply deadline and who awaits the reply.
 type Posted = (Command, Vec<u8>, Instant, Waiter);
@@ -480,7 +515,7 @@ impl Connection {
     /// `false` while a call holds it.
     pub(crate) fn is_quiet(&self) -> bool {
         lock(&self.outbox).is_empty()
-            && self.io.try_lock().is_ok_and(|io| {
+            && self.try_io().is_some_and(|io| {
                 io.for_reactor.is_empty()
                     && !io.session.awaits_reactor()
                     && !io.session.awaits(Waiter::Caller)
@@ -541,18 +576,17 @@ impl Connection {
         if self.is_broken() {
             return false;
         }
-        match self.io.try_lock() {
-            Ok(io) => io.session.is_idle() && io.transport.looks_alive(!self.hang_ups_watched()),
-            Err(_) => false,
+        match self.try_io() {
+            Some(io) => io.session.is_idle() && io.transport.looks_alive(!self.hang_ups_watched()),
+            None => false,
         }
     }
 
     /// Whether the reactor awaits a reply here (never blocks: `false`
     /// while a call holds the connection).
     fn reactor_awaits(&self) -> bool {
-        self.io
-            .try_lock()
-            .is_ok_and(|io| io.session.awaits_reactor() || !io.for_reactor.is_empty())
+        self.try_io()
+            .is_some_and(|io| io.session.awaits_reactor() || !io.for_reactor.is_empty())
     }
 
     /// Whether a non-blocking request could go on now, pipelined (a shared
@@ -563,9 +597,9 @@ impl Connection {
         if self.is_broken() {
             return false;
         }
-        match self.io.try_lock() {
-            Ok(io) => io.session.admit(false).is_ok() && !io.session.awaits(Waiter::Caller),
-            Err(_) => how == Sending::Posted,
+        match self.try_io() {
+            Some(io) => io.session.admit(false).is_ok() && !io.session.awaits(Waiter::Caller),
+            None => how == Sending::Posted,
         }
     }
 
@@ -647,7 +681,7 @@ impl Connection {
         let what = What { cmd, key: req.key() };
         self.check_fork()?;
         let poisoned = || Error::new(ErrorKind::Io, format!("{what}: connection poisoned"));
-        let mut io = if wait {
+        let io = if wait {
             self.io.lock().map_err(|_| poisoned())?
         } else {
             match self.io.try_lock() {
@@ -655,6 +689,10 @@ impl Connection {
                 Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
                 Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
             }
+        };
+        let mut io = HeldIo {
+            conn: self,
+            io: Some(io),
         };
         if self.was_aborted() {
             return Err(Error::new(ErrorKind::Cancelled, format!("{what}: cancelled")));
@@ -795,7 +833,7 @@ impl Connection {
     /// `Ok(false)`: some are left, to write once it is writable (`Busy`: a
     /// call holds the connection, and its send writes them first).
     pub(crate) fn flush_queued(&self) -> Result<bool> {
-        let Ok(mut io) = self.io.try_lock() else {
+        let Some(mut io) = self.try_io() else {
             return Ok(true);
         };
         let what = "renewals";
@@ -813,7 +851,7 @@ impl Connection {
 
     /// Whether queued bytes wait for the socket to take them.
     pub(crate) fn wants_write(&self) -> bool {
-        self.io.try_lock().is_ok_and(|io| io.transport.wants_write())
+        self.try_io().is_some_and(|io| io.transport.wants_write())
     }
 
     /// [`Connection::start_request`] for the engine's own operations on a
@@ -846,7 +884,7 @@ impl Connection {
             key: req.key(),
         };
         self.check_fork()?;
-        let Ok(mut io) = self.io.try_lock() else {
+        let Some(mut io) = self.try_io() else {
             if take_over || req.may_block() || self.is_broken() {
                 return Ok(Started::Busy);
             }
@@ -946,23 +984,37 @@ impl Connection {
     /// reactor's writable event). `true` if any were posted (the caller
     /// nudges the reactor).
     fn post_outbox(&self) -> bool {
-        if lock(&self.outbox).is_empty() {
-            return false;
-        }
-        let Ok(mut io) = self.io.try_lock() else {
-            return false; // the holder posts them when done
-        };
-        let io = &mut *io;
-        match self.take_outbox(io, &"renewals") {
-            Ok(true) => {
-                if io.transport.try_flush(&"renewals").is_err() {
-                    io.session.break_off();
-                    self.broken.store(true, Ordering::Release);
+        let mut posted = false;
+        // Again after each round: more may be posted while this one holds
+        // the connection (their posters found it held).
+        while !lock(&self.outbox).is_empty() {
+            let Ok(mut io) = self.io.try_lock() else {
+                return posted; // the holder posts them when it lets go
+            };
+            let io = &mut *io;
+            match self.take_outbox(io, &"renewals") {
+                Ok(true) => {
+                    if io.transport.try_flush(&"renewals").is_err() {
+                        io.session.break_off();
+                        self.broken.store(true, Ordering::Release);
+                    }
+                    posted = true;
                 }
-                true
+                Ok(false) => {}
+                Err(_) => return true,
             }
-            Ok(false) => false,
-            Err(_) => true,
+        }
+        posted
+    }
+
+    /// The io, if no other thread holds it now ([`HeldIo`]).
+    fn try_io(&self) -> Option<HeldIo<'_>> {
+        match self.io.try_lock() {
+            Ok(io) => Some(HeldIo {
+                conn: self,
+                io: Some(io),
+            }),
+            Err(_) => None,
         }
     }
 
@@ -996,7 +1048,7 @@ impl Connection {
     /// hand them over: a reply never reaches the wrong reader.
     pub(crate) fn poll_reply(&self, reader: u64, cmd: Command, key: Option<&str>) -> Result<Option<Outcome>> {
         let what = What { cmd, key };
-        let Ok(mut io) = self.io.try_lock() else {
+        let Some(mut io) = self.try_io() else {
             return Ok(None);
         };
         let io = &mut *io;
@@ -1068,9 +1120,9 @@ impl Connection {
 
     /// The readers whose replies another reader read and kept for them.
     pub(crate) fn kept_for(&self) -> Vec<u64> {
-        match self.io.try_lock() {
-            Ok(io) => io.for_reactor.iter().map(|(r, _)| *r).collect(),
-            Err(_) => Vec::new(),
+        match self.try_io() {
+            Some(io) => io.for_reactor.iter().map(|(r, _)| *r).collect(),
+            None => Vec::new(),
         }
     }
 
@@ -1079,7 +1131,7 @@ impl Connection {
     /// among them, in order. `None` while a call holds the connection (its
     /// own deadline covers them; ask again shortly).
     pub(crate) fn expire_replies(&self, now: Instant) -> Option<(Vec<u64>, Option<Instant>)> {
-        let mut io = self.io.try_lock().ok()?;
+        let mut io = self.try_io()?;
         let expired = io.session.expire(now);
         if !expired.reactor.is_empty() {
             if let Some(m) = &self.metrics {
@@ -1099,7 +1151,7 @@ impl Connection {
         if let Some(m) = &self.metrics {
             bump(&m.deadline_hits);
         }
-        if let Ok(mut io) = self.io.try_lock() {
+        if let Some(mut io) = self.try_io() {
             io.for_reactor.retain(|(r, _)| *r != reader);
             if !io.session.give_up(Waiter::Reactor(reader)) {
                 self.broken.store(true, Ordering::Release);

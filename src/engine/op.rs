@@ -283,7 +283,10 @@ impl Op {
 
     /// A release of `token`, said on `home` (or on a fresh connection if
     /// the home is broken).
-    pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, done: Done) -> Op {
+    /// `room`: the released lease's place on its home, kept until the
+    /// release is answered, so the home is nobody's idle connection while
+    /// it is in flight.
+    pub(crate) fn release(lease: Arc<Shared>, token: Token, home: Home, room: Reservation, done: Done) -> Op {
         let deadline = lease.client.call_deadline(0);
         // On a home other leases live on, the release is one more request
         // the reactor reads there, pipelined behind their renewals (see
@@ -303,10 +306,19 @@ impl Op {
         );
         if usable {
             op.stage = Stage::Retry { conn: home.conn };
+            op.room = Some(room);
         } else {
+            drop(room);
             op.client.checkin(home.server, home.conn); // dropped
         }
         op
+    }
+
+    /// Give `conn` back to the pool, the place this operation kept on it
+    /// first (else a home it just left would look taken).
+    pub(super) fn check_in(&mut self, conn: Arc<Connection>) {
+        self.room = None;
+        self.client.checkin(self.server, conn);
     }
 
     /// `stats` of `client`'s server `server`, within connect + I/O timeout.

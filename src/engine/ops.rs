@@ -742,7 +742,7 @@ impl Driver {
                 // Cluster mode: the same request to the member the cluster
                 // points at.
                 self.disarm(engine, id);
-                op.client.checkin(op.server, conn);
+                op.check_in(conn);
                 let e = e.clone();
                 self.elsewhere_or_fail(engine, id, op, e);
                 return;
@@ -752,7 +752,7 @@ impl Driver {
             if e.kind() == ErrorKind::NotLeader {
                 // Follow the leader with the same first request.
                 self.disarm(engine, id);
-                op.client.checkin(op.server, conn);
+                op.check_in(conn);
                 match op.client.follow(e.clone(), op.server, &mut op.redirects) {
                     Ok(server) => {
                         op.server = server;
@@ -799,7 +799,7 @@ impl Driver {
                     drop(conn);
                 } else {
                     // In step and reusable (a home stays a home).
-                    op.client.checkin(op.server, conn);
+                    op.check_in(conn);
                 }
                 op.stage = Stage::Waiting;
                 self.enqueue(id, op);
@@ -1007,7 +1007,7 @@ impl Driver {
         self.disarm(engine, id);
         if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
             if !op.is_acquire() {
-                op.client.checkin(op.server, conn);
+                op.check_in(conn);
             }
         }
         complete(engine, *op, kind, None, stats);
@@ -1023,7 +1023,7 @@ impl Driver {
         if let Some(conn) = std::mem::replace(&mut op.stage, Stage::Moving).conn_owned() {
             // Usable after a refusal (`timeout`, a wrong token); dropped
             // by the pool when broken.
-            op.client.checkin(op.server, conn);
+            op.check_in(conn);
         }
         if op.is_acquire() && e.kind() == ErrorKind::Timeout {
             bump(&op.client.metrics.acquire_timeouts);

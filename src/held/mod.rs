@@ -22,7 +22,7 @@ pub(crate) use machine::{Cadence, Due, Failure, HangUp, Life, Machine, after_fai
 
 use crate::client::{ClientInner, Config};
 use crate::clock::Stamp;
-use crate::connection::{Connection, HomeTicket};
+use crate::connection::{Connection, HomeTicket, Reservation};
 use crate::events::{self, Queue};
 use crate::log::{Level, log};
 use crate::metrics::bump;
@@ -248,9 +248,10 @@ impl Shared {
     /// Take what a release lets go of off the handle: `None` after leaving
     /// the queue (a queued enqueue: closing its connection drops the
     /// waiter, nothing more to say), else the grant's token and home, its
-    /// hang-up watch already removed. `NotHeld` / `LeaseLost` if nothing is
+    /// hang-up watch already removed, and its place on the home (kept
+    /// while the release is in flight). `NotHeld` / `LeaseLost` if nothing is
     /// held.
-    pub(crate) fn take_for_release(&self) -> Result<Option<(Token, Home)>> {
+    pub(crate) fn take_for_release(&self) -> Result<Option<(Token, Home, Reservation)>> {
         let mut st = lock(&self.state);
         if let Some(home) = st.queued.take() {
             drop(st);
@@ -270,8 +271,9 @@ impl Shared {
         // Unregister before the connection can go back to the pool or to
         // the engine's release (either may register the same socket).
         drop(watch);
+        let room = Reservation::new(&home.conn);
         drop(ticket);
-        Ok(Some((token, home)))
+        Ok(Some((token, home, room)))
     }
 
     /// Ask the reactor to watch a home connection for hang-up.

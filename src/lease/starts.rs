@@ -265,11 +265,11 @@ impl Shared {
     /// Take the lease off the handle and hand its release to the engine.
     fn start_release(self: &Arc<Self>, done: Done) -> Result<()> {
         let engine = engine::evented(&self.client.runtime).ok_or_else(no_engine)?;
-        let Some((token, home)) = self.take_for_release()? else {
+        let Some((token, home, room)) = self.take_for_release()? else {
             done.succeeded_at_once(EventKind::Released);
             return Ok(());
         };
-        let op = Op::release(Arc::clone(self), token, home, done);
+        let op = Op::release(Arc::clone(self), token, home, room, done);
         engine.start(engine.next_id(), Box::new(op));
         Ok(())
     }

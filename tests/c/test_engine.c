@@ -479,10 +479,17 @@ static void test_one_event_per_start(void) {
                         EXPECT(DFLOCKD_STATUS_OK, dflockd_lease_release_start(l[li], q, ev[k].tag + 1, E));
                         pending++;
                     } else if (ph == 0) {
+                        if (!(try_once && ev[k].kind == DFLOCKD_EVENT_KIND_ACQUIRE_FAILED &&
+                              ev[k].status == DFLOCKD_STATUS_TIMEOUT))
+                            fprintf(stderr, "round %d lease %d: acquire ended %d/%d: %s\n", r, li, (int)ev[k].kind,
+                                    (int)ev[k].status, ev[k].error ? dflockd_error_message(ev[k].error) : "");
                         CHECK(try_once && ev[k].kind == DFLOCKD_EVENT_KIND_ACQUIRE_FAILED &&
                               ev[k].status == DFLOCKD_STATUS_TIMEOUT);
                         tries_failed++;
                     } else {
+                        if (!(ev[k].kind == DFLOCKD_EVENT_KIND_RELEASED && ev[k].status == DFLOCKD_STATUS_OK))
+                            fprintf(stderr, "round %d lease %d: release ended %d/%d: %s\n", r, li, (int)ev[k].kind,
+                                    (int)ev[k].status, ev[k].error ? dflockd_error_message(ev[k].error) : "");
                         CHECK(ev[k].kind == DFLOCKD_EVENT_KIND_RELEASED && ev[k].status == DFLOCKD_STATUS_OK);
                     }
                     dflockd_error_free(ev[k].error);
