@@ -2,7 +2,9 @@
 
 require_relative "test_helper"
 
-# max_leases_per_connection: 1 gives each lease its own connection; 0 is refused.
+# Held leases share connections (Lease#acquire is evented: its try goes on a
+# home with room); max_leases_per_connection: 1 gives each lease its own
+# connection; 0 is refused.
 class SharedTest < Minitest::Test
   include DFlockdTestHelper
 
@@ -16,8 +18,9 @@ class SharedTest < Minitest::Test
   def test_max_leases_per_connection
     need_embedded
     addr = start_server.addr
-    # (Lease#acquire is evented: on shared homes once the library turns
-    # that on; Python's sync locks test the sharing.)
+    shared = hold_and_count(new_client(servers: addr), 200)
+    assert_equal 1, shared.home_connections
+    assert_operator shared.open_connections, :<=, 2
     one_each = hold_and_count(new_client(servers: addr, max_leases_per_connection: 1), 10)
     assert_equal 10, one_each.home_connections
     assert_raises(DFlockd::InvalidArgumentError) { new_client(servers: addr, max_leases_per_connection: 0) }
