@@ -84,34 +84,42 @@ fn field(line: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
 }
 
-/// Run `test` (this binary's test of that name) as the child against an
-/// embedded server; check its SCALE line.
-fn hold_in_child(test: &str) {
-    let server = TestServer::start(ServerOptions {
-        max_locks: 200_000,
-        ..ServerOptions::default()
-    })
-    .expect("server");
+/// Run `test` (this binary's test of that name) as a child process against
+/// `server`, with `env` added; its line that starts with `tag` (the
+/// harness may print "test NAME ... " on the same line first).
+fn run_child(test: &str, server: &TestServer, env: &[(&str, &str)], tag: &str) -> String {
     let out = Command::new(std::env::current_exe().expect("test binary"))
         .args([
-            "--exact",
             test,
+            "--exact",
             "--include-ignored",
             "--nocapture",
             "--test-threads=1",
         ])
         .env(CHILD, server.addr().to_string())
+        .envs(env.iter().copied())
         .output()
         .expect("run the child");
     let stdout = String::from_utf8_lossy(&out.stdout);
     print!("{stdout}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "child failed: {:?}", out.status);
-    // (The harness may print "test NAME ... " on the same line first.)
-    let line = stdout
+    stdout
         .lines()
-        .find_map(|l| l.find("SCALE ").map(|i| &l[i..]))
-        .expect("the child's SCALE line");
+        .find_map(|l| l.find(tag).map(|i| l[i..].to_owned()))
+        .unwrap_or_else(|| panic!("the child's {tag}line"))
+}
+
+/// Run `test` as the child against an embedded server; check its SCALE
+/// line.
+fn hold_in_child(test: &str) {
+    let server = TestServer::start(ServerOptions {
+        max_locks: 200_000,
+        ..ServerOptions::default()
+    })
+    .expect("server");
+    let line = run_child(test, &server, &[], "SCALE ");
+    let line = line.as_str();
     assert_eq!(field(line, "acquired") as usize, LEASES, "{line}");
     assert_eq!(field(line, "lost") as usize, 0, "{line}");
     let sockets = field(line, "sockets") as usize;
@@ -202,26 +210,13 @@ fn dials_failing_at_once_do_not_nest_on_the_engine_thread() {
         return dials_child(&addr);
     }
     let server = TestServer::start(ServerOptions::default()).expect("server");
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "dials_failing_at_once_do_not_nest_on_the_engine_thread",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, server.addr().to_string())
-        .env("RUST_MIN_STACK", DIALS_STACK)
-        .output()
-        .expect("run the child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    print!("{stdout}");
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "child failed: {:?}", out.status);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("DIALS ").map(|i| &l[i..]))
-        .expect("the child's DIALS line");
+    let line = run_child(
+        "dials_failing_at_once_do_not_nest_on_the_engine_thread",
+        &server,
+        &[("RUST_MIN_STACK", DIALS_STACK)],
+        "DIALS ",
+    );
+    let line = line.as_str();
     let (acquired, emfile) = (field(line, "acquired") as usize, field(line, "emfile") as usize);
     assert_eq!(field(line, "other") as usize, 0, "{line}");
     assert_eq!(acquired + emfile, DIALS_STARTED, "every acquire ended: {line}");
