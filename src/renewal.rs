@@ -213,6 +213,7 @@ fn renew_once(lease: &Arc<Shared>, generation: u64) {
         key: lease.key.clone(),
         deadline,
         conn: Arc::clone(&conn),
+        counted_here: true,
         settle: Box::new(move |r| {
             if let Some(lease) = owner.upgrade() {
                 finish(&lease, generation, sent, expires_at, renewed(r), new_home, at);

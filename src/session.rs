@@ -92,6 +92,9 @@ pub(crate) enum Refused {
 pub(crate) struct Session {
     fifo: VecDeque<Outstanding>,
     broken: bool,
+    /// It broke because a request gave up at its deadline: the requests
+    /// still outstanding gave up with it ([`Session::expire`]).
+    broken_at_deadline: bool,
 }
 
 /// Whether a reply that comes after its waiter gave up is harmless to drop
@@ -159,10 +162,19 @@ impl Session {
             if harmless_late(o.command) {
                 o.waiter = Waiter::Nobody;
             } else {
+                self.broken_at_deadline |= !self.broken;
                 self.broken = true;
             }
         }
         out
+    }
+
+    /// Whether it broke at a deadline ([`Session::expire`]): what was
+    /// outstanding then missed its reply for that reason (a deadline, not
+    /// a connection failure: trying it again elsewhere would double its
+    /// bound).
+    pub(crate) fn broke_at_deadline(&self) -> bool {
+        self.broken_at_deadline
     }
 
     /// A write failed part-way: the server may have read part of a frame,
@@ -298,6 +310,22 @@ mod tests {
             }
         );
         assert!(s.is_broken());
+    }
+
+    #[test]
+    fn requests_behind_a_late_one_gave_up_at_its_deadline_not_for_a_failure() {
+        use std::time::Duration;
+        let t0 = Instant::now();
+        let mut s = Session::default();
+        s.sent(RELEASE, false, Waiter::Caller, t0);
+        s.sent(ACQUIRE, false, Waiter::Reactor(7), t0 + Duration::from_millis(1));
+        s.expire(t0);
+        assert!(s.is_broken() && s.broke_at_deadline());
+        let mut s = Session::default();
+        s.sent(ACQUIRE, false, Waiter::Reactor(7), far());
+        s.break_off();
+        s.expire(far());
+        assert!(!s.broke_at_deadline(), "it broke for another reason first");
     }
 
     #[test]

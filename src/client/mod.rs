@@ -445,6 +445,12 @@ impl ClientInner {
         self.pools.iter().map(Pool::home_count).sum()
     }
 
+    /// Whether server `idx` has a home now (it answered, and holds leases
+    /// of this client).
+    pub(crate) fn has_home(&self, idx: usize) -> bool {
+        self.pools.get(idx).is_some_and(|p| p.home_count() > 0)
+    }
+
     /// How this client opens connections.
     pub(crate) fn connector(&self) -> &Connector {
         &self.connector

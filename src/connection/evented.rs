@@ -322,6 +322,14 @@ impl Connection {
         }
         if self.is_broken() {
             // Out of step: no further line can be attributed.
+            if io.session.broke_at_deadline() && io.session.awaits(Waiter::Reactor(reader)) {
+                return Err(Error::new(
+                    ErrorKind::Deadline,
+                    format!(
+                        "{what}: no reply before the deadline (behind a late request on a shared connection)"
+                    ),
+                ));
+            }
             return Err(Error::new(ErrorKind::Io, format!("{what}: connection is broken")));
         }
         if !io.session.awaits(Waiter::Reactor(reader)) {
@@ -388,15 +396,18 @@ impl Connection {
     pub(crate) fn expire_replies(&self, now: Instant) -> Option<(Vec<u64>, Option<Instant>)> {
         let mut io = self.try_io()?;
         let expired = io.session.expire(now);
-        if !expired.reactor.is_empty() {
-            if let Some(m) = &self.metrics {
-                bump(&m.deadline_hits);
-            }
-        }
         if io.session.is_broken() {
             self.broken.store(true, Ordering::Release);
         }
         Some((expired.reactor, io.session.next_deadline()))
+    }
+
+    /// `n` replies the reactor awaited here missed their deadline (counted
+    /// in the client's `deadline_hits`, one per request).
+    pub(crate) fn count_deadline_hits(&self, n: usize) {
+        if let Some(m) = &self.metrics {
+            m.deadline_hits.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     /// For the event engine: `reader` stops waiting for its reply (its

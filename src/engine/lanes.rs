@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::client::ClientInner;
 use crate::connection::{Connection, Reservation, Sending};
@@ -56,6 +57,9 @@ pub(super) enum Next {
     /// Nothing waits, nothing is dialed or in its key's turn: the lane can
     /// go (its spare connections back to the pool: [`Lane::into_spare`]).
     Empty,
+    /// Operation `id` (at the front) waits for a connection becoming a
+    /// home ([`Homing`]) until `until`; look again then.
+    Held { id: u64, until: Instant },
     /// Nothing to do until a connection comes or a request is answered.
     Idle,
 }
@@ -82,7 +86,13 @@ pub(super) struct Lane {
     /// Tries sent on connections that are no home yet: each becomes one
     /// with its grant ([`Homing`]).
     homing: Arc<AtomicUsize>,
+    /// When the last of those went out.
+    homing_since: Instant,
 }
+
+/// How long tries wait for a connection that is becoming a home before
+/// they open their own (a reply normally comes within a round trip).
+const HOMING_GRACE: Duration = Duration::from_millis(50);
 
 /// A try on a connection that becomes a home with its grant: while it is
 /// unanswered, the lane's other tries wait to join that home instead of
@@ -107,6 +117,7 @@ impl Lane {
             conns: Vec::new(),
             dialing: 0,
             homing: Arc::new(AtomicUsize::new(0)),
+            homing_since: Instant::now(),
         }
     }
 
@@ -163,10 +174,21 @@ impl Lane {
                 // between them: the first grant makes it a home the others
                 // join, so they open one at a time; requests that wait on
                 // their connection need one each.
-                if homeable && self.homing.load(Ordering::Acquire) > 0 {
-                    return Next::Idle;
+                // Tries join homes only where the server has some (it is
+                // answering); elsewhere (a first lease, a silent or
+                // unreachable server) each waiting operation dials, so one
+                // hung dial never holds the others back.
+                let joining = homeable && self.client.has_home(self.server);
+                if joining && self.homing.load(Ordering::Acquire) > 0 {
+                    // (Not for long: a try that gets no answer, on a
+                    // silent server, must not hold the others back until
+                    // its deadline.)
+                    let until = self.homing_since + HOMING_GRACE;
+                    if Instant::now() < until {
+                        return Next::Held { id, until };
+                    }
                 }
-                let most = if homeable { 1 } else { MAX_DIALS };
+                let most = if joining { 1 } else { MAX_DIALS };
                 let wanted = self.waiting.len().min(most);
                 let n = wanted.saturating_sub(self.dialing);
                 if n == 0 {
@@ -178,6 +200,7 @@ impl Lane {
             let ordered = self.take_turn(id, ordered);
             let homing = homeable.then(|| {
                 self.homing.fetch_add(1, Ordering::AcqRel);
+                self.homing_since = Instant::now();
                 Homing(Arc::clone(&self.homing))
             });
             return Next::Go {

@@ -696,12 +696,18 @@ impl Reactor {
                 s.deadlines.push(Reverse((now + BUSY_LOOK_AGAIN, conn_id)));
                 continue;
             };
+            // (Also those past their deadline that a blocking call on the
+            // connection gave up already, at its own deadline.)
             let (expired, kept): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
                 std::mem::take(&mut entry.awaited)
                     .into_iter()
-                    .partition(|(i, _)| late.contains(i));
+                    .partition(|(i, p)| late.contains(i) || p.deadline <= now);
             entry.awaited = kept;
             s.awaited -= expired.len();
+            let counted = expired.iter().filter(|(_, p)| p.counted_here).count();
+            if counted > 0 {
+                conn.count_deadline_hits(counted);
+            }
             if let Some(next) = next {
                 s.deadlines.push(Reverse((next, conn_id)));
             }

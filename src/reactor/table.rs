@@ -64,6 +64,9 @@ pub(crate) struct Pending {
     pub(crate) key: String,
     pub(crate) deadline: Instant,
     pub(crate) conn: Arc<Connection>,
+    /// Whether the reactor counts it in `deadline_hits` when it gives it
+    /// up (a renewal); an evented operation counts its own deadline.
+    pub(crate) counted_here: bool,
     pub(crate) settle: Box<dyn FnOnce(Result<Outcome>) + Send>,
 }
 

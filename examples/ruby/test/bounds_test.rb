@@ -95,7 +95,7 @@ class BoundsTest < Minitest::Test
 
     # The deadlines were counted.
     { c_silent => 4, c_half => 2, c_paused => 6, c_stopped => 3, c_backlog => 2 }.each do |c, n|
-      assert_operator c.metrics.deadline_hits, :>=, n
+      assert_operator c.metrics.deadline_hits, :>=, n, "#{report.join("\n")}\n#{c.metrics}"
     end
 
     # The server answers again: the client works.

@@ -16,6 +16,7 @@ use crate::clock::Stamp;
 use crate::connection::{Connection, Started, earliest};
 use crate::engine::op::{Mode, Op, Purpose, Stage};
 use crate::held::Shared;
+use crate::metrics::bump;
 use crate::operation::{Ask, Via};
 use crate::protocol::{Kind, Outcome, Request};
 use crate::reactor::{Pending, Reactor};
@@ -90,6 +91,7 @@ impl Driver {
             key: req.key().unwrap_or_default().to_owned(),
             deadline: reply_by,
             conn: Arc::clone(&conn),
+            counted_here: false,
             settle: Box::new(move |r| inbox.push(Box::new(Inbound::HomeReply(id, r)))),
         };
         match engine.send_awaited(|reader| conn.start_request_until(req, reply_by, reader), pending) {
@@ -130,6 +132,9 @@ impl Driver {
         }
         match self.tasks.remove(&id) {
             Some(Task::Op(mut op)) if op.on_home => {
+                if matches!(&r, Err(e) if e.kind() == ErrorKind::Deadline) {
+                    bump(&op.client.metrics.deadline_hits);
+                }
                 // Its place on the home is given up once the reply is
                 // acted on (a grant holds its own ticket there by then).
                 let room = op.room.take();

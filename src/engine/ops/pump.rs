@@ -76,6 +76,11 @@ impl Driver {
                     return;
                 }
                 Next::Idle => return,
+                Next::Held { id, until } => {
+                    // Its timer pumps the lane again (see `expire_timers`).
+                    self.timers.push(Reverse((until, id)));
+                    return;
+                }
             }
         }
     }

@@ -45,6 +45,10 @@ impl Driver {
                         }
                     }
                     if now < op.step_by {
+                        if matches!(op.stage, Stage::Waiting) {
+                            // Held back in its lane for a while: look again.
+                            self.mark_dirty(lane_key(&op.client, op.server));
+                        }
                         self.tasks.insert(id, Task::Op(op));
                         continue;
                     }
@@ -72,9 +76,10 @@ impl Driver {
                     }
                     if op.on_home {
                         // Its home's replies are the reactor's, which gives
-                        // this one up at the same deadline (and logs and
-                        // counts it); the home stays for its leases.
+                        // this one up at the same deadline (and logs it);
+                        // the home stays for its leases.
                         op.on_home = false;
+                        bump(&op.client.metrics.deadline_hits);
                         let e = Error::new(
                             ErrorKind::Deadline,
                             format!("{}: no reply before the deadline", op.what()),
