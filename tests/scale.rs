@@ -173,13 +173,7 @@ fn dials_child(addr: &str) {
     let (mut acquired, mut emfile, mut other) = (0usize, 0usize, Vec::new());
     let end = std::time::Instant::now() + Duration::from_secs(60);
     while acquired + emfile + other.len() < DIALS_STARTED && std::time::Instant::now() < end {
-        let mut p = libc::pollfd {
-            fd: q.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, 100) };
+        hold::await_events(&q, 100);
         for e in q.poll(4096) {
             match (e.kind, &e.error) {
                 (EventKind::Acquired, _) => acquired += 1,

@@ -91,8 +91,11 @@ pub(super) struct Lane {
 }
 
 /// How long tries wait for a connection that is becoming a home before
-/// they open their own (a reply normally comes within a round trip).
-const HOMING_GRACE: Duration = Duration::from_millis(50);
+/// they open their own. A reply normally comes within a round trip, but
+/// on a loaded machine (or a slow link) one that takes longer must not
+/// make every waiting try dial a connection; a waiting operation's own
+/// deadline still bounds it.
+const HOMING_GRACE: Duration = Duration::from_secs(1);
 
 /// A try on a connection that becomes a home with its grant: while it is
 /// unanswered, the lane's other tries wait to join that home instead of
@@ -174,15 +177,16 @@ impl Lane {
                 // between them: the first grant makes it a home the others
                 // join, so they open one at a time; requests that wait on
                 // their connection need one each.
-                // Tries join homes only where the server has some (it is
-                // answering); elsewhere (a first lease, a silent or
-                // unreachable server) each waiting operation dials, so one
-                // hung dial never holds the others back.
-                let joining = homeable && self.client.has_home(self.server);
+                // Tries join homes only where the server has some, or a
+                // try on a fresh connection is under way (it accepted a
+                // connection); elsewhere (an unreachable server) each
+                // waiting operation dials, so one hung dial never holds the
+                // others back.
+                let joining = homeable
+                    && (self.homing.load(Ordering::Acquire) > 0 || self.client.has_home(self.server));
                 if joining && self.homing.load(Ordering::Acquire) > 0 {
-                    // (Not for long: a try that gets no answer, on a
-                    // silent server, must not hold the others back until
-                    // its deadline.)
+                    // (Not for long: a try that gets no answer soon must
+                    // not hold the others back until its deadline.)
                     let until = self.homing_since + HOMING_GRACE;
                     if Instant::now() < until {
                         return Next::Held { id, until };

@@ -111,6 +111,17 @@ impl Report {
 
 /// The client's configuration: defaults, plus the shared-homes cap from
 /// `DFLOCKD_MAX_LEASES_PER_CONNECTION` when set.
+/// Wait up to `ms` for `q` to have events (its fd readable).
+pub fn await_events(q: &Events, ms: i32) {
+    let mut p = libc::pollfd {
+        fd: q.fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
+
 pub fn config(plan: &Plan) -> Config {
     let mut config = Config::new(vec![(plan.host.clone(), plan.port)]);
     if let Ok(v) = std::env::var("DFLOCKD_MAX_LEASES_PER_CONNECTION") {
@@ -243,13 +254,7 @@ pub fn run(plan: &Plan) -> Report {
             }
             started += 1;
         }
-        let mut p = libc::pollfd {
-            fd: q.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, 100) };
+        await_events(&q, 100);
         for e in q.poll(4096) {
             done += 1;
             match e.kind {
