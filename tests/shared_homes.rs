@@ -96,6 +96,35 @@ fn a_cap_of_one_gives_every_lease_its_own_connection() {
     assert_eq!(client.home_connections(), 0);
 }
 
+/// Threads acquiring at once never fill a home past its cap: each try on a
+/// home reserves its place there until it is answered.
+#[test]
+fn threads_acquiring_at_once_never_fill_a_home_past_its_cap() {
+    if skip_external("threads_acquiring_at_once_never_fill_a_home_past_its_cap") {
+        return;
+    }
+    let srv = embedded(roomy());
+    let client = srv.client_with(|c| c.max_leases_per_connection = 10);
+    let leases: Vec<Lease> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let client = &client;
+                s.spawn(move || hold_many(client, &format!("cap10-{t}"), 25, None))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(leases.len(), 200);
+    // 200 leases, at most 10 a home: at least 20 homes (more when a busy
+    // home sent an acquire to a connection of its own).
+    let homes = client.home_connections();
+    assert!(homes >= 20, "{homes} homes for 200 leases at 10 a home");
+    assert!(leases.iter().all(Lease::is_held));
+}
+
 #[test]
 fn a_dropped_shared_home_reports_every_lease_on_it_lost_within_50_ms() {
     if skip_external("a_dropped_shared_home_reports_every_lease_on_it_lost_within_50_ms") {

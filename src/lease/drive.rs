@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::clock::Stamp;
-use crate::connection::{Connection, Sending};
+use crate::connection::{Connection, Reservation, Sending};
 use crate::engine::ensure_running;
 use crate::held::{Home, Shared, cancelled};
 use crate::metrics::bump;
@@ -67,6 +67,7 @@ impl Shared {
         let (mut reused, mut stale_retried) = (false, false);
         let mut reference: Option<String> = None;
         let mut next = op.first();
+        let mut room: Option<Reservation>;
         loop {
             let (ask, via) = match next {
                 Next::Send { ask, via } => (ask, via),
@@ -115,9 +116,11 @@ impl Shared {
                     if let Some(h) = home.take() {
                         self.give_back(h);
                     }
-                    self.client
-                        .home_with_room(server, Sending::Call)
-                        .map(|r| Arc::clone(r.conn()))
+                    // Its place there is kept until this call ends (a
+                    // grant holds its own ticket by then), so threads
+                    // trying at once never fill the home past its cap.
+                    room = self.client.home_with_room(server, Sending::Call);
+                    room.as_ref().map(|r| Arc::clone(r.conn()))
                 }
                 _ => None,
             };
