@@ -365,6 +365,26 @@ impl Driver {
                 let reply_by = conn.reply_deadline(req);
                 self.await_reply(engine, id, op, conn, reply_by, sent, req.command());
             }
+            Ok(Started::Busy) if !req.may_block() => {
+                // A call holds the connection (a blocking release of a
+                // lease that lived there too): the reactor's way queues
+                // the request for that call to write when done, instead of
+                // retrying until the call ends (and the connection with it,
+                // if the call broke it).
+                match self.send_on_home(engine, id, op, Arc::clone(&conn), req) {
+                    OnHome::Sent => {}
+                    OnHome::NotWatched(mut op) | OnHome::Busy(mut op) => {
+                        op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
+                        self.timers.push(Reverse((op.step_by, id)));
+                        op.stage = Stage::Retry { conn };
+                        self.tasks.insert(id, Task::Op(op));
+                    }
+                    OnHome::Failed(mut op, e) => {
+                        op.stage = Stage::Retry { conn };
+                        self.reply(engine, id, op, Err(e));
+                    }
+                }
+            }
             Ok(Started::Busy) => {
                 op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
                 self.timers.push(Reverse((op.step_by, id)));
