@@ -695,15 +695,20 @@ impl Table {
         });
     }
 
-    /// A connection closed: drop its waiters and two-phase state and, when
-    /// `release_held`, release everything it holds.
-    pub fn drop_connection(&mut self, conn: ConnId, release_held: bool, now: Instant) {
-        let ids: Vec<WaiterId> = self
-            .waiters
+    /// The waiters connection `conn` has queued now (not orphans it left
+    /// behind earlier).
+    fn waiters_of(&self, conn: ConnId) -> Vec<WaiterId> {
+        self.waiters
             .iter()
             .filter(|(_, w)| w.conn == conn && w.orphan.is_none())
             .map(|(id, _)| *id)
-            .collect();
+            .collect()
+    }
+
+    /// A connection closed: drop its waiters and two-phase state and, when
+    /// `release_held`, release everything it holds.
+    pub fn drop_connection(&mut self, conn: ConnId, release_held: bool, now: Instant) {
+        let ids = self.waiters_of(conn);
         let mut touched: Vec<SpaceKey> = Vec::new();
         for id in ids {
             if let Some(w) = self.remove_waiter(id, now) {

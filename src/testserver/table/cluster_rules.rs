@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ConnId, Enqueued, Holder, Orphan, Start, Status, Table, WaiterId};
+use super::{ConnId, Enqueued, Holder, Orphan, Start, Status, Table};
 use crate::protocol::Kind;
 
 /// Whole seconds left on a lease, at least 1 (a reply never carries a
@@ -75,12 +75,7 @@ impl Table {
     /// either).
     pub fn sever_connection(&mut self, conn: ConnId, orphan_ttl: Option<Duration>, now: Instant) {
         let reference = self.refs.remove(&conn);
-        let ids: Vec<WaiterId> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.conn == conn && w.orphan.is_none())
-            .map(|(id, _)| *id)
-            .collect();
+        let ids = self.waiters_of(conn);
         self.enqueued.retain(|(c, _, _), _| *c != conn);
         for id in ids {
             match (orphan_ttl, &reference) {
