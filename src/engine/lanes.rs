@@ -182,9 +182,9 @@ impl Lane {
                 // connection); elsewhere (an unreachable server) each
                 // waiting operation dials, so one hung dial never holds the
                 // others back.
-                let joining = homeable
-                    && (self.homing.load(Ordering::Acquire) > 0 || self.client.has_home(self.server));
-                if joining && self.homing.load(Ordering::Acquire) > 0 {
+                let homing = self.homing.load(Ordering::Acquire) > 0;
+                let joining = homeable && (homing || self.client.has_home(self.server));
+                if joining && homing {
                     // (Not for long: a try that gets no answer soon must
                     // not hold the others back until its deadline.)
                     let until = self.homing_since + HOMING_GRACE;

@@ -338,27 +338,13 @@ impl Driver {
         // (A blocking request never goes on a home; a connection without
         // held leases is the operation's own, even if the reactor still
         // watches it from its last lease.)
-        let shared = !req.may_block() && conn.homed() > 0;
-        let on_home = if shared {
-            self.send_on_home(engine, id, op, Arc::clone(&conn), req)
+        let mut op = if !req.may_block() && conn.homed() > 0 {
+            match self.send_on_home(engine, id, op, Arc::clone(&conn), req) {
+                OnHome::NotWatched(op) => op,
+                other => return self.after_home(engine, id, other, conn, sent),
+            }
         } else {
-            OnHome::NotWatched(op)
-        };
-        let mut op = match on_home {
-            OnHome::Sent => return,
-            OnHome::NotWatched(op) => op,
-            OnHome::Busy(mut op) => {
-                op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
-                self.timers.push(Reverse((op.step_by, id)));
-                op.stage = Stage::Retry { conn };
-                self.tasks.insert(id, Task::Op(op));
-                return;
-            }
-            OnHome::Failed(mut op, e) => {
-                op.stage = Stage::Retry { conn };
-                self.reply(engine, id, op, Err(e));
-                return;
-            }
+            op
         };
         match conn.start_request_over(req, id) {
             Ok(Started::Sent) => {
@@ -371,31 +357,36 @@ impl Driver {
                 // the request for that call to write when done, instead of
                 // retrying until the call ends (and the connection with it,
                 // if the call broke it).
-                match self.send_on_home(engine, id, op, Arc::clone(&conn), req) {
-                    OnHome::Sent => {}
-                    OnHome::NotWatched(mut op) | OnHome::Busy(mut op) => {
-                        op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
-                        self.timers.push(Reverse((op.step_by, id)));
-                        op.stage = Stage::Retry { conn };
-                        self.tasks.insert(id, Task::Op(op));
-                    }
-                    OnHome::Failed(mut op, e) => {
-                        op.stage = Stage::Retry { conn };
-                        self.reply(engine, id, op, Err(e));
-                    }
-                }
+                let r = self.send_on_home(engine, id, op, Arc::clone(&conn), req);
+                self.after_home(engine, id, r, conn, sent);
             }
-            Ok(Started::Busy) => {
-                op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
-                self.timers.push(Reverse((op.step_by, id)));
-                op.stage = Stage::Retry { conn };
-                self.tasks.insert(id, Task::Op(op));
-            }
+            Ok(Started::Busy) => self.retry_soon(id, op, conn, sent),
             Err(e) => {
                 op.stage = Stage::Retry { conn };
                 self.reply(engine, id, op, Err(e));
             }
         }
+    }
+
+    /// Go on after offering `op`'s request to the home's reader: nothing
+    /// more to do if it was sent; else try again shortly, or fail.
+    fn after_home(&mut self, engine: &Reactor, id: u64, r: OnHome, conn: Arc<Connection>, sent: Stamp) {
+        match r {
+            OnHome::Sent => {}
+            OnHome::NotWatched(op) | OnHome::Busy(op) => self.retry_soon(id, op, conn, sent),
+            OnHome::Failed(mut op, e) => {
+                op.stage = Stage::Retry { conn };
+                self.reply(engine, id, op, Err(e));
+            }
+        }
+    }
+
+    /// `conn` was busy for `op`'s request: send it again shortly.
+    fn retry_soon(&mut self, id: u64, mut op: Box<Op>, conn: Arc<Connection>, sent: Stamp) {
+        op.step_by = earliest(sent.mono + BUSY_RETRY, Some(op.deadline));
+        self.timers.push(Reverse((op.step_by, id)));
+        op.stage = Stage::Retry { conn };
+        self.tasks.insert(id, Task::Op(op));
     }
 
     /// A grant held or a release done.
