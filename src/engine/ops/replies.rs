@@ -127,14 +127,18 @@ impl Driver {
                 // (So does the try a shared acquire starts with: `timeout`
                 // leads to the `e`.)
                 let leads_on = matches!(op.ask, Some((Ask::Enqueue | Ask::Acquire { timeout_s: 0 }, _)));
-                op.nudge = match op.ask {
-                    Some(_) if leads_on && acquiring && op.nudge.is_none() => {
-                        let at = Instant::now() + NUDGE;
+                // A nudge still ahead keeps its timer; one already due may
+                // have fired while the operation was out of the task table
+                // (a drain was acting on it), so it gets a fresh timer.
+                let now = Instant::now();
+                op.nudge = match op.nudge {
+                    _ if !(leads_on && acquiring) => None,
+                    Some(at) if at > now => Some(at),
+                    _ => {
+                        let at = now + NUDGE;
                         self.timers.push(Reverse((at, id)));
                         Some(at)
                     }
-                    Some(_) if leads_on && acquiring => op.nudge,
-                    _ => None,
                 };
                 if op.client.config.cluster
                     && matches!(op.ask, Some((Ask::Wait { .. } | Ask::Acquire { .. }, _)))
