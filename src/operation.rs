@@ -285,6 +285,35 @@ impl Operation {
         self.send(ask, via)
     }
 
+    /// No home had room for the try [`Operation::first`] asked for
+    /// (`Via::Home`): the request goes on a connection of its own, where a
+    /// try would only cost a round trip before the acquire's own request,
+    /// so that request (`l` with its timeout, or `e`) is what is sent
+    /// there. The same request otherwise (a try alone stays a try).
+    pub(crate) fn no_home(&mut self) -> Next {
+        match (self.goal, self.stage) {
+            (Goal::Acquire { timeout_s, two_phase }, Stage::Asked { ask, sent: None })
+                if std::mem::take(&mut self.trying_home) =>
+            {
+                debug_assert_eq!(ask, Ask::Acquire { timeout_s: 0 });
+                let ask = if two_phase {
+                    Ask::Enqueue
+                } else {
+                    Ask::Acquire { timeout_s }
+                };
+                self.send(ask, Via::Server)
+            }
+            (_, Stage::Asked { ask, .. }) => Next::Send {
+                ask,
+                via: Via::Server,
+            },
+            _ => Next::Failed(Error::new(
+                ErrorKind::Protocol,
+                format!("{} {:?}: no request to send", self.what, self.key),
+            )),
+        }
+    }
+
     fn send(&mut self, ask: Ask, via: Via) -> Next {
         self.stage = Stage::Asked { ask, sent: None };
         Next::Send { ask, via }
@@ -640,6 +669,47 @@ mod tests {
         op.sent(now);
         let taken = Error::new(ErrorKind::Timeout, "taken");
         assert!(matches!(op.reply(Err(taken), now, false), Next::Failed(_)));
+    }
+
+    #[test]
+    fn a_shared_acquire_with_no_home_sends_its_own_request_at_once() {
+        let now = Stamp::now();
+        for two_phase in [false, true] {
+            let mut op = Operation::acquire(Kind::Lock, "k", 9, two_phase, cadence()).sharing(true);
+            assert!(matches!(op.first(), Next::Send { via: Via::Home, .. }));
+            let want = if two_phase {
+                Ask::Enqueue
+            } else {
+                Ask::Acquire { timeout_s: 9 }
+            };
+            assert!(matches!(op.no_home(), Next::Send { ask, via: Via::Server } if ask == want));
+            op.sent(now);
+            // `timeout` is now the acquire's own answer, not a try's.
+            let taken = Error::new(ErrorKind::Timeout, "taken");
+            let r = op.reply(Err(taken), now, false);
+            assert!(matches!(r, Next::Failed(e) if e.kind() == ErrorKind::Timeout));
+        }
+        let mut op = Operation::acquire(Kind::Lock, "k", 9, true, cadence()).sharing(true);
+        op.first();
+        op.no_home();
+        op.sent(now);
+        assert!(matches!(
+            op.reply(Ok(Outcome::Queued), now, false),
+            Next::Send {
+                ask: Ask::Wait { timeout_s: 9 },
+                via: Via::Same
+            }
+        ));
+        // A try alone stays a try.
+        let mut op = Operation::acquire(Kind::Lock, "k", 0, false, cadence()).sharing(true);
+        op.first();
+        assert!(matches!(
+            op.no_home(),
+            Next::Send {
+                ask: Ask::Acquire { timeout_s: 0 },
+                via: Via::Server
+            }
+        ));
     }
 
     #[test]

@@ -364,6 +364,17 @@ impl Op {
         matches!(self.ask, Some((_, crate::operation::Via::Home)))
     }
 
+    /// It goes on a connection of its own (no home had room): a try
+    /// becomes the acquire's own request (`Operation::no_home`).
+    pub(super) fn on_own_connection(&mut self) {
+        if !self.homeable() {
+            return;
+        }
+        if let Some(crate::operation::Next::Send { ask, via }) = self.machine.as_mut().map(|m| m.no_home()) {
+            self.ask = Some((ask, via));
+        }
+    }
+
     pub(super) fn ordered_key(&self) -> Option<String> {
         self.key().filter(|_| self.is_acquire()).map(str::to_owned)
     }

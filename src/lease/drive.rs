@@ -69,7 +69,7 @@ impl Shared {
         let mut next = op.first();
         let mut room: Option<Reservation>;
         loop {
-            let (ask, via) = match next {
+            let (mut ask, mut via) = match next {
                 Next::Send { ask, via } => (ask, via),
                 Next::Hold {
                     token,
@@ -124,6 +124,14 @@ impl Shared {
                 }
                 _ => None,
             };
+            if via == Via::Home && on_home.is_none() {
+                // No home has room: the acquire's own request, at once, on
+                // a connection of its own (a try there would only cost a
+                // round trip before it).
+                if let Next::Send { ask: a, via: v } = op.no_home() {
+                    (ask, via) = (a, v);
+                }
+            }
             let at = match via {
                 Via::Home if on_home.is_some() => {
                     reused = true;

@@ -45,6 +45,7 @@ impl Driver {
                     };
                     op.enqueuing = ordered;
                     op.homing = homing;
+                    op.on_own_connection();
                     self.send(engine, id, op, conn);
                 }
                 Next::Home { id, room, ordered } => {
