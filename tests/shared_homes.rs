@@ -411,3 +411,63 @@ fn evented_acquires_share_homes_too() {
     assert!(leases.iter().all(Lease::is_held));
     assert_eq!(client.metrics().leases_lost, 0);
 }
+
+/// Ten threads, each with a lease on its own key, each acquiring and
+/// releasing in a loop through one completion queue that another thread
+/// drains (what the Go binding does with ten goroutines): the tries and
+/// releases meet on shared homes, and every one is answered.
+#[test]
+fn evented_acquire_release_cycles_on_shared_homes_are_all_answered() {
+    use dflockd::events::{Event, EventKind, Events};
+    if skip_external("evented_acquire_release_cycles_on_shared_homes_are_all_answered") {
+        return;
+    }
+    const THREADS: usize = 10;
+    let srv = embedded(roomy());
+    let client = srv.client();
+    let q = Arc::new(Events::new().expect("events"));
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<Event>()).unzip();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain = {
+        let (q, stop) = (Arc::clone(&q), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(e) = next_event(&q, Duration::from_millis(100)) {
+                    txs[e.tag as usize].send(e).expect("dispatch");
+                }
+            }
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(3);
+    let workers: Vec<_> = rxs
+        .into_iter()
+        .enumerate()
+        .map(|(i, rx)| {
+            let (client, q) = (client.clone(), Arc::clone(&q));
+            thread::spawn(move || {
+                let lease = client.lock(&key("ev-cycle")).expect("lease");
+                let mut pairs = 0u64;
+                while Instant::now() < end {
+                    for (start, want) in [(true, EventKind::Acquired), (false, EventKind::Released)] {
+                        if start {
+                            lease.acquire_start(30, &q, i as u64).expect("start");
+                        } else {
+                            lease.release_start(&q, i as u64).expect("release");
+                        }
+                        let e = rx
+                            .recv_timeout(Duration::from_secs(30))
+                            .expect("an event within 30 s");
+                        assert_eq!(e.kind, want, "lease {i} after {pairs} pairs: {:?}", e.error);
+                    }
+                    pairs += 1;
+                }
+                pairs
+            })
+        })
+        .collect();
+    let pairs: u64 = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drain.join().expect("drain");
+    assert!(pairs > 100, "{pairs} pairs");
+    assert_eq!(client.metrics().leases_lost, 0);
+}

@@ -43,7 +43,12 @@ impl std::ops::DerefMut for HeldIo<'_> {
 impl Drop for HeldIo<'_> {
     fn drop(&mut self) {
         self.io = None;
-        if self.conn.post_outbox() {
+        // (Pairs with the fence in `try_io_or_look_again`: either that
+        // retry takes the io, or this sees its flag.)
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let looked = self.conn.look_again.load(Ordering::Relaxed)
+            && self.conn.look_again.swap(false, Ordering::AcqRel);
+        if self.conn.post_outbox() || looked {
             if let Some(nudge) = self.conn.nudge.get() {
                 nudge(self.conn.id);
             }
@@ -262,6 +267,18 @@ impl Connection {
         posted
     }
 
+    /// The io for the reactor's reads: if another thread holds it now,
+    /// that thread nudges the reactor when it lets go (`None` here).
+    fn try_io_or_look_again(&self) -> Option<HeldIo<'_>> {
+        if let Some(io) = self.try_io() {
+            return Some(io);
+        }
+        self.look_again.store(true, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // Let go meanwhile (before it could see the flag): read now.
+        self.try_io()
+    }
+
     /// The io, if no other thread holds it now ([`HeldIo`]).
     pub(super) fn try_io(&self) -> Option<HeldIo<'_>> {
         match self.io.try_lock() {
@@ -303,20 +320,45 @@ impl Connection {
     /// hand them over: a reply never reaches the wrong reader.
     pub(crate) fn poll_reply(&self, reader: u64, cmd: Command, key: Option<&str>) -> Result<Option<Outcome>> {
         let what = What { cmd, key };
-        let Some(mut io) = self.try_io() else {
+        let Some(mut io) = self.try_io_or_look_again() else {
             return Ok(None);
         };
         let io = &mut *io;
+        let mut kept = false;
+        let r = self.reply_for(io, reader, &what, &mut kept);
+        // This reader has its reply; others' replies may follow, and the
+        // reactor must read them (or hand them over): it is told when
+        // they may not reach it otherwise. They may be read already (in
+        // the transport's buffer, so the socket's edge-triggered readiness
+        // is spent), or the socket's registration may be this reader's
+        // (a task's request went on a connection the reactor watches: a
+        // release racing the others on a home), which then goes back to
+        // the reactor, to read them and to watch for hang-up.
+        let others_next = matches!(r, Ok(Some(_)))
+            && ((!io.session.is_idle() && io.transport.pending_input() > 0)
+                || (!self.hang_ups_watched() && (!io.session.is_idle() || self.homed() > 0)));
+        if kept || others_next {
+            if let Some(nudge) = self.nudge.get() {
+                nudge(self.id);
+            }
+        }
+        r
+    }
+
+    /// [`Connection::poll_reply`] on the held io; `kept`: lines for other
+    /// readers were read and kept for them.
+    fn reply_for(&self, io: &mut Io, reader: u64, what: &What, kept: &mut bool) -> Result<Option<Outcome>> {
+        let cmd = what.cmd;
         if let Some(at) = io.for_reactor.iter().position(|(r, _)| *r == reader) {
             // Read by another reader on its way to its own reply.
             let (_, line) = io.for_reactor.remove(at).unwrap_or_default();
-            let r = self.interpret(cmd, &what, &line);
-            self.observe(&what, &r);
+            let r = self.interpret(cmd, what, &line);
+            self.observe(what, &r);
             return r.map(Some);
         }
         // Requests posted while someone held the connection go out now (the
         // one awaited may be among them), in order after those sent.
-        if self.take_outbox(io, &what)? && io.transport.try_flush(&what).is_err() {
+        if self.take_outbox(io, what)? && io.transport.try_flush(what).is_err() {
             io.session.break_off();
             self.broken.store(true, Ordering::Release);
         }
@@ -338,9 +380,8 @@ impl Connection {
                 format!("{what}: another call took over the connection"),
             ));
         }
-        let mut kept = false;
-        let r = loop {
-            let line = match io.transport.try_read_line(&what) {
+        loop {
+            let line = match io.transport.try_read_line(what) {
                 Ok(Some(line)) => line,
                 Ok(None) => break Ok(None),
                 Err(e) => {
@@ -356,34 +397,28 @@ impl Connection {
                     ..
                 } if r != reader => {
                     io.for_reactor.push_back((r, line));
-                    kept = true;
+                    *kept = true;
                 }
                 Delivery::Reply {
                     waiter: Waiter::Reactor(_),
                     ..
                 } if !io.stray_input() => {
-                    let r = self.interpret(cmd, &what, &line);
-                    self.observe(&what, &r);
+                    let r = self.interpret(cmd, what, &line);
+                    self.observe(what, &r);
                     break r.map(Some);
                 }
                 _ => {
                     io.session.break_off();
                     self.broken.store(true, Ordering::Release);
-                    break Err(stray(&what));
+                    break Err(stray(what));
                 }
             }
-        };
-        if kept {
-            if let Some(nudge) = self.nudge.get() {
-                nudge(self.id);
-            }
         }
-        r
     }
 
     /// The readers whose replies another reader read and kept for them.
     pub(crate) fn kept_for(&self) -> Vec<u64> {
-        match self.try_io() {
+        match self.try_io_or_look_again() {
             Some(io) => io.for_reactor.iter().map(|(r, _)| *r).collect(),
             None => Vec::new(),
         }

@@ -209,6 +209,7 @@ impl Connector {
             homed: AtomicUsize::new(0),
             nudge: OnceLock::new(),
             outbox: Mutex::new(Vec::new()),
+            look_again: AtomicBool::new(false),
             reserved: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
@@ -299,6 +300,11 @@ pub struct Connection {
     /// next holder of `io` puts them on the wire, ahead of its own request
     /// (so a busy home never holds a renewal back for long).
     outbox: Mutex<Vec<Posted>>,
+    /// The reactor came to read (replies it awaits, lines kept for its
+    /// tasks) while another thread held `io`: that holder nudges it when it
+    /// lets go ([`HeldIo`]). Its registration is edge-triggered, so the
+    /// bytes left in the socket would fire nothing more.
+    look_again: AtomicBool,
     /// Leases on their way here: tries sent, not answered yet
     /// ([`Reservation`]).
     reserved: AtomicUsize,

@@ -134,7 +134,13 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     fn nudge(&self, conn: u64) {
-        lock(&self.nudged).push(conn);
+        {
+            let mut nudged = lock(&self.nudged);
+            if nudged.contains(&conn) {
+                return; // woken already; not looked at yet
+            }
+            nudged.push(conn);
+        }
         self.wake();
     }
 
