@@ -135,7 +135,7 @@ impl Driver {
                     _ if !(leads_on && acquiring) => None,
                     Some(at) if at > now => Some(at),
                     _ => {
-                        let at = now + NUDGE;
+                        let at = nudge_slot(now);
                         self.timers.push(Reverse((at, id)));
                         Some(at)
                     }
@@ -323,4 +323,18 @@ impl Driver {
         op.stage = Stage::Asked { conn, sent, cmd };
         self.tasks.insert(id, Task::Op(op));
     }
+}
+
+/// When a nudge armed at `now` fires: `NUDGE` later, rounded up to the
+/// next multiple of `NUDGE` (counted from the first nudge), so that the
+/// nudges of acquires started within one `NUDGE` share one wake-up of the
+/// engine thread (which takes the driver's lock from the threads that
+/// drain their queues themselves).
+fn nudge_slot(now: Instant) -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| now);
+    let step = NUDGE.as_nanos();
+    let since = (now + NUDGE).saturating_duration_since(base).as_nanos();
+    let slots = since.div_ceil(step);
+    base + Duration::from_nanos(u64::try_from(slots * step).unwrap_or(u64::MAX))
 }

@@ -12,6 +12,14 @@ impl Driver {
     pub(super) fn expire_timers(&mut self, engine: &Reactor) -> Option<Instant> {
         loop {
             self.pump_dirty(engine);
+            if self.timers.len() > 2 * self.tasks.len() + 1024 {
+                // Most are deadlines of operations that ended (a timer is
+                // never taken out when its operation ends): drop those, so
+                // that a busy engine's heap stays the size of its work.
+                let tasks = &self.tasks;
+                self.timers
+                    .retain(|Reverse((_, id))| *id == SWEEP_ID || tasks.contains_key(id));
+            }
             let &Reverse((when, id)) = self.timers.peek()?;
             let now = Instant::now();
             if when > now {
