@@ -141,12 +141,26 @@ impl Inbox {
             }
             nudged.push(conn);
         }
-        self.wake();
+        self.wake_unless_engine();
     }
 
     pub(crate) fn push(&self, item: Message) {
         lock(&self.items).push(item);
-        self.wake();
+        self.wake_unless_engine();
+    }
+
+    /// The engine thread looks at its inbox before it sleeps (`Reactor::
+    /// run`): what it posts to itself (a home's reply it read) needs no
+    /// eventfd round trip.
+    fn wake_unless_engine(&self) {
+        if !ON_ENGINE.with(std::cell::Cell::get) {
+            self.wake();
+        }
+    }
+
+    /// Whether messages or nudges wait.
+    fn has_work(&self) -> bool {
+        !lock(&self.items).is_empty() || !lock(&self.nudged).is_empty()
     }
 
     fn wake(&self) {
@@ -456,6 +470,8 @@ impl Reactor {
                 })
                 .fold(replies, |t, ms| if t < 0 { ms } else { t.min(ms) });
             self.flush_log();
+            // (Posted by this thread, so not woken for: look without sleeping.)
+            let timeout = if self.inbox.has_work() { 0 } else { timeout };
             // SAFETY: valid epoll fd; `events` has room for 64 entries.
             let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout) };
             if n < 0 {
@@ -467,12 +483,7 @@ impl Reactor {
                     let mut counter: u64 = 0;
                     // SAFETY: reading 8 bytes into a live u64 from our eventfd.
                     unsafe { libc::read(self.inbox.waker.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
-                    self.run_nudged(&mut *tasks);
-                    let items = std::mem::take(&mut *lock(&self.inbox.items));
-                    for item in items {
-                        tasks.handle(self, item);
-                    }
-                    continue;
+                    continue; // the inbox is read below
                 }
                 if key & TASK_BIT != 0 {
                     tasks.on_event(self, key & !TASK_BIT, e.events);
@@ -480,6 +491,16 @@ impl Reactor {
                 }
                 self.on_event(key, e.events);
             }
+            self.run_inbox(&mut *tasks);
+        }
+    }
+
+    /// Act on the nudges and messages other threads (and this one) posted.
+    fn run_inbox(&self, tasks: &mut dyn Tasks) {
+        self.run_nudged(tasks);
+        let items = std::mem::take(&mut *lock(&self.inbox.items));
+        for item in items {
+            tasks.handle(self, item);
         }
     }
 
