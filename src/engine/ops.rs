@@ -162,6 +162,8 @@ pub(crate) struct Driver {
     registered: HashMap<u64, RawFd>,
     lanes: HashMap<LaneKey, Lane>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The heap's size at which ended operations' timers are dropped next.
+    compact_above: usize,
     /// Operations that ended while their reply on a home was awaited.
     abandoned: HashMap<u64, home::Abandoned>,
     /// Lanes to pump once the current event is handled ([`Driver::pump_dirty`],

@@ -12,13 +12,16 @@ impl Driver {
     pub(super) fn expire_timers(&mut self, engine: &Reactor) -> Option<Instant> {
         loop {
             self.pump_dirty(engine);
-            if self.timers.len() > 2 * self.tasks.len() + 1024 {
+            if self.timers.len() > self.compact_above.max(2 * self.tasks.len() + 1024) {
                 // Most are deadlines of operations that ended (a timer is
                 // never taken out when its operation ends): drop those, so
-                // that a busy engine's heap stays the size of its work.
+                // that a busy engine's heap stays the size of its work. Not
+                // again before the heap doubles (live operations may have
+                // several timers each: a pass per pop would be quadratic).
                 let tasks = &self.tasks;
                 self.timers
                     .retain(|Reverse((_, id))| *id == SWEEP_ID || tasks.contains_key(id));
+                self.compact_above = 2 * self.timers.len();
             }
             let &Reverse((when, id)) = self.timers.peek()?;
             let now = Instant::now();
