@@ -56,6 +56,10 @@ impl Drop for HeldIo<'_> {
     }
 }
 
+/// How recent a read that found the socket empty must be for a request to
+/// go without first reading what arrived while the connection was idle.
+const JUST_READ: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A request waiting in a connection's outbox: its command, its frame,
 /// its reply deadline and who awaits the reply.
 pub(super) type Posted = (Command, Vec<u8>, Instant, Waiter);
@@ -176,11 +180,13 @@ impl Connection {
             // reply taken over here would reach the wrong reader).
             return Ok(Started::Busy);
         }
-        if !awaited {
+        if !awaited && !(io.session.is_idle() && io.transport.read_dry_within(JUST_READ)) {
             // A home sits idle between renewals: whatever arrived meanwhile
             // is an owed reply, or a reply to nothing (a violation), never
             // the answer to this renewal. (Behind awaited replies, what
-            // arrived is theirs: the reactor reads it.)
+            // arrived is theirs: the reactor reads it. Right after a read
+            // that emptied the socket, as when an acquire's `e` follows its
+            // try, nothing can have sat there: no read syscall for that.)
             self.drain(io, &what)?;
         }
         if io.session.admit(req.may_block()).is_err() {

@@ -40,6 +40,9 @@ pub(crate) struct Transport {
     /// previous request's) costs no `setsockopt`.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// When a non-blocking read last found the socket's buffer empty (it
+    /// returned less than it was offered, or nothing).
+    emptied_at: Option<Instant>,
 }
 
 /// Linux runs socket timeouts (`SO_RCVTIMEO`/`SO_SNDTIMEO`) on the coarse
@@ -146,6 +149,7 @@ impl Transport {
             wire,
             read_timeout: None,
             write_timeout: None,
+            emptied_at: None,
         };
         if t.wire.is_tls() {
             t.handshake(host, deadline)?;
@@ -175,6 +179,7 @@ impl Transport {
             wire,
             read_timeout: None,
             write_timeout: None,
+            emptied_at: None,
         })
     }
 
@@ -292,17 +297,37 @@ impl Transport {
     /// Without waiting (the event engine): the next reply line if it has
     /// arrived, reading what the socket holds now.
     pub(crate) fn try_read_line(&mut self, what: &dyn Display) -> Result<Option<String>> {
-        let mut sock = NonBlocking(self.raw_fd());
+        let mut sock = Noting {
+            inner: NonBlocking(self.raw_fd()),
+            emptied: false,
+        };
         loop {
             if let Some(line) = self.wire.next_line(what)? {
+                self.note_emptied(sock.emptied);
                 return Ok(Some(line));
             }
             match self.wire.read_from(&mut sock, what)? {
                 Received::Bytes => {}
-                Received::Nothing => return Ok(None),
+                Received::Nothing => {
+                    self.note_emptied(true);
+                    return Ok(None);
+                }
                 Received::Closed => return Err(self.wire.closed(what)),
             }
         }
+    }
+
+    fn note_emptied(&mut self, emptied: bool) {
+        if emptied {
+            self.emptied_at = Some(Instant::now());
+        }
+    }
+
+    /// Nothing is buffered and a read found the socket empty less than
+    /// `within` ago: a line that arrived while the connection sat idle
+    /// cannot be waiting (what a read now would look for).
+    pub(crate) fn read_dry_within(&self, within: Duration) -> bool {
+        self.wire.pending_input() == 0 && self.emptied_at.is_some_and(|at| at.elapsed() < within)
     }
 
     /// Wait for bytes (at most until `deadline`) and process them.
@@ -470,6 +495,24 @@ fn sockaddr(addr: &SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::so
 /// each call, so the event engine can drive a connection that the blocking
 /// path uses with socket timeouts (no `fcntl` back and forth).
 struct NonBlocking(RawFd);
+
+/// A reader that notes whether its last read found the source's buffer
+/// empty (it returned less than it was offered, or would block).
+struct Noting<R> {
+    inner: R,
+    emptied: bool,
+}
+
+impl<R: io::Read> io::Read for Noting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.inner.read(buf);
+        self.emptied = match &r {
+            Ok(n) => *n < buf.len(),
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        r
+    }
+}
 
 impl io::Read for NonBlocking {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
