@@ -180,7 +180,8 @@ impl Connection {
             // reply taken over here would reach the wrong reader).
             return Ok(Started::Busy);
         }
-        if !awaited && !(io.session.is_idle() && io.transport.read_dry_within(JUST_READ)) {
+        let just_read = io.session.is_idle() && io.transport.read_dry_within(JUST_READ);
+        if !awaited && !just_read {
             // A home sits idle between renewals: whatever arrived meanwhile
             // is an owed reply, or a reply to nothing (a violation), never
             // the answer to this renewal. (Behind awaited replies, what

@@ -152,9 +152,12 @@ class EventsTest < Minitest::Test
       inside = Hash.new(0)
       peak = Hash.new(0)
       results = {}
+      stage = Array.new(FIBERS, :unscheduled)
       waiters_by_fiber.each_with_index do |l, i|
         Fiber.schedule do
+          stage[i] = :starting
           l.acquire(timeout: 60)
+          stage[i] = :acquired
           inside[l.key] += 1
           peak[l.key] = [peak[l.key], inside[l.key]].max
           sleep 0.001 # hold it across a switch to other fibers
@@ -163,13 +166,20 @@ class EventsTest < Minitest::Test
           results[i] = Thread.current
         end
       end
-      # Every fiber is parked in its acquire: all queued on the server.
+      # Every fiber is parked in its acquire: all queued on the server. The
+      # scheduler runs meanwhile: a fiber may park before its start, on the
+      # queue's mutex that another test's thread holds for a moment.
       # (The message names what did arrive, per key, and what the engine holds, should it stall.)
       queued = nil
-      await(-> { "#{FIBERS} acquires queued (queued per key: #{queued.inspect}, running: #{DFlockd::Events.current.running})" }, 20) do
+      until_t = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 20
+      sched.run_until(0.005) do
         queued = keys.map { |k| waiters(c, k) }
-        queued.sum == FIBERS
+        queued.sum == FIBERS || Process.clock_gettime(Process::CLOCK_MONOTONIC) > until_t
       end
+      assert_equal FIBERS, queued.sum,
+                   "#{FIBERS} acquires queued within 20 s (queued per key: #{queued.inspect}, " \
+                   "running: #{DFlockd::Events.current.running}, started: #{DFlockd::Events.current.started}, " \
+                   "fibers: #{stage.tally.inspect}, parked: #{sched.parked_count})"
       waiting = native_threads
       t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       holders.each(&:release)

@@ -57,36 +57,55 @@ class MiniScheduler
     @wake_w.close
   end
 
+  # How many fibers are parked (diagnostics).
+  def parked_count = @parked.size
+
   # Run until no fiber is parked.
   def run
-    until @parked.empty? && @lock.synchronize { @ready.empty? }
-      ios = @parked.values.map(&:first).compact.uniq
-      deadlines = @parked.values.map(&:last).compact + @timers.map(&:first)
-      wait = deadlines.empty? ? nil : [deadlines.min - now, 0].max
-      readable, = IO.select(ios + [@wake_r], nil, nil, wait)
-      @wake_r.read_nonblock(4096, exception: false) if readable&.include?(@wake_r)
-      due = {}
-      # An unblock that comes after its block timed out is stale: a fiber now
-      # parked on an IO must not be resumed with it (io_wait would return a
-      # Symbol, where IO#wait_readable expects an Integer).
-      @lock.synchronize { @ready.slice!(0..) }.each { |f| due[f] = :unblocked unless @parked.dig(f, 0) }
-      t = now
-      @parked.each do |f, (io, deadline)|
-        if io && readable&.include?(io)
-          due[f] ||= IO::READABLE
-        elsif deadline && deadline <= t
-          due[f] ||= false
-        end
-      end
-      due.each { |f, value| f.resume(value) if @parked.key?(f) }
-      @timers.select { |d, f, _, _| d <= now && @parked.key?(f) }.each do |timer|
-        @timers.delete(timer)
-        timer[1].raise(timer[2], timer[3])
-      end
+    step until @parked.empty? && @lock.synchronize { @ready.empty? }
+  end
+
+  # Run (from the root fiber) until the block is truthy, checking it at
+  # least every `slice` seconds; the block's last value. Fibers go on
+  # meanwhile: one parked on a mutex another thread held is resumed when
+  # it is let go, where a root fiber that slept would hold them all.
+  def run_until(slice)
+    until (v = yield)
+      step(slice)
     end
+    v
   end
 
   private
+
+  # One round: wait (at most `cap` seconds) for an IO, a deadline or an
+  # unblock, and resume the fibers that are due.
+  def step(cap = nil)
+    ios = @parked.values.map(&:first).compact.uniq
+    deadlines = @parked.values.map(&:last).compact + @timers.map(&:first)
+    deadlines << (now + cap) if cap
+    wait = deadlines.empty? ? nil : [deadlines.min - now, 0].max
+    readable, = IO.select(ios + [@wake_r], nil, nil, wait)
+    @wake_r.read_nonblock(4096, exception: false) if readable&.include?(@wake_r)
+    due = {}
+    # An unblock that comes after its block timed out is stale: a fiber now
+    # parked on an IO must not be resumed with it (io_wait would return a
+    # Symbol, where IO#wait_readable expects an Integer).
+    @lock.synchronize { @ready.slice!(0..) }.each { |f| due[f] = :unblocked unless @parked.dig(f, 0) }
+    t = now
+    @parked.each do |f, (io, deadline)|
+      if io && readable&.include?(io)
+        due[f] ||= IO::READABLE
+      elsif deadline && deadline <= t
+        due[f] ||= false
+      end
+    end
+    due.each { |f, value| f.resume(value) if @parked.key?(f) }
+    @timers.select { |d, f, _, _| d <= now && @parked.key?(f) }.each do |timer|
+      @timers.delete(timer)
+      timer[1].raise(timer[2], timer[3])
+    end
+  end
 
   def park(io, timeout)
     f = Fiber.current
