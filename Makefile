@@ -295,6 +295,9 @@ test-ruby: lib bindings-prefix testserver-bin
 	  if [ "$${CI:-}" = "true" ]; then echo "CI=true: failing"; exit 1; fi; touch $(B)/.skip-ruby; }
 	@$(call skipped,ruby) || { echo "ruby -Ilib test/all.rb (repository)"; cd examples/ruby && \
 	  DFLOCKD_TESTSERVER_BIN=$(TESTSERVER_BIN) ruby -w -Ilib -Itest test/all.rb; }
+	@$(call skipped,ruby) || { echo "ruby -Ilib the fibers test, in a process of its own"; cd examples/ruby && \
+	  DFLOCKD_RUBY_FIBERS_ALONE=1 DFLOCKD_TESTSERVER_BIN=$(TESTSERVER_BIN) ruby -w -Ilib -Itest test/events_test.rb \
+	    -n test_fibers_acquire_contended_locks_on_one_native_thread; }
 	@$(call skipped,ruby) || { set -e; rm -rf $(RUBY_GEM) && mkdir -p $(RUBY_GEM); \
 	  (cd examples/ruby && gem build dflockd.gemspec --output $(RUBY_GEM)/dflockd-$(VERSION).gem); \
 	  GEM_HOME=$(RUBY_GEM)/home gem install --local --no-document $(RUBY_GEM)/dflockd-$(VERSION).gem; \
