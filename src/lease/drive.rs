@@ -98,6 +98,15 @@ impl Shared {
                         self.give_back(h);
                     }
                     return match next {
+                        // A cancel shuts the connection down under the
+                        // call: whichever check saw it first (the read, or
+                        // the connection found broken before the send),
+                        // the call was cancelled.
+                        Next::Failed(e)
+                            if e.kind() == ErrorKind::Io && what != "release" && self.cancel_requested() =>
+                        {
+                            Err(cancelled(what))
+                        }
                         Next::Failed(e) => Err(e),
                         _ => Ok(Ended::Released),
                     };
