@@ -259,6 +259,11 @@ impl Operation {
         self
     }
 
+    /// A release (which a cancel does not end: only acquires and waits).
+    pub(crate) fn is_release(&self) -> bool {
+        matches!(self.goal, Goal::Release { .. })
+    }
+
     /// The first request (again, after a leader redirect).
     pub(crate) fn first(&mut self) -> Next {
         let (ask, via) = match self.goal {

@@ -103,7 +103,7 @@ impl Shared {
                         // the connection found broken before the send),
                         // the call was cancelled.
                         Next::Failed(e)
-                            if e.kind() == ErrorKind::Io && what != "release" && self.cancel_requested() =>
+                            if e.kind() == ErrorKind::Io && !op.is_release() && self.cancel_requested() =>
                         {
                             Err(cancelled(what))
                         }
